@@ -1,0 +1,211 @@
+"""One benchmark job: every candidate of one shape checked, measured and recorded, nothing lost.
+
+Each candidate ends with a status: ok, unsupported (the library declines, with its reason),
+incorrect (output off the float64 reference by more than the dtype's tolerance; never ranked),
+oom, error, or timeout. A failure of one candidate never stops the others.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from attnbench import __version__, candidates, lock, memory, stats, timing
+from attnbench.env import device_summary
+from attnbench.workloads import DEFAULT_TOLERANCE, Shape, flops, make_inputs, min_bytes, reference, relative_error
+
+DEFAULT_TIMING = {"warmup": 5, "rounds": 50, "flush_l2": True, "max_time_s": 30.0}
+
+
+def log(message: str) -> None:
+    print(f"[attnbench {dt.datetime.now():%H:%M:%S}] {message}", file=sys.stderr, flush=True)
+
+
+def empty_entry(status: str, reason: str | None, **fields: Any) -> dict[str, Any]:
+    return {
+        "status": status,
+        "reason": reason,
+        "samples_ms": [],
+        "median_ms": None,
+        "ci95_ms": None,
+        "tflops": None,
+        "peak_mem_mb": None,
+        "rel_error": None,
+        **fields,
+    }
+
+
+def require_device(device: str) -> None:
+    import torch
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(
+            "device is 'cuda' but torch.cuda.is_available() is False "
+            f"(torch {torch.__version__}, built for CUDA {torch.version.cuda}); "
+            "set device: auto or cpu in config.yaml"
+        )
+
+
+def make_call(kernel: candidates.Kernel, inputs: tuple[Any, ...], backward: bool) -> Callable[[], Any]:
+    """The unit that is timed: forward, or forward plus the gradients of q, k, v."""
+    q, k, v, dout = inputs
+    if not backward:
+        return lambda: kernel(q, k, v)
+    import torch
+
+    def forward_backward() -> Any:
+        out = kernel(q, k, v)
+        return out, *torch.autograd.grad(out, (q, k, v), dout)
+
+    return forward_backward
+
+
+def check_output(result: Any, expected: list[Any], backward: bool, dtype: Any) -> tuple[float, str | None]:
+    """Relative error of the worst output, or a reason why the output cannot be compared."""
+    got = list(result) if backward else [result]
+    names = ["out", "dq", "dk", "dv"]
+    worst = 0.0
+    for name, value, want in zip(names, got, expected):
+        if not hasattr(value, "shape") or tuple(value.shape) != tuple(want.shape):
+            return float("nan"), f"{name} has shape {tuple(getattr(value, 'shape', ()))}, expected {tuple(want.shape)}"
+        if value.dtype != dtype:
+            return float("nan"), f"{name} has dtype {value.dtype}, expected {dtype}"
+        worst = max(worst, relative_error(value, want))
+    return worst, None
+
+
+def prepare(
+    name: str,
+    shape: Shape,
+    device: str,
+    inputs: tuple[Any, ...],
+    expected: list[Any],
+    spec: dict[str, Any],
+) -> tuple[dict[str, Any], Callable[[], Any] | None]:
+    """Build, check and warm one candidate; its entry and, when it is fit to time, its call."""
+    import torch
+
+    backward = spec["mode"] == "forward_backward"
+    dtype = getattr(torch, spec["dtype"])
+    tolerance = spec.get("tolerance") or DEFAULT_TOLERANCE[spec["dtype"]]
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        try:
+            call = make_call(candidates.build(name, shape, device), inputs, backward)
+            began = time.perf_counter()
+            result = call()
+            if device == "cuda":
+                torch.cuda.synchronize()
+            first_call_ms = (time.perf_counter() - began) * 1e3
+            error, mismatch = check_output(result, expected, backward, dtype)
+            del result
+            if mismatch:
+                return empty_entry("incorrect", mismatch, tolerance=tolerance), None
+            if not error <= tolerance:
+                why = f"relative error {error:.3g} exceeds the {spec['dtype']} tolerance {tolerance:g}"
+                return empty_entry("incorrect", why, rel_error=error, tolerance=tolerance), None
+            memory.reset_peak(device)
+            call()
+            peak = memory.read_peak(device)
+            for _ in range(max(0, spec["timing"]["warmup"] - 1)):
+                call()
+        except Exception as exc:  # noqa: BLE001 - classified below, never lost
+            memory.release(device)
+            return failure_entry(exc, [str(w.message) for w in seen]), None
+    entry = empty_entry("ok", None, rel_error=error, tolerance=tolerance, compile_ms=first_call_ms)
+    entry.update(peak)
+    return entry, call
+
+
+def failure_entry(exc: BaseException, warnings_seen: list[str]) -> dict[str, Any]:
+    if memory.is_out_of_memory(exc):
+        return empty_entry("oom", memory.oom_reason(exc))
+    declined = candidates.unsupported_reason(exc, warnings_seen)
+    if declined is not None:
+        return empty_entry("unsupported", declined)
+    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return empty_entry("error", f"{type(exc).__name__}: {first_line}".rstrip(": "))
+
+
+def run_shape(spec: dict[str, Any]) -> dict[str, Any]:
+    """Measure every candidate of spec["shape"]; the returned document matches bench.schema.yaml."""
+    import torch
+
+    device = spec["device"]
+    require_device(device)
+    lock_state = lock.apply(spec.get("lock"))
+    shape = Shape.from_config(spec["shape"])
+    settings = {**DEFAULT_TIMING, **spec.get("timing", {})}
+    spec = {**spec, "timing": settings}
+    mode = spec["mode"]
+    dtype = getattr(torch, spec["dtype"])
+    log(f"{shape.name}: {shape.as_dict()} {spec['dtype']} {mode} on {device}")
+
+    inputs = make_inputs(shape, dtype, device, int(lock_state["seed"]), mode == "forward_backward")
+    expected = reference(shape, *inputs[:3], inputs[3] if mode == "forward_backward" else None)
+    entries: dict[str, dict[str, Any]] = {}
+    calls: dict[str, Callable[[], Any]] = {}
+    for name in spec["candidates"]:
+        entries[name], call = prepare(name, shape, device, inputs, expected, spec)
+        log(f"  {name}: {entries[name]['status']} {entries[name]['reason'] or ''}".rstrip())
+        if call is not None:
+            calls[name] = call
+    del expected
+
+    flush = timing.L2Flusher(device, bool(settings["flush_l2"]) and device == "cuda")
+
+    def on_failure(name: str, exc: BaseException) -> None:
+        memory.release(device)
+        entries[name] = failure_entry(exc, [])
+        log(f"  {name}: {entries[name]['status']} while timing: {entries[name]['reason']}")
+
+    samples = timing.sample_rounds(
+        calls,
+        device=device,
+        rounds=int(settings["rounds"]),
+        flush=flush,
+        max_time_s=settings.get("max_time_s"),
+        on_failure=on_failure,
+    )
+    work = flops(shape, mode)
+    for name, values in samples.items():
+        median = float(np.median(values))
+        entries[name].update(
+            samples_ms=values,
+            median_ms=median,
+            ci95_ms=list(stats.bootstrap_ci(values, seed=int(lock_state["seed"]))),
+            tflops=work / (median * 1e-3) / 1e12,
+        )
+        log(f"  {name}: median {median:.4f} ms over {len(values)} rounds")
+
+    return {
+        "attnbench_version": __version__,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "shape": shape.as_dict(),
+        "device": device,
+        "device_info": device_summary(device),
+        "dtype": spec["dtype"],
+        "mode": mode,
+        "timing": {
+            "method": "cuda_events" if device == "cuda" else "perf_counter_ns",
+            "warmup": int(settings["warmup"]),
+            "rounds": int(settings["rounds"]),
+            "rounds_done": max((len(v) for v in samples.values()), default=0),
+            "max_time_s": settings.get("max_time_s"),
+            "flush_l2": flush.nbytes is not None,
+            "flush_bytes": flush.nbytes,
+            "order": "interleaved rounds, alternating direction",
+        },
+        "lock": lock_state,
+        "kernel_hashes": spec.get("kernel_hashes", {}),
+        "flops": work,
+        "min_bytes": min_bytes(shape, dtype.itemsize, mode),
+        "memory": memory.device_memory(device),
+        "candidates": entries,
+    }

@@ -1,0 +1,105 @@
+"""Reading and writing result files: atomic writes, schema versions, schema validation."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+
+from attnbench import SCHEMA_VERSION
+
+
+class ResultFileError(ValueError):
+    """A result, baseline or config file is unreadable or does not match its schema."""
+
+
+def jsonable(value: Any) -> Any:
+    """Replace non-finite floats by None: JSON has no NaN or infinity, and a reader must not guess."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if hasattr(value, "item") and callable(value.item):  # numpy scalars
+        return jsonable(value.item())
+    return value
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    """Write to a temporary file in the same folder, then rename: readers never see a partial file."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_schema(path: str | os.PathLike[str]) -> dict[str, Any]:
+    text = Path(path).read_text(encoding="utf-8")
+    if str(path).endswith((".yaml", ".yml")):
+        import yaml
+
+        return yaml.safe_load(text)
+    return json.loads(text)
+
+
+def validate(data: Any, schema_path: str | os.PathLike[str] | None, *, source: str) -> None:
+    """Raise ResultFileError naming the file and the offending field."""
+    if schema_path is None:
+        return
+    schema = load_schema(schema_path)
+    validator = jsonschema.Draft202012Validator(schema)
+    error = jsonschema.exceptions.best_match(validator.iter_errors(data))
+    if error is not None:
+        field = "/".join(str(p) for p in error.absolute_path) or "(top level)"
+        raise ResultFileError(f"{source}: field '{field}': {error.message}")
+
+
+def write_json(
+    path: str | os.PathLike[str],
+    data: dict[str, Any],
+    schema_path: str | os.PathLike[str] | None = None,
+) -> None:
+    """Stamp the schema version, validate, and write atomically."""
+    payload = jsonable({"schema": SCHEMA_VERSION, **data})
+    validate(payload, schema_path, source=str(path))
+    atomic_write_text(path, json.dumps(payload, indent=1, sort_keys=False) + "\n")
+
+
+def read_json(
+    path: str | os.PathLike[str], schema_path: str | os.PathLike[str] | None = None
+) -> dict[str, Any]:
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ResultFileError(f"{path}: cannot be read as JSON: {exc}") from exc
+    validate(data, schema_path, source=str(path))
+    return data

@@ -1,0 +1,754 @@
+"""The run's report: a summary CSV, four plots, and the same findings as Markdown and one HTML page.
+
+Nothing is measured here; every number comes from the result files. The one statistic computed here
+is Holm's correction, because only the report sees every comparison of the run at once.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+import os
+import urllib.parse
+from collections import Counter
+from dataclasses import dataclass, field
+from io import BytesIO
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+import pandas as pd
+from matplotlib import colormaps
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
+
+from attnbench.io import atomic_write_bytes, atomic_write_text, read_json
+from attnbench.stats import holm
+
+Json = dict[str, Any]
+
+SCHEMA_DIR = Path(__file__).resolve().parents[2] / "workflow" / "schemas"
+SHAPE_FIELDS = ("batch", "heads", "kv_heads", "seq", "seq_kv", "dim", "causal")
+PLOTS = ("latency", "roofline", "speedup", "memory")
+OUTPUT_KEYS = ("html", "md", "csv", *PLOTS)
+COLUMNS = [
+    "shape", *SHAPE_FIELDS, "dtype", "mode", "device", "candidate", "status", "reason",
+    "median_ms", "ci95_lo_ms", "ci95_hi_ms", "n_samples", "tflops", "fraction_of_matmul_ceiling",
+    "bandwidth_gbs", "fraction_of_copy_ceiling", "peak_mem_mb", "rel_error", "reference", "speedup",
+    "speedup_ci95_lo", "speedup_ci95_hi", "hedges_g", "cliffs_delta", "p_value", "p_holm",
+    "significant_holm", "fastest",
+]  # fmt: skip
+PLOT_ALT = {
+    "latency": "Median latency against sequence length per candidate, 95% CI error bars, log-log axes",
+    "roofline": "Achieved TFLOP/s per shape and candidate against the measured matmul ceiling",
+    "speedup": "Heatmap of speedup against the reference per shape and candidate; * marks Holm-significant",
+    "memory": "Peak memory in MB per shape and candidate",
+}
+STATUS_COLOURS = {
+    "ok": "#d9f2df", "unsupported": "#ececec", "incorrect": "#f9d0d0",
+    "error": "#f9d0d0", "oom": "#fde5c4", "timeout": "#fde5c4",
+}  # fmt: skip
+
+
+def build_report(
+    bench_paths: list[str],
+    compare_paths: list[str],
+    fingerprint_path: str,
+    ceilings_path: str,
+    out: dict[str, str],
+    *,
+    alpha: float = 0.05,
+    title: str = "attnbench report",
+) -> None:
+    """Validate every input against its schema, then write the seven outputs named in `out`."""
+    missing = [key for key in OUTPUT_KEYS if key not in out]
+    if missing:
+        raise ValueError(f"build_report: `out` lacks the output paths {missing}")
+    benches = [read_json(p, SCHEMA_DIR / "bench.schema.yaml") for p in bench_paths]
+    compares = [read_json(p, SCHEMA_DIR / "compare.schema.yaml") for p in compare_paths]
+    fingerprint = read_json(fingerprint_path, SCHEMA_DIR / "fingerprint.schema.yaml")
+    ceilings = read_json(ceilings_path, SCHEMA_DIR / "ceilings.schema.yaml")
+
+    frame = summary_frame(benches, compares, ceilings, alpha=alpha)
+    atomic_write_text(out["csv"], frame.to_csv(index=False))
+    images = {
+        "latency": _png(_latency_figure(frame)),
+        "roofline": _png(_roofline_figure(frame, ceilings)),
+        "speedup": _png(_speedup_figure(frame)),
+        "memory": _png(_memory_figure(frame)),
+    }
+    for key, data in images.items():
+        atomic_write_bytes(out[key], data)
+
+    blocks = _document(frame, benches, compares, fingerprint, ceilings, alpha=alpha, title=title)
+    md_dir = Path(out["md"]).resolve().parent
+    links = {
+        key: urllib.parse.quote(Path(os.path.relpath(Path(out[key]).resolve(), md_dir)).as_posix())
+        for key in PLOTS
+    }
+    atomic_write_text(out["md"], _render_md(blocks, links))
+    atomic_write_text(out["html"], _render_html(blocks, images, title))
+
+
+# --------------------------------------------------------------------------------------- the table
+
+
+def summary_frame(
+    benches: list[Json], compares: list[Json], ceilings: Json, *, alpha: float
+) -> pd.DataFrame:
+    """One row per (shape, candidate): the bench numbers, ceiling fractions and the comparison."""
+    adjusted = _adjusted_comparisons(compares, alpha)
+    references = {c["shape"]: c["reference"] for c in compares}
+    copy_gbs = _positive(ceilings["copy"].get("gbytes_per_s"))
+    rows: list[Json] = []
+    for bench in benches:
+        shape = bench["shape"]
+        matmul = _positive(ceilings["matmul"].get(bench["dtype"], {}).get("tflops"))
+        for name, cand in bench["candidates"].items():
+            median = cand["median_ms"]
+            lo, hi = cand["ci95_ms"] or (None, None)
+            bandwidth = (
+                bench["min_bytes"] / (median / 1e3) / 1e9 if median is not None and median > 0 else None
+            )
+            comparison = adjusted.get((shape["name"], name), {})
+            sp_lo, sp_hi = comparison.get("speedup_ci95") or (None, None)
+            rows.append(
+                {
+                    "shape": shape["name"],
+                    **{key: shape[key] for key in SHAPE_FIELDS},
+                    "dtype": bench["dtype"],
+                    "mode": bench["mode"],
+                    "device": bench["device"],
+                    "candidate": name,
+                    "status": cand["status"],
+                    "reason": cand["reason"],
+                    "median_ms": median,
+                    "ci95_lo_ms": lo,
+                    "ci95_hi_ms": hi,
+                    "n_samples": len(cand["samples_ms"]),
+                    "tflops": cand["tflops"],
+                    "fraction_of_matmul_ceiling": _ratio(cand["tflops"], matmul),
+                    "bandwidth_gbs": bandwidth,
+                    "fraction_of_copy_ceiling": _ratio(bandwidth, copy_gbs),
+                    "peak_mem_mb": cand["peak_mem_mb"],
+                    "rel_error": cand["rel_error"],
+                    "reference": references.get(shape["name"]),
+                    "speedup": comparison.get("speedup"),
+                    "speedup_ci95_lo": sp_lo,
+                    "speedup_ci95_hi": sp_hi,
+                    "hedges_g": comparison.get("hedges_g"),
+                    "cliffs_delta": comparison.get("cliffs_delta"),
+                    "p_value": comparison.get("p_value"),
+                    "p_holm": comparison.get("p_holm"),
+                    "significant_holm": comparison.get("significant_holm"),
+                    "fastest": False,
+                }
+            )
+    frame = pd.DataFrame(rows, columns=COLUMNS)
+    timed = frame[(frame["status"] == "ok") & frame["median_ms"].notna()]
+    if not timed.empty:
+        # Only correct candidates compete: a wrong answer computed quickly is not a result.
+        winners = timed.astype({"median_ms": float}).groupby("shape", sort=False)["median_ms"].idxmin()
+        frame.loc[winners.to_numpy(), "fastest"] = True
+    return frame
+
+
+def _adjusted_comparisons(compares: list[Json], alpha: float) -> dict[tuple[str, str], Json]:
+    """Holm across every comparison of the run: per-shape tests alone would inflate false claims."""
+    flat = [
+        (compare, comp)
+        for compare in compares
+        for comp in compare["comparisons"]
+    ]
+    adjusted = holm([comp["p_value"] for _, comp in flat])
+    result: dict[tuple[str, str], Json] = {}
+    for (compare, comp), p_holm in zip(flat, adjusted):
+        threshold = compare.get("method", {}).get("threshold")
+        speedup = comp["speedup"]
+        practical = threshold is None or (
+            speedup > 0 and max(speedup, 1 / speedup) - 1 >= threshold
+        )
+        if comp["baseline"] == compare["reference"]:
+            result[(compare["shape"], comp["candidate"])] = {
+                **comp,
+                "p_holm": float(p_holm),
+                "significant_holm": bool(p_holm < alpha and practical),
+            }
+    return result
+
+
+def _positive(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and value > 0 else None
+
+
+def _ratio(value: float | None, ceiling: float | None) -> float | None:
+    return value / ceiling if value is not None and ceiling is not None else None
+
+
+# ------------------------------------------------------------------------------------------ plots
+
+
+def _png(fig: Figure) -> bytes:
+    buffer = BytesIO()
+    FigureCanvasAgg(fig)
+    fig.savefig(buffer, format="png", dpi=110)
+    return buffer.getvalue()
+
+
+def _label(text: Any) -> str:
+    """Matplotlib reads `$...$` as math; a candidate named with dollars must print as typed."""
+    return str(text).replace("$", r"\$")
+
+
+def _ok(frame: pd.DataFrame, column: str) -> pd.DataFrame:
+    """Plots show correct candidates only, so that no figure suggests a wrong kernel is a result."""
+    rows = frame[(frame["status"] == "ok") & frame[column].notna()]
+    return rows.astype({column: float})
+
+
+def _colours(frame: pd.DataFrame) -> dict[str, Any]:
+    """One colour per candidate across all four plots."""
+    names = list(dict.fromkeys(frame["candidate"]))
+    cmap = colormaps["tab10" if len(names) <= 10 else "tab20"]
+    return {name: cmap(i % cmap.N) for i, name in enumerate(names)}
+
+
+def _empty(message: str, size: tuple[float, float] = (7.0, 2.5)) -> Figure:
+    fig = Figure(figsize=size, layout="constrained")
+    ax = fig.add_subplot()
+    ax.text(0.5, 0.5, message, ha="center", va="center", fontsize=12, wrap=True)
+    ax.set_axis_off()
+    return fig
+
+
+def _facet_fields(frame: pd.DataFrame) -> list[str]:
+    """(dim, causal) always; any other shape or run setting that varies would mix lines otherwise."""
+    fields = ["dim", "causal"]
+    fields += [f for f in ("dtype", "mode", "batch", "heads", "kv_heads") if frame[f].nunique() > 1]
+    if (frame["seq_kv"] != frame["seq"]).any():
+        fields.append("seq_kv")
+    return fields
+
+
+def _facet_title(fields: list[str], values: tuple[Any, ...]) -> str:
+    parts = []
+    for name, value in zip(fields, values):
+        if name == "causal":
+            parts.append("causal" if value else "non-causal")
+        elif name in ("dtype", "mode"):
+            parts.append(str(value))
+        else:
+            parts.append(f"{name}={value}")
+    return ", ".join(parts)
+
+
+def _latency_figure(frame: pd.DataFrame) -> Figure:
+    data = _ok(frame, "median_ms")
+    if data.empty:
+        return _empty("Latency: no candidate has status ok with a timing")
+    colours = _colours(frame)
+    fields = _facet_fields(frame)
+    facets = list(data.groupby(fields, sort=True))
+    ncols = min(3, len(facets))
+    nrows = math.ceil(len(facets) / ncols)
+    fig = Figure(figsize=(5.2 * ncols + 2.5, 4.0 * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    handles: dict[str, Any] = {}
+    for ax, (key, group) in zip(axes, facets):
+        for name, rows in group.groupby("candidate", sort=False):
+            rows = rows.sort_values("seq")
+            median = rows["median_ms"].to_numpy(float)
+            lower = median - rows["ci95_lo_ms"].to_numpy(float, na_value=np.nan)
+            upper = rows["ci95_hi_ms"].to_numpy(float, na_value=np.nan) - median
+            yerr = np.nan_to_num(np.vstack([lower, upper]).clip(min=0), nan=0.0)
+            line = ax.errorbar(
+                rows["seq"], median, yerr=yerr, marker="o", capsize=3, color=colours[name],
+                label=_label(name),
+            )  # fmt: skip
+            handles.setdefault(str(name), line)
+        seqs = sorted(group["seq"].unique())
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xticks(seqs, [str(s) for s in seqs], rotation=45 if len(seqs) > 6 else 0)
+        ax.minorticks_off()
+        ax.set_xlabel("sequence length (queries)")
+        ax.set_ylabel("median latency (ms)")
+        ax.set_title(_facet_title(fields, key if isinstance(key, tuple) else (key,)), fontsize=10)
+        ax.grid(True, which="major", alpha=0.3)
+    for ax in axes[len(facets) :]:
+        ax.set_axis_off()
+    fig.legend(
+        list(handles.values()), [_label(n) for n in handles], loc="outside right upper",
+        title="candidate",
+    )  # fmt: skip
+    fig.suptitle("Latency vs sequence length (median, 95% CI; status ok only)")
+    return fig
+
+
+def _grouped_bars(
+    frame: pd.DataFrame, column: str, ylabel: str, title: str
+) -> tuple[Figure, Any] | None:
+    """Bars per shape (x) and candidate (colour); None when the column has no value to draw."""
+    data = _ok(frame, column)
+    if data.empty:
+        return None
+    colours = _colours(frame)
+    shapes = list(dict.fromkeys(frame["shape"]))
+    names = list(dict.fromkeys(data["candidate"]))
+    table = data.pivot_table(index="shape", columns="candidate", values=column, aggfunc="first")
+    table = table.reindex(index=shapes, columns=names)
+    width = 0.8 / len(names)
+    x = np.arange(len(shapes))
+    fig = Figure(figsize=(max(7.0, 1.1 * len(shapes) * max(1, len(names)) ** 0.5 + 3.5), 4.8),
+                 layout="constrained")  # fmt: skip
+    ax = fig.add_subplot()
+    for i, name in enumerate(names):
+        ax.bar(x + (i - (len(names) - 1) / 2) * width, table[name].to_numpy(float), width,
+               color=colours[name], label=_label(name))  # fmt: skip
+    long_labels = len(shapes) > 4 or max(len(s) for s in shapes) > 10
+    ax.set_xticks(x, [_label(s) for s in shapes], rotation=35 if long_labels else 0,
+                  ha="right" if long_labels else "center")  # fmt: skip
+    ax.set_xlabel("shape")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, axis="y", alpha=0.3)
+    values = table.to_numpy(float)
+    finite = values[np.isfinite(values) & (values > 0)]
+    if finite.size and finite.max() / finite.min() > 50:
+        ax.set_yscale("log")  # a few huge shapes would flatten the rest to nothing
+    return fig, ax
+
+
+def _roofline_figure(frame: pd.DataFrame, ceilings: Json) -> Figure:
+    drawn = _grouped_bars(frame, "tflops", "achieved TFLOP/s", "Achieved TFLOP/s (status ok only)")
+    if drawn is None:
+        return _empty("Achieved TFLOP/s: no candidate has status ok with a throughput")
+    fig, ax = drawn
+    notes = []
+    for dtype in dict.fromkeys(frame["dtype"]):
+        tflops = _positive(ceilings["matmul"].get(dtype, {}).get("tflops"))
+        if tflops is None:
+            notes.append(f"no {dtype} matmul ceiling measured")
+            continue
+        ax.axhline(tflops, color="black", linestyle="--", linewidth=1.2,
+                   label=f"measured {dtype} matmul ceiling ({tflops:.3g} TFLOP/s)")  # fmt: skip
+    if notes:
+        ax.set_title(f"Achieved TFLOP/s (status ok only; {'; '.join(notes)})")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), title="candidate", fontsize=9)
+    return fig
+
+
+def _memory_figure(frame: pd.DataFrame) -> Figure:
+    drawn = _grouped_bars(
+        frame, "peak_mem_mb", "peak memory (MB)", "Peak memory per call, inputs included"
+    )
+    if drawn is None:
+        return _empty("Peak memory: none recorded (CPU runs do not measure it)")
+    fig, ax = drawn
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), title="candidate", fontsize=9)
+    return fig
+
+
+def _speedup_figure(frame: pd.DataFrame) -> Figure:
+    if frame["speedup"].notna().sum() == 0:
+        return _empty("Speedup: no comparisons against a reference in this run")
+    shapes = list(dict.fromkeys(frame["shape"]))
+    always_reference = set(frame["reference"].dropna()) if frame["reference"].nunique() == 1 else set()
+    names = [n for n in dict.fromkeys(frame["candidate"]) if n not in always_reference]
+    cells = frame.set_index(["shape", "candidate"])
+    speedup = np.full((len(shapes), len(names)), np.nan)
+    text = [["" for _ in names] for _ in shapes]
+    for i, shape in enumerate(shapes):
+        for j, name in enumerate(names):
+            if (shape, name) not in cells.index:
+                text[i][j] = "absent"
+                continue
+            row = cells.loc[(shape, name)]
+            if pd.notna(row["speedup"]):
+                speedup[i, j] = float(row["speedup"])
+                text[i][j] = f"{speedup[i, j]:.2f}×" + ("*" if row["significant_holm"] is True else "")
+            elif row["reference"] == name:
+                text[i][j] = "ref"
+            else:
+                text[i][j] = "—" if row["status"] == "ok" else str(row["status"])
+    log2 = np.log2(speedup)
+    bound = max(0.25, float(np.nanmax(np.abs(log2))))
+    norm = Normalize(-bound, bound)
+    cmap = colormaps["RdBu"].with_extremes(bad="#f2f2f2")
+    width = max(6.0, 1.3 * len(names) + 3.0)
+    fig = Figure(figsize=(width, max(3.0, 0.55 * len(shapes) + 2.2)), layout="constrained")
+    ax = fig.add_subplot()
+    image = ax.imshow(np.ma.masked_invalid(log2), cmap=cmap, norm=norm, aspect="auto")
+    for i in range(len(shapes)):
+        for j in range(len(names)):
+            dark = np.isfinite(log2[i, j]) and abs(norm(log2[i, j]) - 0.5) > 0.3
+            ax.text(j, i, _label(text[i][j]), ha="center", va="center", fontsize=9,
+                    color="white" if dark else "black")  # fmt: skip
+    ax.set_xticks(range(len(names)), [_label(n) for n in names], rotation=30, ha="right")
+    ax.set_yticks(range(len(shapes)), [_label(s) for s in shapes])
+    ax.set_xlabel("candidate")
+    ax.set_ylabel("shape")
+    references = ", ".join(sorted(str(r) for r in frame["reference"].dropna().unique()))
+    ax.set_title(_label(f"Speedup vs reference ({references}); >1 is faster; * Holm-significant"))
+    bar = fig.colorbar(image, ax=ax, label="speedup (log scale)")
+    ticks = np.arange(math.floor(-bound), math.ceil(bound) + 1)
+    ticks = ticks if len(ticks) >= 3 else np.linspace(-bound, bound, 5)
+    bar.set_ticks(ticks, labels=[f"{2.0**t:.3g}×" for t in ticks])
+    return fig
+
+
+# -------------------------------------------------------------------------------------- documents
+
+
+@dataclass
+class Heading:
+    level: int
+    text: str
+
+
+@dataclass
+class Para:
+    text: str
+    css: str = ""
+
+
+@dataclass
+class Table:
+    headers: list[str]
+    rows: list[list[str]]
+    numeric: set[int] = field(default_factory=set)
+    status_col: int | None = None
+    highlight: list[bool] = field(default_factory=list)
+
+
+@dataclass
+class Plot:
+    key: str
+
+
+Block = Union[Heading, Para, Table, Plot]
+
+
+def _num(value: Any, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "—"
+    value = float(value)
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.{digits}g}"
+
+
+def _pct(value: Any) -> str:
+    return "—" if value is None or pd.isna(value) else f"{100 * float(value):.1f}%"
+
+
+def _interval(centre: Any, lo: Any, hi: Any, suffix: str = "") -> str:
+    if centre is None or pd.isna(centre):
+        return "—"
+    if lo is None or pd.isna(lo) or hi is None or pd.isna(hi):
+        return f"{_num(centre)}{suffix}"
+    return f"{_num(centre)}{suffix} [{_num(lo)}, {_num(hi)}]"
+
+
+def _flatten(value: Any, prefix: str = "") -> list[tuple[str, str]]:
+    """Nested settings as dotted keys, so any lock or clock layout prints without special cases."""
+    if isinstance(value, dict):
+        items: list[tuple[str, str]] = []
+        for key, sub in value.items():
+            items += _flatten(sub, f"{prefix}.{key}" if prefix else str(key))
+        return items
+    return [(prefix, json.dumps(value) if not isinstance(value, str) else value)]
+
+
+def _settings(value: Any) -> str:
+    pairs = _flatten(value)
+    return ", ".join(f"{k}={v}" for k, v in pairs) if pairs else "—"
+
+
+def _distinct(values: Any) -> str:
+    return ", ".join(str(v) for v in dict.fromkeys(values)) or "—"
+
+
+def _document(
+    frame: pd.DataFrame,
+    benches: list[Json],
+    compares: list[Json],
+    fingerprint: Json,
+    ceilings: Json,
+    *,
+    alpha: float,
+    title: str,
+) -> list[Block]:
+    """The report once, as blocks; the Markdown and HTML renderers only differ in syntax."""
+    blocks: list[Block] = [Heading(1, title)]
+    blocks += _run_summary(frame, benches)
+    blocks += _fingerprint_section(fingerprint)
+    blocks += _ceilings_section(ceilings, benches)
+    blocks += _results_section(frame)
+    blocks += _not_ok_section(frame)
+    blocks.append(Heading(2, "Plots"))
+    blocks += [Plot(key) for key in PLOTS]
+    blocks += _method_section(benches, compares, alpha)
+    return blocks
+
+
+def _run_summary(frame: pd.DataFrame, benches: list[Json]) -> list[Block]:
+    statuses = Counter(frame["status"])
+    device_names = [b.get("device_info", {}).get("name") for b in benches]
+    rows = [
+        ["device", _distinct(frame["device"])],
+        ["device name", _distinct(n for n in device_names if n)],
+        ["dtype", _distinct(frame["dtype"])],
+        ["mode", _distinct(frame["mode"])],
+        ["shapes", str(frame["shape"].nunique())],
+        ["candidates", str(frame["candidate"].nunique())],
+        ["results by status", ", ".join(f"{s}: {n}" for s, n in sorted(statuses.items())) or "—"],
+    ]
+    return [Heading(2, "Run summary"), Table(["", "value"], rows)]
+
+
+def _fingerprint_section(fp: Json) -> list[Block]:
+    gpu = fp["gpu"]
+    labels = {
+        "name": "GPU", "uuid": "GPU UUID", "driver_version": "driver",
+        "compute_capability": "compute capability", "sm_count": "SMs",
+        "memory_total_mb": "GPU memory (MB)",
+    }  # fmt: skip
+    rows: list[list[str]] = []
+    if gpu is None:
+        rows.append(["GPU", f"none: {fp['gpu_reason'] or 'no reason given'}"])
+    else:
+        rows += [[labels.get(k, f"GPU {k}"), v] for k, v in _flatten(gpu)]
+    torch = fp["torch"]
+    rows += [
+        ["CPU", f"{fp['cpu']['model']} ({fp['cpu']['logical_cores']} logical cores)"],
+        ["host", f"{fp['host']['hostname']}, {fp['host']['os']}, kernel {fp['host']['kernel']}"],
+        ["Python", fp["python"]],
+        ["torch", str(torch["version"])],
+        ["CUDA", str(torch["cuda"] or "—")],
+        ["cuDNN", str(torch["cudnn"] or "—")],
+        ["Triton", str(torch["triton"] or "—")],
+        ["git commit", f"{fp['git']['commit']}{' (dirty)' if fp['git']['dirty'] else ''}"],
+        ["lock", _settings(fp["lock"])],
+        ["environment variables", _settings(fp["env_vars"])],
+        ["fingerprint taken", fp["created"]],
+    ]
+    return [Heading(2, "Environment"), Table(["", "value"], rows)]
+
+
+def _ceilings_section(ceilings: Json, benches: list[Json]) -> list[Block]:
+    measured_on = ceilings.get("device_name") or ceilings["device"]
+    rows = [
+        [f"matmul {dtype}", f"{_num(entry['tflops'])} TFLOP/s", _num(entry["size"]),
+         _num(entry["median_ms"]), str(entry["method"])]
+        for dtype, entry in ceilings["matmul"].items()
+    ]  # fmt: skip
+    copy = ceilings["copy"]
+    rows.append(["copy", f"{_num(copy['gbytes_per_s'])} GB/s", f"{_num(copy['bytes'])} bytes",
+                 _num(copy["median_ms"]), str(copy["method"])])  # fmt: skip
+    blocks: list[Block] = [
+        Heading(2, "Measured ceilings"),
+        Para(f"Measured on {measured_on}."),
+        Table(["ceiling", "value", "size", "median ms", "method"], rows, numeric={1, 2, 3}),
+    ]
+    bench_devices = {b.get("device_info", {}).get("name") for b in benches} - {None}
+    if ceilings.get("device_name") and bench_devices and ceilings["device_name"] not in bench_devices:
+        blocks.append(Para(
+            f"Warning: the ceilings were measured on {ceilings['device_name']}, the benchmarks ran "
+            f"on {', '.join(sorted(bench_devices))}; the fractions of ceiling compare different "
+            "devices.", css="warning",
+        ))  # fmt: skip
+    return blocks
+
+
+def _results_section(frame: pd.DataFrame) -> list[Block]:
+    blocks: list[Block] = [Heading(2, "Results per shape")]
+    for shape, rows in frame.groupby("shape", sort=False):
+        first = rows.iloc[0]
+        dims = ", ".join(f"{f}={first[f]}" for f in SHAPE_FIELDS if f != "causal")
+        reference = first["reference"]
+        blocks.append(Heading(3, f"{shape} ({dims}, {'causal' if first['causal'] else 'non-causal'})"))
+        body = []
+        for row in rows.itertuples(index=False):
+            if row.candidate == reference:
+                speedup, p_holm, significant = "reference", "—", "—"
+            else:
+                speedup = _interval(row.speedup, row.speedup_ci95_lo, row.speedup_ci95_hi, "×")
+                p_holm = _num(row.p_holm, 2)
+                significant = "—" if pd.isna(row.significant_holm) else (
+                    "yes" if row.significant_holm else "no"
+                )
+            body.append([
+                f"{row.candidate} (fastest)" if row.fastest else str(row.candidate),
+                str(row.status),
+                _interval(row.median_ms, row.ci95_lo_ms, row.ci95_hi_ms),
+                _num(row.tflops),
+                _pct(row.fraction_of_matmul_ceiling),
+                _pct(row.fraction_of_copy_ceiling),
+                speedup, p_holm, significant,
+                _num(row.peak_mem_mb),
+            ])  # fmt: skip
+        headers = [
+            "candidate", "status", "median ms [95% CI]", "TFLOP/s", "% of matmul ceiling",
+            "% of copy bandwidth", f"speedup vs {reference or 'reference'} [95% CI]", "p (Holm)",
+            "significant", "peak MB",
+        ]  # fmt: skip
+        blocks.append(Table(headers, body, numeric={2, 3, 4, 5, 6, 7, 9}, status_col=1,
+                            highlight=list(rows["fastest"])))  # fmt: skip
+    return blocks
+
+
+def _not_ok_section(frame: pd.DataFrame) -> list[Block]:
+    bad = frame[frame["status"] != "ok"]
+    blocks: list[Block] = [Heading(2, "Candidates that did not produce a valid result")]
+    if bad.empty:
+        return [*blocks, Para("Every candidate ran and matched the reference on every shape.")]
+    rows = [[str(r.shape), str(r.candidate), str(r.status), str(r.reason or "no reason recorded")]
+            for r in bad.itertuples(index=False)]  # fmt: skip
+    return [*blocks, Table(["shape", "candidate", "status", "reason"], rows, status_col=2)]
+
+
+def _method_section(benches: list[Json], compares: list[Json], alpha: float) -> list[Block]:
+    timing = [b["timing"] for b in benches]
+    n_comparisons = sum(len(c["comparisons"]) for c in compares)
+    text = (
+        "Samples were taken interleaved in rounds: every round times each candidate of a shape "
+        "once, so slow drift (clocks, temperature, other load) falls on all candidates alike "
+        f"(rounds: {_distinct(t['rounds'] for t in timing)}; warm-up calls: "
+        f"{_distinct(t['warmup'] for t in timing)}; timer: {_distinct(t['method'] for t in timing)}; "
+        f"L2 flushed between calls: {_distinct(t['flush_l2'] for t in timing)}"
+        + (f"; order: {_distinct(t['order'] for t in timing if 'order' in t)}"
+           if any("order" in t for t in timing) else "")
+        + "). "
+    )  # fmt: skip
+    settings: dict[str, list[Any]] = {}
+    for compare in compares:
+        for key, value in compare.get("method", {}).items():
+            # compare files name only the tests they used, "a + b"; the run used their union
+            parts = value.split(" + ") if key == "test" and isinstance(value, str) else [value]
+            settings.setdefault(key, []).extend(v for v in parts if v is not None)
+
+    def setting(key: str, missing: str) -> str:
+        return _distinct(settings.pop(key, [])) if settings.get(key) else missing
+
+    if compares:
+        text += (
+            f"Each candidate was compared with the reference by {setting('test', 'no test')} "
+            f"at alpha {setting('alpha', 'unrecorded')}, with a practical threshold of "
+            f"{setting('threshold', 'none')} (a difference counts only when "
+            "max(speedup, 1/speedup) − 1 reaches it) and "
+            f"{setting('n_resamples', 'an unrecorded number of')} bootstrap resamples for the "
+            "confidence intervals"
+        )
+        other = {k: _distinct(v) for k, v in settings.items() if v}
+        text += (f" (other settings: {_settings(other)})" if other else "") + ". "
+    else:
+        text += "This run has no comparison files. "
+    text += (
+        f"The p-values are Holm-corrected across all {n_comparisons} comparisons of the run; a "
+        f"comparison is significant when its Holm-adjusted p is below {alpha} and the practical "
+        "threshold is met. Latency, throughput and memory plots show candidates with status ok "
+        "only; a candidate that returned a wrong answer is never the fastest."
+    )
+    return [Heading(2, "Method"), Para(text)]
+
+
+# -------------------------------------------------------------------------------------- renderers
+
+_MD_SPECIAL = set("\\`*_[]<>&|#")
+
+
+def _md(text: Any) -> str:
+    """Backslash-escape what Markdown would read as markup (CommonMark escapes any punctuation)."""
+    return "".join("\\" + ch if ch in _MD_SPECIAL else ch for ch in str(text)).replace("\n", " ")
+
+
+def _render_md(blocks: list[Block], links: dict[str, str]) -> str:
+    lines: list[str] = []
+    for block in blocks:
+        if isinstance(block, Heading):
+            lines += ["#" * block.level + " " + _md(block.text), ""]
+        elif isinstance(block, Para):
+            lines += [_md(block.text), ""]
+        elif isinstance(block, Plot):
+            lines += [f"![{_md(PLOT_ALT[block.key])}]({links[block.key]})", ""]
+        else:
+            align = ["---:" if i in block.numeric else "---" for i in range(len(block.headers))]
+            lines.append("| " + " | ".join(_md(h) for h in block.headers) + " |")
+            lines.append("| " + " | ".join(align) + " |")
+            lines += ["| " + " | ".join(_md(c) for c in row) + " |" for row in block.rows]
+            lines.append("")
+    return "\n".join(lines)
+
+
+_CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-serif;
+       color: #1f2328; line-height: 1.45; max-width: 1280px; margin: 1.5em auto; padding: 0 1.5em; }
+h1 { border-bottom: 2px solid #d0d7de; padding-bottom: .3em; }
+h2 { border-bottom: 1px solid #d0d7de; padding-bottom: .2em; margin-top: 2em; }
+h3 { margin-top: 1.5em; font-size: 1.05em; }
+.scroll { overflow-x: auto; margin: .5em 0 1.2em; }
+table { border-collapse: collapse; font-size: .9em; }
+th, td { border: 1px solid #c8ccd1; padding: .3em .6em; vertical-align: top; text-align: left; }
+th { background: #f0f2f4; }
+td { overflow-wrap: anywhere; max-width: 48em; }
+td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+tr.fastest td { font-weight: 600; }
+p.warning { background: #fff4d6; border-left: 4px solid #d4a72c; padding: .5em .8em; }
+figure { margin: 1em 0 2em; }
+figure img { max-width: 100%; height: auto; border: 1px solid #e1e4e8; }
+figcaption { color: #57606a; font-size: .9em; }
+"""
+
+
+def _render_html(blocks: list[Block], images: dict[str, bytes], title: str) -> str:
+    esc = html.escape
+    status_css = "\n".join(f"td.status-{s} {{ background: {c}; }}" for s, c in STATUS_COLOURS.items())
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{esc(title)}</title>",
+        f"<style>{_CSS}{status_css}\n</style>",
+        "</head><body>",
+    ]
+    for block in blocks:
+        if isinstance(block, Heading):
+            parts.append(f"<h{block.level}>{esc(block.text)}</h{block.level}>")
+        elif isinstance(block, Para):
+            css = f' class="{esc(block.css)}"' if block.css else ""
+            parts.append(f"<p{css}>{esc(block.text)}</p>")
+        elif isinstance(block, Plot):
+            data = base64.b64encode(images[block.key]).decode("ascii")
+            alt = esc(PLOT_ALT[block.key])
+            parts.append(f'<figure><img src="data:image/png;base64,{data}" alt="{alt}">'
+                         f"<figcaption>{alt}</figcaption></figure>")  # fmt: skip
+        else:
+            parts.append(_table_html(block))
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def _table_html(table: Table) -> str:
+    esc = html.escape
+
+    def cell(tag: str, i: int, text: str) -> str:
+        classes = []
+        if i in table.numeric:
+            classes.append("num")
+        if tag == "td" and i == table.status_col:
+            classes += [f"status-{text}"] if text in STATUS_COLOURS else []
+        attr = f' class="{" ".join(classes)}"' if classes else ""
+        return f"<{tag}{attr}>{esc(text)}</{tag}>"
+
+    head = "".join(cell("th", i, h) for i, h in enumerate(table.headers))
+    body = []
+    for r, row in enumerate(table.rows):
+        fastest = r < len(table.highlight) and table.highlight[r]
+        cls = ' class="fastest"' if fastest else ""
+        body.append(f"<tr{cls}>" + "".join(cell("td", i, c) for i, c in enumerate(row)) + "</tr>")
+    return (f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>'
+            + "".join(body) + "</tbody></table></div>")  # fmt: skip

@@ -1,0 +1,309 @@
+"""Tests for attnbench.stats: each estimator against an independent reference, plus edge cases."""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.stats
+
+from attnbench import SCHEMA_VERSION
+from attnbench.io import jsonable, validate
+from attnbench.stats import bootstrap_ci, cliffs_delta, compare, compare_shape, hedges_g, holm
+
+COMPARE_SCHEMA = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "compare.schema.yaml"
+
+
+# --- bootstrap_ci -------------------------------------------------------------------------------
+
+
+def test_bootstrap_ci_matches_scipy_percentile_bootstrap():
+    # sigma 0.1 is typical latency noise; much wider data leaves gaps between the median's possible
+    # values that exceed 1%, and two independently seeded bootstraps may then land on neighbours.
+    x = np.random.default_rng(123).lognormal(mean=0.0, sigma=0.1, size=50)
+    lo, hi = bootstrap_ci(x, np.median, n_resamples=10_000, confidence=0.95, seed=7)
+    ref = scipy.stats.bootstrap(
+        (x,),
+        np.median,
+        method="percentile",
+        confidence_level=0.95,
+        n_resamples=10_000,
+        rng=np.random.default_rng(99),
+    ).confidence_interval
+    assert lo == pytest.approx(ref.low, rel=0.01)
+    assert hi == pytest.approx(ref.high, rel=0.01)
+    assert lo < np.median(x) < hi
+
+
+def test_bootstrap_ci_is_seeded_and_accepts_other_statistics():
+    x = np.random.default_rng(1).lognormal(size=30)
+    assert bootstrap_ci(x, seed=3) == bootstrap_ci(x, seed=3)
+    lo, hi = bootstrap_ci(x, np.mean, n_resamples=2_000, confidence=0.9)
+    assert lo < x.mean() < hi
+    assert isinstance(lo, float) and isinstance(hi, float)
+
+
+def test_bootstrap_ci_degenerate_inputs():
+    assert bootstrap_ci([2.5]) == (2.5, 2.5)
+    assert bootstrap_ci([1.25] * 20) == (1.25, 1.25)
+    with pytest.raises(ValueError):
+        bootstrap_ci([])
+    with pytest.raises(ValueError):
+        bootstrap_ci([1.0, 2.0], confidence=1.0)
+
+
+# --- hedges_g -----------------------------------------------------------------------------------
+
+
+def _hedges_g_reference(b: list[float], c: list[float]) -> float:
+    n_b, n_c = len(b), len(c)
+    s_pooled = math.sqrt(
+        ((n_b - 1) * statistics.variance(b) + (n_c - 1) * statistics.variance(c)) / (n_b + n_c - 2)
+    )
+    d = (statistics.fmean(b) - statistics.fmean(c)) / s_pooled
+    return d * (1 - 3 / (4 * (n_b + n_c) - 9))
+
+
+@pytest.mark.parametrize("n_b,n_c", [(2, 3), (12, 12), (40, 25)])
+def test_hedges_g_matches_direct_formula(n_b, n_c):
+    rng = np.random.default_rng(n_b * 100 + n_c)
+    b = rng.normal(1.0, 0.1, n_b).tolist()
+    c = rng.normal(0.9, 0.1, n_c).tolist()
+    assert hedges_g(b, c) == pytest.approx(_hedges_g_reference(b, c), rel=1e-12)
+
+
+def test_hedges_g_sign_positive_when_candidate_faster():
+    rng = np.random.default_rng(0)
+    slow = rng.normal(2.0, 0.05, 30)
+    fast = rng.normal(1.0, 0.05, 30)
+    assert hedges_g(slow, fast) > 0  # baseline slow, candidate fast
+    assert hedges_g(fast, slow) < 0
+    assert hedges_g(slow, fast) == pytest.approx(-hedges_g(fast, slow))
+
+
+def test_hedges_g_degenerate_inputs():
+    assert math.isnan(hedges_g([1.0], [2.0]))  # n_b + n_c < 3
+    assert math.isnan(hedges_g([1.0], [1.0]))
+    assert hedges_g([1.0] * 5, [1.0] * 5) == 0.0  # no spread, no difference
+    assert math.isnan(hedges_g([1.0] * 5, [2.0] * 5))  # no spread but different means
+    # a single sample on one side is fine as long as the other side has spread
+    assert hedges_g([1.0], [0.5, 0.7]) == pytest.approx(_hedges_g_reference_single(1.0, [0.5, 0.7]))
+
+
+def _hedges_g_reference_single(b: float, c: list[float]) -> float:
+    s_pooled = math.sqrt((len(c) - 1) * statistics.variance(c) / (1 + len(c) - 2))
+    return (b - statistics.fmean(c)) / s_pooled * (1 - 3 / (4 * (1 + len(c)) - 9))
+
+
+# --- cliffs_delta -------------------------------------------------------------------------------
+
+
+def _cliffs_delta_reference(b: list[float], c: list[float]) -> float:
+    total = 0
+    for x in b:
+        for y in c:
+            total += (x > y) - (x < y)
+    return total / (len(b) * len(c))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_cliffs_delta_matches_double_loop_with_ties(seed):
+    rng = np.random.default_rng(seed)
+    b = np.round(rng.normal(1.0, 0.1, 37), 1).tolist()  # rounding makes many ties
+    c = np.round(rng.normal(0.98, 0.1, 23), 1).tolist()
+    assert len(set(b) & set(c)) > 0
+    assert cliffs_delta(b, c) == pytest.approx(_cliffs_delta_reference(b, c), abs=1e-15)
+
+
+def test_cliffs_delta_sign_and_bounds():
+    assert cliffs_delta([2.0, 3.0], [1.0, 1.5]) == 1.0  # candidate always faster
+    assert cliffs_delta([1.0, 1.5], [2.0, 3.0]) == -1.0
+    assert cliffs_delta([1.0] * 4, [1.0] * 7) == 0.0  # constant and equal
+    assert cliffs_delta([1.0], [0.5]) == 1.0  # n = 1
+    with pytest.raises(ValueError):
+        cliffs_delta([], [1.0])
+
+
+# --- holm ---------------------------------------------------------------------------------------
+
+
+def test_holm_hand_computed_example():
+    adjusted = holm([0.01, 0.04, 0.03, 0.005])
+    np.testing.assert_allclose(adjusted, [0.03, 0.06, 0.06, 0.02], rtol=1e-12)
+
+
+def test_holm_caps_at_one_keeps_order_and_handles_empty():
+    adjusted = holm([0.5, 0.001, 0.9])
+    np.testing.assert_allclose(adjusted, [1.0, 0.003, 1.0])
+    assert holm([]).shape == (0,)
+    with pytest.raises(ValueError):
+        holm([0.2, 1.5])
+
+
+# --- compare ------------------------------------------------------------------------------------
+
+
+def _rounds(rng: np.random.Generator, n: int, scale: float, noise: float, drift: np.ndarray):
+    return scale * drift * rng.lognormal(0.0, noise, n)
+
+
+def test_compare_detects_ten_percent_slowdown():
+    rng = np.random.default_rng(42)
+    n = 40
+    drift = 1.0 + 0.05 * np.sin(np.linspace(0, 3, n))  # slow drift shared by both in a round
+    base = _rounds(rng, n, 1.0, 0.01, drift)
+    cand = _rounds(rng, n, 1.1, 0.01, drift)
+    out = compare(base, cand)
+    assert out["test"] == "wilcoxon_signed_rank_log_ratio"
+    assert out["significant"] is True
+    assert out["speedup"] == pytest.approx(1 / 1.1, rel=0.01)
+    lo, hi = out["speedup_ci95"]
+    assert lo <= 1 / 1.1 <= hi
+    assert lo <= out["speedup"] <= hi
+    assert out["hedges_g"] < 0 and out["cliffs_delta"] < 0  # candidate slower
+    assert out["p_value"] < 1e-6
+    # plain Python types only, so the result is JSON-serialisable as is
+    json.dumps(out, allow_nan=False)
+    assert all(type(v) in (float, bool, str, list) for v in out.values())
+
+
+def test_compare_false_positive_rate_in_aa_trials():
+    n_trials, n = 200, 30
+    hits_default = hits_no_threshold = 0
+    for trial in range(n_trials):
+        rng = np.random.default_rng(1000 + trial)
+        drift = np.exp(np.cumsum(rng.normal(0.0, 0.01, n)))  # random-walk clock drift per round
+        base = _rounds(rng, n, 1.0, 0.03, drift)
+        cand = _rounds(rng, n, 1.0, 0.03, drift)
+        hits_default += compare(base, cand, n_resamples=50)["significant"]
+        hits_no_threshold += compare(base, cand, n_resamples=50, threshold=0.0)["significant"]
+    assert hits_no_threshold / n_trials <= 0.08  # the test itself is calibrated
+    assert hits_default <= hits_no_threshold
+
+
+def test_compare_one_percent_is_below_practical_threshold():
+    rng = np.random.default_rng(5)
+    n = 40
+    base = _rounds(rng, n, 1.0, 0.0005, np.ones(n))
+    cand = _rounds(rng, n, 1.01, 0.0005, np.ones(n))
+    out = compare(base, cand)
+    assert out["p_value"] < 0.05  # statistically clear ...
+    assert out["significant"] is False  # ... but below the 2% practical threshold
+    assert compare(base, cand, threshold=0.005)["significant"] is True
+
+
+def test_compare_unpaired_when_lengths_differ():
+    rng = np.random.default_rng(9)
+    out = compare(rng.lognormal(0.0, 0.02, 30), rng.lognormal(-0.2, 0.02, 25))
+    assert out["test"] == "mann_whitney_u"
+    assert out["significant"] is True and out["speedup"] > 1
+
+
+def test_compare_degenerate_inputs():
+    same = compare([1.0] * 10, [1.0] * 10)
+    assert same["p_value"] == 1.0 and same["significant"] is False
+    assert same["speedup"] == 1.0 and same["speedup_ci95"] == [1.0, 1.0]
+    assert same["hedges_g"] == 0.0 and same["cliffs_delta"] == 0.0
+
+    constant_diff = compare([2.0] * 10, [1.0] * 10)
+    assert constant_diff["speedup"] == 2.0 and constant_diff["speedup_ci95"] == [2.0, 2.0]
+    assert math.isnan(constant_diff["hedges_g"]) and constant_diff["cliffs_delta"] == 1.0
+    assert constant_diff["significant"] is True
+
+    single = compare([2.0], [1.0])
+    assert single["p_value"] == 1.0 and single["significant"] is False
+    assert single["speedup"] == 2.0 and single["speedup_ci95"] == [2.0, 2.0]
+    assert math.isnan(single["hedges_g"]) and single["cliffs_delta"] == 1.0
+
+
+@pytest.mark.parametrize("bad", [[1.0, 0.0], [1.0, -2.0], [1.0, float("nan")], []])
+def test_compare_rejects_non_latencies(bad):
+    with pytest.raises(ValueError, match="candidate"):
+        compare([1.0, 1.1], bad)
+
+
+# --- compare_shape ------------------------------------------------------------------------------
+
+
+def _candidate(status: str, samples: list[float] | None = None, reason: str | None = None):
+    samples = samples or []
+    return {
+        "status": status,
+        "reason": reason,
+        "samples_ms": samples,
+        "median_ms": float(np.median(samples)) if samples else None,
+        "ci95_ms": None,
+        "tflops": None,
+        "peak_mem_mb": None,
+        "rel_error": None,
+    }
+
+
+def _bench(reference_status: str = "ok") -> dict:
+    rng = np.random.default_rng(11)
+    n = 20
+    ref_samples = rng.lognormal(0.0, 0.01, n).tolist() if reference_status == "ok" else []
+    return {
+        "schema": 1,
+        "shape": {"name": "b1_h8_s1024_d64", "batch": 1, "heads": 8, "kv_heads": 8, "seq": 1024,
+                  "seq_kv": 1024, "dim": 64, "causal": False},
+        "device": "cpu",
+        "candidates": {
+            "sdpa_math": _candidate(reference_status, ref_samples,
+                                    None if reference_status == "ok" else "kernel crashed"),
+            "flash": _candidate("ok", rng.lognormal(-0.3, 0.01, n).tolist()),
+            "xformers": _candidate("unsupported", reason="head dim 64 not built"),
+            "naive": _candidate("incorrect", [1.0, 1.1], reason="rel_error 0.3 > 0.01"),
+        },
+    }
+
+
+def _validate(doc: dict) -> None:
+    validate(jsonable({"schema": SCHEMA_VERSION, **doc}), COMPARE_SCHEMA, source="test")
+
+
+def test_compare_shape_compares_ok_candidates_and_skips_the_rest():
+    doc = compare_shape(_bench(), "sdpa_math", n_resamples=500)
+    assert "schema" not in doc
+    assert doc["shape"] == "b1_h8_s1024_d64" and doc["reference"] == "sdpa_math"
+    assert doc["reason"] is None
+    assert doc["method"]["test"] == "wilcoxon_signed_rank_log_ratio"
+    assert doc["method"]["pairing"] == "rounds" and doc["method"]["n_resamples"] == 500
+    assert [c["candidate"] for c in doc["comparisons"]] == ["flash"]
+    flash = doc["comparisons"][0]
+    assert flash["baseline"] == "sdpa_math"
+    assert flash["speedup"] == pytest.approx(math.exp(0.3), rel=0.02)
+    assert flash["significant"] is True
+    assert "test" not in flash
+    assert doc["skipped"] == [
+        {"candidate": "xformers", "status": "unsupported", "reason": "head dim 64 not built"},
+        {"candidate": "naive", "status": "incorrect", "reason": "rel_error 0.3 > 0.01"},
+    ]
+    _validate(doc)
+    json.dumps(jsonable(doc), allow_nan=False)
+
+
+def test_compare_shape_reference_not_ok():
+    doc = compare_shape(_bench("error"), "sdpa_math")
+    assert doc["comparisons"] == []
+    assert "sdpa_math" in doc["reason"] and "error" in doc["reason"] and "kernel crashed" in doc["reason"]
+    assert doc["method"]["test"] is None
+    assert {s["candidate"]: s["status"] for s in doc["skipped"]} == {
+        "flash": "ok",
+        "xformers": "unsupported",
+        "naive": "incorrect",
+    }
+    flash = next(s for s in doc["skipped"] if s["candidate"] == "flash")
+    assert flash["reason"] == "reference sdpa_math is error"
+    _validate(doc)
+
+
+def test_compare_shape_reference_missing():
+    doc = compare_shape(_bench(), "cudnn")
+    assert doc["comparisons"] == [] and "cudnn" in doc["reason"] and "missing" in doc["reason"]
+    assert len(doc["skipped"]) == 4
+    _validate(doc)

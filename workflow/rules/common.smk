@@ -1,0 +1,23 @@
+from pathlib import Path
+
+from attnbench import config as run_config
+
+RUN = run_config.effective(config)
+SHAPES = run_config.shape_names(RUN)
+JOB_ENV = run_config.job_env(RUN)
+SCHEMAS = Path(workflow.basedir) / "workflow" / "schemas"
+
+REPORT_OUTPUTS = {
+    "html": "results/report/report.html",
+    "md": "results/report/report.md",
+    "csv": "results/report/summary.csv",
+}
+PLOTS = ("latency", "roofline", "speedup", "memory")
+
+
+wildcard_constraints:
+    name="[A-Za-z0-9_.-]+",
+
+
+def schema(name):
+    return str(SCHEMAS / f"{name}.schema.yaml")

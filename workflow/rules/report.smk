@@ -1,0 +1,37 @@
+rule report:
+    input:
+        bench=expand("results/bench/{name}.json", name=SHAPES),
+        compare=expand("results/compare/{name}.json", name=SHAPES),
+        fingerprint="results/env/fingerprint.json",
+        ceilings="results/env/ceilings.json",
+    output:
+        **REPORT_OUTPUTS,
+        latency=report(
+            "results/report/plots/latency.png",
+            caption="../report/latency.rst",
+            category="Plots",
+        ),
+        roofline=report(
+            "results/report/plots/roofline.png",
+            caption="../report/roofline.rst",
+            category="Plots",
+        ),
+        speedup=report(
+            "results/report/plots/speedup.png",
+            caption="../report/speedup.rst",
+            category="Plots",
+        ),
+        memory=report(
+            "results/report/plots/memory.png",
+            caption="../report/memory.rst",
+            category="Plots",
+        ),
+    log:
+        "results/logs/report.log",
+    conda:
+        "../../envs/attnbench.yaml"
+    params:
+        alpha=RUN.get("stats", {}).get("alpha", 0.05),
+        title=RUN.get("report", {}).get("title", "attnbench report"),
+    script:
+        "../../scripts/report.py"

@@ -17,18 +17,18 @@ REFERENCE = "math"
 
 # name, batch, heads, kv_heads, seq, seq_kv, dim, causal
 SHAPES = [
-    ("s512_d64", 2, 8, 8, 512, 512, 64, False),
-    ("s1024_d64", 2, 8, 8, 1024, 1024, 64, False),
-    ("s1024_d128_causal", 2, 8, 2, 1024, 1024, 128, True),
+    ("s1024_d64", 4, 16, 16, 1024, 1024, 64, False),
+    ("s4096_d64", 4, 16, 16, 4096, 4096, 64, False),
+    ("s4096_d128_causal_gqa", 4, 16, 4, 4096, 4096, 128, True),
 ]
-# candidate -> (status, median ms at seq 512 or None, reason)
-CANDIDATES: dict[str, tuple[str, float | None, str | None]] = {
-    "math": ("ok", 1.0, None),
-    "flash": ("ok", 0.4, None),
-    "flex": ("ok", 1.0, None),  # same speed as the reference: not significant
-    EVIL: ("incorrect", 0.1, EVIL_REASON),  # fastest of all, but wrong: must never be "fastest"
-    "efficient": ("unsupported", None, "No available kernel.\nhead_dim 128 > 64 | not supported"),
-    "cudnn": ("error", None, "RuntimeError: cuDNN <error> & friends"),
+# candidate -> (status, achieved TFLOP/s or None, reason, memory growing with seq**2)
+CANDIDATES: dict[str, tuple[str, float | None, str | None, bool]] = {
+    "math": ("ok", 60.0, None, True),
+    "flash": ("ok", 420.0, None, False),
+    "flex": ("ok", 60.0, None, False),  # as fast as the reference: not significant
+    EVIL: ("incorrect", 900.0, EVIL_REASON, False),  # fastest of all, but wrong: never "fastest"
+    "efficient": ("unsupported", None, "No available kernel.\nhead_dim 128 > 64 | not supported", False),
+    "cudnn": ("error", None, "RuntimeError: cuDNN <error> & friends", False),
 }
 OUT_NAMES = {
     "html": "report/report.html", "md": "report/report.md", "csv": "report/summary.csv",
@@ -37,13 +37,15 @@ OUT_NAMES = {
 }  # fmt: skip
 
 
-def _candidate(status: str, median: float | None, reason: str | None, scale: float,
-               flops: float, device: str, rng: np.random.Generator) -> dict[str, Any]:  # fmt: skip
-    if median is None:
+def _candidate(status: str, tflops: float | None, reason: str | None, quadratic: bool,
+               shape: dict[str, Any], flops: float, min_bytes: int, device: str,
+               rng: np.random.Generator) -> dict[str, Any]:  # fmt: skip
+    if tflops is None:
         return {"status": status, "reason": reason, "samples_ms": [], "median_ms": None,
                 "ci95_ms": None, "tflops": None, "peak_mem_mb": None, "rel_error": None}  # fmt: skip
-    samples = median * scale * rng.lognormal(0.0, 0.03, size=30)
+    samples = flops / (tflops * 1e12) * 1e3 * rng.lognormal(0.0, 0.03, size=30)
     med = float(np.median(samples))
+    scores = shape["batch"] * shape["heads"] * shape["seq"] * shape["seq_kv"] * 2 if quadratic else 0
     return {
         "status": status,
         "reason": reason,
@@ -51,7 +53,7 @@ def _candidate(status: str, median: float | None, reason: str | None, scale: flo
         "median_ms": med,
         "ci95_ms": [float(np.quantile(samples, 0.3)), float(np.quantile(samples, 0.7))],
         "tflops": flops / (med * 1e-3) / 1e12,
-        "peak_mem_mb": 12.5 * scale if device == "cuda" else None,
+        "peak_mem_mb": (min_bytes + scores) / 2**20 if device == "cuda" else None,
         "rel_error": 0.3 if status == "incorrect" else 1e-3,
         "tolerance": 5e-3,
     }
@@ -61,7 +63,7 @@ def write_run(
     root: Path,
     *,
     shapes: list[tuple[Any, ...]] | None = None,
-    candidates: dict[str, tuple[str, float | None, str | None]] | None = None,
+    candidates: dict[str, tuple[str, float | None, str | None, bool]] | None = None,
     device: str = "cuda",
     with_compare: bool = True,
     cpu_fingerprint: bool = False,
@@ -74,9 +76,11 @@ def write_run(
     for name, batch, heads, kv_heads, seq, seq_kv, dim, causal in shapes:
         shape = {"name": name, "batch": batch, "heads": heads, "kv_heads": kv_heads, "seq": seq,
                  "seq_kv": seq_kv, "dim": dim, "causal": causal}  # fmt: skip
-        scale = (seq / 512) ** 2 * dim / 64
         flops = 4.0 * batch * heads * seq * seq_kv * dim * (0.5 if causal else 1.0)
-        entries = {c: _candidate(*spec, scale, flops, device, rng) for c, spec in candidates.items()}
+        min_bytes = 2 * batch * dim * (2 * heads * seq + 2 * kv_heads * seq_kv)
+        entries = {
+            c: _candidate(*spec, shape, flops, min_bytes, device, rng) for c, spec in candidates.items()
+        }
         bench = {
             "shape": shape, "device": device, "dtype": "float16", "mode": "forward",
             "device_info": {"name": "NVIDIA H100 80GB HBM3" if device == "cuda" else "Xeon",
@@ -85,7 +89,7 @@ def write_run(
                        "warmup": 5, "rounds": 30, "flush_l2": True, "flush_bytes": 100_000_000,
                        "order": "interleaved rounds, alternating direction"},
             "lock": {"tf32": False}, "flops": flops,
-            "min_bytes": 2 * batch * seq * dim * (2 * heads + 2 * kv_heads),
+            "min_bytes": min_bytes,
             "candidates": entries,
         }  # fmt: skip
         path = root / "bench" / f"{name}.json"

@@ -15,7 +15,9 @@ from attnbench import SCHEMA_VERSION
 from attnbench.io import jsonable, validate
 from attnbench.stats import bootstrap_ci, cliffs_delta, compare, compare_shape, hedges_g, holm
 
-COMPARE_SCHEMA = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "compare.schema.yaml"
+COMPARE_SCHEMA = (
+    Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "compare.schema.yaml"
+)
 
 
 # --- bootstrap_ci -------------------------------------------------------------------------------
@@ -249,12 +251,23 @@ def _bench(reference_status: str = "ok") -> dict:
     ref_samples = rng.lognormal(0.0, 0.01, n).tolist() if reference_status == "ok" else []
     return {
         "schema": 1,
-        "shape": {"name": "b1_h8_s1024_d64", "batch": 1, "heads": 8, "kv_heads": 8, "seq": 1024,
-                  "seq_kv": 1024, "dim": 64, "causal": False},
+        "shape": {
+            "name": "b1_h8_s1024_d64",
+            "batch": 1,
+            "heads": 8,
+            "kv_heads": 8,
+            "seq": 1024,
+            "seq_kv": 1024,
+            "dim": 64,
+            "causal": False,
+        },
         "device": "cpu",
         "candidates": {
-            "sdpa_math": _candidate(reference_status, ref_samples,
-                                    None if reference_status == "ok" else "kernel crashed"),
+            "sdpa_math": _candidate(
+                reference_status,
+                ref_samples,
+                None if reference_status == "ok" else "kernel crashed",
+            ),
             "flash": _candidate("ok", rng.lognormal(-0.3, 0.01, n).tolist()),
             "xformers": _candidate("unsupported", reason="head dim 64 not built"),
             "naive": _candidate("incorrect", [1.0, 1.1], reason="rel_error 0.3 > 0.01"),
@@ -290,7 +303,11 @@ def test_compare_shape_compares_ok_candidates_and_skips_the_rest():
 def test_compare_shape_reference_not_ok():
     doc = compare_shape(_bench("error"), "sdpa_math")
     assert doc["comparisons"] == []
-    assert "sdpa_math" in doc["reason"] and "error" in doc["reason"] and "kernel crashed" in doc["reason"]
+    assert (
+        "sdpa_math" in doc["reason"]
+        and "error" in doc["reason"]
+        and "kernel crashed" in doc["reason"]
+    )
     assert doc["method"]["test"] is None
     assert {s["candidate"]: s["status"] for s in doc["skipped"]} == {
         "flash": "ok",

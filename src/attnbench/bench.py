@@ -8,6 +8,7 @@ oom, error, or timeout. A failure of one candidate never stops the others.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import sys
 import time
 import warnings
@@ -108,7 +109,11 @@ def prepare(
             if mismatch:
                 return empty_entry("incorrect", mismatch, tolerance=tolerance), None
             if not error <= tolerance:
-                why = f"relative error {error:.3g} exceeds the {spec['dtype']} tolerance {tolerance:g}"
+                why = (
+                    "output contains NaN or Inf"
+                    if math.isinf(error)
+                    else f"relative error {error:.3g} exceeds the {spec['dtype']} tolerance {tolerance:g}"
+                )
                 return empty_entry("incorrect", why, rel_error=error, tolerance=tolerance), None
             memory.reset_peak(device)
             call()

@@ -286,8 +286,9 @@ def _git(workflow_dir: str | Path) -> dict[str, Any]:
         return {"commit": None, "dirty": None, "reason": "git is not installed"}
     except subprocess.CalledProcessError as exc:
         failed = "git " + " ".join(exc.cmd[3:])
-        detail = (exc.stderr or "").strip() or f"exit status {exc.returncode}"
-        return {"commit": None, "dirty": None, "reason": f"{failed} failed: {detail}"}
+        # git's first line says what is wrong; the hints after it only add noise.
+        detail = (exc.stderr or "").strip().splitlines()[:1] or [f"exit status {exc.returncode}"]
+        return {"commit": None, "dirty": None, "reason": f"{failed} failed: {detail[0]}"}
     except subprocess.TimeoutExpired:
         return {"commit": None, "dirty": None, "reason": "git timed out"}
     return {"commit": commit, "dirty": dirty, "reason": None}

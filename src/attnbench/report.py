@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import html
+import itertools
 import json
 import math
 import os
@@ -24,6 +25,7 @@ from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
 
 from attnbench.io import atomic_write_bytes, atomic_write_text, read_json
 from attnbench.stats import holm
@@ -34,6 +36,7 @@ SCHEMA_DIR = Path(__file__).resolve().parents[2] / "workflow" / "schemas"
 SHAPE_FIELDS = ("batch", "heads", "kv_heads", "seq", "seq_kv", "dim", "causal")
 PLOTS = ("latency", "roofline", "speedup", "memory")
 OUTPUT_KEYS = ("html", "md", "csv", *PLOTS)
+MAX_FIG_WIDTH = 12.5  # inches at 110 dpi: about the HTML page's width, so text stays full size
 COLUMNS = [
     "shape", *SHAPE_FIELDS, "dtype", "mode", "device", "candidate", "status", "reason",
     "median_ms", "ci95_lo_ms", "ci95_hi_ms", "n_samples", "tflops", "fraction_of_matmul_ceiling",
@@ -224,6 +227,13 @@ def _empty(message: str, size: tuple[float, float] = (7.0, 2.5)) -> Figure:
     return fig
 
 
+def _plain_log_ticks(axis: Any) -> None:
+    """Log axes label only powers of ten by default, often none inside one decade: use 1-2-5 ticks."""
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    axis.set_minor_locator(NullLocator())
+
+
 def _facet_fields(frame: pd.DataFrame) -> list[str]:
     """(dim, causal) always; any other shape or run setting that varies would mix lines otherwise."""
     fields = ["dim", "causal"]
@@ -254,8 +264,9 @@ def _latency_figure(frame: pd.DataFrame) -> Figure:
     facets = list(data.groupby(fields, sort=True))
     ncols = min(3, len(facets))
     nrows = math.ceil(len(facets) / ncols)
-    fig = Figure(figsize=(5.2 * ncols + 2.5, 4.0 * nrows), layout="constrained")
+    fig = Figure(figsize=(min(MAX_FIG_WIDTH, 4.2 * ncols + 2.0), 3.6 * nrows), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    markers = dict(zip(colours, itertools.cycle("osD^vP*X")))  # equal lines stay distinguishable
     handles: dict[str, Any] = {}
     for ax, (key, group) in zip(axes, facets):
         for name, rows in group.groupby("candidate", sort=False):
@@ -265,24 +276,26 @@ def _latency_figure(frame: pd.DataFrame) -> Figure:
             upper = rows["ci95_hi_ms"].to_numpy(float, na_value=np.nan) - median
             yerr = np.nan_to_num(np.vstack([lower, upper]).clip(min=0), nan=0.0)
             line = ax.errorbar(
-                rows["seq"], median, yerr=yerr, marker="o", capsize=3, color=colours[name],
+                rows["seq"], median, yerr=yerr, marker=markers[name], capsize=3, color=colours[name],
                 label=_label(name),
             )  # fmt: skip
             handles.setdefault(str(name), line)
         seqs = sorted(group["seq"].unique())
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
+        _plain_log_ticks(ax.yaxis)
         ax.set_xticks(seqs, [str(s) for s in seqs], rotation=45 if len(seqs) > 6 else 0)
-        ax.minorticks_off()
+        ax.xaxis.set_minor_locator(NullLocator())
         ax.set_xlabel("sequence length (queries)")
         ax.set_ylabel("median latency (ms)")
         ax.set_title(_facet_title(fields, key if isinstance(key, tuple) else (key,)), fontsize=10)
         ax.grid(True, which="major", alpha=0.3)
     for ax in axes[len(facets) :]:
         ax.set_axis_off()
+    # below the panels: at the side it collides with the title when there is a single panel
     fig.legend(
-        list(handles.values()), [_label(n) for n in handles], loc="outside right upper",
-        title="candidate",
+        list(handles.values()), [_label(n) for n in handles], loc="outside lower center",
+        ncols=min(len(handles), 5), title="candidate",
     )  # fmt: skip
     fig.suptitle("Latency vs sequence length (median, 95% CI; status ok only)")
     return fig
@@ -302,12 +315,20 @@ def _grouped_bars(
     table = table.reindex(index=shapes, columns=names)
     width = 0.8 / len(names)
     x = np.arange(len(shapes))
-    fig = Figure(figsize=(max(7.0, 1.1 * len(shapes) * max(1, len(names)) ** 0.5 + 3.5), 4.8),
-                 layout="constrained")  # fmt: skip
+    # Wider than a page's ~12 inches, the browser would shrink the figure and its text with it.
+    fig_width = min(MAX_FIG_WIDTH, max(7.0, 0.45 * len(shapes) * len(names) + 3.5))
+    fig = Figure(figsize=(fig_width, 4.8), layout="constrained")
     ax = fig.add_subplot()
+    labelled = len(shapes) * len(names) <= 40  # beyond that the numbers would overlap
+    bar_inches = (fig_width - 3.5) / len(shapes) * width
     for i, name in enumerate(names):
-        ax.bar(x + (i - (len(names) - 1) / 2) * width, table[name].to_numpy(float), width,
-               color=colours[name], label=_label(name))  # fmt: skip
+        heights = table[name].to_numpy(float)
+        bars = ax.bar(x + (i - (len(names) - 1) / 2) * width, heights, width,
+                      color=colours[name], label=_label(name))  # fmt: skip
+        if labelled:
+            ax.bar_label(bars, [_num(h) if np.isfinite(h) else "" for h in heights], padding=2,
+                         fontsize=7, rotation=90 if bar_inches < 0.4 else 0)  # fmt: skip
+    ax.margins(y=0.15)
     long_labels = len(shapes) > 4 or max(len(s) for s in shapes) > 10
     ax.set_xticks(x, [_label(s) for s in shapes], rotation=35 if long_labels else 0,
                   ha="right" if long_labels else "center")  # fmt: skip
@@ -319,7 +340,14 @@ def _grouped_bars(
     finite = values[np.isfinite(values) & (values > 0)]
     if finite.size and finite.max() / finite.min() > 50:
         ax.set_yscale("log")  # a few huge shapes would flatten the rest to nothing
+        _plain_log_ticks(ax.yaxis)
     return fig, ax
+
+
+def _legend_below(fig: Figure, ax: Any) -> None:
+    """Below the plot, in columns: at the side a long ceiling label would squeeze the bars."""
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=min(len(handles), 4), fontsize=9)
 
 
 def _roofline_figure(frame: pd.DataFrame, ceilings: Json) -> Figure:
@@ -337,7 +365,7 @@ def _roofline_figure(frame: pd.DataFrame, ceilings: Json) -> Figure:
                    label=f"measured {dtype} matmul ceiling ({tflops:.3g} TFLOP/s)")  # fmt: skip
     if notes:
         ax.set_title(f"Achieved TFLOP/s (status ok only; {'; '.join(notes)})")
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), title="candidate", fontsize=9)
+    _legend_below(fig, ax)
     return fig
 
 
@@ -346,9 +374,13 @@ def _memory_figure(frame: pd.DataFrame) -> Figure:
         frame, "peak_mem_mb", "peak memory (MB)", "Peak memory per call, inputs included"
     )
     if drawn is None:
-        return _empty("Peak memory: none recorded (CPU runs do not measure it)")
+        cpu_only = (frame["device"] == "cpu").all()
+        return _empty(
+            "Peak memory: none recorded (CPU runs do not measure it)" if cpu_only
+            else "Peak memory: no candidate has status ok with a recorded peak"
+        )
     fig, ax = drawn
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), title="candidate", fontsize=9)
+    _legend_below(fig, ax)
     return fig
 
 
@@ -378,7 +410,7 @@ def _speedup_figure(frame: pd.DataFrame) -> Figure:
     bound = max(0.25, float(np.nanmax(np.abs(log2))))
     norm = Normalize(-bound, bound)
     cmap = colormaps["RdBu"].with_extremes(bad="#f2f2f2")
-    width = max(6.0, 1.3 * len(names) + 3.0)
+    width = min(MAX_FIG_WIDTH, max(6.0, 1.3 * len(names) + 3.0))
     fig = Figure(figsize=(width, max(3.0, 0.55 * len(shapes) + 2.2)), layout="constrained")
     ax = fig.add_subplot()
     image = ax.imshow(np.ma.masked_invalid(log2), cmap=cmap, norm=norm, aspect="auto")
@@ -394,7 +426,7 @@ def _speedup_figure(frame: pd.DataFrame) -> Figure:
     references = ", ".join(sorted(str(r) for r in frame["reference"].dropna().unique()))
     ax.set_title(_label(f"Speedup vs reference ({references}); >1 is faster; * Holm-significant"))
     bar = fig.colorbar(image, ax=ax, label="speedup (log scale)")
-    ticks = np.arange(math.floor(-bound), math.ceil(bound) + 1)
+    ticks = np.arange(math.ceil(-bound), math.floor(bound) + 1)
     ticks = ticks if len(ticks) >= 3 else np.linspace(-bound, bound, 5)
     bar.set_ticks(ticks, labels=[f"{2.0**t:.3g}×" for t in ticks])
     return fig
@@ -421,6 +453,7 @@ class Table:
     rows: list[list[str]]
     numeric: set[int] = field(default_factory=set)
     status_col: int | None = None
+    text_col: int | None = None  # free text (reasons, settings): may wrap anywhere
     highlight: list[bool] = field(default_factory=list)
 
 
@@ -436,9 +469,9 @@ def _num(value: Any, digits: int = 3) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "—"
     value = float(value)
-    if abs(value) >= 1000:
+    if abs(value) >= 100:
         return f"{value:,.0f}"
-    return f"{value:.{digits}g}"
+    return f"{value:#.{digits}g}"  # '#' keeps trailing zeros: 1.00 beside 0.996, not 1
 
 
 def _pct(value: Any) -> str:
@@ -536,7 +569,7 @@ def _fingerprint_section(fp: Json) -> list[Block]:
         ["environment variables", _settings(fp["env_vars"])],
         ["fingerprint taken", fp["created"]],
     ]
-    return [Heading(2, "Environment"), Table(["", "value"], rows)]
+    return [Heading(2, "Environment"), Table(["", "value"], rows, text_col=1)]
 
 
 def _ceilings_section(ceilings: Json, benches: list[Json]) -> list[Block]:
@@ -606,9 +639,13 @@ def _not_ok_section(frame: pd.DataFrame) -> list[Block]:
     blocks: list[Block] = [Heading(2, "Candidates that did not produce a valid result")]
     if bad.empty:
         return [*blocks, Para("Every candidate ran and matched the reference on every shape.")]
-    rows = [[str(r.shape), str(r.candidate), str(r.status), str(r.reason or "no reason recorded")]
-            for r in bad.itertuples(index=False)]  # fmt: skip
-    return [*blocks, Table(["shape", "candidate", "status", "reason"], rows, status_col=2)]
+    # One row per distinct (candidate, status, reason): a kernel that rejects twenty shapes with
+    # the same message is one finding, not twenty rows to read.
+    reasons = bad.assign(reason=bad["reason"].fillna("no reason recorded"))
+    groups = reasons.groupby(["candidate", "status", "reason"], sort=False)["shape"]
+    rows = [[str(c), str(s), str(r), ", ".join(shapes)] for (c, s, r), shapes in groups]
+    headers = ["candidate", "status", "reason", "shapes"]
+    return [*blocks, Table(headers, rows, status_col=1, text_col=2)]
 
 
 def _method_section(benches: list[Json], compares: list[Json], alpha: float) -> list[Block]:
@@ -619,7 +656,7 @@ def _method_section(benches: list[Json], compares: list[Json], alpha: float) -> 
         "once, so slow drift (clocks, temperature, other load) falls on all candidates alike "
         f"(rounds: {_distinct(t['rounds'] for t in timing)}; warm-up calls: "
         f"{_distinct(t['warmup'] for t in timing)}; timer: {_distinct(t['method'] for t in timing)}; "
-        f"L2 flushed between calls: {_distinct(t['flush_l2'] for t in timing)}"
+        f"L2 flushed between calls: {_distinct('yes' if t['flush_l2'] else 'no' for t in timing)}"
         + (f"; order: {_distinct(t['order'] for t in timing if 'order' in t)}"
            if any("order" in t for t in timing) else "")
         + "). "
@@ -686,16 +723,19 @@ def _render_md(blocks: list[Block], links: dict[str, str]) -> str:
 
 _CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-serif;
-       color: #1f2328; line-height: 1.45; max-width: 1280px; margin: 1.5em auto; padding: 0 1.5em; }
+       color: #1f2328; line-height: 1.45; max-width: 1500px; margin: 1.5em auto; padding: 0 1.5em; }
 h1 { border-bottom: 2px solid #d0d7de; padding-bottom: .3em; }
 h2 { border-bottom: 1px solid #d0d7de; padding-bottom: .2em; margin-top: 2em; }
 h3 { margin-top: 1.5em; font-size: 1.05em; }
+p { max-width: 80em; }
 .scroll { overflow-x: auto; margin: .5em 0 1.2em; }
 table { border-collapse: collapse; font-size: .9em; }
 th, td { border: 1px solid #c8ccd1; padding: .3em .6em; vertical-align: top; text-align: left; }
-th { background: #f0f2f4; }
-td { overflow-wrap: anywhere; max-width: 48em; }
-td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+th { background: #f0f2f4; vertical-align: bottom; }
+td { overflow-wrap: break-word; }
+td.text { overflow-wrap: anywhere; white-space: pre-wrap; min-width: 16em; max-width: 60em; }
+td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
+td.num, td.status { white-space: nowrap; }
 tr.fastest td { font-weight: 600; }
 p.warning { background: #fff4d6; border-left: 4px solid #d4a72c; padding: .5em .8em; }
 figure { margin: 1em 0 2em; }
@@ -740,7 +780,9 @@ def _table_html(table: Table) -> str:
         if i in table.numeric:
             classes.append("num")
         if tag == "td" and i == table.status_col:
-            classes += [f"status-{text}"] if text in STATUS_COLOURS else []
+            classes += ["status", *([f"status-{text}"] if text in STATUS_COLOURS else [])]
+        if tag == "td" and i == table.text_col:
+            classes.append("text")
         attr = f' class="{" ".join(classes)}"' if classes else ""
         return f"<{tag}{attr}>{esc(text)}</{tag}>"
 

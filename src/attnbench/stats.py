@@ -152,7 +152,7 @@ def _p_value(b: np.ndarray, c: np.ndarray, paired: bool) -> tuple[float, str]:
 def _speedup_ci(
     b: np.ndarray, c: np.ndarray, paired: bool, n_resamples: int, confidence: float, seed: int
 ) -> tuple[float, float]:
-    """Bootstrap of the ratio of medians; paired rounds are resampled jointly to keep drift shared."""
+    """Bootstrap the ratio of medians; paired rounds are resampled jointly so drift stays shared."""
     rng = np.random.default_rng(seed)
     idx_b = rng.integers(0, b.size, size=(n_resamples, b.size))
     idx_c = idx_b if paired else rng.integers(0, c.size, size=(n_resamples, c.size))
@@ -230,7 +230,11 @@ def compare_shape(
             skipped.append({"candidate": name, "status": status, "reason": result.get("reason")})
         elif ref is None or ref_status != "ok":
             skipped.append(
-                {"candidate": name, "status": "ok", "reason": f"reference {reference} is {ref_status}"}
+                {
+                    "candidate": name,
+                    "status": "ok",
+                    "reason": f"reference {reference} is {ref_status}",
+                }
             )
         else:
             try:
@@ -244,7 +248,9 @@ def compare_shape(
                     seed=seed,
                 )
             except ValueError as exc:  # name the shape and candidate, not just "baseline"
-                raise ValueError(f"shape {bench['shape']['name']}, {reference} vs {name}: {exc}") from exc
+                raise ValueError(
+                    f"shape {bench['shape']['name']}, {reference} vs {name}: {exc}"
+                ) from exc
             tests.add(outcome.pop("test"))
             comparisons.append({"baseline": reference, "candidate": name, **outcome})
 

@@ -1,0 +1,114 @@
+"""Every candidate status on the CPU: ok, unsupported, incorrect, error, oom; nothing lost."""
+
+import pytest
+
+from attnbench import io
+from attnbench.bench import run_shape
+from conftest import ROOT, SCHEMAS
+
+SHAPE = {"name": "tiny", "batch": 1, "heads": 2, "kv_heads": 2, "seq": 64, "seq_kv": 64, "dim": 16, "causal": True}
+
+
+def spec(candidates, **overrides):
+    return {
+        "shape": SHAPE,
+        "device": "cpu",
+        "dtype": "float32",
+        "mode": "forward",
+        "candidates": candidates,
+        "timing": {"warmup": 1, "rounds": 4, "flush_l2": True},
+        "lock": {"seed": 0},
+        **overrides,
+    }
+
+
+@pytest.fixture
+def user_kernels(monkeypatch, locked_env):
+    monkeypatch.syspath_prepend(str(ROOT / "tests"))
+
+
+def statuses(result):
+    return {name: entry["status"] for name, entry in result["candidates"].items()}
+
+
+def test_every_status_path_and_the_document_matches_the_schema(user_kernels):
+    names = [
+        "math",
+        "efficient",
+        "user_kernels:correct",
+        "user_kernels:wrong_values",
+        "user_kernels:wrong_shape",
+        "user_kernels:wrong_dtype",
+        "user_kernels:returns_nan",
+        "user_kernels:raises",
+        "user_kernels:out_of_memory",
+        "no_such_module:fn",
+    ]
+    result = run_shape(spec(names))
+    io.validate({"schema": 1, **io.jsonable(result)}, SCHEMAS / "bench.schema.yaml", source="result")
+    assert statuses(result) == {
+        "math": "ok",
+        "efficient": "unsupported",
+        "user_kernels:correct": "ok",
+        "user_kernels:wrong_values": "incorrect",
+        "user_kernels:wrong_shape": "incorrect",
+        "user_kernels:wrong_dtype": "incorrect",
+        "user_kernels:returns_nan": "incorrect",
+        "user_kernels:raises": "error",
+        "user_kernels:out_of_memory": "oom",
+        "no_such_module:fn": "error",
+    }
+    entries = result["candidates"]
+    assert entries["user_kernels:wrong_values"]["rel_error"] == pytest.approx(0.1, rel=1e-3)
+    assert "exceeds the float32 tolerance" in entries["user_kernels:wrong_values"]["reason"]
+    assert "expected (1, 2, 64, 16)" in entries["user_kernels:wrong_shape"]["reason"]
+    assert entries["user_kernels:returns_nan"]["reason"] == "output contains NaN or Inf"
+    assert "always fails" in entries["user_kernels:raises"]["reason"]
+    assert "20.00 GiB" in entries["user_kernels:out_of_memory"]["reason"]
+    assert "No viable backend" in entries["efficient"]["reason"]
+    for name in ("math", "user_kernels:correct"):
+        entry = entries[name]
+        assert len(entry["samples_ms"]) == 4
+        assert entry["ci95_ms"][0] <= entry["median_ms"] <= entry["ci95_ms"][1]
+        assert entry["rel_error"] < 1e-5 and entry["tflops"] > 0
+    for entry in entries.values():
+        if entry["status"] != "ok":
+            assert entry["samples_ms"] == [] and entry["median_ms"] is None and entry["reason"]
+
+
+def test_result_records_lock_device_and_settings(user_kernels):
+    result = run_shape(spec(["math"]))
+    assert result["lock"]["deterministic"] is False and result["lock"]["env"]["PYTHONHASHSEED"] == "0"
+    assert result["timing"]["method"] == "perf_counter_ns"
+    assert result["timing"]["flush_l2"] is False  # no L2 to flush on the CPU, and it says so
+    assert result["device_info"]["uuid"] is None
+
+
+def test_forward_backward_checks_gradients(user_kernels):
+    result = run_shape(spec(["math", "user_kernels:correct"], mode="forward_backward"))
+    assert statuses(result) == {"math": "ok", "user_kernels:correct": "ok"}
+    assert result["flops"] == pytest.approx(3.5 * 4 * 2 * 16 * (64 * 65 / 2))
+
+
+def test_lock_refuses_to_run_without_its_startup_variables(monkeypatch):
+    monkeypatch.delenv("PYTHONHASHSEED", raising=False)
+    with pytest.raises(RuntimeError, match="PYTHONHASHSEED"):
+        run_shape(spec(["math"]))
+
+
+def test_cuda_requested_without_cuda_is_a_clear_error(locked_env):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(RuntimeError, match="torch.cuda.is_available"):
+        run_shape(spec(["math"], device="cuda"))
+
+
+@pytest.mark.gpu
+def test_gpu_statuses_and_memory(user_kernels):
+    result = run_shape(spec(["flash", "efficient", "cudnn", "math", "user_kernels:correct"], device="cuda", dtype="bfloat16"))
+    entries = result["candidates"]
+    assert entries["math"]["status"] == "ok"
+    assert entries["math"]["peak_mem_mb"] > 0 and result["memory"]["device_total_mb"] > 0
+    assert result["timing"]["flush_l2"] is True and result["device_info"]["uuid"].startswith("GPU-")

@@ -1,0 +1,122 @@
+"""The whole workflow on the CPU through the snakemake CLI, in a fresh copy of the repository."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from attnbench import io
+from conftest import ROOT, SCHEMAS
+
+pytestmark = pytest.mark.slow
+
+COPIED = ("Snakefile", "workflow", "scripts", "envs", "profiles", "examples")
+SHAPES = [
+    {"name": "s64", "batch": 1, "heads": 2, "seq": 64, "dim": 16, "causal": False},
+    {"name": "s96_causal", "batch": 1, "heads": 2, "seq": 96, "dim": 16, "causal": True},
+]
+CONFIG = {
+    "device": "auto",
+    "dtype": "bfloat16",
+    "candidates": ["flash", "math"],
+    "reference": "math",
+    "shapes": [{"name": "gpu_only", "batch": 1, "heads": 2, "seq": 4096, "dim": 64}],
+    "cpu": {
+        "dtype": "float32",
+        "candidates": ["flash", "efficient", "math", "examples.kernels:naive_attention"],
+        "reference": "math",
+        "shapes": SHAPES,
+        "timing": {"warmup": 1, "rounds": 6, "max_time_s": 5},
+        "calibrate": {"matmul_size": 128, "copy_mb": 8, "rounds": 3},
+    },
+    "stats": {"n_resamples": 2000},
+}
+
+
+def snakemake(workdir, *args):
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--cores", "1", "--resources", "gpu=1", *args],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout + proc.stderr
+
+
+def planned_jobs(workdir):
+    """Job counts per rule from a dry run ({} when there is nothing to do)."""
+    out = snakemake(workdir, "--dry-run")
+    if "Nothing to be done" in out:
+        return {}
+    table = out.split("Job stats:", 1)[1]
+    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m[1] not in ("total", "all")}
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("workflow")
+    for name in COPIED:
+        source = ROOT / name
+        (shutil.copytree if source.is_dir() else shutil.copy)(source, workdir / name)
+    (workdir / "config.yaml").write_text(yaml.safe_dump(CONFIG, sort_keys=False))
+    snakemake(workdir)
+    return workdir
+
+
+def test_every_output_exists_and_matches_its_schema(finished_run):
+    results = finished_run / "results"
+    checks = {"env/fingerprint.json": "fingerprint", "env/ceilings.json": "ceilings"}
+    for shape in SHAPES:
+        checks[f"bench/{shape['name']}.json"] = "bench"
+        checks[f"compare/{shape['name']}.json"] = "compare"
+    for relative, schema in checks.items():
+        io.read_json(results / relative, SCHEMAS / f"{schema}.schema.yaml")
+    bench = json.loads((results / "bench/s96_causal.json").read_text())
+    assert bench["device"] == "cpu" and bench["shape"]["causal"] is True
+    statuses = {name: entry["status"] for name, entry in bench["candidates"].items()}
+    assert statuses == {"flash": "ok", "efficient": "unsupported", "math": "ok", "examples.kernels:naive_attention": "ok"}
+    for entry in bench["candidates"].values():
+        if entry["status"] == "ok":
+            assert entry["median_ms"] == pytest.approx(float(np.median(entry["samples_ms"])))
+    compare = json.loads((results / "compare/s96_causal.json").read_text())
+    assert {c["candidate"] for c in compare["comparisons"]} == {"flash", "examples.kernels:naive_attention"}
+    report = results / "report"
+    for name in ("report.html", "report.md", "summary.csv", "plots/latency.png", "plots/speedup.png"):
+        assert (report / name).stat().st_size > 0
+    assert "efficient" in (report / "report.md").read_text()
+    assert not list(results.rglob(".*.tmp")), "temporary files left behind"
+
+
+def test_touching_every_file_reruns_nothing(finished_run):
+    later = time.time() + 5
+    for path in finished_run.rglob("*"):
+        if ".snakemake" not in path.parts and "results" not in path.parts:
+            os.utime(path, (later, later))
+    assert planned_jobs(finished_run) == {}
+
+
+def test_editing_one_shape_reruns_only_that_shape_and_the_report(finished_run):
+    config = yaml.safe_load((finished_run / "config.yaml").read_text())
+    config["cpu"]["shapes"][0]["batch"] = 2
+    (finished_run / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    assert planned_jobs(finished_run) == {"benchmark": 1, "compare": 1, "report": 1}
+    out = snakemake(finished_run, "--dry-run")
+    assert "output: results/bench/s64.json" in out
+    assert "output: results/bench/s96_causal.json" not in out
+
+
+def test_snakemake_report_builds(finished_run):
+    snakemake(finished_run, "--report", "report.zip")
+    assert (finished_run / "report.zip").stat().st_size > 0

@@ -1,4 +1,4 @@
-"""Synthetic result files for the report tests, written through io.write_json so they pass the schemas."""
+"""Synthetic result files for the report tests, written by io.write_json: they pass the schemas."""
 
 from __future__ import annotations
 
@@ -27,7 +27,12 @@ CANDIDATES: dict[str, tuple[str, float | None, str | None, bool]] = {
     "flash": ("ok", 420.0, None, False),
     "flex": ("ok", 60.0, None, False),  # as fast as the reference: not significant
     EVIL: ("incorrect", 900.0, EVIL_REASON, False),  # fastest of all, but wrong: never "fastest"
-    "efficient": ("unsupported", None, "No available kernel.\nhead_dim 128 > 64 | not supported", False),
+    "efficient": (
+        "unsupported",
+        None,
+        "No available kernel.\nhead_dim 128 > 64 | not supported",
+        False,
+    ),
     "cudnn": ("error", None, "RuntimeError: cuDNN <error> & friends", False),
 }
 OUT_NAMES = {
@@ -42,10 +47,13 @@ def _candidate(status: str, tflops: float | None, reason: str | None, quadratic:
                rng: np.random.Generator) -> dict[str, Any]:  # fmt: skip
     if tflops is None:
         return {"status": status, "reason": reason, "samples_ms": [], "median_ms": None,
-                "ci95_ms": None, "tflops": None, "peak_mem_mb": None, "rel_error": None}  # fmt: skip
+                "ci95_ms": None, "tflops": None, "peak_mem_mb": None,
+                "rel_error": None}  # fmt: skip
     samples = flops / (tflops * 1e12) * 1e3 * rng.lognormal(0.0, 0.03, size=30)
     med = float(np.median(samples))
-    scores = shape["batch"] * shape["heads"] * shape["seq"] * shape["seq_kv"] * 2 if quadratic else 0
+    scores = (
+        shape["batch"] * shape["heads"] * shape["seq"] * shape["seq_kv"] * 2 if quadratic else 0
+    )
     return {
         "status": status,
         "reason": reason,
@@ -79,7 +87,8 @@ def write_run(
         flops = 4.0 * batch * heads * seq * seq_kv * dim * (0.5 if causal else 1.0)
         min_bytes = 2 * batch * dim * (2 * heads * seq + 2 * kv_heads * seq_kv)
         entries = {
-            c: _candidate(*spec, shape, flops, min_bytes, device, rng) for c, spec in candidates.items()
+            c: _candidate(*spec, shape, flops, min_bytes, device, rng)
+            for c, spec in candidates.items()
         }
         bench = {
             "shape": shape, "device": device, "dtype": "float16", "mode": "forward",
@@ -123,7 +132,8 @@ def write_run(
     ceilings = {
         "device": device, "device_name": "NVIDIA H100 80GB HBM3" if device == "cuda" else "Xeon",
         "matmul": {"float16": {"tflops": 650.0, "size": 8192, "median_ms": 1.7, "method": "matmul"},
-                   "float32": {"tflops": 50.0, "size": 8192, "median_ms": 22.0, "method": "matmul"}},
+                   "float32": {"tflops": 50.0, "size": 8192, "median_ms": 22.0,
+                               "method": "matmul"}},
         "copy": {"gbytes_per_s": 2900.0, "bytes": 1 << 30, "median_ms": 0.74, "method": "copy"},
     }  # fmt: skip
     write_json(root / "env" / "ceilings.json", ceilings, SCHEMAS / "ceilings.schema.yaml")

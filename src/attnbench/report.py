@@ -45,9 +45,9 @@ COLUMNS = [
     "significant_holm", "fastest",
 ]  # fmt: skip
 PLOT_ALT = {
-    "latency": "Median latency against sequence length per candidate, 95% CI error bars, log-log axes",
+    "latency": "Median latency against sequence length per candidate, 95% CI error bars, log-log",
     "roofline": "Achieved TFLOP/s per shape and candidate against the measured matmul ceiling",
-    "speedup": "Heatmap of speedup against the reference per shape and candidate; * marks Holm-significant",
+    "speedup": "Speedup against the reference per shape and candidate; * marks Holm-significant",
     "memory": "Peak memory in MB per shape and candidate",
 }
 STATUS_COLOURS = {
@@ -114,7 +114,9 @@ def summary_frame(
             median = cand["median_ms"]
             lo, hi = cand["ci95_ms"] or (None, None)
             bandwidth = (
-                bench["min_bytes"] / (median / 1e3) / 1e9 if median is not None and median > 0 else None
+                bench["min_bytes"] / (median / 1e3) / 1e9
+                if median is not None and median > 0
+                else None
             )
             comparison = adjusted.get((shape["name"], name), {})
             sp_lo, sp_hi = comparison.get("speedup_ci95") or (None, None)
@@ -154,18 +156,16 @@ def summary_frame(
     timed = frame[(frame["status"] == "ok") & frame["median_ms"].notna()]
     if not timed.empty:
         # Only correct candidates compete: a wrong answer computed quickly is not a result.
-        winners = timed.astype({"median_ms": float}).groupby("shape", sort=False)["median_ms"].idxmin()
+        winners = (
+            timed.astype({"median_ms": float}).groupby("shape", sort=False)["median_ms"].idxmin()
+        )
         frame.loc[winners.to_numpy(), "fastest"] = True
     return frame
 
 
 def _adjusted_comparisons(compares: list[Json], alpha: float) -> dict[tuple[str, str], Json]:
     """Holm across every comparison of the run: per-shape tests alone would inflate false claims."""
-    flat = [
-        (compare, comp)
-        for compare in compares
-        for comp in compare["comparisons"]
-    ]
+    flat = [(compare, comp) for compare in compares for comp in compare["comparisons"]]
     adjusted = holm([comp["p_value"] for _, comp in flat])
     result: dict[tuple[str, str], Json] = {}
     for (compare, comp), p_holm in zip(flat, adjusted):
@@ -228,14 +228,14 @@ def _empty(message: str, size: tuple[float, float] = (7.0, 2.5)) -> Figure:
 
 
 def _plain_log_ticks(axis: Any) -> None:
-    """Log axes label only powers of ten by default, often none inside one decade: use 1-2-5 ticks."""
+    """Log axes label only powers of ten, often none inside one decade: label 1-2-5 instead."""
     axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
     axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
     axis.set_minor_locator(NullLocator())
 
 
 def _facet_fields(frame: pd.DataFrame) -> list[str]:
-    """(dim, causal) always; any other shape or run setting that varies would mix lines otherwise."""
+    """(dim, causal) always; any other shape or run setting that varies would mix lines too."""
     fields = ["dim", "causal"]
     fields += [f for f in ("dtype", "mode", "batch", "heads", "kv_heads") if frame[f].nunique() > 1]
     if (frame["seq_kv"] != frame["seq"]).any():
@@ -276,7 +276,8 @@ def _latency_figure(frame: pd.DataFrame) -> Figure:
             upper = rows["ci95_hi_ms"].to_numpy(float, na_value=np.nan) - median
             yerr = np.nan_to_num(np.vstack([lower, upper]).clip(min=0), nan=0.0)
             line = ax.errorbar(
-                rows["seq"], median, yerr=yerr, marker=markers[name], capsize=3, color=colours[name],
+                rows["seq"], median, yerr=yerr, marker=markers[name], capsize=3,
+                color=colours[name],
                 label=_label(name),
             )  # fmt: skip
             handles.setdefault(str(name), line)
@@ -376,7 +377,8 @@ def _memory_figure(frame: pd.DataFrame) -> Figure:
     if drawn is None:
         cpu_only = (frame["device"] == "cpu").all()
         return _empty(
-            "Peak memory: none recorded (CPU runs do not measure it)" if cpu_only
+            "Peak memory: none recorded (CPU runs do not measure it)"
+            if cpu_only
             else "Peak memory: no candidate has status ok with a recorded peak"
         )
     fig, ax = drawn
@@ -388,7 +390,9 @@ def _speedup_figure(frame: pd.DataFrame) -> Figure:
     if frame["speedup"].notna().sum() == 0:
         return _empty("Speedup: no comparisons against a reference in this run")
     shapes = list(dict.fromkeys(frame["shape"]))
-    always_reference = set(frame["reference"].dropna()) if frame["reference"].nunique() == 1 else set()
+    always_reference = (
+        set(frame["reference"].dropna()) if frame["reference"].nunique() == 1 else set()
+    )
     names = [n for n in dict.fromkeys(frame["candidate"]) if n not in always_reference]
     cells = frame.set_index(["shape", "candidate"])
     speedup = np.full((len(shapes), len(names)), np.nan)
@@ -401,7 +405,9 @@ def _speedup_figure(frame: pd.DataFrame) -> Figure:
             row = cells.loc[(shape, name)]
             if pd.notna(row["speedup"]):
                 speedup[i, j] = float(row["speedup"])
-                text[i][j] = f"{speedup[i, j]:.2f}×" + ("*" if row["significant_holm"] is True else "")
+                text[i][j] = f"{speedup[i, j]:.2f}×" + (
+                    "*" if row["significant_holm"] is True else ""
+                )
             elif row["reference"] == name:
                 text[i][j] = "ref"
             else:
@@ -588,7 +594,11 @@ def _ceilings_section(ceilings: Json, benches: list[Json]) -> list[Block]:
         Table(["ceiling", "value", "size", "median ms", "method"], rows, numeric={1, 2, 3}),
     ]
     bench_devices = {b.get("device_info", {}).get("name") for b in benches} - {None}
-    if ceilings.get("device_name") and bench_devices and ceilings["device_name"] not in bench_devices:
+    if (
+        ceilings.get("device_name")
+        and bench_devices
+        and ceilings["device_name"] not in bench_devices
+    ):
         blocks.append(Para(
             f"Warning: the ceilings were measured on {ceilings['device_name']}, the benchmarks ran "
             f"on {', '.join(sorted(bench_devices))}; the fractions of ceiling compare different "
@@ -603,7 +613,9 @@ def _results_section(frame: pd.DataFrame) -> list[Block]:
         first = rows.iloc[0]
         dims = ", ".join(f"{f}={first[f]}" for f in SHAPE_FIELDS if f != "causal")
         reference = first["reference"]
-        blocks.append(Heading(3, f"{shape} ({dims}, {'causal' if first['causal'] else 'non-causal'})"))
+        blocks.append(
+            Heading(3, f"{shape} ({dims}, {'causal' if first['causal'] else 'non-causal'})")
+        )
         body = []
         for row in rows.itertuples(index=False):
             if row.candidate == reference:
@@ -611,8 +623,10 @@ def _results_section(frame: pd.DataFrame) -> list[Block]:
             else:
                 speedup = _interval(row.speedup, row.speedup_ci95_lo, row.speedup_ci95_hi, "×")
                 p_holm = _num(row.p_holm, 2)
-                significant = "—" if pd.isna(row.significant_holm) else (
-                    "yes" if row.significant_holm else "no"
+                significant = (
+                    "—"
+                    if pd.isna(row.significant_holm)
+                    else ("yes" if row.significant_holm else "no")
                 )
             body.append([
                 f"{row.candidate} (fastest)" if row.fastest else str(row.candidate),
@@ -655,7 +669,8 @@ def _method_section(benches: list[Json], compares: list[Json], alpha: float) -> 
         "Samples were taken interleaved in rounds: every round times each candidate of a shape "
         "once, so slow drift (clocks, temperature, other load) falls on all candidates alike "
         f"(rounds: {_distinct(t['rounds'] for t in timing)}; warm-up calls: "
-        f"{_distinct(t['warmup'] for t in timing)}; timer: {_distinct(t['method'] for t in timing)}; "
+        f"{_distinct(t['warmup'] for t in timing)}; "
+        f"timer: {_distinct(t['method'] for t in timing)}; "
         f"L2 flushed between calls: {_distinct('yes' if t['flush_l2'] else 'no' for t in timing)}"
         + (f"; order: {_distinct(t['order'] for t in timing if 'order' in t)}"
            if any("order" in t for t in timing) else "")
@@ -746,7 +761,9 @@ figcaption { color: #57606a; font-size: .9em; }
 
 def _render_html(blocks: list[Block], images: dict[str, bytes], title: str) -> str:
     esc = html.escape
-    status_css = "\n".join(f"td.status-{s} {{ background: {c}; }}" for s, c in STATUS_COLOURS.items())
+    status_css = "\n".join(
+        f"td.status-{s} {{ background: {c}; }}" for s, c in STATUS_COLOURS.items()
+    )
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',

@@ -34,7 +34,7 @@ def test_writes_all_seven_outputs(run: dict[str, Any]) -> None:
         assert Path(run["out"][key]).read_bytes().startswith(PNG_MAGIC), key
     for key in ("html", "md", "csv"):
         assert Path(run["out"][key]).stat().st_size > 0, key
-    leftovers = [p for p in Path(run["out"]["html"]).parent.rglob("*.tmp")]
+    leftovers = list(Path(run["out"]["html"]).parent.rglob("*.tmp"))
     assert leftovers == []  # atomic writes leave no temporary files behind
 
 
@@ -45,7 +45,7 @@ def test_html_is_self_contained(run: dict[str, Any]) -> None:
     assert all(ref.startswith("data:") for ref in references), references
     assert "http://" not in page and "https://" not in page
     assert "<link" not in page and "@import" not in page and "url(" not in page
-    assert all(f'alt="' in img for img in re.findall(r"<img[^>]*>", page))
+    assert all('alt="' in img for img in re.findall(r"<img[^>]*>", page))
 
 
 def test_html_escapes_names_and_reasons(run: dict[str, Any]) -> None:
@@ -167,3 +167,13 @@ def test_names_every_missing_output(tmp_path: Path) -> None:
     del kwargs["out"]["memory"]
     with pytest.raises(ValueError, match="memory"):
         build_report(**kwargs)
+
+
+def test_warns_when_ceilings_come_from_another_device(tmp_path: Path) -> None:
+    kwargs = write_run(tmp_path, shapes=SHAPES[:1])
+    ceilings = json.loads(Path(kwargs["ceilings_path"]).read_text())
+    ceilings["device_name"] = "NVIDIA A100-SXM4-80GB"
+    Path(kwargs["ceilings_path"]).write_text(json.dumps(ceilings))
+    build_report(**kwargs)
+    page = Path(kwargs["out"]["html"]).read_text(encoding="utf-8")
+    assert '<p class="warning">Warning: the ceilings were measured on NVIDIA A100' in page

@@ -14,6 +14,10 @@ import jsonschema
 from attnbench import SCHEMA_VERSION
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 class ResultFileError(ValueError):
     """A result, baseline or config file is unreadable or does not match its schema."""
 
@@ -31,23 +35,8 @@ def jsonable(value: Any) -> Any:
     return value
 
 
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
-    """Write to a temporary file in the same folder, then rename: readers never see a partial file."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write to a temporary file in the same folder, then rename: readers never see a partial file."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
@@ -56,10 +45,15 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are meant to be shared
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def load_schema(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -275,11 +275,8 @@ def _latency_figure(frame: pd.DataFrame) -> Figure:
             lower = median - rows["ci95_lo_ms"].to_numpy(float, na_value=np.nan)
             upper = rows["ci95_hi_ms"].to_numpy(float, na_value=np.nan) - median
             yerr = np.nan_to_num(np.vstack([lower, upper]).clip(min=0), nan=0.0)
-            line = ax.errorbar(
-                rows["seq"], median, yerr=yerr, marker=markers[name], capsize=3,
-                color=colours[name],
-                label=_label(name),
-            )  # fmt: skip
+            line = ax.errorbar(rows["seq"], median, yerr=yerr, marker=markers[name], capsize=3,
+                               color=colours[name], label=_label(name))  # fmt: skip
             handles.setdefault(str(name), line)
         seqs = sorted(group["seq"].unique())
         ax.set_xscale("log", base=2)
@@ -387,7 +384,7 @@ def _memory_figure(frame: pd.DataFrame) -> Figure:
 
 
 def _speedup_figure(frame: pd.DataFrame) -> Figure:
-    if frame["speedup"].notna().sum() == 0:
+    if not frame["speedup"].notna().any():
         return _empty("Speedup: no comparisons against a reference in this run")
     shapes = list(dict.fromkeys(frame["shape"]))
     always_reference = (
@@ -405,9 +402,8 @@ def _speedup_figure(frame: pd.DataFrame) -> Figure:
             row = cells.loc[(shape, name)]
             if pd.notna(row["speedup"]):
                 speedup[i, j] = float(row["speedup"])
-                text[i][j] = f"{speedup[i, j]:.2f}×" + (
-                    "*" if row["significant_holm"] is True else ""
-                )
+                star = "*" if row["significant_holm"] else ""
+                text[i][j] = f"{speedup[i, j]:.2f}×{star}"
             elif row["reference"] == name:
                 text[i][j] = "ref"
             else:
@@ -715,7 +711,8 @@ _MD_SPECIAL = set("\\`*_[]<>&|#")
 
 def _md(text: Any) -> str:
     """Backslash-escape what Markdown would read as markup (CommonMark escapes any punctuation)."""
-    return "".join("\\" + ch if ch in _MD_SPECIAL else ch for ch in str(text)).replace("\n", " ")
+    escaped = "".join("\\" + ch if ch in _MD_SPECIAL else ch for ch in str(text))
+    return " ".join(escaped.splitlines())  # a line break would end the table row
 
 
 def _render_md(blocks: list[Block], links: dict[str, str]) -> str:

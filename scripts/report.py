@@ -12,6 +12,7 @@ build_report(
     snakemake.input.fingerprint,
     snakemake.input.ceilings,
     dict(snakemake.output.items()),
+    schema_dir=snakemake.params.schema_dir,
     alpha=snakemake.params.alpha,
     title=snakemake.params.title,
 )

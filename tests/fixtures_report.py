@@ -143,4 +143,5 @@ def write_run(
         "fingerprint_path": str(root / "env" / "fingerprint.json"),
         "ceilings_path": str(root / "env" / "ceilings.json"),
         "out": {key: str(root / rel) for key, rel in OUT_NAMES.items()},
+        "schema_dir": SCHEMAS,
     }

@@ -28,11 +28,10 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
 
 from attnbench.io import atomic_write_bytes, atomic_write_text, read_json
-from attnbench.stats import holm
+from attnbench.stats import holm, practically_different
 
 Json = dict[str, Any]
 
-SCHEMA_DIR = Path(__file__).resolve().parents[2] / "workflow" / "schemas"
 SHAPE_FIELDS = ("batch", "heads", "kv_heads", "seq", "seq_kv", "dim", "causal")
 PLOTS = ("latency", "roofline", "speedup", "memory")
 OUTPUT_KEYS = ("html", "md", "csv", *PLOTS)
@@ -63,17 +62,19 @@ def build_report(
     ceilings_path: str,
     out: dict[str, str],
     *,
+    schema_dir: str | Path,
     alpha: float = 0.05,
     title: str = "attnbench report",
 ) -> None:
-    """Validate every input against its schema, then write the seven outputs named in `out`."""
+    """Validate every input against its schema (in `schema_dir`), then write the seven outputs named in `out`."""
+    schemas = Path(schema_dir)
     missing = [key for key in OUTPUT_KEYS if key not in out]
     if missing:
         raise ValueError(f"build_report: `out` lacks the output paths {missing}")
-    benches = [read_json(p, SCHEMA_DIR / "bench.schema.yaml") for p in bench_paths]
-    compares = [read_json(p, SCHEMA_DIR / "compare.schema.yaml") for p in compare_paths]
-    fingerprint = read_json(fingerprint_path, SCHEMA_DIR / "fingerprint.schema.yaml")
-    ceilings = read_json(ceilings_path, SCHEMA_DIR / "ceilings.schema.yaml")
+    benches = [read_json(p, schemas / "bench.schema.yaml") for p in bench_paths]
+    compares = [read_json(p, schemas / "compare.schema.yaml") for p in compare_paths]
+    fingerprint = read_json(fingerprint_path, schemas / "fingerprint.schema.yaml")
+    ceilings = read_json(ceilings_path, schemas / "ceilings.schema.yaml")
 
     frame = summary_frame(benches, compares, ceilings, alpha=alpha)
     atomic_write_text(out["csv"], frame.to_csv(index=False))
@@ -170,10 +171,7 @@ def _adjusted_comparisons(compares: list[Json], alpha: float) -> dict[tuple[str,
     result: dict[tuple[str, str], Json] = {}
     for (compare, comp), p_holm in zip(flat, adjusted):
         threshold = compare.get("method", {}).get("threshold")
-        speedup = comp["speedup"]
-        practical = threshold is None or (
-            speedup > 0 and max(speedup, 1 / speedup) - 1 >= threshold
-        )
+        practical = threshold is None or practically_different(comp["speedup"], threshold)
         if comp["baseline"] == compare["reference"]:
             result[(compare["shape"], comp["candidate"])] = {
                 **comp,

@@ -160,6 +160,11 @@ def _speedup_ci(
     return _quantile_ci(ratios, confidence)
 
 
+def practically_different(speedup: float, threshold: float) -> bool:
+    """A difference counts only when it reaches the practical threshold, in either direction."""
+    return speedup > 0 and max(speedup, 1.0 / speedup) - 1.0 >= threshold
+
+
 def compare(
     baseline: ArrayLike,
     candidate: ArrayLike,
@@ -182,7 +187,7 @@ def compare(
     speedup = float(np.median(b) / np.median(c))
     lo, hi = _speedup_ci(b, c, paired, n_resamples, confidence, seed)
     p_value, test = _p_value(b, c, paired)
-    practical = max(speedup, 1.0 / speedup) - 1.0 >= threshold
+    practical = practically_different(speedup, threshold)
     return {
         "speedup": speedup,
         "speedup_ci95": [lo, hi],

@@ -31,6 +31,7 @@ rule report:
     conda:
         "../../envs/attnbench.yaml"
     params:
+        schema_dir=str(SCHEMAS),
         alpha=RUN.get("stats", {}).get("alpha", 0.05),
         title=RUN.get("report", {}).get("title", "attnbench report"),
     script:

@@ -233,12 +233,25 @@ def _plain_log_ticks(axis: Any) -> None:
 
 
 def _facet_fields(frame: pd.DataFrame) -> list[str]:
-    """(dim, causal) always; any other shape or run setting that varies would mix lines too."""
+    """(dim, causal) always; any other setting that varies would mix lines too.
+
+    Batch is a facet only when it varies at a fixed sequence length: sweeps usually keep
+    batch x seq constant, and faceting by batch would leave one point per panel.
+    """
     fields = ["dim", "causal"]
-    fields += [f for f in ("dtype", "mode", "batch", "heads", "kv_heads") if frame[f].nunique() > 1]
+    fields += [f for f in ("dtype", "mode", "heads", "kv_heads") if frame[f].nunique() > 1]
     if (frame["seq_kv"] != frame["seq"]).any():
         fields.append("seq_kv")
+    if (frame.groupby([*fields, "seq"])["batch"].nunique() > 1).any():
+        fields.append("batch")
     return fields
+
+
+def _batch_note(group: pd.DataFrame) -> str:
+    if group["batch"].nunique() == 1:
+        return f", batch={group['batch'].iloc[0]}"
+    tokens = (group["batch"] * group["seq"]).unique()
+    return f", batch x seq = {tokens[0]}" if len(tokens) == 1 else ", batch varies"
 
 
 def _facet_title(fields: list[str], values: tuple[Any, ...]) -> str:
@@ -260,7 +273,7 @@ def _latency_figure(frame: pd.DataFrame) -> Figure:
     colours = _colours(frame)
     fields = _facet_fields(frame)
     facets = list(data.groupby(fields, sort=True))
-    ncols = min(3, len(facets))
+    ncols = 2 if len(facets) == 4 else min(3, len(facets))
     nrows = math.ceil(len(facets) / ncols)
     fig = Figure(figsize=(min(MAX_FIG_WIDTH, 4.2 * ncols + 2.0), 3.6 * nrows), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
@@ -284,7 +297,8 @@ def _latency_figure(frame: pd.DataFrame) -> Figure:
         ax.xaxis.set_minor_locator(NullLocator())
         ax.set_xlabel("sequence length (queries)")
         ax.set_ylabel("median latency (ms)")
-        ax.set_title(_facet_title(fields, key if isinstance(key, tuple) else (key,)), fontsize=10)
+        title = _facet_title(fields, key if isinstance(key, tuple) else (key,))
+        ax.set_title(title + ("" if "batch" in fields else _batch_note(group)), fontsize=10)
         ax.grid(True, which="major", alpha=0.3)
     for ax in axes[len(facets) :]:
         ax.set_axis_off()
@@ -564,12 +578,18 @@ def _fingerprint_section(fp: Json) -> list[Block]:
         ["CUDA", str(torch["cuda"] or "—")],
         ["cuDNN", str(torch["cudnn"] or "—")],
         ["Triton", str(torch["triton"] or "—")],
-        ["git commit", f"{fp['git']['commit']}{' (dirty)' if fp['git']['dirty'] else ''}"],
+        ["git commit", _git_commit(fp["git"])],
         ["lock", _settings(fp["lock"])],
         ["environment variables", _settings(fp["env_vars"])],
         ["fingerprint taken", fp["created"]],
     ]
     return [Heading(2, "Environment"), Table(["", "value"], rows, text_col=1)]
+
+
+def _git_commit(git: Json) -> str:
+    if git["commit"] is None:
+        return f"unknown: {git.get('reason') or 'not recorded'}"
+    return f"{git['commit']}{' (dirty)' if git['dirty'] else ''}"
 
 
 def _ceilings_section(ceilings: Json, benches: list[Json]) -> list[Block]:

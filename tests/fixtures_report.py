@@ -51,9 +51,7 @@ def _candidate(status: str, tflops: float | None, reason: str | None, quadratic:
                 "rel_error": None}  # fmt: skip
     samples = flops / (tflops * 1e12) * 1e3 * rng.lognormal(0.0, 0.03, size=30)
     med = float(np.median(samples))
-    scores = (
-        shape["batch"] * shape["heads"] * shape["seq"] * shape["seq_kv"] * 2 if quadratic else 0
-    )
+    scores = shape["batch"] * shape["heads"] * shape["seq"] * shape["seq_kv"] * 2 if quadratic else 0
     return {
         "status": status,
         "reason": reason,
@@ -87,8 +85,7 @@ def write_run(
         flops = 4.0 * batch * heads * seq * seq_kv * dim * (0.5 if causal else 1.0)
         min_bytes = 2 * batch * dim * (2 * heads * seq + 2 * kv_heads * seq_kv)
         entries = {
-            c: _candidate(*spec, shape, flops, min_bytes, device, rng)
-            for c, spec in candidates.items()
+            c: _candidate(*spec, shape, flops, min_bytes, device, rng) for c, spec in candidates.items()
         }
         bench = {
             "shape": shape, "device": device, "dtype": "float16", "mode": "forward",

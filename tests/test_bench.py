@@ -6,7 +6,16 @@ from attnbench import io
 from attnbench.bench import run_shape
 from conftest import ROOT, SCHEMAS
 
-SHAPE = {"name": "tiny", "batch": 1, "heads": 2, "kv_heads": 2, "seq": 64, "seq_kv": 64, "dim": 16, "causal": True}
+SHAPE = {
+    "name": "tiny",
+    "batch": 1,
+    "heads": 2,
+    "kv_heads": 2,
+    "seq": 64,
+    "seq_kv": 64,
+    "dim": 16,
+    "causal": True,
+}
 
 
 def spec(candidates, **overrides):
@@ -107,7 +116,9 @@ def test_cuda_requested_without_cuda_is_a_clear_error(locked_env):
 
 @pytest.mark.gpu
 def test_gpu_statuses_and_memory(user_kernels):
-    result = run_shape(spec(["flash", "efficient", "cudnn", "math", "user_kernels:correct"], device="cuda", dtype="bfloat16"))
+    result = run_shape(
+        spec(["flash", "efficient", "cudnn", "math", "user_kernels:correct"], device="cuda", dtype="bfloat16")
+    )
     entries = result["candidates"]
     assert entries["math"]["status"] == "ok"
     assert entries["math"]["peak_mem_mb"] > 0 and result["memory"]["device_total_mb"] > 0

@@ -84,11 +84,7 @@ def test_fastest_is_the_fastest_correct_candidate(run: dict[str, Any]) -> None:
 def test_holm_is_applied_across_the_whole_run(run: dict[str, Any]) -> None:
     frame = pd.read_csv(run["out"]["csv"])
     compared = frame[frame["p_value"].notna()]
-    raw = [
-        c["p_value"]
-        for p in run["compare_paths"]
-        for c in json.loads(Path(p).read_text())["comparisons"]
-    ]
+    raw = [c["p_value"] for p in run["compare_paths"] for c in json.loads(Path(p).read_text())["comparisons"]]
     assert len(compared) == len(raw) == 2 * len(SHAPES)  # flash and flex against math
     assert (compared["p_holm"] >= compared["p_value"]).all()
     assert sorted(compared["p_holm"]) == pytest.approx(sorted(holm(raw)))
@@ -146,10 +142,7 @@ def test_dollar_names_are_plotted_literally(tmp_path: Path) -> None:
     candidates = {"math": CANDIDATES["math"], r"user:$\bad{$": ("ok", 120.0, None, False)}
     kwargs = write_run(tmp_path, shapes=SHAPES[:2], candidates=candidates)
     build_report(**kwargs)  # matplotlib would raise on the name read as mathtext
-    assert (
-        pd.read_csv(kwargs["out"]["csv"]).query("fastest")["candidate"].tolist()
-        == [r"user:$\bad{$"] * 2
-    )
+    assert pd.read_csv(kwargs["out"]["csv"]).query("fastest")["candidate"].tolist() == [r"user:$\bad{$"] * 2
 
 
 def test_rejects_inputs_that_break_the_schema(tmp_path: Path) -> None:

@@ -15,9 +15,7 @@ from attnbench import SCHEMA_VERSION
 from attnbench.io import jsonable, validate
 from attnbench.stats import bootstrap_ci, cliffs_delta, compare, compare_shape, hedges_g, holm
 
-COMPARE_SCHEMA = (
-    Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "compare.schema.yaml"
-)
+COMPARE_SCHEMA = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "compare.schema.yaml"
 
 
 # --- bootstrap_ci -------------------------------------------------------------------------------
@@ -303,11 +301,7 @@ def test_compare_shape_compares_ok_candidates_and_skips_the_rest():
 def test_compare_shape_reference_not_ok():
     doc = compare_shape(_bench("error"), "sdpa_math")
     assert doc["comparisons"] == []
-    assert (
-        "sdpa_math" in doc["reason"]
-        and "error" in doc["reason"]
-        and "kernel crashed" in doc["reason"]
-    )
+    assert "sdpa_math" in doc["reason"] and "error" in doc["reason"] and "kernel crashed" in doc["reason"]
     assert doc["method"]["test"] is None
     assert {s["candidate"]: s["status"] for s in doc["skipped"]} == {
         "flash": "ok",

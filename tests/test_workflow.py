@@ -61,7 +61,9 @@ def planned_jobs(workdir):
     if "Nothing to be done" in out:
         return {}
     table = out.split("Job stats:", 1)[1]
-    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m[1] not in ("total", "all")}
+    return {
+        m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m[1] not in ("total", "all")
+    }
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +88,12 @@ def test_every_output_exists_and_matches_its_schema(finished_run):
     bench = json.loads((results / "bench/s96_causal.json").read_text())
     assert bench["device"] == "cpu" and bench["shape"]["causal"] is True
     statuses = {name: entry["status"] for name, entry in bench["candidates"].items()}
-    assert statuses == {"flash": "ok", "efficient": "unsupported", "math": "ok", "examples.kernels:naive_attention": "ok"}
+    assert statuses == {
+        "flash": "ok",
+        "efficient": "unsupported",
+        "math": "ok",
+        "examples.kernels:naive_attention": "ok",
+    }
     for entry in bench["candidates"].values():
         if entry["status"] == "ok":
             assert entry["median_ms"] == pytest.approx(float(np.median(entry["samples_ms"])))

@@ -19,7 +19,15 @@ import numpy as np
 
 from attnbench import __version__, candidates, lock, memory, stats, timing
 from attnbench.env import device_summary
-from attnbench.workloads import DEFAULT_TOLERANCE, Shape, flops, make_inputs, min_bytes, reference, relative_error
+from attnbench.workloads import (
+    DEFAULT_TOLERANCE,
+    Shape,
+    flops,
+    make_inputs,
+    min_bytes,
+    reference,
+    relative_error,
+)
 
 DEFAULT_TIMING = {"warmup": 5, "rounds": 50, "flush_l2": True, "max_time_s": 30.0}
 
@@ -74,7 +82,10 @@ def check_output(result: Any, expected: list[Any], backward: bool, dtype: Any) -
     worst = 0.0
     for name, value, want in zip(names, got, expected):
         if not hasattr(value, "shape") or tuple(value.shape) != tuple(want.shape):
-            return float("nan"), f"{name} has shape {tuple(getattr(value, 'shape', ()))}, expected {tuple(want.shape)}"
+            return (
+                float("nan"),
+                f"{name} has shape {tuple(getattr(value, 'shape', ()))}, expected {tuple(want.shape)}",
+            )
         if value.dtype != dtype:
             return float("nan"), f"{name} has dtype {value.dtype}, expected {dtype}"
         worst = max(worst, relative_error(value, want))

@@ -20,7 +20,9 @@ DEFAULT_CALIBRATION = {
 }
 
 
-def measure_ceilings(device: str, dtypes: list[str], settings: dict[str, Any] | None, lock_settings: dict[str, Any] | None) -> dict[str, Any]:
+def measure_ceilings(
+    device: str, dtypes: list[str], settings: dict[str, Any] | None, lock_settings: dict[str, Any] | None
+) -> dict[str, Any]:
     import torch
 
     require_device(device)
@@ -50,14 +52,18 @@ def measure_ceilings(device: str, dtypes: list[str], settings: dict[str, Any] | 
     )
     if failures:
         raise RuntimeError(f"calibration failed: {failures}")
-    method = (
-        f"median of {config['rounds']} samples in interleaved rounds on {device}, "
-        + ("CUDA events, L2 not flushed" if device == "cuda" else "perf_counter_ns")
+    method = f"median of {config['rounds']} samples in interleaved rounds on {device}, " + (
+        "CUDA events, L2 not flushed" if device == "cuda" else "perf_counter_ns"
     )
     matmul = {}
     for name in dtypes:
         median = float(np.median(samples[f"matmul_{name}"]))
-        matmul[name] = {"tflops": 2 * n**3 / (median * 1e-3) / 1e12, "size": n, "median_ms": median, "method": f"{n}x{n}x{n} torch.matmul, {method}"}
+        matmul[name] = {
+            "tflops": 2 * n**3 / (median * 1e-3) / 1e12,
+            "size": n,
+            "median_ms": median,
+            "method": f"{n}x{n}x{n} torch.matmul, {method}",
+        }
         log(f"matmul {name}: {matmul[name]['tflops']:.1f} TFLOP/s")
     median = float(np.median(samples["copy"]))
     copy = {
@@ -67,4 +73,12 @@ def measure_ceilings(device: str, dtypes: list[str], settings: dict[str, Any] | 
         "method": f"device-to-device copy of {copy_bytes} bytes, bytes read + written, {method}",
     }
     log(f"copy: {copy['gbytes_per_s']:.1f} GB/s")
-    return {"device": device, "device_name": device_summary(device)["name"], "device_info": device_summary(device), "lock": lock_state, "matmul": matmul, "copy": copy}
+    identity = device_summary(device)
+    return {
+        "device": device,
+        "device_name": identity["name"],
+        "device_info": identity,
+        "lock": lock_state,
+        "matmul": matmul,
+        "copy": copy,
+    }

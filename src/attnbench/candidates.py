@@ -65,9 +65,7 @@ def _sdpa(backend_name: str, shape: Shape) -> Kernel:
 
     def run(q: Any, k: Any, v: Any) -> Any:
         with sdpa_kernel(backend):
-            return F.scaled_dot_product_attention(
-                q, k, v, is_causal=shape.causal, scale=shape.scale, **extra
-            )
+            return F.scaled_dot_product_attention(q, k, v, is_causal=shape.causal, scale=shape.scale, **extra)
 
     return run
 
@@ -131,4 +129,6 @@ def unsupported_reason(exc: BaseException, warnings_seen: list[str]) -> str | No
     if not declined:
         return None
     reasons = [w.strip() for w in warnings_seen if w.strip()]
-    return "; ".join(dict.fromkeys([*reasons, text.strip().splitlines()[0] if text.strip() else type(exc).__name__]))
+    return "; ".join(
+        dict.fromkeys([*reasons, text.strip().splitlines()[0] if text.strip() else type(exc).__name__])
+    )

@@ -27,8 +27,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "fingerprint":
             from attnbench import env, lock
 
-            lock.apply(spec["lock"])
-            document = env.fingerprint(spec["device"], lock.state(spec["lock"]))
+            document = env.fingerprint(spec["device"], lock.apply(spec["lock"]))
         elif args.command == "calibrate":
             from attnbench.calibrate import measure_ceilings
 

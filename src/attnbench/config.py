@@ -66,11 +66,15 @@ def check(run: dict[str, Any]) -> None:
         raise ConfigError(f"reference: {run['reference']!r} is not one of candidates {run['candidates']}")
     for name in run["candidates"]:
         if name not in candidates.BUILTIN and not candidates.is_user_kernel(name):
-            raise ConfigError(f"candidates: unknown candidate {name!r}: use {list(candidates.BUILTIN)} or module:function")
+            raise ConfigError(
+                f"candidates: unknown candidate {name!r}: use {list(candidates.BUILTIN)} or module:function"
+            )
     for shape in run["shapes"]:
         heads, kv_heads = shape["heads"], shape.get("kv_heads") or shape["heads"]
         if heads % kv_heads:
-            raise ConfigError(f"shapes: {shape['name']}: heads {heads} is not a multiple of kv_heads {kv_heads}")
+            raise ConfigError(
+                f"shapes: {shape['name']}: heads {heads} is not a multiple of kv_heads {kv_heads}"
+            )
 
 
 def shape_names(run: dict[str, Any]) -> list[str]:
@@ -90,7 +94,9 @@ def benchmark_spec(run: dict[str, Any], name: str) -> str:
         "lock": lock.resolve(run.get("lock")),
         "tolerance": (run.get("tolerance") or {}).get(run["dtype"]),
         "kernel_hashes": {
-            c: candidates.user_kernel_source_hash(c) for c in run["candidates"] if candidates.is_user_kernel(c)
+            c: candidates.user_kernel_source_hash(c)
+            for c in run["candidates"]
+            if candidates.is_user_kernel(c)
         },
     }
     return json.dumps(spec, sort_keys=True)
@@ -104,7 +110,12 @@ def calibrate_spec(run: dict[str, Any]) -> str:
     settings = dict(run.get("calibrate") or {})
     dtypes = settings.pop("dtypes", None) or [run["dtype"]]
     return json.dumps(
-        {"device": run["device"], "dtypes": dtypes, "settings": settings, "lock": lock.resolve(run.get("lock"))},
+        {
+            "device": run["device"],
+            "dtypes": dtypes,
+            "settings": settings,
+            "lock": lock.resolve(run.get("lock")),
+        },
         sort_keys=True,
     )
 

@@ -50,9 +50,7 @@ ENV_VARS = (
 DEVICES = ("cuda", "cpu")
 
 
-def fingerprint(
-    device: str, lock_state: dict[str, Any], *, workflow_dir: str | Path = "."
-) -> dict[str, Any]:
+def fingerprint(device: str, lock_state: dict[str, Any], *, workflow_dir: str | Path = ".") -> dict[str, Any]:
     """Everything that can change a timing, without the "schema" key (io.write_json stamps it)."""
     import torch
 
@@ -81,9 +79,7 @@ def fingerprint(
             "model": _cpu_model(),
             "logical_cores": os.cpu_count(),
             # The cores this process may run on: fewer than logical_cores under taskset or Slurm.
-            "affinity_cores": (
-                len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
-            ),
+            "affinity_cores": (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None),
         },
         "host": {
             "hostname": socket.gethostname(),
@@ -219,9 +215,7 @@ def _nvml_board(nv: ModuleType, uuid: str) -> Any:
         if board is None:
             continue
         slots = _ask(nv, nv.nvmlDeviceGetMaxMigDeviceCount, board) or 0
-        instances = [
-            _ask(nv, nv.nvmlDeviceGetMigDeviceHandleByIndex, board, j) for j in range(slots)
-        ]
+        instances = [_ask(nv, nv.nvmlDeviceGetMigDeviceHandleByIndex, board, j) for j in range(slots)]
         handles = [h for h in (board, *instances) if h is not None]
         if uuid in {_bare_uuid(_ask(nv, nv.nvmlDeviceGetUUID, h) or "") for h in handles}:
             return board

@@ -13,7 +13,6 @@ import jsonschema
 
 from attnbench import SCHEMA_VERSION
 
-
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 

@@ -100,9 +100,7 @@ def build_report(
 # --------------------------------------------------------------------------------------- the table
 
 
-def summary_frame(
-    benches: list[Json], compares: list[Json], ceilings: Json, *, alpha: float
-) -> pd.DataFrame:
+def summary_frame(benches: list[Json], compares: list[Json], ceilings: Json, *, alpha: float) -> pd.DataFrame:
     """One row per (shape, candidate): the bench numbers, ceiling fractions and the comparison."""
     adjusted = _adjusted_comparisons(compares, alpha)
     references = {c["shape"]: c["reference"] for c in compares}
@@ -115,9 +113,7 @@ def summary_frame(
             median = cand["median_ms"]
             lo, hi = cand["ci95_ms"] or (None, None)
             bandwidth = (
-                bench["min_bytes"] / (median / 1e3) / 1e9
-                if median is not None and median > 0
-                else None
+                bench["min_bytes"] / (median / 1e3) / 1e9 if median is not None and median > 0 else None
             )
             comparison = adjusted.get((shape["name"], name), {})
             sp_lo, sp_hi = comparison.get("speedup_ci95") or (None, None)
@@ -157,9 +153,7 @@ def summary_frame(
     timed = frame[(frame["status"] == "ok") & frame["median_ms"].notna()]
     if not timed.empty:
         # Only correct candidates compete: a wrong answer computed quickly is not a result.
-        winners = (
-            timed.astype({"median_ms": float}).groupby("shape", sort=False)["median_ms"].idxmin()
-        )
+        winners = timed.astype({"median_ms": float}).groupby("shape", sort=False)["median_ms"].idxmin()
         frame.loc[winners.to_numpy(), "fastest"] = True
     return frame
 
@@ -311,9 +305,7 @@ def _latency_figure(frame: pd.DataFrame) -> Figure:
     return fig
 
 
-def _grouped_bars(
-    frame: pd.DataFrame, column: str, ylabel: str, title: str
-) -> tuple[Figure, Any] | None:
+def _grouped_bars(frame: pd.DataFrame, column: str, ylabel: str, title: str) -> tuple[Figure, Any] | None:
     """Bars per shape (x) and candidate (colour); None when the column has no value to draw."""
     data = _ok(frame, column)
     if data.empty:
@@ -380,9 +372,7 @@ def _roofline_figure(frame: pd.DataFrame, ceilings: Json) -> Figure:
 
 
 def _memory_figure(frame: pd.DataFrame) -> Figure:
-    drawn = _grouped_bars(
-        frame, "peak_mem_mb", "peak memory (MB)", "Peak memory per call, inputs included"
-    )
+    drawn = _grouped_bars(frame, "peak_mem_mb", "peak memory (MB)", "Peak memory per call, inputs included")
     if drawn is None:
         cpu_only = (frame["device"] == "cpu").all()
         return _empty(
@@ -399,9 +389,7 @@ def _speedup_figure(frame: pd.DataFrame) -> Figure:
     if not frame["speedup"].notna().any():
         return _empty("Speedup: no comparisons against a reference in this run")
     shapes = list(dict.fromkeys(frame["shape"]))
-    always_reference = (
-        set(frame["reference"].dropna()) if frame["reference"].nunique() == 1 else set()
-    )
+    always_reference = set(frame["reference"].dropna()) if frame["reference"].nunique() == 1 else set()
     names = [n for n in dict.fromkeys(frame["candidate"]) if n not in always_reference]
     cells = frame.set_index(["shape", "candidate"])
     speedup = np.full((len(shapes), len(names)), np.nan)
@@ -608,11 +596,7 @@ def _ceilings_section(ceilings: Json, benches: list[Json]) -> list[Block]:
         Table(["ceiling", "value", "size", "median ms", "method"], rows, numeric={1, 2, 3}),
     ]
     bench_devices = {b.get("device_info", {}).get("name") for b in benches} - {None}
-    if (
-        ceilings.get("device_name")
-        and bench_devices
-        and ceilings["device_name"] not in bench_devices
-    ):
+    if ceilings.get("device_name") and bench_devices and ceilings["device_name"] not in bench_devices:
         blocks.append(Para(
             f"Warning: the ceilings were measured on {ceilings['device_name']}, the benchmarks ran "
             f"on {', '.join(sorted(bench_devices))}; the fractions of ceiling compare different "
@@ -627,9 +611,7 @@ def _results_section(frame: pd.DataFrame) -> list[Block]:
         first = rows.iloc[0]
         dims = ", ".join(f"{f}={first[f]}" for f in SHAPE_FIELDS if f != "causal")
         reference = first["reference"]
-        blocks.append(
-            Heading(3, f"{shape} ({dims}, {'causal' if first['causal'] else 'non-causal'})")
-        )
+        blocks.append(Heading(3, f"{shape} ({dims}, {'causal' if first['causal'] else 'non-causal'})"))
         body = []
         for row in rows.itertuples(index=False):
             if row.candidate == reference:
@@ -638,9 +620,7 @@ def _results_section(frame: pd.DataFrame) -> list[Block]:
                 speedup = _interval(row.speedup, row.speedup_ci95_lo, row.speedup_ci95_hi, "×")
                 p_holm = _num(row.p_holm, 2)
                 significant = (
-                    "—"
-                    if pd.isna(row.significant_holm)
-                    else ("yes" if row.significant_holm else "no")
+                    "—" if pd.isna(row.significant_holm) else ("yes" if row.significant_holm else "no")
                 )
             body.append([
                 f"{row.candidate} (fastest)" if row.fastest else str(row.candidate),
@@ -776,9 +756,7 @@ figcaption { color: #57606a; font-size: .9em; }
 
 def _render_html(blocks: list[Block], images: dict[str, bytes], title: str) -> str:
     esc = html.escape
-    status_css = "\n".join(
-        f"td.status-{s} {{ background: {c}; }}" for s, c in STATUS_COLOURS.items()
-    )
+    status_css = "\n".join(f"td.status-{s} {{ background: {c}; }}" for s, c in STATUS_COLOURS.items())
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',

@@ -253,9 +253,7 @@ def compare_shape(
                     seed=seed,
                 )
             except ValueError as exc:  # name the shape and candidate, not just "baseline"
-                raise ValueError(
-                    f"shape {bench['shape']['name']}, {reference} vs {name}: {exc}"
-                ) from exc
+                raise ValueError(f"shape {bench['shape']['name']}, {reference} vs {name}: {exc}") from exc
             tests.add(outcome.pop("test"))
             comparisons.append({"baseline": reference, "candidate": name, **outcome})
 

@@ -31,20 +31,22 @@ def is_user_kernel(name: str) -> bool:
     return ":" in name
 
 
-def _import_user_module(module: str) -> Any:
-    """Import from the working directory or PYTHONPATH, as the user expects from `python -c`."""
+def _working_directory_on_path() -> None:
+    """User kernels resolve from the working directory or PYTHONPATH, as with `python -c`."""
     cwd = os.getcwd()
     if cwd not in sys.path:
         sys.path.insert(0, cwd)
+
+
+def _import_user_module(module: str) -> Any:
+    _working_directory_on_path()
     return importlib.import_module(module)
 
 
 def user_kernel_source_hash(name: str) -> str:
     """Content hash of a user kernel's module, so editing the kernel reruns its benchmarks."""
     module = name.split(":", 1)[0]
-    cwd = os.getcwd()
-    if cwd not in sys.path:
-        sys.path.insert(0, cwd)
+    _working_directory_on_path()
     spec = importlib.util.find_spec(module)
     if spec is None or spec.origin is None or not Path(spec.origin).is_file():
         return "unresolved"

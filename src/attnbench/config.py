@@ -54,6 +54,10 @@ def effective(config: dict[str, Any]) -> dict[str, Any]:
     run["device"] = device
     run["requested_device"] = config.get("device", "auto")
     check(run)
+    # Hashed once per parse, not once per job: a sweep can have a thousand jobs.
+    run["kernel_hashes"] = {
+        c: candidates.user_kernel_source_hash(c) for c in run["candidates"] if candidates.is_user_kernel(c)
+    }
     return run
 
 
@@ -93,11 +97,7 @@ def benchmark_spec(run: dict[str, Any], name: str) -> str:
         "timing": run.get("timing", {}),
         "lock": lock.resolve(run.get("lock")),
         "tolerance": (run.get("tolerance") or {}).get(run["dtype"]),
-        "kernel_hashes": {
-            c: candidates.user_kernel_source_hash(c)
-            for c in run["candidates"]
-            if candidates.is_user_kernel(c)
-        },
+        "kernel_hashes": run["kernel_hashes"],
     }
     return json.dumps(spec, sort_keys=True)
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from attnbench import io
+from attnbench import SCHEMA_VERSION, io
 from attnbench.bench import run_shape
 from conftest import ROOT, SCHEMAS
 
@@ -25,7 +25,7 @@ def spec(candidates, **overrides):
         "dtype": "float32",
         "mode": "forward",
         "candidates": candidates,
-        "timing": {"warmup": 1, "rounds": 4, "flush_l2": True},
+        "timing": {"warmup": 1, "warmup_max_s": 0.2, "min_rounds": 4, "max_rounds": 4},
         "lock": {"seed": 0},
         **overrides,
     }
@@ -54,7 +54,9 @@ def test_every_status_path_and_the_document_matches_the_schema(user_kernels):
         "no_such_module:fn",
     ]
     result = run_shape(spec(names))
-    io.validate({"schema": 1, **io.jsonable(result)}, SCHEMAS / "bench.schema.yaml", source="result")
+    io.validate(
+        {"schema": SCHEMA_VERSION, **io.jsonable(result)}, SCHEMAS / "bench.schema.yaml", source="result"
+    )
     assert statuses(result) == {
         "math": "ok",
         "efficient": "unsupported",
@@ -77,9 +79,11 @@ def test_every_status_path_and_the_document_matches_the_schema(user_kernels):
     assert "No viable backend" in entries["efficient"]["reason"]
     for name in ("math", "user_kernels:correct"):
         entry = entries[name]
-        assert len(entry["samples_ms"]) == 4
+        assert len(entry["samples_ms"]) == result["timing"]["rounds_kept"] == 4
         assert entry["ci95_ms"][0] <= entry["median_ms"] <= entry["ci95_ms"][1]
+        assert entry["rel_ci"] > 0 and entry["target_met"] == (entry["rel_ci"] <= 0.01)
         assert entry["rel_error"] < 1e-5 and entry["tflops"] > 0
+    assert "max_rounds (4) reached" in result["timing"]["stop_reason"]
     for entry in entries.values():
         if entry["status"] != "ok":
             assert entry["samples_ms"] == [] and entry["median_ms"] is None and entry["reason"]

@@ -18,7 +18,7 @@ def default_config():
 def test_default_config_is_valid_and_fills_defaults():
     config = default_config()
     validate(config, SCHEMA)
-    assert config["timing"]["flush_l2"] is True and config["stats"]["alpha"] == 0.05
+    assert config["timing"]["mode"] == "auto" and config["stats"]["alpha"] == 0.05
 
 
 @pytest.mark.parametrize(
@@ -32,7 +32,7 @@ def test_default_config_is_valid_and_fills_defaults():
         lambda c: c["shapes"][0].update(name="../escape"),
         lambda c: c["shapes"][0].update(name="<b>x</b>"),
         lambda c: c["shapes"][0].update(heds=4),
-        lambda c: c.update(timing={"rounds": 1}),
+        lambda c: c.update(timing={"min_rounds": 1}),
         lambda c: c.update(stats={"alpha": 1.5}),
     ],
 )

@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from attnbench import io
+from attnbench import SCHEMA_VERSION, io
 from conftest import SCHEMAS
 
 
@@ -11,7 +11,7 @@ def test_write_json_stamps_schema_and_replaces_nan(tmp_path):
     path = tmp_path / "sub" / "out.json"
     io.write_json(path, {"value": float("nan"), "inf": float("inf"), "ok": 1.5})
     data = json.loads(path.read_text())
-    assert data == {"schema": 1, "value": None, "inf": None, "ok": 1.5}
+    assert data == {"schema": SCHEMA_VERSION, "value": None, "inf": None, "ok": 1.5}
 
 
 def test_atomic_write_leaves_old_file_when_writing_fails(tmp_path, monkeypatch):
@@ -37,7 +37,7 @@ def test_invalid_document_is_not_written_and_error_names_field(tmp_path):
 
 def test_read_json_names_file_and_field(tmp_path):
     path = tmp_path / "bad.json"
-    path.write_text(json.dumps({"schema": 1, "device": "tpu", "matmul": {}, "copy": {}}))
+    path.write_text(json.dumps({"schema": SCHEMA_VERSION, "device": "tpu", "matmul": {}, "copy": {}}))
     with pytest.raises(io.ResultFileError) as err:
         io.read_json(path, SCHEMAS / "ceilings.schema.yaml")
     assert str(path) in str(err.value)

@@ -13,7 +13,17 @@ import scipy.stats
 
 from attnbench import SCHEMA_VERSION
 from attnbench.io import jsonable, validate
-from attnbench.stats import bootstrap_ci, cliffs_delta, compare, compare_shape, hedges_g, holm
+from attnbench.stats import (
+    TEST_PAIRED,
+    TEST_UNPAIRED,
+    block_length,
+    bootstrap_ci,
+    cliffs_delta,
+    compare,
+    compare_shape,
+    hedges_g,
+    holm,
+)
 
 COMPARE_SCHEMA = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "compare.schema.yaml"
 
@@ -158,8 +168,8 @@ def test_compare_detects_ten_percent_slowdown():
     base = _rounds(rng, n, 1.0, 0.01, drift)
     cand = _rounds(rng, n, 1.1, 0.01, drift)
     out = compare(base, cand)
-    assert out["test"] == "wilcoxon_signed_rank_log_ratio"
-    assert out["significant"] is True
+    assert out["test"] == TEST_PAIRED
+    assert out["significant"] is True and out["practical"] is True and out["verdict"] == "slower"
     assert out["speedup"] == pytest.approx(1 / 1.1, rel=0.01)
     lo, hi = out["speedup_ci95"]
     assert lo <= 1 / 1.1 <= hi
@@ -173,16 +183,16 @@ def test_compare_detects_ten_percent_slowdown():
 
 def test_compare_false_positive_rate_in_aa_trials():
     n_trials, n = 200, 30
-    hits_default = hits_no_threshold = 0
+    hits_plain = verdicts = 0
     for trial in range(n_trials):
         rng = np.random.default_rng(1000 + trial)
         drift = np.exp(np.cumsum(rng.normal(0.0, 0.01, n)))  # random-walk clock drift per round
         base = _rounds(rng, n, 1.0, 0.03, drift)
         cand = _rounds(rng, n, 1.0, 0.03, drift)
-        hits_default += compare(base, cand, n_resamples=50)["significant"]
-        hits_no_threshold += compare(base, cand, n_resamples=50, threshold=0.0)["significant"]
-    assert hits_no_threshold / n_trials <= 0.08  # the test itself is calibrated
-    assert hits_default <= hits_no_threshold
+        hits_plain += compare(base, cand, n_resamples=50, resolution=0.0)["significant"]
+        verdicts += compare(base, cand, n_resamples=50)["verdict"] != "same"
+    assert hits_plain / n_trials <= 0.08  # the test itself is calibrated
+    assert verdicts <= hits_plain
 
 
 def test_compare_one_percent_is_below_practical_threshold():
@@ -191,16 +201,16 @@ def test_compare_one_percent_is_below_practical_threshold():
     base = _rounds(rng, n, 1.0, 0.0005, np.ones(n))
     cand = _rounds(rng, n, 1.01, 0.0005, np.ones(n))
     out = compare(base, cand)
-    assert out["p_value"] < 0.05  # statistically clear ...
-    assert out["significant"] is False  # ... but below the 2% practical threshold
-    assert compare(base, cand, threshold=0.005)["significant"] is True
+    assert out["significant"] is True  # statistically clear ...
+    assert out["practical"] is False and out["verdict"] == "same"  # ... but below the 2% threshold
+    assert compare(base, cand, threshold=0.005)["verdict"] == "slower"
 
 
 def test_compare_unpaired_when_lengths_differ():
     rng = np.random.default_rng(9)
     out = compare(rng.lognormal(0.0, 0.02, 30), rng.lognormal(-0.2, 0.02, 25))
-    assert out["test"] == "mann_whitney_u"
-    assert out["significant"] is True and out["speedup"] > 1
+    assert out["test"] == TEST_UNPAIRED
+    assert out["significant"] is True and out["speedup"] > 1 and out["verdict"] == "faster"
 
 
 def test_compare_degenerate_inputs():
@@ -210,6 +220,7 @@ def test_compare_degenerate_inputs():
     assert same["hedges_g"] == 0.0 and same["cliffs_delta"] == 0.0
 
     constant_diff = compare([2.0] * 10, [1.0] * 10)
+    assert compare([1.002] * 10, [1.0] * 10)["significant"] is False  # inside the resolution
     assert constant_diff["speedup"] == 2.0 and constant_diff["speedup_ci95"] == [2.0, 2.0]
     assert math.isnan(constant_diff["hedges_g"]) and constant_diff["cliffs_delta"] == 1.0
     assert constant_diff["significant"] is True
@@ -248,7 +259,7 @@ def _bench(reference_status: str = "ok") -> dict:
     n = 20
     ref_samples = rng.lognormal(0.0, 0.01, n).tolist() if reference_status == "ok" else []
     return {
-        "schema": 1,
+        "schema": SCHEMA_VERSION,
         "shape": {
             "name": "b1_h8_s1024_d64",
             "batch": 1,
@@ -282,7 +293,7 @@ def test_compare_shape_compares_ok_candidates_and_skips_the_rest():
     assert "schema" not in doc
     assert doc["shape"] == "b1_h8_s1024_d64" and doc["reference"] == "sdpa_math"
     assert doc["reason"] is None
-    assert doc["method"]["test"] == "wilcoxon_signed_rank_log_ratio"
+    assert doc["method"]["test"] == TEST_PAIRED
     assert doc["method"]["pairing"] == "rounds" and doc["method"]["n_resamples"] == 500
     assert [c["candidate"] for c in doc["comparisons"]] == ["flash"]
     flash = doc["comparisons"][0]
@@ -318,3 +329,59 @@ def test_compare_shape_reference_missing():
     assert doc["comparisons"] == [] and "cudnn" in doc["reason"] and "missing" in doc["reason"]
     assert len(doc["skipped"]) == 4
     _validate(doc)
+
+
+# --- autocorrelation and resolution -------------------------------------------------------------
+
+
+def _ar1(rng: np.random.Generator, n: int, phi: float, sd: float) -> np.ndarray:
+    x = np.empty(n)
+    x[0] = rng.normal(0.0, sd / math.sqrt(1.0 - phi**2))
+    for i in range(1, n):
+        x[i] = phi * x[i - 1] + rng.normal(0.0, sd)
+    return x
+
+
+def _aa_rates(phi: float, n: int, trials: int = 500) -> tuple[float, float]:
+    """A/A false-positive rates of the product's test (resolution 0) and of a Wilcoxon signed-rank
+    test that treats every round as independent, on drifting, autocorrelated timings."""
+    ours = naive = 0
+    for trial in range(trials):
+        rng = np.random.default_rng(trial)
+        shared = _ar1(rng, n, 0.99, 0.02)  # clock and thermal drift: both candidates of a round
+        a = np.exp(shared + _ar1(rng, n, phi, 0.01))
+        b = np.exp(shared + _ar1(rng, n, phi, 0.01))
+        ours += compare(a, b, n_resamples=100, resolution=0.0)["significant"]
+        naive += scipy.stats.wilcoxon(np.log(a) - np.log(b)).pvalue < 0.05
+    return ours / trials, naive / trials
+
+
+def test_block_test_holds_its_alpha_on_autocorrelated_rounds_where_a_per_round_test_does_not():
+    ours, naive = _aa_rates(phi=0.5, n=400)
+    assert ours <= 0.075  # 5% plus 2.5 standard errors of a rate over 500 trials
+    assert naive >= 0.15
+
+
+def test_block_length_gives_ten_to_nineteen_even_blocks():
+    assert block_length(3) == 1
+    for n in (4, 20, 50, 199, 400, 5000):
+        size = block_length(n)
+        assert size % 2 == 0 and (n // size >= 10 or size == 2)
+        assert n // size < 20 or size == 2
+
+
+def test_bootstrap_ci_widens_for_autocorrelated_samples():
+    x = np.exp(_ar1(np.random.default_rng(3), 400, 0.9, 0.01))
+    iid = bootstrap_ci(x, block=1, n_resamples=2000)
+    blocks = bootstrap_ci(x, n_resamples=2000)
+    assert blocks[1] - blocks[0] > 1.5 * (iid[1] - iid[0])
+
+
+def test_resolution_sets_the_smallest_difference_the_test_can_call():
+    rng = np.random.default_rng(11)
+    base = rng.lognormal(0.0, 0.001, 200)
+    slightly = base * 1.002 * rng.lognormal(0.0, 0.001, 200)
+    clearly = base * 1.02 * rng.lognormal(0.0, 0.001, 200)
+    assert compare(base, slightly, resolution=0.0)["significant"] is True
+    assert compare(base, slightly)["significant"] is False  # 0.2% is inside the default 0.5%
+    assert compare(base, clearly)["significant"] is True

@@ -34,7 +34,7 @@ CONFIG = {
         "candidates": ["flash", "efficient", "math", "examples.kernels:naive_attention"],
         "reference": "math",
         "shapes": SHAPES,
-        "timing": {"warmup": 1, "rounds": 6, "max_time_s": 5},
+        "timing": {"warmup": 1, "warmup_max_s": 0.2, "min_rounds": 6, "max_time_s": 1},
         "calibrate": {"matmul_size": 128, "copy_mb": 8, "rounds": 3},
     },
     "stats": {"n_resamples": 2000},

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from attnbench import __version__, candidates, lock, memory, stats, timing
+from attnbench import __version__, candidates, clocks, lock, memory, timing
 from attnbench.env import device_summary
 from attnbench.workloads import (
     DEFAULT_TOLERANCE,
@@ -28,8 +28,6 @@ from attnbench.workloads import (
     reference,
     relative_error,
 )
-
-DEFAULT_TIMING = {"warmup": 5, "rounds": 50, "flush_l2": True, "max_time_s": 30.0}
 
 
 def log(message: str) -> None:
@@ -46,6 +44,9 @@ def empty_entry(status: str, reason: str | None, **fields: Any) -> dict[str, Any
         "tflops": None,
         "peak_mem_mb": None,
         "rel_error": None,
+        "rel_ci": None,
+        "target_met": None,
+        "calls_per_sample": None,
         **fields,
     }
 
@@ -129,8 +130,6 @@ def prepare(
             memory.reset_peak(device)
             call()
             peak = memory.read_peak(device)
-            for _ in range(max(0, spec["timing"]["warmup"] - 1)):
-                call()
         except Exception as exc:  # noqa: BLE001 - classified below, never lost
             memory.release(device)
             return failure_entry(exc, [str(w.message) for w in seen]), None
@@ -157,8 +156,7 @@ def run_shape(spec: dict[str, Any]) -> dict[str, Any]:
     require_device(device)
     lock_state = lock.apply(spec.get("lock"))
     shape = Shape.from_config(spec["shape"])
-    settings = {**DEFAULT_TIMING, **spec.get("timing", {})}
-    spec = {**spec, "timing": settings}
+    settings = timing.Settings.from_config(spec.get("timing"))
     mode = spec["mode"]
     dtype = getattr(torch, spec["dtype"])
     log(f"{shape.name}: {shape.as_dict()} {spec['dtype']} {mode} on {device}")
@@ -174,31 +172,36 @@ def run_shape(spec: dict[str, Any]) -> dict[str, Any]:
             calls[name] = call
     del expected
 
-    flush = timing.L2Flusher(device, bool(settings["flush_l2"]) and device == "cuda")
-
     def on_failure(name: str, exc: BaseException) -> None:
         memory.release(device)
         entries[name] = failure_entry(exc, [])
         log(f"  {name}: {entries[name]['status']} while timing: {entries[name]['reason']}")
 
-    samples = timing.sample_rounds(
-        calls,
-        device=device,
-        rounds=int(settings["rounds"]),
-        flush=flush,
-        max_time_s=settings.get("max_time_s"),
-        on_failure=on_failure,
-    )
+    flush = timing.L2Flusher(device, settings.mode in ("auto", "cold"))
+    with clocks.watch(device) as watch:
+        measured = timing.measure(
+            calls, device=device, settings=settings, flush=flush, watch=watch, on_failure=on_failure
+        )
+    log(f"  timing: {measured.mode} ({measured.mode_reason}); warm-up {measured.warmup['reason']}")
     work = flops(shape, mode)
-    for name, values in samples.items():
+    for name, values in measured.samples.items():
+        if not values:
+            entries[name] = empty_entry("error", f"no samples kept: {measured.stop_reason}")
+            continue
         median = float(np.median(values))
+        lo, hi = measured.ci95[name]
+        rel_ci = timing.relative_half_width((lo, hi), values)
         entries[name].update(
             samples_ms=values,
             median_ms=median,
-            ci95_ms=list(stats.bootstrap_ci(values, seed=int(lock_state["seed"]))),
+            ci95_ms=[lo, hi],
+            rel_ci=rel_ci,
+            target_met=rel_ci <= settings.target_rel_ci,
+            calls_per_sample=measured.samplers[name].calls_per_sample,
             tflops=work / (median * 1e-3) / 1e12,
         )
-        log(f"  {name}: median {median:.4f} ms over {len(values)} rounds")
+        log(f"  {name}: median {median:.4f} ms ±{rel_ci:.2%} over {len(values)} rounds")
+    log(f"  stopped: {measured.stop_reason}")
 
     return {
         "attnbench_version": __version__,
@@ -208,16 +211,7 @@ def run_shape(spec: dict[str, Any]) -> dict[str, Any]:
         "device_info": device_summary(device),
         "dtype": spec["dtype"],
         "mode": mode,
-        "timing": {
-            "method": "cuda_events" if device == "cuda" else "perf_counter_ns",
-            "warmup": int(settings["warmup"]),
-            "rounds": int(settings["rounds"]),
-            "rounds_done": max((len(v) for v in samples.values()), default=0),
-            "max_time_s": settings.get("max_time_s"),
-            "flush_l2": flush.nbytes is not None,
-            "flush_bytes": flush.nbytes,
-            "order": "interleaved rounds, alternating direction",
-        },
+        "timing": measured.record(settings, device),
         "lock": lock_state,
         "kernel_hashes": spec.get("kernel_hashes", {}),
         "flops": work,

@@ -10,12 +10,12 @@ from typing import Any
 
 import numpy as np
 
-from attnbench import lock, timing
+from attnbench import clocks, lock, timing
 from attnbench.bench import log, require_device
 from attnbench.env import device_summary
 
 DEFAULT_CALIBRATION = {
-    "cuda": {"matmul_size": 8192, "copy_mb": 2048, "rounds": 30},
+    "cuda": {"matmul_size": 8192, "copy_mb": 2048, "rounds": 20},
     "cpu": {"matmul_size": 1024, "copy_mb": 256, "rounds": 10},
 }
 
@@ -39,20 +39,22 @@ def measure_ceilings(
     src = torch.randn(copy_bytes // 4, generator=gen, device=device)
     dst = torch.empty_like(src)
     calls["copy"] = lambda: dst.copy_(src)
-    for call in calls.values():  # warm-up: library handles, clocks
-        for _ in range(3):
-            call()
     failures: dict[str, str] = {}
-    samples = timing.sample_rounds(
-        calls,
-        device=device,
-        rounds=int(config["rounds"]),
-        flush=timing.L2Flusher(device, enabled=False),
-        on_failure=lambda name, exc: failures.__setitem__(name, f"{type(exc).__name__}: {exc}"),
-    )
+    # Warm (no flush): the operands are far larger than the L2 anyway, and the ceilings are rates.
+    settings = timing.Settings(mode="warm", min_rounds=int(config["rounds"]), max_time_s=20.0)
+    with clocks.watch(device) as watch:
+        measured = timing.measure(
+            calls,
+            device=device,
+            settings=settings,
+            flush=timing.L2Flusher(device, enabled=False),
+            watch=watch,
+            on_failure=lambda name, exc: failures.__setitem__(name, f"{type(exc).__name__}: {exc}"),
+        )
     if failures:
         raise RuntimeError(f"calibration failed: {failures}")
-    method = f"median of {config['rounds']} samples in interleaved rounds on {device}, " + (
+    samples = measured.samples
+    method = f"median of {measured.rounds_run} interleaved rounds on {device} ({measured.stop_reason}), " + (
         "CUDA events, L2 not flushed" if device == "cuda" else "perf_counter_ns"
     )
     matmul = {}

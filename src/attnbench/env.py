@@ -222,6 +222,13 @@ def _nvml_board(nv: ModuleType, uuid: str) -> Any:
     raise LookupError(f"no NVML device has UUID {uuid}")
 
 
+@contextmanager
+def nvml_board_of(index: int) -> Iterator[tuple[ModuleType, Any]]:
+    """NVML and the board of torch device `index`, open for as long as the caller needs them."""
+    with _nvml() as nv:
+        yield nv, _nvml_board(nv, _bare_uuid(_torch_gpu(index)["uuid"]))
+
+
 def _bare_uuid(uuid: str) -> str:
     """The hex part, comparable between torch ("GPU-" added by us) and NVML ("GPU-" or "MIG-")."""
     prefix, _, rest = uuid.partition("-")

@@ -1,98 +1,478 @@
-"""Timing: every candidate of a shape sampled in interleaved rounds on the device's own clock.
+"""Timing: every candidate of a shape sampled in interleaved rounds until its median is known well enough.
 
-On CUDA a sample is the time between two events around one call, recorded without a host
-synchronisation per call (the host only waits once, at the end), with the L2 cache flushed
-between samples by writing a buffer twice its size. On the CPU a sample is perf_counter_ns
-around one call. Rounds alternate the candidate order (A B C, C B A, ...) so clock and thermal
-drift fall on every candidate alike: sample i of every candidate comes from round i.
+A round takes one sample of every candidate, in alternating order (A B C, C B A, ...), so clock and
+thermal drift fall on every candidate alike and sample i of every candidate comes from round i.
+
+On CUDA a sample is the time between two events around the candidate's unit of work:
+
+* ``cold``: one call, after the L2 is flushed by writing a buffer twice its size (read from the
+  device), so every call reads its inputs from device memory as it would inside a model.
+* ``warm``: one call, no flush.
+* ``graph``: one replay of a CUDA graph holding k unrolled calls; the sample is the replay over k.
+  Launch gaps and event overhead (about 1-2 us) vanish, so kernels of a few microseconds are
+  timed as the profiler sees them; the L2 stays warm between the k calls.
+* ``auto``: ``graph`` when the shape's fastest candidate takes under GRAPH_BELOW_MS per call
+  (where 1-2 us of overhead would exceed 2%), else ``cold``.
+
+Each round starts with a spin kernel that holds the stream while the host enqueues the whole
+round (nvbench's "blocking kernel"), so host-side Python overhead never shows up as GPU idle
+time between the events. On the CPU a sample is perf_counter_ns around one call.
+
+Warm-up ends when the timings (and, where NVML can read it, the SM clock) have settled, not after
+a fixed count. Sampling then stops when every candidate's median has a 95% CI no wider than
+±target_rel_ci, or at max_time_s / max_rounds; rounds during which the GPU slowed itself down for
+heat or a hardware event are dropped whole (see attnbench.clocks).
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, fields
 from typing import Any
+
+import numpy as np
+
+from attnbench import clocks, stats
 
 Call = Callable[[], Any]
 
+MODES = ("auto", "cold", "warm", "graph")
+GRAPH_BELOW_MS = 0.1
+GRAPH_REPLAY_MS = 0.5  # calls per graph: about this much work per replay, so event overhead is < 0.5%
+MAX_GRAPH_CALLS = 1000
+WARMUP_BATCH_ROUNDS = 3
+SETTLED = 0.02  # a warm-up batch's medians within 2% of the previous batch's
+CLOCK_SETTLED = 0.01
+HOLD_MARGIN = 1.5
+HOLD_MAX_MS = 50.0
+CHECK_RESAMPLES = 1000  # bootstrap resamples of the stopping rule's interim screening
+FINAL_RESAMPLES = 10_000
+CHECK_GROWTH = 1.1  # the next interim check after 10% more rounds
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The `timing:` section of the config (workflow/schemas/config.schema.yaml documents each key)."""
+
+    mode: str = "auto"
+    warmup: int = 5
+    warmup_max_s: float = 5.0
+    min_rounds: int = 50
+    max_rounds: int = 5000
+    target_rel_ci: float = 0.01
+    max_time_s: float = 30.0
+    discard_throttled: bool = True
+
+    @classmethod
+    def from_config(cls, section: dict[str, Any] | None) -> Settings:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in (section or {}).items() if k in known})
+
 
 class L2Flusher:
-    """Evicts the L2 between samples, so each call reads its inputs from device memory (cold)."""
+    """Evicts the L2 between samples by reading a buffer twice its size, so each call reads its
+    inputs from device memory (cold). Reading, not writing: a write flush (triton's zero_, nvbench's
+    memset) leaves the L2 full of dirty lines whose write-back lands inside the next sample
+    (measured on an H100: +2.4 us on a 0.11 ms kernel, and a per-process offset of up to 2%)."""
 
     def __init__(self, device: str, enabled: bool) -> None:
-        self.buffer = None
+        self.buffer = self.sink = None
         if device == "cuda" and enabled:
             import torch
 
             l2 = torch.cuda.get_device_properties(torch.cuda.current_device()).L2_cache_size
-            self.buffer = torch.empty(2 * l2, dtype=torch.uint8, device="cuda")
+            self.buffer = torch.ones(2 * l2 // 4, dtype=torch.float32, device="cuda")
+            self.sink = torch.empty((), dtype=torch.float32, device="cuda")
 
     @property
     def nbytes(self) -> int | None:
-        return None if self.buffer is None else int(self.buffer.numel())
+        return None if self.buffer is None else int(self.buffer.numel() * self.buffer.element_size())
 
     def __call__(self) -> None:
         if self.buffer is not None:
-            self.buffer.zero_()
+            import torch
+
+            torch.sum(self.buffer, dim=0, out=self.sink)
+
+
+@dataclass
+class Sampler:
+    """One candidate's unit of measurement: `before` (untimed), then `unit` = calls_per_sample calls."""
+
+    unit: Call
+    calls_per_sample: int = 1
+    before: Call | None = None
+
+
+class _HostClock:
+    """perf_counter_ns around each unit; the CPU runs it synchronously."""
+
+    def stamp(self, sampler: Sampler) -> Any:
+        begin = time.perf_counter_ns()
+        sampler.unit()
+        return time.perf_counter_ns() - begin
+
+    def ms(self, stamp: Any) -> float:
+        return stamp / 1e6
+
+    def hold(self, ms: float) -> None:
+        pass
+
+    def wait(self) -> None:
+        pass
+
+
+class _CudaClock:
+    """CUDA events around each unit; one synchronisation per round, never one per call."""
+
+    def __init__(self) -> None:
+        import torch
+
+        self.torch = torch
+        self.ms_per_cycle = self._calibrate_sleep()
+
+    def _calibrate_sleep(self) -> float:
+        cycles = 200_000
+        start, end = self._events()
+        start.record()
+        self.torch.cuda._sleep(cycles)
+        end.record()
+        self.torch.cuda.synchronize()
+        return start.elapsed_time(end) / cycles
+
+    def recalibrate(self) -> None:
+        """The spin kernel counts cycles, so its length moves with the clock: measure it warm."""
+        self.ms_per_cycle = self._calibrate_sleep()
+
+    def _events(self) -> tuple[Any, Any]:
+        event = self.torch.cuda.Event
+        return event(enable_timing=True), event(enable_timing=True)
+
+    def stamp(self, sampler: Sampler) -> Any:
+        start, end = self._events()
+        if sampler.before is not None:
+            sampler.before()
+        start.record()
+        sampler.unit()
+        end.record()
+        return start, end
+
+    def ms(self, stamp: Any) -> float:
+        return stamp[0].elapsed_time(stamp[1])
+
+    def hold(self, ms: float) -> None:
+        self.torch.cuda._sleep(int(min(ms, HOLD_MAX_MS) / self.ms_per_cycle))
+
+    def wait(self) -> None:
+        self.torch.cuda.synchronize()
 
 
 def round_order(names: list[str], index: int) -> list[str]:
     return names if index % 2 == 0 else names[::-1]
 
 
-def sample_rounds(
+@dataclass
+class _Rounds:
+    """Runs interleaved rounds over the active samplers; a candidate that raises is dropped whole.
+
+    On CUDA each round is framed by an untimed run of its fastest unit at both ends: the first and
+    last samples of a round otherwise run up to 0.8% slower (measured on an H100), which would
+    favour whichever candidates the order puts in the middle.
+    """
+
+    samplers: dict[str, Sampler]
+    clock: _HostClock | _CudaClock
+    on_failure: Callable[[str, BaseException], None]
+    index: int = 0
+    enqueue_ms: float = 0.0
+    fastest: str | None = None
+
+    def _guard(self) -> None:
+        if isinstance(self.clock, _CudaClock) and self.fastest in self.samplers:
+            sampler = self.samplers[self.fastest]
+            if sampler.before is not None:
+                sampler.before()
+            sampler.unit()
+
+    def run(self) -> dict[str, float]:
+        self.clock.hold(self.enqueue_ms * HOLD_MARGIN)
+        began = time.perf_counter()
+        stamps = {}
+        self._guard()
+        for name in round_order(list(self.samplers), self.index):
+            try:
+                stamps[name] = self.clock.stamp(self.samplers[name])
+            except Exception as exc:  # noqa: BLE001 - one candidate's failure must not end the shape
+                del self.samplers[name]
+                self.on_failure(name, exc)
+        self._guard()
+        self.enqueue_ms = (time.perf_counter() - began) * 1e3
+        self.clock.wait()
+        self.index += 1
+        sample = {
+            name: self.clock.ms(stamp) / self.samplers[name].calls_per_sample
+            for name, stamp in stamps.items()
+            if name in self.samplers
+        }
+        if sample:
+            self.fastest = min(sample, key=sample.__getitem__)
+        return sample
+
+
+@dataclass
+class Measurement:
+    """Per-candidate samples (ms per call, paired by round) and how they were taken."""
+
+    samples: dict[str, list[float]]
+    ci95: dict[str, tuple[float, float]]
+    samplers: dict[str, Sampler]
+    mode: str
+    mode_reason: str
+    warmup: dict[str, Any]
+    stop_reason: str
+    rounds_run: int
+    clock_log: clocks.ClockLog
+    flush_bytes: int | None
+    elapsed_s: float = 0.0
+
+    def record(self, settings: Settings, device: str) -> dict[str, Any]:
+        """The `timing` block of a bench result."""
+        return {
+            "method": "cuda_events" if device == "cuda" else "perf_counter_ns",
+            "requested_mode": settings.mode,
+            "mode": self.mode,
+            "mode_reason": self.mode_reason,
+            "graph_below_ms": GRAPH_BELOW_MS,
+            "flush_l2": self.flush_bytes is not None,
+            "flush_bytes": self.flush_bytes,
+            "warmup": self.warmup,
+            "min_rounds": settings.min_rounds,
+            "max_rounds": settings.max_rounds,
+            "target_rel_ci": settings.target_rel_ci,
+            "max_time_s": settings.max_time_s,
+            "rounds_run": self.rounds_run,
+            "rounds_kept": max((len(v) for v in self.samples.values()), default=0),
+            "stop_reason": self.stop_reason,
+            "elapsed_s": self.elapsed_s,
+            "discard_throttled": settings.discard_throttled,
+            "clocks": self.clock_log.summary() | {"sm_mhz_per_round": self.clock_log.sm_mhz},
+            "order": "interleaved rounds, alternating direction",
+        }
+
+
+def capture_graph(call: Call, calls: int) -> Call:
+    """A CUDA graph of `calls` unrolled calls; warmed on a side stream first, as capture requires."""
+    import torch
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            call()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(calls):
+            call()
+    return graph.replay
+
+
+def graph_calls(estimate_ms: float) -> int:
+    return max(1, min(MAX_GRAPH_CALLS, math.ceil(GRAPH_REPLAY_MS / max(estimate_ms, 1e-6))))
+
+
+def _warm_up(
+    rounds: _Rounds, watch: clocks.ClockWatch, settings: Settings
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """Rounds in batches until each candidate's batch median is within 2% of the previous batch's and
+    the SM clock within 1% of its previous reading (three settled batches in a row also do, for a
+    clock that keeps moving under the power cap); never shorter than `warmup` calls, never longer
+    than `warmup_max_s`."""
+    began = time.perf_counter()
+    calls, streak, previous, previous_mhz = 0, 0, None, None
+    while rounds.samplers:
+        batch: dict[str, list[float]] = {name: [] for name in rounds.samplers}
+        for _ in range(WARMUP_BATCH_ROUNDS):
+            for name, ms in rounds.run().items():
+                batch[name].append(ms)
+        calls += WARMUP_BATCH_ROUNDS
+        medians = {name: float(np.median(v)) for name, v in batch.items() if v and name in rounds.samplers}
+        mhz = watch.read().sm_mhz
+        timings_settled = previous is not None and all(
+            name in previous and abs(m / previous[name] - 1.0) <= SETTLED for name, m in medians.items()
+        )
+        streak = streak + 1 if timings_settled else 0
+        clock_settled = mhz is None or (
+            previous_mhz is not None and abs(mhz - previous_mhz) <= CLOCK_SETTLED * previous_mhz
+        )
+        elapsed = time.perf_counter() - began
+        if calls >= settings.warmup and streak and (clock_settled or streak >= 3):
+            why = "timings and SM clock settled" if mhz is not None and clock_settled else "timings settled"
+            return {
+                "rounds": calls,
+                "seconds": elapsed,
+                "settled": True,
+                "reason": why,
+                "sm_mhz": mhz,
+            }, medians
+        if elapsed > settings.warmup_max_s:
+            why = f"not settled after {settings.warmup_max_s:g} s (last batch moved by more than 2%)"
+            return {
+                "rounds": calls,
+                "seconds": elapsed,
+                "settled": False,
+                "reason": why,
+                "sm_mhz": mhz,
+            }, medians
+        previous, previous_mhz = medians, mhz
+    return {
+        "rounds": calls,
+        "seconds": time.perf_counter() - began,
+        "settled": False,
+        "reason": "every candidate failed",
+        "sm_mhz": None,
+    }, {}
+
+
+def _graph_samplers(
+    calls: dict[str, Call],
+    estimates: dict[str, float],
+    on_failure: Callable[[str, BaseException], None] | None,
+) -> dict[str, Sampler]:
+    """Graph samplers; a failed capture drops the candidate (on_failure) or, without it, raises."""
+    samplers = {}
+    for name, call in calls.items():
+        k = graph_calls(estimates.get(name, GRAPH_BELOW_MS))
+        try:
+            samplers[name] = Sampler(capture_graph(call, k), k)
+        except Exception as exc:  # noqa: BLE001 - reported through on_failure or re-raised
+            if on_failure is None:
+                raise
+            on_failure(name, RuntimeError(f"cannot be captured in a CUDA graph: {type(exc).__name__}: {exc}"))
+    return samplers
+
+
+def _choose_samplers(
+    calls: dict[str, Call],
+    settings: Settings,
+    device: str,
+    flush: L2Flusher,
+    rounds: _Rounds,
+    watch: clocks.ClockWatch,
+    on_failure: Callable[[str, BaseException], None],
+) -> tuple[str, str, dict[str, Any]]:
+    """Warm up in the mode's per-call form, then switch to graphs where the mode asks for them."""
+    if device != "cuda":
+        warmup, _ = _warm_up(rounds, watch, settings)
+        return "warm", "the CPU has no L2 flush or CUDA graphs: wall time of one call", warmup
+    per_call_mode = "warm" if settings.mode == "warm" else "cold"
+    before = flush if per_call_mode == "cold" else None
+    rounds.samplers = {name: Sampler(call, 1, before) for name, call in calls.items()}
+    warmup, estimates = _warm_up(rounds, watch, settings)
+    fastest = min(estimates.values(), default=math.inf)
+    if settings.mode in ("cold", "warm"):
+        return settings.mode, "as configured", warmup
+    if settings.mode == "auto" and fastest >= GRAPH_BELOW_MS:
+        return "cold", f"auto: fastest candidate {fastest:.3g} ms >= {GRAPH_BELOW_MS} ms", warmup
+    alive = {name: calls[name] for name in rounds.samplers}
+    if settings.mode == "graph":
+        rounds.samplers = _graph_samplers(alive, estimates, on_failure)
+        why = "as configured"
+    else:
+        try:
+            rounds.samplers = _graph_samplers(alive, estimates, None)
+        except Exception as exc:  # noqa: BLE001 - every candidate keeps the per-call mode then
+            return (
+                "cold",
+                f"auto: CUDA graph capture failed, timed per call: {type(exc).__name__}: {exc}",
+                warmup,
+            )
+        why = f"auto: fastest candidate {fastest:.3g} ms < {GRAPH_BELOW_MS} ms"
+    graph_warmup, _ = _warm_up(rounds, watch, settings)
+    warmup = {
+        **graph_warmup,
+        "rounds": warmup["rounds"] + graph_warmup["rounds"],
+        "seconds": warmup["seconds"] + graph_warmup["seconds"],
+    }
+    return "graph", why, warmup
+
+
+def _intervals(kept: dict[str, list[float]], target: float) -> dict[str, tuple[float, float]] | None:
+    """Every median's final 95% CI when all are within ±target, else None. A cheap bootstrap screens
+    first; the full one, which the result records, decides."""
+    for n_resamples in (CHECK_RESAMPLES, FINAL_RESAMPLES):
+        intervals = {name: stats.bootstrap_ci(v, n_resamples=n_resamples) for name, v in kept.items()}
+        if not all(relative_half_width(ci, kept[name]) <= target for name, ci in intervals.items()):
+            return None
+    return intervals
+
+
+def relative_half_width(interval: tuple[float, float], samples: list[float]) -> float:
+    """Half the width of the median's CI over the median: the stopping rule's yardstick."""
+    return (interval[1] - interval[0]) / 2.0 / float(np.median(samples))
+
+
+def measure(
     calls: dict[str, Call],
     *,
     device: str,
-    rounds: int,
+    settings: Settings,
     flush: L2Flusher,
-    max_time_s: float | None = None,
+    watch: clocks.ClockWatch,
     on_failure: Callable[[str, BaseException], None],
-) -> dict[str, list[float]]:
-    """Milliseconds per call for each candidate. A call that raises drops its candidate only.
-
-    Stops early, after whole rounds, when max_time_s of wall time has passed.
-    """
-    active = list(calls)
-    pending: dict[str, list[Any]] = {name: [] for name in calls}
-    if device == "cuda":
-        import torch
-
-        def timed(call: Call) -> Any:
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            flush()
-            start.record()
-            call()
-            end.record()
-            return start, end
-
-        def to_ms(stamp: Any) -> float:
-            return stamp[0].elapsed_time(stamp[1])
-
-    else:
-
-        def timed(call: Call) -> Any:
-            begin = time.perf_counter_ns()
-            call()
-            return time.perf_counter_ns() - begin
-
-        def to_ms(stamp: Any) -> float:
-            return stamp / 1e6
-
+) -> Measurement:
+    """Warm up, choose the mode, then sample interleaved rounds until the stopping rule holds."""
+    clock: _HostClock | _CudaClock = _CudaClock() if device == "cuda" else _HostClock()
+    rounds = _Rounds({name: Sampler(call) for name, call in calls.items()}, clock, on_failure)
+    mode, mode_reason, warmup = _choose_samplers(calls, settings, device, flush, rounds, watch, on_failure)
+    if isinstance(clock, _CudaClock):
+        clock.recalibrate()
+    log = watch.log()
+    kept: dict[str, list[float]] = {name: [] for name in rounds.samplers}
     began = time.perf_counter()
-    for index in range(rounds):
-        for name in round_order(active, index):
-            try:
-                pending[name].append(timed(calls[name]))
-            except Exception as exc:  # noqa: BLE001 - one candidate's failure must not end the shape
-                active.remove(name)
-                pending.pop(name)
-                on_failure(name, exc)
-        if not active or (max_time_s is not None and time.perf_counter() - began > max_time_s):
+    next_check = settings.min_rounds
+    previous_reasons = watch.read().reasons
+    stop_reason = "every candidate failed"
+    intervals = None
+    while rounds.samplers:
+        if len(log.sm_mhz) >= settings.max_rounds:
+            stop_reason = f"max_rounds ({settings.max_rounds}) reached before the CI target"
             break
-    if device == "cuda":
-        import torch
-
-        torch.cuda.synchronize()
-    # A dropped candidate is gone whole, so the others stay paired by round.
-    return {name: [to_ms(s) for s in stamps] for name, stamps in pending.items()}
+        if time.perf_counter() - began > settings.max_time_s:
+            stop_reason = f"max_time_s ({settings.max_time_s:g} s) reached before the CI target"
+            break
+        sample = rounds.run()
+        reading = watch.read()
+        slowed = bool((previous_reasons | reading.reasons) & clocks.DISCARDED) and settings.discard_throttled
+        previous_reasons = reading.reasons
+        log.record(reading, kept=not slowed)
+        kept = {name: kept[name] for name in rounds.samplers}
+        if not slowed:
+            for name, ms in sample.items():
+                kept[name].append(ms)
+        n = min((len(v) for v in kept.values()), default=0)
+        if n >= next_check:
+            intervals = _intervals(kept, settings.target_rel_ci)
+            if intervals is not None:
+                stop_reason = f"every median's 95% CI within ±{settings.target_rel_ci:.2%}"
+                break
+            next_check = math.ceil(n * CHECK_GROWTH) + 1
+    if intervals is None:
+        intervals = {
+            name: stats.bootstrap_ci(v, n_resamples=FINAL_RESAMPLES) for name, v in kept.items() if v
+        }
+    return Measurement(
+        samples=kept,
+        ci95=intervals,
+        samplers=rounds.samplers,
+        mode=mode,
+        mode_reason=mode_reason,
+        warmup=warmup,
+        stop_reason=stop_reason,
+        rounds_run=len(log.sm_mhz),
+        clock_log=log,
+        flush_bytes=flush.nbytes if mode == "cold" else None,
+        elapsed_s=time.perf_counter() - began,
+    )

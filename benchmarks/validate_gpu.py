@@ -1,0 +1,457 @@
+"""Does attnbench's measurement hold on this GPU? One command, a table, and docs/validation/<gpu>.json.
+
+    python benchmarks/validate_gpu.py [--out docs/validation] [--trials 20]
+
+Everything below runs the product's own code: attnbench.timing.measure (modes, warm-up, clock
+watch, adaptive stopping), attnbench.stats.compare (the significance test) and, for `repro`,
+`python -m attnbench benchmark`, the command the workflow's benchmark rule runs.
+
+* fidelity: each kernel's median from measure() against torch.profiler's kernel time of the
+  same unit of work (same mode: same flush, same graph), from 5 us to 5 ms.
+* aa: a candidate compared with itself, `trials` times per shape; a false positive is
+  compare(...)["significant"] (the test alone, p < 0.05, before any practical threshold).
+* power: the same kernel against itself plus a spin kernel worth 2% of its time; detected when
+  the test is significant and the slower side is the one with the extra work.
+* repro: two independent processes per shape; the difference of their medians against their CIs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from attnbench import bench, candidates, clocks, io, lock, stats, timing  # noqa: E402
+from attnbench.env import fingerprint  # noqa: E402
+from attnbench.workloads import Shape, make_inputs  # noqa: E402
+
+SCHEMA = ROOT / "workflow" / "schemas" / "validation.schema.yaml"
+BENCH_SCHEMA = ROOT / "workflow" / "schemas" / "bench.schema.yaml"
+DTYPE = "bfloat16"
+LABEL = "attnbench::unit"
+TARGETS = {
+    "fidelity_rel_ge_50us": 0.02,
+    "fidelity_rel_5_to_50us": 0.10,
+    "aa_false_positive_rate_max": 0.05,
+    "power_detection_rate_min": 0.90,
+    "repro_rel_ge_0_1ms": 0.01,
+}
+SETTINGS = timing.Settings(target_rel_ci=0.01, max_time_s=10.0)
+
+
+def shape(batch: int, heads: int, seq: int, dim: int, causal: bool = False) -> Shape:
+    name = f"b{batch}_h{heads}_s{seq}_d{dim}" + ("_causal" if causal else "")
+    return Shape.from_config(
+        {"name": name, "batch": batch, "heads": heads, "seq": seq, "dim": dim, "causal": causal}
+    )
+
+
+FIDELITY = [
+    (shape(1, 8, 128, 64), "flash"),
+    (shape(1, 8, 128, 64), "cudnn"),
+    (shape(1, 16, 1024, 64), "flash"),
+    (shape(2, 16, 1024, 128), "efficient"),
+    (shape(4, 16, 2048, 128), "cudnn"),
+    (shape(4, 16, 2048, 128), "flash"),
+    (shape(4, 16, 2048, 128), "efficient"),
+    (shape(8, 16, 4096, 128, causal=True), "flash"),
+    (shape(2, 16, 2048, 128), "math"),
+]
+AA = [(shape(1, 8, 128, 64), "flash"), (shape(4, 16, 2048, 128), "cudnn"), (shape(4, 16, 2048, 128), "flash")]
+POWER = (shape(4, 16, 2048, 128), "cudnn")
+POSITION = (shape(4, 16, 2048, 128), "flash")
+REPRO = [shape(4, 16, 2048, 128), shape(2, 16, 4096, 64, causal=True), shape(16, 16, 1024, 128)]
+REPRO_CANDIDATES = ["flash", "efficient", "cudnn"]
+
+
+def say(message: str) -> None:
+    print(f"[validate {dt.datetime.now():%H:%M:%S}] {message}", flush=True)
+
+
+def kernel_call(shape_: Shape, backend: str) -> Any:
+    import torch
+
+    inputs = make_inputs(shape_, getattr(torch, DTYPE), "cuda", 0, False)
+    return bench.make_call(candidates.build(backend, shape_, "cuda"), inputs, False)
+
+
+def measure(calls: dict[str, Any]) -> timing.Measurement:
+    failures: dict[str, str] = {}
+    with clocks.watch("cuda") as watch:
+        measured = timing.measure(
+            calls,
+            device="cuda",
+            settings=SETTINGS,
+            flush=timing.L2Flusher("cuda", True),
+            watch=watch,
+            on_failure=lambda name, exc: failures.__setitem__(name, f"{type(exc).__name__}: {exc}"),
+        )
+    if failures:
+        raise RuntimeError(f"measurement failed: {failures}")
+    return measured
+
+
+def profiled(sampler: timing.Sampler, repeats: int) -> dict[str, Any]:
+    """torch.profiler's view of the same unit: the sum of its kernels' durations per call (the
+    reference), the span from its first kernel's start to its last kernel's end per call (gaps
+    between the kernels of one call included), and kernels per call where they can be counted."""
+    import torch
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for _ in range(repeats):
+            if sampler.before is not None:
+                sampler.before()
+            with record_function(LABEL):
+                sampler.unit()
+        torch.cuda.synchronize()
+    events = prof.events()
+    k = sampler.calls_per_sample
+    ranges = [e for e in events if e.name == LABEL and e.device_type == DeviceType.CPU]
+    spans = [
+        e.time_range.elapsed_us() for e in events if e.name == LABEL and e.device_type == DeviceType.CUDA
+    ]
+    kernels = [e for e in events if e.device_type == DeviceType.CUDA and e.name != LABEL]
+    if ranges and min(e.device_time_total for e in ranges) > 0:
+        kernel_us = float(np.median([e.device_time_total for e in ranges]))
+        per_call = None if sampler.before is not None else len(kernels) / (repeats * k)
+    elif sampler.before is None:
+        # Kernels replayed from a CUDA graph may not be attributed to the range; then take every
+        # kernel, which is exact because nothing else ran (graph units have no flush).
+        kernel_us = sum(e.time_range.elapsed_us() for e in kernels) / repeats
+        per_call = len(kernels) / (repeats * k)
+    else:
+        raise RuntimeError("profiler attributed no kernel time to the timed unit")
+    if spans and min(spans) > 0:
+        span_us = float(np.median(spans))
+    else:
+        span_us = (
+            max(e.time_range.end for e in kernels) - min(e.time_range.start for e in kernels)
+        ) / repeats
+    return {
+        "profiler_ms": kernel_us / 1e3 / k,
+        "profiler_span_ms": span_us / 1e3 / k,
+        "kernels_per_call": per_call,
+    }
+
+
+def fidelity() -> list[dict[str, Any]]:
+    rows = []
+    for shape_, backend in FIDELITY:
+        call = kernel_call(shape_, backend)
+        measured = measure({backend: call})
+        ours = float(np.median(measured.samples[backend]))
+        sampler = measured.samplers[backend]
+        seen = profiled(sampler, repeats=30 if sampler.calls_per_sample == 1 else 5)
+        reference = seen["profiler_ms"]
+        band = "ge_50us" if reference >= 0.05 else "5_to_50us"
+        limit = TARGETS[f"fidelity_rel_{band}"]
+        rel = ours / reference - 1.0
+        rows.append(
+            {
+                "shape": shape_.name,
+                "backend": backend,
+                "mode": measured.mode,
+                "calls_per_sample": sampler.calls_per_sample,
+                "ours_ms": ours,
+                "ours_ci95_ms": list(measured.ci95[backend]),
+                **seen,
+                "rel_diff": rel,
+                "rel_diff_span": ours / seen["profiler_span_ms"] - 1.0,
+                "limit": limit,
+                "ok": abs(rel) <= limit,
+            }
+        )
+        say(
+            f"fidelity {shape_.name} {backend}: ours {ours:.4f} ms ({measured.mode}) profiler {reference:.4f} ms "
+            f"{rel:+.2%}"
+        )
+        del measured, sampler, call
+    return rows
+
+
+def aa(trials: int) -> list[dict[str, Any]]:
+    rows = []
+    for shape_, backend in AA:
+        call = kernel_call(shape_, backend)
+        outcomes = []
+        for _ in range(trials):
+            measured = measure({"A": call, "A'": call})
+            a, b = measured.samples["A"], measured.samples["A'"]
+            plain = stats.compare(a, b, resolution=0.0)["significant"]
+            outcomes.append(stats.compare(a, b) | {"rounds": len(a), "mode": measured.mode, "plain": plain})
+        false_positives = sum(o["significant"] for o in outcomes)
+        rows.append(
+            {
+                "shape": shape_.name,
+                "backend": backend,
+                "mode": outcomes[0]["mode"],
+                "trials": trials,
+                "false_positives": false_positives,
+                "false_verdicts": sum(o["verdict"] != "same" for o in outcomes),
+                "false_positives_without_resolution": sum(o["plain"] for o in outcomes),
+                "median_rounds": sorted(o["rounds"] for o in outcomes)[trials // 2],
+                "p_values": [o["p_value"] for o in outcomes],
+                "speedups": [o["speedup"] for o in outcomes],
+            }
+        )
+        say(
+            f"aa {shape_.name} {backend}: {false_positives}/{trials} significant "
+            f"({rows[-1]['false_positives_without_resolution']} with resolution 0)"
+        )
+    return rows
+
+
+def power(trials: int) -> dict[str, Any]:
+    import torch
+
+    shape_, backend = POWER
+    call = kernel_call(shape_, backend)
+    base = measure({backend: call})
+    median = float(np.median(base.samples[backend]))
+    cycles = 200_000
+    spin = measure({"spin": lambda: torch.cuda._sleep(cycles)})
+    ms_per_cycle = float(np.median(spin.samples["spin"])) / cycles
+    cycles = max(1, round(0.02 * median / ms_per_cycle))
+    extra = measure({"spin": lambda: torch.cuda._sleep(cycles)})
+    extra_ms = float(np.median(extra.samples["spin"]))
+
+    def slower() -> None:
+        call()
+        torch.cuda._sleep(cycles)
+
+    outcomes = []
+    for _ in range(trials):
+        measured = measure({"A": call, "B": slower})
+        outcomes.append(stats.compare(measured.samples["A"], measured.samples["B"]))
+    detected = sum(o["significant"] and o["speedup"] < 1.0 for o in outcomes)
+    slowdowns = [1.0 / o["speedup"] - 1.0 for o in outcomes]
+    say(f"power {shape_.name} {backend}: {detected}/{trials} detected; extra {extra_ms / median:.2%} alone")
+    return {
+        "shape": shape_.name,
+        "backend": backend,
+        "kernel_ms": median,
+        "extra_ms": extra_ms,
+        "slowdown_pct": 2,
+        "extra_pct_measured_alone": 100 * extra_ms / median,
+        "slowdown_pct_measured_median": 100 * float(np.median(slowdowns)),
+        "trials": trials,
+        "detected": detected,
+        "verdict_slower": sum(o["verdict"] == "slower" for o in outcomes),
+        "p_values": [o["p_value"] for o in outcomes],
+    }
+
+
+def position(copies: int = 6) -> dict[str, Any]:
+    """One kernel on `copies` input sets, timed together as if they were candidates: any spread of
+    their medians is bias from position in the round or from buffer placement, not the kernel."""
+    import torch
+
+    shape_, backend = POSITION
+    calls = {}
+    for seed in range(copies):
+        inputs = make_inputs(shape_, getattr(torch, DTYPE), "cuda", seed, False)
+        calls[f"copy{seed}"] = bench.make_call(candidates.build(backend, shape_, "cuda"), inputs, False)
+    measured = measure(calls)
+    medians = {name: float(np.median(v)) for name, v in measured.samples.items()}
+    spread = max(medians.values()) / min(medians.values()) - 1.0
+    say(f"position {shape_.name} {backend}: {copies} copies spread {spread:.2%}")
+    return {
+        "shape": shape_.name,
+        "backend": backend,
+        "mode": measured.mode,
+        "medians_ms": medians,
+        "spread": spread,
+    }
+
+
+def bench_process(shape_: Shape, out: Path) -> dict[str, Any]:
+    """One `python -m attnbench benchmark` process, as the workflow's rule runs it."""
+    spec = {
+        "shape": shape_.as_dict(),
+        "device": "cuda",
+        "dtype": DTYPE,
+        "mode": "forward",
+        "candidates": REPRO_CANDIDATES,
+        "timing": {"target_rel_ci": SETTINGS.target_rel_ci, "max_time_s": SETTINGS.max_time_s},
+        "lock": lock.resolve(None),
+        "tolerance": None,
+        "kernel_hashes": {},
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "attnbench",
+        "benchmark",
+        "--spec",
+        json.dumps(spec),
+        "--out",
+        str(out),
+        "--schema",
+        str(BENCH_SCHEMA),
+    ]
+    env = {
+        **os.environ,
+        **lock.job_env(None),
+        "PYTHONPATH": f"{ROOT / 'src'}:{os.environ.get('PYTHONPATH', '')}",
+    }
+    subprocess.run(command, check=True, env=env, stderr=subprocess.DEVNULL)
+    return io.read_json(out, BENCH_SCHEMA)
+
+
+def repro() -> list[dict[str, Any]]:
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for shape_ in REPRO:
+            first, second = (bench_process(shape_, Path(tmp) / f"{shape_.name}_{i}.json") for i in (1, 2))
+            for name in REPRO_CANDIDATES:
+                a, b = first["candidates"][name], second["candidates"][name]
+                if a["status"] != "ok" or b["status"] != "ok":
+                    rows.append({"shape": shape_.name, "backend": name, "status": [a["status"], b["status"]]})
+                    continue
+                rel = b["median_ms"] / a["median_ms"] - 1.0
+                half_widths = a["rel_ci"] + b["rel_ci"]
+                row = {
+                    "shape": shape_.name,
+                    "backend": name,
+                    "status": ["ok", "ok"],
+                    "median_ms": [a["median_ms"], b["median_ms"]],
+                    "ci95_ms": [a["ci95_ms"], b["ci95_ms"]],
+                    "rounds": [len(a["samples_ms"]), len(b["samples_ms"])],
+                    "mean_sm_mhz": [
+                        first["timing"]["clocks"]["mean_sm_mhz"],
+                        second["timing"]["clocks"]["mean_sm_mhz"],
+                    ],
+                    "rel_diff": rel,
+                    "within_cis": abs(rel) <= half_widths,
+                    "limit": TARGETS["repro_rel_ge_0_1ms"] if a["median_ms"] >= 0.1 else None,
+                }
+                row["ok"] = row["limit"] is None or abs(rel) <= row["limit"]
+                rows.append(row)
+                say(
+                    f"repro {shape_.name} {name}: {a['median_ms']:.4f} vs {b['median_ms']:.4f} ms ({rel:+.2%}, "
+                    f"CIs ±{a['rel_ci']:.2%} ±{b['rel_ci']:.2%})"
+                )
+    return rows
+
+
+def verdicts(doc: dict[str, Any]) -> dict[str, bool]:
+    aa_trials = sum(r["trials"] for r in doc["aa"])
+    aa_fp = sum(r["false_positives"] for r in doc["aa"])
+    return {
+        "fidelity": all(r["ok"] for r in doc["fidelity"]),
+        "aa": aa_fp <= TARGETS["aa_false_positive_rate_max"] * aa_trials
+        and all(
+            r["false_positives"] <= TARGETS["aa_false_positive_rate_max"] * r["trials"] for r in doc["aa"]
+        ),
+        "power": doc["power"]["detected"] >= TARGETS["power_detection_rate_min"] * doc["power"]["trials"],
+        "repro": all(r.get("ok", False) for r in doc["repro"]),
+    }
+
+
+def table(doc: dict[str, Any]) -> str:
+    lines = ["", f"{doc['gpu']['name']}, driver {doc['gpu']['driver']}, torch {doc['torch']['version']}", ""]
+    lines.append(
+        f"{'fidelity':<34}{'mode':<7}{'ours ms':>10}{'profiler':>10}{'diff':>9}{'limit':>7}{'vs span':>9}"
+    )
+    for r in doc["fidelity"]:
+        lines.append(
+            f"{r['shape'] + ' ' + r['backend']:<34}{r['mode']:<7}{r['ours_ms']:>10.4f}"
+            f"{r['profiler_ms']:>10.4f}{r['rel_diff']:>+9.2%}{r['limit']:>7.0%}{r['rel_diff_span']:>+9.2%}"
+        )
+    lines.append("")
+    for r in doc["aa"]:
+        lines.append(
+            f"aa {r['shape']} {r['backend']} ({r['mode']}): {r['false_positives']}/{r['trials']} false positives"
+            f" ({r['false_positives_without_resolution']} with resolution 0)"
+        )
+    p = doc["power"]
+    lines.append(
+        f"power {p['shape']} {p['backend']}: +{p['extra_pct_measured_alone']:.2f}% extra work, "
+        f"detected {p['detected']}/{p['trials']}"
+    )
+    q = doc["position"]
+    lines.append(
+        f"position {q['shape']} {q['backend']}: {len(q['medians_ms'])} copies, spread {q['spread']:.2%}"
+    )
+    lines.append("")
+    for r in doc["repro"]:
+        if "rel_diff" in r:
+            lines.append(
+                f"repro {r['shape']} {r['backend']}: {r['median_ms'][0]:.4f} vs {r['median_ms'][1]:.4f} ms "
+                f"({r['rel_diff']:+.2%}; within CIs: {r['within_cis']})"
+            )
+    lines.append("")
+    lines.append(
+        "targets met: " + ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in doc["targets_met"].items())
+    )
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--out", default=str(ROOT / "docs" / "validation"))
+    parser.add_argument("--trials", type=int, default=20)
+    args = parser.parse_args()
+    if any(os.environ.get(k) != v for k, v in lock.job_env(None).items()):
+        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **lock.job_env(None)})
+    began = time.perf_counter()
+    state = lock.apply(None)
+    env = fingerprint("cuda", state, workflow_dir=ROOT)
+    doc: dict[str, Any] = {
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": "python benchmarks/validate_gpu.py " + " ".join(sys.argv[1:]),
+        "gpu": {
+            "name": env["gpu"]["name"],
+            "uuid": env["gpu"]["uuid"],
+            "driver": env["gpu"]["driver_version"],
+            "power_limit_w": env["gpu"]["power_limit_w"],
+            "sm_max_mhz": env["gpu"]["clocks"]["sm_max_mhz"],
+        },
+        "torch": env["torch"],
+        "git": env["git"],
+        "settings": {
+            "dtype": DTYPE,
+            "target_rel_ci": SETTINGS.target_rel_ci,
+            "max_time_s": SETTINGS.max_time_s,
+            "alpha": 0.05,
+            "resolution": stats.RESOLUTION,
+            "graph_below_ms": timing.GRAPH_BELOW_MS,
+        },
+        "targets": TARGETS,
+    }
+    doc["fidelity"] = fidelity()
+    doc["aa"] = aa(args.trials)
+    doc["power"] = power(args.trials)
+    doc["position"] = position()
+    doc["repro"] = repro()
+    doc["targets_met"] = verdicts(doc)
+    doc["wall_s"] = time.perf_counter() - began
+    slug = re.sub(r"[^a-z0-9]+", "-", doc["gpu"]["name"].lower()).strip("-")
+    out = Path(args.out) / f"{slug}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    io.write_json(out, doc, SCHEMA)
+    print(table(doc))
+    print(f"\nwrote {out} in {doc['wall_s']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -27,6 +27,7 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
 
+from attnbench.clocks import DISCARDED, reason_names
 from attnbench.io import atomic_write_bytes, atomic_write_text, read_json
 from attnbench.stats import holm, practically_different
 
@@ -37,9 +38,10 @@ PLOTS = ("latency", "roofline", "speedup", "memory")
 OUTPUT_KEYS = ("html", "md", "csv", *PLOTS)
 MAX_FIG_WIDTH = 12.5  # inches at 110 dpi: about the HTML page's width, so text stays full size
 COLUMNS = [
-    "shape", *SHAPE_FIELDS, "dtype", "mode", "device", "candidate", "status", "reason",
-    "median_ms", "ci95_lo_ms", "ci95_hi_ms", "n_samples", "tflops", "fraction_of_matmul_ceiling",
-    "bandwidth_gbs", "fraction_of_copy_ceiling", "peak_mem_mb", "rel_error", "reference", "speedup",
+    "shape", *SHAPE_FIELDS, "dtype", "mode", "device", "timing_mode", "candidate", "status", "reason",
+    "median_ms", "ci95_lo_ms", "ci95_hi_ms", "rel_ci", "target_rel_ci", "target_met", "n_samples",
+    "tflops", "fraction_of_matmul_ceiling", "bandwidth_gbs", "fraction_of_copy_ceiling",
+    "peak_mem_mb", "rel_error", "reference", "speedup",
     "speedup_ci95_lo", "speedup_ci95_hi", "hedges_g", "cliffs_delta", "p_value", "p_holm",
     "significant_holm", "fastest",
 ]  # fmt: skip
@@ -53,6 +55,9 @@ STATUS_COLOURS = {
     "ok": "#d9f2df", "unsupported": "#ececec", "incorrect": "#f9d0d0",
     "error": "#f9d0d0", "oom": "#fde5c4", "timeout": "#fde5c4",
 }  # fmt: skip
+# NVML reasons that make a round unrepresentative (thermal, hardware); the power cap is normal load
+SLOWDOWNS = frozenset(reason_names(DISCARDED))
+FLAG = "⚠"
 
 
 def build_report(
@@ -124,12 +129,16 @@ def summary_frame(benches: list[Json], compares: list[Json], ceilings: Json, *, 
                     "dtype": bench["dtype"],
                     "mode": bench["mode"],
                     "device": bench["device"],
+                    "timing_mode": bench["timing"]["mode"],
                     "candidate": name,
                     "status": cand["status"],
                     "reason": cand["reason"],
                     "median_ms": median,
                     "ci95_lo_ms": lo,
                     "ci95_hi_ms": hi,
+                    "rel_ci": cand["rel_ci"],
+                    "target_rel_ci": bench["timing"]["target_rel_ci"],
+                    "target_met": cand["target_met"],
                     "n_samples": len(cand["samples_ms"]),
                     "tflops": cand["tflops"],
                     "fraction_of_matmul_ceiling": _ratio(cand["tflops"], matmul),
@@ -455,8 +464,9 @@ class Table:
     rows: list[list[str]]
     numeric: set[int] = field(default_factory=set)
     status_col: int | None = None
-    text_col: int | None = None  # free text (reasons, settings): may wrap anywhere
+    text_cols: set[int] = field(default_factory=set)  # free text (reasons, settings): may wrap anywhere
     highlight: list[bool] = field(default_factory=list)
+    flagged: set[tuple[int, int]] = field(default_factory=set)  # (row, column) cells a reader must not miss
 
 
 @dataclass
@@ -478,6 +488,29 @@ def _num(value: Any, digits: int = 3) -> str:
 
 def _pct(value: Any) -> str:
     return "—" if value is None or pd.isna(value) else f"{100 * float(value):.1f}%"
+
+
+def _pm(value: Any, digits: int = 1) -> str:
+    """A relative half-width as ±percent; sub-0.1% values keep a second decimal instead of ±0.0%."""
+    value = float(value)
+    return f"±{100 * value:.{digits if value >= 1e-3 else max(digits, 2)}f}%"
+
+
+def _missed(target_met: Any) -> bool:
+    """False, not merely falsy: None (no timing) and NaN (no value in the frame) are not misses."""
+    return target_met is not None and not pd.isna(target_met) and not target_met
+
+
+def _precision(rel_ci: Any, target: Any, target_met: Any) -> str:
+    if rel_ci is None or pd.isna(rel_ci):
+        return "—"
+    text = _pm(rel_ci)
+    if not _missed(target_met):
+        return text
+    goal = "—" if target is None or pd.isna(target) else _pm(target)
+    if text == goal:  # 1.04% against 1%: rounding must not make a miss look like a hit
+        text = _pm(rel_ci, 2)
+    return f"{text} ({FLAG} target {goal} missed)"
 
 
 def _interval(centre: Any, lo: Any, hi: Any, suffix: str = "") -> str:
@@ -523,6 +556,7 @@ def _document(
     blocks += _fingerprint_section(fingerprint)
     blocks += _ceilings_section(ceilings, benches)
     blocks += _results_section(frame)
+    blocks += _conditions_section(benches)
     blocks += _not_ok_section(frame)
     blocks.append(Heading(2, "Plots"))
     blocks += [Plot(key) for key in PLOTS]
@@ -538,11 +572,52 @@ def _run_summary(frame: pd.DataFrame, benches: list[Json]) -> list[Block]:
         ["device name", _distinct(n for n in device_names if n)],
         ["dtype", _distinct(frame["dtype"])],
         ["mode", _distinct(frame["mode"])],
+        ["timing mode", _counts(b["timing"]["mode"] for b in benches)],
         ["shapes", str(frame["shape"].nunique())],
         ["candidates", str(frame["candidate"].nunique())],
         ["results by status", ", ".join(f"{s}: {n}" for s, n in sorted(statuses.items())) or "—"],
     ]
-    return [Heading(2, "Run summary"), Table(["", "value"], rows)]
+    return [Heading(2, "Run summary"), Table(["", "value"], rows), _measurement_summary(frame, benches)]
+
+
+def _counts(values: Any) -> str:
+    counts = Counter(values)
+    return ", ".join(f"{v}: {n} shape{'s' if n != 1 else ''}" for v, n in counts.items()) or "—"
+
+
+def _measurement_summary(frame: pd.DataFrame, benches: list[Json]) -> Para:
+    """One line up front, so that an imprecise or throttled run is not read as a clean one."""
+    timed = frame[frame["target_met"].notna()]
+    missed = sum(_missed(v) for v in timed["target_met"])
+    target = _distinct(_pm(t) for t in timed["target_rel_ci"])
+    if timed.empty:
+        parts = ["no candidate produced timings"]
+    elif missed:
+        parts = [f"{missed} of {len(timed)} timed results missed their {target} CI target"]
+    else:
+        parts = [f"all {len(timed)} timed results met their {target} CI target"]
+    clocks = [b["timing"]["clocks"] for b in benches]
+    monitored = [c for c in clocks if c["source"] is not None]
+    throttled = sum(c["throttled_rounds"] > 0 for c in monitored)
+    discarded = sum(c["discarded_rounds"] for c in monitored)
+    slowed_kept = sum(bool(_kept_slowdowns(b["timing"])) for b in benches)
+    if not monitored:
+        cpu = all(b["device"] == "cpu" for b in benches)
+        parts.append("GPU clocks not monitored" + (" (cpu)" if cpu else ""))
+    elif not throttled:
+        parts.append("no throttled rounds")
+    else:
+        detail = [f"{discarded} rounds discarded for thermal or hardware slowdowns"] if discarded else []
+        detail += [f"slowdowns kept in the samples on {slowed_kept} shapes"] if slowed_kept else []
+        parts.append(f"throttled rounds on {throttled} of {len(benches)} shapes"
+                     f" ({'; '.join(detail) if detail else 'power cap only, rounds kept'})")  # fmt: skip
+    unsettled = sum(not b["timing"]["warmup"]["settled"] for b in benches)
+    if unsettled:
+        parts.append(f"warm-up did not settle on {unsettled} of {len(benches)} shapes")
+    text = "; ".join(parts)
+    text = f"Measurement: {text[0].upper()}{text[1:]} (see Measurement conditions)."
+    warn = bool(missed or discarded or slowed_kept or unsettled)
+    return Para(f"{FLAG} {text}" if warn else text, css="warning" if warn else "")
 
 
 def _fingerprint_section(fp: Json) -> list[Block]:
@@ -571,7 +646,7 @@ def _fingerprint_section(fp: Json) -> list[Block]:
         ["environment variables", _settings(fp["env_vars"])],
         ["fingerprint taken", fp["created"]],
     ]
-    return [Heading(2, "Environment"), Table(["", "value"], rows, text_col=1)]
+    return [Heading(2, "Environment"), Table(["", "value"], rows, text_cols={1})]
 
 
 def _git_commit(git: Json) -> str:
@@ -606,14 +681,26 @@ def _ceilings_section(ceilings: Json, benches: list[Json]) -> list[Block]:
 
 
 def _results_section(frame: pd.DataFrame) -> list[Block]:
-    blocks: list[Block] = [Heading(2, "Results per shape")]
+    blocks: list[Block] = [
+        Heading(2, "Results per shape"),
+        Para(
+            "± is the half-width of the median's 95% confidence interval over the median. Sampling "
+            "stops once every candidate of the shape is within the run's target "
+            f"({_distinct(_pm(t) for t in frame['target_rel_ci'].dropna())}); a result marked "
+            '"target missed" ran out of time or rounds first, so its median is less precise than '
+            "asked for and small differences involving it deserve caution."
+        ),
+    ]
     for shape, rows in frame.groupby("shape", sort=False):
         first = rows.iloc[0]
         dims = ", ".join(f"{f}={first[f]}" for f in SHAPE_FIELDS if f != "causal")
         reference = first["reference"]
         blocks.append(Heading(3, f"{shape} ({dims}, {'causal' if first['causal'] else 'non-causal'})"))
         body = []
-        for row in rows.itertuples(index=False):
+        flagged: set[tuple[int, int]] = set()
+        for r, row in enumerate(rows.itertuples(index=False)):
+            if _missed(row.target_met):
+                flagged.add((r, 3))
             if row.candidate == reference:
                 speedup, p_holm, significant = "reference", "—", "—"
             else:
@@ -626,6 +713,7 @@ def _results_section(frame: pd.DataFrame) -> list[Block]:
                 f"{row.candidate} (fastest)" if row.fastest else str(row.candidate),
                 str(row.status),
                 _interval(row.median_ms, row.ci95_lo_ms, row.ci95_hi_ms),
+                _precision(row.rel_ci, row.target_rel_ci, row.target_met),
                 _num(row.tflops),
                 _pct(row.fraction_of_matmul_ceiling),
                 _pct(row.fraction_of_copy_ceiling),
@@ -633,13 +721,109 @@ def _results_section(frame: pd.DataFrame) -> list[Block]:
                 _num(row.peak_mem_mb),
             ])  # fmt: skip
         headers = [
-            "candidate", "status", "median ms [95% CI]", "TFLOP/s", "% of matmul ceiling",
+            "candidate", "status", "median ms [95% CI]", "± (95% CI)", "TFLOP/s", "% of matmul ceiling",
             "% of copy bandwidth", f"speedup vs {reference or 'reference'} [95% CI]", "p (Holm)",
             "significant", "peak MB",
         ]  # fmt: skip
-        blocks.append(Table(headers, body, numeric={2, 3, 4, 5, 6, 7, 9}, status_col=1,
-                            highlight=list(rows["fastest"])))  # fmt: skip
+        blocks.append(Table(headers, body, numeric={2, 3, 4, 5, 6, 7, 8, 10}, status_col=1,
+                            highlight=list(rows["fastest"]), flagged=flagged))  # fmt: skip
     return blocks
+
+
+def _kept_slowdowns(timing: Json) -> dict[str, int]:
+    """Thermal or hardware slowdowns left in the samples: only when discarding was switched off."""
+    if timing.get("discard_throttled", True):
+        return {}
+    return {k: v for k, v in timing["clocks"]["events"].items() if k in SLOWDOWNS and v}
+
+
+def _shape_issues(bench: Json) -> list[str]:
+    """What a reader must know before trusting a shape's numbers; empty when nothing went wrong."""
+    timing = bench["timing"]
+    met = [c["target_met"] for c in bench["candidates"].values() if c["target_met"] is not None]
+    issues = []
+    if not all(met):
+        issues.append(
+            f"CI target {_pm(timing['target_rel_ci'])} missed by {met.count(False)} of {len(met)} results"
+        )
+    if not timing["warmup"]["settled"]:
+        issues.append("warm-up not settled")
+    if timing["clocks"]["discarded_rounds"]:
+        issues.append(f"{timing['clocks']['discarded_rounds']} rounds discarded for slowdowns")
+    if _kept_slowdowns(timing):
+        issues.append("slowdowns kept in the samples (discard_throttled off)")
+    return issues
+
+
+def _mode_text(bench: Json) -> str:
+    mode = str(bench["timing"]["mode"])
+    ks = sorted({c["calls_per_sample"] for c in bench["candidates"].values() if c.get("calls_per_sample")})
+    if mode != "graph" or not ks:
+        return mode
+    span = str(ks[0]) if len(ks) == 1 else f"{ks[0]}–{ks[-1]}"
+    return f"graph ({span} calls per sample)"
+
+
+def _clock_text(bench: Json) -> str:
+    clocks = bench["timing"]["clocks"]
+    if clocks["source"] is None:
+        return "n/a (cpu)" if bench["device"] == "cpu" else f"n/a ({clocks.get('reason') or 'not read'})"
+    if clocks["mean_sm_mhz"] is None:
+        return "n/a (no reading)"
+    text = f"{clocks['mean_sm_mhz']:,.0f} MHz"
+    lo, hi = clocks.get("min_sm_mhz"), clocks.get("max_sm_mhz")
+    return text + (f" ({lo:,}–{hi:,})" if lo is not None and hi is not None and lo != hi else "")
+
+
+def _throttle_text(clocks: Json) -> str:
+    if clocks["source"] is None:
+        return "n/a"
+    events = ", ".join(f"{name}: {n}" for name, n in sorted(clocks["events"].items()) if n)
+    return f"{clocks['throttled_rounds']}" + (f" ({events})" if events else "")
+
+
+def _conditions_section(benches: list[Json]) -> list[Block]:
+    """How each shape was timed: a median is only as good as the conditions it was taken under."""
+    rows: list[list[str]] = []
+    flagged: set[tuple[int, int]] = set()
+    for r, bench in enumerate(benches):
+        timing, clocks, warmup = bench["timing"], bench["timing"]["clocks"], bench["timing"]["warmup"]
+        issues = _shape_issues(bench)
+        discarded = "n/a" if clocks["source"] is None else str(clocks["discarded_rounds"])
+        if clocks["source"] is not None and not timing.get("discard_throttled", True):
+            discarded += " (discarding off)"
+        settled = "yes" if warmup["settled"] else "no"
+        rows.append([
+            str(bench["shape"]["name"]),
+            _mode_text(bench),
+            str(timing["mode_reason"]),
+            f"{warmup['rounds']} rounds, {warmup['seconds']:.1f} s, settled: {settled}",
+            f"{timing['rounds_kept']} / {timing['rounds_run']}",
+            str(timing["stop_reason"]),
+            _clock_text(bench),
+            _throttle_text(clocks),
+            discarded,
+            f"{FLAG} " + "; ".join(issues) if issues else "ok",
+        ])  # fmt: skip
+        missed = any(c["target_met"] is False for c in bench["candidates"].values())
+        checks = {3: not warmup["settled"], 5: missed, 7: bool(_kept_slowdowns(timing)),
+                  8: clocks["discarded_rounds"] > 0, 9: bool(issues)}  # fmt: skip
+        flagged |= {(r, col) for col, bad in checks.items() if bad}
+    headers = [
+        "shape", "timing mode", "why this mode", "warm-up", "rounds kept / run", "stop reason",
+        "mean SM clock (min–max)", "throttled rounds (events)", "discarded rounds", "checks",
+    ]  # fmt: skip
+    intro = (
+        "One row per shape. Throttled rounds are rounds whose NVML clock-event reasons include the "
+        "power cap or a thermal or hardware slowdown (events count rounds per reason); rounds taken "
+        "during a thermal or hardware slowdown are discarded whole, so kept rounds stay paired. "
+        f"{FLAG} marks a missed CI target, a warm-up that did not settle, or discarded rounds."
+    )
+    return [
+        Heading(2, "Measurement conditions"),
+        Para(intro),
+        Table(headers, rows, numeric={4, 8}, text_cols={2, 5}, flagged=flagged),
+    ]
 
 
 def _not_ok_section(frame: pd.DataFrame) -> list[Block]:
@@ -653,23 +837,74 @@ def _not_ok_section(frame: pd.DataFrame) -> list[Block]:
     groups = reasons.groupby(["candidate", "status", "reason"], sort=False)["shape"]
     rows = [[str(c), str(s), str(r), ", ".join(shapes)] for (c, s, r), shapes in groups]
     headers = ["candidate", "status", "reason", "shapes"]
-    return [*blocks, Table(headers, rows, status_col=1, text_col=2)]
+    return [*blocks, Table(headers, rows, status_col=1, text_cols={2})]
+
+
+def _recorded(timing: list[Json], key: str, fmt: Any = str) -> str | None:
+    """The distinct values of an optional timing setting, None when no file recorded it."""
+    values = [fmt(t[key]) for t in timing if t.get(key) is not None]
+    return _distinct(values) if values else None
+
+
+def _timing_text(benches: list[Json]) -> str:
+    """How samples were taken, with the run's settings: a reader cannot judge a median without it."""
+    timing = [b["timing"] for b in benches]
+    if not timing:
+        return "This run has no bench results."
+    order = _recorded(timing, "order")
+    text = (
+        "Samples were taken in interleaved rounds: every round times each candidate of a shape once, "
+        "in an order that alternates direction from one round to the next, so slow drift (clocks, "
+        "temperature, other load) falls on all candidates alike and no candidate always runs after "
+        f"the same one (timer: {_distinct(t['method'] for t in timing)}"
+        + (f"; order: {order}" if order else "") + "). "
+    )  # fmt: skip
+    requested = _recorded(timing, "requested_mode")
+    graph_below = _recorded(timing, "graph_below_ms", lambda v: f"{v:g}")
+    auto = graph_below is not None and any(t.get("requested_mode") == "auto" for t in timing)
+    text += (
+        "Each shape was timed in one mode, listed with the reason for it under Measurement "
+        "conditions: cold (the L2 cache flushed before every call), warm (no flush) or graph (a CUDA "
+        "graph replaying k calls, each sample its time over k, for kernels too short to time one "
+        f"launch at a time) ({_counts(t['mode'] for t in timing)}"
+        + (f"; requested: {requested}" if requested else "")
+        + (f"; auto picks graph when the fastest candidate is under {graph_below} ms" if auto else "")
+        + "). "
+    )  # fmt: skip
+    min_rounds = _recorded(timing, "min_rounds")
+    limits = [f"{v} s" for v in [_recorded(timing, "max_time_s", lambda v: f"{v:g}")] if v]
+    limits += [f"{v} rounds" for v in [_recorded(timing, "max_rounds")] if v]
+    text += (
+        "Before sampling, a warm-up ran rounds in batches until every candidate's timing and the SM "
+        "clock had settled, within a time limit; a warm-up that hit the limit is flagged. Sampling "
+        "then stopped adaptively"
+        + (f", checking from {min_rounds} kept rounds on," if min_rounds else "")
+        + " as soon as the 95% confidence interval of every candidate's median was within "
+        f"{_distinct(_pm(t['target_rel_ci']) for t in timing)} of it"
+        + (f", or at {' or '.join(limits)} per shape with the target missed, which the results "
+           "tables mark" if limits else "")
+        + ". "
+    )  # fmt: skip
+    monitored = [b for b in benches if b["timing"]["clocks"]["source"] is not None]
+    if monitored:
+        kept = [str(b["shape"]["name"]) for b in monitored if not b["timing"].get("discard_throttled", True)]
+        text += (
+            "The SM clock and the NVML clock-event reasons were read after every round; rounds "
+            "taken during a thermal or hardware slowdown were discarded whole, so the candidates "
+            "stay paired by round, while rounds at the power cap were counted and kept (sustained "
+            "load runs at the power cap; it is the speed users get)"
+            + (f"; discarding was switched off for {', '.join(kept)}" if kept else "")
+            + ". "
+        )  # fmt: skip
+    else:
+        reasons = _distinct(b["timing"]["clocks"].get("reason") or "not recorded" for b in benches)
+        text += f"No GPU clock was read ({reasons}), so no round was discarded for throttling."
+    return text.rstrip()
 
 
 def _method_section(benches: list[Json], compares: list[Json], alpha: float) -> list[Block]:
-    timing = [b["timing"] for b in benches]
     n_comparisons = sum(len(c["comparisons"]) for c in compares)
-    text = (
-        "Samples were taken interleaved in rounds: every round times each candidate of a shape "
-        "once, so slow drift (clocks, temperature, other load) falls on all candidates alike "
-        f"(rounds: {_distinct(t['rounds'] for t in timing)}; warm-up calls: "
-        f"{_distinct(t['warmup'] for t in timing)}; "
-        f"timer: {_distinct(t['method'] for t in timing)}; "
-        f"L2 flushed between calls: {_distinct('yes' if t['flush_l2'] else 'no' for t in timing)}"
-        + (f"; order: {_distinct(t['order'] for t in timing if 'order' in t)}"
-           if any("order" in t for t in timing) else "")
-        + "). "
-    )  # fmt: skip
+    text = ""
     settings: dict[str, list[Any]] = {}
     for compare in compares:
         for key, value in compare.get("method", {}).items():
@@ -681,14 +916,17 @@ def _method_section(benches: list[Json], compares: list[Json], alpha: float) -> 
         return _distinct(settings.pop(key, [])) if settings.get(key) else missing
 
     if compares:
+        resolution = setting("resolution", "")
         text += (
             f"Each candidate was compared with the reference by {setting('test', 'no test')} "
-            f"at alpha {setting('alpha', 'unrecorded')}, with a practical threshold of "
-            f"{setting('threshold', 'none')} (a difference counts only when "
-            "max(speedup, 1/speedup) − 1 reaches it) and "
-            f"{setting('n_resamples', 'an unrecorded number of')} bootstrap resamples for the "
-            "confidence intervals"
-        )
+            f"at alpha {setting('alpha', 'unrecorded')}"
+            + (f"; the test's null hypothesis is a difference of at most {resolution} (the "
+               "resolution of interleaved timing), so a small p says the difference exceeds that, "
+               "not merely that it is not zero" if resolution else "")
+            + f". The practical threshold was {setting('threshold', 'none')} (a difference counts "
+            "only when max(speedup, 1/speedup) − 1 reaches it), and the confidence intervals use "
+            f"{setting('n_resamples', 'an unrecorded number of')} bootstrap resamples"
+        )  # fmt: skip
         other = {k: _distinct(v) for k, v in settings.items() if v}
         text += (f" (other settings: {_settings(other)})" if other else "") + ". "
     else:
@@ -699,7 +937,7 @@ def _method_section(benches: list[Json], compares: list[Json], alpha: float) -> 
         "threshold is met. Latency, throughput and memory plots show candidates with status ok "
         "only; a candidate that returned a wrong answer is never the fastest."
     )
-    return [Heading(2, "Method"), Para(text)]
+    return [Heading(2, "Method"), Para(_timing_text(benches)), Para(text)]
 
 
 # -------------------------------------------------------------------------------------- renderers
@@ -747,6 +985,7 @@ td.text { overflow-wrap: anywhere; white-space: pre-wrap; min-width: 16em; max-w
 td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
 td.num, td.status { white-space: nowrap; }
 tr.fastest td { font-weight: 600; }
+td.flag { background: #fff4d6; box-shadow: inset 3px 0 0 #d4a72c; }
 p.warning { background: #fff4d6; border-left: 4px solid #d4a72c; padding: .5em .8em; }
 figure { margin: 1em 0 2em; }
 figure img { max-width: 100%; height: auto; border: 1px solid #e1e4e8; }
@@ -785,14 +1024,16 @@ def _render_html(blocks: list[Block], images: dict[str, bytes], title: str) -> s
 def _table_html(table: Table) -> str:
     esc = html.escape
 
-    def cell(tag: str, i: int, text: str) -> str:
+    def cell(tag: str, i: int, text: str, r: int = -1) -> str:
         classes = []
         if i in table.numeric:
             classes.append("num")
         if tag == "td" and i == table.status_col:
             classes += ["status", *([f"status-{text}"] if text in STATUS_COLOURS else [])]
-        if tag == "td" and i == table.text_col:
+        if tag == "td" and i in table.text_cols:
             classes.append("text")
+        if tag == "td" and (r, i) in table.flagged:
+            classes.append("flag")
         attr = f' class="{" ".join(classes)}"' if classes else ""
         return f"<{tag}{attr}>{esc(text)}</{tag}>"
 
@@ -801,6 +1042,6 @@ def _table_html(table: Table) -> str:
     for r, row in enumerate(table.rows):
         fastest = r < len(table.highlight) and table.highlight[r]
         cls = ' class="fastest"' if fastest else ""
-        body.append(f"<tr{cls}>" + "".join(cell("td", i, c) for i, c in enumerate(row)) + "</tr>")
+        body.append(f"<tr{cls}>" + "".join(cell("td", i, c, r) for i, c in enumerate(row)) + "</tr>")
     return (f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>'
             + "".join(body) + "</tbody></table></div>")  # fmt: skip

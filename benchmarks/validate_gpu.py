@@ -68,7 +68,7 @@ FIDELITY = [
     (shape(4, 16, 2048, 128), "flash"),
     (shape(4, 16, 2048, 128), "efficient"),
     (shape(8, 16, 4096, 128, causal=True), "flash"),
-    (shape(2, 16, 2048, 128), "math"),
+    (shape(4, 16, 2048, 128), "math"),
 ]
 AA = [(shape(1, 8, 128, 64), "flash"), (shape(4, 16, 2048, 128), "cudnn"), (shape(4, 16, 2048, 128), "flash")]
 POWER = (shape(4, 16, 2048, 128), "cudnn")

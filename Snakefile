@@ -14,9 +14,11 @@ include: "workflow/rules/env.smk"
 include: "workflow/rules/benchmark.smk"
 include: "workflow/rules/compare.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/ratchet.smk"
 
 
 rule all:
     default_target: True
     input:
         REPORT_OUTPUTS.values(),
+        RATCHET_OUTPUTS.values(),

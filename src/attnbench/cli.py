@@ -1,45 +1,80 @@
-"""Command line: the workflow's CUDA jobs run through here so the rule can set their environment first."""
+"""Command line: the workflow's CUDA jobs run through here so the rule can set their environment first;
+`baseline save` and `gate` are the ratchet's two explicit steps."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from attnbench import io
 
+JOBS = (
+    ("fingerprint", "record the environment (results/env/fingerprint.json)"),
+    ("calibrate", "measure matmul and copy ceilings (results/env/ceilings.json)"),
+    ("benchmark", "measure every candidate of one shape (results/bench/NAME.json)"),
+)
 
-def main(argv: list[str] | None = None) -> int:
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="attnbench", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    for name, help_text in (
-        ("fingerprint", "record the environment (results/env/fingerprint.json)"),
-        ("calibrate", "measure matmul and copy ceilings (results/env/ceilings.json)"),
-        ("benchmark", "measure every candidate of one shape (results/bench/NAME.json)"),
-    ):
+    for name, help_text in JOBS:
         sub = commands.add_parser(name, help=help_text)
         sub.add_argument("--spec", required=True, help="JSON job specification (the rule's params)")
         sub.add_argument("--out", required=True)
         sub.add_argument("--schema", help="JSON schema the output must match")
-    args = parser.parse_args(argv)
-    spec = json.loads(args.spec)
+    baseline = commands.add_parser("baseline", help="promote a finished run to a baseline")
+    save = baseline.add_subparsers(dest="action", required=True).add_parser(
+        "save", help="write a portable baseline (raw samples, fingerprint, settings) from RESULTS_DIR"
+    )
+    save.add_argument("results_dir", metavar="RESULTS_DIR")
+    save.add_argument("out", metavar="OUT.json")
+    save.add_argument("--schemas", default="workflow/schemas", help="directory of the JSON schemas")
+    gate = commands.add_parser(
+        "gate", help="exit 1 on a regression, 2 if the baseline is unusable or a benchmark failed, else 0"
+    )
+    gate.add_argument("verdict", metavar="VERDICT.json")
+    gate.add_argument("--schemas", default="workflow/schemas", help="directory of the JSON schemas")
+    return parser
+
+
+def _job(command: str, spec: dict) -> dict:
+    if command == "fingerprint":
+        from attnbench import env, lock
+
+        return env.fingerprint(spec["device"], lock.apply(spec["lock"]))
+    if command == "calibrate":
+        from attnbench.calibrate import measure_ceilings
+
+        return measure_ceilings(spec["device"], spec["dtypes"], spec["settings"], spec["lock"])
+    from attnbench.bench import run_shape
+
+    return run_shape(spec)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     try:
-        if args.command == "fingerprint":
-            from attnbench import env, lock
+        if args.command == "baseline":
+            from attnbench.ratchet import save_baseline
 
-            document = env.fingerprint(spec["device"], lock.apply(spec["lock"]))
-        elif args.command == "calibrate":
-            from attnbench.calibrate import measure_ceilings
+            schemas = Path(args.schemas)
+            document = save_baseline(args.results_dir, schemas)
+            io.write_json(args.out, document, schemas / "baseline.schema.yaml")
+            print(f"saved {len(document['shapes'])} shapes to {args.out}")
+            return 0
+        if args.command == "gate":
+            from attnbench.ratchet import gate
 
-            document = measure_ceilings(spec["device"], spec["dtypes"], spec["settings"], spec["lock"])
-        else:
-            from attnbench.bench import run_shape
-
-            document = run_shape(spec)
-        io.write_json(args.out, document, args.schema)
+            code, why = gate(io.read_json(args.verdict, Path(args.schemas) / "verdict.schema.yaml"))
+            print(f"attnbench gate: {why} (exit {code})")
+            return code
+        io.write_json(args.out, _job(args.command, json.loads(args.spec)), args.schema)
     except (RuntimeError, io.ResultFileError) as exc:
         print(f"attnbench {args.command}: error: {exc}", file=sys.stderr)
-        return 1
+        return 2 if args.command == "gate" else 1
     return 0
 
 

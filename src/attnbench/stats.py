@@ -14,7 +14,7 @@ seconds), so neither the test nor the intervals treat rounds as independent draw
   log ratios ``log(b_i / c_i)``. Drift common to a round cancels in the ratio, and the log makes a
   10% slowdown and a 10% speedup symmetric. (A rank test on ten blocks could never reach the
   p-values that Holm's correction needs over a run of dozens of comparisons.)
-* Unpaired (different counts): Welch's t-test on the block means of each side's log latencies.
+* Unpaired (different counts, or runs that share no rounds): Welch's t-test on the block means of each side's log latencies.
 * Intervals (a median's CI, the speedup's CI) come from a circular block bootstrap with the same
   block length; paired rounds are resampled jointly.
 
@@ -262,16 +262,21 @@ def compare(
     n_resamples: int = 10_000,
     confidence: float = 0.95,
     seed: int = 0,
+    paired: bool | None = None,
 ) -> dict[str, Any]:
     """Compare two latency sample sets (ms); see the module docstring for the test and its alpha.
 
-    Equal-length inputs are treated as paired by timing round. Values are plain Python types;
+    ``paired=None`` treats equal-length inputs as paired by timing round; samples from different
+    runs share no rounds and must say ``paired=False``. Values are plain Python types;
     ``hedges_g`` may be NaN (see :func:`hedges_g`), which ``io.jsonable`` writes as null.
     """
     b = _as_latencies(baseline, "baseline")
     c = _as_latencies(candidate, "candidate")
     _check_confidence(confidence, n_resamples)
-    paired = b.size == c.size
+    if paired is None:
+        paired = b.size == c.size
+    elif paired and b.size != c.size:
+        raise ValueError(f"paired samples need equal counts, got {b.size} and {c.size}")
     speedup = float(np.median(b) / np.median(c))
     lo, hi = _speedup_ci(b, c, paired, n_resamples, confidence, seed)
     p_value, test = _p_value(b, c, paired, resolution)

@@ -13,6 +13,15 @@ REPORT_OUTPUTS = {
     "csv": "results/report/summary.csv",
 }
 PLOTS = ("latency", "roofline", "speedup", "memory")
+BASELINE = RUN.get("baseline")
+RATCHET_OUTPUTS = (
+    {
+        "verdict": "results/ratchet/verdict.json",
+        "comment": "results/ratchet/comment.md",
+    }
+    if BASELINE
+    else {}
+)
 
 
 wildcard_constraints:

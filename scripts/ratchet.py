@@ -1,0 +1,21 @@
+"""Adapter: the run's verdict against the baseline and the pull-request comment (rule ratchet)."""
+
+import sys
+from pathlib import Path
+
+from attnbench import io, ratchet
+
+sys.stderr = open(snakemake.log[0], "w")
+
+schemas = Path(snakemake.params.schema_dir)
+shapes = [io.read_json(path, schemas / "ratchet.schema.yaml") for path in snakemake.input.shapes]
+try:
+    baseline, error = io.read_json(snakemake.input.baseline, schemas / "baseline.schema.yaml"), None
+except io.ResultFileError as exc:
+    baseline, error = None, str(exc)
+fingerprint = io.read_json(snakemake.input.fingerprint, schemas / "fingerprint.schema.yaml")
+document = ratchet.verdict(
+    shapes, baseline, error, fingerprint, snakemake.params.settings, str(snakemake.input.baseline)
+)
+io.write_json(snakemake.output.verdict, document, schemas / "verdict.schema.yaml")
+io.atomic_write_text(snakemake.output.comment, ratchet.comment(document))

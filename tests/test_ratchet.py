@@ -1,0 +1,257 @@
+"""The regression ratchet: verdicts, the gate's exit codes and the PR comment on synthetic runs, then
+the whole loop through the snakemake CLI with a user kernel whose slowdown the test controls."""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import yaml
+
+from attnbench import SCHEMA_VERSION, cli, io, ratchet
+from conftest import ROOT, SCHEMAS
+from test_workflow import COPIED, snakemake
+
+FINGERPRINT = {
+    "device": "cuda",
+    "gpu": {"name": "NVIDIA H100 80GB HBM3", "driver_version": "580.159.04", "power_limit_w": 700.0},
+    "cpu": {"model": "Xeon"},
+    "torch": {"version": "2.11.0+cu130", "cuda": "13.0", "cudnn": 91900, "triton": "3.6.0"},
+    "lock": {"tf32_matmul": False, "seed": 0, "env": {"PYTHONHASHSEED": "0"}},
+}
+
+
+def samples(ms: float, seed: int, n: int = 200, noise: float = 0.01) -> list[float]:
+    return (ms * np.random.default_rng(seed).lognormal(0.0, noise, n)).tolist()
+
+
+def bench(shape: str, times: dict[str, float | str], seed: int) -> dict:
+    candidates = {}
+    for i, (name, ms) in enumerate(times.items()):
+        if isinstance(ms, str):  # a status instead of a time
+            candidates[name] = {"status": ms, "reason": f"{name} {ms}", "samples_ms": [], "median_ms": None}
+        else:
+            values = samples(ms, seed * 100 + i)
+            candidates[name] = {
+                "status": "ok",
+                "reason": None,
+                "samples_ms": values,
+                "median_ms": float(np.median(values)),
+            }
+    return {"shape": {"name": shape}, "candidates": candidates}
+
+
+def baseline_of(*benches: dict, fingerprint: dict = FINGERPRINT) -> dict:
+    return {
+        "kind": "attnbench-baseline",
+        "created": "2026-11-24T00:00:00+00:00",
+        "fingerprint": fingerprint,
+        "shapes": {
+            b["shape"]["name"]: {"shape": b["shape"], "config": {}, "candidates": b["candidates"]}
+            for b in benches
+        },
+    }
+
+
+def judge(baseline: dict, *benches: dict, fingerprint: dict = FINGERPRINT, **settings) -> dict:
+    docs = [ratchet.compare_shape(b, baseline, settings) for b in benches]
+    document = ratchet.verdict(docs, baseline, None, fingerprint, settings, "baseline.json")
+    io.validate(
+        {"schema": SCHEMA_VERSION, **io.jsonable(document)}, SCHEMAS / "verdict.schema.yaml", source="verdict"
+    )
+    return document
+
+
+def verdicts(document: dict) -> dict[tuple[str, str], str]:
+    return {(e["shape"], e["candidate"]): e["verdict"] for e in document["entries"]}
+
+
+BASE = [bench("s1", {"flash": 1.0, "math": 3.0}, seed=1), bench("s2", {"flash": 2.0, "math": 6.0}, seed=2)]
+
+
+def test_a_rerun_of_the_same_kernels_is_unchanged_and_the_gate_passes():
+    now = [
+        bench("s1", {"flash": 1.0, "math": 3.0}, seed=11),
+        bench("s2", {"flash": 2.0, "math": 6.0}, seed=12),
+    ]
+    document = judge(baseline_of(*BASE), *now)
+    assert set(verdicts(document).values()) == {"unchanged"}
+    assert ratchet.gate(document) == (0, "no regression")
+
+
+def test_a_threefold_slowdown_is_a_regression_named_in_the_comment_and_fails_the_gate():
+    now = [
+        bench("s1", {"flash": 3.0, "math": 3.0}, seed=11),
+        bench("s2", {"flash": 2.0, "math": 6.0}, seed=12),
+    ]
+    document = judge(baseline_of(*BASE), *now)
+    assert verdicts(document)[("s1", "flash")] == "regression"
+    assert document["counts"]["regression"] == 1 and document["counts"]["unchanged"] == 3
+    assert ratchet.gate(document)[0] == 1
+    text = ratchet.comment(document)
+    assert text.startswith(ratchet.MARKER)
+    regressions = text.split("### Regressions", 1)[1].split("<details>", 1)[0]
+    assert "| s1 | flash | regression | +199.6% [" in regressions and "math" not in regressions
+
+
+def test_small_slowdowns_below_the_threshold_and_speedups_are_told_apart():
+    now = [
+        bench("s1", {"flash": 1.01, "math": 2.0}, seed=11),
+        bench("s2", {"flash": 2.0, "math": 6.0}, seed=12),
+    ]
+    found = verdicts(judge(baseline_of(*BASE), *now))
+    assert found[("s1", "flash")] == "unchanged"  # 1% is inside the 2% threshold
+    assert found[("s1", "math")] == "improvement"
+
+
+def test_a_changed_environment_field_makes_results_incomparable_and_says_which():
+    moved = copy.deepcopy(FINGERPRINT)
+    moved["gpu"]["driver_version"] = "590.10"
+    moved["torch"]["triton"] = "3.7.0"  # reported, not strict by default
+    document = judge(baseline_of(*BASE), *BASE, fingerprint=moved)
+    assert set(verdicts(document).values()) == {"incomparable"}
+    assert {d["field"]: d["strict"] for d in document["environment_differences"]} == {
+        "driver": True,
+        "triton": False,
+    }
+    assert all(e["reason"] == "environment differs from the baseline: driver" for e in document["entries"])
+    assert "| driver | 580.159.04 | 590.10 | yes |" in ratchet.comment(document)
+    relaxed = judge(baseline_of(*BASE), *BASE, fingerprint=moved, strict=["gpu"])
+    assert set(verdicts(relaxed).values()) == {"unchanged"}
+
+
+def test_removed_candidates_and_shapes_are_missing_added_ones_are_new():
+    now = [bench("s1", {"math": 3.0, "mine": 1.0}, seed=11)]
+    found = verdicts(judge(baseline_of(*BASE), *now))
+    assert found[("s1", "flash")] == "missing" and found[("s1", "mine")] == "new"
+    assert found[("s2", "flash")] == found[("s2", "math")] == "missing"
+
+
+def test_a_crash_is_failed_never_a_regression_and_the_gate_says_2():
+    now = [
+        bench("s1", {"flash": "error", "math": 3.0}, seed=11),
+        bench("s2", {"flash": 2.0, "math": "oom"}, seed=12),
+    ]
+    document = judge(baseline_of(*BASE), *now)
+    assert verdicts(document)[("s1", "flash")] == "failed" and document["counts"]["regression"] == 0
+    assert ratchet.gate(document) == (2, "2 benchmark(s) failed in this run")
+    assert "Failed in this run" in ratchet.comment(document)
+
+
+def test_unsupported_in_both_runs_is_unchanged():
+    base = bench("s1", {"flash": "unsupported", "math": 3.0}, seed=1)
+    found = verdicts(judge(baseline_of(base), bench("s1", {"flash": "unsupported", "math": 3.0}, seed=2)))
+    assert found[("s1", "flash")] == "unchanged"
+
+
+def test_an_unusable_baseline_gates_with_2():
+    document = ratchet.verdict(
+        [], None, "baseline.json: cannot be read as JSON", FINGERPRINT, {}, "baseline.json"
+    )
+    assert ratchet.gate(document) == (2, "baseline unusable: baseline.json: cannot be read as JSON")
+    assert "could not be used" in ratchet.comment(document)
+
+
+def test_names_cannot_break_the_comment_table():
+    hostile = "evil|<script>"
+    base = bench("s1", {hostile: 1.0}, seed=1)
+    text = ratchet.comment(judge(baseline_of(base), bench("s1", {hostile: 3.0}, seed=2)))
+    assert "<script>" not in text and "evil\\|&lt;script&gt;" in text
+
+
+def test_baseline_save_and_gate_on_the_command_line(tmp_path, capsys):
+    results = tmp_path / "results"
+    (results / "bench").mkdir(parents=True)
+    (results / "env").mkdir()
+    fixture = json.loads((ROOT / "docs/examples/h100/fingerprint.json").read_text())
+    io.write_json(results / "env" / "fingerprint.json", fixture, SCHEMAS / "fingerprint.schema.yaml")
+    with pytest.raises(io.ResultFileError, match="no benchmark results"):
+        ratchet.save_baseline(results, SCHEMAS)
+    assert (
+        cli.main(["baseline", "save", str(results), str(tmp_path / "b.json"), "--schemas", str(SCHEMAS)]) == 1
+    )
+    (tmp_path / "verdict.json").write_text("{}")
+    assert cli.main(["gate", str(tmp_path / "verdict.json"), "--schemas", str(SCHEMAS)]) == 2
+    assert "field" in capsys.readouterr().err
+
+
+# --- the whole loop, on the CPU ----------------------------------------------------------------
+
+KERNEL = """import torch
+
+
+def mine(q, k, v, *, causal, scale):
+    for _ in range(REPEAT - 1):
+        torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=scale)
+    return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=scale)
+
+
+REPEAT = {repeat}
+"""
+
+
+@pytest.mark.slow
+def test_the_ratchet_loop_through_the_workflow(tmp_path):
+    for name in COPIED:
+        source = ROOT / name
+        (shutil.copytree if source.is_dir() else shutil.copy)(source, tmp_path / name)
+    (tmp_path / "kernels_under_test.py").write_text(KERNEL.format(repeat=1))
+    shapes = [{"name": f"s{seq}", "batch": 2, "heads": 4, "seq": seq, "dim": 32} for seq in (256, 512)]
+    section = {
+        "dtype": "float32",
+        "candidates": ["math", "kernels_under_test:mine"],
+        "reference": "math",
+        "shapes": shapes,
+        "timing": {"warmup": 1, "warmup_max_s": 0.2, "min_rounds": 20, "max_time_s": 2},
+        "calibrate": {"matmul_size": 128, "copy_mb": 8, "rounds": 3},
+    }
+    # The CI machine is shared: runs in two processes differ by far more than on a GPU, so the test
+    # asks for a 50% change; the kernel's 3x slowdown is far beyond it.
+    config = {
+        "device": "cpu",
+        "shapes": shapes,
+        **section,
+        "cpu": section,
+        "ratchet": {"threshold": 0.5, "resolution": 0.5},
+        "stats": {"n_resamples": 1000},
+    }
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    snakemake(tmp_path)
+    gate = [sys.executable, "-m", "attnbench", "gate", "results/ratchet/verdict.json"]
+    subprocess.run(
+        [sys.executable, "-m", "attnbench", "baseline", "save", "results", "baseline.json"],
+        cwd=tmp_path,
+        check=True,
+    )
+    io.read_json(tmp_path / "baseline.json", SCHEMAS / "baseline.schema.yaml")
+
+    snakemake(tmp_path, "--config", "baseline=baseline.json", "--forcerun", "benchmark")
+    verdict = json.loads((tmp_path / "results/ratchet/verdict.json").read_text())
+    assert verdict["counts"]["unchanged"] == 4 and verdict["counts"]["regression"] == 0, verdict["counts"]
+    assert subprocess.run(gate, cwd=tmp_path).returncode == 0
+
+    (tmp_path / "kernels_under_test.py").write_text(KERNEL.format(repeat=3))
+    snakemake(tmp_path, "--config", "baseline=baseline.json")
+    verdict = json.loads((tmp_path / "results/ratchet/verdict.json").read_text())
+    found = {(e["shape"], e["candidate"]): e["verdict"] for e in verdict["entries"]}
+    assert found == {
+        ("s256", "math"): "unchanged",
+        ("s512", "math"): "unchanged",
+        ("s256", "kernels_under_test:mine"): "regression",
+        ("s512", "kernels_under_test:mine"): "regression",
+    }
+    assert subprocess.run(gate, cwd=tmp_path).returncode == 1
+    comment = (tmp_path / "results/ratchet/comment.md").read_text()
+    assert "| s256 | kernels_under_test:mine | regression | +" in comment
+
+    config["candidates"] = config["cpu"]["candidates"] = ["math"]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    snakemake(tmp_path, "--config", "baseline=baseline.json")
+    verdict = json.loads((tmp_path / "results/ratchet/verdict.json").read_text())
+    assert verdict["counts"]["missing"] == 2 and verdict["counts"]["unchanged"] == 2
+    assert subprocess.run(gate, cwd=tmp_path).returncode == 0

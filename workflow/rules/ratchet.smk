@@ -1,0 +1,39 @@
+# Only with `baseline: PATH` in the config (or --config baseline=PATH): this run against a stored
+# baseline, one verdict per (shape, candidate). `attnbench gate results/ratchet/verdict.json` turns
+# the verdict into an exit code for CI.
+if BASELINE:
+
+    rule ratchet_shape:
+        input:
+            bench="results/bench/{name}.json",
+            baseline=BASELINE,
+        output:
+            "results/ratchet/shapes/{name}.json",
+        log:
+            "results/logs/ratchet/{name}.log",
+        conda:
+            "../../envs/attnbench.yaml"
+        params:
+            settings=RUN.get("ratchet", {}),
+            bench_schema=schema("bench"),
+            baseline_schema=schema("baseline"),
+            schema=schema("ratchet"),
+        script:
+            "../../scripts/ratchet_shape.py"
+
+    rule ratchet:
+        input:
+            shapes=expand("results/ratchet/shapes/{name}.json", name=SHAPES),
+            baseline=BASELINE,
+            fingerprint="results/env/fingerprint.json",
+        output:
+            **RATCHET_OUTPUTS,
+        log:
+            "results/logs/ratchet.log",
+        conda:
+            "../../envs/attnbench.yaml"
+        params:
+            settings=RUN.get("ratchet", {}),
+            schema_dir=str(SCHEMAS),
+        script:
+            "../../scripts/ratchet.py"

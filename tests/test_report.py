@@ -1,4 +1,4 @@
-"""The report: seven outputs, self-contained and escaped HTML, a truthful summary table."""
+"""The report: eight outputs, self-contained and escaped HTML, a truthful summary table, autotune."""
 
 from __future__ import annotations
 
@@ -9,11 +9,21 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from fixtures_report import CANDIDATES, EVIL, EVIL_REASON, MISSED, SHAPES, write_run
+from fixtures_report import (
+    CANDIDATES,
+    EVIL,
+    EVIL_REASON,
+    MISSED,
+    SHAPES,
+    TIED_CANDIDATES,
+    TWIN,
+    write_run,
+)
 
+from attnbench import report
 from attnbench.io import ResultFileError
-from attnbench.report import COLUMNS, build_report
-from attnbench.stats import holm
+from attnbench.report import AUTOTUNE_COLUMNS, COLUMNS, build_report
+from attnbench.stats import compare, holm
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -21,6 +31,14 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     kwargs = write_run(tmp_path_factory.mktemp("run"))
+    build_report(**kwargs)
+    return kwargs
+
+
+@pytest.fixture(scope="module")
+def tied_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """s4096_d64 has a twin of flash (same throughput, independent noise); the other shapes do not."""
+    kwargs = write_run(tmp_path_factory.mktemp("tied"), shape_candidates={"s4096_d64": TIED_CANDIDATES})
     build_report(**kwargs)
     return kwargs
 
@@ -41,10 +59,10 @@ def _html_row(page: str, first_cell: str, column: int = 1, value: str | None = N
     return found[0]
 
 
-def test_writes_all_seven_outputs(run: dict[str, Any]) -> None:
+def test_writes_all_eight_outputs(run: dict[str, Any]) -> None:
     for key in ("latency", "roofline", "speedup", "memory"):
         assert Path(run["out"][key]).read_bytes().startswith(PNG_MAGIC), key
-    for key in ("html", "md", "csv"):
+    for key in ("html", "md", "csv", "autotune"):
         assert Path(run["out"][key]).stat().st_size > 0, key
     leftovers = list(Path(run["out"]["html"]).parent.rglob("*.tmp"))
     assert leftovers == []  # atomic writes leave no temporary files behind
@@ -148,6 +166,11 @@ def test_single_shape_without_an_ok_candidate(tmp_path: Path) -> None:
     build_report(**kwargs)
     frame = pd.read_csv(kwargs["out"]["csv"])
     assert len(frame) == 3 and not frame["fastest"].any()
+    autotune = pd.read_csv(kwargs["out"]["autotune"], keep_default_na=False)
+    assert autotune.to_dict("records") == [
+        {"shape": SHAPES[0][0], "fastest": "", "fastest_median_ms": "", "fastest_ci95_lo_ms": "",
+         "fastest_ci95_hi_ms": "", "tied": ""}
+    ]  # fmt: skip
     for key in ("latency", "roofline", "speedup", "memory"):
         assert Path(kwargs["out"][key]).read_bytes().startswith(PNG_MAGIC)
     md = Path(kwargs["out"]["md"]).read_text(encoding="utf-8")
@@ -282,3 +305,126 @@ def test_method_describes_sampling_and_the_test(run: dict[str, Any]) -> None:
         "practical threshold was 0.02",
     ):
         assert phrase in method, phrase
+
+
+# ---------------------------------------------------------------------------------------- autotune
+
+
+def _autotune(run: dict[str, Any]) -> pd.DataFrame:
+    return pd.read_csv(run["out"]["autotune"], keep_default_na=False).set_index("shape")
+
+
+def _section(text: str, start: str, end: str) -> str:
+    assert text.count(start) == 1, start
+    return text.split(start, 1)[1].split(end, 1)[0]
+
+
+def test_autotune_lists_candidates_within_noise(tied_run: dict[str, Any]) -> None:
+    autotune = _autotune(tied_run)
+    # flash and its twin are equally fast: whichever came out ahead, the other is tied with it
+    assert {autotune.loc["s4096_d64", "fastest"], autotune.loc["s4096_d64", "tied"]} == {"flash", TWIN}
+    assert autotune.loc[["s1024_d64", "s4096_d128_causal_gqa"], "fastest"].tolist() == ["flash", "flash"]
+    assert autotune.loc[["s1024_d64", "s4096_d128_causal_gqa"], "tied"].tolist() == ["", ""]
+    md = _text(tied_run, "md")
+    section = _section(md, "## Autotune", "## Measurement conditions")
+    tie = _section(section, "### s4096\\_d64\n", "###")
+    twin = "twin:\\<i\\>flash\\</i\\> \\& co\\|2"
+    fastest, tied = (twin, "flash") if autotune.loc["s4096_d64", "fastest"] == TWIN else ("flash", twin)
+    assert re.search(rf"^\| {re.escape(fastest)} \| fastest \| [^|]+ \| — \| — \| — \|$", tie, re.M)
+    assert re.search(rf"^\| {re.escape(tied)} \| tied \| [^|]+ \| \d\.\d% \| [01]\.\d+× \\\[", tie, re.M)
+    assert "The 2 other candidates with status ok are significantly and practically slower." in tie
+
+
+def test_autotune_has_no_ties_when_one_is_clearly_faster(run: dict[str, Any]) -> None:
+    autotune = _autotune(run)
+    assert autotune["fastest"].tolist() == ["flash"] * len(SHAPES)  # ~7x faster than math and flex
+    assert autotune["tied"].tolist() == [""] * len(SHAPES)
+    section = _section(_text(run, "md"), "## Autotune", "## Measurement conditions")
+    assert " | tied | " not in section
+    assert section.count("No candidate is tied with flash: the 2 other candidates with status ok") == 3
+    assert "Holm across the 6 autotune comparisons of the run" in section
+
+
+def test_autotune_csv_matches_the_summary(run: dict[str, Any], tied_run: dict[str, Any]) -> None:
+    for kwargs in (run, tied_run):
+        autotune = pd.read_csv(kwargs["out"]["autotune"], keep_default_na=False)
+        assert list(autotune.columns) == AUTOTUNE_COLUMNS
+        assert autotune["shape"].tolist() == [s[0] for s in SHAPES]  # one row per shape, in run order
+        summary = pd.read_csv(kwargs["out"]["csv"]).query("fastest").set_index("shape")
+        for row in autotune.itertuples(index=False):
+            winner = summary.loc[row.shape]
+            assert row.fastest == winner["candidate"]
+            assert [row.fastest_median_ms, row.fastest_ci95_lo_ms, row.fastest_ci95_hi_ms] == pytest.approx(
+                [winner["median_ms"], winner["ci95_lo_ms"], winner["ci95_hi_ms"]], rel=1e-12
+            )
+            assert row.fastest_ci95_lo_ms <= row.fastest_median_ms <= row.fastest_ci95_hi_ms
+    tied = pd.read_csv(tied_run["out"]["autotune"], keep_default_na=False)
+    assert tied["tied"].str.contains(";").sum() == 0  # at most one tie in this run
+    assert (tied["tied"] != "").sum() == 1
+
+
+def test_autotune_recomputes_the_run_comparisons(tied_run: dict[str, Any]) -> None:
+    """Fastest vs every other ok candidate with the compare files' settings, Holm across the run."""
+    benches = [json.loads(Path(p).read_text()) for p in tied_run["bench_paths"]]
+    compares = [json.loads(Path(p).read_text()) for p in tied_run["compare_paths"]]
+    methods = {c["shape"]: c["method"] for c in compares}
+    pairs = []
+    for bench in benches:
+        ok = {n: c for n, c in bench["candidates"].items() if c["status"] == "ok"}
+        best = min(ok, key=lambda n: ok[n]["median_ms"])
+        method = methods[bench["shape"]["name"]]
+        settings = {
+            k: method[k] for k in ("alpha", "threshold", "resolution", "n_resamples", "confidence", "seed")
+        }
+        for name in ok.keys() - {best}:
+            result = compare(ok[best]["samples_ms"], ok[name]["samples_ms"], **settings)
+            pairs.append((bench["shape"]["name"], name, result["p_value"], result["practical"]))
+    adjusted = holm([p for _, _, p, _ in pairs])
+    expected = {shape: set() for shape, *_ in pairs}
+    for (shape, name, _, practical), p_holm in zip(pairs, adjusted):
+        if not (p_holm < 0.05 and practical):
+            expected[shape].add(name)
+    autotune = _autotune(tied_run)
+    assert {
+        shape: set(filter(None, autotune.loc[shape, "tied"].split(";"))) for shape in expected
+    } == expected
+
+
+def test_autotune_applies_holm_across_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Four comparisons at p = 0.02, each 10% slower: significant alone, not after Holm (p = 0.08)."""
+    calls = []
+
+    def fake(baseline: Any, candidate: Any, **settings: Any) -> dict[str, Any]:
+        calls.append(settings)
+        return {"speedup": 0.9, "speedup_ci95": [0.85, 0.95], "p_value": p_value, "practical": True}
+
+    monkeypatch.setattr(report, "compare_samples", fake)
+    kwargs = write_run(tmp_path, shapes=SHAPES[:2])
+    p_value = 0.02
+    build_report(**kwargs)
+    assert len(calls) == 4  # math and flex against flash, on two shapes
+    assert calls[0] == {"alpha": 0.05, "threshold": 0.02, "resolution": 0.005, "n_resamples": 200,
+                        "confidence": 0.95, "seed": 0}  # fmt: skip
+    tied = _autotune(kwargs)["tied"]
+    assert sorted(tied["s1024_d64"].split(";")) == ["flex", "math"]
+    assert sorted(tied["s4096_d64"].split(";")) == ["flex", "math"]
+    p_value = 0.01  # Holm: 0.04 < 0.05, significant and practical: slower, not tied
+    build_report(**kwargs)
+    assert _autotune(kwargs)["tied"].tolist() == ["", ""]
+
+
+def test_autotune_escapes_candidate_names(tied_run: dict[str, Any]) -> None:
+    page = _text(tied_run, "html")
+    section = _section(page, "<h2>Autotune</h2>", "<h2>Measurement conditions</h2>")
+    assert "<i>" not in page and "twin:&lt;i&gt;flash&lt;/i&gt; &amp; co|2" in section
+    assert page.index("<h2>Results per shape</h2>") < page.index("<h2>Autotune</h2>")
+    rows = re.findall(r"<tr([^>]*)><td>([^<]*)</td><td>(fastest|tied)</td>", section)
+    assert sorted((cls, role) for cls, _, role in rows) == [
+        ("", "tied"), (' class="fastest"', "fastest"), (' class="fastest"', "fastest"),
+        (' class="fastest"', "fastest"),
+    ]  # fmt: skip
+    md = _text(tied_run, "md")
+    assert TWIN not in md
+    for table in re.findall(r"(?:^\|.*\n)+", md, flags=re.M):  # the twin's | did not split a cell
+        widths = {len(re.findall(r"(?<!\\)\|", line)) for line in table.splitlines()}
+        assert len(widths) == 1, table

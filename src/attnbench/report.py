@@ -1,7 +1,10 @@
-"""The run's report: a summary CSV, four plots, and the same findings as Markdown and one HTML page.
+"""The run's report: a summary CSV, an autotune CSV, four plots, and the same findings as Markdown and
+one HTML page.
 
-Nothing is measured here; every number comes from the result files. The one statistic computed here
-is Holm's correction, because only the report sees every comparison of the run at once.
+Nothing is measured here; every number comes from the result files. The statistics computed here
+are Holm's correction, because only the report sees every comparison of the run at once, and the
+autotune comparisons of each shape's fastest candidate with the others (stats.compare on the bench
+samples, with the settings the compare files record).
 """
 
 from __future__ import annotations
@@ -29,13 +32,14 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
 
 from attnbench.clocks import DISCARDED, reason_names
 from attnbench.io import atomic_write_bytes, atomic_write_text, read_json
+from attnbench.stats import compare as compare_samples
 from attnbench.stats import holm, practically_different
 
 Json = dict[str, Any]
 
 SHAPE_FIELDS = ("batch", "heads", "kv_heads", "seq", "seq_kv", "dim", "causal")
 PLOTS = ("latency", "roofline", "speedup", "memory")
-OUTPUT_KEYS = ("html", "md", "csv", *PLOTS)
+OUTPUT_KEYS = ("html", "md", "csv", "autotune", *PLOTS)
 MAX_FIG_WIDTH = 12.5  # inches at 110 dpi: about the HTML page's width, so text stays full size
 COLUMNS = [
     "shape", *SHAPE_FIELDS, "dtype", "mode", "device", "timing_mode", "candidate", "status", "reason",
@@ -45,6 +49,16 @@ COLUMNS = [
     "speedup_ci95_lo", "speedup_ci95_hi", "hedges_g", "cliffs_delta", "p_value", "p_holm",
     "significant_holm", "fastest",
 ]  # fmt: skip
+AUTOTUNE_COLUMNS = [
+    "shape",
+    "fastest",
+    "fastest_median_ms",
+    "fastest_ci95_lo_ms",
+    "fastest_ci95_hi_ms",
+    "tied",
+]
+# the compare files' `method` keys that are stats.compare arguments: autotune reruns the same test
+COMPARE_SETTINGS = ("alpha", "threshold", "resolution", "n_resamples", "confidence", "seed")
 PLOT_ALT = {
     "latency": "Median latency against sequence length per candidate, 95% CI error bars, log-log",
     "roofline": "Achieved TFLOP/s per shape and candidate against the measured matmul ceiling",
@@ -71,7 +85,7 @@ def build_report(
     alpha: float = 0.05,
     title: str = "attnbench report",
 ) -> None:
-    """Validate every input against its schema (in `schema_dir`), then write the seven outputs named in `out`."""
+    """Validate every input against its schema (in `schema_dir`), then write the outputs named in `out`."""
     schemas = Path(schema_dir)
     missing = [key for key in OUTPUT_KEYS if key not in out]
     if missing:
@@ -83,6 +97,8 @@ def build_report(
 
     frame = summary_frame(benches, compares, ceilings, alpha=alpha)
     atomic_write_text(out["csv"], frame.to_csv(index=False))
+    rivals = autotune_comparisons(frame, benches, compares, alpha=alpha)
+    atomic_write_text(out["autotune"], autotune_frame(frame, rivals).to_csv(index=False))
     images = {
         "latency": _png(_latency_figure(frame)),
         "roofline": _png(_roofline_figure(frame, ceilings)),
@@ -92,7 +108,7 @@ def build_report(
     for key, data in images.items():
         atomic_write_bytes(out[key], data)
 
-    blocks = _document(frame, benches, compares, fingerprint, ceilings, alpha=alpha, title=title)
+    blocks = _document(frame, rivals, benches, compares, fingerprint, ceilings, alpha=alpha, title=title)
     md_dir = Path(out["md"]).resolve().parent
     links = {
         key: urllib.parse.quote(Path(os.path.relpath(Path(out[key]).resolve(), md_dir)).as_posix())
@@ -182,6 +198,70 @@ def _adjusted_comparisons(compares: list[Json], alpha: float) -> dict[tuple[str,
                 "significant_holm": bool(p_holm < alpha and practical),
             }
     return result
+
+
+def autotune_comparisons(
+    frame: pd.DataFrame, benches: list[Json], compares: list[Json], *, alpha: float
+) -> pd.DataFrame:
+    """Every other correct candidate of a shape against the shape's fastest (`frame`'s "fastest").
+
+    One row per comparison: speedup = fastest's median / candidate's median (at most 1), its CI,
+    p and Holm's p across all the run's autotune comparisons. `tied` holds unless the candidate is
+    significantly (Holm-adjusted p < alpha) AND practically slower: stats.compare's verdict "same",
+    judged on the adjusted p. Each shape is compared with the settings its compare file records
+    (stats.compare's defaults, and the report's alpha, where there is none).
+    """
+    samples = {
+        (bench["shape"]["name"], name): cand["samples_ms"]
+        for bench in benches
+        for name, cand in bench["candidates"].items()
+    }
+    methods = {compare["shape"]: compare.get("method") or {} for compare in compares}
+    timed = frame[(frame["status"] == "ok") & frame["median_ms"].notna()]
+    winners = timed[timed["fastest"]].set_index("shape")["candidate"]
+    rows: list[Json] = []
+    for row in timed[~timed["fastest"]].itertuples(index=False):
+        fastest = winners[row.shape]
+        method = methods.get(row.shape, {})
+        settings = {key: method[key] for key in COMPARE_SETTINGS if method.get(key) is not None}
+        try:
+            result = compare_samples(
+                samples[(row.shape, fastest)],
+                samples[(row.shape, row.candidate)],
+                **{"alpha": alpha, **settings},
+            )
+        except ValueError as exc:  # name the shape and candidates, not just "baseline"
+            raise ValueError(f"autotune, shape {row.shape}, {fastest} vs {row.candidate}: {exc}") from exc
+        lo, hi = result["speedup_ci95"]
+        rows.append({
+            "shape": row.shape, "fastest": fastest, "candidate": row.candidate,
+            "median_ms": row.median_ms, "ci95_lo_ms": row.ci95_lo_ms, "ci95_hi_ms": row.ci95_hi_ms,
+            "speedup": result["speedup"], "speedup_ci95_lo": lo, "speedup_ci95_hi": hi,
+            "p_value": result["p_value"], "practical": result["practical"],
+        })  # fmt: skip
+    columns = ["shape", "fastest", "candidate", "median_ms", "ci95_lo_ms", "ci95_hi_ms", "speedup",
+               "speedup_ci95_lo", "speedup_ci95_hi", "p_value", "practical"]  # fmt: skip
+    table = pd.DataFrame(rows, columns=columns).astype({"median_ms": float, "practical": bool})
+    table["p_holm"] = holm(table["p_value"].to_numpy(float))
+    table["tied"] = ~((table["p_holm"] < alpha) & table["practical"])
+    return table
+
+
+def autotune_frame(frame: pd.DataFrame, rivals: pd.DataFrame) -> pd.DataFrame:
+    """One row per shape: the fastest correct candidate, its median and CI, and the candidates tied
+    with it (`rivals` from autotune_comparisons), fastest first, ";"-separated; empty when none."""
+    winners = frame.loc[frame["fastest"], ["shape", "candidate", "median_ms", "ci95_lo_ms", "ci95_hi_ms"]]
+    winners = winners.rename(columns={
+        "candidate": "fastest", "median_ms": "fastest_median_ms",
+        "ci95_lo_ms": "fastest_ci95_lo_ms", "ci95_hi_ms": "fastest_ci95_hi_ms",
+    })  # fmt: skip
+    tied = rivals[rivals["tied"]].sort_values("median_ms", kind="stable")
+    names = tied.groupby("shape", sort=False)["candidate"].agg(lambda c: ";".join(map(str, c)))
+    table = pd.DataFrame({"shape": list(dict.fromkeys(frame["shape"]))}).merge(
+        winners, on="shape", how="left"
+    )
+    table["tied"] = [names.get(shape, "") for shape in table["shape"]]
+    return table[AUTOTUNE_COLUMNS]
 
 
 def _positive(value: Any) -> float | None:
@@ -542,6 +622,7 @@ def _distinct(values: Any) -> str:
 
 def _document(
     frame: pd.DataFrame,
+    rivals: pd.DataFrame,
     benches: list[Json],
     compares: list[Json],
     fingerprint: Json,
@@ -556,6 +637,7 @@ def _document(
     blocks += _fingerprint_section(fingerprint)
     blocks += _ceilings_section(ceilings, benches)
     blocks += _results_section(frame)
+    blocks += _autotune_section(frame, rivals, alpha)
     blocks += _conditions_section(benches)
     blocks += _not_ok_section(frame)
     blocks.append(Heading(2, "Plots"))
@@ -728,6 +810,57 @@ def _results_section(frame: pd.DataFrame) -> list[Block]:
         blocks.append(Table(headers, body, numeric={2, 3, 4, 5, 6, 7, 8, 10}, status_col=1,
                             highlight=list(rows["fastest"]), flagged=flagged))  # fmt: skip
     return blocks
+
+
+def _autotune_section(frame: pd.DataFrame, rivals: pd.DataFrame, alpha: float) -> list[Block]:
+    """Per shape, the candidate to pick and those no measurably worse choice than it."""
+    intro = (
+        "Per shape, the fastest candidate is the one with the lowest median among those with status "
+        "ok. Every other ok candidate was compared with it by the same test and settings as the "
+        "comparisons with the reference (speedup = the fastest's median over the candidate's, so "
+        "below 1 is slower). A candidate is tied with the fastest unless it is slower both "
+        f"significantly (Holm-adjusted p below {alpha}, Holm across the {len(rivals)} autotune "
+        "comparisons of the run) and by at least the practical threshold: as far as these "
+        "measurements can tell, a tied candidate is as good a choice. Candidates that are "
+        "significantly slower are not listed."
+    )
+    blocks: list[Block] = [Heading(2, "Autotune"), Para(intro)]
+    headers = ["candidate", "role", "median ms [95% CI]", "slower than the fastest",
+               "speedup vs the fastest [95% CI]", "p (Holm)"]  # fmt: skip
+    for shape, rows in frame.groupby("shape", sort=False):
+        blocks.append(Heading(3, str(shape)))
+        winner = rows[rows["fastest"]]
+        if winner.empty:
+            blocks.append(Para("No candidate has status ok: there is nothing to choose from."))
+            continue
+        best = winner.iloc[0]
+        median = _interval(best["median_ms"], best["ci95_lo_ms"], best["ci95_hi_ms"])
+        body = [[str(best["candidate"]), "fastest", median, "—", "—", "—"]]
+        compared = rivals[rivals["shape"] == shape]
+        ties = compared[compared["tied"]].sort_values("median_ms", kind="stable")
+        body += [
+            [str(t.candidate), "tied", _interval(t.median_ms, t.ci95_lo_ms, t.ci95_hi_ms),
+             _slower(t.speedup), _interval(t.speedup, t.speedup_ci95_lo, t.speedup_ci95_hi, "×"),
+             _num(t.p_holm, 2)]
+            for t in ties.itertuples(index=False)
+        ]  # fmt: skip
+        blocks.append(Table(headers, body, numeric={2, 3, 4, 5}, highlight=[True]))
+        slower = len(compared) - len(ties)
+        others = f"{slower} other candidate{'s' if slower != 1 else ''} with status ok"
+        verb = "are" if slower != 1 else "is"
+        if compared.empty:
+            blocks.append(Para(f"{best['candidate']} is the only candidate with status ok."))
+        elif slower:
+            lead = f"No candidate is tied with {best['candidate']}: the " if ties.empty else "The "
+            blocks.append(Para(f"{lead}{others} {verb} significantly and practically slower."))
+    return blocks
+
+
+def _slower(speedup: Any) -> str:
+    """How much longer a candidate takes than the fastest, from speedup = fastest / candidate."""
+    if speedup is None or pd.isna(speedup) or speedup <= 0:
+        return "—"
+    return f"{100 * (1 / float(speedup) - 1):.1f}%"
 
 
 def _kept_slowdowns(timing: Json) -> dict[str, int]:

@@ -6,6 +6,7 @@ rule report:
         ceilings="results/env/ceilings.json",
     output:
         **REPORT_OUTPUTS,
+        autotune="results/report/autotune.csv",
         latency=report(
             "results/report/plots/latency.png",
             caption="../report/latency.rst",

@@ -125,6 +125,18 @@ def test_a_changed_environment_field_makes_results_incomparable_and_says_which()
     assert set(verdicts(relaxed).values()) == {"unchanged"}
 
 
+def test_a_shape_whose_sizes_or_timing_mode_changed_under_the_same_name_is_incomparable():
+    base = baseline_of(*BASE)
+    base["shapes"]["s1"]["config"] = {"dtype": "bfloat16", "timing": {"mode": "graph"}}
+    now = bench("s1", {"flash": 1.0, "math": 3.0}, seed=11)
+    now.update(dtype="bfloat16", timing={"mode": "cold"})
+    now["shape"] = {"name": "s1", "batch": 2}
+    document = judge(base, now)
+    assert {v for (shape, _), v in verdicts(document).items() if shape == "s1"} == {"incomparable"}
+    reason = document["entries"][0]["reason"]
+    assert "batch None -> 2" in reason and "timing mode graph -> cold" in reason
+
+
 def test_removed_candidates_and_shapes_are_missing_added_ones_are_new():
     now = [bench("s1", {"math": 3.0, "mine": 1.0}, seed=11)]
     found = verdicts(judge(baseline_of(*BASE), *now))

@@ -86,6 +86,7 @@ def compare_shape(bench: Json, baseline: Json | None, config: Mapping[str, Any])
     opts = settings(config)
     name = bench["shape"]["name"]
     before = (baseline or {}).get("shapes", {}).get(name)
+    changed = None if before is None else shape_changes(before, bench)
     rows = []
     for candidate, now in bench["candidates"].items():
         then = (before or {}).get("candidates", {}).get(candidate)
@@ -103,6 +104,8 @@ def compare_shape(bench: Json, baseline: Json | None, config: Mapping[str, Any])
         elif then is None or then["status"] != "ok":
             why = "not in the baseline" if then is None else f"baseline status {then['status']}"
             row.update(kind="new", reason=why)
+        elif changed:
+            row.update(kind="incomparable", reason=changed)
         else:
             outcome = stats.compare(
                 then["samples_ms"],
@@ -119,6 +122,17 @@ def compare_shape(bench: Json, baseline: Json | None, config: Mapping[str, Any])
     for candidate in sorted(set((before or {}).get("candidates", {})) - set(bench["candidates"])):
         rows.append(_missing(name, candidate, before["candidates"][candidate]["status"], "not in this run"))
     return {"shape": name, "in_baseline": before is not None, "entries": rows}
+
+
+def shape_changes(before: Json, bench: Json) -> str | None:
+    """What makes this shape's numbers incomparable with the baseline's under the same name: its
+    sizes, dtype, mode, or the timing mode (a graph replay and a cold call measure different things)."""
+    then = {**before["shape"], **{k: before["config"].get(k) for k in ("dtype", "mode")}}
+    then["timing mode"] = (before["config"].get("timing") or {}).get("mode")
+    now = {**bench["shape"], **{k: bench.get(k) for k in ("dtype", "mode")}}
+    now["timing mode"] = (bench.get("timing") or {}).get("mode")
+    moved = [f"{key} {then.get(key)} -> {now.get(key)}" for key in now if then.get(key) != now.get(key)]
+    return "shape changed since the baseline: " + ", ".join(moved) if moved else None
 
 
 def _missing(shape: str, candidate: str, status: str | None, reason: str) -> Json:
@@ -188,7 +202,7 @@ def verdict(
 
 def _classify(entry: Json, opts: Json, blocking: list[str]) -> str:
     if entry["kind"] != "compared":
-        return entry["kind"]
+        return entry["kind"]  # new, missing, failed, unchanged, or incomparable for a changed shape
     if blocking:
         entry["reason"] = "environment differs from the baseline: " + ", ".join(blocking)
         return "incomparable"

@@ -127,3 +127,26 @@ def test_gpu_statuses_and_memory(user_kernels):
     assert entries["math"]["status"] == "ok"
     assert entries["math"]["peak_mem_mb"] > 0 and result["memory"]["device_total_mb"] > 0
     assert result["timing"]["flush_l2"] is True and result["device_info"]["uuid"].startswith("GPU-")
+
+
+def test_a_real_allocation_failure_is_oom_with_its_size_and_the_rest_still_runs(user_kernels):
+    result = run_shape(spec(["user_kernels:allocates_too_much", "math", "user_kernels:correct"]))
+    entry = result["candidates"]["user_kernels:allocates_too_much"]
+    assert entry["status"] == "oom" and entry["reason"].startswith("Tried to allocate 262144.00 GiB")
+    assert statuses(result)["math"] == statuses(result)["user_kernels:correct"] == "ok"
+    next_shape = run_shape(spec(["math"], shape={**SHAPE, "name": "next", "seq": 32}))
+    assert statuses(next_shape) == {"math": "ok"}
+
+
+def test_a_hanging_kernel_times_out_and_nothing_else_is_lost(user_kernels):
+    import user_kernels as kernels
+
+    kernels.CALLS["n"] = 0
+    timing = {"warmup": 1, "warmup_max_s": 0.2, "min_rounds": 4, "max_rounds": 6, "call_timeout_s": 0.5}
+    names = ["user_kernels:hangs", "user_kernels:hangs_while_timed", "math"]
+    result = run_shape(spec(names, timing=timing))
+    entries = result["candidates"]
+    assert entries["user_kernels:hangs"]["status"] == "timeout"
+    assert entries["user_kernels:hangs_while_timed"]["status"] == "timeout"
+    assert "call_timeout_s = 0.5 s" in entries["user_kernels:hangs_while_timed"]["reason"]
+    assert entries["math"]["status"] == "ok" and len(entries["math"]["samples_ms"]) >= 4

@@ -11,6 +11,12 @@ from conftest import ROOT, SCHEMAS
 SCHEMA = str(SCHEMAS / "config.schema.yaml")
 
 
+@pytest.fixture(autouse=True)
+def cuda_usable(monkeypatch):
+    """Most tests here check config semantics with device: cuda on a machine without a GPU."""
+    monkeypatch.setattr(run_config, "cuda_unusable_reason", lambda: None)
+
+
 def default_config():
     return yaml.safe_load((ROOT / "config.yaml").read_text())
 
@@ -34,6 +40,9 @@ def test_default_config_is_valid_and_fills_defaults():
         lambda c: c["shapes"][0].update(heds=4),
         lambda c: c.update(timing={"min_rounds": 1}),
         lambda c: c.update(stats={"alpha": 1.5}),
+        lambda c: c.update(candiates=["flash"]),
+        lambda c: c.update(timing={"min_round": 5}),
+        lambda c: c.update(report={"titel": "x"}),
     ],
 )
 def test_schema_rejects_bad_values(mutate):
@@ -94,3 +103,14 @@ def test_benchmark_spec_carries_everything_that_changes_a_result(tmp_path, monke
 def test_job_env_sets_startup_variables():
     assert run_config.job_env({"lock": {"seed": 3}}) == "env PYTHONHASHSEED=3"
     assert "CUBLAS_WORKSPACE_CONFIG=:4096:8" in run_config.job_env({"lock": {"deterministic": True}})
+
+
+def test_device_cuda_without_a_usable_gpu_fails_at_parse_time(monkeypatch):
+    monkeypatch.setattr(run_config, "cuda_unusable_reason", lambda: "no NVIDIA GPU or driver is visible")
+    config = default_config()
+    config["device"] = "cuda"
+    with pytest.raises(run_config.ConfigError, match="device: 'cuda', but no NVIDIA GPU.*use device: auto"):
+        run_config.effective(config)
+    config["device"] = "auto"
+    monkeypatch.setattr(run_config, "nvidia_gpu_present", lambda: False)
+    assert run_config.effective(config)["device"] == "cpu"

@@ -103,6 +103,8 @@ def test_every_output_exists_and_matches_its_schema(finished_run):
     for name in ("report.html", "report.md", "summary.csv", "plots/latency.png", "plots/speedup.png"):
         assert (report / name).stat().st_size > 0
     assert "efficient" in (report / "report.md").read_text()
+    # device: auto on a machine without CUDA: the report says the run fell back, and why
+    assert "cpu (device: auto fell back to the CPU: device is cpu: " in (report / "report.md").read_text()
     assert not list(results.rglob(".*.tmp")), "temporary files left behind"
 
 

@@ -30,3 +30,28 @@ def raises(q, k, v, *, causal, scale):
 
 def out_of_memory(q, k, v, *, causal, scale):
     raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB (GPU 0; 79.1 GiB total)")
+
+
+def allocates_too_much(q, k, v, *, causal, scale):
+    """A real allocation failure: a 256 TiB workspace that no allocator can give."""
+    workspace = torch.empty(2**48, dtype=torch.uint8, device=q.device)
+    return correct(q, k, v, causal=causal, scale=scale) + workspace[0]
+
+
+def hangs(q, k, v, *, causal, scale):
+    import time
+
+    time.sleep(3600)
+
+
+CALLS = {"n": 0}
+
+
+def hangs_while_timed(q, k, v, *, causal, scale):
+    """Correct for its first calls (the check passes), then hangs inside the timed rounds."""
+    CALLS["n"] += 1
+    if CALLS["n"] > 4:
+        import time
+
+        time.sleep(3600)
+    return correct(q, k, v, causal=causal, scale=scale)

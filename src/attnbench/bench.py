@@ -112,9 +112,10 @@ def prepare(
         try:
             call = make_call(candidates.build(name, shape, device), inputs, backward)
             began = time.perf_counter()
-            result = call()
-            if device == "cuda":
-                torch.cuda.synchronize()
+            with timing.deadline(timing.Settings.from_config(spec.get("timing")).call_timeout_s):
+                result = call()
+                if device == "cuda":
+                    torch.cuda.synchronize()
             first_call_ms = (time.perf_counter() - began) * 1e3
             error, mismatch = check_output(result, expected, backward, dtype)
             del result
@@ -139,6 +140,8 @@ def prepare(
 
 
 def failure_entry(exc: BaseException, warnings_seen: list[str]) -> dict[str, Any]:
+    if isinstance(exc, timing.CandidateTimeout):
+        return empty_entry("timeout", str(exc))
     if memory.is_out_of_memory(exc):
         return empty_entry("oom", memory.oom_reason(exc))
     declined = candidates.unsupported_reason(exc, warnings_seen)

@@ -44,7 +44,9 @@ def _job(command: str, spec: dict) -> dict:
     if command == "fingerprint":
         from attnbench import env, lock
 
-        return env.fingerprint(spec["device"], lock.apply(spec["lock"]))
+        return env.fingerprint(
+            spec["device"], lock.apply(spec["lock"]), requested_device=spec.get("requested_device")
+        )
     if command == "calibrate":
         from attnbench.calibrate import measure_ceilings
 

@@ -34,6 +34,15 @@ def nvidia_gpu_present() -> bool:
         return False
 
 
+def cuda_unusable_reason() -> str | None:
+    """Why torch cannot use a GPU here (None when it can); torch is imported only with a driver."""
+    if not nvidia_gpu_present():
+        return "no NVIDIA GPU or driver is visible (NVML found none)"
+    from attnbench.env import no_cuda_reason
+
+    return no_cuda_reason()
+
+
 def resolve_device(requested: str) -> str:
     """auto takes CUDA when torch can use it, else the CPU; cuda and cpu are taken as asked."""
     if requested != "auto":
@@ -46,8 +55,13 @@ def resolve_device(requested: str) -> str:
 
 
 def effective(config: dict[str, Any]) -> dict[str, Any]:
-    """The config this run uses: on the CPU the `cpu:` section replaces the keys it names."""
+    """The config this run uses: on the CPU the `cpu:` section replaces the keys it names.
+
+    `device: cuda` on a machine where torch cannot use a GPU fails here, at parse time, before any job.
+    """
     device = resolve_device(config.get("device", "auto"))
+    if device == "cuda" and config.get("device") == "cuda" and (reason := cuda_unusable_reason()):
+        raise ConfigError(f"device: 'cuda', but {reason}; use device: auto (falls back to the CPU) or cpu")
     run = {key: value for key, value in config.items() if key != "cpu"}
     if device == "cpu":
         run.update({k: v for k, v in (config.get("cpu") or {}).items() if k in CPU_OVERRIDABLE})
@@ -103,7 +117,14 @@ def benchmark_spec(run: dict[str, Any], name: str) -> str:
 
 
 def fingerprint_spec(run: dict[str, Any]) -> str:
-    return json.dumps({"device": run["device"], "lock": lock.resolve(run.get("lock"))}, sort_keys=True)
+    return json.dumps(
+        {
+            "device": run["device"],
+            "requested_device": run["requested_device"],
+            "lock": lock.resolve(run.get("lock")),
+        },
+        sort_keys=True,
+    )
 
 
 def calibrate_spec(run: dict[str, Any]) -> str:

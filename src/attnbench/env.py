@@ -50,8 +50,17 @@ ENV_VARS = (
 DEVICES = ("cuda", "cpu")
 
 
-def fingerprint(device: str, lock_state: dict[str, Any], *, workflow_dir: str | Path = ".") -> dict[str, Any]:
-    """Everything that can change a timing, without the "schema" key (io.write_json stamps it)."""
+def fingerprint(
+    device: str,
+    lock_state: dict[str, Any],
+    *,
+    workflow_dir: str | Path = ".",
+    requested_device: str | None = None,
+) -> dict[str, Any]:
+    """Everything that can change a timing, without the "schema" key (io.write_json stamps it).
+
+    `requested_device` is the config's device (auto, cuda or cpu), so a report can say that an
+    `auto` run fell back to the CPU and why (`gpu_reason`)."""
     import torch
 
     _check_device(device)
@@ -61,7 +70,7 @@ def fingerprint(device: str, lock_state: dict[str, Any], *, workflow_dir: str | 
     else:
         gpu = None
         gpu_reason = "device is cpu: " + (
-            _no_cuda_reason() or "CUDA is available but the run was configured for the cpu"
+            no_cuda_reason() or "CUDA is available but the run was configured for the cpu"
         )
     return {
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -73,6 +82,7 @@ def fingerprint(device: str, lock_state: dict[str, Any], *, workflow_dir: str | 
             "triton": _triton_version(),
         },
         "device": device,
+        "requested_device": requested_device or device,
         "gpu": gpu,
         "gpu_reason": gpu_reason,
         "cpu": {
@@ -108,11 +118,11 @@ def _check_device(device: str) -> None:
     """Fail early on a cuda run without CUDA: torch's own error comes later and says less."""
     if device not in DEVICES:
         raise ValueError(f"device must be one of {DEVICES}, not {device!r}")
-    if device == "cuda" and (reason := _no_cuda_reason()) is not None:
+    if device == "cuda" and (reason := no_cuda_reason()) is not None:
         raise RuntimeError(f"device is cuda but {reason}")
 
 
-def _no_cuda_reason() -> str | None:
+def no_cuda_reason() -> str | None:
     """Why torch cannot use a GPU here, or None when it can."""
     import torch
 

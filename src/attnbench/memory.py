@@ -44,16 +44,24 @@ def read_peak(device: str) -> dict[str, Any]:
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
+    """CUDA's OutOfMemoryError, or the CPU allocator's refusal (a RuntimeError of its own)."""
     import torch
 
-    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
+    text = str(exc).lower()
+    return (
+        isinstance(exc, torch.OutOfMemoryError) or "out of memory" in text or "can't allocate memory" in text
+    )
 
 
 def oom_reason(exc: BaseException) -> str:
-    """Keep the size that failed ('Tried to allocate 20.00 GiB') at the front of the reason."""
+    """Keep the size that failed at the front of the reason: CUDA says 'Tried to allocate 20.00 GiB',
+    the CPU allocator 'you tried to allocate 281474976710656 bytes'."""
     text = str(exc)
-    size = re.search(r"Tried to allocate [0-9.]+ [KMGT]i?B", text)
     first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    size = re.search(r"Tried to allocate [0-9.]+ [KMGT]i?B", text)
+    if size is None and (cpu := re.search(r"tried to allocate (\d+) bytes", text)):
+        first = first[first.find("DefaultCPUAllocator") :] if "DefaultCPUAllocator" in first else first
+        return f"Tried to allocate {int(cpu.group(1)) / 2**30:.2f} GiB: {first}"
     return f"{size.group(0)}: {first}" if size and size.group(0) not in first else first
 
 

@@ -633,7 +633,7 @@ def _document(
 ) -> list[Block]:
     """The report once, as blocks; the Markdown and HTML renderers only differ in syntax."""
     blocks: list[Block] = [Heading(1, title)]
-    blocks += _run_summary(frame, benches)
+    blocks += _run_summary(frame, benches, fingerprint)
     blocks += _fingerprint_section(fingerprint)
     blocks += _ceilings_section(ceilings, benches)
     blocks += _results_section(frame)
@@ -646,11 +646,19 @@ def _document(
     return blocks
 
 
-def _run_summary(frame: pd.DataFrame, benches: list[Json]) -> list[Block]:
+def _device(frame: pd.DataFrame, fingerprint: Json) -> str:
+    """The device, and when `device: auto` found no usable GPU, that the run fell back and why."""
+    device = _distinct(frame["device"])
+    if fingerprint.get("requested_device") == "auto" and fingerprint.get("device") == "cpu":
+        return f"{device} (device: auto fell back to the CPU: {fingerprint.get('gpu_reason')})"
+    return device
+
+
+def _run_summary(frame: pd.DataFrame, benches: list[Json], fingerprint: Json) -> list[Block]:
     statuses = Counter(frame["status"])
     device_names = [b.get("device_info", {}).get("name") for b in benches]
     rows = [
-        ["device", _distinct(frame["device"])],
+        ["device", _device(frame, fingerprint)],
         ["device name", _distinct(n for n in device_names if n)],
         ["dtype", _distinct(frame["dtype"])],
         ["mode", _distinct(frame["mode"])],

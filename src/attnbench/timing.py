@@ -28,8 +28,11 @@ heat or a hardware event are dropped whole (see attnbench.clocks).
 from __future__ import annotations
 
 import math
+import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -65,11 +68,37 @@ class Settings:
     target_rel_ci: float = 0.01
     max_time_s: float = 30.0
     discard_throttled: bool = True
+    call_timeout_s: float = 300.0
 
     @classmethod
     def from_config(cls, section: dict[str, Any] | None) -> Settings:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in (section or {}).items() if k in known})
+
+
+class CandidateTimeout(Exception):
+    """A candidate's call did not return within `call_timeout_s`."""
+
+
+@contextmanager
+def deadline(seconds: float | None) -> Iterator[None]:
+    """Raise CandidateTimeout in this thread after `seconds`: a hung kernel costs one candidate, not
+    the job. SIGALRM interrupts Python code and sleeps, not a C call that never returns (a GPU kernel
+    spinning forever blocks the next synchronisation); it only works in the main thread."""
+    if not seconds or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum: int, frame: Any) -> None:
+        raise CandidateTimeout(f"no return within call_timeout_s = {seconds:g} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 class L2Flusher:
@@ -186,6 +215,7 @@ class _Rounds:
     samplers: dict[str, Sampler]
     clock: _HostClock | _CudaClock
     on_failure: Callable[[str, BaseException], None]
+    timeout_s: float | None = None
     index: int = 0
     enqueue_ms: float = 0.0
     fastest: str | None = None
@@ -204,7 +234,8 @@ class _Rounds:
         self._guard()
         for name in round_order(list(self.samplers), self.index):
             try:
-                stamps[name] = self.clock.stamp(self.samplers[name])
+                with deadline(self.timeout_s):
+                    stamps[name] = self.clock.stamp(self.samplers[name])
             except Exception as exc:  # noqa: BLE001 - one candidate's failure must not end the shape
                 del self.samplers[name]
                 self.on_failure(name, exc)
@@ -426,7 +457,9 @@ def measure(
 ) -> Measurement:
     """Warm up, choose the mode, then sample interleaved rounds until the stopping rule holds."""
     clock: _HostClock | _CudaClock = _CudaClock() if device == "cuda" else _HostClock()
-    rounds = _Rounds({name: Sampler(call) for name, call in calls.items()}, clock, on_failure)
+    rounds = _Rounds(
+        {name: Sampler(call) for name, call in calls.items()}, clock, on_failure, settings.call_timeout_s
+    )
     mode, mode_reason, warmup = _choose_samplers(calls, settings, device, flush, rounds, watch, on_failure)
     if isinstance(clock, _CudaClock):
         clock.recalibrate()

@@ -1,0 +1,80 @@
+"""Hostile configs through the real command: each fails before any job runs, with one message that
+names the field and the value, a non-zero exit, and nothing written under results/."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import ROOT
+
+COPIED = ("Snakefile", "workflow", "scripts", "envs", "profiles", "examples")
+
+
+def cpu_shape(config: dict) -> dict:
+    return config["cpu"]["shapes"][0]
+
+
+CASES = {
+    "misspelt top-level key": (lambda c: c.update(candiates=["flash"]), ["candiates", "unexpected"]),
+    "misspelt nested key": (lambda c: c["cpu"]["timing"].update(min_round=3), ["min_round", "unexpected"]),
+    "wrong type": (lambda c: cpu_shape(c).update(seq="long"), ["'long' is not of type 'integer'", "seq"]),
+    "non-positive size": (
+        lambda c: cpu_shape(c).update(batch=0),
+        ["0 is less than the minimum of 1", "batch"],
+    ),
+    "unknown candidate": (lambda c: c["cpu"].update(candidates=["flash", "flashy"]), ["'flashy'"]),
+    "reference not a candidate": (
+        lambda c: c["cpu"].update(reference="cudnn", candidates=["flash", "math"]),
+        ["reference: 'cudnn' is not one of candidates"],
+    ),
+    "duplicate shape names": (
+        lambda c: c["cpu"]["shapes"].append(dict(cpu_shape(c))),
+        ["duplicate shape names", cpu_shape(yaml.safe_load((ROOT / "config.yaml").read_text()))["name"]],
+    ),
+    "name escaping results/": (lambda c: cpu_shape(c).update(name="../../etc"), ["'../../etc'", "name"]),
+    "name with markup": (lambda c: cpu_shape(c).update(name="<img src=x>"), ["'<img src=x>'", "name"]),
+    "device cuda without CUDA": (lambda c: c.update(device="cuda"), ["device: 'cuda', but", "device: auto"]),
+}
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("hostile")
+    for name in COPIED:
+        source = ROOT / name
+        (shutil.copytree if source.is_dir() else shutil.copy)(source, root / name)
+    return root
+
+
+@pytest.mark.parametrize("case", CASES, ids=list(CASES))
+def test_bad_config_stops_before_any_job(workdir, case):
+    import torch
+
+    if case == "device cuda without CUDA" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    mutate, expected = CASES[case]
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    mutate(config)
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    shutil.rmtree(workdir / "results", ignore_errors=True)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--cores", "1", "--resources", "gpu=1"],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0, output
+    for fragment in expected:
+        assert fragment in output, output
+    assert not (workdir / "results").exists(), "a job ran or wrote results"

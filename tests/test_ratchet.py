@@ -267,3 +267,15 @@ def test_the_ratchet_loop_through_the_workflow(tmp_path):
     verdict = json.loads((tmp_path / "results/ratchet/verdict.json").read_text())
     assert verdict["counts"]["missing"] == 2 and verdict["counts"]["unchanged"] == 2
     assert subprocess.run(gate, cwd=tmp_path).returncode == 0
+
+
+def test_a_hand_edited_baseline_names_the_file_and_the_field(tmp_path):
+    broken = baseline_of(*BASE)
+    broken["shapes"]["s1"]["candidates"]["flash"]["samples_ms"][3] = "fast"
+    path = tmp_path / "baseline.json"
+    path.write_text(json.dumps({"schema": SCHEMA_VERSION, **broken}))
+    with pytest.raises(io.ResultFileError) as error:
+        io.read_json(path, SCHEMAS / "baseline.schema.yaml")
+    assert str(path) in str(error.value) and "shapes/s1/candidates/flash/samples_ms/3" in str(error.value)
+    document = ratchet.verdict([], None, str(error.value), FINGERPRINT, {}, str(path))
+    assert ratchet.gate(document)[0] == 2

@@ -150,3 +150,12 @@ def test_a_hanging_kernel_times_out_and_nothing_else_is_lost(user_kernels):
     assert entries["user_kernels:hangs_while_timed"]["status"] == "timeout"
     assert "call_timeout_s = 0.5 s" in entries["user_kernels:hangs_while_timed"]["reason"]
     assert entries["math"]["status"] == "ok" and len(entries["math"]["samples_ms"]) >= 4
+
+
+def test_unsupported_combinations_say_why_and_the_run_goes_on(locked_env):
+    gqa = {**SHAPE, "name": "gqa", "heads": 4, "kv_heads": 2}
+    result = run_shape(spec(["efficient", "cudnn", "flash", "math"], shape=gqa))
+    for name in ("efficient", "cudnn"):  # no CPU kernel for these backends, for any shape
+        assert result["candidates"][name]["status"] == "unsupported"
+        assert "No viable backend" in result["candidates"][name]["reason"]
+    assert statuses(result)["flash"] == statuses(result)["math"] == "ok"

@@ -48,3 +48,15 @@ def test_read_json_rejects_truncated_file(tmp_path):
     path.write_text('{"schema": 1, "dev')
     with pytest.raises(io.ResultFileError, match="cannot be read"):
         io.read_json(path)
+
+
+def test_a_temporary_file_left_by_a_killed_writer_is_cleared_by_the_next_write(tmp_path):
+    target = tmp_path / "bench" / "s1.json"
+    target.parent.mkdir()
+    stale = target.parent / ".s1.json.abc123.tmp"
+    stale.write_text('{"sch')
+    other = target.parent / ".s2.json.abc123.tmp"  # another target's writer may still be running
+    other.write_text("{")
+    io.write_json(target, {"value": 1})
+    assert not stale.exists() and other.exists()
+    assert json.loads(target.read_text())["value"] == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import math
 import os
@@ -38,6 +39,10 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     """Write to a temporary file in the same folder, then rename: readers never see a partial file."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
+    # A writer killed (kill -9) between creating its temporary file and the rename leaves it behind;
+    # each output has one writer (its job), so the next write of the same target clears them.
+    for stale in target.parent.glob(f".{glob.escape(target.name)}.*.tmp"):
+        stale.unlink(missing_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:

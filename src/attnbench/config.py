@@ -68,6 +68,8 @@ def effective(config: dict[str, Any]) -> dict[str, Any]:
     run["device"] = device
     run["requested_device"] = config.get("device", "auto")
     check(run)
+    # Built once per parse, not once per job: a sweep can have thousands of jobs.
+    run["shapes_by_name"] = {shape["name"]: shape for shape in run["shapes"]}
     # Hashed once per parse, not once per job: a sweep can have a thousand jobs.
     run["kernel_hashes"] = {
         c: candidates.user_kernel_source_hash(c) for c in run["candidates"] if candidates.is_user_kernel(c)
@@ -101,7 +103,7 @@ def shape_names(run: dict[str, Any]) -> list[str]:
 
 def benchmark_spec(run: dict[str, Any], name: str) -> str:
     """Everything that determines one shape's result; it is the rule's params, so a change reruns it."""
-    shape = next(s for s in run["shapes"] if s["name"] == name)
+    shape = run["shapes_by_name"][name]
     spec = {
         "shape": Shape.from_config(shape).as_dict(),
         "device": run["device"],

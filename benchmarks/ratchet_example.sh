@@ -28,4 +28,3 @@ keep aa
 sed -i 's/^EXTRA_HEADS = .*/EXTRA_HEADS = 1/' examples/kernels.py
 run --config baseline="$dest/baseline.json"
 keep slowdown
-cp results/report/report.md "$dest/report_slowdown.md"

@@ -1,7 +1,7 @@
 """The run's configuration as the workflow sees it: device resolved, CPU fallback applied, one spec per job.
 
 Runs in the Snakemake process at parse time, so it must stay cheap: torch is imported only when an
-NVIDIA driver is present and the device is 'auto'.
+NVIDIA driver is present and the device is 'auto' or 'cuda'.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ thermal drift fall on every candidate alike and sample i of every candidate come
 
 On CUDA a sample is the time between two events around the candidate's unit of work:
 
-* ``cold``: one call, after the L2 is flushed by writing a buffer twice its size (read from the
+* ``cold``: one call, after the L2 is flushed by reading a buffer twice its size (read from the
   device), so every call reads its inputs from device memory as it would inside a model.
 * ``warm``: one call, no flush.
 * ``graph``: one replay of a CUDA graph holding k unrolled calls; the sample is the replay over k.
@@ -320,7 +320,7 @@ def _warm_up(
 ) -> tuple[dict[str, Any], dict[str, float]]:
     """Rounds in batches until each candidate's batch median is within 2% of the previous batch's and
     the SM clock within 1% of its previous reading (three settled batches in a row also do, for a
-    clock that keeps moving under the power cap); never shorter than `warmup` calls, never longer
+    clock that keeps moving under the power cap); never shorter than `warmup` rounds, never longer
     than `warmup_max_s`."""
     began = time.perf_counter()
     calls, streak, previous, previous_mhz = 0, 0, None, None
@@ -350,7 +350,8 @@ def _warm_up(
                 "sm_mhz": mhz,
             }, medians
         if elapsed > settings.warmup_max_s:
-            why = f"not settled after {settings.warmup_max_s:g} s (last batch moved by more than 2%)"
+            moved = "timings moved by more than 2%" if not streak else "the SM clock moved by more than 1%"
+            why = f"not settled after {settings.warmup_max_s:g} s (in the last batch {moved})"
             return {
                 "rounds": calls,
                 "seconds": elapsed,

@@ -126,7 +126,29 @@ def test_gpu_statuses_and_memory(user_kernels):
     entries = result["candidates"]
     assert entries["math"]["status"] == "ok"
     assert entries["math"]["peak_mem_mb"] > 0 and result["memory"]["device_total_mb"] > 0
-    assert result["timing"]["flush_l2"] is True and result["device_info"]["uuid"].startswith("GPU-")
+    assert result["device_info"]["uuid"].startswith("GPU-")
+
+
+@pytest.mark.gpu
+def test_gpu_timing_modes_graphs_flush_and_clocks(user_kernels):
+    import torch
+
+    l2 = torch.cuda.get_device_properties(torch.cuda.current_device()).L2_cache_size
+    tiny = run_shape(spec(["flash", "math"], device="cuda", dtype="bfloat16"))  # microseconds: auto -> graph
+    assert tiny["timing"]["mode"] == "graph" and tiny["timing"]["flush_l2"] is False
+    assert "auto: fastest candidate" in tiny["timing"]["mode_reason"]
+    assert tiny["candidates"]["flash"]["calls_per_sample"] > 1
+    clocks = tiny["timing"]["clocks"]
+    assert clocks["source"] == "nvml" and clocks["mean_sm_mhz"] > 0
+    assert len(clocks["sm_mhz_per_round"]) == tiny["timing"]["rounds_run"]
+    for mode in ("cold", "warm"):
+        timing = {"mode": mode, "warmup": 1, "min_rounds": 10, "max_rounds": 10}
+        result = run_shape(spec(["flash", "math"], device="cuda", dtype="bfloat16", timing=timing))
+        assert result["timing"]["mode"] == mode
+        assert result["timing"]["flush_bytes"] == (2 * l2 if mode == "cold" else None)
+        assert all(
+            len(c["samples_ms"]) == 10 and c["calls_per_sample"] == 1 for c in result["candidates"].values()
+        )
 
 
 def test_a_real_allocation_failure_is_oom_with_its_size_and_the_rest_still_runs(user_kernels):

@@ -12,9 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT
-
-COPIED = ("Snakefile", "workflow", "scripts", "envs", "profiles", "examples")
+from conftest import ROOT, copy_workflow
 
 
 def cpu_shape(config: dict) -> dict:
@@ -46,11 +44,7 @@ CASES = {
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("hostile")
-    for name in COPIED:
-        source = ROOT / name
-        (shutil.copytree if source.is_dir() else shutil.copy)(source, root / name)
-    return root
+    return copy_workflow(tmp_path_factory.mktemp("hostile"))
 
 
 @pytest.mark.parametrize("case", CASES, ids=list(CASES))

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import json
-import shutil
 import subprocess
 import sys
 
@@ -14,8 +13,8 @@ import pytest
 import yaml
 
 from attnbench import SCHEMA_VERSION, cli, io, ratchet
-from conftest import ROOT, SCHEMAS
-from test_workflow import COPIED, snakemake
+from conftest import ROOT, SCHEMAS, copy_workflow
+from test_workflow import snakemake
 
 FINGERPRINT = {
     "device": "cuda",
@@ -209,9 +208,7 @@ REPEAT = {repeat}
 
 @pytest.mark.slow
 def test_the_ratchet_loop_through_the_workflow(tmp_path):
-    for name in COPIED:
-        source = ROOT / name
-        (shutil.copytree if source.is_dir() else shutil.copy)(source, tmp_path / name)
+    copy_workflow(tmp_path)
     (tmp_path / "kernels_under_test.py").write_text(KERNEL.format(repeat=1))
     shapes = [{"name": f"s{seq}", "batch": 2, "heads": 4, "seq": seq, "dim": 32} for seq in (256, 512)]
     section = {

@@ -5,8 +5,8 @@ sees a partial or invalid JSON file (io writes a temporary file, then renames it
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -18,8 +18,9 @@ import pytest
 import yaml
 
 from attnbench import io
-from conftest import ROOT, SCHEMAS
-from test_workflow import COPIED, snakemake
+import test_workflow
+from conftest import SCHEMAS, copy_workflow
+from test_workflow import snakemake
 
 pytestmark = pytest.mark.slow
 
@@ -29,28 +30,13 @@ SHAPES = [
     {"name": f"s{seq}", "batch": 1, "heads": 2, "seq": seq, "dim": 16, "causal": seq % 128 == 0}
     for seq in (64, 96, 128, 160)
 ]
-CONFIG = {
-    "device": "auto",
-    "dtype": "bfloat16",
-    "candidates": ["flash", "math"],
-    "reference": "math",
-    "shapes": [{"name": "gpu_only", "batch": 1, "heads": 2, "seq": 4096, "dim": 64}],
-    "cpu": {
-        "dtype": "float32",
-        "candidates": ["flash", "math"],
-        "reference": "math",
-        "shapes": SHAPES,
-        "timing": {
-            "warmup": 1,
-            "warmup_max_s": 0.2,
-            "min_rounds": 100000,
-            "max_rounds": 100000,
-            "max_time_s": 1.5,
-        },
-        "calibrate": {"matmul_size": 128, "copy_mb": 8, "rounds": 3},
-    },
-    "stats": {"n_resamples": 1000},
-}
+CONFIG = copy.deepcopy(test_workflow.CONFIG)
+CONFIG["cpu"].update(
+    candidates=["flash", "math"],
+    shapes=SHAPES,
+    timing={"warmup": 1, "warmup_max_s": 0.2, "min_rounds": 100000, "max_rounds": 100000, "max_time_s": 1.5},
+)
+CONFIG["stats"] = {"n_resamples": 1000}
 COMMAND = [sys.executable, "-m", "snakemake", "--cores", "1", "--resources", "gpu=1"]
 START_TIMEOUT_S = 240  # until the kill: fingerprint, calibrate, one shape, the start of the next
 POLL_S = 0.02
@@ -168,9 +154,7 @@ def start_then_kill_inside_a_benchmark(workdir: Path) -> str:
 
 
 def test_kill_9_inside_a_benchmark_then_unlock_and_rerun_completes(tmp_path):
-    for name in COPIED:
-        source = ROOT / name
-        (shutil.copytree if source.is_dir() else shutil.copy)(source, tmp_path / name)
+    copy_workflow(tmp_path)
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(CONFIG, sort_keys=False))
     results = tmp_path / "results"
     watcher = Watcher(results)

@@ -3,7 +3,6 @@
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -14,11 +13,10 @@ import pytest
 import yaml
 
 from attnbench import io
-from conftest import ROOT, SCHEMAS
+from conftest import SCHEMAS, copy_workflow
 
 pytestmark = pytest.mark.slow
 
-COPIED = ("Snakefile", "workflow", "scripts", "envs", "profiles", "examples")
 SHAPES = [
     {"name": "s64", "batch": 1, "heads": 2, "seq": 64, "dim": 16, "causal": False},
     {"name": "s96_causal", "batch": 1, "heads": 2, "seq": 96, "dim": 16, "causal": True},
@@ -69,9 +67,7 @@ def planned_jobs(workdir):
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("workflow")
-    for name in COPIED:
-        source = ROOT / name
-        (shutil.copytree if source.is_dir() else shutil.copy)(source, workdir / name)
+    copy_workflow(workdir)
     (workdir / "config.yaml").write_text(yaml.safe_dump(CONFIG, sort_keys=False))
     snakemake(workdir)
     return workdir

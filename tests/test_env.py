@@ -171,6 +171,7 @@ def fake_pynvml(boards: list[str], migs: dict[int, list[str]] | None = None) -> 
         nvmlDeviceGetCount=lambda: len(boards),
         nvmlDeviceGetHandleByIndex=lambda i: i,
         nvmlDeviceGetUUID=uuid,
+        nvmlDeviceGetIndex=lambda board: board,
         nvmlDeviceGetMaxMigDeviceCount=lambda board: 7 if board in migs else not_supported(),
         nvmlDeviceGetMigDeviceHandleByIndex=mig_handle,
         nvmlSystemGetDriverVersion=lambda: "580.159.04",
@@ -208,7 +209,8 @@ def test_nvml_device_found_by_uuid(monkeypatch: pytest.MonkeyPatch) -> None:
     nv = fake_pynvml(["GPU-00000000-0000-0000-0000-000000000000", f"GPU-{TORCH_UUID.upper()}"])
     monkeypatch.setitem(sys.modules, "pynvml", nv)
     gpu = env._gpu(0)
-    assert gpu["index"] == 0 and gpu["uuid"] == f"GPU-{TORCH_UUID}"
+    # torch's device 0 (pinned by CUDA_VISIBLE_DEVICES) is the host's GPU 1, as nvidia-smi numbers it.
+    assert gpu["index"] == 1 and gpu["uuid"] == f"GPU-{TORCH_UUID}"
     assert gpu["nvml_error"] is None
     assert gpu["pci_bus_id"] == "0000:01:00.0"  # NVML device 1, not 0
     clocks = {"sm_mhz": 2001, "sm_max_mhz": 4001, "mem_mhz": 2002, "mem_max_mhz": 4002}

@@ -39,10 +39,10 @@ CONFIG = {
 }
 
 
-def snakemake(workdir, *args):
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+def snakemake(workdir, *args, gpus=1, env=None):
+    env = {**os.environ, **(env or {}), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     proc = subprocess.run(
-        [sys.executable, "-m", "snakemake", "--cores", "1", "--resources", "gpu=1", *args],
+        [sys.executable, "-m", "snakemake", "--cores", str(gpus), "--resources", f"gpu={gpus}", *args],
         cwd=workdir,
         env=env,
         capture_output=True,

@@ -1,14 +1,16 @@
-"""Command line: the workflow's CUDA jobs run through here so the rule can set their environment first;
-`baseline save` and `gate` are the ratchet's two explicit steps."""
+"""Command line: the workflow's CUDA jobs run through here so the rule can set their environment first
+and each job can lease its GPU before CUDA starts; `baseline save` and `gate` are the ratchet's two
+explicit steps."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
-from attnbench import io
+from attnbench import io, lease
 
 JOBS = (
     ("fingerprint", "record the environment (results/env/fingerprint.json)"),
@@ -56,6 +58,10 @@ def _job(command: str, spec: dict) -> dict:
     return run_shape(spec)
 
 
+def _log(command: str) -> Callable[[str], None]:
+    return lambda message: print(f"attnbench {command}: {message}", file=sys.stderr, flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -73,7 +79,13 @@ def main(argv: list[str] | None = None) -> int:
             code, why = gate(io.read_json(args.verdict, Path(args.schemas) / "verdict.schema.yaml"))
             print(f"attnbench gate: {why} (exit {code})")
             return code
-        io.write_json(args.out, _job(args.command, json.loads(args.spec)), args.schema)
+        spec = json.loads(args.spec)
+        # Held until this process exits: the GPU is this job's alone while it runs.
+        placement = lease.for_job(
+            f"{args.command} {args.out}", want_gpu=spec["device"] == "cuda", log=_log(args.command)
+        )
+        document = _job(args.command, spec)
+        io.write_json(args.out, {**document, "placement": placement.record()}, args.schema)
     except (RuntimeError, io.ResultFileError) as exc:
         print(f"attnbench {args.command}: error: {exc}", file=sys.stderr)
         return 2 if args.command == "gate" else 1

@@ -111,7 +111,12 @@ def device_summary(device: str) -> dict[str, Any]:
     import torch
 
     gpu = _torch_gpu(torch.cuda.current_device())
-    return {key: gpu[key] for key in ("name", "index", "uuid")}
+    try:
+        with _nvml() as nv:
+            index = _host_index(nv, _nvml_board(nv, _bare_uuid(gpu["uuid"])), gpu["index"])
+    except Exception:  # no NVML: torch's index is all there is
+        index = gpu["index"]
+    return {"name": gpu["name"], "index": index, "uuid": gpu["uuid"]}
 
 
 def _check_device(device: str) -> None:
@@ -164,10 +169,16 @@ def _gpu(index: int) -> dict[str, Any]:
         with _nvml() as nv:
             board = _nvml_board(nv, _bare_uuid(gpu["uuid"]))
             readings = _nvml_readings(lambda call: _ask(nv, call), nv, board)
-            return gpu | readings | {"nvml_error": None}
+            return gpu | readings | {"index": _host_index(nv, board, index), "nvml_error": None}
     except Exception as exc:  # NVML is telemetry: the torch fields still identify the GPU
         readings = _nvml_readings(lambda call: None, None, None)
         return gpu | readings | {"nvml_error": f"{type(exc).__name__}: {exc}"}
+
+
+def _host_index(nv: ModuleType, board: Any, torch_index: int) -> int:
+    """The index nvidia-smi shows. torch's is relative to CUDA_VISIBLE_DEVICES: 0 in every pinned job."""
+    index = _ask(nv, nv.nvmlDeviceGetIndex, board)
+    return torch_index if index is None else int(index)
 
 
 def _nvml_readings(ask: Callable[[Callable[[], Any]], Any], nv: Any, board: Any) -> dict[str, Any]:

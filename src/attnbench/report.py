@@ -145,6 +145,9 @@ def summary_frame(benches: list[Json], compares: list[Json], ceilings: Json, *, 
                     "dtype": bench["dtype"],
                     "mode": bench["mode"],
                     "device": bench["device"],
+                    # Which GPU: with one job per GPU, the shapes of a run can be spread over several.
+                    "gpu_index": bench.get("device_info", {}).get("index"),
+                    "gpu_uuid": bench.get("device_info", {}).get("uuid"),
                     "timing_mode": bench["timing"]["mode"],
                     "candidate": name,
                     "status": cand["status"],
@@ -660,6 +663,7 @@ def _run_summary(frame: pd.DataFrame, benches: list[Json], fingerprint: Json) ->
     rows = [
         ["device", _device(frame, fingerprint)],
         ["device name", _distinct(n for n in device_names if n)],
+        *_gpus_used(benches),
         ["dtype", _distinct(frame["dtype"])],
         ["mode", _distinct(frame["mode"])],
         ["timing mode", _counts(b["timing"]["mode"] for b in benches)],
@@ -668,6 +672,13 @@ def _run_summary(frame: pd.DataFrame, benches: list[Json], fingerprint: Json) ->
         ["results by status", ", ".join(f"{s}: {n}" for s, n in sorted(statuses.items())) or "—"],
     ]
     return [Heading(2, "Run summary"), Table(["", "value"], rows), _measurement_summary(frame, benches)]
+
+
+def _gpus_used(benches: list[Json]) -> list[list[str]]:
+    """A row naming the GPUs when there were GPUs: which index and UUID ran how many shapes."""
+    gpus = [b.get("device_info", {}) for b in benches]
+    named = [f"{g['index']} ({g['uuid']})" for g in gpus if g.get("uuid")]
+    return [["GPUs (index as nvidia-smi shows it)", _counts(named)]] if named else []
 
 
 def _counts(values: Any) -> str:

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -58,6 +60,17 @@ def _job(command: str, spec: dict) -> dict:
     return run_shape(spec)
 
 
+def _process_started_at() -> float | None:
+    """Unix time this process was created, from /proc (10 ms ticks); None where there is no /proc."""
+    try:
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, IndexError, ValueError):
+        return None
+    age = uptime - int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    return time.time() - age
+
+
 def _log(command: str) -> Callable[[str], None]:
     return lambda message: print(f"attnbench {command}: {message}", file=sys.stderr, flush=True)
 
@@ -85,7 +98,11 @@ def main(argv: list[str] | None = None) -> int:
             f"{args.command} {args.out}", want_gpu=spec["device"] == "cuda", log=_log(args.command)
         )
         document = _job(args.command, spec)
-        io.write_json(args.out, {**document, "placement": placement.record()}, args.schema)
+        # From the process's creation (interpreter start and imports included) to now: what one
+        # process per job costs against one long-lived process (docs/scale.md).
+        process = {"started_at": _process_started_at(), "finished_at": time.time()}
+        document |= {"placement": placement.record(), "process": process}
+        io.write_json(args.out, document, args.schema)
     except (RuntimeError, io.ResultFileError) as exc:
         print(f"attnbench {args.command}: error: {exc}", file=sys.stderr)
         return 2 if args.command == "gate" else 1

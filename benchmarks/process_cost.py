@@ -1,5 +1,5 @@
-"""What one process per job costs: the pipeline's wall time against one process that loops over the
-same shapes with the same measurements (issue 5; docs/scale.md has the results).
+"""What one process per job costs: the pipeline's wall time against one process that does the same
+work (issue 5; docs/scale.md has the results).
 
     python benchmarks/process_cost.py [--config config.yaml] [--out docs/process-cost/GPU.json]
 
@@ -7,13 +7,14 @@ From the repository root, with snakemake, attnbench and torch importable. Two ar
 other, on the same device:
   pipeline  `snakemake --cores 1 --resources gpu=1` on the config, in a fresh working directory
             (-s Snakefile --directory WORK): fingerprint, calibrate, one benchmark job per shape,
-            compare, report.
-  loop      one Python process that calls attnbench.bench.run_shape on the spec of every shape
-            (the same spec the benchmark rule passes) and writes the same result files.
+            compare, report. Set ATTNBENCH_WORKER=0 to measure it without the per-GPU worker.
+  loop      one Python process that calls the same library functions on the same specs, in the
+            same order, and writes the same files; each shape through attnbench.worker.run_one,
+            which resets torch.compile's state between shapes as the worker does.
 Each arm starts with empty torch.compile and Triton caches of its own, so neither reuses kernels the
-other compiled. The ratio is pipeline wall / loop wall; the breakdown splits the pipeline into its
-benchmark jobs (each from process creation to its write, from the result's `process` record), the
-fingerprint and calibrate jobs, and the rest (compare, report, Snakemake's scheduling).
+other compiled. `ratio` is pipeline wall / loop wall; `benchmark_ratio` compares the benchmark jobs
+(each from its process's creation to its write, the result's `process` record) with the loop's
+time for the same shapes.
 """
 
 from __future__ import annotations
@@ -31,23 +32,51 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def loop(config_path: Path, out_dir: Path) -> None:
-    """The loop arm: every shape measured in this one process, written as the benchmark rule would."""
+    """The loop arm: the pipeline's work (fingerprint, calibrate, every shape, compare, report) in this
+    one process, calling the library functions the jobs call, and writing the same files."""
     import yaml
 
+    from attnbench import cli, io, stats
     from attnbench import config as run_config
-    from attnbench import io
-    from attnbench.bench import run_shape
+    from attnbench.report import OUTPUT_KEYS, build_report
+    from attnbench.worker import run_one
 
     began = time.time()
+    schemas = ROOT / "workflow" / "schemas"
     run = run_config.effective(yaml.safe_load(config_path.read_text()))
     seconds = {}
-    for name in run_config.shape_names(run):
+
+    def timed_step(name: str, step):
         start = time.perf_counter()
-        spec = json.loads(run_config.benchmark_spec(run, name))
-        io.write_json(out_dir / f"{name}.json", run_shape(spec), ROOT / "workflow/schemas/bench.schema.yaml")
+        step()
         seconds[name] = time.perf_counter() - start
         print(f"loop: {name} {seconds[name]:.1f} s", file=sys.stderr, flush=True)
-    print(json.dumps({"imports_s": began - _started_at(), "shapes_s": seconds}))
+
+    for command, make_spec, out in (
+        ("fingerprint", run_config.fingerprint_spec, "fingerprint"),
+        ("calibrate", run_config.calibrate_spec, "ceilings"),
+    ):
+        spec, target, schema = json.loads(make_spec(run)), out_dir / f"{out}.json", schemas / f"{out}.schema.yaml"
+        timed_step(command, lambda: io.write_json(target, cli.run_job(command, spec), schema))
+    names = run_config.shape_names(run)
+    for name in names:
+        spec = json.loads(run_config.benchmark_spec(run, name))
+        timed_step(name, lambda: io.write_json(out_dir / f"bench-{name}.json", run_one(spec), schemas / "bench.schema.yaml"))
+
+    def compare_and_report() -> None:
+        for name in names:
+            bench = io.read_json(out_dir / f"bench-{name}.json", schemas / "bench.schema.yaml")
+            document = stats.compare_shape(bench, run["reference"], **run.get("stats", {}))
+            io.write_json(out_dir / f"compare-{name}.json", document, schemas / "compare.schema.yaml")
+        names_of = {"html": "report.html", "md": "report.md", "csv": "summary.csv", "autotune": "autotune.csv"}
+        outputs = {key: str(out_dir / "report" / names_of.get(key, f"{key}.png")) for key in OUTPUT_KEYS}
+        build_report([str(out_dir / f"bench-{n}.json") for n in names],
+                     [str(out_dir / f"compare-{n}.json") for n in names],
+                     str(out_dir / "fingerprint.json"), str(out_dir / "ceilings.json"), outputs,
+                     schema_dir=schemas, alpha=run.get("stats", {}).get("alpha", 0.05))  # fmt: skip
+
+    timed_step("compare_and_report", compare_and_report)
+    print(json.dumps({"imports_s": began - _started_at(), "steps_s": seconds, "shapes": names}))
 
 
 def _started_at() -> float:
@@ -121,32 +150,26 @@ def summarise(work: Path, pipeline_wall: float, loop_wall: float, loop_record: d
         process = json.loads(path.read_text())["process"]
         return process["finished_at"] - process["started_at"]
 
-    bench = {path.stem: job_seconds(path) for path in sorted((results / "bench").glob("*.json"))}
-    setup = {name: job_seconds(results / "env" / f"{name}.json") for name in ("fingerprint", "ceilings")}
+    bench = {name: job_seconds(results / "bench" / f"{name}.json") for name in loop_record["shapes"]}
+    steps = loop_record["steps_s"]
     fingerprint = json.loads((results / "env" / "fingerprint.json").read_text())
-    loop_shapes = loop_record["shapes_s"]
-    extra = {name: bench[name] - loop_shapes[name] for name in bench}
+    workers = {json.loads((results / "bench" / f"{n}.json").read_text())["process"]["worker"] is not None for n in bench}
     return {
         "command": "python benchmarks/process_cost.py",
         "device": (fingerprint.get("gpu") or {}).get("name") or fingerprint["cpu"]["model"],
         "torch": fingerprint["torch"]["version"],
         "shapes": len(bench),
+        "worker": sorted(workers),
         "pipeline_wall_s": pipeline_wall,
         "loop_wall_s": loop_wall,
         "ratio": pipeline_wall / loop_wall,
-        "pipeline_breakdown_s": {
-            "benchmark_jobs": sum(bench.values()),
-            "fingerprint_and_calibrate_jobs": sum(setup.values()),
-            "compare_report_and_scheduling": pipeline_wall - sum(bench.values()) - sum(setup.values()),
-        },
-        "loop_breakdown_s": {
-            "interpreter_and_imports": loop_record["imports_s"],
-            "shapes": sum(loop_shapes.values()),
-        },
-        "per_shape_s": {
-            name: {"job": bench[name], "in_loop": loop_shapes[name], "extra": extra[name]} for name in bench
-        },
-        "median_extra_per_benchmark_job_s": sorted(extra.values())[len(extra) // 2],
+        "benchmark_jobs_s": sum(bench.values()),
+        "loop_shapes_s": sum(steps[n] for n in bench),
+        "benchmark_ratio": sum(bench.values()) / sum(steps[n] for n in bench),
+        "pipeline_other_s": pipeline_wall - sum(bench.values()),
+        "loop_other_s": loop_wall - sum(steps[n] for n in bench),
+        "loop_steps_s": steps,
+        "benchmark_job_s": bench,
     }
 
 

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from attnbench import io, lease
+from attnbench import io, lease, worker
 
 JOBS = (
     ("fingerprint", "record the environment (results/env/fingerprint.json)"),
@@ -36,6 +36,8 @@ def _parser() -> argparse.ArgumentParser:
     save.add_argument("results_dir", metavar="RESULTS_DIR")
     save.add_argument("out", metavar="OUT.json")
     save.add_argument("--schemas", default="workflow/schemas", help="directory of the JSON schemas")
+    serve = commands.add_parser("worker", help="serve benchmark jobs on one GPU (started by the jobs)")
+    serve.add_argument("--socket", required=True, type=Path)
     gate = commands.add_parser(
         "gate", help="exit 1 on a regression, 2 if the baseline is unusable or a benchmark failed, else 0"
     )
@@ -44,7 +46,8 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _job(command: str, spec: dict) -> dict:
+def run_job(command: str, spec: dict) -> dict:
+    """One fingerprint, calibrate or benchmark job in this process."""
     if command == "fingerprint":
         from attnbench import env, lock
 
@@ -92,15 +95,21 @@ def main(argv: list[str] | None = None) -> int:
             code, why = gate(io.read_json(args.verdict, Path(args.schemas) / "verdict.schema.yaml"))
             print(f"attnbench gate: {why} (exit {code})")
             return code
+        if args.command == "worker":
+            worker.serve(args.socket, float(os.environ.get(worker.IDLE_VARIABLE) or worker.IDLE_S))
+            return 0
         spec = json.loads(args.spec)
+        log = _log(args.command)
         # Held until this process exits: the GPU is this job's alone while it runs.
-        placement = lease.for_job(
-            f"{args.command} {args.out}", want_gpu=spec["device"] == "cuda", log=_log(args.command)
-        )
-        document = _job(args.command, spec)
+        placement = lease.for_job(f"{args.command} {args.out}", want_gpu=spec["device"] == "cuda", log=log)
+        served_by = None
+        if args.command == "benchmark" and worker.enabled(os.environ, placement.source):
+            document, served_by = worker.run(spec, lease.lease_dir(), log=log)
+        else:
+            document = run_job(args.command, spec)
         # From the process's creation (interpreter start and imports included) to now: what one
-        # process per job costs against one long-lived process (docs/scale.md).
-        process = {"started_at": _process_started_at(), "finished_at": time.time()}
+        # process per job costs against one long-lived worker (docs/scale.md).
+        process = {"started_at": _process_started_at(), "finished_at": time.time(), "worker": served_by}
         document |= {"placement": placement.record(), "process": process}
         io.write_json(args.out, document, args.schema)
     except (RuntimeError, io.ResultFileError) as exc:

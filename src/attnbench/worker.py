@@ -1,0 +1,235 @@
+"""A long-lived process per GPU that runs the benchmark jobs' shapes one after another.
+
+Why: a fresh process per shape pays for the interpreter, `import torch`, a CUDA context, a cold
+torch.compile and the interpreter's teardown: about 15 s of a 23 s job on an H100, which made the
+pipeline 4x slower than one process looping over the shapes (docs/scale.md). The benchmark job stays
+one Snakemake job per shape, with one output and the same rerun granularity; it only hands its spec
+to a worker that is already warm and writes the result itself.
+
+What a shape still gets to itself:
+- `torch._dynamo.reset()` before it: nothing compiled for one shape carries over to the next (in one
+  process dynamo's recompile limit would silently turn FlexAttention eager after 8 shapes);
+- the allocator's cache emptied after it;
+- a fresh worker after any shape where a candidate ended in `error` or `timeout` (its CUDA context may
+  be poisoned), after `IDLE_S` without a request, and for any change of interpreter, environment,
+  attnbench source or user kernel (all part of the worker's key, hence of its socket's name);
+- the GPU: the job holds the GPU lease while the worker measures for it, and if the job dies
+  mid-shape the worker exits at once, so the GPU is idle again when the lease is free.
+
+Protocol: one request per connection on a Unix socket, JSON lines. Job -> worker: {"spec": ...}.
+Worker -> job: {"hello": pid, ...}, then {"log": line}..., then {"result": document} or {"error": text}.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TextIO
+
+# ATTNBENCH_WORKER=0 runs each shape in the job's own process (as under SLURM, where it always does).
+ENABLE_VARIABLE = "ATTNBENCH_WORKER"
+IDLE_VARIABLE = "ATTNBENCH_WORKER_IDLE_S"
+IDLE_S = 60.0
+START_TIMEOUT_S = 300.0  # import torch and a CUDA context, on a slow shared file system
+HELLO_TIMEOUT_S = 10.0
+# Variables that change what a worker would measure; a job whose values differ gets its own worker.
+KEY_PREFIXES = ("PYTHON", "CUDA", "CUBLAS", "CUDNN", "NVIDIA", "TORCH", "TRITON", "OMP", "MKL", "LD_")
+RETIRING_STATUSES = ("error", "timeout")
+
+
+class WorkerError(RuntimeError):
+    """The worker could not be started, or died while it measured this job's shape."""
+
+
+def enabled(environ: dict[str, str] | os._Environ[str], placement_source: str) -> bool:
+    """Under SLURM a job's allocation ends with the job, so a worker could not outlive it."""
+    return placement_source != "slurm" and environ.get(ENABLE_VARIABLE, "1") != "0"
+
+
+def key(spec: dict[str, Any], environ: dict[str, str] | os._Environ[str]) -> str:
+    import attnbench
+
+    digest = hashlib.sha256(f"{sys.executable} {os.getuid()}".encode())
+    for path in sorted(Path(attnbench.__file__).parent.glob("*.py")):
+        digest.update(path.name.encode() + path.read_bytes())
+    relevant = sorted((k, v) for k, v in environ.items() if k.startswith(KEY_PREFIXES))
+    digest.update(json.dumps([relevant, spec.get("kernel_hashes", {}), os.getcwd()]).encode())
+    return digest.hexdigest()[:16]
+
+
+def run(
+    spec: dict[str, Any], socket_dir: Path, *, log: Callable[[str], None]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Measure `spec` in this GPU's worker, starting one if none listens: the document, and the worker."""
+    path = socket_dir / f"worker-{key(spec, os.environ)}.sock"
+    connection = _connect(path, log)
+    with connection, connection.makefile("rw", encoding="utf-8") as stream:
+        hello = json.loads(stream.readline() or "{}")
+        if "hello" not in hello:
+            raise WorkerError(f"worker at {path} did not answer")
+        worker = {"pid": hello["hello"], "log": hello["log"], "shapes_before": hello["served"]}
+        log(f"measuring in worker pid {worker['pid']} after {worker['shapes_before']} shapes (log {worker['log']})")
+        _send(stream, {"spec": spec})
+        for line in stream:
+            message = json.loads(line)
+            if "log" in message:
+                print(message["log"], file=sys.stderr, end="", flush=True)
+            elif "result" in message:
+                return message["result"], worker
+            else:
+                raise WorkerError(f"worker pid {worker['pid']}: {message.get('error')}")
+    raise WorkerError(f"worker pid {worker['pid']} died while measuring (its log: {worker['log']})")
+
+
+def _connect(path: Path, log: Callable[[str], None]) -> socket.socket:
+    """Connect to the worker at `path`, starting it first if nothing listens there."""
+    try:
+        return _attempt(path)
+    except OSError:
+        pass
+    log(f"starting a worker ({path.name})")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)  # a worker that died without cleaning up
+    worker_log = path.with_suffix(".log")
+    with worker_log.open("a") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "attnbench", "worker", "--socket", str(path)],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+            start_new_session=True,  # outlives this job; a Ctrl-C to the job's group spares it
+        )
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise WorkerError(f"worker exited with {process.returncode} at start; see {worker_log}")
+        try:
+            return _attempt(path)
+        except OSError:
+            time.sleep(0.1)
+    process.kill()
+    raise WorkerError(f"worker did not listen within {START_TIMEOUT_S:g} s; see {worker_log}")
+
+
+def _attempt(path: Path) -> socket.socket:
+    connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    connection.settimeout(HELLO_TIMEOUT_S)
+    try:
+        connection.connect(str(path))
+        # A worker that is retiring may have left this connection in its backlog unanswered.
+        if not connection.recv(1, socket.MSG_PEEK):
+            raise ConnectionResetError("worker closed the connection")
+    except OSError:
+        connection.close()
+        raise
+    connection.settimeout(None)
+    return connection
+
+
+def _send(stream: TextIO, message: dict[str, Any]) -> None:
+    from attnbench.io import jsonable
+
+    stream.write(json.dumps(jsonable(message)) + "\n")
+    stream.flush()
+
+
+def serve(path: Path, idle_s: float) -> None:
+    """The worker: answer requests one at a time until idle for `idle_s` or a shape retires it."""
+    import torch  # noqa: F401 - imported once here, which is the point
+
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(4)
+    listener.settimeout(idle_s)
+    hello = {"hello": os.getpid(), "log": str(path.with_suffix(".log")), "served": 0}
+    try:
+        while True:
+            try:
+                connection, _ = listener.accept()
+            except TimeoutError:
+                return
+            with connection, connection.makefile("rw", encoding="utf-8") as stream:
+                _send(stream, hello)
+                request = json.loads(stream.readline() or "{}")
+                if "spec" not in request:
+                    continue
+                retire = _answer(connection, stream, request["spec"])
+                hello["served"] += 1
+            if retire:
+                return
+    finally:
+        listener.close()
+        path.unlink(missing_ok=True)
+
+
+def _answer(connection: socket.socket, stream: TextIO, spec: dict[str, Any]) -> bool:
+    """Run one shape for the job at the other end; True when the worker should retire after it."""
+    connection.settimeout(None)
+    done = threading.Event()
+
+    def exit_if_the_job_dies() -> None:
+        # The job sends nothing after its request: end of file means it died, and its GPU lease with
+        # it; stop using the GPU at once rather than finish a shape nobody waits for.
+        connection.recv(1)
+        if not done.is_set():
+            os._exit(3)
+
+    threading.Thread(target=exit_if_the_job_dies, daemon=True).start()
+    try:
+        with _logs_to(stream):
+            document = run_one(spec)
+    except Exception as exc:  # noqa: BLE001 - the job reports it; this worker retires
+        done.set()
+        _send(stream, {"error": f"{type(exc).__name__}: {exc}"})
+        return True
+    done.set()
+    _send(stream, {"result": document})
+    statuses = {entry["status"] for entry in document["candidates"].values()}
+    return bool(statuses & set(RETIRING_STATUSES))
+
+
+def run_one(spec: dict[str, Any]) -> dict[str, Any]:
+    """One shape in a process that runs many: compiled state reset before, allocator cache emptied after."""
+    import torch
+
+    from attnbench.bench import run_shape
+
+    torch._dynamo.reset()
+    try:
+        return run_shape(spec)
+    finally:
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+class _StreamLog:
+    """sys.stderr for the duration of a request: each write goes to the job as a {"log": ...} message."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        if text:
+            _send(self.stream, {"log": text})
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+@contextmanager
+def _logs_to(stream: TextIO) -> Iterator[None]:
+    saved, sys.stderr = sys.stderr, _StreamLog(stream)  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        sys.stderr = saved

@@ -1,6 +1,6 @@
-"""Command line: the workflow's CUDA jobs run through here so the rule can set their environment first
-and each job can lease its GPU before CUDA starts; `baseline save` and `gate` are the ratchet's two
-explicit steps."""
+"""Command line: the workflow's jobs run through here so the rule can set their environment first,
+each GPU job can lease its GPU before CUDA starts, and all of them can run in a warm worker
+(attnbench.worker); `baseline save` and `gate` are the ratchet's two explicit steps."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ JOBS = (
     ("fingerprint", "record the environment (results/env/fingerprint.json)"),
     ("calibrate", "measure matmul and copy ceilings (results/env/ceilings.json)"),
     ("benchmark", "measure every candidate of one shape (results/bench/NAME.json)"),
+    ("compare", "compare one shape's candidates with the reference (results/compare/NAME.json)"),
 )
 
 
@@ -44,23 +45,6 @@ def _parser() -> argparse.ArgumentParser:
     gate.add_argument("verdict", metavar="VERDICT.json")
     gate.add_argument("--schemas", default="workflow/schemas", help="directory of the JSON schemas")
     return parser
-
-
-def run_job(command: str, spec: dict) -> dict:
-    """One fingerprint, calibrate or benchmark job in this process."""
-    if command == "fingerprint":
-        from attnbench import env, lock
-
-        return env.fingerprint(
-            spec["device"], lock.apply(spec["lock"]), requested_device=spec.get("requested_device")
-        )
-    if command == "calibrate":
-        from attnbench.calibrate import measure_ceilings
-
-        return measure_ceilings(spec["device"], spec["dtypes"], spec["settings"], spec["lock"])
-    from attnbench.bench import run_shape
-
-    return run_shape(spec)
 
 
 def _process_started_at() -> float | None:
@@ -101,12 +85,13 @@ def main(argv: list[str] | None = None) -> int:
         spec = json.loads(args.spec)
         log = _log(args.command)
         # Held until this process exits: the GPU is this job's alone while it runs.
-        placement = lease.for_job(f"{args.command} {args.out}", want_gpu=spec["device"] == "cuda", log=log)
+        want_gpu = spec.get("device") == "cuda" and args.command != "compare"
+        placement = lease.for_job(f"{args.command} {args.out}", want_gpu=want_gpu, log=log)
         served_by = None
-        if args.command == "benchmark" and worker.enabled(os.environ, placement.source):
-            document, served_by = worker.run(spec, lease.lease_dir(), log=log)
+        if worker.enabled(os.environ, placement.source):
+            document, served_by = worker.run(args.command, spec, lease.lease_dir(), log=log)
         else:
-            document = run_job(args.command, spec)
+            document = worker.run_job(args.command, spec)
         # From the process's creation (interpreter start and imports included) to now: what one
         # process per job costs against one long-lived worker (docs/scale.md).
         process = {"started_at": _process_started_at(), "finished_at": time.time(), "worker": served_by}

@@ -22,6 +22,7 @@ Worker -> job: {"hello": pid, ...}, then {"log": line}..., then {"result": docum
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -67,18 +68,28 @@ def key(spec: dict[str, Any], environ: dict[str, str] | os._Environ[str]) -> str
 
 
 def run(
-    spec: dict[str, Any], socket_dir: Path, *, log: Callable[[str], None]
+    command: str, spec: dict[str, Any], socket_dir: Path, *, log: Callable[[str], None]
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Measure `spec` in this GPU's worker, starting one if none listens: the document, and the worker."""
+    """Run the job in the worker for its key, starting one if none listens: the document, and the worker.
+
+    Jobs that share a worker take turns on a lock next to its socket; on a GPU the lease already
+    makes them take turns, on the CPU it queues them (which also keeps their timings apart)."""
     path = socket_dir / f"worker-{key(spec, os.environ)}.sock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    turn = os.open(path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(turn, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        log(f"waiting for worker {path.name}: another job of this run is using it")
+        fcntl.flock(turn, fcntl.LOCK_EX)  # released with this process, also if it dies
     connection = _connect(path, log)
     with connection, connection.makefile("rw", encoding="utf-8") as stream:
         hello = json.loads(stream.readline() or "{}")
         if "hello" not in hello:
             raise WorkerError(f"worker at {path} did not answer")
-        worker = {"pid": hello["hello"], "log": hello["log"], "shapes_before": hello["served"]}
-        log(f"measuring in worker pid {worker['pid']} after {worker['shapes_before']} shapes (log {worker['log']})")
-        _send(stream, {"spec": spec})
+        worker = {"pid": hello["hello"], "log": hello["log"], "jobs_before": hello["served"]}
+        log(f"running in worker pid {worker['pid']} after {worker['jobs_before']} jobs (log {worker['log']})")
+        _send(stream, {"command": command, "spec": spec})
         for line in stream:
             message = json.loads(line)
             if "log" in message:
@@ -87,7 +98,7 @@ def run(
                 return message["result"], worker
             else:
                 raise WorkerError(f"worker pid {worker['pid']}: {message.get('error')}")
-    raise WorkerError(f"worker pid {worker['pid']} died while measuring (its log: {worker['log']})")
+    raise WorkerError(f"worker pid {worker['pid']} died while running this job (its log: {worker['log']})")
 
 
 def _connect(path: Path, log: Callable[[str], None]) -> socket.socket:
@@ -97,7 +108,6 @@ def _connect(path: Path, log: Callable[[str], None]) -> socket.socket:
     except OSError:
         pass
     log(f"starting a worker ({path.name})")
-    path.parent.mkdir(parents=True, exist_ok=True)
     path.unlink(missing_ok=True)  # a worker that died without cleaning up
     worker_log = path.with_suffix(".log")
     with worker_log.open("a") as out:
@@ -115,7 +125,7 @@ def _connect(path: Path, log: Callable[[str], None]) -> socket.socket:
         try:
             return _attempt(path)
         except OSError:
-            time.sleep(0.1)
+            time.sleep(0.05)
     process.kill()
     raise WorkerError(f"worker did not listen within {START_TIMEOUT_S:g} s; see {worker_log}")
 
@@ -144,8 +154,6 @@ def _send(stream: TextIO, message: dict[str, Any]) -> None:
 
 def serve(path: Path, idle_s: float) -> None:
     """The worker: answer requests one at a time until idle for `idle_s` or a shape retires it."""
-    import torch  # noqa: F401 - imported once here, which is the point
-
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(str(path))
     listener.listen(4)
@@ -162,7 +170,7 @@ def serve(path: Path, idle_s: float) -> None:
                 request = json.loads(stream.readline() or "{}")
                 if "spec" not in request:
                     continue
-                retire = _answer(connection, stream, request["spec"])
+                retire = _answer(connection, stream, request["command"], request["spec"])
                 hello["served"] += 1
             if retire:
                 return
@@ -171,8 +179,8 @@ def serve(path: Path, idle_s: float) -> None:
         path.unlink(missing_ok=True)
 
 
-def _answer(connection: socket.socket, stream: TextIO, spec: dict[str, Any]) -> bool:
-    """Run one shape for the job at the other end; True when the worker should retire after it."""
+def _answer(connection: socket.socket, stream: TextIO, command: str, spec: dict[str, Any]) -> bool:
+    """Run one job for the job process at the other end; True when the worker should retire after it."""
     connection.settimeout(None)
     done = threading.Event()
 
@@ -186,18 +194,39 @@ def _answer(connection: socket.socket, stream: TextIO, spec: dict[str, Any]) -> 
     threading.Thread(target=exit_if_the_job_dies, daemon=True).start()
     try:
         with _logs_to(stream):
-            document = run_one(spec)
+            document = run_job(command, spec)
     except Exception as exc:  # noqa: BLE001 - the job reports it; this worker retires
         done.set()
         _send(stream, {"error": f"{type(exc).__name__}: {exc}"})
         return True
     done.set()
     _send(stream, {"result": document})
-    statuses = {entry["status"] for entry in document["candidates"].values()}
-    return bool(statuses & set(RETIRING_STATUSES))
+    statuses = {entry["status"] for entry in document.get("candidates", {}).values()}
+    return command == "benchmark" and bool(statuses & set(RETIRING_STATUSES))
 
 
-def run_one(spec: dict[str, Any]) -> dict[str, Any]:
+def run_job(command: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """One job's document, computed in this process (a job's own, or a worker's)."""
+    if command == "fingerprint":
+        from attnbench import env, lock
+
+        return env.fingerprint(
+            spec["device"], lock.apply(spec["lock"]), requested_device=spec.get("requested_device")
+        )
+    if command == "calibrate":
+        from attnbench.calibrate import measure_ceilings
+
+        return measure_ceilings(spec["device"], spec["dtypes"], spec["settings"], spec["lock"])
+    if command == "compare":
+        from attnbench import io
+        from attnbench.stats import compare_shape
+
+        bench = io.read_json(spec["bench"], spec["bench_schema"])
+        return compare_shape(bench, spec["reference"], **spec["stats"])
+    return run_shape_fresh(spec)
+
+
+def run_shape_fresh(spec: dict[str, Any]) -> dict[str, Any]:
     """One shape in a process that runs many: compiled state reset before, allocator cache emptied after."""
     import torch
 

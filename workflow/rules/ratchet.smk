@@ -11,6 +11,7 @@ if BASELINE:
             "results/ratchet/shapes/{name}.json",
         log:
             "results/logs/ratchet/{name}.log",
+        localrule: True
         conda:
             "../../envs/attnbench.yaml"
         params:
@@ -30,6 +31,7 @@ if BASELINE:
             **RATCHET_OUTPUTS,
         log:
             "results/logs/ratchet.log",
+        localrule: True
         conda:
             "../../envs/attnbench.yaml"
         params:

@@ -29,6 +29,7 @@ rule report:
         ),
     log:
         "results/logs/report.log",
+    localrule: True
     conda:
         "../../envs/attnbench.yaml"
     params:

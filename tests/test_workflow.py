@@ -125,3 +125,15 @@ def test_editing_one_shape_reruns_only_that_shape_and_the_report(finished_run):
 def test_snakemake_report_builds(finished_run):
     snakemake(finished_run, "--report", "report.zip")
     assert (finished_run / "report.zip").stat().st_size > 0
+
+
+def test_jobs_ran_in_a_warm_worker(finished_run):
+    """Benchmark and compare jobs hand their work to a long-lived worker (attnbench.worker) and say so."""
+    documents = [
+        json.loads(path.read_text())
+        for folder in ("bench", "compare")
+        for path in sorted((finished_run / "results" / folder).glob("*.json"))
+    ]
+    workers = [document["process"]["worker"] for document in documents]
+    assert all(workers), "every job records the worker that ran it"
+    assert max(w["jobs_before"] for w in workers) > 0, "later jobs reuse a worker instead of starting one"

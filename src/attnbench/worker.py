@@ -78,10 +78,19 @@ def run(
     path.parent.mkdir(parents=True, exist_ok=True)
     turn = os.open(path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
-        fcntl.flock(turn, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        log(f"waiting for worker {path.name}: another job of this run is using it")
-        fcntl.flock(turn, fcntl.LOCK_EX)  # released with this process, also if it dies
+        try:
+            fcntl.flock(turn, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log(f"waiting for worker {path.name}: another job of this run is using it")
+            fcntl.flock(turn, fcntl.LOCK_EX)  # released when this returns, or when this process dies
+        return _request(path, command, spec, log)
+    finally:
+        os.close(turn)
+
+
+def _request(
+    path: Path, command: str, spec: dict[str, Any], log: Callable[[str], None]
+) -> tuple[dict[str, Any], dict[str, Any]]:
     connection = _connect(path, log)
     with connection, connection.makefile("rw", encoding="utf-8") as stream:
         hello = json.loads(stream.readline() or "{}")

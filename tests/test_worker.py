@@ -1,0 +1,107 @@
+"""The per-GPU worker, on the CPU: jobs reuse one warm process, a job's death stops the worker at once,
+a failed candidate retires it, and anything that changes what it would run gets a fresh one."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from attnbench import worker
+
+ROOT = Path(__file__).resolve().parents[1]
+FINGERPRINT = {"device": "cpu", "requested_device": "cpu", "lock": {"seed": 0}}
+
+
+@pytest.fixture
+def worker_env(tmp_path, monkeypatch):
+    """Jobs' start-up variables, a socket folder of the test's own, and workers that idle out fast."""
+    monkeypatch.setenv("PYTHONHASHSEED", "0")
+    monkeypatch.setenv(worker.IDLE_VARIABLE, "20")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT / "src"), str(ROOT / "tests")]))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is dead for our purposes.
+    return "Z" not in Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
+def wait_until(condition, timeout=15.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_jobs_reuse_one_warm_worker(worker_env):
+    first, by_first = worker.run("fingerprint", FINGERPRINT, worker_env, log=print)
+    second, by_second = worker.run("fingerprint", FINGERPRINT, worker_env, log=print)
+    assert first["device"] == second["device"] == "cpu"
+    assert by_first["pid"] == by_second["pid"]
+    assert (by_first["jobs_before"], by_second["jobs_before"]) == (0, 1)
+
+
+def benchmark_spec(candidates, max_time_s):
+    shape = {"name": "s64", "batch": 1, "heads": 2, "seq": 64, "dim": 16, "causal": False}
+    timing = {"warmup": 1, "warmup_max_s": 0.2, "min_rounds": 10**6, "max_rounds": 10**6, "max_time_s": max_time_s}
+    return {"device": "cpu", "dtype": "float32", "mode": "forward", "candidates": candidates,
+            "shape": shape, "timing": timing, "lock": {"seed": 0}}  # fmt: skip
+
+
+def test_worker_stops_when_its_job_dies(worker_env, tmp_path):
+    """kill -9 of the job mid-shape: the worker exits too, instead of measuring for nobody."""
+    spec = benchmark_spec(["math"], max_time_s=120)
+    job = subprocess.Popen(
+        [sys.executable, "-m", "attnbench", "benchmark", "--spec", json.dumps(spec), "--out", str(tmp_path / "o.json")],
+        env={**os.environ, "ATTNBENCH_LEASE_DIR": str(worker_env)},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    pid = None
+    for line in job.stderr:
+        if match := re.search(r"worker pid (\d+)", line):
+            pid = int(match[1])
+        if "math: ok" in line:  # the worker is measuring now
+            break
+    assert pid is not None and alive(pid)
+    job.send_signal(signal.SIGKILL)
+    job.wait(timeout=10)
+    assert wait_until(lambda: not alive(pid)), "the worker outlived its job"
+    assert not (tmp_path / "o.json").exists()
+
+
+def test_a_failed_candidate_retires_the_worker(worker_env):
+    document, by = worker.run("benchmark", benchmark_spec(["math", "user_kernels:raises"], 0.5), worker_env, log=print)
+    assert document["candidates"]["user_kernels:raises"]["status"] == "error"
+    assert wait_until(lambda: not alive(by["pid"]))
+    _, by_next = worker.run("fingerprint", FINGERPRINT, worker_env, log=print)
+    assert by_next["pid"] != by["pid"] and by_next["jobs_before"] == 0
+
+
+def test_key_changes_with_what_the_worker_would_run():
+    environ = {"PYTHONHASHSEED": "0", "CUDA_VISIBLE_DEVICES": "GPU-a", "HOME": "/x"}
+    base = worker.key({"kernel_hashes": {"m:f": "1"}}, environ)
+    assert worker.key({"kernel_hashes": {"m:f": "2"}}, environ) != base  # the user edited a kernel
+    assert worker.key({"kernel_hashes": {"m:f": "1"}}, environ | {"CUDA_VISIBLE_DEVICES": "GPU-b"}) != base
+    assert worker.key({"kernel_hashes": {"m:f": "1"}}, environ | {"HOME": "/y"}) == base
+
+
+def test_worker_is_off_under_slurm_and_on_request():
+    assert worker.enabled({}, "lease") and worker.enabled({}, "none")
+    assert not worker.enabled({}, "slurm")
+    assert not worker.enabled({worker.ENABLE_VARIABLE: "0"}, "lease")

@@ -1,4 +1,4 @@
-"""A long-lived process per GPU that runs the benchmark jobs' shapes one after another.
+"""A long-lived process per GPU that runs the jobs (benchmark, fingerprint, calibrate, compare) in turn.
 
 Why: a fresh process per shape pays for the interpreter, `import torch`, a CUDA context, a cold
 torch.compile and the interpreter's teardown: about 15 s of a 23 s job on an H100, which made the
@@ -16,7 +16,7 @@ What a shape still gets to itself:
 - the GPU: the job holds the GPU lease while the worker measures for it, and if the job dies
   mid-shape the worker exits at once, so the GPU is idle again when the lease is free.
 
-Protocol: one request per connection on a Unix socket, JSON lines. Job -> worker: {"spec": ...}.
+Protocol: one request per connection on a Unix socket, JSON lines. Job -> worker: {"command", "spec"}.
 Worker -> job: {"hello": pid, ...}, then {"log": line}..., then {"result": document} or {"error": text}.
 """
 
@@ -162,7 +162,7 @@ def _send(stream: TextIO, message: dict[str, Any]) -> None:
 
 
 def serve(path: Path, idle_s: float) -> None:
-    """The worker: answer requests one at a time until idle for `idle_s` or a shape retires it."""
+    """The worker: answer requests one at a time until idle for `idle_s` or a job retires it."""
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(str(path))
     listener.listen(4)

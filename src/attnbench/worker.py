@@ -31,7 +31,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
@@ -51,12 +51,12 @@ class WorkerError(RuntimeError):
     """The worker could not be started, or died while it measured this job's shape."""
 
 
-def enabled(environ: dict[str, str] | os._Environ[str], placement_source: str) -> bool:
+def enabled(environ: Mapping[str, str], placement_source: str) -> bool:
     """Under SLURM a job's allocation ends with the job, so a worker could not outlive it."""
     return placement_source != "slurm" and environ.get(ENABLE_VARIABLE, "1") != "0"
 
 
-def key(spec: dict[str, Any], environ: dict[str, str] | os._Environ[str]) -> str:
+def key(spec: dict[str, Any], environ: Mapping[str, str]) -> str:
     import attnbench
 
     digest = hashlib.sha256(f"{sys.executable} {os.getuid()}".encode())

@@ -61,7 +61,7 @@ def loop(config_path: Path, out_dir: Path) -> None:
         timed_step(command, lambda: io.write_json(target, run_job(command, spec), schema))
     names = run_config.shape_names(run)
     for name in names:
-        spec = json.loads(run_config.benchmark_spec(run, name))
+        spec = json.loads(run_config.benchmark_spec(run, name, str(out_dir / "ceilings.json")))
         timed_step(name, lambda: io.write_json(out_dir / f"bench-{name}.json", run_shape_fresh(spec), schemas / "bench.schema.yaml"))
 
     def compare_and_report() -> None:

@@ -91,12 +91,12 @@ def test_benchmark_spec_carries_everything_that_changes_a_result(tmp_path, monke
     config.update(device="cuda", candidates=["flash", "mykernels:attn"], reference="flash")
     run = run_config.effective(config)
     name = run["shapes"][0]["name"]
-    spec = json.loads(run_config.benchmark_spec(run, name))
+    spec = json.loads(run_config.benchmark_spec(run, name, "results/env/ceilings.json"))
     assert spec["shape"]["kv_heads"] == spec["shape"]["heads"] and spec["timing"] == config["timing"]
     before = spec["kernel_hashes"]["mykernels:attn"]
     (tmp_path / "mykernels.py").write_text("def attn(q, k, v, *, causal, scale):\n    return k\n")
     rerun = run_config.effective(config)  # the next snakemake invocation parses again
-    after = json.loads(run_config.benchmark_spec(rerun, name))["kernel_hashes"]["mykernels:attn"]
+    after = json.loads(run_config.benchmark_spec(rerun, name, "results/env/ceilings.json"))["kernel_hashes"]["mykernels:attn"]
     assert before != after
 
 

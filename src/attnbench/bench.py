@@ -17,16 +17,17 @@ from typing import Any
 
 import numpy as np
 
-from attnbench import __version__, candidates, clocks, lock, memory, timing
+from attnbench import __version__, audit, candidates, clocks, io, lock, memory, timing
 from attnbench.env import device_summary
 from attnbench.workloads import (
     DEFAULT_TOLERANCE,
     Shape,
+    check_output,
     flops,
     make_inputs,
     min_bytes,
     reference,
-    relative_error,
+    refill_inputs,
 )
 
 
@@ -76,23 +77,6 @@ def make_call(kernel: candidates.Kernel, inputs: tuple[Any, ...], backward: bool
     return forward_backward
 
 
-def check_output(result: Any, expected: list[Any], backward: bool, dtype: Any) -> tuple[float, str | None]:
-    """Relative error of the worst output, or a reason why the output cannot be compared."""
-    got = list(result) if backward else [result]
-    names = ["out", "dq", "dk", "dv"]
-    worst = 0.0
-    for name, value, want in zip(names, got, expected):
-        if not hasattr(value, "shape") or tuple(value.shape) != tuple(want.shape):
-            return (
-                float("nan"),
-                f"{name} has shape {tuple(getattr(value, 'shape', ()))}, expected {tuple(want.shape)}",
-            )
-        if value.dtype != dtype:
-            return float("nan"), f"{name} has dtype {value.dtype}, expected {dtype}"
-        worst = max(worst, relative_error(value, want))
-    return worst, None
-
-
 def prepare(
     name: str,
     shape: Shape,
@@ -118,7 +102,6 @@ def prepare(
                     torch.cuda.synchronize()
             first_call_ms = (time.perf_counter() - began) * 1e3
             error, mismatch = check_output(result, expected, backward, dtype)
-            del result
             if mismatch:
                 return empty_entry("incorrect", mismatch, tolerance=tolerance), None
             if not error <= tolerance:
@@ -128,13 +111,20 @@ def prepare(
                     else f"relative error {error:.3g} exceeds the {spec['dtype']} tolerance {tolerance:g}"
                 )
                 return empty_entry("incorrect", why, rel_error=error, tolerance=tolerance), None
+            # A copy: a kernel may hand back the same buffer every call.
+            first = [t.detach().clone() for t in audit.tensors(result)]
+            del result
+            repeat = audit.determinism(first, call())
+            del first
             memory.reset_peak(device)
             call()
             peak = memory.read_peak(device)
         except Exception as exc:  # noqa: BLE001 - classified below, never lost
             memory.release(device)
             return failure_entry(exc, [str(w.message) for w in seen]), None
-    entry = empty_entry("ok", None, rel_error=error, tolerance=tolerance, compile_ms=first_call_ms)
+    entry = empty_entry(
+        "ok", None, rel_error=error, tolerance=tolerance, compile_ms=first_call_ms, deterministic=repeat
+    )
     entry.update(peak)
     return entry, call
 
@@ -157,6 +147,8 @@ def run_shape(spec: dict[str, Any]) -> dict[str, Any]:
 
     device = spec["device"]
     require_device(device)
+    # The measured ceilings bound every result (attnbench.audit); read first, so a missing file fails early.
+    ceilings = io.read_json(spec["ceilings"]) if spec.get("ceilings") else None
     lock_state = lock.apply(spec.get("lock"))
     shape = Shape.from_config(spec["shape"])
     settings = timing.Settings.from_config(spec.get("timing"))
@@ -164,7 +156,8 @@ def run_shape(spec: dict[str, Any]) -> dict[str, Any]:
     dtype = getattr(torch, spec["dtype"])
     log(f"{shape.name}: {shape.as_dict()} {spec['dtype']} {mode} on {device}")
 
-    inputs = make_inputs(shape, dtype, device, int(lock_state["seed"]), mode == "forward_backward")
+    seed = int(lock_state["seed"])
+    inputs = make_inputs(shape, dtype, device, seed, mode == "forward_backward")
     expected = reference(shape, *inputs[:3], inputs[3] if mode == "forward_backward" else None)
     entries: dict[str, dict[str, Any]] = {}
     calls: dict[str, Callable[[], Any]] = {}
@@ -173,7 +166,6 @@ def run_shape(spec: dict[str, Any]) -> dict[str, Any]:
         log(f"  {name}: {entries[name]['status']} {entries[name]['reason'] or ''}".rstrip())
         if call is not None:
             calls[name] = call
-    del expected
 
     def on_failure(name: str, exc: BaseException) -> None:
         memory.release(device)
@@ -187,6 +179,7 @@ def run_shape(spec: dict[str, Any]) -> dict[str, Any]:
         )
     log(f"  timing: {measured.mode} ({measured.mode_reason}); warm-up {measured.warmup['reason']}")
     work = flops(shape, mode)
+    nbytes = min_bytes(shape, dtype.itemsize, mode)
     for name, values in measured.samples.items():
         if not values:
             entries[name] = empty_entry("error", f"no samples kept: {measured.stop_reason}")
@@ -205,6 +198,11 @@ def run_shape(spec: dict[str, Any]) -> dict[str, Any]:
         )
         log(f"  {name}: median {median:.4f} ms ±{rel_ci:.2%} over {len(values)} rounds")
     log(f"  stopped: {measured.stop_reason}")
+    limit = audit.bound(ceilings, spec["dtype"], work, nbytes, cold=measured.mode == "cold")
+    began = time.perf_counter()
+    audit_timed_work(entries, calls, measured, inputs, expected, limit, shape=shape, spec=spec, seed=seed)
+    audit_s = time.perf_counter() - began
+    log(f"  audit: {audit_s:.2f} s")
 
     return {
         "attnbench_version": __version__,
@@ -218,7 +216,81 @@ def run_shape(spec: dict[str, Any]) -> dict[str, Any]:
         "lock": lock_state,
         "kernel_hashes": spec.get("kernel_hashes", {}),
         "flops": work,
-        "min_bytes": min_bytes(shape, dtype.itemsize, mode),
+        "min_bytes": nbytes,
+        "bound": limit,
+        "audit_s": audit_s,
         "memory": memory.device_memory(device),
         "candidates": entries,
     }
+
+
+def audit_timed_work(
+    entries: dict[str, dict[str, Any]],
+    calls: dict[str, Callable[[], Any]],
+    measured: timing.Measurement,
+    inputs: tuple[Any, ...],
+    expected: list[Any],
+    limit: dict[str, Any] | None,
+    *,
+    shape: Shape,
+    spec: dict[str, Any],
+    seed: int,
+) -> None:
+    """After sampling: what each timed candidate ran, whether its timing was earned, and whether
+    the timed unit still computes its answer once the inputs change (attnbench.audit)."""
+    import torch
+
+    device = spec["device"]
+    backward = spec["mode"] == "forward_backward"
+    timeout = timing.Settings.from_config(spec.get("timing")).call_timeout_s
+    timed = [name for name in measured.samples if entries[name]["status"] == "ok"]
+    last: dict[str, Any] = {}
+    for name in timed:
+        entry = entries[name]
+        sampler = measured.samplers[name]
+        try:
+            with timing.deadline(timeout):
+                ran = audit.profile(calls[name], device)
+                last[name] = sampler.check_call()
+        except Exception as exc:  # noqa: BLE001 - classified, never lost
+            memory.release(device)
+            entries[name] = failure_entry(exc, [])
+            continue
+        median = entry["median_ms"]
+        entry["ran"] = ran | {
+            "device_share": None if ran["device_ms"] is None else ran["device_ms"] / median
+        }
+        if limit is not None:
+            entry["fraction_of_bound"] = limit["bound_ms"] / median
+        flags = audit.judge(median, ran, limit)
+        if flags:
+            entry.update(status="untrusted", reason="; ".join(flags))
+            log(f"  {name}: untrusted: {entry['reason']}")
+    refill_inputs(inputs, seed + 1)
+    fresh = reference(shape, *inputs[:3], inputs[3] if backward else None)
+    dtype = getattr(torch, spec["dtype"])
+    for name, previous in last.items():
+        sampler = measured.samplers[name]
+        try:
+            with timing.deadline(timeout):
+                audit.poison(previous, inputs)
+                result = sampler.check_call()
+                if device == "cuda":
+                    torch.cuda.synchronize()
+                why = audit.verify(
+                    result,
+                    fresh,
+                    expected,
+                    backward=backward,
+                    dtype=dtype,
+                    tolerance=entries[name]["tolerance"],
+                    graph=sampler.outputs is not None,
+                )
+        except Exception as exc:  # noqa: BLE001 - classified, never lost
+            memory.release(device)
+            entries[name] = failure_entry(exc, [])
+            continue
+        if why:
+            flagged = entries[name]["reason"] if entries[name]["status"] == "untrusted" else None
+            entries[name].update(status="incorrect", reason=f"{why}; also {flagged}" if flagged else why)
+            log(f"  {name}: incorrect: {why}")

@@ -1,7 +1,9 @@
-"""Measured device ceilings: what this device really does on dense matmul and on a plain copy.
+"""Measured device ceilings: what this device really does on dense matmul, a copy, a read and a write.
 
 Attention results are stated as fractions of these measured numbers rather than of datasheet peaks,
-with the same timing code that measures the candidates.
+with the same timing code that measures the candidates; the matmul and read ceilings also bound
+every result (attnbench.audit: a roofline). A copy (read + write) is not the ceiling of a kernel
+that mostly reads, so read bandwidth is measured on its own: a sum over a buffer many times the L2.
 """
 
 from __future__ import annotations
@@ -38,7 +40,10 @@ def measure_ceilings(
         calls[f"matmul_{name}"] = lambda a=a, b=b: a @ b
     src = torch.randn(copy_bytes // 4, generator=gen, device=device)
     dst = torch.empty_like(src)
+    sink = torch.empty((), device=device)
     calls["copy"] = lambda: dst.copy_(src)
+    calls["read"] = lambda: torch.sum(src, dim=0, out=sink)
+    calls["write"] = lambda: dst.fill_(1.0)
     failures: dict[str, str] = {}
     # Warm (no flush): the operands are far larger than the L2 anyway, and the ceilings are rates.
     settings = timing.Settings(mode="warm", min_rounds=int(config["rounds"]), max_time_s=20.0)
@@ -57,24 +62,33 @@ def measure_ceilings(
     method = f"median of {measured.rounds_run} interleaved rounds on {device} ({measured.stop_reason}), " + (
         "CUDA events, L2 not flushed" if device == "cuda" else "perf_counter_ns"
     )
-    matmul = {}
-    for name in dtypes:
-        median = float(np.median(samples[f"matmul_{name}"]))
-        matmul[name] = {
-            "tflops": 2 * n**3 / (median * 1e-3) / 1e12,
-            "size": n,
+
+    def ceiling(name: str, work: float, unit: str, what: str) -> dict[str, Any]:
+        median = float(np.median(samples[name]))
+        return {
+            unit: work / (median * 1e-3) / (1e12 if unit == "tflops" else 1e9),
             "median_ms": median,
-            "method": f"{n}x{n}x{n} torch.matmul, {method}",
+            # A rate's CI has the median's relative width: the bound widens its margin by it.
+            "rel_ci": timing.relative_half_width(measured.ci95[name], samples[name]),
+            "method": f"{what}, {method}",
         }
-        log(f"matmul {name}: {matmul[name]['tflops']:.1f} TFLOP/s")
-    median = float(np.median(samples["copy"]))
-    copy = {
-        "gbytes_per_s": 2 * copy_bytes / (median * 1e-3) / 1e9,
-        "bytes": copy_bytes,
-        "median_ms": median,
-        "method": f"device-to-device copy of {copy_bytes} bytes, bytes read + written, {method}",
+
+    matmul = {
+        name: {"size": n, **ceiling(f"matmul_{name}", 2 * n**3, "tflops", f"{n}x{n}x{n} torch.matmul")}
+        for name in dtypes
     }
-    log(f"copy: {copy['gbytes_per_s']:.1f} GB/s")
+    for name in dtypes:
+        log(f"matmul {name}: {matmul[name]['tflops']:.1f} TFLOP/s")
+    moved = {
+        "copy": (2 * copy_bytes, f"device-to-device copy of {copy_bytes} bytes, bytes read + written"),
+        "read": (copy_bytes, f"torch.sum over {copy_bytes} bytes, bytes read"),
+        "write": (copy_bytes, f"fill of {copy_bytes} bytes, bytes written"),
+    }
+    bandwidth = {
+        name: {"bytes": copy_bytes, **ceiling(name, work, "gbytes_per_s", what)}
+        for name, (work, what) in moved.items()
+    }
+    log(", ".join(f"{name}: {b['gbytes_per_s']:.1f} GB/s" for name, b in bandwidth.items()))
     identity = device_summary(device)
     return {
         "device": device,
@@ -82,5 +96,16 @@ def measure_ceilings(
         "device_info": identity,
         "lock": lock_state,
         "matmul": matmul,
-        "copy": copy,
+        **bandwidth,
+        "cache_bytes": _cache_bytes(device),
     }
+
+
+def _cache_bytes(device: str) -> int | None:
+    """The GPU's L2: inputs smaller than it may stay cached between warm or graph-replayed calls.
+    None on the CPU, whose caches the memory bound is then never applied against."""
+    if device != "cuda":
+        return None
+    import torch
+
+    return int(torch.cuda.get_device_properties(torch.cuda.current_device()).L2_cache_size)

@@ -101,8 +101,9 @@ def shape_names(run: dict[str, Any]) -> list[str]:
     return [shape["name"] for shape in run["shapes"]]
 
 
-def benchmark_spec(run: dict[str, Any], name: str) -> str:
-    """Everything that determines one shape's result; it is the rule's params, so a change reruns it."""
+def benchmark_spec(run: dict[str, Any], name: str, ceilings: str) -> str:
+    """Everything that determines one shape's result; it is the rule's params, so a change reruns it.
+    `ceilings` is the calibrate job's output, which bounds every result."""
     shape = run["shapes_by_name"][name]
     spec = {
         "shape": Shape.from_config(shape).as_dict(),
@@ -114,6 +115,7 @@ def benchmark_spec(run: dict[str, Any], name: str) -> str:
         "lock": lock.resolve(run.get("lock")),
         "tolerance": (run.get("tolerance") or {}).get(run["dtype"]),
         "kernel_hashes": run["kernel_hashes"],
+        "ceilings": ceilings,
     }
     return json.dumps(spec, sort_keys=True)
 

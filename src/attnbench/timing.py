@@ -129,11 +129,23 @@ class L2Flusher:
 
 @dataclass
 class Sampler:
-    """One candidate's unit of measurement: `before` (untimed), then `unit` = calls_per_sample calls."""
+    """One candidate's unit of measurement: `before` (untimed), then `unit` = calls_per_sample calls.
+
+    `outputs` holds what the unit's last call wrote where that persists between units (a CUDA
+    graph's static outputs), so the audit can check that a replay rewrites them; a per-call unit
+    returns its outputs instead."""
 
     unit: Call
     calls_per_sample: int = 1
     before: Call | None = None
+    outputs: Any = None
+
+    def check_call(self) -> Any:
+        """One unit made exactly as the timed ones are, and the outputs of its last call."""
+        if self.before is not None:
+            self.before()
+        result = self.unit()
+        return result if self.outputs is None else self.outputs
 
 
 class _HostClock:
@@ -294,7 +306,7 @@ class Measurement:
         }
 
 
-def capture_graph(call: Call, calls: int) -> Call:
+def capture_graph(call: Call, calls: int) -> Sampler:
     """A CUDA graph of `calls` unrolled calls; warmed on a side stream first, as capture requires."""
     import torch
 
@@ -307,8 +319,8 @@ def capture_graph(call: Call, calls: int) -> Call:
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
         for _ in range(calls):
-            call()
-    return graph.replay
+            outputs = call()
+    return Sampler(graph.replay, calls, outputs=outputs)
 
 
 def graph_calls(estimate_ms: float) -> int:
@@ -379,8 +391,8 @@ def _graph_samplers(
     for name, call in calls.items():
         k = graph_calls(estimates.get(name, GRAPH_BELOW_MS))
         try:
-            samplers[name] = Sampler(capture_graph(call, k), k)
-        except Exception as exc:  # noqa: BLE001 - reported through on_failure or re-raised
+            samplers[name] = capture_graph(call, k)
+        except Exception as exc:
             if on_failure is None:
                 raise
             on_failure(name, RuntimeError(f"cannot be captured in a CUDA graph: {type(exc).__name__}: {exc}"))

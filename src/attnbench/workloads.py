@@ -93,6 +93,17 @@ def make_inputs(shape: Shape, dtype: Any, device: str, seed: int, requires_grad:
     return q, k, v, dout
 
 
+def refill_inputs(inputs: tuple[Any, ...], seed: int) -> None:
+    """New random values written into the same tensors (same addresses, same strides), so that an
+    answer a kernel kept from earlier calls no longer fits the inputs it is given."""
+    import torch
+
+    gen = torch.Generator(device=inputs[0].device).manual_seed(seed)
+    with torch.no_grad():
+        for tensor in inputs:
+            tensor.copy_(torch.randn(tensor.shape, generator=gen, device=tensor.device, dtype=torch.float32))
+
+
 def reference(shape: Shape, q: Any, k: Any, v: Any, dout: Any | None) -> list[Any]:
     """Float64 attention (and its gradients when dout is given), computed a block of queries at a time."""
     import torch
@@ -142,3 +153,20 @@ def relative_error(got: Any, want: Any) -> float:
         return math.inf
     denom = torch.linalg.vector_norm(want).item()
     return torch.linalg.vector_norm(got64 - want).item() / (denom or 1.0)
+
+
+def check_output(result: Any, expected: list[Any], backward: bool, dtype: Any) -> tuple[float, str | None]:
+    """Relative error of the worst output, or a reason why the output cannot be compared."""
+    got = list(result) if backward else [result]
+    names = ["out", "dq", "dk", "dv"]
+    worst = 0.0
+    for name, value, want in zip(names, got, expected):
+        if not hasattr(value, "shape") or tuple(value.shape) != tuple(want.shape):
+            return (
+                float("nan"),
+                f"{name} has shape {tuple(getattr(value, 'shape', ()))}, expected {tuple(want.shape)}",
+            )
+        if value.dtype != dtype:
+            return float("nan"), f"{name} has dtype {value.dtype}, expected {dtype}"
+        worst = max(worst, relative_error(value, want))
+    return worst, None

@@ -1,4 +1,7 @@
 rule benchmark:
+    input:
+        # Every result is bounded by the measured ceilings (src/attnbench/audit.py).
+        ceilings="results/env/ceilings.json",
     output:
         "results/bench/{name}.json",
     log:
@@ -8,7 +11,7 @@ rule benchmark:
     resources:
         gpu=1,
     params:
-        spec=lambda wildcards: run_config.benchmark_spec(RUN, wildcards.name),
+        spec=lambda wildcards, input: run_config.benchmark_spec(RUN, wildcards.name, input.ceilings),
         env=JOB_ENV,
         schema=schema("bench"),
     shell:

@@ -1,0 +1,235 @@
+"""Was a timing earned? Checks that the time measured is the time of the work that gave the answer.
+
+Passing the first-call check against float64 is not enough: harnesses in this field have been
+fooled by kernels that return a kept answer, run their work on a stream the timer never waits for,
+or are silently left out of a CUDA graph whose stale output still passes. So, for every candidate
+that was timed:
+
+* ``verify``: after sampling, the inputs are refilled in place with new random values (same
+  tensors, same addresses), the outputs of the last timed unit are poisoned with NaN, and one unit
+  is run exactly as the timed ones were (in graph mode: a replay). Its output must match a fresh
+  float64 reference; otherwise the candidate is ``incorrect`` and the reason says what was seen.
+* ``profile``: one call under torch.profiler (CUPTI) followed by a marker kernel on the timing
+  stream: what ran (kernels, count, streams, device time), kernels still running on another stream
+  after the marker started (work the timer never waited for), and device time far above the
+  measured median (work outside the timed interval).
+* ``bound``: the attainable time of the shape from the measured ceilings (a roofline:
+  max(flops / matmul ceiling, bytes / read bandwidth)); a median below it beyond the ceilings' own
+  CI and ``BOUND_MARGIN`` is impossible.
+* ``determinism``: two calls on the same inputs compared bitwise.
+
+A result caught by ``profile`` or ``bound`` gets the status ``untrusted``: its samples are kept for
+inspection, but it is never ranked, never in autotune and never a ratchet improvement.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import tempfile
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from attnbench.workloads import check_output
+
+# Profiled device time of one call above this multiple of the measured median (plus PROFILE_SLACK_MS)
+# means work ran outside the timed interval. Honest candidates on an H200 stay below 1.2 (the
+# profiled call is warm, like the timed ones; docs/methodology.md), a kernel on an unjoined stream
+# reads hundreds.
+PROFILE_EXCESS = 1.5
+PROFILE_SLACK_MS = 0.005
+# A median faster than the roofline bound by more than this (plus the binding ceiling's own 95% CI)
+# is impossible: measured ceilings are within about 2% of what a tuned kernel reaches, and the best
+# honest attention kernels reach 87-90% of the matmul ceiling (docs/methodology.md).
+BOUND_MARGIN = 0.10
+DEVICE_EVENTS = ("kernel", "gpu_memcpy", "gpu_memset")
+NAME_CHARS = 60
+
+
+def tensors(result: Any) -> list[Any]:
+    """The tensors among a call's outputs (one tensor, or a tuple of output and gradients)."""
+    items = result if isinstance(result, (tuple, list)) else [result]
+    return [item for item in items if hasattr(item, "untyped_storage")]
+
+
+def poison(result: Any, inputs: tuple[Any, ...]) -> None:
+    """NaN into every floating output that is not an input's storage: an output the next call does
+    not rewrite then fails the check instead of passing with a stale answer."""
+    import torch
+
+    kept = {t.untyped_storage().data_ptr() for t in inputs}
+    with torch.no_grad():
+        for tensor in tensors(result):
+            if tensor.is_floating_point() and tensor.untyped_storage().data_ptr() not in kept:
+                tensor.fill_(float("nan"))
+
+
+def verify(
+    result: Any,
+    expected_now: list[Any],
+    expected_before: list[Any],
+    *,
+    backward: bool,
+    dtype: Any,
+    tolerance: float,
+    graph: bool,
+) -> str | None:
+    """Why the output of the check unit (run after the inputs were refilled) is wrong, or None."""
+    error, mismatch = check_output(result, expected_now, backward, dtype)
+    if mismatch:
+        return f"timed work not verified: after the inputs were refilled, {mismatch}"
+    if error <= tolerance:
+        return None
+    if any(t.isnan().all().item() for t in tensors(result)):
+        made = "a replay of the timed CUDA graph" if graph else "a call made as the timed calls are"
+        return (
+            f"timed work not verified: output not rewritten by {made} (it still holds the NaN "
+            "written into it before that call)"
+        )
+    before, _ = check_output(result, expected_before, backward, dtype)
+    if before <= tolerance:
+        return (
+            "timed work not verified: answer did not change with the inputs (after new values were "
+            f"written into the same input tensors it still matches the old inputs' reference, rel. "
+            f"error {before:.2g}, and is off the new one by {error:.2g})"
+        )
+    return f"timed work not verified: relative error {error:.3g} after the inputs were refilled"
+
+
+def determinism(first: Any, second: Any) -> dict[str, Any]:
+    """Two calls on the same inputs, bitwise: kernels with atomics or split reductions differ."""
+    import torch
+
+    pairs = list(zip(tensors(first), tensors(second)))
+    identical = all(torch.equal(a, b) for a, b in pairs)
+    largest = 0.0
+    if not identical:
+        largest = max(
+            float((a.double() - b.double()).abs().nan_to_num(nan=math.inf).max().item())
+            for a, b in pairs
+            if a.numel()
+        )
+    return {"identical": identical, "max_abs_diff": largest}
+
+
+def short_name(name: str) -> str:
+    """A kernel's name without return type, namespaces, template arguments and parameters."""
+    name = re.sub(r"^void |\(anonymous namespace\)::", "", name.strip())
+    name = re.split(r"[<(]", name, maxsplit=1)[0].split("::")[-1] or name
+    return name[:NAME_CHARS]
+
+
+def profile(call: Any, device: str) -> dict[str, Any]:
+    """What one call ran, seen by torch.profiler after a warm call (the timed calls are warm too)."""
+    import torch
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    call()
+    if device != "cuda":
+        with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+            call()
+        ops = [e.name for e in prof.events() if e.cpu_parent is None]
+        return _summary("torch.profiler, top-level CPU operators", ops, streams=None, device_ms=None)
+    torch.cuda.synchronize()
+    with torch_profile(activities=[ProfilerActivity.CUDA]) as prof:
+        call()
+        torch.cuda._sleep(1)  # the marker: the last launch, on the stream the timing events use
+        torch.cuda.synchronize()
+    with tempfile.TemporaryDirectory() as folder:
+        trace = Path(folder) / "trace.json"
+        prof.export_chrome_trace(str(trace))
+        events = json.loads(trace.read_text()).get("traceEvents", [])
+    device_events = [e for e in events if e.get("cat") in DEVICE_EVENTS and "dur" in e]
+    if not device_events:
+        return _summary("torch.profiler (CUPTI)", [], streams=[], device_ms=0.0)
+    marker = max(device_events, key=lambda e: e.get("args", {}).get("correlation", -1))
+    work = [e for e in device_events if e is not marker]
+    stream = marker.get("args", {}).get("stream")
+    unjoined = [
+        e for e in work if e.get("args", {}).get("stream") != stream and e["ts"] + e["dur"] > marker["ts"]
+    ]
+    summary = _summary(
+        "torch.profiler (CUPTI)",
+        [e["name"] for e in work],
+        streams=sorted({e.get("args", {}).get("stream") for e in work} - {None}),
+        device_ms=_busy_us(work) / 1e3,
+    )
+    summary["unjoined_kernels"] = sorted({short_name(e["name"]) for e in unjoined})
+    return summary
+
+
+def _busy_us(events: list[dict[str, Any]]) -> float:
+    """Time the device was running any of the events (overlaps counted once)."""
+    busy, end = 0.0, -math.inf
+    for start, stop in sorted((e["ts"], e["ts"] + e["dur"]) for e in events):
+        if stop > end:
+            busy += stop - max(start, end)
+            end = stop
+    return busy
+
+
+def _summary(source: str, names: list[str], *, streams: list[Any] | None, device_ms: float | None) -> dict[str, Any]:
+    counts = Counter(short_name(name) for name in names)
+    return {
+        "source": source,
+        "kernels": [{"name": name, "count": count} for name, count in counts.most_common()],
+        "kernels_per_call": len(names),
+        "streams": None if streams is None else len(streams),
+        "device_ms": device_ms,
+        "unjoined_kernels": [],
+    }
+
+
+def bound(ceilings: dict[str, Any] | None, dtype: str, flops: float, nbytes: int, cold: bool) -> dict[str, Any] | None:
+    """The shape's attainable time from the measured ceilings (a roofline), or None without them.
+
+    The memory term uses the HBM read bandwidth and applies when the inputs cannot stay in the
+    cache between calls: in cold mode (flushed), or when they are larger than the cache."""
+    if not ceilings or dtype not in ceilings.get("matmul", {}):
+        return None
+    matmul = ceilings["matmul"][dtype]
+    compute_ms = flops / (matmul["tflops"] * 1e12) * 1e3
+    terms = {"compute": (compute_ms, matmul.get("rel_ci"))}
+    read = ceilings.get("read")
+    cache = ceilings.get("cache_bytes")
+    resident = not cold and (cache is None or nbytes <= cache)
+    if read and not resident:
+        terms["memory"] = (nbytes / (read["gbytes_per_s"] * 1e9) * 1e3, read.get("rel_ci"))
+    limited_by = max(terms, key=lambda k: terms[k][0])
+    bound_ms, rel_ci = terms[limited_by]
+    return {
+        "bound_ms": bound_ms,
+        "limited_by": limited_by,
+        "intensity": flops / nbytes if nbytes else None,
+        "ceiling_rel_ci": rel_ci or 0.0,
+        "memory_term": "memory" in terms,
+    }
+
+
+def judge(median_ms: float, ran: dict[str, Any], limit: dict[str, Any] | None) -> list[str]:
+    """Reasons this timing was not earned; empty when nothing is wrong."""
+    reasons = []
+    if ran["unjoined_kernels"]:
+        reasons.append(
+            "work the timer never waited for: kernels still running on another stream after the "
+            f"call returned to the timing stream ({', '.join(ran['unjoined_kernels'][:3])})"
+        )
+    device_ms = ran["device_ms"]
+    if device_ms is not None and device_ms > PROFILE_EXCESS * median_ms + PROFILE_SLACK_MS:
+        reasons.append(
+            f"work outside the timed interval: the profiler saw {device_ms:.4g} ms of device time per "
+            f"call, {device_ms / median_ms:.1f}x the measured median {median_ms:.4g} ms "
+            f"(limit {PROFILE_EXCESS:g}x)"
+        )
+    if limit is not None:
+        fraction = limit["bound_ms"] / median_ms
+        allowed = 1.0 + BOUND_MARGIN + limit["ceiling_rel_ci"]
+        if fraction > allowed:
+            reasons.append(
+                f"faster than measured physics: {fraction:.0%} of the attainable bound "
+                f"({limit['limited_by']}-bound, {limit['bound_ms']:.4g} ms; allowed {allowed:.0%})"
+            )
+    return reasons

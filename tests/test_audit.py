@@ -1,0 +1,192 @@
+"""A result the kernel did not earn is never reported: dishonest kernels are caught, honest ones pass."""
+
+import json
+
+import pytest
+
+from attnbench import SCHEMA_VERSION, audit, io
+from attnbench.bench import run_shape
+from attnbench.report import summary_frame
+from attnbench.stats import compare_shape
+from conftest import ROOT, SCHEMAS
+
+SHAPE = {"name": "tiny", "batch": 1, "heads": 2, "kv_heads": 2, "seq": 64, "seq_kv": 64, "dim": 16, "causal": True}
+FAST = {"warmup": 1, "warmup_max_s": 0.2, "min_rounds": 4, "max_rounds": 4}
+
+
+def spec(candidates, device="cpu", dtype="float32", timing=None, **overrides):
+    return {
+        "shape": SHAPE,
+        "device": device,
+        "dtype": dtype,
+        "mode": "forward",
+        "candidates": candidates,
+        "timing": {**FAST, **(timing or {})},
+        "lock": {"seed": 0},
+        **overrides,
+    }
+
+
+@pytest.fixture
+def kernels(monkeypatch, locked_env):
+    monkeypatch.syspath_prepend(str(ROOT / "tests"))
+
+
+def check_schema(result):
+    io.validate({"schema": SCHEMA_VERSION, **io.jsonable(result)}, SCHEMAS / "bench.schema.yaml", source="result")
+
+
+def test_kernels_that_keep_their_answer_are_incorrect_with_what_was_seen(kernels):
+    result = run_shape(
+        spec(["math", "dishonest_kernels:keeps_answer", "dishonest_kernels:writes_once", "dishonest_kernels:honest"])
+    )
+    check_schema(result)
+    entries = result["candidates"]
+    assert entries["math"]["status"] == "ok"
+    assert entries["dishonest_kernels:honest"]["status"] == "ok"
+    kept = entries["dishonest_kernels:keeps_answer"]
+    assert kept["status"] == "incorrect"
+    assert "answer did not change with the inputs" in kept["reason"]
+    once = entries["dishonest_kernels:writes_once"]
+    assert once["status"] == "incorrect"
+    assert "output not rewritten by a call made as the timed calls are" in once["reason"]
+    # both passed the first-call check and were timed: only the audit can have caught them
+    assert kept["rel_error"] < 1e-5 and kept["samples_ms"] and once["samples_ms"]
+
+
+def test_every_timed_candidate_records_what_ran_and_determinism(kernels):
+    result = run_shape(spec(["math", "examples.kernels:naive_attention"]))
+    check_schema(result)
+    for entry in result["candidates"].values():
+        ran = entry["ran"]
+        assert ran["kernels_per_call"] > 0 and ran["kernels"][0]["count"] >= 1
+        assert ran["streams"] is None and ran["device_ms"] is None  # the CPU has neither
+        assert entry["deterministic"]["identical"] is True
+        assert entry["deterministic"]["max_abs_diff"] == 0.0
+    names = {k["name"] for k in result["candidates"]["examples.kernels:naive_attention"]["ran"]["kernels"]}
+    assert {"softmax", "matmul"} <= names
+
+
+def test_a_result_above_the_measured_bound_is_untrusted_and_never_ranked(kernels, tmp_path):
+    """A ceiling of 1 MFLOP/s makes every honest CPU result 'faster than physics'."""
+    ceilings = {"matmul": {"float32": {"tflops": 1e-6, "rel_ci": 0.01}}, "cache_bytes": None}
+    path = tmp_path / "ceilings.json"
+    path.write_text(json.dumps(ceilings))
+    result = run_shape(spec(["math", "dishonest_kernels:honest"], ceilings=str(path)))
+    check_schema(result)
+    assert result["bound"]["limited_by"] == "compute" and result["bound"]["memory_term"] is False
+    honest = result["candidates"]["dishonest_kernels:honest"]
+    assert honest["status"] == "untrusted"
+    assert "faster than measured physics" in honest["reason"]
+    assert honest["fraction_of_bound"] > 1.11 and honest["samples_ms"]
+    compared = compare_shape(result, "math")
+    assert compared["comparisons"] == []
+    frame = summary_frame([result], [compared], {"matmul": ceilings["matmul"], "copy": {}}, alpha=0.05)
+    assert not frame["fastest"].any()
+
+
+def test_bounds_follow_the_roofline_and_the_cache():
+    ceilings = {
+        "matmul": {"bfloat16": {"tflops": 100.0, "rel_ci": 0.01}},
+        "read": {"gbytes_per_s": 1000.0, "rel_ci": 0.02},
+        "cache_bytes": 50 * 2**20,
+    }
+    # 1e9 flops at 100 TFLOP/s = 0.01 ms; 1e9 bytes at 1 TB/s = 1 ms: memory-bound
+    big = audit.bound(ceilings, "bfloat16", 1e9, 10**9, cold=False)
+    assert big["limited_by"] == "memory" and big["bound_ms"] == pytest.approx(1.0)
+    assert big["intensity"] == pytest.approx(1.0) and big["ceiling_rel_ci"] == 0.02
+    # inputs that fit in the L2 may stay there between warm calls: no memory term then...
+    small = audit.bound(ceilings, "bfloat16", 1e9, 10**6, cold=False)
+    assert small["limited_by"] == "compute" and small["memory_term"] is False
+    # ...but a flushed (cold) call reads them from memory
+    assert audit.bound(ceilings, "bfloat16", 1e9, 2 * 10**7, cold=True)["limited_by"] == "memory"
+    assert audit.bound(ceilings, "float16", 1e9, 10**9, cold=True) is None
+    assert audit.bound(None, "bfloat16", 1e9, 10**9, cold=True) is None
+
+
+def ran(device_ms, unjoined=()):
+    return {"device_ms": device_ms, "unjoined_kernels": list(unjoined)}
+
+
+def test_judge_names_each_kind_of_unearned_result():
+    limit = {"bound_ms": 1.0, "limited_by": "memory", "ceiling_rel_ci": 0.02}
+    assert audit.judge(1.0, ran(0.95), limit) == []
+    assert audit.judge(0.9, ran(0.95), limit) == []  # 111% of the bound: inside the margin and CI
+    (why,) = audit.judge(0.5, ran(0.45), limit)
+    assert why.startswith("faster than measured physics: 200% of the attainable bound (memory-bound")
+    (why,) = audit.judge(0.01, ran(0.9), None)
+    assert "work outside the timed interval" in why and "90.0x the measured median" in why
+    reasons = audit.judge(0.01, ran(0.9, ["flash_fwd_kernel"]), None)
+    assert "never waited for" in reasons[0] and "flash_fwd_kernel" in reasons[0]
+    assert audit.judge(0.01, ran(None), None) == []  # the CPU: no device time to compare
+
+
+def test_busy_time_counts_overlapping_kernels_once():
+    events = [{"ts": 0, "dur": 10}, {"ts": 5, "dur": 10}, {"ts": 30, "dur": 5}, {"ts": 31, "dur": 1}]
+    assert audit._busy_us(events) == 20
+
+
+@pytest.mark.parametrize(
+    "raw, short",
+    [
+        ("void at::native::(anonymous namespace)::cunn_SoftMaxForward<4, float>(float*, float const*, int)", "cunn_SoftMaxForward"),
+        ("void flash::flash_fwd_kernel<Flash_fwd_kernel_traits<128, 128>, true>(Flash_fwd_params)", "flash_fwd_kernel"),
+        ("triton_tem_fused_0", "triton_tem_fused_0"),
+        ("aten::softmax", "softmax"),
+    ],
+)
+def test_kernel_names_are_shortened(raw, short):
+    assert audit.short_name(raw) == short
+
+
+def test_determinism_reports_the_largest_difference():
+    import torch
+
+    a = torch.zeros(4)
+    assert audit.determinism((a,), (a.clone(),)) == {"identical": True, "max_abs_diff": 0.0}
+    b = a.clone()
+    b[2] = 0.25
+    assert audit.determinism(a, b) == {"identical": False, "max_abs_diff": 0.25}
+
+
+def test_poison_spares_the_inputs():
+    import torch
+
+    q = torch.ones(3)
+    out = torch.ones(3)
+    audit.poison((out, q[:2]), (q,))
+    assert out.isnan().all() and not q.isnan().any()
+
+
+# --------------------------------------------------------------------------------------- on a GPU
+
+GPU_SHAPE = {"name": "g", "batch": 4, "heads": 16, "kv_heads": 16, "seq": 2048, "seq_kv": 2048, "dim": 128, "causal": False}
+
+
+def gpu_spec(candidates, mode):
+    return spec(candidates, device="cuda", dtype="bfloat16", timing={"mode": mode, "max_time_s": 2}, shape=GPU_SHAPE)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("mode", ["cold", "warm", "graph"])
+def test_gpu_dishonest_kernels_are_caught_and_honest_ones_pass(kernels, mode):
+    names = ["flash", "cudnn", "efficient", "flex", "dishonest_kernels:keeps_answer", "dishonest_kernels:skips_graph_capture"]
+    if mode != "graph":  # a stream that never joins cannot be captured into a graph at all
+        names.append("dishonest_kernels:unjoined_stream")
+    result = run_shape(gpu_spec(names, mode))
+    check_schema(result)
+    entries = result["candidates"]
+    for name in ("flash", "cudnn", "efficient", "flex"):
+        assert entries[name]["status"] == "ok", (name, entries[name]["reason"])
+        assert entries[name]["ran"]["unjoined_kernels"] == []
+    assert entries["dishonest_kernels:keeps_answer"]["status"] == "incorrect"
+    assert "did not change with the inputs" in entries["dishonest_kernels:keeps_answer"]["reason"]
+    skipped = entries["dishonest_kernels:skips_graph_capture"]
+    if mode == "graph":
+        assert skipped["status"] == "incorrect" and "not rewritten by a replay" in skipped["reason"]
+    else:
+        assert skipped["status"] == "ok"  # eager calls do the work: nothing to catch
+    if mode != "graph":
+        unjoined = entries["dishonest_kernels:unjoined_stream"]
+        assert unjoined["status"] == "untrusted"
+        assert "never waited for" in unjoined["reason"]

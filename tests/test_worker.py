@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -91,6 +92,78 @@ def test_a_failed_candidate_retires_the_worker(worker_env):
     assert wait_until(lambda: not alive(by["pid"]))
     _, by_next = worker.run("fingerprint", FINGERPRINT, worker_env, log=print)
     assert by_next["pid"] != by["pid"] and by_next["jobs_before"] == 0
+
+
+def job(command, spec, out, workdir, sockets):
+    """One job as the workflow runs it: `python -m attnbench` in its working directory."""
+    argv = [sys.executable, "-m", "attnbench", command, "--spec", json.dumps(spec), "--out", out]
+    env = {**os.environ, "ATTNBENCH_LEASE_DIR": str(sockets)}
+    return subprocess.run(
+        argv, check=False, cwd=workdir, env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+def served_by(path):
+    return json.loads(Path(path).read_text())["process"]["worker"]
+
+
+def moved(directory):
+    directory.rename(directory.with_name("moved"))
+
+
+@pytest.mark.parametrize("replace", [shutil.rmtree, moved], ids=["removed", "moved"])
+def test_a_directory_replaced_at_the_same_path_gets_a_fresh_worker(worker_env, replace):
+    """Found on an H200: a CI workspace wiped and recreated at the same path while the last run's worker
+    idled; that worker resolved the new run's relative paths in its own, removed, directory."""
+    work, sockets = worker_env / "work", worker_env / "sockets"
+    bench = work / "results/bench/s64.json"
+    compare = {"bench": "results/bench/s64.json", "bench_schema": None, "reference": "math",
+               "stats": {"n_resamples": 200}}  # fmt: skip
+    work.mkdir()
+    assert job("benchmark", benchmark_spec(["math", "flash"], 0.3), str(bench), work, sockets).returncode == 0
+    assert job("compare", compare, "c.json", work, sockets).returncode == 0
+    before = served_by(work / "c.json")
+    assert before["jobs_before"] == 1  # the compare ran in the benchmark's worker
+    saved = bench.read_bytes()
+    replace(work)
+    bench.parent.mkdir(parents=True)
+    bench.write_bytes(saved)
+    rerun = job("compare", compare, "c.json", work, sockets)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"worker pid {before['pid']} did not start in this job's directory" in rerun.stderr
+    after = served_by(work / "c.json")
+    assert after["pid"] != before["pid"] and after["jobs_before"] == 0
+    assert wait_until(lambda: not alive(before["pid"])), "the stale worker stays"
+
+
+KERNEL = """from pathlib import Path
+
+import torch.nn.functional as F
+
+FACTOR = float((Path(__file__).parent / "factor.txt").read_text())
+
+
+def attention(q, k, v, *, causal, scale):
+    return F.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=scale) * FACTOR
+"""
+
+
+def test_directories_with_the_same_files_never_share_a_worker(worker_env, monkeypatch):
+    """Same kernel source, same spec: only the directory tells the jobs apart, and its data file
+    decides whether the kernel is correct."""
+    spec = benchmark_spec(["math", "dir_kernel:attention"], 0.2)
+    results = []
+    for name, factor in [("a", "1"), ("b", "2"), ("a", "1")]:
+        directory = worker_env / name
+        directory.mkdir(exist_ok=True)
+        (directory / "dir_kernel.py").write_text(KERNEL)
+        (directory / "factor.txt").write_text(factor)
+        monkeypatch.chdir(directory)
+        document, by = worker.run("benchmark", spec, worker_env / "sockets", log=print)
+        results.append((document["candidates"]["dir_kernel:attention"]["status"], by["pid"]))
+    (a_status, a_pid), (b_status, b_pid), (again_status, again_pid) = results
+    assert (a_status, b_status, again_status) == ("ok", "incorrect", "ok")
+    assert a_pid == again_pid != b_pid
 
 
 def test_key_changes_with_what_the_worker_would_run():

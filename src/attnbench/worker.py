@@ -16,8 +16,15 @@ What a shape still gets to itself:
 - the GPU: the job holds the GPU lease while the worker measures for it, and if the job dies
   mid-shape the worker exits at once, so the GPU is idle again when the lease is free.
 
-Protocol: one request per connection on a Unix socket, JSON lines. Job -> worker: {"command", "spec"}.
-Worker -> job: {"hello": pid, ...}, then {"log": line}..., then {"result": document} or {"error": text}.
+The job's directory: each request runs in the directory the worker started in, and only if that is
+the job's working directory (same device and inode), so relative paths, user kernel imports and the
+git commit are the job's. A directory removed or moved and another made at the same path (a CI
+workspace wiped between runs) has the same key but another inode: the worker answers "stale" and
+exits, and the job starts a fresh one.
+
+Protocol: one request per connection on a Unix socket, JSON lines. Job -> worker: {"command", "spec",
+"directory": [device, inode]}. Worker -> job: {"hello": pid, ...}, then {"log": line}..., then
+{"result": document} or {"error": text}, or at once {"stale": where the worker's directory is now}.
 """
 
 from __future__ import annotations
@@ -51,9 +58,19 @@ class WorkerError(RuntimeError):
     """The worker could not be started, or died while it measured this job's shape."""
 
 
+class StaleWorker(WorkerError):
+    """The worker for this key started in another directory than the job's, now at the same path."""
+
+
 def enabled(environ: Mapping[str, str], placement_source: str) -> bool:
     """Under SLURM a job's allocation ends with the job, so a worker could not outlive it."""
     return placement_source != "slurm" and environ.get(ENABLE_VARIABLE, "1") != "0"
+
+
+def identity(directory: int | str = ".") -> list[int]:
+    """Device and inode: which directory this is, where a path only says where one is now."""
+    status = os.stat(directory)
+    return [status.st_dev, status.st_ino]
 
 
 def key(spec: dict[str, Any], environ: Mapping[str, str]) -> str:
@@ -74,6 +91,7 @@ def run(
 
     Jobs that share a worker take turns on a lock next to its socket; on a GPU the lease already
     makes them take turns, on the CPU it queues them (which also keeps their timings apart)."""
+    request = {"command": command, "spec": spec, "directory": identity()}
     path = socket_dir / f"worker-{key(spec, os.environ)}.sock"
     path.parent.mkdir(parents=True, exist_ok=True)
     turn = os.open(path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -83,13 +101,17 @@ def run(
         except BlockingIOError:
             log(f"waiting for worker {path.name}: another job of this run is using it")
             fcntl.flock(turn, fcntl.LOCK_EX)  # released when this returns, or when this process dies
-        return _request(path, command, spec, log)
+        try:
+            return _request(path, request, log)
+        except StaleWorker as exc:
+            log(f"{exc}: it exits, and this job starts a fresh one")
+            return _request(path, request, log)
     finally:
         os.close(turn)
 
 
 def _request(
-    path: Path, command: str, spec: dict[str, Any], log: Callable[[str], None]
+    path: Path, request: dict[str, Any], log: Callable[[str], None]
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     connection = _connect(path, log)
     with connection, connection.makefile("rw", encoding="utf-8") as stream:
@@ -98,13 +120,18 @@ def _request(
             raise WorkerError(f"worker at {path} did not answer")
         worker = {"pid": hello["hello"], "log": hello["log"], "jobs_before": hello["served"]}
         log(f"running in worker pid {worker['pid']} after {worker['jobs_before']} jobs (log {worker['log']})")
-        _send(stream, {"command": command, "spec": spec})
+        _send(stream, request)
         for line in stream:
             message = json.loads(line)
             if "log" in message:
                 print(message["log"], file=sys.stderr, end="", flush=True)
             elif "result" in message:
                 return message["result"], worker
+            elif "stale" in message:
+                raise StaleWorker(
+                    f"worker pid {worker['pid']} did not start in this job's directory {os.getcwd()}"
+                    f" but in one that {message['stale']}"
+                )
             else:
                 raise WorkerError(f"worker pid {worker['pid']}: {message.get('error')}")
     raise WorkerError(f"worker pid {worker['pid']} died while running this job (its log: {worker['log']})")
@@ -162,12 +189,23 @@ def _send(stream: TextIO, message: dict[str, Any]) -> None:
 
 
 def serve(path: Path, idle_s: float) -> None:
-    """The worker: answer requests one at a time until idle for `idle_s` or a job retires it."""
+    """The worker: answer requests one at a time until idle for `idle_s`, or a job retires it or finds
+    it stale."""
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(str(path))
     listener.listen(4)
     listener.settimeout(idle_s)
+    # Held open, the directory keeps its inode even if it is removed: no other directory can take it.
+    home = os.open(".", os.O_RDONLY | os.O_DIRECTORY)
     hello = {"hello": os.getpid(), "log": str(path.with_suffix(".log")), "served": 0}
+
+    def stop_listening() -> None:
+        """Before a retiring worker's last answer: the job that reads it may start the next worker at
+        `path` at once, whose socket this must not remove."""
+        if listener.fileno() != -1:
+            listener.close()
+            path.unlink(missing_ok=True)
+
     try:
         while True:
             try:
@@ -179,17 +217,43 @@ def serve(path: Path, idle_s: float) -> None:
                 request = json.loads(stream.readline() or "{}")
                 if "spec" not in request:
                     continue
-                retire = _answer(connection, stream, request["command"], request["spec"])
-                hello["served"] += 1
+                os.fchdir(home)  # a user kernel may have left the worker elsewhere
+                if request["directory"] != identity(home):
+                    answer, retire = {"stale": _whereabouts()}, True
+                else:
+                    answer = _answer(connection, stream, request["command"], request["spec"])
+                    retire = _retires(request["command"], answer)
+                    hello["served"] += 1
+                if retire:
+                    stop_listening()
+                _send(stream, answer)
             if retire:
                 return
     finally:
-        listener.close()
-        path.unlink(missing_ok=True)
+        stop_listening()
 
 
-def _answer(connection: socket.socket, stream: TextIO, command: str, spec: dict[str, Any]) -> bool:
-    """Run one job for the job process at the other end; True when the worker should retire after it."""
+def _whereabouts() -> str:
+    """The worker's own directory, for a job that finds another at its path."""
+    try:
+        return f"is now at {os.getcwd()}"
+    except FileNotFoundError:
+        return "has been removed"
+
+
+def _retires(command: str, answer: dict[str, Any]) -> bool:
+    """After an error, or a benchmark where a candidate ended in error or timeout (its CUDA context
+    may be poisoned)."""
+    if "result" not in answer:
+        return True
+    statuses = {entry["status"] for entry in answer["result"].get("candidates", {}).values()}
+    return command == "benchmark" and bool(statuses & set(RETIRING_STATUSES))
+
+
+def _answer(
+    connection: socket.socket, stream: TextIO, command: str, spec: dict[str, Any]
+) -> dict[str, Any]:
+    """Run one job for the job process at the other end: the message that answers it."""
     connection.settimeout(None)
     done = threading.Event()
 
@@ -203,15 +267,11 @@ def _answer(connection: socket.socket, stream: TextIO, command: str, spec: dict[
     threading.Thread(target=exit_if_the_job_dies, daemon=True).start()
     try:
         with _logs_to(stream):
-            document = run_job(command, spec)
+            return {"result": run_job(command, spec)}
     except Exception as exc:  # noqa: BLE001 - the job reports it; this worker retires
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    finally:
         done.set()
-        _send(stream, {"error": f"{type(exc).__name__}: {exc}"})
-        return True
-    done.set()
-    _send(stream, {"result": document})
-    statuses = {entry["status"] for entry in document.get("candidates", {}).values()}
-    return command == "benchmark" and bool(statuses & set(RETIRING_STATUSES))
 
 
 def run_job(command: str, spec: dict[str, Any]) -> dict[str, Any]:

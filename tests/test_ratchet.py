@@ -154,6 +154,15 @@ def test_a_crash_is_failed_never_a_regression_and_the_gate_says_2():
     assert "Failed in this run" in ratchet.comment(document)
 
 
+def test_an_untrusted_result_is_never_an_improvement():
+    """A timing the audit caught (say, 50x faster through work on an unjoined stream) fails the gate."""
+    now = bench("s1", {"flash": 0.04, "math": 3.0}, seed=11)
+    now["candidates"]["flash"].update(status="untrusted", reason="work the timer never waited for")
+    document = judge(baseline_of(*BASE), now)
+    assert verdicts(document)[("s1", "flash")] == "failed" and document["counts"]["improvement"] == 0
+    assert ratchet.gate(document)[0] == 2
+
+
 def test_unsupported_in_both_runs_is_unchanged():
     base = bench("s1", {"flash": "unsupported", "math": 3.0}, seed=1)
     found = verdicts(judge(baseline_of(base), bench("s1", {"flash": "unsupported", "math": 3.0}, seed=2)))

@@ -428,3 +428,33 @@ def test_autotune_escapes_candidate_names(tied_run: dict[str, Any]) -> None:
     for table in re.findall(r"(?:^\|.*\n)+", md, flags=re.M):  # the twin's | did not split a cell
         widths = {len(re.findall(r"(?<!\\)\|", line)) for line in table.splitlines()}
         assert len(widths) == 1, table
+
+
+def test_untrusted_results_are_shown_with_their_reason_and_never_ranked(tmp_path: Path) -> None:
+    cheat = "cheat:unjoined"
+    why = "work the timer never waited for: kernels still running on another stream"
+    shape_candidates = {"s1024_d64": {**CANDIDATES, cheat: ("untrusted", 20000.0, why, False)}}
+    kwargs = write_run(tmp_path, shape_candidates=shape_candidates)
+    build_report(**kwargs)
+    summary = pd.read_csv(kwargs["out"]["csv"])
+    row = summary[(summary["shape"] == "s1024_d64") & (summary["candidate"] == cheat)].iloc[0]
+    assert row["status"] == "untrusted" and not row["fastest"]
+    assert summary[(summary["shape"] == "s1024_d64") & summary["fastest"]]["candidate"].tolist() == ["flash"]
+    autotune = pd.read_csv(kwargs["out"]["autotune"], dtype=str, keep_default_na=False)
+    assert cheat not in " ".join(autotune["fastest"].tolist() + autotune["tied"].tolist())
+    md = _text(kwargs, "md")
+    not_ok = md.split("## Candidates that did not produce a valid result", 1)[1].split("\n## ", 1)[0]
+    assert f"| {cheat} | untrusted | {why} | s1024\\_d64 |" in not_ok
+
+
+def test_what_ran_shows_kernels_streams_and_bitwise_repeatability(run: dict[str, Any]) -> None:
+    summary = pd.read_csv(run["out"]["csv"])
+    flash = summary[summary["candidate"] == "flash"].iloc[0]
+    assert flash["kernels"] == "kernel_420" and flash["kernels_per_call"] == 1 and flash["streams"] == 1
+    assert not flash["bitwise_repeatable"] and flash["max_abs_diff"] == pytest.approx(2e-3)
+    md = _text(run, "md")
+    ran = md.split("## What ran", 1)[1].split("\n## ", 1)[0]
+    assert "| flash | 3 | 1 | 1 | 97.0% | no (max diff 0.00200) | kernel\\_420 |" in ran
+    assert "| math | 3 | 1 | 1 | 97.0% | yes | kernel\\_60 |" in ran
+    # the roofline is stated per result: a share of the attainable bound, with the binding roof
+    assert summary["intensity"].notna().all()

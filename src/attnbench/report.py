@@ -45,7 +45,9 @@ COLUMNS = [
     "shape", *SHAPE_FIELDS, "dtype", "mode", "device", "timing_mode", "candidate", "status", "reason",
     "median_ms", "ci95_lo_ms", "ci95_hi_ms", "rel_ci", "target_rel_ci", "target_met", "n_samples",
     "tflops", "fraction_of_matmul_ceiling", "bandwidth_gbs", "fraction_of_copy_ceiling",
-    "peak_mem_mb", "rel_error", "reference", "speedup",
+    "fraction_of_bound", "bound_limited_by", "intensity", "peak_mem_mb", "rel_error",
+    "bitwise_repeatable", "max_abs_diff", "kernels_per_call", "streams", "device_share", "kernels",
+    "reference", "speedup",
     "speedup_ci95_lo", "speedup_ci95_hi", "hedges_g", "cliffs_delta", "p_value", "p_holm",
     "significant_holm", "fastest",
 ]  # fmt: skip
@@ -61,13 +63,13 @@ AUTOTUNE_COLUMNS = [
 COMPARE_SETTINGS = ("alpha", "threshold", "resolution", "n_resamples", "confidence", "seed")
 PLOT_ALT = {
     "latency": "Median latency against sequence length per candidate, 95% CI error bars, log-log",
-    "roofline": "Achieved TFLOP/s per shape and candidate against the measured matmul ceiling",
+    "roofline": "Roofline: achieved TFLOP/s against arithmetic intensity, with the measured ceilings",
     "speedup": "Speedup against the reference per shape and candidate; * marks Holm-significant",
     "memory": "Peak memory in MB per shape and candidate",
 }
 STATUS_COLOURS = {
     "ok": "#d9f2df", "unsupported": "#ececec", "incorrect": "#f9d0d0",
-    "error": "#f9d0d0", "oom": "#fde5c4", "timeout": "#fde5c4",
+    "error": "#f9d0d0", "oom": "#fde5c4", "timeout": "#fde5c4", "untrusted": "#f9d0d0",
 }  # fmt: skip
 # NVML reasons that make a round unrepresentative (thermal, hardware); the power cap is normal load
 SLOWDOWNS = frozenset(reason_names(DISCARDED))
@@ -138,6 +140,8 @@ def summary_frame(benches: list[Json], compares: list[Json], ceilings: Json, *, 
             )
             comparison = adjusted.get((shape["name"], name), {})
             sp_lo, sp_hi = comparison.get("speedup_ci95") or (None, None)
+            repeat = cand.get("deterministic") or {}
+            ran = cand.get("ran") or {}
             rows.append(
                 {
                     "shape": shape["name"],
@@ -163,8 +167,17 @@ def summary_frame(benches: list[Json], compares: list[Json], ceilings: Json, *, 
                     "fraction_of_matmul_ceiling": _ratio(cand["tflops"], matmul),
                     "bandwidth_gbs": bandwidth,
                     "fraction_of_copy_ceiling": _ratio(bandwidth, copy_gbs),
+                    "fraction_of_bound": cand.get("fraction_of_bound"),
+                    "bound_limited_by": (bench.get("bound") or {}).get("limited_by"),
+                    "intensity": bench["flops"] / bench["min_bytes"] if bench["min_bytes"] else None,
                     "peak_mem_mb": cand["peak_mem_mb"],
                     "rel_error": cand["rel_error"],
+                    "bitwise_repeatable": repeat.get("identical"),
+                    "max_abs_diff": repeat.get("max_abs_diff"),
+                    "kernels_per_call": ran.get("kernels_per_call"),
+                    "streams": ran.get("streams"),
+                    "device_share": ran.get("device_share"),
+                    "kernels": ";".join(k["name"] for k in ran.get("kernels", [])) or None,
                     "reference": references.get(shape["name"]),
                     "speedup": comparison.get("speedup"),
                     "speedup_ci95_lo": sp_lo,
@@ -445,20 +458,40 @@ def _legend_below(fig: Figure, ax: Any) -> None:
 
 
 def _roofline_figure(frame: pd.DataFrame, ceilings: Json) -> Figure:
-    drawn = _grouped_bars(frame, "tflops", "achieved TFLOP/s", "Achieved TFLOP/s (status ok only)")
-    if drawn is None:
-        return _empty("Achieved TFLOP/s: no candidate has status ok with a throughput")
-    fig, ax = drawn
+    """Achieved TFLOP/s against flops per byte of min_bytes, under the measured roofs: the matmul
+    ceiling of each dtype and read bandwidth x intensity. Untrusted results are drawn as crosses:
+    they are the ones above a roof."""
+    data = frame[frame["status"].isin(["ok", "untrusted"]) & frame["tflops"].notna() & frame["intensity"].notna()]
+    if data.empty:
+        return _empty("Roofline: no candidate has status ok with a throughput")
+    data = data.astype({"tflops": float, "intensity": float})
+    colours = _colours(frame)
+    fig = Figure(figsize=(9.0, 5.6), layout="constrained")
+    ax = fig.add_subplot()
+    for (name, status), group in data.groupby(["candidate", "status"], sort=False):
+        untrusted = status == "untrusted"
+        ax.scatter(group["intensity"], group["tflops"], color=colours[name], marker="x" if untrusted else "o",
+                   s=40 if untrusted else 28, label=_label(name) + (" (untrusted)" if untrusted else ""))  # fmt: skip
+    lo, hi = data["intensity"].min() / 2, data["intensity"].max() * 2
+    x = np.geomspace(lo, hi, 200)
+    read = _positive((ceilings.get("read") or {}).get("gbytes_per_s"))
     notes = []
     for dtype in dict.fromkeys(frame["dtype"]):
         tflops = _positive(ceilings["matmul"].get(dtype, {}).get("tflops"))
         if tflops is None:
             notes.append(f"no {dtype} matmul ceiling measured")
             continue
-        ax.axhline(tflops, color="black", linestyle="--", linewidth=1.2,
-                   label=f"measured {dtype} matmul ceiling ({tflops:.3g} TFLOP/s)")  # fmt: skip
-    if notes:
-        ax.set_title(f"Achieved TFLOP/s (status ok only; {'; '.join(notes)})")
+        roof = np.minimum(tflops, x * read / 1e3) if read else np.full_like(x, tflops)
+        ax.plot(x, roof, color="black", linestyle="--", linewidth=1.2,
+                label=f"measured {dtype} roof ({tflops:.3g} TFLOP/s" + (f", read {read:.3g} GB/s)" if read else ")"))  # fmt: skip
+    if read is None:
+        notes.append("no read bandwidth measured")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("arithmetic intensity (FLOP per byte of min_bytes)")
+    ax.set_ylabel("achieved TFLOP/s")
+    ax.set_title("Roofline" + (f" ({'; '.join(notes)})" if notes else ""))
+    ax.grid(True, which="both", alpha=0.3)
     _legend_below(fig, ax)
     return fig
 
@@ -643,6 +676,7 @@ def _document(
     blocks += _autotune_section(frame, rivals, alpha)
     blocks += _conditions_section(benches)
     blocks += _not_ok_section(frame)
+    blocks += _ran_section(frame)
     blocks.append(Heading(2, "Plots"))
     blocks += [Plot(key) for key in PLOTS]
     blocks += _method_section(benches, compares, alpha)
@@ -763,9 +797,10 @@ def _ceilings_section(ceilings: Json, benches: list[Json]) -> list[Block]:
          _num(entry["median_ms"]), str(entry["method"])]
         for dtype, entry in ceilings["matmul"].items()
     ]  # fmt: skip
-    copy = ceilings["copy"]
-    rows.append(["copy", f"{_num(copy['gbytes_per_s'])} GB/s", f"{_num(copy['bytes'])} bytes",
-                 _num(copy["median_ms"]), str(copy["method"])])  # fmt: skip
+    for name in ("copy", "read", "write"):
+        if entry := ceilings.get(name):  # read and write: absent from files written before them
+            rows.append([name, f"{_num(entry['gbytes_per_s'])} GB/s", f"{_num(entry['bytes'])} bytes",
+                         _num(entry["median_ms"]), str(entry["method"])])  # fmt: skip
     blocks: list[Block] = [
         Heading(2, "Measured ceilings"),
         Para(f"Measured on {measured_on}."),
@@ -817,13 +852,13 @@ def _results_section(frame: pd.DataFrame) -> list[Block]:
                 _precision(row.rel_ci, row.target_rel_ci, row.target_met),
                 _num(row.tflops),
                 _pct(row.fraction_of_matmul_ceiling),
-                _pct(row.fraction_of_copy_ceiling),
+                _bound(row.fraction_of_bound, row.bound_limited_by),
                 speedup, p_holm, significant,
                 _num(row.peak_mem_mb),
             ])  # fmt: skip
         headers = [
             "candidate", "status", "median ms [95% CI]", "± (95% CI)", "TFLOP/s", "% of matmul ceiling",
-            "% of copy bandwidth", f"speedup vs {reference or 'reference'} [95% CI]", "p (Holm)",
+            "% of bound", f"speedup vs {reference or 'reference'} [95% CI]", "p (Holm)",
             "significant", "peak MB",
         ]  # fmt: skip
         blocks.append(Table(headers, body, numeric={2, 3, 4, 5, 6, 7, 8, 10}, status_col=1,
@@ -990,6 +1025,50 @@ def _not_ok_section(frame: pd.DataFrame) -> list[Block]:
     rows = [[str(c), str(s), str(r), ", ".join(shapes)] for (c, s, r), shapes in groups]
     headers = ["candidate", "status", "reason", "shapes"]
     return [*blocks, Table(headers, rows, status_col=1, text_cols={2})]
+
+
+def _bound(fraction: Any, limited_by: Any) -> str:
+    """The share of the shape's attainable bound, and which roof binds it."""
+    return "—" if pd.isna(fraction) else f"{_pct(fraction)} ({limited_by})"
+
+
+def _span(values: pd.Series, fmt: Any) -> str:
+    values = values.dropna()
+    if values.empty:
+        return "—"
+    lo, hi = fmt(values.min()), fmt(values.max())
+    return lo if lo == hi else f"{lo}–{hi}"
+
+
+def _ran_section(frame: pd.DataFrame) -> list[Block]:
+    """Per candidate over the shapes it was timed on: what one call ran, as the profiler saw it."""
+    timed = frame[frame["kernels_per_call"].notna()]
+    blocks: list[Block] = [
+        Heading(2, "What ran"),
+        Para(
+            "One call of each timed candidate under torch.profiler, after a warm call: kernels per call "
+            "(on the CPU, top-level operators), CUDA streams, and the share of the measured median the "
+            "device spent in kernels (the rest is launch and gap overhead). Bitwise: two calls on the "
+            "same inputs gave identical outputs (else the largest difference). Ranges span the shapes."
+        ),
+    ]
+    if timed.empty:
+        return [*blocks, Para("No candidate was timed.")]
+    rows = []
+    for name, group in timed.groupby("candidate", sort=False):
+        repeatable = group["bitwise_repeatable"].dropna()
+        bitwise = (
+            "—" if repeatable.empty else "yes" if repeatable.all()
+            else f"no (max diff {_num(group['max_abs_diff'].max())})"
+        )  # fmt: skip
+        kernels = Counter(k for names in group["kernels"].dropna() for k in str(names).split(";"))
+        rows.append([
+            str(name), str(len(group)), _span(group["kernels_per_call"], lambda v: f"{int(v)}"),
+            _span(group["streams"], lambda v: f"{int(v)}"), _span(group["device_share"], _pct), bitwise,
+            ", ".join(k for k, _ in kernels.most_common(4)),
+        ])  # fmt: skip
+    headers = ["candidate", "shapes", "kernels per call", "streams", "device time share", "bitwise", "kernels"]
+    return [*blocks, Table(headers, rows, numeric={1, 2, 3, 4}, text_cols={6})]
 
 
 def _recorded(timing: list[Json], key: str, fmt: Any = str) -> str | None:

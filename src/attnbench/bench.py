@@ -3,6 +3,11 @@
 Each candidate ends with a status: ok, unsupported (the library declines, with its reason),
 incorrect (output off the float64 reference by more than the dtype's tolerance; never ranked),
 oom, error, or timeout. A failure of one candidate never stops the others.
+
+Except a sticky CUDA error (an illegal address, a device-side assert): the process can measure nothing
+more, so run_shape raises isolation.ContextLost, naming the candidate when its synchronised checks
+were running. The job then records that candidate as crashed and measures the others again in a fresh
+process (attnbench.isolation), as it does when the process dies.
 """
 
 from __future__ import annotations
@@ -17,7 +22,17 @@ from typing import Any
 
 import numpy as np
 
-from attnbench import __version__, audit, candidates, clocks, io, lock, memory, timing
+from attnbench import (
+    __version__,
+    audit,
+    candidates,
+    clocks,
+    io,
+    isolation,
+    lock,
+    memory,
+    timing,
+)
 from attnbench.env import device_summary
 from attnbench.workloads import (
     DEFAULT_TOLERANCE,
@@ -120,8 +135,9 @@ def prepare(
             call()
             peak = memory.read_peak(device)
         except Exception as exc:  # noqa: BLE001 - classified below, never lost
+            failed = failure_entry(exc, [str(w.message) for w in seen], culprit=name)
             memory.release(device)
-            return failure_entry(exc, [str(w.message) for w in seen]), None
+            return failed, None
     entry = empty_entry(
         "ok", None, rel_error=error, tolerance=tolerance, compile_ms=first_call_ms, deterministic=repeat
     )
@@ -129,7 +145,16 @@ def prepare(
     return entry, call
 
 
-def failure_entry(exc: BaseException, warnings_seen: list[str]) -> dict[str, Any]:
+def describe(exc: BaseException) -> str:
+    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {first_line}".rstrip(": ")
+
+
+def failure_entry(exc: BaseException, warnings_seen: list[str], culprit: str | None = None) -> dict[str, Any]:
+    """The failed candidate's entry; a sticky CUDA error raises ContextLost instead (naming `culprit`,
+    the candidate whose synchronised checks raised it), before anything else touches the device."""
+    if isolation.is_sticky(exc):
+        raise isolation.ContextLost(describe(exc), culprit) from exc
     if isinstance(exc, timing.CandidateTimeout):
         return empty_entry("timeout", str(exc))
     if memory.is_out_of_memory(exc):
@@ -137,12 +162,24 @@ def failure_entry(exc: BaseException, warnings_seen: list[str]) -> dict[str, Any
     declined = candidates.unsupported_reason(exc, warnings_seen)
     if declined is not None:
         return empty_entry("unsupported", declined)
-    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return empty_entry("error", f"{type(exc).__name__}: {first_line}".rstrip(": "))
+    return empty_entry("error", describe(exc))
 
 
-def run_shape(spec: dict[str, Any]) -> dict[str, Any]:
-    """Measure every candidate of spec["shape"]; the returned document matches bench.schema.yaml."""
+def run_shape(spec: dict[str, Any], running: Callable[[str | None], None] | None = None) -> dict[str, Any]:
+    """Measure every candidate of spec["shape"]; the returned document matches bench.schema.yaml.
+    `running(name)` is told whose checks start, `running(None)` when they are all done."""
+    try:
+        return _measure_shape(spec, running or (lambda name: None))
+    except isolation.ContextLost:
+        raise
+    except Exception as exc:
+        # Outside any one candidate's call (a round's synchronisation, the audit): culprit unknown.
+        if isolation.is_sticky(exc):
+            raise isolation.ContextLost(describe(exc), None) from exc
+        raise
+
+
+def _measure_shape(spec: dict[str, Any], running: Callable[[str | None], None]) -> dict[str, Any]:
     import torch
 
     device = spec["device"]
@@ -162,14 +199,16 @@ def run_shape(spec: dict[str, Any]) -> dict[str, Any]:
     entries: dict[str, dict[str, Any]] = {}
     calls: dict[str, Callable[[], Any]] = {}
     for name in spec["candidates"]:
+        running(name)
         entries[name], call = prepare(name, shape, device, inputs, expected, spec)
         log(f"  {name}: {entries[name]['status']} {entries[name]['reason'] or ''}".rstrip())
         if call is not None:
             calls[name] = call
+    running(None)
 
     def on_failure(name: str, exc: BaseException) -> None:
-        memory.release(device)
         entries[name] = failure_entry(exc, [])
+        memory.release(device)
         log(f"  {name}: {entries[name]['status']} while timing: {entries[name]['reason']}")
 
     flush = timing.L2Flusher(device, settings.mode in ("auto", "cold"))
@@ -253,8 +292,8 @@ def audit_timed_work(
                 ran = audit.profile(calls[name], device)
                 last[name] = sampler.check_call()
         except Exception as exc:  # noqa: BLE001 - classified, never lost
-            memory.release(device)
             entries[name] = failure_entry(exc, [])
+            memory.release(device)
             continue
         median = entry["median_ms"]
         entry["ran"] = ran | {
@@ -287,8 +326,8 @@ def audit_timed_work(
                     graph=sampler.outputs is not None,
                 )
         except Exception as exc:  # noqa: BLE001 - classified, never lost
-            memory.release(device)
             entries[name] = failure_entry(exc, [])
+            memory.release(device)
             continue
         if why:
             flagged = entries[name]["reason"] if entries[name]["status"] == "untrusted" else None

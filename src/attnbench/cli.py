@@ -1,18 +1,23 @@
 """Command line: the workflow's jobs run through here so the rule can set their environment first,
 each GPU job can lease its GPU before CUDA starts, and all of them can run in a warm worker
-(attnbench.worker); `baseline save` and `gate` are the ratchet's two explicit steps."""
+(attnbench.worker); a benchmark job supervises the process that measures its shape
+(attnbench.isolation); `baseline save` and `gate` are the ratchet's two explicit steps; `replay`
+measures a shape in its own process alone, to debug a crashed candidate."""
 
 from __future__ import annotations
 
 import argparse
+import faulthandler
+import functools
 import json
 import os
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from attnbench import io, lease, worker
+from attnbench import io, isolation, lease, worker
 
 JOBS = (
     ("fingerprint", "record the environment (results/env/fingerprint.json)"),
@@ -38,7 +43,14 @@ def _parser() -> argparse.ArgumentParser:
     save.add_argument("out", metavar="OUT.json")
     save.add_argument("--schemas", default="workflow/schemas", help="directory of the JSON schemas")
     serve = commands.add_parser("worker", help="serve benchmark jobs on one GPU (started by the jobs)")
-    serve.add_argument("--socket", required=True, type=Path)
+    where = serve.add_mutually_exclusive_group(required=True)
+    where.add_argument("--socket", type=Path, help="serve every job that connects here")
+    where.add_argument("--fd", type=int, help="serve the one job on this inherited socket (a job's child)")
+    replay = commands.add_parser(
+        "replay",
+        help="measure a shape in this process and print each candidate's status (a crash's crash.replay)",
+    )
+    replay.add_argument("--spec", required=True, help="JSON job specification")
     gate = commands.add_parser(
         "gate", help="exit 1 on a regression, 2 if the baseline is unusable or a benchmark failed, else 0"
     )
@@ -62,6 +74,21 @@ def _log(command: str) -> Callable[[str], None]:
     return lambda message: print(f"attnbench {command}: {message}", file=sys.stderr, flush=True)
 
 
+def _benchmark(
+    spec: dict[str, Any], in_worker: bool, log: Callable[[str], None]
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Never measured in this process: a candidate that crashes the process measuring the shape costs
+    only its own result (attnbench.isolation)."""
+    in_child = functools.partial(worker.run_child, "benchmark", log=log)
+
+    def measure(spec: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        if in_worker:
+            return worker.run("benchmark", spec, lease.lease_dir(), log=log)
+        return in_child(spec), None
+
+    return isolation.supervise(spec, measure, in_child, log=log)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -80,15 +107,29 @@ def main(argv: list[str] | None = None) -> int:
             print(f"attnbench gate: {why} (exit {code})")
             return code
         if args.command == "worker":
-            worker.serve(args.socket, float(os.environ.get(worker.IDLE_VARIABLE) or worker.IDLE_S))
+            # A candidate that kills the process leaves its Python traceback in the log (the job's, for a child).
+            faulthandler.enable()
+            if args.fd is not None:
+                worker.serve_child(args.fd)
+            else:
+                worker.serve(args.socket, float(os.environ.get(worker.IDLE_VARIABLE) or worker.IDLE_S))
             return 0
         spec = json.loads(args.spec)
+        if args.command == "replay":
+            from attnbench.bench import run_shape
+
+            for name, entry in run_shape(spec)["candidates"].items():
+                print(f"{name}: {entry['status']} {entry['reason'] or ''}".rstrip())
+            return 0
         log = _log(args.command)
         # Held until this process exits: the GPU is this job's alone while it runs.
         want_gpu = spec.get("device") == "cuda" and args.command != "compare"
         placement = lease.for_job(f"{args.command} {args.out}", want_gpu=want_gpu, log=log)
         served_by = None
-        if worker.enabled(os.environ, placement.source):
+        in_worker = worker.enabled(os.environ, placement.source)
+        if args.command == "benchmark":
+            document, served_by = _benchmark(spec, in_worker, log)
+        elif in_worker:
             document, served_by = worker.run(args.command, spec, lease.lease_dir(), log=log)
         else:
             document = worker.run_job(args.command, spec)

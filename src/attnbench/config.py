@@ -117,6 +117,8 @@ def benchmark_spec(run: dict[str, Any], name: str, ceilings: str) -> str:
         "kernel_hashes": run["kernel_hashes"],
         "ceilings": ceilings,
     }
+    if run.get("sanitize_crashes"):  # absent while off: the jobs' parameters stay those of earlier runs
+        spec["sanitize_crashes"] = True
     return json.dumps(spec, sort_keys=True)
 
 

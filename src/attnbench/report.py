@@ -70,6 +70,7 @@ PLOT_ALT = {
 STATUS_COLOURS = {
     "ok": "#d9f2df", "unsupported": "#ececec", "incorrect": "#f9d0d0",
     "error": "#f9d0d0", "oom": "#fde5c4", "timeout": "#fde5c4", "untrusted": "#f9d0d0",
+    "crashed": "#f9d0d0",
 }  # fmt: skip
 # NVML reasons that make a round unrepresentative (thermal, hardware); the power cap is normal load
 SLOWDOWNS = frozenset(reason_names(DISCARDED))

@@ -13,6 +13,8 @@ What a shape still gets to itself:
 - a fresh worker after any shape where a candidate ended in `error` or `timeout` (its CUDA context may
   be poisoned), after `IDLE_S` without a request, and for any change of interpreter, environment,
   attnbench source or user kernel (all part of the worker's key, hence of its socket's name);
+- a fresh worker after a sticky CUDA error (the worker answers "lost" and exits) or a crash: the job
+  finds the culprit and measures the shape again without it (attnbench.isolation);
 - the GPU: the job holds the GPU lease while the worker measures for it, and if the job dies
   mid-shape the worker exits at once, so the GPU is idle again when the lease is free.
 
@@ -23,8 +25,11 @@ workspace wiped between runs) has the same key but another inode: the worker ans
 exits, and the job starts a fresh one.
 
 Protocol: one request per connection on a Unix socket, JSON lines. Job -> worker: {"command", "spec",
-"directory": [device, inode]}. Worker -> job: {"hello": pid, ...}, then {"log": line}..., then
-{"result": document} or {"error": text}, or at once {"stale": where the worker's directory is now}.
+"directory": [device, inode]}. Worker -> job: {"hello": pid, ...}, then {"log": line} and {"running":
+candidate whose checks start, or null once they are done}..., then {"result": document}, {"error": text}
+or {"lost": {"error", "candidate"}} (a sticky CUDA error), or at once {"stale": where the worker's
+directory is now}. A job that runs without a worker (ATTNBENCH_WORKER=0, SLURM) measures its shape in
+a child that serves this one request on a socket it inherits (`run_child`), so a crash costs the child.
 """
 
 from __future__ import annotations
@@ -43,7 +48,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
-# ATTNBENCH_WORKER=0 runs each shape in the job's own process (as under SLURM, where it always does).
+from attnbench import isolation
+
+# ATTNBENCH_WORKER=0 runs each job without a worker (as under SLURM, where it always does): a benchmark job
+# measures its shape in a fresh child of its own, the others in their own process.
 ENABLE_VARIABLE = "ATTNBENCH_WORKER"
 IDLE_VARIABLE = "ATTNBENCH_WORKER_IDLE_S"
 IDLE_S = 60.0
@@ -114,27 +122,92 @@ def _request(
     path: Path, request: dict[str, Any], log: Callable[[str], None]
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     connection = _connect(path, log)
+    worker_log = path.with_suffix(".log")
+    written = worker_log.stat().st_size if worker_log.exists() else 0
+    return _exchange(connection, request, log, lambda: _last_words(worker_log, written))
+
+
+def _last_words(worker_log: Path, offset: int) -> str:
+    """How a worker that died without an answer ended, from what it wrote to its log since `offset`:
+    faulthandler's line for a fatal signal, nothing for an exit()."""
+    try:
+        with worker_log.open("rb") as text:
+            text.seek(offset)
+            lines = text.read().decode(errors="replace").splitlines()
+    except OSError:
+        lines = []
+    fatal = [line for line in lines if line.startswith("Fatal Python error")]
+    return f"ended without an answer ({fatal[-1]})" if fatal else "ended without an answer or a traceback"
+
+
+def run_child(
+    command: str,
+    spec: dict[str, Any],
+    *,
+    log: Callable[[str], None],
+    variables: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """Run the job in a fresh child of this process, with `variables` added to its environment: the
+    document. A crash there costs the child (isolation.Crash says how it ended), never the job."""
+    request = {"command": command, "spec": spec, "directory": identity()}
+    ours, theirs = socket.socketpair()
+    with theirs:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "attnbench", "worker", "--fd", str(theirs.fileno())],
+            stdin=subprocess.DEVNULL,
+            pass_fds=[theirs.fileno()],
+            env={**os.environ, **(variables or {})},
+        )
+    try:
+        return _exchange(ours, request, log, lambda: isolation.exit_status(process.wait()))[0]
+    finally:
+        ours.close()
+        process.wait()
+
+
+def _exchange(
+    connection: socket.socket, request: dict[str, Any], log: Callable[[str], None], ended: Callable[[], str]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Send the request and follow the answer: the document and the worker, or isolation.Crash when the
+    worker dies (`ended()` says how) or loses its CUDA context."""
     with connection, connection.makefile("rw", encoding="utf-8") as stream:
         hello = json.loads(stream.readline() or "{}")
         if "hello" not in hello:
-            raise WorkerError(f"worker at {path} did not answer")
+            raise WorkerError("the worker did not answer")
         worker = {"pid": hello["hello"], "log": hello["log"], "jobs_before": hello["served"]}
-        log(f"running in worker pid {worker['pid']} after {worker['jobs_before']} jobs (log {worker['log']})")
+        if worker["log"] is None:
+            where = f"pid {worker['pid']}, a child of this job (its output is in this job's log)"
+            log(f"running in {where}")
+        else:
+            where = f"worker pid {worker['pid']} (log {worker['log']})"
+            log(f"running in {where} after {worker['jobs_before']} jobs")
         _send(stream, request)
-        for line in stream:
-            message = json.loads(line)
-            if "log" in message:
-                print(message["log"], file=sys.stderr, end="", flush=True)
-            elif "result" in message:
-                return message["result"], worker
-            elif "stale" in message:
-                raise StaleWorker(
-                    f"worker pid {worker['pid']} did not start in this job's directory {os.getcwd()}"
-                    f" but in one that {message['stale']}"
-                )
-            else:
-                raise WorkerError(f"worker pid {worker['pid']}: {message.get('error')}")
-    raise WorkerError(f"worker pid {worker['pid']} died while running this job (its log: {worker['log']})")
+        running, checked = None, False
+        try:
+            for line in stream:
+                if not line.endswith("\n"):
+                    break  # cut off by the worker's death
+                message = json.loads(line)
+                if "log" in message:
+                    print(message["log"], file=sys.stderr, end="", flush=True)
+                elif "running" in message:
+                    running = message["running"]
+                    checked = running is None
+                elif "result" in message:
+                    return message["result"], worker
+                elif "lost" in message:
+                    what = f"lost the CUDA context ({message['lost']['error']})"
+                    raise isolation.Crash(what, message["lost"]["candidate"], where, checked)
+                elif "stale" in message:
+                    raise StaleWorker(
+                        f"worker pid {worker['pid']} did not start in this job's directory {os.getcwd()}"
+                        f" but in one that {message['stale']}"
+                    )
+                else:
+                    raise WorkerError(f"worker pid {worker['pid']}: {message.get('error')}")
+        except ConnectionResetError:
+            pass
+    raise isolation.Crash(ended(), running, where, checked)
 
 
 def _connect(path: Path, log: Callable[[str], None]) -> socket.socket:
@@ -212,25 +285,38 @@ def serve(path: Path, idle_s: float) -> None:
                 connection, _ = listener.accept()
             except TimeoutError:
                 return
-            with connection, connection.makefile("rw", encoding="utf-8") as stream:
-                _send(stream, hello)
-                request = json.loads(stream.readline() or "{}")
-                if "spec" not in request:
-                    continue
-                os.fchdir(home)  # a user kernel may have left the worker elsewhere
-                if request["directory"] != identity(home):
-                    answer, retire = {"stale": _whereabouts()}, True
-                else:
-                    answer = _answer(connection, stream, request["command"], request["spec"])
-                    retire = _retires(request["command"], answer)
-                    hello["served"] += 1
-                if retire:
-                    stop_listening()
-                _send(stream, answer)
-            if retire:
+            if _serve_one(connection, home, hello, stop_listening):
                 return
     finally:
         stop_listening()
+
+
+def serve_child(fd: int) -> None:
+    """A child of one job (`run_child`): its one request, on the socket it inherited as `fd`."""
+    home = os.open(".", os.O_RDONLY | os.O_DIRECTORY)
+    _serve_one(socket.socket(fileno=fd), home, {"hello": os.getpid(), "log": None, "served": 0}, lambda: None)
+
+
+def _serve_one(
+    connection: socket.socket, home: int, hello: dict[str, Any], stop_listening: Callable[[], None]
+) -> bool:
+    """Answer the request on `connection`; whether the worker retires after it."""
+    with connection, connection.makefile("rw", encoding="utf-8") as stream:
+        _send(stream, hello)
+        request = json.loads(stream.readline() or "{}")
+        if "spec" not in request:
+            return False
+        os.fchdir(home)  # a user kernel may have left the worker elsewhere
+        if request["directory"] != identity(home):
+            answer, retire = {"stale": _whereabouts()}, True
+        else:
+            answer = _answer(connection, stream, request["command"], request["spec"])
+            retire = _retires(request["command"], answer)
+            hello["served"] += 1
+        if retire:
+            stop_listening()
+        _send(stream, answer)
+    return retire
 
 
 def _whereabouts() -> str:
@@ -242,8 +328,8 @@ def _whereabouts() -> str:
 
 
 def _retires(command: str, answer: dict[str, Any]) -> bool:
-    """After an error, or a benchmark where a candidate ended in error or timeout (its CUDA context
-    may be poisoned)."""
+    """After an error or a lost CUDA context, or a benchmark where a candidate ended in error or timeout
+    (its CUDA context may be poisoned)."""
     if "result" not in answer:
         return True
     statuses = {entry["status"] for entry in answer["result"].get("candidates", {}).values()}
@@ -267,15 +353,20 @@ def _answer(
     threading.Thread(target=exit_if_the_job_dies, daemon=True).start()
     try:
         with _logs_to(stream):
-            return {"result": run_job(command, spec)}
+            return {"result": run_job(command, spec, running=lambda name: _send(stream, {"running": name}))}
+    except isolation.ContextLost as lost:  # this worker retires: nothing more can run in its context
+        return {"lost": {"error": lost.error, "candidate": lost.candidate}}
     except Exception as exc:  # noqa: BLE001 - the job reports it; this worker retires
         return {"error": f"{type(exc).__name__}: {exc}"}
     finally:
         done.set()
 
 
-def run_job(command: str, spec: dict[str, Any]) -> dict[str, Any]:
-    """One job's document, computed in this process (a job's own, or a worker's)."""
+def run_job(
+    command: str, spec: dict[str, Any], running: Callable[[str | None], None] | None = None
+) -> dict[str, Any]:
+    """One job's document, computed in this process (a job's own, or a worker's); `running` hears
+    whose checks start (bench.run_shape)."""
     if command == "fingerprint":
         from attnbench import env, lock
 
@@ -292,21 +383,23 @@ def run_job(command: str, spec: dict[str, Any]) -> dict[str, Any]:
 
         bench = io.read_json(spec["bench"], spec["bench_schema"])
         return compare_shape(bench, spec["reference"], **spec["stats"])
-    return run_shape_fresh(spec)
+    return run_shape_fresh(spec, running)
 
 
-def run_shape_fresh(spec: dict[str, Any]) -> dict[str, Any]:
-    """One shape in a process that runs many: compiled state reset before, allocator cache emptied after."""
+def run_shape_fresh(
+    spec: dict[str, Any], running: Callable[[str | None], None] | None = None
+) -> dict[str, Any]:
+    """One shape in a process that runs many: compiled state reset before, allocator cache emptied after
+    (not after a failure: the worker retires then, and a lost CUDA context would fail again)."""
     import torch
 
     from attnbench.bench import run_shape
 
     torch._dynamo.reset()
-    try:
-        return run_shape(spec)
-    finally:
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+    document = run_shape(spec, running)
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return document
 
 
 class _StreamLog:

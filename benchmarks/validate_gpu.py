@@ -456,7 +456,7 @@ def false_alarms(folder: Path) -> dict[str, Any]:
         },
         "min_profiled_over_measured": min(shares)[0],
         "audit_s_per_shape": {"median": float(np.median(audit_s)), "max": max(audit_s)},
-        "limits": {"profile_excess": audit.PROFILE_EXCESS, "bound_margin": audit.BOUND_MARGIN},
+        "limits": {"profile_excess": audit.PROFILE_EXCESS, "bound_margin": audit.BOUND_MARGIN["cuda"]},
     }  # fmt: skip
 
 

@@ -69,7 +69,7 @@ def test_every_timed_candidate_records_what_ran_and_determinism(kernels):
 
 def test_a_result_above_the_measured_bound_is_untrusted_and_never_ranked(kernels, tmp_path):
     """A ceiling of 1 MFLOP/s makes every honest CPU result 'faster than physics'."""
-    ceilings = {"matmul": {"float32": {"tflops": 1e-6, "rel_ci": 0.01}}, "cache_bytes": None}
+    ceilings = {"device": "cpu", "matmul": {"float32": {"tflops": 1e-6, "rel_ci": 0.01}}, "cache_bytes": None}
     path = tmp_path / "ceilings.json"
     path.write_text(json.dumps(ceilings))
     result = run_shape(spec(["math", "dishonest_kernels:honest"], ceilings=str(path)))
@@ -78,7 +78,7 @@ def test_a_result_above_the_measured_bound_is_untrusted_and_never_ranked(kernels
     honest = result["candidates"]["dishonest_kernels:honest"]
     assert honest["status"] == "untrusted"
     assert "faster than measured physics" in honest["reason"]
-    assert honest["fraction_of_bound"] > 1.11 and honest["samples_ms"]
+    assert honest["fraction_of_bound"] > 2.01 and honest["samples_ms"]
     compared = compare_shape(result, "math")
     assert compared["comparisons"] == []
     frame = summary_frame([result], [compared], {"matmul": ceilings["matmul"], "copy": {}}, alpha=0.05)
@@ -87,6 +87,7 @@ def test_a_result_above_the_measured_bound_is_untrusted_and_never_ranked(kernels
 
 def test_bounds_follow_the_roofline_and_the_cache():
     ceilings = {
+        "device": "cuda",
         "matmul": {"bfloat16": {"tflops": 100.0, "rel_ci": 0.01}},
         "read": {"gbytes_per_s": 1000.0, "rel_ci": 0.02},
         "cache_bytes": 50 * 2**20,
@@ -95,6 +96,7 @@ def test_bounds_follow_the_roofline_and_the_cache():
     big = audit.bound(ceilings, "bfloat16", 1e9, 10**9, cold=False)
     assert big["limited_by"] == "memory" and big["bound_ms"] == pytest.approx(1.0)
     assert big["intensity"] == pytest.approx(1.0) and big["ceiling_rel_ci"] == 0.02
+    assert big["margin"] == 0.10 and audit.bound({**ceilings, "device": "cpu"}, "bfloat16", 1e9, 10**9, cold=True)["margin"] == 1.0
     # inputs that fit in the L2 may stay there between warm calls: no memory term then...
     small = audit.bound(ceilings, "bfloat16", 1e9, 10**6, cold=False)
     assert small["limited_by"] == "compute" and small["memory_term"] is False
@@ -109,7 +111,7 @@ def ran(device_ms, unjoined=()):
 
 
 def test_judge_names_each_kind_of_unearned_result():
-    limit = {"bound_ms": 1.0, "limited_by": "memory", "ceiling_rel_ci": 0.02}
+    limit = {"bound_ms": 1.0, "limited_by": "memory", "ceiling_rel_ci": 0.02, "margin": 0.10}
     assert audit.judge(1.0, ran(0.95), limit) == []
     assert audit.judge(0.9, ran(0.95), limit) == []  # 111% of the bound: inside the margin and CI
     (why,) = audit.judge(0.5, ran(0.45), limit)

@@ -1,7 +1,6 @@
 rule benchmark:
     input:
-        # Every result is bounded by the measured ceilings (src/attnbench/audit.py).
-        ceilings="results/env/ceilings.json",
+        ceilings=CEILINGS,
     output:
         "results/bench/{name}.json",
     log:
@@ -11,7 +10,7 @@ rule benchmark:
     resources:
         gpu=1,
     params:
-        spec=lambda wildcards, input: run_config.benchmark_spec(RUN, wildcards.name, input.ceilings),
+        spec=lambda wildcards: run_config.benchmark_spec(RUN, wildcards.name, CEILINGS),
         env=JOB_ENV,
         schema=schema("bench"),
     shell:

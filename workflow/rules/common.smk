@@ -7,6 +7,8 @@ RUN = run_config.effective(config)
 SHAPES = run_config.shape_names(RUN)
 JOB_ENV = run_config.job_env(RUN)
 SCHEMAS = Path(workflow.basedir) / "workflow" / "schemas"
+# calibrate's output; every benchmark job reads it to bound its results (src/attnbench/audit.py)
+CEILINGS = "results/env/ceilings.json"
 
 REPORT_OUTPUTS = {
     "html": "results/report/report.html",

@@ -22,7 +22,7 @@ rule env_fingerprint:
 
 rule calibrate:
     output:
-        "results/env/ceilings.json",
+        CEILINGS,
     log:
         "results/logs/calibrate.log",
     conda:

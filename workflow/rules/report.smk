@@ -3,7 +3,7 @@ rule report:
         bench=expand("results/bench/{name}.json", name=SHAPES),
         compare=expand("results/compare/{name}.json", name=SHAPES),
         fingerprint="results/env/fingerprint.json",
-        ceilings="results/env/ceilings.json",
+        ceilings=CEILINGS,
     output:
         **REPORT_OUTPUTS,
         autotune="results/report/autotune.csv",

@@ -17,7 +17,7 @@ device: cuda
 dtype: bfloat16
 candidates: [flash, cudnn, math, "triton_kernels:stores_out_of_bounds", "triton_kernels:stores_out_of_bounds_while_timed"]
 reference: math
-timing: {max_time_s: 10}
+timing: {max_time_s: 3}
 shapes:
   - {name: b8_h16_s1024_d64, batch: 8, heads: 16, seq: 1024, dim: 64}
   - {name: b4_h16_s4096_d128_causal, batch: 4, heads: 16, seq: 4096, dim: 128, causal: true}

@@ -13,6 +13,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/env.smk"
 include: "workflow/rules/benchmark.smk"
 include: "workflow/rules/compare.smk"
+include: "workflow/rules/autotune.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/ratchet.smk"
 

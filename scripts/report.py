@@ -11,8 +11,8 @@ build_report(
     list(snakemake.input.compare),
     snakemake.input.fingerprint,
     snakemake.input.ceilings,
+    snakemake.input.autotune,
     dict(snakemake.output.items()),
     schema_dir=snakemake.params.schema_dir,
-    alpha=snakemake.params.alpha,
     title=snakemake.params.title,
 )

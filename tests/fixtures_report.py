@@ -7,7 +7,9 @@ from typing import Any
 
 import numpy as np
 
+from attnbench import autotune
 from attnbench.io import write_json
+from attnbench.report import build_report
 from attnbench.stats import compare_shape
 
 SCHEMAS = Path(__file__).resolve().parents[1] / "workflow" / "schemas"
@@ -54,11 +56,15 @@ CONDITIONS: dict[str, dict[str, Any]] = {
     },
 }  # fmt: skip
 OUT_NAMES = {
-    "html": "report/report.html", "md": "report/report.md", "csv": "report/summary.csv",
-    "autotune": "report/autotune.csv",
-    "latency": "report/plots/latency.png", "roofline": "report/plots/roofline.png",
-    "speedup": "report/plots/speedup.png", "memory": "report/plots/memory.png",
-}  # fmt: skip
+    "html": "report/report.html",
+    "md": "report/report.md",
+    "csv": "report/summary.csv",
+    "latency": "report/plots/latency.png",
+    "roofline": "report/plots/roofline.png",
+    "speedup": "report/plots/speedup.png",
+    "memory": "report/plots/memory.png",
+}
+AUTOTUNE_NAMES = {"json": "report/autotune.json", "csv": "report/autotune.csv"}
 
 
 def _candidate(status: str, tflops: float | None, reason: str | None, quadratic: bool,
@@ -144,7 +150,7 @@ def write_run(
     missed: set[tuple[str, str]] | None = None,
     shape_candidates: dict[str, dict[str, tuple[str, float | None, str | None, bool]]] | None = None,
 ) -> dict[str, Any]:
-    """Write a run under `root`; return build_report's keyword arguments for it.
+    """Write a run under `root`; return build_report's keyword arguments for it (build runs both steps).
 
     `shape_candidates` replaces `candidates` for the shapes it names.
 
@@ -219,6 +225,19 @@ def write_run(
         "compare_paths": compare_paths,
         "fingerprint_path": str(root / "env" / "fingerprint.json"),
         "ceilings_path": str(root / "env" / "ceilings.json"),
+        "autotune_path": str(root / AUTOTUNE_NAMES["json"]),
         "out": {key: str(root / rel) for key, rel in OUT_NAMES.items()},
         "schema_dir": SCHEMAS,
     }
+
+
+def autotune_out(run: dict[str, Any]) -> dict[str, str]:
+    """The autotune step's outputs, next to the report's."""
+    root = Path(run["out"]["html"]).parents[1]
+    return {key: str(root / rel) for key, rel in AUTOTUNE_NAMES.items()}
+
+
+def build(run: dict[str, Any], **options: Any) -> None:
+    """The workflow's last two steps on a run from write_run: autotune, then the report."""
+    autotune.build(run["bench_paths"], run["compare_paths"], autotune_out(run), schema_dir=run["schema_dir"])
+    build_report(**run, **options)

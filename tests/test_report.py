@@ -1,4 +1,6 @@
-"""The report: eight outputs, self-contained and escaped HTML, a truthful summary table, autotune."""
+"""The report and the autotune step: their outputs, self-contained and escaped HTML, a truthful summary
+table, autotune. Content is checked on the section data the templates render (report.document); the
+rendered Markdown and HTML of the fixture run are pinned by one snapshot each (test_snapshots)."""
 
 from __future__ import annotations
 
@@ -17,12 +19,15 @@ from fixtures_report import (
     SHAPES,
     TIED_CANDIDATES,
     TWIN,
+    autotune_out,
+    build,
     write_run,
 )
 
-from attnbench import report
+from attnbench import autotune, report
+from attnbench.autotune import CSV_COLUMNS as AUTOTUNE_COLUMNS
 from attnbench.io import ResultFileError
-from attnbench.report import AUTOTUNE_COLUMNS, COLUMNS, build_report
+from attnbench.report import COLUMNS, Heading, Para, Section, Table, build_report
 from attnbench.stats import compare, holm
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -31,7 +36,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     kwargs = write_run(tmp_path_factory.mktemp("run"))
-    build_report(**kwargs)
+    build(kwargs)
     return kwargs
 
 
@@ -39,7 +44,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 def tied_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """s4096_d64 has a twin of flash (same throughput, independent noise); the other shapes do not."""
     kwargs = write_run(tmp_path_factory.mktemp("tied"), shape_candidates={"s4096_d64": TIED_CANDIDATES})
-    build_report(**kwargs)
+    build(kwargs)
     return kwargs
 
 
@@ -47,23 +52,47 @@ def _text(run: dict[str, Any], key: str) -> str:
     return Path(run["out"][key]).read_text(encoding="utf-8")
 
 
-def _html_row(page: str, first_cell: str, column: int = 1, value: str | None = None) -> list[tuple[str, str]]:
-    """(class, text) of each cell of the one table row whose first cell is `first_cell` (and, when
-    `value` is given, whose cell `column` holds it)."""
-    found = []
-    for row in re.findall(r"<tr[^>]*>(.*?)</tr>", page):
-        cells = re.findall(r'<td(?: class="([^"]*)")?>(.*?)</td>', row)
-        if cells and cells[0][1] == first_cell and (value is None or cells[column][1] == value):
-            found.append(cells)
+def sections(run: dict[str, Any]) -> dict[str, Section]:
+    """The report's sections by title, as report.document builds them for the templates."""
+    inputs = {key: value for key, value in run.items() if key != "out"}
+    return {section.title: section for section in report.document(report.read_run(**inputs))}
+
+
+def tables(section: Section) -> list[Table]:
+    return [block for block in section.blocks if isinstance(block, Table)]
+
+
+def under(section: Section, heading: str) -> list[Any]:
+    """The blocks between the `###` heading `heading` and the next one."""
+    blocks = section.blocks
+    start = [i for i, b in enumerate(blocks) if isinstance(b, Heading) and b.text.startswith(heading)]
+    assert len(start) == 1, heading
+    rest = blocks[start[0] + 1 :]
+    return rest[: next((i for i, b in enumerate(rest) if isinstance(b, Heading)), len(rest))]
+
+
+def text(section: Section) -> str:
+    return " ".join(block.text for block in section.blocks if isinstance(block, Para))
+
+
+def row_of(table: Table, first_cell: str, column: int = 1, value: str | None = None) -> int:
+    """The index of the one row whose first cell is `first_cell` (and cell `column` holds `value`)."""
+    found = [
+        r for r, row in enumerate(table.rows) if row[0] == first_cell and value in (None, row[column])
+    ]
     assert len(found) == 1, (first_cell, value, found)
     return found[0]
 
 
-def test_writes_all_eight_outputs(run: dict[str, Any]) -> None:
+def flagged(table: Table, r: int) -> set[int]:
+    return {column for row, column in table.flagged if row == r}
+
+
+def test_writes_all_outputs(run: dict[str, Any]) -> None:
     for key in ("latency", "roofline", "speedup", "memory"):
         assert Path(run["out"][key]).read_bytes().startswith(PNG_MAGIC), key
-    for key in ("html", "md", "csv", "autotune"):
-        assert Path(run["out"][key]).stat().st_size > 0, key
+    for path in [*(run["out"][key] for key in ("html", "md", "csv")), *autotune_out(run).values()]:
+        assert Path(path).stat().st_size > 0, path
     leftovers = list(Path(run["out"]["html"]).parent.rglob("*.tmp"))
     assert leftovers == []  # atomic writes leave no temporary files behind
 
@@ -97,6 +126,8 @@ def test_csv_has_one_row_per_shape_and_candidate(run: dict[str, Any]) -> None:
     assert (ok["fraction_of_copy_ceiling"] - ok["bandwidth_gbs"] / 2900.0).abs().max() < 1e-12
     not_ok = frame[frame["status"] != "ok"]
     assert not_ok["reason"].notna().all()
+    # which GPU ran each shape, as the bench files record it
+    assert (frame["gpu_index"] == 0).all() and frame["gpu_uuid"].isna().all()
 
 
 def test_fastest_is_the_fastest_correct_candidate(run: dict[str, Any]) -> None:
@@ -125,35 +156,40 @@ def test_holm_is_applied_across_the_whole_run(run: dict[str, Any]) -> None:
 
 
 def test_markdown_lists_failures_and_escapes_tables(run: dict[str, Any]) -> None:
+    (table,) = tables(sections(run)["Candidates that did not produce a valid result"])
+    assert table.headers == ["candidate", "status", "reason", "shapes"]
+    # one row per distinct failure, listing the shapes it happened on
+    shapes = ", ".join(s[0] for s in SHAPES)
+    assert table.rows[row_of(table, EVIL)] == [EVIL, "incorrect", EVIL_REASON, shapes]
     md = _text(run, "md")
-    assert "| candidate | status | reason | shapes |" in md
-    shapes = ", ".join(s[0] for s in SHAPES).replace("_", "\\_")
-    # one row per distinct failure, listing the shapes it happened on, its reason escaped
-    assert f"| incorrect | output differs: \\<b\\>\\& \\| max error 3.2 | {shapes} |" in md
+    assert "| incorrect | output differs: &lt;b&gt;&amp; \\| max error 3.2 | s1024_d64, " in md
     assert EVIL_REASON not in md
     # every row of a table has as many unescaped pipes as its header: no cell was split
-    for table in re.findall(r"(?:^\|.*\n)+", md, flags=re.M):
-        widths = {len(re.findall(r"(?<!\\)\|", line)) for line in table.splitlines()}
-        assert len(widths) == 1, table
+    for block in re.findall(r"(?:^\|.*\n)+", md, flags=re.M):
+        widths = {len(re.findall(r"(?<!\\)\|", line)) for line in block.splitlines()}
+        assert len(widths) == 1, block
     for link in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md):
         assert (Path(run["out"]["md"]).parent / link).is_file(), link
-    assert "Holm-corrected across all 6 comparisons" in md
+    assert "Holm-corrected across all 6 comparisons" in text(sections(run)["Method"])
 
 
 def test_cpu_run_without_comparisons(tmp_path: Path) -> None:
     kwargs = write_run(tmp_path, device="cpu", with_compare=False, cpu_fingerprint=True)
-    build_report(**kwargs, title="CPU <run>")
+    build(kwargs, title="CPU <run>")
     page = Path(kwargs["out"]["html"]).read_text(encoding="utf-8")
     assert "<title>CPU &lt;run&gt;</title>" in page
     assert "torch was built without CUDA" in page
     assert page.count('src="data:image/png;base64,') == 4
     frame = pd.read_csv(kwargs["out"]["csv"])
     assert frame["peak_mem_mb"].isna().all() and frame["speedup"].isna().all()
-    md = Path(kwargs["out"]["md"]).read_text(encoding="utf-8")
-    assert "no comparison files" in md
-    assert "| warm | the CPU has no L2 flush or CUDA graphs: wall time of one call |" in md
-    assert "| n/a (cpu) | n/a | n/a |" in md
-    assert "GPU clocks not monitored (cpu)" in md and "No GPU clock was read (no GPU clock on the cpu)" in md
+    found = sections(kwargs)
+    assert "no comparison files" in text(found["Method"])
+    (conditions,) = tables(found["Measurement conditions"])
+    row = conditions.rows[row_of(conditions, SHAPES[0][0])]
+    assert row[1:3] == ["warm", "the CPU has no L2 flush or CUDA graphs: wall time of one call"]
+    assert row[6:9] == ["n/a (cpu)", "n/a", "n/a"]
+    assert "GPU clocks not monitored (cpu)" in text(found["Run summary"])
+    assert "No GPU clock was read (no GPU clock on the cpu)" in text(found["Method"])
 
 
 def test_single_shape_without_an_ok_candidate(tmp_path: Path) -> None:
@@ -163,24 +199,25 @@ def test_single_shape_without_an_ok_candidate(tmp_path: Path) -> None:
         r"user:$\bad{$": ("error", None, "mathtext would choke on this name", False),
     }
     kwargs = write_run(tmp_path, shapes=SHAPES[:1], candidates=candidates)
-    build_report(**kwargs)
+    build(kwargs)
     frame = pd.read_csv(kwargs["out"]["csv"])
     assert len(frame) == 3 and not frame["fastest"].any()
-    autotune = pd.read_csv(kwargs["out"]["autotune"], keep_default_na=False)
+    autotune = pd.read_csv(autotune_out(kwargs)["csv"], keep_default_na=False)
     assert autotune.to_dict("records") == [
         {"shape": SHAPES[0][0], "fastest": "", "fastest_median_ms": "", "fastest_ci95_lo_ms": "",
          "fastest_ci95_hi_ms": "", "tied": ""}
     ]  # fmt: skip
     for key in ("latency", "roofline", "speedup", "memory"):
         assert Path(kwargs["out"][key]).read_bytes().startswith(PNG_MAGIC)
-    md = Path(kwargs["out"]["md"]).read_text(encoding="utf-8")
-    assert "needs a GPU" in md and "across all 0 comparisons" in md
+    found = sections(kwargs)
+    assert "needs a GPU" in str(tables(found["Candidates that did not produce a valid result"])[0].rows)
+    assert "across all 0 comparisons" in text(found["Method"])
 
 
 def test_dollar_names_are_plotted_literally(tmp_path: Path) -> None:
     candidates = {"math": CANDIDATES["math"], r"user:$\bad{$": ("ok", 120.0, None, False)}
     kwargs = write_run(tmp_path, shapes=SHAPES[:2], candidates=candidates)
-    build_report(**kwargs)  # matplotlib would raise on the name read as mathtext
+    build(kwargs)  # matplotlib would raise on the name read as mathtext
     assert pd.read_csv(kwargs["out"]["csv"]).query("fastest")["candidate"].tolist() == [r"user:$\bad{$"] * 2
 
 
@@ -190,7 +227,7 @@ def test_rejects_inputs_that_break_the_schema(tmp_path: Path) -> None:
     del bench["flops"]
     Path(kwargs["bench_paths"][0]).write_text(json.dumps(bench))
     with pytest.raises(ResultFileError, match="flops"):
-        build_report(**kwargs)
+        build(kwargs)
     assert not Path(kwargs["out"]["html"]).exists()
 
 
@@ -198,7 +235,7 @@ def test_names_every_missing_output(tmp_path: Path) -> None:
     kwargs = write_run(tmp_path, shapes=SHAPES[:1])
     del kwargs["out"]["memory"]
     with pytest.raises(ValueError, match="memory"):
-        build_report(**kwargs)
+        build(kwargs)
 
 
 def test_warns_when_ceilings_come_from_another_device(tmp_path: Path) -> None:
@@ -206,24 +243,22 @@ def test_warns_when_ceilings_come_from_another_device(tmp_path: Path) -> None:
     ceilings = json.loads(Path(kwargs["ceilings_path"]).read_text())
     ceilings["device_name"] = "NVIDIA A100-SXM4-80GB"
     Path(kwargs["ceilings_path"]).write_text(json.dumps(ceilings))
-    build_report(**kwargs)
-    page = Path(kwargs["out"]["html"]).read_text(encoding="utf-8")
-    assert '<p class="warning">Warning: the ceilings were measured on NVIDIA A100' in page
+    build(kwargs)
+    warnings = [b for b in sections(kwargs)["Measured ceilings"].blocks if isinstance(b, Para) and b.css]
+    assert [b.css for b in warnings] == ["warning"]
+    assert warnings[0].text.startswith("Warning: the ceilings were measured on NVIDIA A100")
 
 
 def test_marks_results_that_missed_the_ci_target(run: dict[str, Any]) -> None:
     ((shape, candidate),) = MISSED
-    md = _text(run, "md")
-    assert md.count("(⚠ target ±1.0% missed)") == 1
-    section = md.split(f"### {shape.replace('_', chr(92) + '_')} ", 1)[1].split("###", 1)[0]
-    assert re.search(
-        rf"^\| {candidate} \| ok \| [^|]+ \| ±1\.4% \(⚠ target ±1\.0% missed\) \|", section, re.M
-    )
-    assert re.search(r"^\| math \| ok \| [^|]+ \| ±0\.4% \|", section, re.M)  # met: no marker
-    page = _text(run, "html")
-    flagged = [c for c in re.findall(r'<td class="([^"]*)">±1\.4%[^<]*</td>', page)]
-    assert flagged == ["num flag"]
-    assert '<td class="num">±0.4%</td>' in page
+    assert _text(run, "md").count("(⚠ target ±1.0% missed)") == 1
+    (table,) = [b for b in under(sections(run)["Results per shape"], f"{shape} ") if isinstance(b, Table)]
+    missed = row_of(table, candidate)
+    assert table.rows[missed][1:4][::2] == ["ok", "±1.4% (⚠ target ±1.0% missed)"]
+    assert flagged(table, missed) == {3}
+    met = row_of(table, "math")
+    assert table.rows[met][3] == "±0.4%" and not flagged(table, met)  # met: no marker
+    assert 3 in table.numeric
 
 
 def test_summary_csv_has_precision_columns(run: dict[str, Any]) -> None:
@@ -242,46 +277,57 @@ def test_summary_csv_has_precision_columns(run: dict[str, Any]) -> None:
 
 
 def test_measurement_conditions_show_mode_and_stop_reason(run: dict[str, Any]) -> None:
-    md = _text(run, "md")
-    assert "## Measurement conditions" in md
-    assert (
-        "| s1024\\_d64 | graph (24 calls per sample) | auto: fastest candidate 0.0412 ms \\< 0.15 ms "
-        "| 20 rounds, 0.4 s, settled: yes | 30 / 30 | every median's 95% CI within ±1.00% | 1,980 MHz "
-        "| 0 | 0 | ok |"
-    ) in md
-    page = _text(run, "html")
-    row = _html_row(page, "s4096_d64", 1, "cold")
-    assert row[5] == ("text flag", "max_time_s (30 s) reached before the CI target")
-    assert row[9] == ("flag", "⚠ CI target ±1.0% missed by 1 of 4 results")
-    assert row[3] == ("", "20 rounds, 0.4 s, settled: yes")  # settled: not flagged
+    found = sections(run)
+    (table,) = tables(found["Measurement conditions"])
+    assert table.rows[row_of(table, "s1024_d64")] == [
+        "s1024_d64",
+        "graph (24 calls per sample)",
+        "auto: fastest candidate 0.0412 ms < 0.15 ms",
+        "20 rounds, 0.4 s, settled: yes",
+        "30 / 30",
+        "every median's 95% CI within ±1.00%",
+        "1,980 MHz",
+        "0",
+        "0",
+        "ok",
+    ]
+    r = row_of(table, "s4096_d64", 1, "cold")
+    row = table.rows[r]
+    assert row[5] == "max_time_s (30 s) reached before the CI target"
+    assert row[9] == "⚠ CI target ±1.0% missed by 1 of 4 results"
+    assert row[3] == "20 rounds, 0.4 s, settled: yes"
+    assert flagged(table, r) == {5, 9}  # settled: not flagged
+    assert table.text_cols == {2, 5} and table.numeric == {4, 8}
     # a mode reason quoting an exception is escaped like every other string from the files
+    page = _text(run, "html")
     assert "RuntimeError: &lt;capture&gt; &amp; co" in page and "<capture>" not in page
-    assert "Measurement: 1 of 12 timed results missed their ±1.0% CI target" in md
+    assert "Measurement: 1 of 12 timed results missed their ±1.0% CI target" in text(found["Run summary"])
 
 
 def test_flags_throttled_and_discarded_rounds(run: dict[str, Any]) -> None:
-    page = _text(run, "html")
-    row = _html_row(page, "s4096_d128_causal_gqa")
-    assert row[3] == ("flag", "410 rounds, 5.0 s, settled: no")
-    assert row[4] == ("num", "30 / 33")
-    assert row[6][1] == "1,755 MHz (1,410–1,980)"
-    assert row[7][1] == "12 (hw_thermal_slowdown: 3, sw_power_cap: 9)"
-    assert row[8] == ("num flag", "3")
-    assert row[9] == ("flag", "⚠ warm-up not settled; 3 rounds discarded for slowdowns")
-    clean = _html_row(page, "s1024_d64", 1, "graph (24 calls per sample)")
-    assert not any("flag" in css for css, _ in clean)
-    summary = re.search(r'<p class="warning">⚠ Measurement: [^<]*</p>', page)
-    assert summary is not None
+    found = sections(run)
+    (table,) = tables(found["Measurement conditions"])
+    r = row_of(table, "s4096_d128_causal_gqa")
+    row = table.rows[r]
+    assert row[3:5] == ["410 rounds, 5.0 s, settled: no", "30 / 33"]
+    assert row[6] == "1,755 MHz (1,410–1,980)"
+    assert row[7] == "12 (hw_thermal_slowdown: 3, sw_power_cap: 9)"
+    assert row[8] == "3"
+    assert row[9] == "⚠ warm-up not settled; 3 rounds discarded for slowdowns"
+    assert flagged(table, r) == {3, 8, 9}
+    assert not flagged(table, row_of(table, "s1024_d64", 1, "graph (24 calls per sample)"))
+    (summary,) = [b for b in found["Run summary"].blocks if isinstance(b, Para)]
+    assert summary.css == "warning" and summary.text.startswith("⚠ Measurement: ")
     assert "throttled rounds on 1 of 3 shapes (3 rounds discarded for thermal or hardware slowdowns)" in (
-        summary.group(0)
+        summary.text
     )
-    assert "warm-up did not settle on 1 of 3 shapes" in summary.group(0)
+    assert "warm-up did not settle on 1 of 3 shapes" in summary.text
 
 
 def test_clean_run_says_every_target_was_met(tmp_path: Path) -> None:
     candidates = {"math": CANDIDATES["math"], "flash": CANDIDATES["flash"]}
     kwargs = write_run(tmp_path, shapes=SHAPES[1:], candidates=candidates, conditions={}, missed=set())
-    build_report(**kwargs)
+    build(kwargs)
     md = Path(kwargs["out"]["md"]).read_text(encoding="utf-8")
     assert "Measurement: All 4 timed results met their ±1.0% CI target; no throttled rounds" in md
     rows = [line for line in md.splitlines() if line.startswith("|")]
@@ -291,8 +337,7 @@ def test_clean_run_says_every_target_was_met(tmp_path: Path) -> None:
 
 
 def test_method_describes_sampling_and_the_test(run: dict[str, Any]) -> None:
-    md = _text(run, "md")
-    method = md.split("## Method", 1)[1]
+    method = text(sections(run)["Method"])
     for phrase in (
         "interleaved rounds",
         "alternates direction",
@@ -300,7 +345,7 @@ def test_method_describes_sampling_and_the_test(run: dict[str, Any]) -> None:
         "until every candidate's timing and the SM clock had settled",
         "within ±1.0% of it, or at 30 s or 5000 rounds per shape",
         "thermal or hardware slowdown were discarded whole",
-        "t\\_test\\_on\\_block\\_means\\_of\\_log\\_ratios at alpha 0.05",
+        "t_test_on_block_means_of_log_ratios at alpha 0.05",
         "a difference of at most 0.005",
         "practical threshold was 0.02",
     ):
@@ -311,7 +356,7 @@ def test_method_describes_sampling_and_the_test(run: dict[str, Any]) -> None:
 
 
 def _autotune(run: dict[str, Any]) -> pd.DataFrame:
-    return pd.read_csv(run["out"]["autotune"], keep_default_na=False).set_index("shape")
+    return pd.read_csv(autotune_out(run)["csv"], keep_default_na=False).set_index("shape")
 
 
 def _section(text: str, start: str, end: str) -> str:
@@ -325,29 +370,29 @@ def test_autotune_lists_candidates_within_noise(tied_run: dict[str, Any]) -> Non
     assert {autotune.loc["s4096_d64", "fastest"], autotune.loc["s4096_d64", "tied"]} == {"flash", TWIN}
     assert autotune.loc[["s1024_d64", "s4096_d128_causal_gqa"], "fastest"].tolist() == ["flash", "flash"]
     assert autotune.loc[["s1024_d64", "s4096_d128_causal_gqa"], "tied"].tolist() == ["", ""]
-    md = _text(tied_run, "md")
-    section = _section(md, "## Autotune", "## Measurement conditions")
-    tie = _section(section, "### s4096\\_d64\n", "###")
-    twin = "twin:\\<i\\>flash\\</i\\> \\& co\\|2"
-    fastest, tied = (twin, "flash") if autotune.loc["s4096_d64", "fastest"] == TWIN else ("flash", twin)
-    assert re.search(rf"^\| {re.escape(fastest)} \| fastest \| [^|]+ \| — \| — \| — \|$", tie, re.M)
-    assert re.search(rf"^\| {re.escape(tied)} \| tied \| [^|]+ \| \d\.\d% \| [01]\.\d+× \\\[", tie, re.M)
-    assert "The 2 other candidates with status ok are significantly and practically slower." in tie
+    table, note = under(sections(tied_run)["Autotune"], "s4096_d64")
+    fastest, tied = (TWIN, "flash") if autotune.loc["s4096_d64", "fastest"] == TWIN else ("flash", TWIN)
+    assert table.rows[0][:2] == [fastest, "fastest"] and table.rows[0][3:] == ["—", "—", "—"]
+    assert table.rows[1][:2] == [tied, "tied"] and len(table.rows) == 2
+    assert re.fullmatch(r"\d\.\d%", table.rows[1][3]) and re.match(r"[01]\.\d+× \[", table.rows[1][4])
+    assert table.highlight == [True]
+    assert note.text == "The 2 other candidates with status ok are significantly and practically slower."
 
 
 def test_autotune_has_no_ties_when_one_is_clearly_faster(run: dict[str, Any]) -> None:
     autotune = _autotune(run)
     assert autotune["fastest"].tolist() == ["flash"] * len(SHAPES)  # ~7x faster than math and flex
     assert autotune["tied"].tolist() == [""] * len(SHAPES)
-    section = _section(_text(run, "md"), "## Autotune", "## Measurement conditions")
-    assert " | tied | " not in section
-    assert section.count("No candidate is tied with flash: the 2 other candidates with status ok") == 3
-    assert "Holm across the 6 autotune comparisons of the run" in section
+    section = sections(run)["Autotune"]
+    assert [len(t.rows) for t in tables(section)] == [1] * len(SHAPES)  # the fastest alone
+    notes = [b.text for b in section.blocks if isinstance(b, Para)]
+    assert sum(n.startswith("No candidate is tied with flash: the 2 other candidates with status ok") for n in notes) == 3
+    assert "Holm across the 6 autotune comparisons of the run" in notes[0]
 
 
 def test_autotune_csv_matches_the_summary(run: dict[str, Any], tied_run: dict[str, Any]) -> None:
     for kwargs in (run, tied_run):
-        autotune = pd.read_csv(kwargs["out"]["autotune"], keep_default_na=False)
+        autotune = pd.read_csv(autotune_out(kwargs)["csv"], keep_default_na=False)
         assert list(autotune.columns) == AUTOTUNE_COLUMNS
         assert autotune["shape"].tolist() == [s[0] for s in SHAPES]  # one row per shape, in run order
         summary = pd.read_csv(kwargs["out"]["csv"]).query("fastest").set_index("shape")
@@ -358,7 +403,7 @@ def test_autotune_csv_matches_the_summary(run: dict[str, Any], tied_run: dict[st
                 [winner["median_ms"], winner["ci95_lo_ms"], winner["ci95_hi_ms"]], rel=1e-12
             )
             assert row.fastest_ci95_lo_ms <= row.fastest_median_ms <= row.fastest_ci95_hi_ms
-    tied = pd.read_csv(tied_run["out"]["autotune"], keep_default_na=False)
+    tied = pd.read_csv(autotune_out(tied_run)["csv"], keep_default_na=False)
     assert tied["tied"].str.contains(";").sum() == 0  # at most one tie in this run
     assert (tied["tied"] != "").sum() == 1
 
@@ -398,10 +443,10 @@ def test_autotune_applies_holm_across_the_run(tmp_path: Path, monkeypatch: pytes
         calls.append(settings)
         return {"speedup": 0.9, "speedup_ci95": [0.85, 0.95], "p_value": p_value, "practical": True}
 
-    monkeypatch.setattr(report, "compare_samples", fake)
+    monkeypatch.setattr(autotune, "compare_samples", fake)
     kwargs = write_run(tmp_path, shapes=SHAPES[:2])
     p_value = 0.02
-    build_report(**kwargs)
+    build(kwargs)
     assert len(calls) == 4  # math and flex against flash, on two shapes
     assert calls[0] == {"alpha": 0.05, "threshold": 0.02, "resolution": 0.005, "n_resamples": 200,
                         "confidence": 0.95, "seed": 0}  # fmt: skip
@@ -409,7 +454,7 @@ def test_autotune_applies_holm_across_the_run(tmp_path: Path, monkeypatch: pytes
     assert sorted(tied["s1024_d64"].split(";")) == ["flex", "math"]
     assert sorted(tied["s4096_d64"].split(";")) == ["flex", "math"]
     p_value = 0.01  # Holm: 0.04 < 0.05, significant and practical: slower, not tied
-    build_report(**kwargs)
+    build(kwargs)
     assert _autotune(kwargs)["tied"].tolist() == ["", ""]
 
 
@@ -435,16 +480,15 @@ def test_untrusted_results_are_shown_with_their_reason_and_never_ranked(tmp_path
     why = "work the timer never waited for: kernels still running on another stream"
     shape_candidates = {"s1024_d64": {**CANDIDATES, cheat: ("untrusted", 20000.0, why, False)}}
     kwargs = write_run(tmp_path, shape_candidates=shape_candidates)
-    build_report(**kwargs)
+    build(kwargs)
     summary = pd.read_csv(kwargs["out"]["csv"])
     row = summary[(summary["shape"] == "s1024_d64") & (summary["candidate"] == cheat)].iloc[0]
     assert row["status"] == "untrusted" and not row["fastest"]
     assert summary[(summary["shape"] == "s1024_d64") & summary["fastest"]]["candidate"].tolist() == ["flash"]
-    autotune = pd.read_csv(kwargs["out"]["autotune"], dtype=str, keep_default_na=False)
+    autotune = pd.read_csv(autotune_out(kwargs)["csv"], dtype=str, keep_default_na=False)
     assert cheat not in " ".join(autotune["fastest"].tolist() + autotune["tied"].tolist())
-    md = _text(kwargs, "md")
-    not_ok = md.split("## Candidates that did not produce a valid result", 1)[1].split("\n## ", 1)[0]
-    assert f"| {cheat} | untrusted | {why} | s1024\\_d64 |" in not_ok
+    (not_ok,) = tables(sections(kwargs)["Candidates that did not produce a valid result"])
+    assert not_ok.rows[row_of(not_ok, cheat)] == [cheat, "untrusted", why, "s1024_d64"]
 
 
 def test_what_ran_shows_kernels_streams_and_bitwise_repeatability(run: dict[str, Any]) -> None:
@@ -452,9 +496,8 @@ def test_what_ran_shows_kernels_streams_and_bitwise_repeatability(run: dict[str,
     flash = summary[summary["candidate"] == "flash"].iloc[0]
     assert flash["kernels"] == "kernel_420" and flash["kernels_per_call"] == 1 and flash["streams"] == 1
     assert not flash["bitwise_repeatable"] and flash["max_abs_diff"] == pytest.approx(2e-3)
-    md = _text(run, "md")
-    ran = md.split("## What ran", 1)[1].split("\n## ", 1)[0]
-    assert "| flash | 3 | 1 | 1 | 97.0% | no (max diff 0.00200) | kernel\\_420 |" in ran
-    assert "| math | 3 | 1 | 1 | 97.0% | yes | kernel\\_60 |" in ran
+    (table,) = tables(sections(run)["What ran"])
+    assert table.rows[row_of(table, "flash")] == ["flash", "3", "1", "1", "97.0%", "no (max diff 0.00200)", "kernel_420"]
+    assert table.rows[row_of(table, "math")] == ["math", "3", "1", "1", "97.0%", "yes", "kernel_60"]
     # the roofline is stated per result: a share of the attainable bound, with the binding roof
     assert summary["intensity"].notna().all()

@@ -55,6 +55,8 @@ BLOCKS = 10
 # one kernel measured side by side differ systematically by up to ~0.4% on an H100 (placement of
 # their buffers, graph instances; docs/validation). The test asks whether a difference exceeds it.
 RESOLUTION = 0.005
+# The significance level wherever a run does not set stats.alpha: compare, autotune and the ratchet.
+ALPHA = 0.05
 TEST_NONE = "none (n < 2)"
 
 
@@ -256,7 +258,7 @@ def compare(
     baseline: ArrayLike,
     candidate: ArrayLike,
     *,
-    alpha: float = 0.05,
+    alpha: float = ALPHA,
     threshold: float = 0.02,
     resolution: float = RESOLUTION,
     n_resamples: int = 10_000,
@@ -300,7 +302,7 @@ def compare_shape(
     bench: Mapping[str, Any],
     reference: str,
     *,
-    alpha: float = 0.05,
+    alpha: float = ALPHA,
     threshold: float = 0.02,
     resolution: float = RESOLUTION,
     n_resamples: int = 10_000,

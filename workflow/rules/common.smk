@@ -15,7 +15,6 @@ REPORT_OUTPUTS = {
     "md": "results/report/report.md",
     "csv": "results/report/summary.csv",
 }
-PLOTS = ("latency", "roofline", "speedup", "memory")
 BASELINE = RUN.get("baseline")
 RATCHET_OUTPUTS = (
     {

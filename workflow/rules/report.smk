@@ -4,9 +4,9 @@ rule report:
         compare=expand("results/compare/{name}.json", name=SHAPES),
         fingerprint="results/env/fingerprint.json",
         ceilings=CEILINGS,
+        autotune=rules.autotune.output.json,
     output:
         **REPORT_OUTPUTS,
-        autotune="results/report/autotune.csv",
         latency=report(
             "results/report/plots/latency.png",
             caption="../report/latency.rst",
@@ -34,7 +34,6 @@ rule report:
         "../../envs/attnbench.yaml"
     params:
         schema_dir=str(SCHEMAS),
-        alpha=RUN.get("stats", {}).get("alpha", 0.05),
         title=RUN.get("report", {}).get("title", "attnbench report"),
     script:
         "../../scripts/report.py"

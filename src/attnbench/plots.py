@@ -1,0 +1,359 @@
+"""The report's four figures, as PNG bytes: latency, roofline, speedup and peak memory.
+
+Drawn from the summary table (report.summary_frame) and the measured ceilings; each figure says so
+when it has nothing to draw, so a report always has all four.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from io import BytesIO
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib import colormaps
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
+
+from attnbench.formatting import num
+
+Json = dict[str, Any]
+
+PLOTS = ("latency", "roofline", "speedup", "memory")
+# alt text and caption of each figure in the report
+ALT = {
+    "latency": "Median latency against sequence length per candidate, 95% CI error bars, log-log",
+    "roofline": "Roofline: achieved TFLOP/s against arithmetic intensity, with the measured ceilings",
+    "speedup": "Speedup against the reference per shape and candidate; * marks Holm-significant",
+    "memory": "Peak memory in MB per shape and candidate",
+}
+MAX_FIG_WIDTH = 12.5  # inches at 110 dpi: about the HTML page's width, so text stays full size
+
+
+def figures(frame: pd.DataFrame, ceilings: Json) -> dict[str, bytes]:
+    """Every figure of PLOTS as PNG bytes."""
+    return {
+        "latency": _png(_latency_figure(frame)),
+        "roofline": _png(_roofline_figure(frame, ceilings)),
+        "speedup": _png(_speedup_figure(frame)),
+        "memory": _png(_memory_figure(frame)),
+    }
+
+
+def positive(value: Any) -> float | None:
+    """A measured ceiling, or None when it is missing or not a positive number."""
+    return float(value) if isinstance(value, (int, float)) and value > 0 else None
+
+
+def _png(fig: Figure) -> bytes:
+    buffer = BytesIO()
+    FigureCanvasAgg(fig)
+    fig.savefig(buffer, format="png", dpi=110)
+    return buffer.getvalue()
+
+
+def _label(text: Any) -> str:
+    """Matplotlib reads `$...$` as math; a candidate named with dollars must print as typed."""
+    return str(text).replace("$", r"\$")
+
+
+def _ok(frame: pd.DataFrame, column: str) -> pd.DataFrame:
+    """Plots show correct candidates only, so that no figure suggests a wrong kernel is a result."""
+    rows = frame[(frame["status"] == "ok") & frame[column].notna()]
+    return rows.astype({column: float})
+
+
+def _colours(frame: pd.DataFrame) -> dict[str, Any]:
+    """One colour per candidate across all four plots."""
+    names = list(dict.fromkeys(frame["candidate"]))
+    cmap = colormaps["tab10" if len(names) <= 10 else "tab20"]
+    return {name: cmap(i % cmap.N) for i, name in enumerate(names)}
+
+
+def _empty(message: str, size: tuple[float, float] = (7.0, 2.5)) -> Figure:
+    fig = Figure(figsize=size, layout="constrained")
+    ax = fig.add_subplot()
+    ax.text(0.5, 0.5, message, ha="center", va="center", fontsize=12, wrap=True)
+    ax.set_axis_off()
+    return fig
+
+
+def _plain_log_ticks(axis: Any) -> None:
+    """Log axes label only powers of ten, often none inside one decade: label 1-2-5 instead."""
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    axis.set_minor_locator(NullLocator())
+
+
+def _facet_fields(frame: pd.DataFrame) -> list[str]:
+    """(dim, causal) always; any other setting that varies would mix lines too.
+
+    Batch is a facet only when it varies at a fixed sequence length: sweeps usually keep
+    batch x seq constant, and faceting by batch would leave one point per panel.
+    """
+    fields = ["dim", "causal"]
+    fields += [f for f in ("dtype", "mode", "heads", "kv_heads") if frame[f].nunique() > 1]
+    if (frame["seq_kv"] != frame["seq"]).any():
+        fields.append("seq_kv")
+    if (frame.groupby([*fields, "seq"])["batch"].nunique() > 1).any():
+        fields.append("batch")
+    return fields
+
+
+def _batch_note(group: pd.DataFrame) -> str:
+    if group["batch"].nunique() == 1:
+        return f", batch={group['batch'].iloc[0]}"
+    tokens = (group["batch"] * group["seq"]).unique()
+    return f", batch x seq = {tokens[0]}" if len(tokens) == 1 else ", batch varies"
+
+
+def _facet_title(fields: list[str], values: tuple[Any, ...]) -> str:
+    parts = []
+    for name, value in zip(fields, values):
+        if name == "causal":
+            parts.append("causal" if value else "non-causal")
+        elif name in ("dtype", "mode"):
+            parts.append(str(value))
+        else:
+            parts.append(f"{name}={value}")
+    return ", ".join(parts)
+
+
+def _latency_figure(frame: pd.DataFrame) -> Figure:
+    data = _ok(frame, "median_ms")
+    if data.empty:
+        return _empty("Latency: no candidate has status ok with a timing")
+    colours = _colours(frame)
+    fields = _facet_fields(frame)
+    facets = list(data.groupby(fields, sort=True))
+    ncols = 2 if len(facets) == 4 else min(3, len(facets))
+    nrows = math.ceil(len(facets) / ncols)
+    fig = Figure(figsize=(min(MAX_FIG_WIDTH, 4.2 * ncols + 2.0), 3.6 * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    markers = dict(zip(colours, itertools.cycle("osD^vP*X")))  # equal lines stay distinguishable
+    handles: dict[str, Any] = {}
+    for ax, (key, group) in zip(axes, facets):
+        for name, rows in group.groupby("candidate", sort=False):
+            rows = rows.sort_values("seq")
+            median = rows["median_ms"].to_numpy(float)
+            lower = median - rows["ci95_lo_ms"].to_numpy(float, na_value=np.nan)
+            upper = rows["ci95_hi_ms"].to_numpy(float, na_value=np.nan) - median
+            yerr = np.nan_to_num(np.vstack([lower, upper]).clip(min=0), nan=0.0)
+            line = ax.errorbar(
+                rows["seq"],
+                median,
+                yerr=yerr,
+                marker=markers[name],
+                capsize=3,
+                color=colours[name],
+                label=_label(name),
+            )
+            handles.setdefault(str(name), line)
+        seqs = sorted(group["seq"].unique())
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        _plain_log_ticks(ax.yaxis)
+        ax.set_xticks(seqs, [str(s) for s in seqs], rotation=45 if len(seqs) > 6 else 0)
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.set_xlabel("sequence length (queries)")
+        ax.set_ylabel("median latency (ms)")
+        title = _facet_title(fields, key if isinstance(key, tuple) else (key,))
+        ax.set_title(title + ("" if "batch" in fields else _batch_note(group)), fontsize=10)
+        ax.grid(True, which="major", alpha=0.3)
+    for ax in axes[len(facets) :]:
+        ax.set_axis_off()
+    # below the panels: at the side it collides with the title when there is a single panel
+    fig.legend(
+        list(handles.values()),
+        [_label(n) for n in handles],
+        loc="outside lower center",
+        ncols=min(len(handles), 5),
+        title="candidate",
+    )
+    fig.suptitle("Latency vs sequence length (median, 95% CI; status ok only)")
+    return fig
+
+
+def _grouped_bars(frame: pd.DataFrame, column: str, ylabel: str, title: str) -> tuple[Figure, Any] | None:
+    """Bars per shape (x) and candidate (colour); None when the column has no value to draw."""
+    data = _ok(frame, column)
+    if data.empty:
+        return None
+    colours = _colours(frame)
+    shapes = list(dict.fromkeys(frame["shape"]))
+    names = list(dict.fromkeys(data["candidate"]))
+    table = data.pivot_table(index="shape", columns="candidate", values=column, aggfunc="first")
+    table = table.reindex(index=shapes, columns=names)
+    width = 0.8 / len(names)
+    x = np.arange(len(shapes))
+    # Wider than a page's ~12 inches, the browser would shrink the figure and its text with it.
+    fig_width = min(MAX_FIG_WIDTH, max(7.0, 0.45 * len(shapes) * len(names) + 3.5))
+    fig = Figure(figsize=(fig_width, 4.8), layout="constrained")
+    ax = fig.add_subplot()
+    labelled = len(shapes) * len(names) <= 40  # beyond that the numbers would overlap
+    bar_inches = (fig_width - 3.5) / len(shapes) * width
+    for i, name in enumerate(names):
+        heights = table[name].to_numpy(float)
+        bars = ax.bar(
+            x + (i - (len(names) - 1) / 2) * width, heights, width, color=colours[name], label=_label(name)
+        )
+        if labelled:
+            ax.bar_label(
+                bars,
+                [num(h) if np.isfinite(h) else "" for h in heights],
+                padding=2,
+                fontsize=7,
+                rotation=90 if bar_inches < 0.4 else 0,
+            )
+    ax.margins(y=0.15)
+    long_labels = len(shapes) > 4 or max(len(s) for s in shapes) > 10
+    ax.set_xticks(
+        x,
+        [_label(s) for s in shapes],
+        rotation=35 if long_labels else 0,
+        ha="right" if long_labels else "center",
+    )
+    ax.set_xlabel("shape")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, axis="y", alpha=0.3)
+    values = table.to_numpy(float)
+    finite = values[np.isfinite(values) & (values > 0)]
+    if finite.size and finite.max() / finite.min() > 50:
+        ax.set_yscale("log")  # a few huge shapes would flatten the rest to nothing
+        _plain_log_ticks(ax.yaxis)
+    return fig, ax
+
+
+def _legend_below(fig: Figure, ax: Any) -> None:
+    """Below the plot, in columns: at the side a long ceiling label would squeeze the bars."""
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=min(len(handles), 4), fontsize=9)
+
+
+def _roofline_figure(frame: pd.DataFrame, ceilings: Json) -> Figure:
+    """Achieved TFLOP/s against flops per byte of min_bytes, under the measured roofs: the matmul
+    ceiling of each dtype and read bandwidth x intensity. Untrusted results are drawn as crosses:
+    they are the ones above a roof."""
+    data = frame[
+        frame["status"].isin(["ok", "untrusted"]) & frame["tflops"].notna() & frame["intensity"].notna()
+    ]
+    if data.empty:
+        return _empty("Roofline: no candidate has status ok with a throughput")
+    data = data.astype({"tflops": float, "intensity": float})
+    colours = _colours(frame)
+    fig = Figure(figsize=(9.0, 5.6), layout="constrained")
+    ax = fig.add_subplot()
+    for (name, status), group in data.groupby(["candidate", "status"], sort=False):
+        untrusted = status == "untrusted"
+        ax.scatter(
+            group["intensity"],
+            group["tflops"],
+            color=colours[name],
+            marker="x" if untrusted else "o",
+            s=40 if untrusted else 28,
+            label=_label(name) + (" (untrusted)" if untrusted else ""),
+        )
+    lo, hi = data["intensity"].min() / 2, data["intensity"].max() * 2
+    x = np.geomspace(lo, hi, 200)
+    read = positive((ceilings.get("read") or {}).get("gbytes_per_s"))
+    notes = []
+    for dtype in dict.fromkeys(frame["dtype"]):
+        tflops = positive(ceilings["matmul"].get(dtype, {}).get("tflops"))
+        if tflops is None:
+            notes.append(f"no {dtype} matmul ceiling measured")
+            continue
+        roof = np.minimum(tflops, x * read / 1e3) if read else np.full_like(x, tflops)
+        ax.plot(
+            x,
+            roof,
+            color="black",
+            linestyle="--",
+            linewidth=1.2,
+            label=f"measured {dtype} roof ({tflops:.3g} TFLOP/s"
+            + (f", read {read:.3g} GB/s)" if read else ")"),
+        )
+    if read is None:
+        notes.append("no read bandwidth measured")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("arithmetic intensity (FLOP per byte of min_bytes)")
+    ax.set_ylabel("achieved TFLOP/s")
+    ax.set_title("Roofline" + (f" ({'; '.join(notes)})" if notes else ""))
+    ax.grid(True, which="both", alpha=0.3)
+    _legend_below(fig, ax)
+    return fig
+
+
+def _memory_figure(frame: pd.DataFrame) -> Figure:
+    drawn = _grouped_bars(frame, "peak_mem_mb", "peak memory (MB)", "Peak memory per call, inputs included")
+    if drawn is None:
+        cpu_only = (frame["device"] == "cpu").all()
+        return _empty(
+            "Peak memory: none recorded (CPU runs do not measure it)"
+            if cpu_only
+            else "Peak memory: no candidate has status ok with a recorded peak"
+        )
+    fig, ax = drawn
+    _legend_below(fig, ax)
+    return fig
+
+
+def _speedup_figure(frame: pd.DataFrame) -> Figure:
+    if not frame["speedup"].notna().any():
+        return _empty("Speedup: no comparisons against a reference in this run")
+    shapes = list(dict.fromkeys(frame["shape"]))
+    always_reference = set(frame["reference"].dropna()) if frame["reference"].nunique() == 1 else set()
+    names = [n for n in dict.fromkeys(frame["candidate"]) if n not in always_reference]
+    cells = frame.set_index(["shape", "candidate"])
+    speedup = np.full((len(shapes), len(names)), np.nan)
+    text = [["" for _ in names] for _ in shapes]
+    for i, shape in enumerate(shapes):
+        for j, name in enumerate(names):
+            if (shape, name) not in cells.index:
+                text[i][j] = "absent"
+                continue
+            row = cells.loc[(shape, name)]
+            if pd.notna(row["speedup"]):
+                speedup[i, j] = float(row["speedup"])
+                star = "*" if row["significant_holm"] else ""
+                text[i][j] = f"{speedup[i, j]:.2f}×{star}"
+            elif row["reference"] == name:
+                text[i][j] = "ref"
+            else:
+                text[i][j] = "—" if row["status"] == "ok" else str(row["status"])
+    log2 = np.log2(speedup)
+    bound = max(0.25, float(np.nanmax(np.abs(log2))))
+    norm = Normalize(-bound, bound)
+    cmap = colormaps["RdBu"].with_extremes(bad="#f2f2f2")
+    width = min(MAX_FIG_WIDTH, max(6.0, 1.3 * len(names) + 3.0))
+    fig = Figure(figsize=(width, max(3.0, 0.55 * len(shapes) + 2.2)), layout="constrained")
+    ax = fig.add_subplot()
+    image = ax.imshow(np.ma.masked_invalid(log2), cmap=cmap, norm=norm, aspect="auto")
+    for i in range(len(shapes)):
+        for j in range(len(names)):
+            dark = np.isfinite(log2[i, j]) and abs(norm(log2[i, j]) - 0.5) > 0.3
+            ax.text(
+                j,
+                i,
+                _label(text[i][j]),
+                ha="center",
+                va="center",
+                fontsize=9,
+                color="white" if dark else "black",
+            )
+    ax.set_xticks(range(len(names)), [_label(n) for n in names], rotation=30, ha="right")
+    ax.set_yticks(range(len(shapes)), [_label(s) for s in shapes])
+    ax.set_xlabel("candidate")
+    ax.set_ylabel("shape")
+    references = ", ".join(sorted(str(r) for r in frame["reference"].dropna().unique()))
+    ax.set_title(_label(f"Speedup vs reference ({references}); >1 is faster; * Holm-significant"))
+    bar = fig.colorbar(image, ax=ax, label="speedup (log scale)")
+    ticks = np.arange(math.ceil(-bound), math.floor(bound) + 1)
+    ticks = ticks if len(ticks) >= 3 else np.linspace(-bound, bound, 5)
+    bar.set_ticks(ticks, labels=[f"{2.0**t:.3g}×" for t in ticks])
+    return fig

@@ -5,17 +5,20 @@ rendered Markdown and HTML of the fixture run are pinned by one snapshot each (t
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
+import yaml
 from fixtures_report import (
     CANDIDATES,
     EVIL,
     EVIL_REASON,
     MISSED,
+    SCHEMAS,
     SHAPES,
     TIED_CANDIDATES,
     TWIN,
@@ -24,7 +27,7 @@ from fixtures_report import (
     write_run,
 )
 
-from attnbench import autotune, report
+from attnbench import autotune, formatting, report
 from attnbench.autotune import CSV_COLUMNS as AUTOTUNE_COLUMNS
 from attnbench.io import ResultFileError
 from attnbench.report import COLUMNS, Heading, Para, Section, Table, build_report
@@ -77,9 +80,7 @@ def text(section: Section) -> str:
 
 def row_of(table: Table, first_cell: str, column: int = 1, value: str | None = None) -> int:
     """The index of the one row whose first cell is `first_cell` (and cell `column` holds `value`)."""
-    found = [
-        r for r, row in enumerate(table.rows) if row[0] == first_cell and value in (None, row[column])
-    ]
+    found = [r for r, row in enumerate(table.rows) if row[0] == first_cell and value in (None, row[column])]
     assert len(found) == 1, (first_cell, value, found)
     return found[0]
 
@@ -100,7 +101,7 @@ def test_writes_all_outputs(run: dict[str, Any]) -> None:
 def test_html_is_self_contained(run: dict[str, Any]) -> None:
     page = _text(run, "html")
     assert page.count('src="data:image/png;base64,') == 4
-    references = re.findall(r"""(?:src|href)\s*=\s*["']?([^"'\s>]+)""", page, flags=re.I)
+    references = re.findall(r"""(?:src|href)\s*=\s*["']?([^"'\s>]+)""", page, flags=re.IGNORECASE)
     assert all(ref.startswith("data:") for ref in references), references
     assert "http://" not in page and "https://" not in page
     assert "<link" not in page and "@import" not in page and "url(" not in page
@@ -165,7 +166,7 @@ def test_markdown_lists_failures_and_escapes_tables(run: dict[str, Any]) -> None
     assert "| incorrect | output differs: &lt;b&gt;&amp; \\| max error 3.2 | s1024_d64, " in md
     assert EVIL_REASON not in md
     # every row of a table has as many unescaped pipes as its header: no cell was split
-    for block in re.findall(r"(?:^\|.*\n)+", md, flags=re.M):
+    for block in re.findall(r"(?:^\|.*\n)+", md, flags=re.MULTILINE):
         widths = {len(re.findall(r"(?<!\\)\|", line)) for line in block.splitlines()}
         assert len(widths) == 1, block
     for link in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md):
@@ -235,7 +236,7 @@ def test_names_every_missing_output(tmp_path: Path) -> None:
     kwargs = write_run(tmp_path, shapes=SHAPES[:1])
     del kwargs["out"]["memory"]
     with pytest.raises(ValueError, match="memory"):
-        build(kwargs)
+        build_report(**kwargs)
 
 
 def test_warns_when_ceilings_come_from_another_device(tmp_path: Path) -> None:
@@ -386,7 +387,13 @@ def test_autotune_has_no_ties_when_one_is_clearly_faster(run: dict[str, Any]) ->
     section = sections(run)["Autotune"]
     assert [len(t.rows) for t in tables(section)] == [1] * len(SHAPES)  # the fastest alone
     notes = [b.text for b in section.blocks if isinstance(b, Para)]
-    assert sum(n.startswith("No candidate is tied with flash: the 2 other candidates with status ok") for n in notes) == 3
+    assert (
+        sum(
+            n.startswith("No candidate is tied with flash: the 2 other candidates with status ok")
+            for n in notes
+        )
+        == 3
+    )
     assert "Holm across the 6 autotune comparisons of the run" in notes[0]
 
 
@@ -470,7 +477,7 @@ def test_autotune_escapes_candidate_names(tied_run: dict[str, Any]) -> None:
     ]  # fmt: skip
     md = _text(tied_run, "md")
     assert TWIN not in md
-    for table in re.findall(r"(?:^\|.*\n)+", md, flags=re.M):  # the twin's | did not split a cell
+    for table in re.findall(r"(?:^\|.*\n)+", md, flags=re.MULTILINE):  # the twin's | did not split a cell
         widths = {len(re.findall(r"(?<!\\)\|", line)) for line in table.splitlines()}
         assert len(widths) == 1, table
 
@@ -497,7 +504,51 @@ def test_what_ran_shows_kernels_streams_and_bitwise_repeatability(run: dict[str,
     assert flash["kernels"] == "kernel_420" and flash["kernels_per_call"] == 1 and flash["streams"] == 1
     assert not flash["bitwise_repeatable"] and flash["max_abs_diff"] == pytest.approx(2e-3)
     (table,) = tables(sections(run)["What ran"])
-    assert table.rows[row_of(table, "flash")] == ["flash", "3", "1", "1", "97.0%", "no (max diff 0.00200)", "kernel_420"]
+    assert table.rows[row_of(table, "flash")] == [
+        "flash",
+        "3",
+        "1",
+        "1",
+        "97.0%",
+        "no (max diff 0.00200)",
+        "kernel_420",
+    ]
     assert table.rows[row_of(table, "math")] == ["math", "3", "1", "1", "97.0%", "yes", "kernel_60"]
     # the roofline is stated per result: a share of the attainable bound, with the binding roof
     assert summary["intensity"].notna().all()
+
+
+# ---------------------------------------------------------------------------------- rendering
+
+
+SNAPSHOTS = Path(__file__).resolve().parent / "snapshots"
+
+
+@pytest.mark.parametrize("key", ["md", "html"])
+def test_report_matches_its_snapshot(run: dict[str, Any], key: str) -> None:
+    """The fixture run's report.md and report.html (plots replaced by a placeholder), as committed in
+    tests/snapshots/. After an intended change to the report, regenerate them and review the diff:
+
+        ATTNBENCH_UPDATE_SNAPSHOTS=1 python -m pytest tests/test_report.py -k snapshot
+    """
+    rendered = re.sub(r"base64,[A-Za-z0-9+/=]+", "base64,PLOT", _text(run, key))
+    path = SNAPSHOTS / f"report.{key}"
+    if os.environ.get("ATTNBENCH_UPDATE_SNAPSHOTS"):
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(rendered, encoding="utf-8")
+    assert rendered == path.read_text(encoding="utf-8")
+
+
+def test_every_status_has_a_colour() -> None:
+    css = (Path(report.__file__).parent / "templates" / "report.css").read_text(encoding="utf-8")
+    statuses = yaml.safe_load((SCHEMAS / "bench.schema.yaml").read_text())["$defs"]["candidate"]["properties"]
+    for status in statuses["status"]["enum"]:
+        assert re.search(rf"td\.status-{status}\b[^{{]*\{{ background: #", css), status
+
+
+def test_markdown_escapes_what_would_be_markup() -> None:
+    assert formatting.md("evil|<script>") == "evil\\|&lt;script&gt;"
+    assert formatting.md(r"user:$\bad{$") == r"user:\$\\bad{\$"  # GitHub would read $...$ as math
+    assert formatting.md("*bold* `code` [link] #1 ~~x~~") == r"\*bold\* \`code\` \[link\] \#1 \~\~x\~\~"
+    assert formatting.md("_emphasis_ and snake_case") == r"\_emphasis\_ and snake_case"
+    assert formatting.md("two\nlines") == "two lines"  # a line break would end a table row

@@ -14,20 +14,18 @@ driver, torch, cuDNN or lock are `incomparable`, naming the fields.
 from __future__ import annotations
 
 import datetime as dt
-import html
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from attnbench import __version__, io, stats
+from attnbench.formatting import DASH, md, num, signed_pct
 
 VERDICTS = ("regression", "improvement", "unchanged", "new", "missing", "failed", "incomparable")
 MARKER = "<!-- attnbench-ratchet -->"
 DEFAULTS = {
-    "alpha": 0.05,
+    "alpha": stats.ALPHA,
     "threshold": 0.02,
     "resolution": 0.02,
     "n_resamples": 10_000,
@@ -262,24 +260,12 @@ def gate(document: Json) -> tuple[int, str]:
 # --- the pull-request comment ------------------------------------------------------------------
 
 
-def _md(value: Any) -> str:
-    """Markdown table cell: HTML-escaped, pipes escaped, so names cannot break the table or inject markup."""
-    return html.escape(str(value), quote=False).replace("|", "\\|")
-
-
-def _ms(value: Any) -> str:
-    return "—" if value is None else f"{value:.4g}"
-
-
 def _change(entry: Json) -> str:
+    """The change in time, now against the baseline (1 / speedup - 1), with its 95% CI."""
     if entry.get("speedup") is None:
-        return "—"
+        return DASH
     lo, hi = entry["speedup_ci95"]
-    return f"{1 / entry['speedup'] - 1:+.1%} [{1 / hi - 1:+.1%}, {1 / lo - 1:+.1%}]"
-
-
-def _p(value: float | None) -> str:
-    return "—" if value is None else f"{value:.2g}"
+    return f"{signed_pct(1 / entry['speedup'] - 1)} [{signed_pct(1 / hi - 1)}, {signed_pct(1 / lo - 1)}]"
 
 
 def _table(entries: list[Json]) -> list[str]:
@@ -288,12 +274,10 @@ def _table(entries: list[Json]) -> list[str]:
         "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | --- |",
     ]
     for e in entries:
-        g = e.get("hedges_g")
         lines.append(
-            f"| {_md(e['shape'])} | {_md(e['candidate'])} | {e['verdict']} | {_change(e)} | "
-            f"{'—' if g is None or np.isnan(g) else f'{g:.2f}'} | "
-            f"{_p(e.get('p_holm'))} | "
-            f"{_ms(e['median_ms'])} | {_ms(e['baseline_median_ms'])} | {_md(e.get('reason') or '')} |"
+            f"| {md(e['shape'])} | {md(e['candidate'])} | {e['verdict']} | {_change(e)} | "
+            f"{num(e.get('hedges_g'), 2)} | {num(e.get('p_holm'), 2)} | "
+            f"{num(e['median_ms'], 4)} | {num(e['baseline_median_ms'], 4)} | {md(e.get('reason') or '')} |"
         )
     return lines
 
@@ -308,11 +292,11 @@ def comment(document: Json) -> str:
     lines.append(f"## attnbench ratchet: {why} (gate exit {code})")
     lines.append("")
     if not base["usable"]:
-        lines.append(f"The baseline `{_md(base['path'])}` could not be used: {_md(base['reason'])}")
+        lines.append(f"The baseline {md(base['path'])} could not be used: {md(base['reason'])}")
         return "\n".join(lines) + "\n"
     s = document["settings"]
     lines.append(
-        f"Against the baseline of {_md(base['created'])} on {_md(base['gpu'])}. A regression is a slowdown of "
+        f"Against the baseline of {md(base['created'])} on {md(base['gpu'])}. A regression is a slowdown of "
         f"at least {s['threshold']:.0%} whose test (Welch's t on block means, null: a change of at most "
         f"{s['resolution']:.0%}) stays significant at α = {s['alpha']} after Holm's correction across all "
         f"{counts['regression'] + counts['improvement'] + counts['unchanged']} comparisons."
@@ -332,14 +316,13 @@ def comment(document: Json) -> str:
         lines.append("| --- | --- | --- | --- |")
         for d in document["environment_differences"]:
             lines.append(
-                f"| {d['field']} | {_md(d['baseline'])} | {_md(d['current'])} | {'yes' if d['strict'] else 'no'} |"
+                f"| {d['field']} | {md(d['baseline'])} | {md(d['current'])} | {'yes' if d['strict'] else 'no'} |"
             )
     failed = [e for e in document["entries"] if e["verdict"] == "failed"]
     if failed:
         lines += ["", "### Failed in this run (not counted as regressions)", ""]
         lines += [
-            f"- {_md(e['shape'])} / {_md(e['candidate'])}: {_md(e['status'])}: {_md(e['reason'])}"
-            for e in failed
+            f"- {md(e['shape'])} / {md(e['candidate'])}: {md(e['status'])}: {md(e['reason'])}" for e in failed
         ]
     lines += ["", f"<details><summary>All {len(document['entries'])} results</summary>", ""]
     lines += _table(document["entries"])

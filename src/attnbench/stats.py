@@ -25,7 +25,7 @@ thousands of precise samples a plain test would call that significant every time
 null is tested as two one-sided t-tests against ±log(1 + resolution); resolution 0 gives the
 ordinary two-sided test.
 
-``significant`` is that test alone: p < alpha (default 0.05, per shape; the report applies Holm
+``significant`` is that test alone: p < alpha (default 0.05, per shape; the autotune step applies Holm
 across the run). ``practical`` says whether the speedup reaches the practical threshold (default
 2%) in either direction, and ``verdict`` combines both: ``faster`` or ``slower`` only when the
 difference is significant AND practical, else ``same``.

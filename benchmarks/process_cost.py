@@ -9,7 +9,7 @@ other, on the same device:
             (-s Snakefile --directory WORK): fingerprint, calibrate, one benchmark job per shape,
             compare, report. Set ATTNBENCH_WORKER=0 to measure it without the per-GPU worker.
   loop      one Python process that calls the same library functions on the same specs, in the
-            same order, and writes the same files; each shape through attnbench.worker.run_shape_fresh,
+            same order, and writes the same files; each shape through attnbench.jobs.run("benchmark", ...),
             which resets torch.compile's state between shapes as the worker does.
 Each arm starts with empty torch.compile and Triton caches of its own, so neither reuses kernels the
 other compiled, after one untimed import of torch, torch.compile, scipy, pandas, matplotlib and snakemake that
@@ -37,10 +37,12 @@ def loop(config_path: Path, out_dir: Path) -> None:
     one process, calling the library functions the jobs call, and writing the same files."""
     import yaml
 
-    from attnbench import io, stats
     from attnbench import config as run_config
+    from attnbench import io, jobs, stats
+    from attnbench.cli import configure_logging
     from attnbench.report import OUTPUT_KEYS, build_report
-    from attnbench.worker import run_job, run_shape_fresh
+
+    configure_logging()
 
     began = time.time()
     schemas = ROOT / "workflow" / "schemas"
@@ -53,16 +55,13 @@ def loop(config_path: Path, out_dir: Path) -> None:
         seconds[name] = time.perf_counter() - start
         print(f"loop: {name} {seconds[name]:.1f} s", file=sys.stderr, flush=True)
 
-    for command, make_spec, out in (
-        ("fingerprint", run_config.fingerprint_spec, "fingerprint"),
-        ("calibrate", run_config.calibrate_spec, "ceilings"),
-    ):
-        spec, target, schema = json.loads(make_spec(run)), out_dir / f"{out}.json", schemas / f"{out}.schema.yaml"
-        timed_step(command, lambda: io.write_json(target, run_job(command, spec), schema))
+    for command, out in (("fingerprint", "fingerprint"), ("calibrate", "ceilings")):
+        spec, target, schema = json.loads(jobs.spec(command, run)), out_dir / f"{out}.json", schemas / f"{out}.schema.yaml"
+        timed_step(command, lambda: io.write_json(target, jobs.run(command, spec), schema))
     names = run_config.shape_names(run)
     for name in names:
-        spec = json.loads(run_config.benchmark_spec(run, name, str(out_dir / "ceilings.json")))
-        timed_step(name, lambda: io.write_json(out_dir / f"bench-{name}.json", run_shape_fresh(spec), schemas / "bench.schema.yaml"))
+        spec = json.loads(jobs.spec("benchmark", run, name)) | {"ceilings": str(out_dir / "ceilings.json")}
+        timed_step(name, lambda: io.write_json(out_dir / f"bench-{name}.json", jobs.run("benchmark", spec), schemas / "bench.schema.yaml"))
 
     def compare_and_report() -> None:
         for name in names:
@@ -74,16 +73,16 @@ def loop(config_path: Path, out_dir: Path) -> None:
         build_report([str(out_dir / f"bench-{n}.json") for n in names],
                      [str(out_dir / f"compare-{n}.json") for n in names],
                      str(out_dir / "fingerprint.json"), str(out_dir / "ceilings.json"), outputs,
-                     schema_dir=schemas, alpha=run.get("stats", {}).get("alpha", 0.05))  # fmt: skip
+                     schema_dir=schemas, alpha=run.get("stats", {}).get("alpha", stats.ALPHA))  # fmt: skip
 
     timed_step("compare_and_report", compare_and_report)
     print(json.dumps({"imports_s": began - _started_at(), "steps_s": seconds, "shapes": names}))
 
 
 def _started_at() -> float:
-    from attnbench.cli import _process_started_at
+    from attnbench.cli import process_started_at
 
-    return _process_started_at() or time.time()
+    return process_started_at() or time.time()
 
 
 def timed(command: list[str], log: Path, env: dict[str, str], cwd: Path = ROOT) -> tuple[float, str]:

@@ -17,7 +17,7 @@ watch, adaptive stopping), attnbench.stats.compare (the significance test) and, 
   can run in, through attnbench.bench.run_shape: it must end `incorrect` or `untrusted` with the
   reason the check gives, and cuDNN must stay `ok`.
 * false_alarms: the default config.yaml's GPU sweep through the benchmark job's own code
-  (attnbench.worker.run_shape_fresh on attnbench.config.benchmark_spec), against ceilings measured
+  (attnbench.jobs.run("benchmark", ...) on the spec attnbench.jobs builds), against ceilings measured
   by attnbench.calibrate: every result that is `untrusted`, or `incorrect` only after sampling, is
   a false alarm (target 0); with the largest fraction of the bound and of profiled over measured time.
 
@@ -43,12 +43,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from attnbench import audit, bench, candidates, clocks, io, lock, stats, timing  # noqa: E402
-from attnbench import config as run_config  # noqa: E402
-from attnbench.calibrate import measure_ceilings  # noqa: E402
-from attnbench.env import fingerprint  # noqa: E402
-from attnbench.worker import run_shape_fresh  # noqa: E402
-from attnbench.workloads import Shape, make_inputs  # noqa: E402
+from attnbench import audit, bench, candidates, clocks, io, jobs, lock, stats, timing
+from attnbench import config as run_config
+from attnbench.calibrate import measure_ceilings
+from attnbench.cli import configure_logging
+from attnbench.env import fingerprint
+from attnbench.workloads import Shape, make_inputs
 
 SCHEMA = ROOT / "workflow" / "schemas" / "validation.schema.yaml"
 BENCH_SCHEMA = ROOT / "workflow" / "schemas" / "bench.schema.yaml"
@@ -409,7 +409,7 @@ def canaries(folder: Path) -> list[dict[str, Any]]:
             "lock": lock.resolve(None),
             "ceilings": str(ceilings_file(folder)),
         }
-        document = run_shape_fresh(spec)
+        document = jobs.run("benchmark", spec)
         honest = document["candidates"]["cudnn"]
         for name in fixtures:
             entry = document["candidates"][f"dishonest_kernels:{name}"]
@@ -431,7 +431,7 @@ def false_alarms(folder: Path) -> dict[str, Any]:
     ceilings = str(ceilings_file(folder))
     results, alarms, shares, fractions, audit_s = 0, [], [], [], []
     for name in run_config.shape_names(run):
-        document = run_shape_fresh(json.loads(run_config.benchmark_spec(run, name, ceilings)))
+        document = jobs.run("benchmark", json.loads(jobs.spec("benchmark", run, name)) | {"ceilings": ceilings})
         audit_s.append(document["audit_s"])
         for candidate, entry in document["candidates"].items():
             results += 1
@@ -529,6 +529,7 @@ def table(doc: dict[str, Any]) -> str:
 
 
 def main() -> int:
+    configure_logging()  # the measurement's own lines, as a job shows them
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

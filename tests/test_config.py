@@ -1,12 +1,14 @@
+import copy
 import json
 
 import pytest
 import yaml
+from conftest import ROOT, SCHEMAS
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from attnbench import config as run_config
-from conftest import ROOT, SCHEMAS
+from attnbench import device, jobs
 
 SCHEMA = str(SCHEMAS / "config.schema.yaml")
 
@@ -14,7 +16,7 @@ SCHEMA = str(SCHEMAS / "config.schema.yaml")
 @pytest.fixture(autouse=True)
 def cuda_usable(monkeypatch):
     """Most tests here check config semantics with device: cuda on a machine without a GPU."""
-    monkeypatch.setattr(run_config, "cuda_unusable_reason", lambda: None)
+    monkeypatch.setattr(device, "cuda_unusable_reason", lambda: None)
 
 
 def default_config():
@@ -53,7 +55,7 @@ def test_schema_rejects_bad_values(mutate):
 
 
 def test_cpu_fallback_replaces_named_keys(monkeypatch):
-    monkeypatch.setattr(run_config, "nvidia_gpu_present", lambda: False)
+    monkeypatch.setattr(device, "cuda_unusable_reason", lambda: "no GPU")
     run = run_config.effective(default_config())
     assert run["device"] == "cpu" and run["requested_device"] == "auto"
     assert run["dtype"] == "float32" and "flex" not in run["candidates"]
@@ -91,12 +93,12 @@ def test_benchmark_spec_carries_everything_that_changes_a_result(tmp_path, monke
     config.update(device="cuda", candidates=["flash", "mykernels:attn"], reference="flash")
     run = run_config.effective(config)
     name = run["shapes"][0]["name"]
-    spec = json.loads(run_config.benchmark_spec(run, name, "results/env/ceilings.json"))
+    spec = json.loads(jobs.spec("benchmark", run, name))
     assert spec["shape"]["kv_heads"] == spec["shape"]["heads"] and spec["timing"] == config["timing"]
     before = spec["kernel_hashes"]["mykernels:attn"]
     (tmp_path / "mykernels.py").write_text("def attn(q, k, v, *, causal, scale):\n    return k\n")
     rerun = run_config.effective(config)  # the next snakemake invocation parses again
-    after = json.loads(run_config.benchmark_spec(rerun, name, "results/env/ceilings.json"))["kernel_hashes"]["mykernels:attn"]
+    after = json.loads(jobs.spec("benchmark", rerun, name))["kernel_hashes"]["mykernels:attn"]
     assert before != after
 
 
@@ -106,11 +108,39 @@ def test_job_env_sets_startup_variables():
 
 
 def test_device_cuda_without_a_usable_gpu_fails_at_parse_time(monkeypatch):
-    monkeypatch.setattr(run_config, "cuda_unusable_reason", lambda: "no NVIDIA GPU or driver is visible")
+    monkeypatch.setattr(device, "cuda_unusable_reason", lambda: "no NVIDIA GPU or driver is visible")
     config = default_config()
     config["device"] = "cuda"
     with pytest.raises(run_config.ConfigError, match="device: 'cuda', but no NVIDIA GPU.*use device: auto"):
         run_config.effective(config)
     config["device"] = "auto"
-    monkeypatch.setattr(run_config, "nvidia_gpu_present", lambda: False)
     assert run_config.effective(config)["device"] == "cpu"
+
+
+@pytest.mark.parametrize("runs_on", ["cpu", "cuda"])
+@pytest.mark.parametrize(
+    "section,mutate,message",
+    [
+        ("gpu", lambda c: c["shapes"].append(dict(c["shapes"][0])), "duplicate shape names"),
+        ("gpu", lambda c: c.update(reference="cudnn", candidates=["flash", "math"]), "reference: 'cudnn'"),
+        ("cpu", lambda c: c["cpu"]["shapes"].append(dict(c["cpu"]["shapes"][0])), "duplicate shape names"),
+        ("cpu", lambda c: c["cpu"].update(reference="cudnn", candidates=["math"]), "reference: 'cudnn'"),
+    ],
+)
+def test_every_device_section_is_checked_whatever_device_runs(monkeypatch, runs_on, section, mutate, message):
+    """Found by trying it: on a laptop the GPU section's mistakes were accepted and met on the cluster."""
+    monkeypatch.setattr(device, "cuda_unusable_reason", lambda: None if runs_on == "cuda" else "no GPU")
+    config = default_config()
+    mutate(config)
+    with pytest.raises(run_config.ConfigError, match=message):
+        run_config.effective(config)
+
+
+def test_effective_leaves_snakemakes_config_as_it_was(monkeypatch):
+    monkeypatch.setattr(device, "cuda_unusable_reason", lambda: "no GPU")
+    config = default_config()
+    before = copy.deepcopy(config)
+    run = run_config.effective(config)
+    run["shapes"].append({"name": "x"})
+    run["timing"]["mode"] = "graph"
+    assert config == before

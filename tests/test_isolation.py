@@ -21,7 +21,7 @@ import yaml
 from conftest import ROOT, SCHEMAS, copy_workflow
 from test_worker import alive, wait_until
 
-from attnbench import config, io, isolation
+from attnbench import config, io, isolation, jobs
 from attnbench.bench import run_shape
 
 SHAPE = {
@@ -65,7 +65,7 @@ def job_env(tmp_path, monkeypatch):
 def benchmark(job_spec, out, **variables):
     """`attnbench benchmark` as the workflow runs it: the result, validated, and the job's log."""
     argv = [sys.executable, "-m", "attnbench", "benchmark", "--spec", json.dumps(job_spec), "--out", str(out),
-            "--schema", str(SCHEMAS / "bench.schema.yaml")]  # fmt: skip
+            "--schemas", str(SCHEMAS)]  # fmt: skip
     job = subprocess.run(
         argv, env={**os.environ, **variables}, capture_output=True, text=True, timeout=300, check=False
     )
@@ -118,8 +118,8 @@ def test_the_sanitizer_switch_is_a_job_parameter_only_while_on():
     }
     io.validate({**run_config, "sanitize_crashes": True}, SCHEMAS / "config.schema.yaml", source="config")
     run = config.effective(run_config)
-    off = json.loads(config.benchmark_spec(run, "s64", "ceilings.json"))
-    on = json.loads(config.benchmark_spec({**run, "sanitize_crashes": True}, "s64", "ceilings.json"))
+    off = json.loads(jobs.spec("benchmark", run, "s64"))
+    on = json.loads(jobs.spec("benchmark", {**run, "sanitize_crashes": True}, "s64"))
     assert "sanitize_crashes" not in off and on == {**off, "sanitize_crashes": True}
 
 
@@ -216,7 +216,7 @@ def test_a_kernel_that_kills_its_process_costs_only_its_own_result(tmp_path):
         assert [c["candidate"] for c in compare["comparisons"]] == ["flash"]
     report = (results / "report" / "report.md").read_text()
     assert (
-        "| crashing\\_kernels:exits | crashed | in its checks, its process ended without an answer" in report
+        "| crashing_kernels:exits | crashed | in its checks, its process ended without an answer" in report
     )
     # A run with a crashed candidate is a baseline like any other.
     save = subprocess.run(

@@ -12,7 +12,7 @@ import pytest
 from attnbench import clocks, timing
 
 
-class ScriptedClock(timing._HostClock):
+class ScriptedClock(timing.HostClock):
     """Each unit returns its own duration in ns, so a test decides exactly what is 'measured'."""
 
     def stamp(self, sampler: timing.Sampler) -> int:
@@ -34,11 +34,6 @@ class ScriptedWatch(clocks.ClockWatch):
         return clocks.Reading(*next(self.readings))
 
 
-@pytest.fixture(autouse=True)
-def scripted_clock(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(timing, "_HostClock", ScriptedClock)
-
-
 def noisy(ms: float, rel_noise: float, seed: int):
     rng = np.random.default_rng(seed)
     return lambda: int(ms * 1e6 * rng.lognormal(0.0, rel_noise))
@@ -52,6 +47,7 @@ def run(calls, *, watch=None, failures=None, **settings):
         flush=timing.L2Flusher("cpu", True),
         watch=watch or clocks.ClockWatch(reason="test"),
         on_failure=lambda name, exc: (failures if failures is not None else {}).__setitem__(name, exc),
+        clock=ScriptedClock(),
     )
 
 

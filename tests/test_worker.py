@@ -117,7 +117,7 @@ def test_a_directory_replaced_at_the_same_path_gets_a_fresh_worker(worker_env, r
     idled; that worker resolved the new run's relative paths in its own, removed, directory."""
     work, sockets = worker_env / "work", worker_env / "sockets"
     bench = work / "results/bench/s64.json"
-    compare = {"bench": "results/bench/s64.json", "bench_schema": None, "reference": "math",
+    compare = {"bench": "results/bench/s64.json", "reference": "math",
                "stats": {"n_resamples": 200}}  # fmt: skip
     work.mkdir()
     assert job("benchmark", benchmark_spec(["math", "flash"], 0.3), str(bench), work, sockets).returncode == 0
@@ -178,3 +178,11 @@ def test_worker_is_off_under_slurm_and_on_request():
     assert worker.enabled({}, "lease") and worker.enabled({}, "none")
     assert not worker.enabled({}, "slurm")
     assert not worker.enabled({worker.ENABLE_VARIABLE: "0"}, "lease")
+
+
+def test_an_unknown_command_is_an_error_not_a_benchmark():
+    """The worker used to run any command it did not know as a benchmark."""
+    from attnbench import jobs
+
+    with pytest.raises(jobs.UnknownJob, match="unknown job 'benchmarks'"):
+        jobs.run("benchmarks", benchmark_spec(["math"], 0.2))

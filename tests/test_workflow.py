@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -110,6 +111,14 @@ def test_touching_every_file_reruns_nothing(finished_run):
         if ".snakemake" not in path.parts and "results" not in path.parts:
             os.utime(path, (later, later))
     assert planned_jobs(finished_run) == {}
+
+
+def test_a_finished_run_moved_to_another_path_reruns_nothing(finished_run, tmp_path):
+    """Found by trying it: a finished run cloned to another checkout, a container mount or a CI
+    workspace reran every job, because the jobs' params held absolute schema paths."""
+    moved = tmp_path / "elsewhere" / "checkout"
+    shutil.copytree(finished_run, moved, symlinks=True)  # copy2: modification times kept
+    assert planned_jobs(moved) == {}
 
 
 def test_editing_one_shape_reruns_only_that_shape_and_the_report(finished_run):

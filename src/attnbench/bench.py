@@ -13,8 +13,8 @@ process (attnbench.isolation), as it does when the process dies.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import math
-import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -33,6 +33,9 @@ from attnbench import (
     memory,
     timing,
 )
+from attnbench import (
+    device as device_module,
+)
 from attnbench.env import device_summary
 from attnbench.workloads import (
     DEFAULT_TOLERANCE,
@@ -45,9 +48,7 @@ from attnbench.workloads import (
     refill_inputs,
 )
 
-
-def log(message: str) -> None:
-    print(f"[attnbench {dt.datetime.now():%H:%M:%S}] {message}", file=sys.stderr, flush=True)
+log = logging.getLogger(__name__).info
 
 
 def empty_entry(status: str, reason: str | None, **fields: Any) -> dict[str, Any]:
@@ -65,17 +66,6 @@ def empty_entry(status: str, reason: str | None, **fields: Any) -> dict[str, Any
         "calls_per_sample": None,
         **fields,
     }
-
-
-def require_device(device: str) -> None:
-    import torch
-
-    if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(
-            "device is 'cuda' but torch.cuda.is_available() is False "
-            f"(torch {torch.__version__}, built for CUDA {torch.version.cuda}); "
-            "set device: auto or cpu in config.yaml"
-        )
 
 
 def make_call(kernel: candidates.Kernel, inputs: tuple[Any, ...], backward: bool) -> Callable[[], Any]:
@@ -183,19 +173,19 @@ def _measure_shape(spec: dict[str, Any], running: Callable[[str | None], None]) 
     import torch
 
     device = spec["device"]
-    require_device(device)
+    device_module.require(device)
     # The measured ceilings bound every result (attnbench.audit); read first, so a missing file fails early.
     ceilings = io.read_json(spec["ceilings"]) if spec.get("ceilings") else None
     lock_state = lock.apply(spec.get("lock"))
     shape = Shape.from_config(spec["shape"])
     settings = timing.Settings.from_config(spec.get("timing"))
-    mode = spec["mode"]
+    direction = spec["mode"]  # the config's `mode`: forward, or forward and backward
     dtype = getattr(torch, spec["dtype"])
-    log(f"{shape.name}: {shape.as_dict()} {spec['dtype']} {mode} on {device}")
+    log(f"{shape.name}: {shape.as_dict()} {spec['dtype']} {direction} on {device}")
 
     seed = int(lock_state["seed"])
-    inputs = make_inputs(shape, dtype, device, seed, mode == "forward_backward")
-    expected = reference(shape, *inputs[:3], inputs[3] if mode == "forward_backward" else None)
+    inputs = make_inputs(shape, dtype, device, seed, direction == "forward_backward")
+    expected = reference(shape, *inputs[:3], inputs[3] if direction == "forward_backward" else None)
     entries: dict[str, dict[str, Any]] = {}
     calls: dict[str, Callable[[], Any]] = {}
     for name in spec["candidates"]:
@@ -217,8 +207,8 @@ def _measure_shape(spec: dict[str, Any], running: Callable[[str | None], None]) 
             calls, device=device, settings=settings, flush=flush, watch=watch, on_failure=on_failure
         )
     log(f"  timing: {measured.mode} ({measured.mode_reason}); warm-up {measured.warmup['reason']}")
-    work = flops(shape, mode)
-    nbytes = min_bytes(shape, dtype.itemsize, mode)
+    work = flops(shape, direction)
+    nbytes = min_bytes(shape, dtype.itemsize, direction)
     for name, values in measured.samples.items():
         if not values:
             entries[name] = empty_entry("error", f"no samples kept: {measured.stop_reason}")
@@ -250,7 +240,7 @@ def _measure_shape(spec: dict[str, Any], running: Callable[[str | None], None]) 
         "device": device,
         "device_info": device_summary(device),
         "dtype": spec["dtype"],
-        "mode": mode,
+        "mode": direction,
         "timing": measured.record(settings, device),
         "lock": lock_state,
         "kernel_hashes": spec.get("kernel_hashes", {}),

@@ -8,13 +8,16 @@ that mostly reads, so read bandwidth is measured on its own: a sum over a buffer
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
 
 from attnbench import clocks, lock, timing
-from attnbench.bench import log, require_device
+from attnbench import device as device_module
 from attnbench.env import device_summary
+
+log = logging.getLogger(__name__).info
 
 DEFAULT_CALIBRATION = {
     "cuda": {"matmul_size": 8192, "copy_mb": 2048, "rounds": 20},
@@ -27,7 +30,7 @@ def measure_ceilings(
 ) -> dict[str, Any]:
     import torch
 
-    require_device(device)
+    device_module.require(device)
     lock_state = lock.apply(lock_settings)
     config = {**DEFAULT_CALIBRATION[device], **(settings or {})}
     n = int(config["matmul_size"])

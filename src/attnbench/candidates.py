@@ -23,10 +23,6 @@ BUILTIN = (*SDPA_BACKENDS, "flex")
 Kernel = Callable[[Any, Any, Any], Any]
 
 
-class Unsupported(Exception):
-    """The library declines this shape or device; the message is the library's reason."""
-
-
 def is_user_kernel(name: str) -> bool:
     return ":" in name
 

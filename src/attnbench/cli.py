@@ -10,6 +10,7 @@ import argparse
 import faulthandler
 import functools
 import json
+import logging
 import os
 import sys
 import time
@@ -17,31 +18,28 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from attnbench import io, isolation, lease, worker
+from attnbench import io, isolation, jobs, lease, worker
 
-JOBS = (
-    ("fingerprint", "record the environment (results/env/fingerprint.json)"),
-    ("calibrate", "measure matmul and copy ceilings (results/env/ceilings.json)"),
-    ("benchmark", "measure every candidate of one shape (results/bench/NAME.json)"),
-    ("compare", "compare one shape's candidates with the reference (results/compare/NAME.json)"),
-)
+SCHEMAS = "workflow/schemas"
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="attnbench", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    for name, help_text in JOBS:
-        sub = commands.add_parser(name, help=help_text)
+    for job in jobs.JOBS.values():
+        sub = commands.add_parser(job.command, help=job.help)
         sub.add_argument("--spec", required=True, help="JSON job specification (the rule's params)")
         sub.add_argument("--out", required=True)
-        sub.add_argument("--schema", help="JSON schema the output must match")
+        sub.add_argument(
+            "--schemas", help="directory of the JSON schemas the output and inputs must match (else unchecked)"
+        )
     baseline = commands.add_parser("baseline", help="promote a finished run to a baseline")
     save = baseline.add_subparsers(dest="action", required=True).add_parser(
         "save", help="write a portable baseline (raw samples, fingerprint, settings) from RESULTS_DIR"
     )
     save.add_argument("results_dir", metavar="RESULTS_DIR")
     save.add_argument("out", metavar="OUT.json")
-    save.add_argument("--schemas", default="workflow/schemas", help="directory of the JSON schemas")
+    save.add_argument("--schemas", default=SCHEMAS, help="directory of the JSON schemas")
     serve = commands.add_parser("worker", help="serve benchmark jobs on one GPU (started by the jobs)")
     where = serve.add_mutually_exclusive_group(required=True)
     where.add_argument("--socket", type=Path, help="serve every job that connects here")
@@ -55,27 +53,58 @@ def _parser() -> argparse.ArgumentParser:
         "gate", help="exit 1 on a regression, 2 if the baseline is unusable or a benchmark failed, else 0"
     )
     gate.add_argument("verdict", metavar="VERDICT.json")
-    gate.add_argument("--schemas", default="workflow/schemas", help="directory of the JSON schemas")
+    gate.add_argument("--schemas", default=SCHEMAS, help="directory of the JSON schemas")
     return parser
 
 
-def _process_started_at() -> float | None:
-    """Unix time this process was created, from /proc (10 ms ticks); None where there is no /proc."""
+def process_started_at() -> float | None:
+    """Unix time this process was created (psutil; None where it cannot tell)."""
+    import psutil
+
     try:
-        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
-        uptime = float(Path("/proc/uptime").read_text().split()[0])
-    except (OSError, IndexError, ValueError):
+        return float(psutil.Process().create_time())
+    except psutil.Error:
         return None
-    age = uptime - int(fields[19]) / os.sysconf("SC_CLK_TCK")
-    return time.time() - age
+
+
+class _Stderr(logging.Handler):
+    """Writes to sys.stderr as it is when a record is emitted: in a worker serving a job, that is the
+    job's stream (worker._logs_to), so the job's log shows what its shape did."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(self.format(record) + "\n")
+            sys.stderr.flush()
+        except Exception:  # noqa: BLE001 - logging.Handler's own convention
+            self.handleError(record)
+
+
+class _Format(logging.Formatter):
+    """A job's own lines as `attnbench COMMAND: ...`, the measurement's as `[attnbench HH:MM:SS] ...`."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        prefix, _, command = record.name.rpartition(".")
+        if prefix == "attnbench.job":
+            return f"attnbench {command}: {record.getMessage()}"
+        return f"[attnbench {time.strftime('%H:%M:%S', time.localtime(record.created))}] {record.getMessage()}"
+
+
+def configure_logging() -> None:
+    """The `attnbench` loggers to stderr at INFO; once per process."""
+    root = logging.getLogger("attnbench")
+    if not any(isinstance(handler, _Stderr) for handler in root.handlers):
+        handler = _Stderr()
+        handler.setFormatter(_Format())
+        root.addHandler(handler)
+    root.setLevel(logging.INFO)
 
 
 def _log(command: str) -> Callable[[str], None]:
-    return lambda message: print(f"attnbench {command}: {message}", file=sys.stderr, flush=True)
+    return logging.getLogger(f"attnbench.job.{command}").info
 
 
 def _benchmark(
-    spec: dict[str, Any], in_worker: bool, log: Callable[[str], None]
+    spec: dict[str, Any], in_worker: bool, schemas: str | None, log: Callable[[str], None]
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """Never measured in this process: a candidate that crashes the process measuring the shape costs
     only its own result (attnbench.isolation)."""
@@ -83,7 +112,7 @@ def _benchmark(
 
     def measure(spec: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
         if in_worker:
-            return worker.run("benchmark", spec, lease.lease_dir(), log=log)
+            return worker.run("benchmark", spec, lease.lease_dir(), log=log, schemas=schemas)
         return in_child(spec), None
 
     return isolation.supervise(spec, measure, in_child, log=log)
@@ -91,6 +120,7 @@ def _benchmark(
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    configure_logging()
     try:
         if args.command == "baseline":
             from attnbench.ratchet import save_baseline
@@ -121,25 +151,27 @@ def main(argv: list[str] | None = None) -> int:
             for name, entry in run_shape(spec)["candidates"].items():
                 print(f"{name}: {entry['status']} {entry['reason'] or ''}".rstrip())
             return 0
-        log = _log(args.command)
+        job = jobs.get(args.command)
+        log = _log(job.command)
         # Held until this process exits: the GPU is this job's alone while it runs.
-        want_gpu = spec.get("device") == "cuda" and args.command != "compare"
-        placement = lease.for_job(f"{args.command} {args.out}", want_gpu=want_gpu, log=log)
+        want_gpu = job.gpu and spec.get("device") == "cuda"
+        placement = lease.for_job(f"{job.command} {args.out}", want_gpu=want_gpu, log=log)
         served_by = None
         in_worker = worker.enabled(os.environ, placement.source)
-        if args.command == "benchmark":
-            document, served_by = _benchmark(spec, in_worker, log)
+        if job.command == "benchmark":
+            document, served_by = _benchmark(spec, in_worker, args.schemas, log)
         elif in_worker:
-            document, served_by = worker.run(args.command, spec, lease.lease_dir(), log=log)
+            document, served_by = worker.run(job.command, spec, lease.lease_dir(), log=log, schemas=args.schemas)
         else:
-            document = worker.run_job(args.command, spec)
+            document = jobs.run(job.command, spec, args.schemas)
         # From the process's creation (interpreter start and imports included) to now: what one
         # process per job costs against one long-lived worker (docs/scale.md).
-        process = {"started_at": _process_started_at(), "finished_at": time.time(), "worker": served_by}
+        process = {"started_at": process_started_at(), "finished_at": time.time(), "worker": served_by}
         document |= {"placement": placement.record(), "process": process}
-        io.write_json(args.out, document, args.schema)
+        schemas = None if args.schemas is None else Path(args.schemas)
+        io.write_json(args.out, document, jobs.schema_file(schemas, job.schema))
     except (RuntimeError, io.ResultFileError) as exc:
-        print(f"attnbench {args.command}: error: {exc}", file=sys.stderr)
+        _log(args.command)(f"error: {exc}")
         return 2 if args.command == "gate" else 1
     return 0
 

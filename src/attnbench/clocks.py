@@ -78,9 +78,7 @@ class ClockWatch:
         self.nv, self.board, self.reason = nv, board, reason
         query = None
         if nv is not None:
-            query = getattr(nv, "nvmlDeviceGetCurrentClocksEventReasons", None) or getattr(
-                nv, "nvmlDeviceGetCurrentClocksThrottleReasons"
-            )
+            query = getattr(nv, "nvmlDeviceGetCurrentClocksEventReasons", None) or nv.nvmlDeviceGetCurrentClocksThrottleReasons
         self._reasons = query
 
     @property
@@ -110,11 +108,11 @@ def watch(device: str) -> Iterator[ClockWatch]:
         return
     import torch
 
-    from attnbench.env import nvml_board_of
+    from attnbench.device import board_of
 
     with ExitStack() as stack:
         try:
-            found = ClockWatch(*stack.enter_context(nvml_board_of(torch.cuda.current_device())))
+            found = ClockWatch(*stack.enter_context(board_of(torch.cuda.current_device())))
         except Exception as exc:  # noqa: BLE001 - telemetry only: measure without it and say why
             found = ClockWatch(reason=f"NVML unusable: {type(exc).__name__}: {exc}")
         yield found

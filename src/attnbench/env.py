@@ -11,12 +11,12 @@ import os
 import platform
 import socket
 import subprocess
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from types import ModuleType
 from typing import Any
+
+from attnbench import device as device_module
 
 PACKAGES = (
     "attnbench",
@@ -47,9 +47,6 @@ ENV_VARS = (
     "TORCHINDUCTOR_CACHE_DIR",
 )
 
-DEVICES = ("cuda", "cpu")
-
-
 def fingerprint(
     device: str,
     lock_state: dict[str, Any],
@@ -63,14 +60,14 @@ def fingerprint(
     `auto` run fell back to the CPU and why (`gpu_reason`)."""
     import torch
 
-    _check_device(device)
+    device_module.require(device)
     if device == "cuda":
         gpu: dict[str, Any] | None = _gpu(torch.cuda.current_device())
         gpu_reason = None
     else:
         gpu = None
         gpu_reason = "device is cpu: " + (
-            no_cuda_reason() or "CUDA is available but the run was configured for the cpu"
+            device_module.no_cuda_reason() or "CUDA is available but the run was configured for the cpu"
         )
     return {
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -105,45 +102,13 @@ def fingerprint(
 
 def device_summary(device: str) -> dict[str, Any]:
     """The small identity {name, index, uuid} each result carries, so it records where it ran."""
-    _check_device(device)
+    device_module.require(device)
     if device == "cpu":
         return {"name": _cpu_model(), "index": None, "uuid": None}
     import torch
 
     gpu = _torch_gpu(torch.cuda.current_device())
-    try:
-        with _nvml() as nv:
-            index = _host_index(nv, _nvml_board(nv, _bare_uuid(gpu["uuid"])), gpu["index"])
-    except Exception:  # no NVML: torch's index is all there is
-        index = gpu["index"]
-    return {"name": gpu["name"], "index": index, "uuid": gpu["uuid"]}
-
-
-def _check_device(device: str) -> None:
-    """Fail early on a cuda run without CUDA: torch's own error comes later and says less."""
-    if device not in DEVICES:
-        raise ValueError(f"device must be one of {DEVICES}, not {device!r}")
-    if device == "cuda" and (reason := no_cuda_reason()) is not None:
-        raise RuntimeError(f"device is cuda but {reason}")
-
-
-def no_cuda_reason() -> str | None:
-    """Why torch cannot use a GPU here, or None when it can."""
-    import torch
-
-    if torch.version.cuda is None:
-        return "torch.cuda.is_available() is False (torch built without CUDA)"
-    if torch.cuda.is_available():
-        return None
-    try:
-        with _nvml() as nv:
-            count = nv.nvmlDeviceGetCount()
-    except Exception as exc:  # no pynvml, no libnvidia-ml or an NVMLError: no usable driver
-        return f"no NVIDIA driver: {type(exc).__name__}: {exc}"
-    return (
-        f"torch.cuda.is_available() is False although NVML sees {count} GPU(s) "
-        f"(check CUDA_VISIBLE_DEVICES and that the driver supports CUDA {torch.version.cuda})"
-    )
+    return {"name": gpu["name"], "index": device_module.board_index(gpu["uuid"], gpu["index"]), "uuid": gpu["uuid"]}
 
 
 def _torch_gpu(index: int) -> dict[str, Any]:
@@ -154,8 +119,7 @@ def _torch_gpu(index: int) -> dict[str, Any]:
     return {
         "index": index,
         "name": props.name,
-        # str(props.uuid) is the bare 8-4-4-4-12 hex; nvidia-smi and NVML print it with "GPU-".
-        "uuid": f"GPU-{props.uuid}",
+        "uuid": device_module.torch_uuid(props),
         "compute_capability": f"{props.major}.{props.minor}",
         "sm_count": props.multi_processor_count,
         "l2_cache_mb": _mib(props.L2_cache_size),
@@ -166,19 +130,13 @@ def _torch_gpu(index: int) -> dict[str, Any]:
 def _gpu(index: int) -> dict[str, Any]:
     gpu = _torch_gpu(index)
     try:
-        with _nvml() as nv:
-            board = _nvml_board(nv, _bare_uuid(gpu["uuid"]))
-            readings = _nvml_readings(lambda call: _ask(nv, call), nv, board)
-            return gpu | readings | {"index": _host_index(nv, board, index), "nvml_error": None}
-    except Exception as exc:  # NVML is telemetry: the torch fields still identify the GPU
+        with device_module.nvml() as nv:
+            board = device_module.board(nv, gpu["uuid"])
+            readings = _nvml_readings(lambda call: device_module.ask(nv, call), nv, board)
+            return gpu | readings | {"index": device_module.host_index(nv, board, index), "nvml_error": None}
+    except Exception as exc:  # noqa: BLE001 - NVML is telemetry: the torch fields still identify the GPU
         readings = _nvml_readings(lambda call: None, None, None)
         return gpu | readings | {"nvml_error": f"{type(exc).__name__}: {exc}"}
-
-
-def _host_index(nv: ModuleType, board: Any, torch_index: int) -> int:
-    """The index nvidia-smi shows. torch's is relative to CUDA_VISIBLE_DEVICES: 0 in every pinned job."""
-    index = _ask(nv, nv.nvmlDeviceGetIndex, board)
-    return torch_index if index is None else int(index)
 
 
 def _nvml_readings(ask: Callable[[Callable[[], Any]], Any], nv: Any, board: Any) -> dict[str, Any]:
@@ -202,58 +160,6 @@ def _nvml_readings(ask: Callable[[Callable[[], Any]], Any], nv: Any, board: Any)
         "persistence_mode": ask(lambda: bool(nv.nvmlDeviceGetPersistenceMode(board))),
         "pci_bus_id": ask(lambda: nv.nvmlDeviceGetPciInfo(board).busId),
     }
-
-
-@contextmanager
-def _nvml() -> Iterator[ModuleType]:
-    """NVML must be initialised before a query and shut down after, also when a query fails."""
-    import pynvml
-
-    pynvml.nvmlInit()
-    try:
-        yield pynvml
-    finally:
-        pynvml.nvmlShutdown()
-
-
-def _ask(nv: ModuleType, query: Callable[..., Any], *args: Any) -> Any:
-    """A query the GPU or driver cannot answer (NVMLError_NotSupported...) gives None, no crash."""
-    try:
-        return query(*args)
-    except nv.NVMLError:
-        return None
-
-
-def _nvml_board(nv: ModuleType, uuid: str) -> Any:
-    """The NVML handle of the physical GPU that holds the torch device, found by UUID.
-
-    NVML numbers every GPU; torch numbers only the visible ones (CUDA_VISIBLE_DEVICES,
-    CUDA_DEVICE_ORDER), so the indices differ in general. A MIG instance has its own UUID; its
-    clocks, power and modes are those of the board it is carved from.
-    """
-    for i in range(nv.nvmlDeviceGetCount()):
-        board = _ask(nv, nv.nvmlDeviceGetHandleByIndex, i)
-        if board is None:
-            continue
-        slots = _ask(nv, nv.nvmlDeviceGetMaxMigDeviceCount, board) or 0
-        instances = [_ask(nv, nv.nvmlDeviceGetMigDeviceHandleByIndex, board, j) for j in range(slots)]
-        handles = [h for h in (board, *instances) if h is not None]
-        if uuid in {_bare_uuid(_ask(nv, nv.nvmlDeviceGetUUID, h) or "") for h in handles}:
-            return board
-    raise LookupError(f"no NVML device has UUID {uuid}")
-
-
-@contextmanager
-def nvml_board_of(index: int) -> Iterator[tuple[ModuleType, Any]]:
-    """NVML and the board of torch device `index`, open for as long as the caller needs them."""
-    with _nvml() as nv:
-        yield nv, _nvml_board(nv, _bare_uuid(_torch_gpu(index)["uuid"]))
-
-
-def _bare_uuid(uuid: str) -> str:
-    """The hex part, comparable between torch ("GPU-" added by us) and NVML ("GPU-" or "MIG-")."""
-    prefix, _, rest = uuid.partition("-")
-    return (rest if prefix in ("GPU", "MIG") else uuid).lower()
 
 
 def _mib(n_bytes: int) -> float:

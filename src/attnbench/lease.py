@@ -18,10 +18,12 @@ import os
 import socket
 import tempfile
 import time
+from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Callable, MutableMapping
 from typing import Any
+
+from attnbench import device
 
 # ATTNBENCH_GPUS: the GPUs jobs may lease (comma-separated indices or UUIDs), e.g. to leave some GPUs
 # of a shared box to others. Any text is a valid slot, which is how the CPU tests fake GPUs.
@@ -87,13 +89,13 @@ def pool(environ: MutableMapping[str, str] = os.environ) -> list[str]:
     listed = environ.get(POOL_VARIABLE) or environ.get("CUDA_VISIBLE_DEVICES")
     if listed is not None:
         entries = [entry.strip() for entry in listed.split(",") if entry.strip()]
-        uuids = _nvml_uuids()
+        uuids = device.uuids()
         if uuids and all(entry.isdigit() for entry in entries):
             # CUDA_VISIBLE_DEVICES indices follow CUDA's order; the lease pins with
             # CUDA_DEVICE_ORDER=PCI_BUS_ID so that they mean what NVML means.
             return [uuids[int(entry)] for entry in entries if int(entry) < len(uuids)]
         return entries
-    return _nvml_uuids()
+    return device.uuids()
 
 
 def acquire(
@@ -170,23 +172,6 @@ def for_job(
     environ["CUDA_VISIBLE_DEVICES"] = lease.slot or ""
     environ["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
     return lease
-
-
-def _nvml_uuids() -> list[str]:
-    """GPU UUIDs in NVML (PCI bus) order; empty without a driver."""
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-    except Exception:  # no nvidia-ml-py or no driver: no GPUs to lease
-        return []
-    try:
-        return [
-            str(pynvml.nvmlDeviceGetUUID(pynvml.nvmlDeviceGetHandleByIndex(i)))
-            for i in range(pynvml.nvmlDeviceGetCount())
-        ]
-    finally:
-        pynvml.nvmlShutdown()
 
 
 def _file_name(slot: str) -> str:

@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -42,7 +42,6 @@ from attnbench import clocks, stats
 
 Call = Callable[[], Any]
 
-MODES = ("auto", "cold", "warm", "graph")
 GRAPH_BELOW_MS = 0.15
 GRAPH_REPLAY_MS = 0.5  # calls per graph: about this much work per replay, so event overhead is < 0.5%
 MAX_GRAPH_CALLS = 1000
@@ -148,8 +147,27 @@ class Sampler:
         return result if self.outputs is None else self.outputs
 
 
-class _HostClock:
+class Clock(Protocol):
+    """What a round is timed with. `framed`: the round's first and last samples run slow unless an
+    untimed unit frames the round (a GPU's, see _Rounds)."""
+
+    framed: bool
+
+    def stamp(self, sampler: Sampler) -> Any: ...
+
+    def ms(self, stamp: Any) -> float: ...
+
+    def hold(self, ms: float) -> None: ...
+
+    def wait(self) -> None: ...
+
+    def recalibrate(self) -> None: ...
+
+
+class HostClock:
     """perf_counter_ns around each unit; the CPU runs it synchronously."""
+
+    framed = False
 
     def stamp(self, sampler: Sampler) -> Any:
         begin = time.perf_counter_ns()
@@ -165,9 +183,14 @@ class _HostClock:
     def wait(self) -> None:
         pass
 
+    def recalibrate(self) -> None:
+        pass
 
-class _CudaClock:
+
+class CudaClock:
     """CUDA events around each unit; one synchronisation per round, never one per call."""
+
+    framed = True
 
     def __init__(self) -> None:
         import torch
@@ -225,7 +248,7 @@ class _Rounds:
     """
 
     samplers: dict[str, Sampler]
-    clock: _HostClock | _CudaClock
+    clock: Clock
     on_failure: Callable[[str, BaseException], None]
     timeout_s: float | None = None
     index: int = 0
@@ -233,7 +256,7 @@ class _Rounds:
     fastest: str | None = None
 
     def _guard(self) -> None:
-        if isinstance(self.clock, _CudaClock) and self.fastest in self.samplers:
+        if self.clock.framed and self.fastest in self.samplers:
             sampler = self.samplers[self.fastest]
             if sampler.before is not None:
                 sampler.before()
@@ -467,15 +490,17 @@ def measure(
     flush: L2Flusher,
     watch: clocks.ClockWatch,
     on_failure: Callable[[str, BaseException], None],
+    clock: Clock | None = None,
 ) -> Measurement:
-    """Warm up, choose the mode, then sample interleaved rounds until the stopping rule holds."""
-    clock: _HostClock | _CudaClock = _CudaClock() if device == "cuda" else _HostClock()
+    """Warm up, choose the mode, then sample interleaved rounds until the stopping rule holds.
+    `clock` times the units: by default CUDA events on a GPU, perf_counter_ns on the CPU."""
+    if clock is None:
+        clock = CudaClock() if device == "cuda" else HostClock()
     rounds = _Rounds(
         {name: Sampler(call) for name, call in calls.items()}, clock, on_failure, settings.call_timeout_s
     )
     mode, mode_reason, warmup = _choose_samplers(calls, settings, device, flush, rounds, watch, on_failure)
-    if isinstance(clock, _CudaClock):
-        clock.recalibrate()
+    clock.recalibrate()
     log = watch.log()
     kept: dict[str, list[float]] = {name: [] for name in rounds.samplers}
     began = time.perf_counter()

@@ -25,7 +25,7 @@ workspace wiped between runs) has the same key but another inode: the worker ans
 exits, and the job starts a fresh one.
 
 Protocol: one request per connection on a Unix socket, JSON lines. Job -> worker: {"command", "spec",
-"directory": [device, inode]}. Worker -> job: {"hello": pid, ...}, then {"log": line} and {"running":
+"schemas", "directory": [device, inode]}. Worker -> job: {"hello": pid, ...}, then {"log": line} and {"running":
 candidate whose checks start, or null once they are done}..., then {"result": document}, {"error": text}
 or {"lost": {"error", "candidate"}} (a sticky CUDA error), or at once {"stale": where the worker's
 directory is now}. A job that runs without a worker (ATTNBENCH_WORKER=0, SLURM) measures its shape in
@@ -48,7 +48,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
-from attnbench import isolation
+from attnbench import isolation, jobs
 
 # ATTNBENCH_WORKER=0 runs each job without a worker (as under SLURM, where it always does): a benchmark job
 # measures its shape in a fresh child of its own, the others in their own process.
@@ -93,13 +93,18 @@ def key(spec: dict[str, Any], environ: Mapping[str, str]) -> str:
 
 
 def run(
-    command: str, spec: dict[str, Any], socket_dir: Path, *, log: Callable[[str], None]
+    command: str,
+    spec: dict[str, Any],
+    socket_dir: Path,
+    *,
+    log: Callable[[str], None],
+    schemas: str | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Run the job in the worker for its key, starting one if none listens: the document, and the worker.
 
     Jobs that share a worker take turns on a lock next to its socket; on a GPU the lease already
     makes them take turns, on the CPU it queues them (which also keeps their timings apart)."""
-    request = {"command": command, "spec": spec, "directory": identity()}
+    request = {"command": command, "spec": spec, "schemas": schemas, "directory": identity()}
     path = socket_dir / f"worker-{key(spec, os.environ)}.sock"
     path.parent.mkdir(parents=True, exist_ok=True)
     turn = os.open(path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -310,7 +315,7 @@ def _serve_one(
         if request["directory"] != identity(home):
             answer, retire = {"stale": _whereabouts()}, True
         else:
-            answer = _answer(connection, stream, request["command"], request["spec"])
+            answer = _answer(connection, stream, request)
             retire = _retires(request["command"], answer)
             hello["served"] += 1
         if retire:
@@ -336,9 +341,7 @@ def _retires(command: str, answer: dict[str, Any]) -> bool:
     return command == "benchmark" and bool(statuses & set(RETIRING_STATUSES))
 
 
-def _answer(
-    connection: socket.socket, stream: TextIO, command: str, spec: dict[str, Any]
-) -> dict[str, Any]:
+def _answer(connection: socket.socket, stream: TextIO, request: dict[str, Any]) -> dict[str, Any]:
     """Run one job for the job process at the other end: the message that answers it."""
     connection.settimeout(None)
     done = threading.Event()
@@ -350,56 +353,19 @@ def _answer(
         if not done.is_set():
             os._exit(3)
 
+    def running(name: str | None) -> None:
+        _send(stream, {"running": name})
+
     threading.Thread(target=exit_if_the_job_dies, daemon=True).start()
     try:
         with _logs_to(stream):
-            return {"result": run_job(command, spec, running=lambda name: _send(stream, {"running": name}))}
+            return {"result": jobs.run(request["command"], request["spec"], request.get("schemas"), running)}
     except isolation.ContextLost as lost:  # this worker retires: nothing more can run in its context
         return {"lost": {"error": lost.error, "candidate": lost.candidate}}
     except Exception as exc:  # noqa: BLE001 - the job reports it; this worker retires
         return {"error": f"{type(exc).__name__}: {exc}"}
     finally:
         done.set()
-
-
-def run_job(
-    command: str, spec: dict[str, Any], running: Callable[[str | None], None] | None = None
-) -> dict[str, Any]:
-    """One job's document, computed in this process (a job's own, or a worker's); `running` hears
-    whose checks start (bench.run_shape)."""
-    if command == "fingerprint":
-        from attnbench import env, lock
-
-        return env.fingerprint(
-            spec["device"], lock.apply(spec["lock"]), requested_device=spec.get("requested_device")
-        )
-    if command == "calibrate":
-        from attnbench.calibrate import measure_ceilings
-
-        return measure_ceilings(spec["device"], spec["dtypes"], spec["settings"], spec["lock"])
-    if command == "compare":
-        from attnbench import io
-        from attnbench.stats import compare_shape
-
-        bench = io.read_json(spec["bench"], spec["bench_schema"])
-        return compare_shape(bench, spec["reference"], **spec["stats"])
-    return run_shape_fresh(spec, running)
-
-
-def run_shape_fresh(
-    spec: dict[str, Any], running: Callable[[str | None], None] | None = None
-) -> dict[str, Any]:
-    """One shape in a process that runs many: compiled state reset before, allocator cache emptied after
-    (not after a failure: the worker retires then, and a lost CUDA context would fail again)."""
-    import torch
-
-    from attnbench.bench import run_shape
-
-    torch._dynamo.reset()
-    document = run_shape(spec, running)
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-    return document
 
 
 class _StreamLog:

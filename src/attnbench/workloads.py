@@ -6,7 +6,6 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-MODES = ("forward", "forward_backward")
 # Backward does five matmuls to forward's two (FlashAttention's convention): 2.5x forward.
 BACKWARD_FLOP_FACTOR = 2.5
 # ||out - ref|| / ||ref|| that each dtype is expected to meet against float64 (see docs/methodology).
@@ -60,17 +59,17 @@ class Shape:
         return ramp * (ramp + 1) // 2 + full_rows * self.seq_kv
 
 
-def flops(shape: Shape, mode: str) -> float:
+def flops(shape: Shape, direction: str) -> float:
     forward = 4.0 * shape.batch * shape.heads * shape.dim * shape.attended_pairs()
-    return forward * (1.0 + BACKWARD_FLOP_FACTOR) if mode == "forward_backward" else forward
+    return forward * (1.0 + BACKWARD_FLOP_FACTOR) if direction == "forward_backward" else forward
 
 
-def min_bytes(shape: Shape, itemsize: int, mode: str) -> int:
+def min_bytes(shape: Shape, itemsize: int, direction: str) -> int:
     """Bytes one call must move at least: every input read once, every output written once."""
     q = shape.batch * shape.heads * shape.seq * shape.dim
     kv = shape.batch * shape.kv_heads * shape.seq_kv * shape.dim
     forward = 2 * q + 2 * kv  # read q, k, v; write out
-    if mode == "forward":
+    if direction == "forward":
         return forward * itemsize
     backward = 4 * q + 4 * kv  # read q, k, v, out, dout; write dq, dk, dv
     return (forward + backward) * itemsize

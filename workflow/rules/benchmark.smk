@@ -2,7 +2,7 @@ rule benchmark:
     input:
         ceilings=CEILINGS,
     output:
-        "results/bench/{name}.json",
+        jobs.output("benchmark"),
     log:
         "results/logs/bench/{name}.log",
     conda:
@@ -10,9 +10,8 @@ rule benchmark:
     resources:
         gpu=1,
     params:
-        spec=lambda wildcards: run_config.benchmark_spec(RUN, wildcards.name, CEILINGS),
+        spec=lambda wildcards: jobs.spec("benchmark", RUN, wildcards.name),
         env=JOB_ENV,
-        schema=schema("bench"),
     shell:
         "{params.env} python -m attnbench benchmark --spec {params.spec:q}"
-        " --out {output} --schema {params.schema:q} 2> {log}"
+        " --out {output} --schemas {SCHEMAS:q} 2> {log}"

@@ -1,14 +1,17 @@
-import json
+import os
 from pathlib import Path
 
 from attnbench import config as run_config
+from attnbench import jobs
 
 RUN = run_config.effective(config)
 SHAPES = run_config.shape_names(RUN)
 JOB_ENV = run_config.job_env(RUN)
-SCHEMAS = Path(workflow.basedir) / "workflow" / "schemas"
+# Relative to the working directory: no job's params or command line depends on where the checkout
+# is, so a finished run copied to another path plans no job.
+SCHEMAS = Path(os.path.relpath(Path(workflow.basedir) / "workflow" / "schemas"))
 # calibrate's output; every benchmark job reads it to bound its results (src/attnbench/audit.py)
-CEILINGS = "results/env/ceilings.json"
+CEILINGS = jobs.output("calibrate")
 
 REPORT_OUTPUTS = {
     "html": "results/report/report.html",
@@ -28,7 +31,3 @@ RATCHET_OUTPUTS = (
 
 wildcard_constraints:
     name="[A-Za-z0-9_.-]+",
-
-
-def schema(name):
-    return str(SCHEMAS / f"{name}.schema.yaml")

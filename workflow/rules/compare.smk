@@ -2,24 +2,15 @@
 # instead of paying for a Python with numpy and scipy per shape (docs/scale.md).
 rule compare:
     input:
-        bench="results/bench/{name}.json",
+        bench=jobs.output("benchmark"),
     output:
-        "results/compare/{name}.json",
+        jobs.output("compare"),
     log:
         "results/logs/compare/{name}.log",
     localrule: True
     conda:
         "../../envs/attnbench.yaml"
     params:
-        spec=lambda wildcards, input: json.dumps(
-            {
-                "bench": input.bench,
-                "bench_schema": schema("bench"),
-                "reference": RUN["reference"],
-                "stats": RUN.get("stats", {}),
-            },
-            sort_keys=True,
-        ),
-        schema=schema("compare"),
+        spec=lambda wildcards: jobs.spec("compare", RUN, wildcards.name),
     shell:
-        "python -m attnbench compare --spec {params.spec:q} --out {output} --schema {params.schema:q} 2> {log}"
+        "python -m attnbench compare --spec {params.spec:q} --out {output} --schemas {SCHEMAS:q} 2> {log}"

@@ -1,10 +1,11 @@
 # CUDA jobs run through `python -m attnbench` under `env`, so the lock's start-up variables
-# (CUBLAS_WORKSPACE_CONFIG, PYTHONHASHSEED) exist before the process starts.
+# (CUBLAS_WORKSPACE_CONFIG, PYTHONHASHSEED) exist before the process starts. Each job's spec is built
+# by attnbench.jobs; its schemas are found in SCHEMAS, relative to the working directory.
 
 
 rule env_fingerprint:
     output:
-        "results/env/fingerprint.json",
+        jobs.output("fingerprint"),
     log:
         "results/logs/env_fingerprint.log",
     conda:
@@ -12,12 +13,11 @@ rule env_fingerprint:
     resources:
         gpu=1,
     params:
-        spec=lambda wildcards: run_config.fingerprint_spec(RUN),
+        spec=lambda wildcards: jobs.spec("fingerprint", RUN),
         env=JOB_ENV,
-        schema=schema("fingerprint"),
     shell:
         "{params.env} python -m attnbench fingerprint --spec {params.spec:q}"
-        " --out {output} --schema {params.schema:q} 2> {log}"
+        " --out {output} --schemas {SCHEMAS:q} 2> {log}"
 
 
 rule calibrate:
@@ -30,9 +30,8 @@ rule calibrate:
     resources:
         gpu=1,
     params:
-        spec=lambda wildcards: run_config.calibrate_spec(RUN),
+        spec=lambda wildcards: jobs.spec("calibrate", RUN),
         env=JOB_ENV,
-        schema=schema("ceilings"),
     shell:
         "{params.env} python -m attnbench calibrate --spec {params.spec:q}"
-        " --out {output} --schema {params.schema:q} 2> {log}"
+        " --out {output} --schemas {SCHEMAS:q} 2> {log}"

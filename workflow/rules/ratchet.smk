@@ -5,7 +5,7 @@ if BASELINE:
 
     rule ratchet_shape:
         input:
-            bench="results/bench/{name}.json",
+            bench=jobs.output("benchmark"),
             baseline=BASELINE,
         output:
             "results/ratchet/shapes/{name}.json",
@@ -16,9 +16,7 @@ if BASELINE:
             "../../envs/attnbench.yaml"
         params:
             settings=RUN.get("ratchet", {}),
-            bench_schema=schema("bench"),
-            baseline_schema=schema("baseline"),
-            schema=schema("ratchet"),
+            schema_dir=str(SCHEMAS),
         script:
             "../../scripts/ratchet_shape.py"
 

@@ -1,0 +1,190 @@
+"""The jobs the workflow runs through `python -m attnbench`: for each command, where its output goes,
+how its spec is built from the run's config, the function that computes its document, and the schema
+that document must match.
+
+Why one registry: the rules build every spec here (a spec is the rule's params, so it decides when a
+job reruns), the command line names the commands from here, and the job process and the warm worker
+both run a command through `run`, so a command that is not here is an error, never a benchmark.
+
+A spec holds no path that depends on where the checkout is: a finished run copied to another path
+plans no job. Schemas reach a job one way, as a directory relative to its working directory
+(`--schemas`), in which each job's output schema and the schemas of the files it reads are named.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from attnbench import lock
+
+Running = Callable[[str | None], None]
+Spec = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Job:
+    command: str
+    help: str
+    output: str  # relative to the working directory; {name} is the shape
+    schema: str  # the output's schema, a name in the schema directory
+    gpu: bool  # leases a GPU when its spec's device is cuda
+    build_spec: Callable[[dict[str, Any], str | None], Spec]
+    run: Callable[[Spec, Path | None, Running | None], dict[str, Any]]
+
+
+def schema_file(schemas: Path | None, name: str) -> Path | None:
+    """The schema `name` in the directory `schemas`; None (no validation) without a directory."""
+    return None if schemas is None else schemas / f"{name}.schema.yaml"
+
+
+def _fingerprint_spec(run: dict[str, Any], name: str | None) -> Spec:
+    return {"device": run["device"], "requested_device": run["requested_device"], "lock": lock.resolve(run.get("lock"))}
+
+
+def _calibrate_spec(run: dict[str, Any], name: str | None) -> Spec:
+    settings = dict(run.get("calibrate") or {})
+    dtypes = settings.pop("dtypes", None) or [run["dtype"]]
+    return {"device": run["device"], "dtypes": dtypes, "settings": settings, "lock": lock.resolve(run.get("lock"))}
+
+
+def _benchmark_spec(run: dict[str, Any], name: str | None) -> Spec:
+    """Everything that determines one shape's result. The calibrate job's output bounds every result;
+    it is named from its constant, not from the rule's input (params that read input are not compared
+    when Snakemake decides what to rerun)."""
+    from attnbench.workloads import Shape
+
+    shape = run["shapes_by_name"][name]
+    spec = {
+        "shape": Shape.from_config(shape).as_dict(),
+        "device": run["device"],
+        "dtype": run["dtype"],
+        "mode": shape.get("mode", run["mode"]),
+        "candidates": run["candidates"],
+        "timing": run.get("timing", {}),
+        "lock": lock.resolve(run.get("lock")),
+        "tolerance": (run.get("tolerance") or {}).get(run["dtype"]),
+        "kernel_hashes": run["kernel_hashes"],
+        "ceilings": JOBS["calibrate"].output,
+    }
+    if run.get("sanitize_crashes"):  # absent while off: the jobs' parameters stay those of earlier runs
+        spec["sanitize_crashes"] = True
+    return spec
+
+
+def _compare_spec(run: dict[str, Any], name: str | None) -> Spec:
+    return {
+        "bench": output("benchmark", name),
+        "reference": run["reference"],
+        "stats": run.get("stats", {}),
+    }
+
+
+def _fingerprint(spec: Spec, schemas: Path | None, running: Running | None) -> dict[str, Any]:
+    from attnbench import env
+
+    return env.fingerprint(spec["device"], lock.apply(spec["lock"]), requested_device=spec.get("requested_device"))
+
+
+def _calibrate(spec: Spec, schemas: Path | None, running: Running | None) -> dict[str, Any]:
+    from attnbench.calibrate import measure_ceilings
+
+    return measure_ceilings(spec["device"], spec["dtypes"], spec["settings"], spec["lock"])
+
+
+def _benchmark(spec: Spec, schemas: Path | None, running: Running | None) -> dict[str, Any]:
+    """One shape in a process that may run many: compiled state reset before, allocator cache emptied
+    after (not after a failure: the worker retires then, and a lost CUDA context would fail again)."""
+    import torch
+
+    from attnbench.bench import run_shape
+
+    torch._dynamo.reset()
+    document = run_shape(spec, running)
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return document
+
+
+def _compare(spec: Spec, schemas: Path | None, running: Running | None) -> dict[str, Any]:
+    from attnbench import io
+    from attnbench.stats import compare_shape
+
+    bench = io.read_json(spec["bench"], schema_file(schemas, JOBS["benchmark"].schema))
+    return compare_shape(bench, spec["reference"], **spec["stats"])
+
+
+JOBS: dict[str, Job] = {
+    job.command: job
+    for job in (
+        Job(
+            "fingerprint",
+            "record the environment (results/env/fingerprint.json)",
+            "results/env/fingerprint.json",
+            "fingerprint",
+            True,
+            _fingerprint_spec,
+            _fingerprint,
+        ),
+        Job(
+            "calibrate",
+            "measure matmul and copy ceilings (results/env/ceilings.json)",
+            "results/env/ceilings.json",
+            "ceilings",
+            True,
+            _calibrate_spec,
+            _calibrate,
+        ),
+        Job(
+            "benchmark",
+            "measure every candidate of one shape (results/bench/NAME.json)",
+            "results/bench/{name}.json",
+            "bench",
+            True,
+            _benchmark_spec,
+            _benchmark,
+        ),
+        Job(
+            "compare",
+            "compare one shape's candidates with the reference (results/compare/NAME.json)",
+            "results/compare/{name}.json",
+            "compare",
+            False,
+            _compare_spec,
+            _compare,
+        ),
+    )
+}
+
+
+class UnknownJob(RuntimeError):
+    """A command that is not a job: an error, never run as another job."""
+
+
+def get(command: str) -> Job:
+    try:
+        return JOBS[command]
+    except KeyError:
+        raise UnknownJob(f"unknown job {command!r}: use one of {list(JOBS)}") from None
+
+
+def output(command: str, name: str | None = None) -> str:
+    """The job's output path, for one shape where the job has one per shape."""
+    path = get(command).output
+    return path.format(name=name) if name is not None else path
+
+
+def spec(command: str, run: dict[str, Any], name: str | None = None) -> str:
+    """The job's spec as the rule's params: JSON with sorted keys, so equal specs are equal strings."""
+    return json.dumps(get(command).build_spec(run, name), sort_keys=True)
+
+
+def run(
+    command: str, spec: Spec, schemas: str | Path | None = None, running: Running | None = None
+) -> dict[str, Any]:
+    """One job's document, computed in this process (a job's own, or a worker's); `running` hears
+    whose checks start (bench.run_shape)."""
+    return get(command).run(spec, None if schemas is None else Path(schemas), running)

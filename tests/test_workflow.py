@@ -125,7 +125,7 @@ def test_editing_one_shape_reruns_only_that_shape_and_the_report(finished_run):
     config = yaml.safe_load((finished_run / "config.yaml").read_text())
     config["cpu"]["shapes"][0]["batch"] = 2
     (finished_run / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    assert planned_jobs(finished_run) == {"benchmark": 1, "compare": 1, "report": 1}
+    assert planned_jobs(finished_run) == {"benchmark": 1, "compare": 1, "autotune": 1, "report": 1}
     out = snakemake(finished_run, "--dry-run")
     assert "output: results/bench/s64.json" in out
     assert "output: results/bench/s96_causal.json" not in out

@@ -11,7 +11,8 @@ rule benchmark:
         gpu=1,
     params:
         spec=lambda wildcards: jobs.spec("benchmark", RUN, wildcards.name),
+        schemas=str(SCHEMAS),
         env=JOB_ENV,
     shell:
         "{params.env} python -m attnbench benchmark --spec {params.spec:q}"
-        " --out {output} --schemas {SCHEMAS:q} 2> {log}"
+        " --out {output} --schemas {params.schemas:q} 2> {log}"

@@ -12,5 +12,6 @@ rule compare:
         "../../envs/attnbench.yaml"
     params:
         spec=lambda wildcards: jobs.spec("compare", RUN, wildcards.name),
+        schemas=str(SCHEMAS),
     shell:
-        "python -m attnbench compare --spec {params.spec:q} --out {output} --schemas {SCHEMAS:q} 2> {log}"
+        "python -m attnbench compare --spec {params.spec:q} --out {output} --schemas {params.schemas:q} 2> {log}"

@@ -14,10 +14,11 @@ rule env_fingerprint:
         gpu=1,
     params:
         spec=lambda wildcards: jobs.spec("fingerprint", RUN),
+        schemas=str(SCHEMAS),
         env=JOB_ENV,
     shell:
         "{params.env} python -m attnbench fingerprint --spec {params.spec:q}"
-        " --out {output} --schemas {SCHEMAS:q} 2> {log}"
+        " --out {output} --schemas {params.schemas:q} 2> {log}"
 
 
 rule calibrate:
@@ -31,7 +32,8 @@ rule calibrate:
         gpu=1,
     params:
         spec=lambda wildcards: jobs.spec("calibrate", RUN),
+        schemas=str(SCHEMAS),
         env=JOB_ENV,
     shell:
         "{params.env} python -m attnbench calibrate --spec {params.spec:q}"
-        " --out {output} --schemas {SCHEMAS:q} 2> {log}"
+        " --out {output} --schemas {params.schemas:q} 2> {log}"

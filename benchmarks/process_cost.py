@@ -38,7 +38,7 @@ def loop(config_path: Path, out_dir: Path) -> None:
     import yaml
 
     from attnbench import config as run_config
-    from attnbench import io, jobs, stats
+    from attnbench import files, jobs, stats
     from attnbench.cli import configure_logging
     from attnbench.report import OUTPUT_KEYS, build_report
 
@@ -57,17 +57,17 @@ def loop(config_path: Path, out_dir: Path) -> None:
 
     for command, out in (("fingerprint", "fingerprint"), ("calibrate", "ceilings")):
         spec, target, schema = json.loads(jobs.spec(command, run)), out_dir / f"{out}.json", schemas / f"{out}.schema.yaml"
-        timed_step(command, lambda: io.write_json(target, jobs.run(command, spec), schema))
+        timed_step(command, lambda: files.write_json(target, jobs.run(command, spec), schema))
     names = run_config.shape_names(run)
     for name in names:
         spec = json.loads(jobs.spec("benchmark", run, name)) | {"ceilings": str(out_dir / "ceilings.json")}
-        timed_step(name, lambda: io.write_json(out_dir / f"bench-{name}.json", jobs.run("benchmark", spec), schemas / "bench.schema.yaml"))
+        timed_step(name, lambda: files.write_json(out_dir / f"bench-{name}.json", jobs.run("benchmark", spec), schemas / "bench.schema.yaml"))
 
     def compare_and_report() -> None:
         for name in names:
-            bench = io.read_json(out_dir / f"bench-{name}.json", schemas / "bench.schema.yaml")
+            bench = files.read_json(out_dir / f"bench-{name}.json", schemas / "bench.schema.yaml")
             document = stats.compare_shape(bench, run["reference"], **run.get("stats", {}))
-            io.write_json(out_dir / f"compare-{name}.json", document, schemas / "compare.schema.yaml")
+            files.write_json(out_dir / f"compare-{name}.json", document, schemas / "compare.schema.yaml")
         names_of = {"html": "report.html", "md": "report.md", "csv": "summary.csv", "autotune": "autotune.csv"}
         outputs = {key: str(out_dir / "report" / names_of.get(key, f"{key}.png")) for key in OUTPUT_KEYS}
         build_report([str(out_dir / f"bench-{n}.json") for n in names],

@@ -43,7 +43,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from attnbench import audit, bench, candidates, clocks, io, jobs, lock, stats, timing
+from attnbench import audit, bench, candidates, clocks, files, jobs, lock, stats, timing
 from attnbench import config as run_config
 from attnbench.calibrate import measure_ceilings
 from attnbench.cli import configure_logging
@@ -347,7 +347,7 @@ def bench_process(shape_: Shape, out: Path) -> dict[str, Any]:
         "PYTHONPATH": f"{ROOT / 'src'}:{os.environ.get('PYTHONPATH', '')}",
     }
     subprocess.run(command, check=True, env=env, stderr=subprocess.DEVNULL)
-    return io.read_json(out, BENCH_SCHEMA)
+    return files.read_json(out, BENCH_SCHEMA)
 
 
 def repro() -> list[dict[str, Any]]:
@@ -390,7 +390,7 @@ def ceilings_file(folder: Path) -> Path:
     """Ceilings measured by the calibrate job's own code, written where a bench spec can name them."""
     path = folder / "ceilings.json"
     if not path.exists():
-        io.write_json(path, measure_ceilings("cuda", [DTYPE], None, None), ROOT / "workflow/schemas/ceilings.schema.yaml")
+        files.write_json(path, measure_ceilings("cuda", [DTYPE], None, None), ROOT / "workflow/schemas/ceilings.schema.yaml")
     return path
 
 
@@ -581,7 +581,7 @@ def main() -> int:
     slug = re.sub(r"[^a-z0-9]+", "-", doc["gpu"]["name"].lower()).strip("-")
     out = Path(args.out) / f"{slug}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    io.write_json(out, doc, SCHEMA)
+    files.write_json(out, doc, SCHEMA)
     print(table(doc))
     print(f"\nwrote {out} in {doc['wall_s']:.0f} s")
     return 0

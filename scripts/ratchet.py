@@ -3,19 +3,19 @@
 import sys
 from pathlib import Path
 
-from attnbench import io, ratchet
+from attnbench import files, ratchet
 
 sys.stderr = open(snakemake.log[0], "w")
 
 schemas = Path(snakemake.params.schema_dir)
-shapes = [io.read_json(path, schemas / "ratchet.schema.yaml") for path in snakemake.input.shapes]
+shapes = [files.read_json(path, schemas / "ratchet.schema.yaml") for path in snakemake.input.shapes]
 try:
-    baseline, error = io.read_json(snakemake.input.baseline, schemas / "baseline.schema.yaml"), None
-except io.ResultFileError as exc:
+    baseline, error = files.read_json(snakemake.input.baseline, schemas / "baseline.schema.yaml"), None
+except files.ResultFileError as exc:
     baseline, error = None, str(exc)
-fingerprint = io.read_json(snakemake.input.fingerprint, schemas / "fingerprint.schema.yaml")
+fingerprint = files.read_json(snakemake.input.fingerprint, schemas / "fingerprint.schema.yaml")
 document = ratchet.verdict(
     shapes, baseline, error, fingerprint, snakemake.params.settings, str(snakemake.input.baseline)
 )
-io.write_json(snakemake.output.verdict, document, schemas / "verdict.schema.yaml")
-io.atomic_write_text(snakemake.output.comment, ratchet.comment(document))
+files.write_json(snakemake.output.verdict, document, schemas / "verdict.schema.yaml")
+files.atomic_write_text(snakemake.output.comment, ratchet.comment(document))

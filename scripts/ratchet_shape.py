@@ -3,15 +3,15 @@
 import sys
 from pathlib import Path
 
-from attnbench import io, ratchet
+from attnbench import files, ratchet
 
 sys.stderr = open(snakemake.log[0], "w")
 
 schemas = Path(snakemake.params.schema_dir)
-bench = io.read_json(snakemake.input.bench, schemas / "bench.schema.yaml")
+bench = files.read_json(snakemake.input.bench, schemas / "bench.schema.yaml")
 try:
-    baseline, error = io.read_json(snakemake.input.baseline, schemas / "baseline.schema.yaml"), None
-except io.ResultFileError as exc:  # the run's verdict reports an unusable baseline; no shape fails
+    baseline, error = files.read_json(snakemake.input.baseline, schemas / "baseline.schema.yaml"), None
+except files.ResultFileError as exc:  # the run's verdict reports an unusable baseline; no shape fails
     baseline, error = None, str(exc)
 document = ratchet.compare_shape(bench, baseline, snakemake.params.settings) | {"baseline_error": error}
-io.write_json(snakemake.output[0], document, schemas / "ratchet.schema.yaml")
+files.write_json(snakemake.output[0], document, schemas / "ratchet.schema.yaml")

@@ -1,4 +1,4 @@
-"""Synthetic result files for the report tests, written by io.write_json: they pass the schemas."""
+"""Synthetic result files for the report tests, written by files.write_json: they pass the schemas."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from attnbench import autotune
-from attnbench.io import write_json
+from attnbench.files import write_json
 from attnbench.report import build_report
 from attnbench.stats import compare_shape
 

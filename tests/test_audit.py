@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from attnbench import SCHEMA_VERSION, audit, io
+from attnbench import SCHEMA_VERSION, audit, autotune, files
 from attnbench.bench import run_shape
 from attnbench.report import summary_frame
 from attnbench.stats import compare_shape
@@ -33,7 +33,7 @@ def kernels(monkeypatch, locked_env):
 
 
 def check_schema(result):
-    io.validate({"schema": SCHEMA_VERSION, **io.jsonable(result)}, SCHEMAS / "bench.schema.yaml", source="result")
+    files.validate({"schema": SCHEMA_VERSION, **files.jsonable(result)}, SCHEMAS / "bench.schema.yaml", source="result")
 
 
 def test_kernels_that_keep_their_answer_are_incorrect_with_what_was_seen(kernels):
@@ -81,7 +81,9 @@ def test_a_result_above_the_measured_bound_is_untrusted_and_never_ranked(kernels
     assert honest["fraction_of_bound"] > 2.01 and honest["samples_ms"]
     compared = compare_shape(result, "math")
     assert compared["comparisons"] == []
-    frame = summary_frame([result], [compared], {"matmul": ceilings["matmul"], "copy": {}}, alpha=0.05)
+    assert autotune.fastest(result) is None
+    analysis = autotune.analyse([result], [compared])
+    frame = summary_frame([result], [compared], {"matmul": ceilings["matmul"], "copy": {}}, analysis)
     assert not frame["fastest"].any()
 
 

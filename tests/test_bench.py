@@ -2,7 +2,7 @@
 
 import pytest
 
-from attnbench import SCHEMA_VERSION, io
+from attnbench import SCHEMA_VERSION, files
 from attnbench.bench import run_shape
 from conftest import ROOT, SCHEMAS
 
@@ -54,8 +54,8 @@ def test_every_status_path_and_the_document_matches_the_schema(user_kernels):
         "no_such_module:fn",
     ]
     result = run_shape(spec(names))
-    io.validate(
-        {"schema": SCHEMA_VERSION, **io.jsonable(result)}, SCHEMAS / "bench.schema.yaml", source="result"
+    files.validate(
+        {"schema": SCHEMA_VERSION, **files.jsonable(result)}, SCHEMAS / "bench.schema.yaml", source="result"
     )
     assert statuses(result) == {
         "math": "ok",

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import torch
 
-from attnbench import SCHEMA_VERSION, env, io, lock
+from attnbench import SCHEMA_VERSION, env, files, lock
 
 SCHEMA = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "fingerprint.schema.yaml"
 
@@ -31,9 +31,9 @@ def isolated_git(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 
 def validated(fp: dict[str, Any]) -> dict[str, Any]:
-    """What io.write_json would write: stamped, JSON-clean and valid against the schema."""
-    payload = io.jsonable({"schema": SCHEMA_VERSION, **fp})
-    io.validate(payload, SCHEMA, source="fingerprint")
+    """What files.write_json would write: stamped, JSON-clean and valid against the schema."""
+    payload = files.jsonable({"schema": SCHEMA_VERSION, **fp})
+    files.validate(payload, SCHEMA, source="fingerprint")
     json.dumps(payload)
     return payload
 

@@ -21,7 +21,7 @@ import yaml
 from conftest import ROOT, SCHEMAS, copy_workflow
 from test_worker import alive, wait_until
 
-from attnbench import config, io, isolation, jobs
+from attnbench import config, files, isolation, jobs
 from attnbench.bench import run_shape
 
 SHAPE = {
@@ -70,7 +70,7 @@ def benchmark(job_spec, out, **variables):
         argv, env={**os.environ, **variables}, capture_output=True, text=True, timeout=300, check=False
     )
     assert job.returncode == 0, job.stderr
-    return io.read_json(out, SCHEMAS / "bench.schema.yaml"), job.stderr
+    return files.read_json(out, SCHEMAS / "bench.schema.yaml"), job.stderr
 
 
 def statuses(document):
@@ -116,7 +116,7 @@ def test_the_sanitizer_switch_is_a_job_parameter_only_while_on():
         "reference": "math",
         "shapes": [SHAPE],
     }
-    io.validate({**run_config, "sanitize_crashes": True}, SCHEMAS / "config.schema.yaml", source="config")
+    files.validate({**run_config, "sanitize_crashes": True}, SCHEMAS / "config.schema.yaml", source="config")
     run = config.effective(run_config)
     off = json.loads(jobs.spec("benchmark", run, "s64"))
     on = json.loads(jobs.spec("benchmark", {**run, "sanitize_crashes": True}, "s64"))
@@ -207,12 +207,12 @@ def test_a_kernel_that_kills_its_process_costs_only_its_own_result(tmp_path):
     test_workflow.snakemake(tmp_path)  # exits 0: every job wrote its result
     results = tmp_path / "results"
     for shape in test_workflow.SHAPES:
-        document = io.read_json(results / "bench" / f"{shape['name']}.json", SCHEMAS / "bench.schema.yaml")
+        document = files.read_json(results / "bench" / f"{shape['name']}.json", SCHEMAS / "bench.schema.yaml")
         assert statuses(document) == {"math": "ok", "flash": "ok", "crashing_kernels:exits": "crashed"}
         assert all(document["candidates"][name]["samples_ms"] for name in ("math", "flash"))
         crash = document["candidates"]["crashing_kernels:exits"]["crash"]
         assert (crash["what"], crash["phase"]) == ("ended without an answer or a traceback", "its checks")
-        compare = io.read_json(results / "compare" / f"{shape['name']}.json", SCHEMAS / "compare.schema.yaml")
+        compare = files.read_json(results / "compare" / f"{shape['name']}.json", SCHEMAS / "compare.schema.yaml")
         assert [c["candidate"] for c in compare["comparisons"]] == ["flash"]
     report = (results / "report" / "report.md").read_text()
     assert (

@@ -14,7 +14,7 @@ import time
 import pytest
 import yaml
 
-from attnbench import io, lease
+from attnbench import files, lease
 from conftest import copy_workflow
 import test_workflow
 
@@ -129,7 +129,7 @@ def test_workflow_runs_one_benchmark_job_per_fake_gpu(tmp_path):
 
     spans = []
     for path in sorted((workdir / "results" / "bench").glob("*.json")):
-        placement = io.read_json(path, test_workflow.SCHEMAS / "bench.schema.yaml")["placement"]
+        placement = files.read_json(path, test_workflow.SCHEMAS / "bench.schema.yaml")["placement"]
         assert placement["source"] == "lease" and placement["pool_size"] == 3
         assert placement["cuda_visible_devices"] == placement["slot"]
         spans.append((placement["leased_at"], path.stat().st_mtime, placement["slot"]))

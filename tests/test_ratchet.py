@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import yaml
 
-from attnbench import SCHEMA_VERSION, cli, io, ratchet
+from attnbench import SCHEMA_VERSION, cli, files, ratchet
 from conftest import ROOT, SCHEMAS, copy_workflow
 from test_workflow import snakemake
 
@@ -60,8 +60,8 @@ def baseline_of(*benches: dict, fingerprint: dict = FINGERPRINT) -> dict:
 def judge(baseline: dict, *benches: dict, fingerprint: dict = FINGERPRINT, **settings) -> dict:
     docs = [ratchet.compare_shape(b, baseline, settings) for b in benches]
     document = ratchet.verdict(docs, baseline, None, fingerprint, settings, "baseline.json")
-    io.validate(
-        {"schema": SCHEMA_VERSION, **io.jsonable(document)}, SCHEMAS / "verdict.schema.yaml", source="verdict"
+    files.validate(
+        {"schema": SCHEMA_VERSION, **files.jsonable(document)}, SCHEMAS / "verdict.schema.yaml", source="verdict"
     )
     return document
 
@@ -189,8 +189,8 @@ def test_baseline_save_and_gate_on_the_command_line(tmp_path, capsys):
     (results / "bench").mkdir(parents=True)
     (results / "env").mkdir()
     fixture = json.loads((ROOT / "docs/examples/h100/fingerprint.json").read_text())
-    io.write_json(results / "env" / "fingerprint.json", fixture, SCHEMAS / "fingerprint.schema.yaml")
-    with pytest.raises(io.ResultFileError, match="no benchmark results"):
+    files.write_json(results / "env" / "fingerprint.json", fixture, SCHEMAS / "fingerprint.schema.yaml")
+    with pytest.raises(files.ResultFileError, match="no benchmark results"):
         ratchet.save_baseline(results, SCHEMAS)
     assert (
         cli.main(["baseline", "save", str(results), str(tmp_path / "b.json"), "--schemas", str(SCHEMAS)]) == 1
@@ -246,7 +246,7 @@ def test_the_ratchet_loop_through_the_workflow(tmp_path):
         cwd=tmp_path,
         check=True,
     )
-    io.read_json(tmp_path / "baseline.json", SCHEMAS / "baseline.schema.yaml")
+    files.read_json(tmp_path / "baseline.json", SCHEMAS / "baseline.schema.yaml")
 
     snakemake(tmp_path, "--config", "baseline=baseline.json", "--forcerun", "benchmark")
     verdict = json.loads((tmp_path / "results/ratchet/verdict.json").read_text())
@@ -280,8 +280,8 @@ def test_a_hand_edited_baseline_names_the_file_and_the_field(tmp_path):
     broken["shapes"]["s1"]["candidates"]["flash"]["samples_ms"][3] = "fast"
     path = tmp_path / "baseline.json"
     path.write_text(json.dumps({"schema": SCHEMA_VERSION, **broken}))
-    with pytest.raises(io.ResultFileError) as error:
-        io.read_json(path, SCHEMAS / "baseline.schema.yaml")
+    with pytest.raises(files.ResultFileError) as error:
+        files.read_json(path, SCHEMAS / "baseline.schema.yaml")
     assert str(path) in str(error.value) and "shapes/s1/candidates/flash/samples_ms/3" in str(error.value)
     document = ratchet.verdict([], None, str(error.value), FINGERPRINT, {}, str(path))
     assert ratchet.gate(document)[0] == 2

@@ -29,7 +29,7 @@ from fixtures_report import (
 
 from attnbench import autotune, formatting, report
 from attnbench.autotune import CSV_COLUMNS as AUTOTUNE_COLUMNS
-from attnbench.io import ResultFileError
+from attnbench.files import ResultFileError
 from attnbench.report import COLUMNS, Heading, Para, Section, Table, build_report
 from attnbench.stats import compare, holm
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from attnbench import io
+from attnbench import files
 import test_workflow
 from conftest import SCHEMAS, copy_workflow
 from test_workflow import snakemake
@@ -91,8 +91,8 @@ class Watcher(threading.Thread):
             if self.seen.get(path) == signature:
                 continue
             try:
-                io.read_json(path, schema_for(path))
-            except io.ResultFileError as exc:
+                files.read_json(path, schema_for(path))
+            except files.ResultFileError as exc:
                 if isinstance(exc.__cause__, FileNotFoundError):
                     continue
                 self.failures.append(f"{exc} (size {stat.st_size})")
@@ -181,7 +181,7 @@ def test_kill_9_inside_a_benchmark_then_unlock_and_rerun_completes(tmp_path):
     for shape in SHAPES:
         expected |= {f"bench/{shape['name']}.json", f"compare/{shape['name']}.json"}
     for relative in sorted(expected):
-        io.read_json(results / relative, schema_for(results / relative))
+        files.read_json(results / relative, schema_for(results / relative))
     for name in ("report.html", "report.md", "summary.csv", "plots/latency.png"):
         assert (results / "report" / name).stat().st_size > 0, name
     assert watcher.checks >= len(expected), f"the watcher validated only {watcher.checks} files"

@@ -12,7 +12,7 @@ import pytest
 import scipy.stats
 
 from attnbench import SCHEMA_VERSION
-from attnbench.io import jsonable, validate
+from attnbench.files import jsonable, validate
 from attnbench.stats import (
     TEST_PAIRED,
     TEST_UNPAIRED,

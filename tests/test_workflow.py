@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
-from attnbench import io
+from attnbench import files
 from conftest import SCHEMAS, copy_workflow
 
 pytestmark = pytest.mark.slow
@@ -81,7 +81,7 @@ def test_every_output_exists_and_matches_its_schema(finished_run):
         checks[f"bench/{shape['name']}.json"] = "bench"
         checks[f"compare/{shape['name']}.json"] = "compare"
     for relative, schema in checks.items():
-        io.read_json(results / relative, SCHEMAS / f"{schema}.schema.yaml")
+        files.read_json(results / relative, SCHEMAS / f"{schema}.schema.yaml")
     bench = json.loads((results / "bench/s96_causal.json").read_text())
     assert bench["device"] == "cpu" and bench["shape"]["causal"] is True
     statuses = {name: entry["status"] for name, entry in bench["candidates"].items()}

@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from attnbench.io import atomic_write_text, read_json, write_json
+from attnbench.files import atomic_write_text, read_json, write_json
 from attnbench.stats import ALPHA, holm, practically_different
 from attnbench.stats import compare as compare_samples
 

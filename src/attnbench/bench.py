@@ -27,7 +27,7 @@ from attnbench import (
     audit,
     candidates,
     clocks,
-    io,
+    files,
     isolation,
     lock,
     memory,
@@ -175,7 +175,7 @@ def _measure_shape(spec: dict[str, Any], running: Callable[[str | None], None]) 
     device = spec["device"]
     device_module.require(device)
     # The measured ceilings bound every result (attnbench.audit); read first, so a missing file fails early.
-    ceilings = io.read_json(spec["ceilings"]) if spec.get("ceilings") else None
+    ceilings = files.read_json(spec["ceilings"]) if spec.get("ceilings") else None
     lock_state = lock.apply(spec.get("lock"))
     shape = Shape.from_config(spec["shape"])
     settings = timing.Settings.from_config(spec.get("timing"))

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from attnbench import io, isolation, jobs, lease, worker
+from attnbench import files, isolation, jobs, lease, worker
 
 SCHEMAS = "workflow/schemas"
 
@@ -127,13 +127,13 @@ def main(argv: list[str] | None = None) -> int:
 
             schemas = Path(args.schemas)
             document = save_baseline(args.results_dir, schemas)
-            io.write_json(args.out, document, schemas / "baseline.schema.yaml")
+            files.write_json(args.out, document, schemas / "baseline.schema.yaml")
             print(f"saved {len(document['shapes'])} shapes to {args.out}")
             return 0
         if args.command == "gate":
             from attnbench.ratchet import gate
 
-            code, why = gate(io.read_json(args.verdict, Path(args.schemas) / "verdict.schema.yaml"))
+            code, why = gate(files.read_json(args.verdict, Path(args.schemas) / "verdict.schema.yaml"))
             print(f"attnbench gate: {why} (exit {code})")
             return code
         if args.command == "worker":
@@ -169,8 +169,8 @@ def main(argv: list[str] | None = None) -> int:
         process = {"started_at": process_started_at(), "finished_at": time.time(), "worker": served_by}
         document |= {"placement": placement.record(), "process": process}
         schemas = None if args.schemas is None else Path(args.schemas)
-        io.write_json(args.out, document, jobs.schema_file(schemas, job.schema))
-    except (RuntimeError, io.ResultFileError) as exc:
+        files.write_json(args.out, document, jobs.schema_file(schemas, job.schema))
+    except (RuntimeError, files.ResultFileError) as exc:
         _log(args.command)(f"error: {exc}")
         return 2 if args.command == "gate" else 1
     return 0

@@ -54,7 +54,7 @@ def fingerprint(
     workflow_dir: str | Path = ".",
     requested_device: str | None = None,
 ) -> dict[str, Any]:
-    """Everything that can change a timing, without the "schema" key (io.write_json stamps it).
+    """Everything that can change a timing, without the "schema" key (files.write_json stamps it).
 
     `requested_device` is the config's device (auto, cuda or cpu), so a report can say that an
     `auto` run fell back to the CPU and why (`gpu_reason`)."""

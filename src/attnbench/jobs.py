@@ -110,10 +110,10 @@ def _benchmark(spec: Spec, schemas: Path | None, running: Running | None) -> dic
 
 
 def _compare(spec: Spec, schemas: Path | None, running: Running | None) -> dict[str, Any]:
-    from attnbench import io
+    from attnbench import files
     from attnbench.stats import compare_shape
 
-    bench = io.read_json(spec["bench"], schema_file(schemas, JOBS["benchmark"].schema))
+    bench = files.read_json(spec["bench"], schema_file(schemas, JOBS["benchmark"].schema))
     return compare_shape(bench, spec["reference"], **spec["stats"])
 
 

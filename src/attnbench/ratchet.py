@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from attnbench import __version__, io, stats
+from attnbench import __version__, files, stats
 from attnbench.formatting import DASH, md, num, signed_pct
 
 VERDICTS = ("regression", "improvement", "unchanged", "new", "missing", "failed", "incomparable")
@@ -48,13 +48,13 @@ def save_baseline(results_dir: str | Path, schema_dir: str | Path) -> Json:
     """A portable baseline from a finished run: raw samples, fingerprint, and the settings per shape."""
     results = Path(results_dir)
     schemas = Path(schema_dir)
-    fingerprint = io.read_json(results / "env" / "fingerprint.json", schemas / "fingerprint.schema.yaml")
+    fingerprint = files.read_json(results / "env" / "fingerprint.json", schemas / "fingerprint.schema.yaml")
     benches = sorted((results / "bench").glob("*.json"))
     if not benches:
-        raise io.ResultFileError(f"{results / 'bench'}: no benchmark results to save as a baseline")
+        raise files.ResultFileError(f"{results / 'bench'}: no benchmark results to save as a baseline")
     shapes = {}
     for path in benches:
-        bench = io.read_json(path, schemas / "bench.schema.yaml")
+        bench = files.read_json(path, schemas / "bench.schema.yaml")
         shapes[bench["shape"]["name"]] = {
             "shape": bench["shape"],
             "config": {key: bench.get(key) for key in ("device", "dtype", "mode", "lock", "kernel_hashes")}

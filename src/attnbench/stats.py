@@ -270,7 +270,7 @@ def compare(
 
     ``paired=None`` treats equal-length inputs as paired by timing round; samples from different
     runs share no rounds and must say ``paired=False``. Values are plain Python types;
-    ``hedges_g`` may be NaN (see :func:`hedges_g`), which ``io.jsonable`` writes as null.
+    ``hedges_g`` may be NaN (see :func:`hedges_g`), which ``files.jsonable`` writes as null.
     """
     b = _as_latencies(baseline, "baseline")
     c = _as_latencies(candidate, "candidate")

@@ -260,7 +260,7 @@ def _attempt(path: Path) -> socket.socket:
 
 
 def _send(stream: TextIO, message: dict[str, Any]) -> None:
-    from attnbench.io import jsonable
+    from attnbench.files import jsonable
 
     stream.write(json.dumps(jsonable(message)) + "\n")
     stream.flush()

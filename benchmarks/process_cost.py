@@ -57,11 +57,11 @@ def loop(config_path: Path, out_dir: Path) -> None:
 
     for command, out in (("fingerprint", "fingerprint"), ("calibrate", "ceilings")):
         spec, target, schema = json.loads(jobs.spec(command, run)), out_dir / f"{out}.json", schemas / f"{out}.schema.yaml"
-        timed_step(command, lambda: files.write_json(target, jobs.run(command, spec), schema))
+        timed_step(command, lambda c=command, s=spec, t=target, v=schema: files.write_json(t, jobs.run(c, s), v))
     names = run_config.shape_names(run)
     for name in names:
         spec = json.loads(jobs.spec("benchmark", run, name)) | {"ceilings": str(out_dir / "ceilings.json")}
-        timed_step(name, lambda: files.write_json(out_dir / f"bench-{name}.json", jobs.run("benchmark", spec), schemas / "bench.schema.yaml"))
+        timed_step(name, lambda n=name, s=spec: files.write_json(out_dir / f"bench-{n}.json", jobs.run("benchmark", s), schemas / "bench.schema.yaml"))
 
     def compare_and_report() -> None:
         for name in names:

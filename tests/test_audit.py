@@ -3,12 +3,12 @@
 import json
 
 import pytest
+from conftest import ROOT, SCHEMAS
 
 from attnbench import SCHEMA_VERSION, audit, autotune, files
 from attnbench.bench import run_shape
 from attnbench.report import summary_frame
 from attnbench.stats import compare_shape
-from conftest import ROOT, SCHEMAS
 
 SHAPE = {"name": "tiny", "batch": 1, "heads": 2, "kv_heads": 2, "seq": 64, "seq_kv": 64, "dim": 16, "causal": True}
 FAST = {"warmup": 1, "warmup_max_s": 0.2, "min_rounds": 4, "max_rounds": 4}

@@ -1,10 +1,10 @@
 """Every candidate status on the CPU: ok, unsupported, incorrect, error, oom; nothing lost."""
 
 import pytest
+from conftest import ROOT, SCHEMAS
 
 from attnbench import SCHEMA_VERSION, files
 from attnbench.bench import run_shape
-from conftest import ROOT, SCHEMAS
 
 SHAPE = {
     "name": "tiny",

@@ -2,9 +2,9 @@ import json
 import os
 
 import pytest
+from conftest import SCHEMAS
 
 from attnbench import SCHEMA_VERSION, files
-from conftest import SCHEMAS
 
 
 def test_write_json_stamps_schema_and_replaces_nan(tmp_path):

@@ -12,11 +12,11 @@ import textwrap
 import time
 
 import pytest
+import test_workflow
 import yaml
+from conftest import copy_workflow
 
 from attnbench import files, lease
-from conftest import copy_workflow
-import test_workflow
 
 # A job: take the lease as the CLI does, report the slot, hold it for `hold` seconds.
 JOB = textwrap.dedent(

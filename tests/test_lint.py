@@ -1,4 +1,4 @@
-"""The workflow's own linters stay clean: snakemake --lint and snakefmt --check."""
+"""The linters stay clean: snakemake --lint, snakefmt --check and ruff (configured in pyproject.toml)."""
 
 import shutil
 import subprocess
@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT
 
 
@@ -19,9 +18,10 @@ def test_snakemake_lint_is_clean():
     assert proc.returncode == 0 and "Congratulations" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
 
 
-def test_snakefmt_check_is_clean():
-    snakefmt = shutil.which("snakefmt") or str(Path(sys.executable).parent / "snakefmt")
-    if not Path(snakefmt).exists():
-        pytest.skip("snakefmt is not installed (pip install -e '.[test]')")
-    proc = run(snakefmt, "--check", ".")
+@pytest.mark.parametrize("tool, args", [("snakefmt", ["--check", "."]), ("ruff", ["check", "."])])
+def test_formatters_and_linters_are_clean(tool, args):
+    path = shutil.which(tool) or str(Path(sys.executable).parent / tool)
+    if not Path(path).exists():
+        pytest.skip(f"{tool} is not installed (pip install -e '.[test]')")
+    proc = run(path, *args)
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -11,10 +11,10 @@ import sys
 import numpy as np
 import pytest
 import yaml
-
-from attnbench import SCHEMA_VERSION, cli, files, ratchet
 from conftest import ROOT, SCHEMAS, copy_workflow
 from test_workflow import snakemake
+
+from attnbench import SCHEMA_VERSION, cli, files, ratchet
 
 FINGERPRINT = {
     "device": "cuda",

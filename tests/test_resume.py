@@ -15,12 +15,12 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
-
-from attnbench import files
 import test_workflow
+import yaml
 from conftest import SCHEMAS, copy_workflow
 from test_workflow import snakemake
+
+from attnbench import files
 
 pytestmark = pytest.mark.slow
 
@@ -71,7 +71,7 @@ class Watcher(threading.Thread):
             last = self.stop.is_set()  # one more look after the test asks to stop
             try:
                 self.poll()
-            except Exception as exc:  # noqa: BLE001 - anything odd is a failure to report
+            except Exception as exc:
                 self.failures.append(f"watcher error: {exc!r}")
             if last:
                 return

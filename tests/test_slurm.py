@@ -15,9 +15,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
-
 import test_workflow
+import yaml
 from conftest import ROOT, copy_workflow
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from conftest import SCHEMAS, copy_workflow
 
 from attnbench import files
-from conftest import SCHEMAS, copy_workflow
 
 pytestmark = pytest.mark.slow
 

@@ -124,7 +124,7 @@ def prepare(
             memory.reset_peak(device)
             call()
             peak = memory.read_peak(device)
-        except Exception as exc:  # noqa: BLE001 - classified below, never lost
+        except Exception as exc:
             failed = failure_entry(exc, [str(w.message) for w in seen], culprit=name)
             memory.release(device)
             return failed, None
@@ -281,7 +281,7 @@ def audit_timed_work(
             with timing.deadline(timeout):
                 ran = audit.profile(calls[name], device)
                 last[name] = sampler.check_call()
-        except Exception as exc:  # noqa: BLE001 - classified, never lost
+        except Exception as exc:
             entries[name] = failure_entry(exc, [])
             memory.release(device)
             continue
@@ -315,7 +315,7 @@ def audit_timed_work(
                     tolerance=entries[name]["tolerance"],
                     graph=sampler.outputs is not None,
                 )
-        except Exception as exc:  # noqa: BLE001 - classified, never lost
+        except Exception as exc:
             entries[name] = failure_entry(exc, [])
             memory.release(device)
             continue

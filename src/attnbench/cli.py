@@ -75,7 +75,7 @@ class _Stderr(logging.Handler):
         try:
             sys.stderr.write(self.format(record) + "\n")
             sys.stderr.flush()
-        except Exception:  # noqa: BLE001 - logging.Handler's own convention
+        except Exception:
             self.handleError(record)
 
 

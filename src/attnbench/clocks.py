@@ -113,6 +113,6 @@ def watch(device: str) -> Iterator[ClockWatch]:
     with ExitStack() as stack:
         try:
             found = ClockWatch(*stack.enter_context(board_of(torch.cuda.current_device())))
-        except Exception as exc:  # noqa: BLE001 - telemetry only: measure without it and say why
+        except Exception as exc:
             found = ClockWatch(reason=f"NVML unusable: {type(exc).__name__}: {exc}")
         yield found

@@ -42,7 +42,7 @@ def gpu_present() -> bool:
     try:
         with nvml() as nv:
             return bool(nv.nvmlDeviceGetCount() > 0)
-    except Exception:  # noqa: BLE001 - no driver, no library: no GPU
+    except Exception:
         return False
 
 
@@ -51,7 +51,7 @@ def uuids() -> list[str]:
     try:
         with nvml() as nv:
             return [str(nv.nvmlDeviceGetUUID(nv.nvmlDeviceGetHandleByIndex(i))) for i in range(nv.nvmlDeviceGetCount())]
-    except Exception:  # noqa: BLE001 - no nvidia-ml-py or no driver: no GPUs
+    except Exception:
         return []
 
 
@@ -66,7 +66,7 @@ def no_cuda_reason() -> str | None:
     try:
         with nvml() as nv:
             count = nv.nvmlDeviceGetCount()
-    except Exception as exc:  # noqa: BLE001 - no pynvml, no libnvidia-ml or an NVMLError: no usable driver
+    except Exception as exc:
         return f"no NVIDIA driver: {type(exc).__name__}: {exc}"
     return (
         f"torch.cuda.is_available() is False although NVML sees {count} GPU(s) "
@@ -138,7 +138,7 @@ def board_index(uuid: str, torch_index: int) -> int:
     try:
         with nvml() as nv:
             return host_index(nv, board(nv, uuid), torch_index)
-    except Exception:  # noqa: BLE001 - no NVML: torch's index is all there is
+    except Exception:
         return torch_index
 
 

@@ -134,7 +134,7 @@ def _gpu(index: int) -> dict[str, Any]:
             board = device_module.board(nv, gpu["uuid"])
             readings = _nvml_readings(lambda call: device_module.ask(nv, call), nv, board)
             return gpu | readings | {"index": device_module.host_index(nv, board, index), "nvml_error": None}
-    except Exception as exc:  # noqa: BLE001 - NVML is telemetry: the torch fields still identify the GPU
+    except Exception as exc:
         readings = _nvml_readings(lambda call: None, None, None)
         return gpu | readings | {"nvml_error": f"{type(exc).__name__}: {exc}"}
 

@@ -23,8 +23,8 @@ import pandas as pd
 
 from attnbench import formatting
 from attnbench.clocks import DISCARDED, reason_names
-from attnbench.formatting import DASH, interval, num, pct, pm
 from attnbench.files import atomic_write_bytes, atomic_write_text, read_json
+from attnbench.formatting import DASH, interval, num, pct, pm
 from attnbench.plots import ALT, PLOTS, figures, positive
 
 Json = dict[str, Any]

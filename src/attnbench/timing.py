@@ -271,7 +271,7 @@ class _Rounds:
             try:
                 with deadline(self.timeout_s):
                     stamps[name] = self.clock.stamp(self.samplers[name])
-            except Exception as exc:  # noqa: BLE001 - one candidate's failure must not end the shape
+            except Exception as exc:
                 del self.samplers[name]
                 self.on_failure(name, exc)
         self._guard()
@@ -451,7 +451,7 @@ def _choose_samplers(
     else:
         try:
             rounds.samplers = _graph_samplers(alive, estimates, None)
-        except Exception as exc:  # noqa: BLE001 - every candidate keeps the per-call mode then
+        except Exception as exc:
             return (
                 "cold",
                 f"auto: CUDA graph capture failed, timed per call: {type(exc).__name__}: {exc}",

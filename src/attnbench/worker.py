@@ -362,7 +362,7 @@ def _answer(connection: socket.socket, stream: TextIO, request: dict[str, Any]) 
             return {"result": jobs.run(request["command"], request["spec"], request.get("schemas"), running)}
     except isolation.ContextLost as lost:  # this worker retires: nothing more can run in its context
         return {"lost": {"error": lost.error, "candidate": lost.candidate}}
-    except Exception as exc:  # noqa: BLE001 - the job reports it; this worker retires
+    except Exception as exc:
         return {"error": f"{type(exc).__name__}: {exc}"}
     finally:
         done.set()

@@ -1,19 +1,4 @@
-import shutil
-from pathlib import Path
-
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-SCHEMAS = ROOT / "workflow" / "schemas"
-WORKFLOW_FILES = ("Snakefile", "workflow", "scripts", "envs", "profiles", "examples")
-
-
-def copy_workflow(dest: Path) -> Path:
-    """The workflow without results or config, for tests that run the snakemake CLI in a fresh folder."""
-    for name in WORKFLOW_FILES:
-        source = ROOT / name
-        (shutil.copytree if source.is_dir() else shutil.copy)(source, dest / name)
-    return dest
 
 
 def pytest_collection_modifyitems(config, items):

@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from conftest import ROOT, SCHEMAS
+from helpers import ROOT, SCHEMAS
 
 from attnbench import SCHEMA_VERSION, audit, autotune, files
 from attnbench.bench import run_shape

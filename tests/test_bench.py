@@ -1,7 +1,7 @@
 """Every candidate status on the CPU: ok, unsupported, incorrect, error, oom; nothing lost."""
 
 import pytest
-from conftest import ROOT, SCHEMAS
+from helpers import ROOT, SCHEMAS
 
 from attnbench import SCHEMA_VERSION, files
 from attnbench.bench import run_shape

@@ -3,7 +3,7 @@ import json
 
 import pytest
 import yaml
-from conftest import ROOT, SCHEMAS
+from helpers import ROOT, SCHEMAS
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 

@@ -8,7 +8,7 @@ import inspect
 from typing import Any
 
 import yaml
-from conftest import SCHEMAS
+from helpers import SCHEMAS
 
 from attnbench import config, lock, ratchet, stats, timing
 from attnbench.workloads import Shape

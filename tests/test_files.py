@@ -2,7 +2,7 @@ import json
 import os
 
 import pytest
-from conftest import SCHEMAS
+from helpers import SCHEMAS
 
 from attnbench import SCHEMA_VERSION, files
 

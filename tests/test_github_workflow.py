@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT
+from helpers import ROOT
 
 WORKFLOW = ROOT / ".github" / "workflows" / "gpu-benchmark.yml"
 MARKER = "<!-- attnbench-ratchet -->"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, copy_workflow
+from helpers import ROOT, copy_workflow
 
 
 def cpu_shape(config: dict) -> dict:

@@ -15,11 +15,10 @@ import shutil
 import subprocess
 import sys
 
+import helpers
 import pytest
-import test_workflow
 import yaml
-from conftest import ROOT, SCHEMAS, copy_workflow
-from test_worker import alive, wait_until
+from helpers import ROOT, SCHEMAS, alive, copy_workflow, wait_until
 
 from attnbench import config, files, isolation, jobs
 from attnbench.bench import run_shape
@@ -201,12 +200,12 @@ def test_a_kernel_that_kills_its_process_costs_only_its_own_result(tmp_path):
     """The workflow over two shapes, the crasher among honest candidates: every other result, the report."""
     copy_workflow(tmp_path)
     shutil.copy(ROOT / "tests" / "crashing_kernels.py", tmp_path)
-    config = copy.deepcopy(test_workflow.CONFIG)
+    config = copy.deepcopy(helpers.CPU_CONFIG)
     config["cpu"]["candidates"] = ["math", "flash", "crashing_kernels:exits"]
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    test_workflow.snakemake(tmp_path)  # exits 0: every job wrote its result
+    helpers.snakemake(tmp_path)  # exits 0: every job wrote its result
     results = tmp_path / "results"
-    for shape in test_workflow.SHAPES:
+    for shape in helpers.CPU_SHAPES:
         document = files.read_json(results / "bench" / f"{shape['name']}.json", SCHEMAS / "bench.schema.yaml")
         assert statuses(document) == {"math": "ok", "flash": "ok", "crashing_kernels:exits": "crashed"}
         assert all(document["candidates"][name]["samples_ms"] for name in ("math", "flash"))

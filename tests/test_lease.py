@@ -11,10 +11,10 @@ import sys
 import textwrap
 import time
 
+import helpers
 import pytest
-import test_workflow
 import yaml
-from conftest import copy_workflow
+from helpers import copy_workflow
 
 from attnbench import files, lease
 
@@ -118,18 +118,18 @@ def test_workflow_runs_one_benchmark_job_per_fake_gpu(tmp_path):
     workdir = tmp_path / "wf"
     workdir.mkdir()
     copy_workflow(workdir)
-    config = test_workflow.CONFIG | {"stats": {"n_resamples": 200}}
+    config = helpers.CPU_CONFIG | {"stats": {"n_resamples": 200}}
     config["cpu"] = config["cpu"] | {
         "candidates": ["flash", "math"],
-        "shapes": [{**test_workflow.SHAPES[0], "name": f"s{i}"} for i in range(6)],
+        "shapes": [{**helpers.CPU_SHAPES[0], "name": f"s{i}"} for i in range(6)],
     }
     (workdir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     env = {"ATTNBENCH_GPUS": "fake0,fake1,fake2", "ATTNBENCH_LEASE_DIR": str(tmp_path / "leases")}
-    test_workflow.snakemake(workdir, gpus=3, env=env)
+    helpers.snakemake(workdir, gpus=3, env=env)
 
     spans = []
     for path in sorted((workdir / "results" / "bench").glob("*.json")):
-        placement = files.read_json(path, test_workflow.SCHEMAS / "bench.schema.yaml")["placement"]
+        placement = files.read_json(path, helpers.SCHEMAS / "bench.schema.yaml")["placement"]
         assert placement["source"] == "lease" and placement["pool_size"] == 3
         assert placement["cuda_visible_devices"] == placement["slot"]
         spans.append((placement["leased_at"], path.stat().st_mtime, placement["slot"]))

@@ -11,8 +11,7 @@ import sys
 import numpy as np
 import pytest
 import yaml
-from conftest import ROOT, SCHEMAS, copy_workflow
-from test_workflow import snakemake
+from helpers import ROOT, SCHEMAS, copy_workflow, snakemake
 
 from attnbench import SCHEMA_VERSION, cli, files, ratchet
 

@@ -14,11 +14,10 @@ import threading
 import time
 from pathlib import Path
 
+import helpers
 import pytest
-import test_workflow
 import yaml
-from conftest import SCHEMAS, copy_workflow
-from test_workflow import snakemake
+from helpers import SCHEMAS, copy_workflow, snakemake
 
 from attnbench import files
 
@@ -30,7 +29,7 @@ SHAPES = [
     {"name": f"s{seq}", "batch": 1, "heads": 2, "seq": seq, "dim": 16, "causal": seq % 128 == 0}
     for seq in (64, 96, 128, 160)
 ]
-CONFIG = copy.deepcopy(test_workflow.CONFIG)
+CONFIG = copy.deepcopy(helpers.CPU_CONFIG)
 CONFIG["cpu"].update(
     candidates=["flash", "math"],
     shapes=SHAPES,

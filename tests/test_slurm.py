@@ -14,10 +14,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import helpers
 import pytest
-import test_workflow
 import yaml
-from conftest import ROOT, copy_workflow
+from helpers import ROOT, copy_workflow
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -26,7 +26,7 @@ TIMEOUT_S = 900
 GPU_JOBS = {
     "env_fingerprint": [""],
     "calibrate": [""],
-    "benchmark": [shape["name"] for shape in test_workflow.SHAPES],
+    "benchmark": [shape["name"] for shape in helpers.CPU_SHAPES],
 }
 
 
@@ -57,7 +57,7 @@ def slurm_run(tmp_path_factory):
     if why:
         pytest.skip(f"no SLURM controller answers: {why}")
     workdir = copy_workflow(tmp_path_factory.mktemp("slurm"))
-    (workdir / "config.yaml").write_text(yaml.safe_dump(test_workflow.CONFIG, sort_keys=False))
+    (workdir / "config.yaml").write_text(yaml.safe_dump(helpers.CPU_CONFIG, sort_keys=False))
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     # Snakemake ignores SIGTERM while jobs run; on SIGINT it cancels its SLURM jobs (scancel), and -k kills
     # it if that hangs. --foreground: one SIGINT to Snakemake alone; timeout's default also signals the
@@ -92,7 +92,7 @@ def slurm_jobs(workdir: Path) -> dict[tuple[str, str], str]:
 
 def test_results_match_a_local_run(slurm_run):
     workdir, output = slurm_run
-    test_workflow.test_every_output_exists_and_matches_its_schema(workdir)
+    helpers.check_finished_run(workdir)
     # Job states came from squeue, as the profile says (the plugin says so when it falls back to sacct).
     assert "Falling back to 'sacct'" not in output, output
 

@@ -1,0 +1,129 @@
+"""What the tests share: paths, the workflow copied to a fresh folder, the snakemake CLI, a small CPU
+run's config and the check of its outputs, and process helpers. Test modules import from here,
+never from each other."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from attnbench import files
+
+ROOT = Path(__file__).resolve().parents[1]
+SCHEMAS = ROOT / "workflow" / "schemas"
+WORKFLOW_FILES = ("Snakefile", "workflow", "scripts", "envs", "profiles", "examples")
+
+
+def copy_workflow(dest: Path) -> Path:
+    """The workflow without results or config, for tests that run the snakemake CLI in a fresh folder."""
+    for name in WORKFLOW_FILES:
+        source = ROOT / name
+        (shutil.copytree if source.is_dir() else shutil.copy)(source, dest / name)
+    return dest
+
+
+# A small CPU run of the whole workflow (device: auto on a machine without CUDA).
+CPU_SHAPES = [
+    {"name": "s64", "batch": 1, "heads": 2, "seq": 64, "dim": 16, "causal": False},
+    {"name": "s96_causal", "batch": 1, "heads": 2, "seq": 96, "dim": 16, "causal": True},
+]
+CPU_CONFIG = {
+    "device": "auto",
+    "dtype": "bfloat16",
+    "candidates": ["flash", "math"],
+    "reference": "math",
+    "shapes": [{"name": "gpu_only", "batch": 1, "heads": 2, "seq": 4096, "dim": 64}],
+    "cpu": {
+        "dtype": "float32",
+        "candidates": ["flash", "efficient", "math", "examples.kernels:naive_attention"],
+        "reference": "math",
+        "shapes": CPU_SHAPES,
+        "timing": {"warmup": 1, "warmup_max_s": 0.2, "min_rounds": 6, "max_time_s": 1},
+        "calibrate": {"matmul_size": 128, "copy_mb": 8, "rounds": 3},
+    },
+    "stats": {"n_resamples": 2000},
+}
+
+
+def snakemake(workdir, *args, gpus=1, env=None):
+    env = {**os.environ, **(env or {}), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--cores", str(gpus), "--resources", f"gpu={gpus}", *args],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout + proc.stderr
+
+
+def planned_jobs(workdir):
+    """Job counts per rule from a dry run ({} when there is nothing to do)."""
+    out = snakemake(workdir, "--dry-run")
+    if "Nothing to be done" in out:
+        return {}
+    table = out.split("Job stats:", 1)[1]
+    return {
+        m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m[1] not in ("total", "all")
+    }
+
+
+def check_finished_run(workdir: Path) -> None:
+    """Every output of a CPU run of CPU_CONFIG exists, matches its schema and says what it should."""
+    results = workdir / "results"
+    checks = {"env/fingerprint.json": "fingerprint", "env/ceilings.json": "ceilings"}
+    for shape in CPU_SHAPES:
+        checks[f"bench/{shape['name']}.json"] = "bench"
+        checks[f"compare/{shape['name']}.json"] = "compare"
+    for relative, schema in checks.items():
+        files.read_json(results / relative, SCHEMAS / f"{schema}.schema.yaml")
+    bench = json.loads((results / "bench/s96_causal.json").read_text())
+    assert bench["device"] == "cpu" and bench["shape"]["causal"] is True
+    statuses = {name: entry["status"] for name, entry in bench["candidates"].items()}
+    assert statuses == {
+        "flash": "ok",
+        "efficient": "unsupported",
+        "math": "ok",
+        "examples.kernels:naive_attention": "ok",
+    }
+    for entry in bench["candidates"].values():
+        if entry["status"] == "ok":
+            assert entry["median_ms"] == pytest.approx(float(np.median(entry["samples_ms"])))
+    compare = json.loads((results / "compare/s96_causal.json").read_text())
+    assert {c["candidate"] for c in compare["comparisons"]} == {"flash", "examples.kernels:naive_attention"}
+    report = results / "report"
+    for name in ("report.html", "report.md", "summary.csv", "plots/latency.png", "plots/speedup.png"):
+        assert (report / name).stat().st_size > 0
+    assert "efficient" in (report / "report.md").read_text()
+    # device: auto on a machine without CUDA: the report says the run fell back, and why
+    assert "cpu (device: auto fell back to the CPU: device is cpu: " in (report / "report.md").read_text()
+    assert not list(results.rglob(".*.tmp")), "temporary files left behind"
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is dead for our purposes.
+    return "Z" not in Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
+def wait_until(condition, timeout=15.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return False

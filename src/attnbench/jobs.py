@@ -160,6 +160,27 @@ JOBS: dict[str, Job] = {
 }
 
 
+# The steps that run as Snakemake scripts (autotune, report, ratchet) have no process of their own,
+# but their settings are specs too (a change reruns them): built here as well, defaults applied.
+
+
+def stats_settings(run: dict[str, Any]) -> Spec:
+    """The `stats:` section as given; stats.compare's signature holds each default once."""
+    return dict(run.get("stats") or {})
+
+
+def ratchet_settings(run: dict[str, Any]) -> Spec:
+    from attnbench import ratchet
+
+    return ratchet.settings(run.get("ratchet"))
+
+
+def report_title(run: dict[str, Any]) -> str:
+    from attnbench import report
+
+    return (run.get("report") or {}).get("title", report.TITLE)
+
+
 class UnknownJob(RuntimeError):
     """A command that is not a job: an error, never run as another job."""
 

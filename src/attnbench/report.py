@@ -28,6 +28,7 @@ from attnbench.formatting import DASH, interval, num, pct, pm
 from attnbench.plots import ALT, PLOTS, figures, positive
 
 Json = dict[str, Any]
+TITLE = "attnbench report"  # config report.title
 
 SHAPE_FIELDS = ("batch", "heads", "kv_heads", "seq", "seq_kv", "dim", "causal")
 OUTPUT_KEYS = ("html", "md", "csv", *PLOTS)
@@ -96,7 +97,7 @@ def build_report(
     out: dict[str, str],
     *,
     schema_dir: str | Path,
-    title: str = "attnbench report",
+    title: str = TITLE,
 ) -> None:
     """Validate every input against its schema (in `schema_dir`), then write the outputs named in `out`."""
     missing = [key for key in OUTPUT_KEYS if key not in out]

@@ -15,6 +15,6 @@ rule autotune:
         "../../envs/attnbench.yaml"
     params:
         schema_dir=str(SCHEMAS),
-        stats=RUN.get("stats", {}),
+        stats=jobs.stats_settings(RUN),
     script:
         "../../scripts/autotune.py"

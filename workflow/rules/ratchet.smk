@@ -15,7 +15,7 @@ if BASELINE:
         conda:
             "../../envs/attnbench.yaml"
         params:
-            settings=RUN.get("ratchet", {}),
+            settings=jobs.ratchet_settings(RUN),
             schema_dir=str(SCHEMAS),
         script:
             "../../scripts/ratchet_shape.py"
@@ -33,7 +33,7 @@ if BASELINE:
         conda:
             "../../envs/attnbench.yaml"
         params:
-            settings=RUN.get("ratchet", {}),
+            settings=jobs.ratchet_settings(RUN),
             schema_dir=str(SCHEMAS),
         script:
             "../../scripts/ratchet.py"

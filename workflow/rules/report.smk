@@ -34,6 +34,6 @@ rule report:
         "../../envs/attnbench.yaml"
     params:
         schema_dir=str(SCHEMAS),
-        title=RUN.get("report", {}).get("title", "attnbench report"),
+        title=jobs.report_title(RUN),
     script:
         "../../scripts/report.py"

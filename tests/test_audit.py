@@ -194,3 +194,24 @@ def test_gpu_dishonest_kernels_are_caught_and_honest_ones_pass(kernels, mode):
         unjoined = entries["dishonest_kernels:unjoined_stream"]
         assert unjoined["status"] == "untrusted"
         assert "never waited for" in unjoined["reason"]
+
+
+def test_a_check_that_fails_after_sampling_keeps_the_candidates_samples(kernels, monkeypatch):
+    """The profiler failing for one candidate must not throw its timing away (nor anyone else's)."""
+    real = audit.profile
+    calls = []
+
+    def flaky(call, device):
+        calls.append(device)
+        if len(calls) == 1:
+            raise RuntimeError("profiler could not start")
+        return real(call, device)
+
+    monkeypatch.setattr(audit, "profile", flaky)
+    result = run_shape(spec(["math", "dishonest_kernels:honest"]))
+    check_schema(result)
+    failed, other = result["candidates"]["math"], result["candidates"]["dishonest_kernels:honest"]
+    assert failed["status"] == "error"
+    assert failed["reason"] == "after sampling, the audit failed: RuntimeError: profiler could not start"
+    assert failed["samples_ms"] and failed["median_ms"] is not None and failed["tolerance"] is not None
+    assert other["status"] == "ok" and other["ran"]["kernels_per_call"] > 0

@@ -272,3 +272,15 @@ def test_compute_sanitizer_reports_the_out_of_bounds_store(job_env):
     assert statuses(document) == {"math": "ok", "triton_kernels:stores_out_of_bounds": "crashed"}
     report = document["candidates"]["triton_kernels:stores_out_of_bounds"]["crash"]["sanitizer"]
     assert any("Invalid __global__ write" in line for line in report), report
+
+
+def test_a_sanitizer_that_runs_out_of_time_leaves_no_replay_behind(tmp_path, monkeypatch):
+    """The replay it started must not keep running (on the GPU, after the job gave its lease back)."""
+    pid_file = tmp_path / "replay.pid"
+    fake = tmp_path / "compute-sanitizer"
+    fake.write_text(f"#!/bin/sh\nsleep 600 &\necho $! > {pid_file}\nwait\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setattr(isolation, "SANITIZER_TIMEOUT_S", 1.0)
+    assert isolation.sanitize(["replay"]) == ["no report within 1 s"]
+    assert wait_until(lambda: pid_file.exists() and not alive(int(pid_file.read_text())))

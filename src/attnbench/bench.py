@@ -101,7 +101,8 @@ def prepare(
         try:
             call = make_call(candidates.build(name, shape, device), inputs, backward)
             began = time.perf_counter()
-            with timing.deadline(timing.Settings.from_config(spec.get("timing")).call_timeout_s):
+            timeout = timing.Settings.from_config(spec.get("timing")).call_timeout_s
+            with timing.deadline(timeout):
                 result = call()
                 if device == "cuda":
                     torch.cuda.synchronize()
@@ -119,11 +120,12 @@ def prepare(
             # A copy: a kernel may hand back the same buffer every call.
             first = [t.detach().clone() for t in audit.tensors(result)]
             del result
-            repeat = audit.determinism(first, call())
-            del first
-            memory.reset_peak(device)
-            call()
-            peak = memory.read_peak(device)
+            with timing.deadline(timeout):
+                repeat = audit.determinism(first, call())
+                del first
+                memory.reset_peak(device)
+                call()
+                peak = memory.read_peak(device)
         except Exception as exc:
             failed = failure_entry(exc, [str(w.message) for w in seen], culprit=name)
             memory.release(device)
@@ -195,6 +197,9 @@ def _measure_shape(spec: dict[str, Any], running: Callable[[str | None], None]) 
         if call is not None:
             calls[name] = call
     running(None)
+    # Kept for the audit's diagnosis only ("answer did not change with the inputs"): on the host, so
+    # the float64 answers hold no device memory through the timed rounds.
+    expected = [t.cpu() for t in expected]
 
     def on_failure(name: str, exc: BaseException) -> None:
         entries[name] = failure_entry(exc, [])
@@ -281,9 +286,10 @@ def audit_timed_work(
             with timing.deadline(timeout):
                 ran = audit.profile(calls[name], device)
                 last[name] = sampler.check_call()
+                if device == "cuda":
+                    torch.cuda.synchronize()  # an error here is this candidate's own
         except Exception as exc:
-            entries[name] = failure_entry(exc, [])
-            memory.release(device)
+            audit_failed(entries, name, exc, device)
             continue
         median = entry["median_ms"]
         entry["ran"] = ran | {
@@ -295,8 +301,15 @@ def audit_timed_work(
         if flags:
             entry.update(status="untrusted", reason="; ".join(flags))
             log(f"  {name}: untrusted: {entry['reason']}")
-    refill_inputs(inputs, seed + 1)
-    fresh = reference(shape, *inputs[:3], inputs[3] if backward else None)
+    if not last:
+        return
+    try:
+        refill_inputs(inputs, seed + 1)
+        fresh = reference(shape, *inputs[:3], inputs[3] if backward else None)
+    except Exception as exc:  # out of memory beside the candidates' outputs and graph pools
+        for name in last:
+            audit_failed(entries, name, exc, device)
+        return
     dtype = getattr(torch, spec["dtype"])
     for name, previous in last.items():
         sampler = measured.samplers[name]
@@ -316,10 +329,18 @@ def audit_timed_work(
                     graph=sampler.outputs is not None,
                 )
         except Exception as exc:
-            entries[name] = failure_entry(exc, [])
-            memory.release(device)
+            audit_failed(entries, name, exc, device)
             continue
         if why:
             flagged = entries[name]["reason"] if entries[name]["status"] == "untrusted" else None
             entries[name].update(status="incorrect", reason=f"{why}; also {flagged}" if flagged else why)
             log(f"  {name}: incorrect: {why}")
+
+
+def audit_failed(entries: dict[str, dict[str, Any]], name: str, exc: BaseException, device: str) -> None:
+    """A check after sampling raised: the candidate keeps its samples (status and reason say the
+    timed work could not be verified), and a sticky CUDA error is its own."""
+    failed = failure_entry(exc, [], culprit=name)
+    memory.release(device)
+    entries[name].update(status=failed["status"], reason=f"after sampling, the audit failed: {failed['reason']}")
+    log(f"  {name}: {entries[name]['status']}: {entries[name]['reason']}")

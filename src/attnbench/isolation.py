@@ -26,6 +26,7 @@ candidate's: the job fails with it, as any other error of the harness does.
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import shutil
 import signal
@@ -182,11 +183,15 @@ def sanitize(command: list[str]) -> list[str]:
     """The first lines of compute-sanitizer's memcheck report on the replay."""
     if shutil.which(SANITIZER[0]) is None:
         return [f"{SANITIZER[0]} not found on PATH"]
+    # A session of its own: on a timeout the replay under the sanitizer dies with it, never keeps the GPU.
+    ran = subprocess.Popen(
+        [*SANITIZER, *command], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
     try:
-        ran = subprocess.run(
-            [*SANITIZER, *command], capture_output=True, text=True, timeout=SANITIZER_TIMEOUT_S, check=False
-        )
+        output, _ = ran.communicate(timeout=SANITIZER_TIMEOUT_S)
     except subprocess.TimeoutExpired:
+        os.killpg(ran.pid, signal.SIGKILL)
+        ran.communicate()
         return [f"no report within {SANITIZER_TIMEOUT_S:g} s"]
-    lines = [line for line in (ran.stdout + ran.stderr).splitlines() if line.startswith("=========")]
+    lines = [line for line in output.splitlines() if line.startswith("=========")]
     return lines[:SANITIZER_LINES] or [f"no report; the replay {exit_status(ran.returncode)}"]

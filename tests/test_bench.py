@@ -51,6 +51,9 @@ def test_every_status_path_and_the_document_matches_the_schema(user_kernels):
         "user_kernels:returns_nan",
         "user_kernels:raises",
         "user_kernels:out_of_memory",
+        "user_kernels:says_not_supported",
+        "user_kernels:declines",
+        "user_kernels:not_implemented",
         "no_such_module:fn",
     ]
     result = run_shape(spec(names))
@@ -67,6 +70,9 @@ def test_every_status_path_and_the_document_matches_the_schema(user_kernels):
         "user_kernels:returns_nan": "incorrect",
         "user_kernels:raises": "error",
         "user_kernels:out_of_memory": "oom",
+        "user_kernels:says_not_supported": "error",
+        "user_kernels:declines": "unsupported",
+        "user_kernels:not_implemented": "unsupported",
         "no_such_module:fn": "error",
     }
     entries = result["candidates"]
@@ -76,7 +82,17 @@ def test_every_status_path_and_the_document_matches_the_schema(user_kernels):
     assert entries["user_kernels:returns_nan"]["reason"] == "output contains NaN or Inf"
     assert "always fails" in entries["user_kernels:raises"]["reason"]
     assert "20.00 GiB" in entries["user_kernels:out_of_memory"]["reason"]
-    assert "No viable backend" in entries["efficient"]["reason"]
+    # The CPU lacks the backend: said plainly, PyTorch's own words kept in reason_detail.
+    assert entries["efficient"]["reason"].startswith("needs CUDA")
+    assert "No viable backend" in entries["efficient"]["reason_detail"]
+    # A user kernel declines explicitly, never by the wording of an error.
+    assert entries["user_kernels:declines"]["reason"] == "only causal shapes; this one is not"
+    assert entries["user_kernels:not_implemented"]["reason"] == "GQA is not implemented yet"
+    # An error keeps its traceback, down to the kernel's own line.
+    for name in ("user_kernels:raises", "user_kernels:says_not_supported", "no_such_module:fn"):
+        assert entries[name]["traceback"].startswith("Traceback (most recent call last)")
+    assert 'raise ValueError("this kernel always fails")' in entries["user_kernels:raises"]["traceback"]
+    assert "ModuleNotFoundError" in entries["no_such_module:fn"]["traceback"]
     for name in ("math", "user_kernels:correct"):
         entry = entries[name]
         assert len(entry["samples_ms"]) == result["timing"]["rounds_kept"] == 4
@@ -179,5 +195,6 @@ def test_unsupported_combinations_say_why_and_the_run_goes_on(locked_env):
     result = run_shape(spec(["efficient", "cudnn", "flash", "math"], shape=gqa))
     for name in ("efficient", "cudnn"):  # no CPU kernel for these backends, for any shape
         assert result["candidates"][name]["status"] == "unsupported"
-        assert "No viable backend" in result["candidates"][name]["reason"]
+        assert result["candidates"][name]["reason"].startswith("needs CUDA")
+        assert "No viable backend" in result["candidates"][name]["reason_detail"]
     assert statuses(result)["flash"] == statuses(result)["math"] == "ok"

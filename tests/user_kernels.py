@@ -28,6 +28,21 @@ def raises(q, k, v, *, causal, scale):
     raise ValueError("this kernel always fails")
 
 
+def says_not_supported(q, k, v, *, causal, scale):
+    """A bug whose message happens to contain "not supported": still an error, not a decline."""
+    raise ValueError("head dim 64 is not supported by this lookup table (index out of range)")
+
+
+def declines(q, k, v, *, causal, scale):
+    from attnbench import Unsupported
+
+    raise Unsupported("only causal shapes; this one is not")
+
+
+def not_implemented(q, k, v, *, causal, scale):
+    raise NotImplementedError("GQA is not implemented yet")
+
+
 def out_of_memory(q, k, v, *, causal, scale):
     raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB (GPU 0; 79.1 GiB total)")
 

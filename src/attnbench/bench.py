@@ -16,6 +16,7 @@ import datetime as dt
 import logging
 import math
 import time
+import traceback
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -127,7 +128,7 @@ def prepare(
                 call()
                 peak = memory.read_peak(device)
         except Exception as exc:
-            failed = failure_entry(exc, [str(w.message) for w in seen], culprit=name)
+            failed = failure_entry(name, device, exc, [str(w.message) for w in seen], culprit=name)
             memory.release(device)
             return failed, None
     entry = empty_entry(
@@ -142,19 +143,26 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {first_line}".rstrip(": ")
 
 
-def failure_entry(exc: BaseException, warnings_seen: list[str], culprit: str | None = None) -> dict[str, Any]:
-    """The failed candidate's entry; a sticky CUDA error raises ContextLost instead (naming `culprit`,
-    the candidate whose synchronised checks raised it), before anything else touches the device."""
+def failure_entry(
+    name: str, device: str, exc: BaseException, warnings_seen: list[str], culprit: str | None = None
+) -> dict[str, Any]:
+    """Candidate `name`'s entry after `exc`, with the library's whole text (reason_detail) and, for an
+    error, the traceback (also in the job's log); a sticky CUDA error raises ContextLost instead
+    (naming `culprit`, the candidate whose synchronised checks raised it), before anything else
+    touches the device."""
     if isolation.is_sticky(exc):
         raise isolation.ContextLost(describe(exc), culprit) from exc
     if isinstance(exc, timing.CandidateTimeout):
         return empty_entry("timeout", str(exc))
     if memory.is_out_of_memory(exc):
         return empty_entry("oom", memory.oom_reason(exc))
-    declined = candidates.unsupported_reason(exc, warnings_seen)
+    declined = candidates.unsupported_reason(name, device, exc, warnings_seen)
     if declined is not None:
-        return empty_entry("unsupported", declined)
-    return empty_entry("error", describe(exc))
+        reason, detail = declined
+        return empty_entry("unsupported", reason, reason_detail=detail)
+    trace = "".join(traceback.format_exception(exc)).rstrip()
+    log(f"  {name}: {trace}")
+    return empty_entry("error", describe(exc), traceback=trace)
 
 
 def run_shape(spec: dict[str, Any], running: Callable[[str | None], None] | None = None) -> dict[str, Any]:
@@ -202,7 +210,7 @@ def _measure_shape(spec: dict[str, Any], running: Callable[[str | None], None]) 
     expected = [t.cpu() for t in expected]
 
     def on_failure(name: str, exc: BaseException) -> None:
-        entries[name] = failure_entry(exc, [])
+        entries[name] = failure_entry(name, device, exc, [])
         memory.release(device)
         log(f"  {name}: {entries[name]['status']} while timing: {entries[name]['reason']}")
 
@@ -340,7 +348,7 @@ def audit_timed_work(
 def audit_failed(entries: dict[str, dict[str, Any]], name: str, exc: BaseException, device: str) -> None:
     """A check after sampling raised: the candidate keeps its samples (status and reason say the
     timed work could not be verified), and a sticky CUDA error is its own."""
-    failed = failure_entry(exc, [], culprit=name)
+    failed = failure_entry(name, device, exc, [], culprit=name)
     memory.release(device)
     entries[name].update(status=failed["status"], reason=f"after sampling, the audit failed: {failed['reason']}")
     log(f"  {name}: {entries[name]['status']}: {entries[name]['reason']}")

@@ -1,11 +1,15 @@
 """Candidates: the SDPA backends forced one at a time, FlexAttention, and users' own kernels.
 
 Each candidate becomes a callable of (q, k, v) -> output for one shape. A user kernel is named
-"module:function" and called as function(q, k, v, causal=..., scale=...).
+"module:function" (or registered in this process under any name, by the Python API) and called as
+function(q, k, v, causal=..., scale=...). A user kernel declines a shape by raising `Unsupported`
+(or NotImplementedError); its message's wording never decides it.
 """
 
 from __future__ import annotations
 
+import ast
+import difflib
 import hashlib
 import importlib
 import importlib.util
@@ -19,12 +23,41 @@ from attnbench.workloads import Shape
 
 SDPA_BACKENDS = ("flash", "efficient", "cudnn", "math")
 BUILTIN = (*SDPA_BACKENDS, "flex")
+# SDPA backends that PyTorch implements only for CUDA: on the CPU they decline every shape.
+CUDA_ONLY = ("efficient", "cudnn")
+# How long a status reason may be; the library's whole text is kept beside it (reason_detail).
+REASON_CHARS = 200
 
 Kernel = Callable[[Any, Any, Any], Any]
+UserFunction = Callable[..., Any]
+
+
+class Unsupported(Exception):
+    """Raise it from your kernel to decline a shape, dtype or device: the candidate is `unsupported`
+    with your message as the reason (any other exception is an `error`)."""
+
+
+# Kernels given as Python callables (attnbench.api), by name, in this process only.
+_REGISTERED: dict[str, UserFunction] = {}
+
+
+def register(name: str, fn: UserFunction) -> None:
+    """Make `fn` a candidate named `name` in this process (called as fn(q, k, v, causal=..., scale=...))."""
+    if name in BUILTIN:
+        raise ValueError(f"{name!r} is a built-in candidate: give your kernel another name")
+    _REGISTERED[name] = fn
+
+
+def unregister(name: str) -> None:
+    _REGISTERED.pop(name, None)
 
 
 def is_user_kernel(name: str) -> bool:
-    return ":" in name
+    return ":" in name or name in _REGISTERED
+
+
+def known(name: str) -> bool:
+    return name in BUILTIN or is_user_kernel(name)
 
 
 def _working_directory_on_path() -> None:
@@ -39,14 +72,63 @@ def _import_user_module(module: str) -> Any:
     return importlib.import_module(module)
 
 
+def _module_source(module: str) -> Path | None:
+    _working_directory_on_path()
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):  # a parent package that does not exist, or an empty name
+        return None
+    if spec is None or spec.origin is None or not Path(spec.origin).is_file():
+        return None
+    return Path(spec.origin)
+
+
 def user_kernel_source_hash(name: str) -> str:
     """Content hash of a user kernel's module, so editing the kernel reruns its benchmarks."""
-    module = name.split(":", 1)[0]
-    _working_directory_on_path()
-    spec = importlib.util.find_spec(module)
-    if spec is None or spec.origin is None or not Path(spec.origin).is_file():
-        return "unresolved"
-    return hashlib.sha256(Path(spec.origin).read_bytes()).hexdigest()[:16]
+    if name in _REGISTERED:
+        return "in-process"
+    source = _module_source(name.split(":", 1)[0])
+    return "unresolved" if source is None else hashlib.sha256(source.read_bytes()).hexdigest()[:16]
+
+
+def user_kernel_problem(name: str) -> str | None:
+    """Why the user kernel `module:function` cannot be found, or None: checked before any job runs,
+    without importing the module (the workflow parses its config in every job on a cluster). The
+    module must exist and parse, and define or import `function` at top level (a module that
+    star-imports is given the benefit of the doubt)."""
+    if name in _REGISTERED:
+        return None
+    module, _, function = name.partition(":")
+    if not module or not function.isidentifier():
+        return f"{name!r} is not module:function"
+    source = _module_source(module)
+    if source is None:
+        return f"module {module!r} not found (looked in the working directory {os.getcwd()} and PYTHONPATH)"
+    try:
+        tree = ast.parse(source.read_bytes(), filename=str(source))
+    except SyntaxError as exc:
+        return f"module {module!r} ({source}) does not parse: line {exc.lineno}: {exc.msg}"
+    defined: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            defined.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            if any(alias.name == "*" for alias in node.names):
+                return None
+            defined.update((alias.asname or alias.name).split(".")[0] for alias in node.names)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            defined.update(n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name))
+        elif isinstance(node, (ast.If, ast.Try, ast.With)):  # definitions under a guard
+            defined.update(n.name for n in ast.walk(node) if isinstance(n, (ast.FunctionDef, ast.ClassDef)))
+            defined.update(
+                n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)
+            )
+    if function in defined:
+        return None
+    close = difflib.get_close_matches(function, sorted(d for d in defined if not d.startswith("_")), n=1)
+    hint = f"; did you mean {module}:{close[0]}?" if close else ""
+    return f"module {module!r} ({source}) defines no {function!r}{hint}"
 
 
 def _sdpa(backend_name: str, shape: Shape) -> Kernel:
@@ -91,8 +173,11 @@ def _flex(shape: Shape, device: str) -> Kernel:
 
 
 def _user(name: str, shape: Shape) -> Kernel:
-    module, function = name.split(":", 1)
-    fn = getattr(_import_user_module(module), function)
+    if name in _REGISTERED:
+        fn = _REGISTERED[name]
+    else:
+        module, function = name.split(":", 1)
+        fn = getattr(_import_user_module(module), function)
 
     def run(q: Any, k: Any, v: Any) -> Any:
         return fn(q, k, v, causal=shape.causal, scale=shape.scale)
@@ -110,23 +195,51 @@ def build(name: str, shape: Shape, device: str) -> Kernel:
     raise ValueError(f"unknown candidate {name!r}: use one of {BUILTIN} or module:function")
 
 
-def unsupported_reason(exc: BaseException, warnings_seen: list[str]) -> str | None:
-    """The library's reason when `exc` means 'this backend declines the shape', else None.
+def unsupported_reason(
+    name: str, device: str, exc: BaseException, warnings_seen: list[str]
+) -> tuple[str, str] | None:
+    """(reason, detail) when `exc` means that candidate `name` declines the shape, else None: the
+    reason is one concise line, the detail the library's whole text.
 
-    SDPA raises "No available kernel" and explains why in warnings; FlexAttention and Inductor
-    raise NotImplementedError or say "not supported".
+    A user kernel declines only explicitly (Unsupported or NotImplementedError). SDPA raises "No
+    available kernel" (or "No viable backend") and explains why in warnings about every backend,
+    of which the forced backend's own are the reason; FlexAttention and Inductor raise
+    NotImplementedError or say "not supported".
     """
-    text = str(exc)
-    declined = (
-        "No available kernel" in text
-        or "No viable backend" in text
-        or isinstance(exc, NotImplementedError)
-        or "not supported" in text.lower()
-        or "unsupported" in text.lower()
-    )
-    if not declined:
+    text = str(exc).strip()
+    lines = [w.strip() for w in warnings_seen if w.strip()]
+    detail = "; ".join(dict.fromkeys([*lines, text or type(exc).__name__]))
+    if isinstance(exc, (Unsupported, NotImplementedError)):
+        return _concise(text or type(exc).__name__), detail
+    if is_user_kernel(name):
         return None
-    reasons = [w.strip() for w in warnings_seen if w.strip()]
-    return "; ".join(
-        dict.fromkeys([*reasons, text.strip().splitlines()[0] if text.strip() else type(exc).__name__])
-    )
+    sdpa_declined = "No available kernel" in text or "No viable backend" in text
+    if not (sdpa_declined or "not supported" in text.lower() or "unsupported" in text.lower()):
+        return None
+    if sdpa_declined and device == "cpu" and name in CUDA_ONLY:
+        return f"needs CUDA: PyTorch has no CPU implementation of the {name} backend", detail
+    own = _backend_warnings(name, lines) if sdpa_declined else []
+    return _concise("; ".join(own) if own else (text.splitlines()[0] if text else type(exc).__name__)), detail
+
+
+# How SDPA's warnings name each backend ("Flash attention kernel not used because:" and so on).
+_SDPA_HEADERS = {"flash": "flash attention", "efficient": "memory efficient", "cudnn": "cudnn attention"}
+
+
+def _backend_warnings(name: str, lines: list[str]) -> list[str]:
+    """The warnings that SDPA printed under the forced backend's "... not used because:" header."""
+    own: list[str] = []
+    inside = False
+    for line in lines:
+        if "not used because" in line.lower():
+            inside = line.lower().startswith(_SDPA_HEADERS.get(name, "\0"))
+            continue
+        if inside:
+            own.append(line)
+    return list(dict.fromkeys(own))
+
+
+def _concise(text: str) -> str:
+    """One line of at most REASON_CHARS characters."""
+    line = " ".join(text.split())
+    return line if len(line) <= REASON_CHARS else line[: REASON_CHARS - 1].rstrip() + "…"

@@ -61,7 +61,7 @@ def check(run: dict[str, Any]) -> None:
     if run["reference"] not in run["candidates"]:
         raise ConfigError(f"reference: {run['reference']!r} is not one of candidates {run['candidates']}")
     for name in run["candidates"]:
-        if name not in candidates.BUILTIN and not candidates.is_user_kernel(name):
+        if not candidates.known(name):
             raise ConfigError(
                 f"candidates: unknown candidate {name!r}: use {list(candidates.BUILTIN)} or module:function"
             )

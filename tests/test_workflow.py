@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import time
 
@@ -67,3 +68,12 @@ def test_jobs_ran_in_a_warm_worker(finished_run):
     workers = [document["process"]["worker"] for document in documents]
     assert all(workers), "every job records the worker that ran it"
     assert max(w["jobs_before"] for w in workers) > 0, "later jobs reuse a worker instead of starting one"
+
+
+def test_what_snakemake_report_imports_is_a_dependency():
+    """Found by trying the Quick start: `snakemake --report` failed after `pip install -e .` alone,
+    because pygments came only with the test extra (through pytest)."""
+    from importlib.metadata import requires
+
+    declared = {re.split(r"[<>=!~; \[]", requirement, maxsplit=1)[0].lower() for requirement in requires("attnbench")}
+    assert {"pygments", "jinja2", "psutil"} <= declared

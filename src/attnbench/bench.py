@@ -29,6 +29,7 @@ from attnbench import (
     candidates,
     clocks,
     files,
+    host,
     isolation,
     lock,
     memory,
@@ -184,6 +185,9 @@ def _measure_shape(spec: dict[str, Any], running: Callable[[str | None], None]) 
 
     device = spec["device"]
     device_module.require(device)
+    threads = host.job_threads(spec.get("threads"))
+    torch.set_num_threads(threads)  # per shape: a warm worker serves jobs that may ask for others
+    load = host.LoadWatch.start(threads)
     # The measured ceilings bound every result (attnbench.audit); read first, so a missing file fails early.
     ceilings = files.read_json(spec["ceilings"]) if spec.get("ceilings") else None
     lock_state = lock.apply(spec.get("lock"))
@@ -191,7 +195,7 @@ def _measure_shape(spec: dict[str, Any], running: Callable[[str | None], None]) 
     settings = timing.Settings.from_config(spec.get("timing"))
     direction = spec["mode"]  # the config's `mode`: forward, or forward and backward
     dtype = getattr(torch, spec["dtype"])
-    log(f"{shape.name}: {shape.as_dict()} {spec['dtype']} {direction} on {device}")
+    log(f"{shape.name}: {shape.as_dict()} {spec['dtype']} {direction} on {device}, {threads} CPU threads")
 
     seed = int(lock_state["seed"])
     inputs = make_inputs(shape, dtype, device, seed, direction == "forward_backward")
@@ -245,6 +249,9 @@ def _measure_shape(spec: dict[str, Any], running: Callable[[str | None], None]) 
     audit_timed_work(entries, calls, measured, inputs, expected, limit, shape=shape, spec=spec, seed=seed)
     audit_s = time.perf_counter() - began
     log(f"  audit: {audit_s:.2f} s")
+    conditions = load.record()
+    if conditions["busy"]:
+        log(f"  busy host: {conditions['why']}")
 
     return {
         "attnbench_version": __version__,
@@ -262,6 +269,7 @@ def _measure_shape(spec: dict[str, Any], running: Callable[[str | None], None]) 
         "bound": limit,
         "audit_s": audit_s,
         "memory": memory.device_memory(device),
+        "host": conditions,
         "candidates": entries,
     }
 

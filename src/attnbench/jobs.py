@@ -72,6 +72,8 @@ def _benchmark_spec(run: dict[str, Any], name: str | None) -> Spec:
     }
     if run.get("sanitize_crashes"):  # absent while off: the jobs' parameters stay those of earlier runs
         spec["sanitize_crashes"] = True
+    if run.get("threads"):  # likewise absent unless set: else the job's OMP_NUM_THREADS (attnbench.host)
+        spec["threads"] = run["threads"]
     return spec
 
 

@@ -1,0 +1,105 @@
+"""The host around a shape's measurement: how many CPU threads torch uses, and how busy the other
+processes kept the machine.
+
+Why: on the CPU the threads decide the result (Snakemake sets OMP_NUM_THREADS to the job's threads,
+1 by default), and on a shared machine other processes move a median far outside its CI (1.8x
+between two runs of one shape on a 2-core CI machine) while every sample looks sound. So the thread
+count is set from the config and recorded, and the CPU time that other processes used while the
+shape was measured is sampled (psutil) and a busy machine is flagged in the report.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import psutil
+
+# Busy: other processes kept more than this share of the cores this job left free busy.
+BUSY_SHARE = 0.5
+
+
+def available_cpus() -> int:
+    """The cores this process may run on (its affinity mask, e.g. a SLURM allocation)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def job_threads(requested: int | None) -> int:
+    """The CPU threads for torch: the config's `threads`, else the job's OMP_NUM_THREADS (Snakemake
+    sets it to the threads it gives the job), else every available core."""
+    if requested:
+        return int(requested)
+    given = os.environ.get("OMP_NUM_THREADS", "")
+    return int(given) if given.isdigit() and int(given) > 0 else available_cpus()
+
+
+def _load_average() -> float | None:
+    try:
+        return float(os.getloadavg()[0])
+    except OSError:
+        return None
+
+
+def _busy_seconds(times: Any) -> float:
+    """CPU seconds spent on anything but idling or waiting for I/O."""
+    idle = getattr(times, "idle", 0.0) + getattr(times, "iowait", 0.0)
+    return float(sum(times)) - idle
+
+
+def _own_seconds(process: psutil.Process) -> float:
+    own = process.cpu_times()
+    return own.user + own.system + own.children_user + own.children_system
+
+
+@dataclass
+class LoadWatch:
+    """The whole machine's and this process's CPU time at the start; `record` compares at the end."""
+
+    threads: int
+    started: float
+    system_busy: float
+    own_busy: float
+    load_before: float | None
+    process: psutil.Process
+
+    @classmethod
+    def start(cls, threads: int) -> LoadWatch:
+        process = psutil.Process()
+        return cls(
+            threads=threads,
+            started=time.monotonic(),
+            system_busy=_busy_seconds(psutil.cpu_times()),
+            own_busy=_own_seconds(process),
+            load_before=_load_average(),
+            process=process,
+        )
+
+    def record(self) -> dict[str, Any]:
+        """The bench file's `host`: threads, cores, load average before and after, the cores other
+        processes kept busy meanwhile, and whether that makes the machine busy (with why)."""
+        wall = max(time.monotonic() - self.started, 1e-9)
+        others = (_busy_seconds(psutil.cpu_times()) - self.system_busy) - (_own_seconds(self.process) - self.own_busy)
+        other_cores = max(others / wall, 0.0)
+        cpus = available_cpus()
+        free = max(psutil.cpu_count() - self.threads, 1)
+        busy = other_cores > BUSY_SHARE * free
+        why = (
+            f"other processes kept {other_cores:.1f} of the {free} cores this job left free busy"
+            f" while it measured (flagged above {BUSY_SHARE:.0%})"
+            if busy
+            else None
+        )
+        return {
+            "threads": self.threads,
+            "cpus": cpus,
+            "load_before": self.load_before,
+            "load_after": _load_average(),
+            "other_cores": other_cores,
+            "busy": busy,
+            "why": why,
+        }

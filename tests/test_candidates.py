@@ -1,0 +1,99 @@
+"""Candidates: user kernels found before any job, and unsupported reasons that say why in one line."""
+
+import pytest
+
+from attnbench import Unsupported, candidates
+
+
+@pytest.fixture
+def kernel_dir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "mykernels.py").write_text(
+        "from torch.nn.functional import scaled_dot_product_attention as sdpa\n"
+        "import math\n"
+        "def attention(q, k, v, *, causal, scale):\n    return sdpa(q, k, v)\n"
+        "alias = attention\n"
+        "try:\n    def guarded(q, k, v, *, causal, scale):\n        return q\nexcept ImportError:\n    pass\n"
+    )
+    (tmp_path / "broken.py").write_text("def attention(q, k, v:\n")
+    (tmp_path / "starred.py").write_text("from mykernels import *\n")
+    return tmp_path
+
+
+@pytest.mark.parametrize("name", ["mykernels:attention", "mykernels:alias", "mykernels:sdpa", "mykernels:guarded",
+                                  "starred:attention"])
+def test_a_kernel_that_exists_is_found(kernel_dir, name):
+    assert candidates.user_kernel_problem(name) is None
+
+
+def test_a_missing_module_is_named_with_where_it_was_looked_for(kernel_dir):
+    problem = candidates.user_kernel_problem("mykernel:attention")
+    assert "module 'mykernel' not found" in problem and str(kernel_dir) in problem
+
+
+def test_a_missing_function_is_named_with_a_suggestion(kernel_dir):
+    problem = candidates.user_kernel_problem("mykernels:atention")
+    assert "defines no 'atention'" in problem and "did you mean mykernels:attention?" in problem
+
+
+def test_a_module_that_does_not_parse_says_where(kernel_dir):
+    assert "does not parse: line 1" in candidates.user_kernel_problem("broken:attention")
+
+
+def test_a_missing_package_is_a_missing_module(kernel_dir):
+    assert "not found" in candidates.user_kernel_problem("nopackage.sub:fn")
+
+
+def test_a_registered_callable_is_a_known_candidate():
+    candidates.register("mine", lambda q, k, v, *, causal, scale: q)
+    try:
+        assert candidates.known("mine") and candidates.user_kernel_problem("mine") is None
+    finally:
+        candidates.unregister("mine")
+    assert not candidates.known("mine")
+    with pytest.raises(ValueError, match="built-in"):
+        candidates.register("flash", print)
+
+
+# What PyTorch's SDPA warns when a forced backend declines (shape of torch 2.11's messages on CUDA).
+SDPA_WARNINGS = [
+    "Memory efficient kernel not used because:",
+    "Memory Efficient attention requires attn_mask to be None or of the same dtype as query",
+    "Flash attention kernel not used because:",
+    "Flash attention only supports head dimension at most 256",
+    "Flash attention does not support attn_mask",
+    "cuDNN attention kernel not used because:",
+    "cuDNN attention requires head dimension at most 128",
+    "Torch was not compiled with flash attention.",
+]
+NO_KERNEL = RuntimeError("No available kernel. Aborting execution.")
+
+
+def test_an_sdpa_decline_is_the_forced_backends_own_warning():
+    reason, detail = candidates.unsupported_reason("flash", "cuda", NO_KERNEL, SDPA_WARNINGS)
+    assert reason == "Flash attention only supports head dimension at most 256; Flash attention does not support attn_mask"
+    assert "Memory Efficient" in detail and "No available kernel" in detail
+    reason, _ = candidates.unsupported_reason("cudnn", "cuda", NO_KERNEL, SDPA_WARNINGS)
+    assert reason.startswith("cuDNN attention requires head dimension at most 128")
+
+
+def test_on_the_cpu_a_cuda_only_backend_needs_cuda():
+    exc = RuntimeError("No viable backend for scaled_dot_product_attention was found. This is likely due to")
+    reason, detail = candidates.unsupported_reason("efficient", "cpu", exc, [])
+    assert reason.startswith("needs CUDA") and "No viable backend" in detail
+
+
+def test_a_user_kernel_declines_only_explicitly():
+    says = ValueError("dim 72 is not supported")
+    assert candidates.unsupported_reason("mod:fn", "cuda", says, []) is None
+    assert candidates.unsupported_reason("mod:fn", "cuda", Unsupported("dim 72"), [])[0] == "dim 72"
+    assert candidates.unsupported_reason("mod:fn", "cuda", NotImplementedError("later"), [])[0] == "later"
+    # The built-in libraries' own wording still counts (FlexAttention, Inductor).
+    assert candidates.unsupported_reason("flex", "cuda", says, [])[0] == "dim 72 is not supported"
+
+
+def test_a_long_reason_is_one_line_of_bounded_length():
+    reason, detail = candidates.unsupported_reason("flex", "cuda", NotImplementedError("x\n" * 500), [])
+    assert "\n" not in reason and len(reason) <= candidates.REASON_CHARS and reason.endswith("…")
+    assert detail.count("x") == 500

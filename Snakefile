@@ -1,4 +1,8 @@
+from pathlib import Path
+
 from snakemake.utils import min_version, validate
+
+from attnbench import config as run_config
 
 min_version("9.0")
 
@@ -6,6 +10,9 @@ min_version("9.0")
 configfile: "config.yaml"
 
 
+# attnbench's check first: it lists every problem, with suggestions, and no schema dump.
+# Snakemake's validate then fills the defaults.
+run_config.validate(config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")
 validate(config, "workflow/schemas/config.schema.yaml")
 
 

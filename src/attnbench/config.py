@@ -8,10 +8,18 @@ NVIDIA driver is present and the device is 'auto' or 'cuda' (attnbench.device).
 from __future__ import annotations
 
 import copy
+import difflib
+import functools
+import os
 import shlex
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from attnbench import candidates, device, lock
+import jsonschema
+import yaml
+from snakemake.utils import update_config
+
+from attnbench import candidates, device, files, lock
 
 # Keys that the `cpu:` section may override when the run falls back to the CPU.
 CPU_OVERRIDABLE = ("dtype", "mode", "candidates", "reference", "shapes", "timing", "calibrate")
@@ -24,19 +32,124 @@ class ConfigError(ValueError):
     """The config cannot be run; the message names the field and the value."""
 
 
-def effective(config: dict[str, Any]) -> dict[str, Any]:
+def _short_traceback(function: Callable[..., Any]) -> Callable[..., Any]:
+    """Snakemake prints the traceback of an error raised while it parses the workflow: keep attnbench's
+    frames out of it, the message says everything."""
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        except ConfigError as error:
+            raise error.with_traceback(None) from None
+
+    return wrapper
+
+
+# How many problems a config error lists; most configs have one or two.
+MAX_LISTED = 10
+# Unknown keys first, missing keys last (validate's docstring says why).
+_RANK = {"additionalProperties": 0, "required": 2}
+
+
+@_short_traceback
+def validate(config: Mapping[str, Any], schema_path: str | os.PathLike[str]) -> None:
+    """Check `config` against the schema and list what is wrong, each with its path and, for a
+    misspelt key, enum value or candidate, the closest valid one. Snakemake's own validate (which the
+    Snakefile calls next, to fill the defaults) reports one error, in jsonschema's terms, followed by
+    the schema and the whole offending value: hundreds of lines."""
+    validator = jsonschema.Draft202012Validator(files.load_schema(schema_path))
+    # Most useful first: a misspelt key usually explains a missing required one next to it.
+    errors = sorted(validator.iter_errors(config), key=lambda e: _RANK.get(e.validator, 1))
+    lines = [line for error in errors for line in _describe(config, error)]
+    if lines:
+        hidden = len(lines) - MAX_LISTED
+        raise ConfigError("\n".join(lines[:MAX_LISTED] + [f"... and {hidden} more"] * (hidden > 0)))
+
+
+def _describe(config: Mapping[str, Any], error: jsonschema.ValidationError) -> list[str]:
+    where, value, schema = _where(config, error.absolute_path), error.instance, error.validator_value
+    if error.validator == "additionalProperties":
+        known = sorted(error.schema.get("properties", {}))
+        return [f"{where}: unknown key {key!r}{_suggest(key, known)}" for key in value if key not in known]
+    if error.validator == "required":
+        return [f"{where}: missing required key {key!r}" for key in schema if key not in value]
+    if error.validator == "pattern" and list(error.absolute_path)[-2:-1] == ["candidates"]:
+        return [_unknown_candidate(where, value)]
+    if error.validator == "enum":
+        choices = ", ".join(map(str, schema))
+        return [f"{where}: {_short(value)} is not one of {choices}{_suggest(value, schema)}"]
+    if error.validator == "not" and set(schema) == {"pattern"}:
+        return [f"{where}: {_short(value)} must not match {schema['pattern']!r}"]
+    message = f"{where}: {error.message.replace(repr(value), _short(value), 1)}"
+    if error.validator == "type" and isinstance(value, str) and _reads_as_scalar(value):
+        message += " (text: quoted in YAML, or inside [...] or {...} of --config, which Snakemake reads as text)"
+    return [message]
+
+
+def _reads_as_scalar(text: str) -> bool:
+    try:
+        return isinstance(yaml.safe_load(text), (bool, int, float))
+    except yaml.YAMLError:
+        return False
+
+
+def _where(config: Mapping[str, Any], path: Iterable[str | int]) -> str:
+    """`cpu.shapes[0].batch (b2_h8_s128_d64)`: the path, and the name of the innermost named item."""
+    text, node, named = "", config, ""
+    for key in path:
+        text += f"[{key}]" if isinstance(key, int) else f".{key}" if text else key
+        node = node[key]
+        if isinstance(key, int) and isinstance(node, Mapping) and isinstance(node.get("name"), str):
+            named = f" ({node['name']})"
+    if text.endswith(".name"):  # the name is the error itself
+        named = ""
+    return (text or "top level") + named
+
+
+def _suggest(word: Any, choices: Iterable[Any]) -> str:
+    close = difflib.get_close_matches(word, [str(c) for c in choices], n=1) if isinstance(word, str) else []
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _unknown_candidate(where: str, name: Any) -> str:
+    return (
+        f"{where}: unknown candidate {_short(name)}: use one of {', '.join(candidates.BUILTIN)} or "
+        f"module:function{_suggest(name, candidates.BUILTIN)}"
+    )
+
+
+@_short_traceback
+def effective(config: Mapping[str, Any], overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The config this run uses, a new dict (Snakemake's `config` is left as it was): on the CPU the
-    `cpu:` section replaces the keys it names.
+    `cpu:` section replaces the keys it names, and then `overrides` win over it.
+
+    `overrides` are the keys given with `--config` (Snakemake's `workflow.config_settings.config`,
+    already merged into `config`; merging them again changes nothing). Without this, `--config
+    candidates=[flash,math]` on a CPU machine was silently replaced by `cpu: candidates`. They merge
+    as Snakemake merges them into config.yaml: a mapping key by key (`--config "timing={mode: warm}"`
+    changes the mode of the CPU's timing and keeps the rest), anything else replaced. A `--configfile`
+    is not an override: it is merged into config.yaml, its `cpu:` section included, which then applies.
 
     Both the GPU and the CPU view are checked whatever device runs, so a mistake in the section this
     machine does not run is found here too, not on the cluster. `device: cuda` on a machine where torch
     cannot use a GPU fails here, at parse time, before any job.
     """
-    config = {**DEFAULTS, **copy.deepcopy(config)}
+    overrides = {key: value for key, value in (overrides or {}).items() if key != "cpu"}
+    config = copy.deepcopy({**DEFAULTS, **config})
+    update_config(config, copy.deepcopy(dict(overrides)))
+    cpu_section = config.get("cpu") or {}
     gpu_view = {key: value for key, value in config.items() if key != "cpu"}
-    cpu_view = gpu_view | {k: v for k, v in (config.get("cpu") or {}).items() if k in CPU_OVERRIDABLE}
-    for view in (gpu_view, cpu_view) if config.get("cpu") else (gpu_view,):
-        check(view)
+    cpu_view = copy.deepcopy(gpu_view | {k: v for k, v in cpu_section.items() if k in CPU_OVERRIDABLE})
+    update_config(cpu_view, copy.deepcopy(overrides))
+    check(gpu_view)
+    if cpu_section:
+        check(cpu_view, lambda key: f"cpu.{key}" if key in cpu_section and key not in overrides else key)
     requested = config["device"]
     if requested == "cuda" and (reason := device.cuda_unusable_reason()):
         raise ConfigError(f"device: 'cuda', but {reason}; use device: auto (falls back to the CPU) or cpu")
@@ -51,25 +164,28 @@ def effective(config: dict[str, Any]) -> dict[str, Any]:
     return run
 
 
-def check(run: dict[str, Any]) -> None:
+def check(run: dict[str, Any], where: Callable[[str], str] = str) -> None:
     """What the schema cannot say: unique shape names, a reference among the candidates, known
-    candidates, heads a multiple of kv_heads."""
+    candidates whose user kernels exist (found here, not after a whole run), heads a multiple of
+    kv_heads. `where` names a key in the messages (`cpu.shapes` for the CPU view)."""
     names = [shape["name"] for shape in run["shapes"]]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
-        raise ConfigError(f"shapes: duplicate shape names {duplicates}")
+        raise ConfigError(f"{where('shapes')}: duplicate shape names {duplicates}")
     if run["reference"] not in run["candidates"]:
-        raise ConfigError(f"reference: {run['reference']!r} is not one of candidates {run['candidates']}")
+        raise ConfigError(
+            f"{where('reference')}: {run['reference']!r} is not one of candidates {run['candidates']}"
+        )
     for name in run["candidates"]:
         if not candidates.known(name):
-            raise ConfigError(
-                f"candidates: unknown candidate {name!r}: use {list(candidates.BUILTIN)} or module:function"
-            )
+            raise ConfigError(_unknown_candidate(where("candidates"), name))
+        if candidates.is_user_kernel(name) and (problem := candidates.user_kernel_problem(name)):
+            raise ConfigError(f"{where('candidates')}: {name!r}: {problem}")
     for shape in run["shapes"]:
         heads, kv_heads = shape["heads"], shape.get("kv_heads") or shape["heads"]
         if heads % kv_heads:
             raise ConfigError(
-                f"shapes: {shape['name']}: heads {heads} is not a multiple of kv_heads {kv_heads}"
+                f"{where('shapes')}: {shape['name']}: heads {heads} is not a multiple of kv_heads {kv_heads}"
             )
 
 

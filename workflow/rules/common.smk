@@ -4,7 +4,7 @@ from pathlib import Path
 from attnbench import config as run_config
 from attnbench import jobs
 
-RUN = run_config.effective(config)
+RUN = run_config.effective(config, overrides=workflow.config_settings.config)
 SHAPES = run_config.shape_names(RUN)
 JOB_ENV = run_config.job_env(RUN)
 # Relative to the working directory: no job's params or command line depends on where the checkout

@@ -1,8 +1,14 @@
-"""Command line: the workflow's jobs run through here so the rule can set their environment first,
-each GPU job can lease its GPU before CUDA starts, and all of them can run in a warm worker
-(attnbench.worker); a benchmark job supervises the process that measures its shape
-(attnbench.isolation); `baseline save` and `gate` are the ratchet's two explicit steps; `replay`
-measures a shape in its own process alone, to debug a crashed candidate."""
+"""Benchmark attention kernels: `attnbench run` measures shapes and candidates given on the command
+line or in a small YAML file through the Snakemake workflow, and prints the headline and the report's
+path. In Python (a notebook): `attnbench.compare({"mine": fn, "flash": "flash"}, shapes=[...])`
+returns a pandas DataFrame.
+
+The other commands are internal: the workflow's jobs (fingerprint, calibrate, benchmark, compare, and
+the warm worker that serves them) run through here so each rule can set their environment first,
+lease a GPU before CUDA starts, and hand the work to a warm worker (attnbench.worker); a benchmark job
+supervises the process that measures its shape (attnbench.isolation). `baseline save` and `gate` are
+the ratchet's two explicit steps; `replay` measures a shape in its own process alone, to debug a
+crashed candidate."""
 
 from __future__ import annotations
 
@@ -18,16 +24,59 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from attnbench import files, isolation, jobs, lease, worker
+from attnbench import __version__, files, isolation, jobs, lease, worker
 
 SCHEMAS = "workflow/schemas"
+INTERNAL = "internal, run by the workflow: "
+
+
+def _run_parser(commands: Any) -> None:
+    from attnbench import quick
+
+    run = commands.add_parser(
+        "run",
+        help="benchmark shapes and candidates through the workflow; print the headline and the report's path",
+        description=quick.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Arguments after `--` go to snakemake (e.g. -- --forceall to measure again, -- -n for a dry run).",
+    )
+    run.add_argument(
+        "file", nargs="?", metavar="FILE.yaml", help="config keys (candidates, shapes, ...); flags override it"
+    )
+    run.add_argument(
+        "--shape", dest="shapes", action="append", metavar="SHAPE", help=f"repeatable: {quick.SHAPE_SYNTAX}"
+    )
+    run.add_argument(
+        "--candidates",
+        action="append",
+        metavar="A,B",
+        help="comma-separated: flash, efficient, cudnn, math, flex, or module:function (from this directory)",
+    )
+    run.add_argument("--reference", help="the candidate the others are compared with (default math; always run)")
+    run.add_argument("--dtype", choices=["float16", "bfloat16", "float32"])
+    run.add_argument("--device", choices=["auto", "cuda", "cpu"])
+    run.add_argument("--mode", choices=["forward", "forward_backward"])
+    run.add_argument("--max-time-s", type=float, help="per shape: seconds of sampling at most (timing.max_time_s)")
+    run.add_argument(
+        "--workdir", help=f"where the config and results go (default: {quick.RUNS_DIR}/<hash of the config>)"
+    )
+    run.add_argument("--gpus", type=int, default=1, help="GPUs (and cores) Snakemake may use at once (default 1)")
+    run.add_argument(
+        "--fail-on-failed",
+        action="store_true",
+        help="exit 1 when a candidate failed (error, incorrect, oom, timeout, crashed, untrusted)",
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="attnbench", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(
+        prog="attnbench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--version", action="version", version=f"attnbench {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _run_parser(commands)
     for job in jobs.JOBS.values():
-        sub = commands.add_parser(job.command, help=job.help)
+        sub = commands.add_parser(job.command, help=INTERNAL + job.help)
         sub.add_argument("--spec", required=True, help="JSON job specification (the rule's params)")
         sub.add_argument("--out", required=True)
         sub.add_argument(
@@ -40,13 +89,13 @@ def _parser() -> argparse.ArgumentParser:
     save.add_argument("results_dir", metavar="RESULTS_DIR")
     save.add_argument("out", metavar="OUT.json")
     save.add_argument("--schemas", default=SCHEMAS, help="directory of the JSON schemas")
-    serve = commands.add_parser("worker", help="serve benchmark jobs on one GPU (started by the jobs)")
+    serve = commands.add_parser("worker", help=INTERNAL + "serve benchmark jobs on one GPU (started by the jobs)")
     where = serve.add_mutually_exclusive_group(required=True)
     where.add_argument("--socket", type=Path, help="serve every job that connects here")
     where.add_argument("--fd", type=int, help="serve the one job on this inherited socket (a job's child)")
     replay = commands.add_parser(
         "replay",
-        help="measure a shape in this process and print each candidate's status (a crash's crash.replay)",
+        help="debugging: measure a shape in this process and print each candidate's status (a crash's crash.replay)",
     )
     replay.add_argument("--spec", required=True, help="JSON job specification")
     gate = commands.add_parser(
@@ -119,8 +168,22 @@ def _benchmark(
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # `attnbench run ... -- ARGS`: ARGS go to snakemake untouched.
+    passed_on = argv[argv.index("--") + 1 :] if "--" in argv else []
+    argv = argv[: argv.index("--")] if "--" in argv else argv
     args = _parser().parse_args(argv)
+    if passed_on and args.command != "run":
+        _parser().error("arguments after -- are only for `attnbench run`")
     configure_logging()
+    if args.command == "run":
+        from attnbench import quick
+
+        try:
+            return quick.run(args, passed_on)
+        except (quick.QuickRunError, quick.ShapeError) as exc:
+            print(f"attnbench run: {exc}", file=sys.stderr)
+            return 2
     try:
         if args.command == "baseline":
             from attnbench.ratchet import save_baseline

@@ -1,0 +1,300 @@
+"""The Python API for notebooks: `attnbench.compare` measures Python callables and built-in candidates
+on a few shapes and returns a pandas DataFrame, one row per (shape, candidate).
+
+Why not a shortcut of its own: the numbers must mean what the workflow's mean. Each shape's spec is
+built by attnbench.jobs from a run config made by attnbench.config.effective, measured by
+attnbench.bench.run_shape (checks against float64, interleaved rounds, stopping rule, audit) and
+compared by the workflow's compare job (attnbench.jobs.run("compare", ...), i.e. stats.compare_shape).
+
+What differs from the workflow, on purpose:
+- Measurement runs in the caller's process: no crash isolation (a kernel that segfaults takes the
+  notebook's kernel with it), no GPU lease, no warm worker. Use `attnbench run` for untrusted kernels.
+- The environment lock (TF32, matmul precision, deterministic algorithms, seeds) is applied while a
+  shape is measured and the caller's settings and random states are restored afterwards. Variables
+  read at start-up (PYTHONHASHSEED, CUBLAS_WORKSPACE_CONFIG) cannot take effect in a running process:
+  they are set for the call only so the lock's check passes, and nothing measured depends on them.
+- Ceilings (the roofline bound of the audit's "faster than the hardware allows" check) are
+  calibrated once per process and reused, by default on CUDA only: on a 2-core CPU the calibrate
+  job takes about 30 s (30.5 s measured here with its CPU defaults: a 1024 matmul, 256 MB buffers),
+  longer than the short CPU measurement below. Pass `ceilings=True` to calibrate on the CPU too, or
+  the path of a workflow run's results/env/ceilings.json to reuse it.
+- On the CPU the default timing is short (CPU_TIMING: at most 3 s of sampling per shape, CI target
+  +-2%), as the workflow's `cpu:` section is; on CUDA the timing section's own defaults apply.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from attnbench import candidates as candidate_registry
+from attnbench import config as run_config
+from attnbench import files, jobs, lock
+from attnbench.quick import shape_entry
+
+# A notebook wants an answer in seconds: like the workflow's `cpu:` section, with less sampling time.
+CPU_TIMING = {"warmup": 3, "warmup_max_s": 1, "min_rounds": 20, "target_rel_ci": 0.02, "max_time_s": 3}
+CPU_DTYPE = "float32"
+COLUMNS = [
+    "shape",
+    "candidate",
+    "status",
+    "reason",
+    "median_ms",
+    "ci95_lo_ms",
+    "ci95_hi_ms",
+    "rel_ci",
+    "target_met",
+    "speedup",
+    "speedup_ci95_lo",
+    "speedup_ci95_hi",
+    "significant",
+    "verdict",
+    "p_value",
+    "rel_error",
+    "tflops",
+    "reference",
+    "device",
+    "dtype",
+    "mode",
+]
+# Ceilings measured in this process, by calibrate spec: calibrating costs seconds to a minute.
+_CEILINGS: dict[str, Path] = {}
+_CEILINGS_DIR: tempfile.TemporaryDirectory[str] | None = None
+
+
+def _candidate_names(candidates: Mapping[str, Any] | Iterable[Any]) -> dict[str, Any]:
+    """{label: callable or candidate name}; a list names its callables by their __name__."""
+    if isinstance(candidates, Mapping):
+        named = dict(candidates)
+    else:
+        named = {}
+        for item in candidates:
+            label = item if isinstance(item, str) else getattr(item, "__name__", None)
+            if label is None:
+                raise TypeError(f"candidate {item!r}: give it a name, e.g. compare({{'mine': fn}}, ...)")
+            named[label] = item
+    if not named:
+        raise ValueError("compare needs at least one candidate")
+    for label, value in named.items():
+        if not (isinstance(value, str) or callable(value)):
+            raise TypeError(f"candidate {label!r}: expected a callable or a candidate name, not {value!r}")
+    return named
+
+
+def _calibrated(run: dict[str, Any]) -> Path:
+    """The ceilings for this run's calibrate spec, measured by the calibrate job once per process."""
+    global _CEILINGS_DIR
+    spec = jobs.spec("calibrate", run)
+    if spec not in _CEILINGS:
+        if _CEILINGS_DIR is None:
+            _CEILINGS_DIR = tempfile.TemporaryDirectory(prefix="attnbench-ceilings-")
+        path = Path(_CEILINGS_DIR.name) / f"ceilings-{len(_CEILINGS)}.json"
+        with _caller_state_kept(run):
+            files.write_json(path, jobs.run("calibrate", json.loads(spec)))
+        _CEILINGS[spec] = path
+    return _CEILINGS[spec]
+
+
+@contextlib.contextmanager
+def _caller_state_kept(run: dict[str, Any]) -> Iterator[None]:
+    """The lock applied inside, the caller's torch numerics, random states and environment after."""
+    import random
+
+    import numpy as np
+    import torch
+
+    saved_env = {name: os.environ.get(name) for name in lock.STARTUP_VARIABLES}
+    numerics = (
+        torch.backends.cuda.matmul.allow_tf32,
+        torch.backends.cudnn.allow_tf32,
+        torch.get_float32_matmul_precision(),
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+    )
+    states = (random.getstate(), np.random.get_state(), torch.random.get_rng_state())
+    cuda_states = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+    os.environ.update(lock.job_env(run.get("lock")))
+    try:
+        yield
+    finally:
+        for name, value in saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = numerics[:2]
+        torch.set_float32_matmul_precision(numerics[2])
+        torch.use_deterministic_algorithms(numerics[3], warn_only=numerics[4])
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.random.set_rng_state(states[2])
+        if cuda_states is not None:
+            torch.cuda.set_rng_state_all(cuda_states)
+
+
+def _rows(
+    bench: dict[str, Any], compared: dict[str, Any] | None, labels: dict[str, str], reference: str | None
+) -> list[dict[str, Any]]:
+    comparisons = {c["candidate"]: c for c in (compared or {}).get("comparisons", [])}
+    skipped = {s["candidate"]: s for s in (compared or {}).get("skipped", [])}
+    rows = []
+    for name, entry in bench["candidates"].items():
+        ci = entry.get("ci95_ms") or [None, None]
+        outcome = comparisons.get(name, {})
+        speedup_ci = outcome.get("speedup_ci95") or [None, None]
+        reason = entry.get("reason")
+        if entry["status"] == "ok" and name in skipped:  # ok, but the reference was not
+            reason = skipped[name]["reason"]
+        rows.append(
+            {
+                "shape": bench["shape"]["name"],
+                "candidate": labels.get(name, name),
+                "status": entry["status"],
+                "reason": reason,
+                "median_ms": entry.get("median_ms"),
+                "ci95_lo_ms": ci[0],
+                "ci95_hi_ms": ci[1],
+                "rel_ci": entry.get("rel_ci"),
+                "target_met": entry.get("target_met"),
+                "speedup": outcome.get("speedup"),
+                "speedup_ci95_lo": speedup_ci[0],
+                "speedup_ci95_hi": speedup_ci[1],
+                "significant": outcome.get("significant"),
+                "verdict": "reference" if name == reference else outcome.get("verdict"),
+                "p_value": outcome.get("p_value"),
+                "rel_error": entry.get("rel_error"),
+                "tflops": entry.get("tflops"),
+                "reference": None if reference is None else labels.get(reference, reference),
+                "device": bench["device"],
+                "dtype": bench["dtype"],
+                "mode": bench["mode"],
+            }
+        )
+    return rows
+
+
+def compare(
+    candidates: Mapping[str, Callable[..., Any] | str] | Iterable[Callable[..., Any] | str],
+    shapes: Iterable[Any],
+    *,
+    reference: str | None = "math",
+    dtype: str | None = None,
+    device: str = "auto",
+    mode: str = "forward",
+    timing: Mapping[str, Any] | None = None,
+    stats: Mapping[str, Any] | None = None,
+    lock_settings: Mapping[str, Any] | None = None,
+    tolerance: Mapping[str, float] | None = None,
+    ceilings: bool | str | os.PathLike[str] = "auto",
+) -> Any:
+    """Measure every candidate on every shape and compare each with `reference`; a pandas DataFrame,
+    one row per (shape, candidate), columns COLUMNS. Raw documents (samples, audit, timing record)
+    are in `df.attrs["bench"]` and `df.attrs["compare"]`, by shape name.
+
+    candidates: {label: callable or candidate name} (flash, efficient, cudnn, math, flex,
+        "module:function"), or a list of names and callables (named by __name__). A callable is
+        called as fn(q, k, v, causal=..., scale=...), q (batch, heads, seq, dim), k and v
+        (batch, kv_heads, seq_kv, dim); it declines a shape by raising attnbench.Unsupported.
+    shapes: "b2_h8_s512_d64[_causal]" strings (attnbench.quick's syntax), dicts with the config's
+        fields {batch, heads, seq, dim, causal, kv_heads, seq_kv, name} (named if unnamed), or Shapes.
+    reference: a built-in candidate, a label of `candidates`, or None (no comparison; speedup empty).
+        It is measured even when it is not among `candidates`.
+    dtype: default bfloat16 on CUDA, float32 on the CPU. device: auto (CUDA when usable), cuda, cpu.
+    mode: forward or forward_backward. timing, stats, lock_settings, tolerance: the config's sections.
+    ceilings: "auto" (calibrate once per process on CUDA; none on the CPU), True, False, or a path.
+
+    Runs in this process, without crash isolation; see the module docstring for what else differs
+    from the workflow.
+    """
+    import pandas as pd
+
+    named = _candidate_names(candidates)
+    registered: list[str] = []
+    run_names: dict[str, str] = {}  # the run's candidate name -> the caller's label
+    try:
+        for label, value in named.items():
+            if isinstance(value, str):
+                run_names[value] = label
+            else:
+                candidate_registry.register(label, value)
+                registered.append(label)
+                run_names[label] = label
+        reference_name = None
+        if reference is not None:
+            by_label = {label: name for name, label in run_names.items()}
+            reference_name = by_label.get(reference, reference)
+            if reference_name not in run_names:
+                run_names[reference_name] = reference_name
+        shape_entries = [shape_entry(shape) for shape in shapes]
+        if not shape_entries:
+            raise ValueError("compare needs at least one shape")
+        given: dict[str, Any] = {
+            "device": device,
+            "mode": mode,
+            "candidates": list(run_names),
+            "reference": reference_name or next(iter(run_names)),
+            "shapes": shape_entries,
+            "timing": dict(timing or {}),
+            "stats": dict(stats or {}),
+            "lock": dict(lock_settings or {}),
+            "tolerance": dict(tolerance or {}),
+            # The `cpu:` mechanism of the workflow: these apply only when the run is on the CPU.
+            "cpu": {"dtype": dtype or CPU_DTYPE, "timing": {**CPU_TIMING, **(timing or {})}},
+        }
+        if dtype is not None:
+            given["dtype"] = dtype
+        run = run_config.effective(given)
+        with tempfile.TemporaryDirectory(prefix="attnbench-compare-") as scratch:
+            ceilings_path = _ceilings(run, ceilings)
+            benches, compares, rows = {}, {}, []
+            for name in run_config.shape_names(run):
+                bench = _measure(run, name, ceilings_path)
+                benches[name] = bench
+                if reference_name is not None:
+                    compares[name] = _compare(run, name, bench, Path(scratch))
+                rows += _rows(bench, compares.get(name), run_names, reference_name)
+    finally:
+        for label in registered:
+            candidate_registry.unregister(label)
+    frame = pd.DataFrame(rows, columns=COLUMNS)
+    frame.attrs["bench"] = benches
+    frame.attrs["compare"] = compares
+    return frame
+
+
+def _ceilings(run: dict[str, Any], ceilings: bool | str | os.PathLike[str]) -> Path | None:
+    if ceilings == "auto":
+        ceilings = run["device"] == "cuda"
+    if ceilings is True:
+        return _calibrated(run)
+    if ceilings is False or ceilings is None:
+        return None
+    path = Path(ceilings)
+    if not path.is_file():
+        raise FileNotFoundError(f"ceilings: no file {path} (a run's results/env/ceilings.json)")
+    return path
+
+
+def _measure(run: dict[str, Any], name: str, ceilings: Path | None) -> dict[str, Any]:
+    """The benchmark job's spec, measured by bench.run_shape in this process."""
+    from attnbench.bench import run_shape
+
+    spec = json.loads(jobs.spec("benchmark", run, name))
+    # The spec names the workflow's ceilings file, relative to its working directory; here it is ours.
+    spec["ceilings"] = None if ceilings is None else str(ceilings)
+    with _caller_state_kept(run):
+        return run_shape(spec)
+
+
+def _compare(run: dict[str, Any], name: str, bench: dict[str, Any], scratch: Path) -> dict[str, Any]:
+    """The compare job itself, on the benchmark document written where its spec can name it."""
+    spec = json.loads(jobs.spec("compare", run, name))
+    spec["bench"] = str(scratch / f"{name}.json")
+    files.write_json(spec["bench"], bench)
+    return jobs.run("compare", spec)

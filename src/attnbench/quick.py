@@ -1,0 +1,337 @@
+"""`attnbench run`: the quick path. Shapes and candidates from the command line or a small YAML file
+become a config.yaml in a working directory of the run's own, where the same Snakemake workflow runs
+(`snakemake -s <checkout>/Snakefile -d <workdir>`); the headline and the report's path are printed
+at the end.
+
+Why the workflow and not a shortcut: the jobs, the statistics and the report are then those of every
+other run, and an interrupted quick run resumes like any other (the same command finds the same
+working directory, named by a hash of its config).
+
+Shapes have a compact syntax (`parse_shape`), shared with the Python API (attnbench.api):
+
+    b2_h8_s512_d64                   batch 2, heads 8, seq 512, dim 64
+    b2_h8_kv2_s512_d64_causal        kv_heads 2 (GQA), causal; tokens in any order, separated by _
+    b1_h8_s128_skv4096_d64           seq_kv 4096 (the keys' length; default seq)
+    batch=2,heads=8,seq=1024,dim=64,causal=true[,kv_heads=2,seq_kv=..,name=..]
+
+A compact name is kept as the shape's name; key=value shapes are named from their fields.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from attnbench import config as run_config
+
+SHAPE_SYNTAX = (
+    "b<batch>_h<heads>_s<seq>_d<dim>[_kv<kv_heads>][_skv<seq_kv>][_causal] (tokens in any order), "
+    "or batch=..,heads=..,seq=..,dim=..[,causal=true][,kv_heads=..][,seq_kv=..][,name=..]"
+)
+_TOKENS = {"b": "batch", "h": "heads", "s": "seq", "d": "dim", "kv": "kv_heads", "skv": "seq_kv"}
+_TOKEN = re.compile(r"(skv|kv|b|h|s|d)(\d+)")
+_FIELDS = ("batch", "heads", "seq", "dim", "kv_heads", "seq_kv")
+_REQUIRED = ("batch", "heads", "seq", "dim")
+_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+# Keys of the checkout's config.yaml that a quick run starts from; a baseline, the ratchet and the
+# report's title belong to that run, not to this one.
+BASE_KEYS = (
+    "device",
+    "dtype",
+    "mode",
+    "candidates",
+    "reference",
+    "shapes",
+    "timing",
+    "lock",
+    "stats",
+    "calibrate",
+    "cpu",
+)
+RUNS_DIR = "attnbench-runs"
+
+
+class ShapeError(ValueError):
+    """A shape that cannot be read; the message shows the syntax."""
+
+
+class QuickRunError(RuntimeError):
+    """`attnbench run` cannot start: the message says why."""
+
+
+def shape_name(entry: Mapping[str, Any]) -> str:
+    """The compact name of a shape's fields, kv and skv only where they differ from heads and seq."""
+    name = f"b{entry['batch']}_h{entry['heads']}"
+    if entry.get("kv_heads") and entry["kv_heads"] != entry["heads"]:
+        name += f"_kv{entry['kv_heads']}"
+    name += f"_s{entry['seq']}"
+    if entry.get("seq_kv") and entry["seq_kv"] != entry["seq"]:
+        name += f"_skv{entry['seq_kv']}"
+    name += f"_d{entry['dim']}"
+    return name + ("_causal" if entry.get("causal") else "")
+
+
+def _boolean(text: str, field: str, shape: str) -> bool:
+    if text.lower() in _TRUE:
+        return True
+    if text.lower() in _FALSE:
+        return False
+    raise ShapeError(f"shape {shape!r}: {field}={text!r} is not true or false")
+
+
+def _compact(text: str) -> dict[str, Any]:
+    entry: dict[str, Any] = {"name": text}
+    for token in text.split("_"):
+        match = _TOKEN.fullmatch(token)
+        if token in ("causal", "gqa"):  # gqa: a label the default config's names carry; kv says how many
+            field, value = token, True
+        elif match:
+            field, value = _TOKENS[match[1]], int(match[2])
+        else:
+            raise ShapeError(f"shape {text!r}: cannot read {token!r}; write {SHAPE_SYNTAX}")
+        if field in entry:
+            raise ShapeError(f"shape {text!r}: {token!r} given twice")
+        entry[field] = value
+    entry.pop("gqa", None)
+    return entry
+
+
+def _key_values(text: str) -> dict[str, Any]:
+    entry: dict[str, Any] = {}
+    for item in text.split(","):
+        key, equals, value = (part.strip() for part in item.partition("="))
+        if not equals or not value:
+            raise ShapeError(f"shape {text!r}: {item!r} is not key=value; write {SHAPE_SYNTAX}")
+        if key in entry:
+            raise ShapeError(f"shape {text!r}: {key} given twice")
+        if key in _FIELDS:
+            if not value.isdigit():
+                raise ShapeError(f"shape {text!r}: {key}={value!r} is not a positive integer")
+            entry[key] = int(value)
+        elif key == "causal":
+            entry[key] = _boolean(value, key, text)
+        elif key in ("name", "mode"):
+            entry[key] = value
+        else:
+            raise ShapeError(f"shape {text!r}: unknown field {key!r}; write {SHAPE_SYNTAX}")
+    return entry
+
+
+def parse_shape(text: str) -> dict[str, Any]:
+    """A config shape entry ({name, batch, heads, seq, dim, causal, kv_heads?, seq_kv?}) from either syntax."""
+    text = text.strip()
+    return shape_entry(_key_values(text) if "=" in text else _compact(text))
+
+
+def shape_entry(shape: Any) -> dict[str, Any]:
+    """A config shape entry from a string, a dict with the config's fields, or a workloads.Shape: checked,
+    causal filled in, named from its fields when it has no name."""
+    if isinstance(shape, str):
+        return parse_shape(shape)
+    if hasattr(shape, "as_dict"):  # workloads.Shape, without importing it here
+        shape = shape.as_dict()
+    if not isinstance(shape, Mapping):
+        raise ShapeError(f"a shape is a string ({SHAPE_SYNTAX}), a dict or a Shape, not {shape!r}")
+    entry = dict(shape)
+    unknown = set(entry) - {*_FIELDS, "causal", "name", "mode"}
+    if unknown:
+        raise ShapeError(f"shape {entry}: unknown fields {sorted(unknown)}")
+    missing = [field for field in _REQUIRED if field not in entry]
+    if missing:
+        raise ShapeError(f"shape {entry}: missing {', '.join(missing)}; write {SHAPE_SYNTAX}")
+    for field in _FIELDS:
+        value = entry.get(field)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ShapeError(f"shape {entry}: {field} must be a positive integer, not {value!r}")
+    entry["causal"] = bool(entry.get("causal", False))
+    if entry.get("kv_heads") and entry["heads"] % entry["kv_heads"]:
+        raise ShapeError(
+            f"shape {entry}: heads {entry['heads']} is not a multiple of kv_heads {entry['kv_heads']}"
+        )
+    name = str(entry.get("name") or shape_name(entry))
+    if not _NAME.fullmatch(name) or ".." in name:
+        raise ShapeError(f"shape name {name!r}: use letters, digits, _ . - (and no ..)")
+    return {"name": name, **{k: v for k, v in entry.items() if k != "name"}}
+
+
+def checkout() -> Path:
+    """The checkout holding the Snakefile: the quick path runs the workflow from there, which an
+    editable install (`pip install -e .`) keeps next to the package."""
+    import attnbench
+
+    root = Path(attnbench.__file__).resolve().parents[2]
+    if not (root / "Snakefile").is_file():
+        raise QuickRunError(
+            f"no Snakefile at {root}: `attnbench run` needs the workflow's checkout; "
+            "install attnbench from it with `pip install -e .` (or use the Python API, attnbench.compare)"
+        )
+    return root
+
+
+def _merge(into: dict[str, Any], key: str, value: Any) -> None:
+    """Sections (timing, calibrate, lock, stats) are merged key by key; anything else replaces."""
+    if isinstance(value, Mapping) and isinstance(into.get(key), Mapping):
+        into[key] = {**into[key], **value}
+    else:
+        into[key] = copy.deepcopy(value)
+
+
+def _shapes(entries: Iterable[Any]) -> list[dict[str, Any]]:
+    return [shape_entry(entry) for entry in entries]
+
+
+def build_config(base: Mapping[str, Any], given: Mapping[str, Any]) -> dict[str, Any]:
+    """The quick run's config: the checkout's defaults (`base`, its `cpu:` section included), then what
+    the user gave (file and flags). A key the user gave applies on the CPU too (unless the user's own
+    `cpu:` section names it), and the reference runs even when it is not among the candidates."""
+    merged = copy.deepcopy({key: value for key, value in base.items() if key in BASE_KEYS})
+    given = copy.deepcopy(dict(given))
+    user_cpu = given.pop("cpu", None) or {}
+    for key, value in given.items():
+        _merge(merged, key, value)
+        cpu = merged.get("cpu")
+        if cpu is not None and key in run_config.CPU_OVERRIDABLE:
+            if isinstance(value, Mapping) and isinstance(cpu.get(key), Mapping):
+                _merge(cpu, key, value)
+            else:
+                cpu.pop(key, None)
+    for key, value in user_cpu.items():
+        _merge(merged.setdefault("cpu", {}), key, value)
+    for view in (merged, merged.get("cpu")):
+        if view is None:
+            continue
+        if "shapes" in view:
+            view["shapes"] = _shapes(view["shapes"])
+        candidates = list(view.get("candidates", merged.get("candidates", [])))
+        reference = view.get("reference", merged.get("reference"))
+        if reference is not None and reference not in candidates:
+            view["candidates"] = [*candidates, reference]
+    return merged
+
+
+def given_config(args: Any) -> dict[str, Any]:
+    """What the user asked for: the YAML file (any config keys; shapes may be strings), then the flags."""
+    given: dict[str, Any] = {}
+    if args.file is not None:
+        try:
+            loaded = yaml.safe_load(Path(args.file).read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise QuickRunError(f"cannot read {args.file}: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise QuickRunError(
+                f"{args.file}: expected a mapping of config keys, got {type(loaded).__name__}"
+            )
+        given.update(loaded)
+    if args.candidates:
+        given["candidates"] = [name for group in args.candidates for name in group.split(",") if name]
+    if args.shapes:
+        given["shapes"] = [parse_shape(text) for text in args.shapes]
+    for key in ("reference", "dtype", "device", "mode"):
+        if getattr(args, key) is not None:
+            given[key] = getattr(args, key)
+    if args.max_time_s is not None:
+        given["timing"] = {**(given.get("timing") or {}), "max_time_s": args.max_time_s}
+    return given
+
+
+def workdir_for(config: Mapping[str, Any], cwd: Path) -> Path:
+    """attnbench-runs/<hash of the config>: the same command finds the same directory, so it resumes an
+    interrupted run and measures nothing twice (pass `-- --forceall` to measure again)."""
+    digest = hashlib.sha256(yaml.safe_dump(dict(config), sort_keys=True).encode()).hexdigest()[:10]
+    return cwd / RUNS_DIR / digest
+
+
+def snakemake_command(root: Path, workdir: Path, gpus: int, extra: list[str]) -> list[str]:
+    """The workflow profile is named explicitly: Snakemake looks for profiles/default in the current
+    directory before the Snakefile's, and the caller's directory may hold another."""
+    return [
+        sys.executable, "-m", "snakemake",
+        "--snakefile", str(root / "Snakefile"),
+        "--directory", str(workdir),
+        "--configfile", str(workdir / "config.yaml"),
+        "--workflow-profile", str(root / "profiles" / "default"),
+        "--cores", str(gpus),
+        "--resources", f"gpu={gpus}",
+        *extra,
+    ]  # fmt: skip
+
+
+def job_environment(cwd: Path, root: Path) -> dict[str, str]:
+    """The jobs run in the working directory; user kernels (module:function) still resolve from where
+    `attnbench run` was called (first on PYTHONPATH), then from PYTHONPATH, then from the checkout (the
+    default CPU config's examples.kernels). The interpreter's directory leads PATH, as the jobs call
+    `python -m attnbench`."""
+    path = [str(cwd), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep)), str(root)]
+    return {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(dict.fromkeys(path)),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+
+
+def _headline(results: Path, report: Path | None, finished: bool) -> tuple[str | None, list[dict[str, Any]]]:
+    """The headline text and the failed candidates. After a failed run the results may be partial:
+    a headline that cannot be made then is said, not raised."""
+    from attnbench import headline
+
+    try:
+        summary = headline.load(results)
+        return headline.terminal(summary, report=report), headline.failed(summary)
+    except Exception as exc:
+        if finished:
+            raise
+        return f"attnbench run: no headline from the partial results ({type(exc).__name__}: {exc})", []
+
+
+def run(args: Any, snakemake_args: list[str]) -> int:
+    """`attnbench run`: write the config, run the workflow in its working directory with its output
+    streamed, print the headline. Exit: Snakemake's when it failed; else 1 with --fail-on-failed
+    and a failed candidate; else 0."""
+    root = checkout()
+    cwd = Path.cwd()
+    base_file = root / "config.yaml"
+    base = yaml.safe_load(base_file.read_text(encoding="utf-8")) if base_file.is_file() else {}
+    config = build_config(base or {}, given_config(args))
+    # Checked here, where the user's modules resolve as they will in the jobs: a mistake is one line,
+    # not a Snakemake traceback.
+    env = job_environment(cwd, root)
+    saved_path = list(sys.path)
+    sys.path[:0] = [p for p in env["PYTHONPATH"].split(os.pathsep) if p not in sys.path]
+    try:
+        run_config.effective(config)
+    except run_config.ConfigError as exc:
+        raise QuickRunError(f"config: {exc}") from exc
+    finally:
+        sys.path[:] = saved_path
+    workdir = Path(args.workdir).resolve() if args.workdir else workdir_for(config, cwd)
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "config.yaml").write_text(
+        "# written by `attnbench run`; rerun with the same command, or with snakemake in this directory\n"
+        + yaml.safe_dump(config, sort_keys=False),
+        encoding="utf-8",
+    )
+    print(f"attnbench run: working directory {workdir}", flush=True)
+    command = snakemake_command(root, workdir, args.gpus, snakemake_args)
+    code = subprocess.run(command, cwd=cwd, env=env).returncode
+    results = workdir / "results"
+    report = results / "report" / "report.html"
+    text, failed = None, []
+    if any((results / "bench").glob("*.json")):
+        text, failed = _headline(results, report if report.is_file() else None, finished=code == 0)
+        if text:
+            print(text)
+    if report.is_file() and str(report) not in (text or ""):
+        print(f"report: {report}")
+    if code != 0:
+        return code
+    return 1 if args.fail_on_failed and failed else 0

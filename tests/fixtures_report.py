@@ -37,6 +37,13 @@ CANDIDATES: dict[str, tuple[str, float | None, str | None, bool]] = {
     ),
     "cudnn": ("error", None, "RuntimeError: cuDNN <error> & friends", False),
 }
+# what bench.py keeps beside a concise reason: the library's whole text, an error's traceback
+EXTRAS: dict[str, dict[str, str]] = {
+    "efficient": {"reason_detail": "Memory efficient kernel not used because:\n<long> & detailed ```text```"},
+    "cudnn": {
+        "traceback": 'Traceback (most recent call last):\n  File "x.py", line 1\nRuntimeError: <tb> & co'
+    },
+}
 # An ok candidate as fast as flash (same throughput, independent noise): tied with it in autotune.
 TWIN = "twin:<i>flash</i> & co|2"
 TIED_CANDIDATES = {**CANDIDATES, TWIN: ("ok", 420.0, None, False)}
@@ -94,9 +101,15 @@ def _candidate(status: str, tflops: float | None, reason: str | None, quadratic:
         "tolerance": 5e-3,
         # as attnbench.audit records it; flash's kernels differ bitwise from call to call
         "deterministic": {"identical": tflops != 420.0, "max_abs_diff": 0.0 if tflops != 420.0 else 2e-3},
-        "ran": {"source": "torch.profiler (CUPTI)", "kernels": [{"name": f"kernel_{int(tflops)}", "count": 1}],
-                "kernels_per_call": 1, "streams": 1, "device_ms": med * 0.97, "device_share": 0.97,
-                "unjoined_kernels": []},
+        "ran": {
+            "source": "torch.profiler (CUPTI)",
+            "kernels": [{"name": f"kernel_{int(tflops)}", "count": 1}],
+            "kernels_per_call": 1,
+            "streams": 1,
+            "device_ms": med * 0.97,
+            "device_share": 0.97,
+            "unjoined_kernels": [],
+        },
     }
 
 
@@ -149,13 +162,16 @@ def write_run(
     conditions: dict[str, dict[str, Any]] | None = None,
     missed: set[tuple[str, str]] | None = None,
     shape_candidates: dict[str, dict[str, tuple[str, float | None, str | None, bool]]] | None = None,
+    hosts: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Write a run under `root`; return build_report's keyword arguments for it (build runs both steps).
 
     `shape_candidates` replaces `candidates` for the shapes it names.
 
     `conditions` (default CONDITIONS) and `missed` (default MISSED) say which shapes were measured
-    under less than clean conditions, so the report has something to flag.
+    under less than clean conditions, so the report has something to flag. `hosts`: the optional
+    per-shape `host` block (threads, load, busy) of the shapes it names; EXTRAS add reason_detail and
+    traceback to the candidates they name.
     """
     rng = np.random.default_rng(0)
     shapes = SHAPES if shapes is None else shapes
@@ -174,6 +190,9 @@ def write_run(
                           calls_per_sample=cond.get("calls_per_sample", 1))
             for c, spec in (shape_candidates or {}).get(name, candidates).items()
         }  # fmt: skip
+        for c, extra in EXTRAS.items():
+            if c in entries and entries[c]["status"] != "ok":
+                entries[c].update(extra)
         bench = {
             "shape": shape, "device": device, "dtype": "float16", "mode": "forward",
             "device_info": {"name": "NVIDIA H100 80GB HBM3" if device == "cuda" else "Xeon",
@@ -182,6 +201,7 @@ def write_run(
             "lock": {"tf32": False}, "flops": flops,
             "min_bytes": min_bytes,
             "candidates": entries,
+            **({"host": hosts[name]} if name in (hosts or {}) else {}),
         }  # fmt: skip
         path = root / "bench" / f"{name}.json"
         write_json(path, bench, SCHEMAS / "bench.schema.yaml")

@@ -189,7 +189,7 @@ def test_cpu_run_without_comparisons(tmp_path: Path) -> None:
     row = conditions.rows[row_of(conditions, SHAPES[0][0])]
     assert row[1:3] == ["warm", "the CPU has no L2 flush or CUDA graphs: wall time of one call"]
     assert row[6:9] == ["n/a (cpu)", "n/a", "n/a"]
-    assert "GPU clocks not monitored (cpu)" in text(found["Run summary"])
+    assert "GPU clocks not monitored (cpu)" in text(found["Headline"])
     assert "No GPU clock was read (no GPU clock on the cpu)" in text(found["Method"])
 
 
@@ -211,7 +211,9 @@ def test_single_shape_without_an_ok_candidate(tmp_path: Path) -> None:
     for key in ("latency", "roofline", "speedup", "memory"):
         assert Path(kwargs["out"][key]).read_bytes().startswith(PNG_MAGIC)
     found = sections(kwargs)
-    assert "needs a GPU" in str(tables(found["Candidates that did not produce a valid result"])[0].rows)
+    # unsupported on every shape for one reason: one line in the headline, not a row per shape
+    assert "Unsupported on every shape, left out below: math: needs a GPU" in text(found["Headline"])
+    assert "needs a GPU" not in str(tables(found["Candidates that did not produce a valid result"])[0].rows)
     assert "across all 0 comparisons" in text(found["Method"])
 
 
@@ -302,7 +304,7 @@ def test_measurement_conditions_show_mode_and_stop_reason(run: dict[str, Any]) -
     # a mode reason quoting an exception is escaped like every other string from the files
     page = _text(run, "html")
     assert "RuntimeError: &lt;capture&gt; &amp; co" in page and "<capture>" not in page
-    assert "Measurement: 1 of 12 timed results missed their ±1.0% CI target" in text(found["Run summary"])
+    assert "Measurement: 1 of 12 timed results missed their ±1.0% CI target" in text(found["Headline"])
 
 
 def test_flags_throttled_and_discarded_rounds(run: dict[str, Any]) -> None:
@@ -317,7 +319,7 @@ def test_flags_throttled_and_discarded_rounds(run: dict[str, Any]) -> None:
     assert row[9] == "⚠ warm-up not settled; 3 rounds discarded for slowdowns"
     assert flagged(table, r) == {3, 8, 9}
     assert not flagged(table, row_of(table, "s1024_d64", 1, "graph (24 calls per sample)"))
-    (summary,) = [b for b in found["Run summary"].blocks if isinstance(b, Para)]
+    (summary,) = [b for b in found["Headline"].blocks if isinstance(b, Para) and "Measurement" in b.text]
     assert summary.css == "warning" and summary.text.startswith("⚠ Measurement: ")
     assert "throttled rounds on 1 of 3 shapes (3 rounds discarded for thermal or hardware slowdowns)" in (
         summary.text
@@ -371,13 +373,15 @@ def test_autotune_lists_candidates_within_noise(tied_run: dict[str, Any]) -> Non
     assert {autotune.loc["s4096_d64", "fastest"], autotune.loc["s4096_d64", "tied"]} == {"flash", TWIN}
     assert autotune.loc[["s1024_d64", "s4096_d128_causal_gqa"], "fastest"].tolist() == ["flash", "flash"]
     assert autotune.loc[["s1024_d64", "s4096_d128_causal_gqa"], "tied"].tolist() == ["", ""]
-    table, note = under(sections(tied_run)["Autotune"], "s4096_d64")
+    (table,) = tables(sections(tied_run)["Autotune"])  # one table for the run, one row per shape
+    assert [row[0] for row in table.rows] == [s[0] for s in SHAPES]
+    row = table.rows[row_of(table, "s4096_d64")]
     fastest, tied = (TWIN, "flash") if autotune.loc["s4096_d64", "fastest"] == TWIN else ("flash", TWIN)
-    assert table.rows[0][:2] == [fastest, "fastest"] and table.rows[0][3:] == ["—", "—", "—"]
-    assert table.rows[1][:2] == [tied, "tied"] and len(table.rows) == 2
-    assert re.fullmatch(r"\d\.\d%", table.rows[1][3]) and re.match(r"[01]\.\d+× \[", table.rows[1][4])
-    assert table.highlight == [True]
-    assert note.text == "The 2 other candidates with status ok are significantly and practically slower."
+    assert row[1] == fastest and re.match(r"0\.6\d+ \[", row[2])
+    assert re.fullmatch(
+        rf"{re.escape(tied)}: \d\.\d%, [01]\.\d+× \[[01]\.\d+, [01]\.\d+\], p [\d.e-]+", row[3]
+    )
+    assert row[4] == "math, flex"  # significantly and practically slower
 
 
 def test_autotune_has_no_ties_when_one_is_clearly_faster(run: dict[str, Any]) -> None:
@@ -385,16 +389,11 @@ def test_autotune_has_no_ties_when_one_is_clearly_faster(run: dict[str, Any]) ->
     assert autotune["fastest"].tolist() == ["flash"] * len(SHAPES)  # ~7x faster than math and flex
     assert autotune["tied"].tolist() == [""] * len(SHAPES)
     section = sections(run)["Autotune"]
-    assert [len(t.rows) for t in tables(section)] == [1] * len(SHAPES)  # the fastest alone
-    notes = [b.text for b in section.blocks if isinstance(b, Para)]
-    assert (
-        sum(
-            n.startswith("No candidate is tied with flash: the 2 other candidates with status ok")
-            for n in notes
-        )
-        == 3
-    )
-    assert "Holm across the 6 autotune comparisons of the run" in notes[0]
+    (table,) = tables(section)
+    assert [row[1] for row in table.rows] == ["flash"] * len(SHAPES)
+    assert [row[3:] for row in table.rows] == [["none", "math, flex"]] * len(SHAPES)
+    (note,) = [b.text for b in section.blocks if isinstance(b, Para)]  # said once, not once per shape
+    assert "Holm across the 6 autotune comparisons of the run" in note
 
 
 def test_autotune_csv_matches_the_summary(run: dict[str, Any], tied_run: dict[str, Any]) -> None:
@@ -467,14 +466,9 @@ def test_autotune_applies_holm_across_the_run(tmp_path: Path, monkeypatch: pytes
 
 def test_autotune_escapes_candidate_names(tied_run: dict[str, Any]) -> None:
     page = _text(tied_run, "html")
-    section = _section(page, "<h2>Autotune</h2>", "<h2>Measurement conditions</h2>")
+    section = _section(page, "<h2>Autotune</h2>", "<h2>Candidates that did not produce a valid result</h2>")
     assert "<i>" not in page and "twin:&lt;i&gt;flash&lt;/i&gt; &amp; co|2" in section
     assert page.index("<h2>Results per shape</h2>") < page.index("<h2>Autotune</h2>")
-    rows = re.findall(r"<tr([^>]*)><td>([^<]*)</td><td>(fastest|tied)</td>", section)
-    assert sorted((cls, role) for cls, _, role in rows) == [
-        ("", "tied"), (' class="fastest"', "fastest"), (' class="fastest"', "fastest"),
-        (' class="fastest"', "fastest"),
-    ]  # fmt: skip
     md = _text(tied_run, "md")
     assert TWIN not in md
     for table in re.findall(r"(?:^\|.*\n)+", md, flags=re.MULTILINE):  # the twin's | did not split a cell
@@ -552,3 +546,95 @@ def test_markdown_escapes_what_would_be_markup() -> None:
     assert formatting.md("*bold* `code` [link] #1 ~~x~~") == r"\*bold\* \`code\` \[link\] \#1 \~\~x\~\~"
     assert formatting.md("_emphasis_ and snake_case") == r"\_emphasis\_ and snake_case"
     assert formatting.md("two\nlines") == "two lines"  # a line break would end a table row
+
+
+# ------------------------------------------------------------------------- headline and layout
+
+
+def test_ci_bounds_print_on_their_true_side_of_one_and_of_the_centre() -> None:
+    # 0.9996 rounded to 3 digits is 1.00: a significant slowdown must not show 1.00 as its bound
+    assert formatting.interval(0.964, 0.900, 0.9996, "×", mark=1.0) == "0.964× [0.900, 0.9996]"
+    assert formatting.interval(0.964, 0.900, 0.99996, "×", mark=1.0) == "0.964× [0.900, 0.99996]"
+    assert formatting.interval(1.2, 1.0004, 1.4, "×", mark=1.0) == "1.20× [1.0004, 1.40]"
+    # a bound that differs from the centre never prints as the centre
+    assert formatting.interval(1.0004, 1.0001, 1.0008) == "1.0004 [1.0001, 1.0008]"
+    assert formatting.interval(0.1234, 0.1234, 0.125) == "0.123 [0.123, 0.125]"  # equal: stays equal
+    assert formatting.interval(7.02, 6.9, 7.1, "×", mark=1.0) == "7.02× [6.90, 7.10]"  # 3 digits suffice
+    assert formatting.bound_digits(0.964, (0.9, 0.99996), mark=1.0) == 5
+    assert formatting.bound_digits(1.0, (1.0, 1.0), mark=1.0) == 3
+
+
+def test_report_leads_with_the_headline_then_the_matrix_and_plots(run: dict[str, Any]) -> None:
+    found = sections(run)
+    assert list(found)[:4] == ["Headline", "Speedup per shape and candidate", "Plots", "Results per shape"]
+    assert [b.key for b in found["Plots"].blocks] == ["speedup", "latency", "roofline", "memory"]
+    winners, tallies = tables(found["Headline"])
+    assert [row[:2] for row in winners.rows] == [[s[0], "flash"] for s in SHAPES]
+    assert all(re.fullmatch(r"\d\.\d\d× \[\d\.\d+, \d\.\d+\] \*", row[2]) for row in winners.rows)
+    assert tallies.rows[row_of(tallies, "flash")] == ["flash", "3", "0", "3", "0", "0"]
+    assert "efficient" not in [row[0] for row in tallies.rows]  # collapsed into one line instead
+    headline_text = text(found["Headline"])
+    assert (
+        f"Unsupported on every shape, left out below: efficient: {CANDIDATES['efficient'][2]}"
+        in headline_text
+    )
+    assert f"6 results failed: {EVIL} incorrect on 3 shapes; cudnn error on 3 shapes" in headline_text
+    (matrix,) = tables(found["Speedup per shape and candidate"])
+    assert matrix.headers == ["shape", "math", "flash", "flex", EVIL, "cudnn"]
+    first = matrix.rows[0]
+    assert first[1] == "reference" and first[2].endswith(" *") and first[4:] == ["incorrect", "error"]
+    assert matrix.cell_css[(0, 2)] == "fastest" and matrix.cell_css[(0, 5)] == "status status-error"
+    page = _text(run, "html")
+    assert page.index("<h2>Headline</h2>") < page.index("<h2>Plots</h2>") < page.index("<h2>Environment</h2>")
+
+
+def test_results_table_is_narrow_and_shows_the_relative_error(run: dict[str, Any]) -> None:
+    (table,) = [b for b in under(sections(run)["Results per shape"], "s1024_d64 ") if isinstance(b, Table)]
+    assert len(table.headers) <= 9 and "error" in table.headers
+    assert "efficient" not in [row[0] for row in table.rows]  # unsupported everywhere: in the headline
+    error = table.headers.index("error")
+    assert table.rows[row_of(table, "math")][error] == "0.0010"
+    assert table.rows[row_of(table, "cudnn")][error] == "—"
+
+
+def test_details_and_tracebacks_are_collapsed_and_escaped(run: dict[str, Any]) -> None:
+    found = sections(run)
+    details = [
+        b for b in found["Candidates that did not produce a valid result"].blocks if b.kind == "details"
+    ]
+    assert [d.summary for d in details] == ["cudnn, error: traceback"]
+    assert details[0].text.startswith("Traceback (most recent call last):")
+    (library,) = [b for b in found["Headline"].blocks if b.kind == "details"]
+    assert library.summary == "efficient: the library's message" and library.fence == "````"
+    page = _text(run, "html")
+    assert "<details><summary>cudnn, error: traceback</summary><pre>Traceback" in page
+    assert "RuntimeError: &lt;tb&gt; &amp; co</pre></details>" in page and "<tb>" not in page
+    md = _text(run, "md")
+    assert "cudnn, error: traceback:\n\n```\nTraceback (most recent call last):" in md
+    assert "````\nMemory efficient kernel not used because:\n<long> & detailed ```text```\n````" in md
+
+
+def test_host_conditions_are_shown_and_a_busy_host_flagged(tmp_path: Path) -> None:
+    quiet = {"threads": 2, "cpus": 2, "load_before": 0.1, "load_after": 0.9, "other_cores": 0.0,
+             "busy": False, "why": None}  # fmt: skip
+    busy = {**quiet, "threads": 1, "load_after": 3.5, "other_cores": 1.6, "busy": True,
+            "why": "other processes kept 1.6 of 2 cores busy"}  # fmt: skip
+    kwargs = write_run(tmp_path, device="cpu", hosts={"s1024_d64": quiet, "s4096_d64": busy})
+    build(kwargs)
+    found = sections(kwargs)
+    (table,) = tables(found["Measurement conditions"])
+    assert table.headers[-1] == "host"
+    assert table.rows[0][-1] == "2 threads of 2 CPUs, load 0.10 → 0.90"
+    assert (
+        table.rows[1][-1]
+        == "⚠ busy: other processes kept 1.6 of 2 cores busy; 1 thread of 2 CPUs, load 0.10 → 3.50"
+    )
+    assert table.rows[2][-1] == "—"  # a file without `host`
+    assert "host busy: other processes kept 1.6 of 2 cores busy" in table.rows[1][9]
+    assert (1, 10) in table.flagged and (0, 10) not in table.flagged
+    assert "the host was busy with other work during 1 of 3 shapes" in text(found["Headline"])
+    # without `host` in any file (older runs) there is no host column at all
+    old = write_run(tmp_path / "old", shapes=SHAPES[:1], device="cpu")
+    build(old)
+    (plain,) = tables(sections(old)["Measurement conditions"])
+    assert "host" not in plain.headers

@@ -57,13 +57,57 @@ def pm(value: Any, digits: int = 1) -> str:
     return f"±{100 * value:.{digits if value >= 1e-3 else max(digits, 2)}f}%"
 
 
-def interval(centre: Any, lo: Any, hi: Any, suffix: str = "") -> str:
-    """`centre [lo, hi]`, or the centre alone when the interval is unknown."""
+MAX_DIGITS = 8  # enough for any bound a bootstrap CI can tell apart from its centre
+
+
+def _value(text: str) -> float:
+    return float(text.replace(",", ""))
+
+
+def _side(value: float, of: float) -> int:
+    return (value > of) - (value < of)
+
+
+def bound_digits(centre: float, bounds: tuple[float, ...], mark: float | None = None, digits: int = 3) -> int:
+    """The fewest significant digits (at least `digits`) at which every printed bound stays on its
+    side of the printed centre and of `mark` (1 for a speedup): rounding must not turn the bound
+    0.9996 of a significant slowdown into 1.00, nor a bound that differs into the centre."""
+    for candidate in range(digits, MAX_DIGITS + 1):
+        printed = _value(num(centre, candidate))
+        if all(
+            _side(_value(num(bound, candidate)), printed) == _side(bound, centre)
+            and (mark is None or _side(_value(num(bound, candidate)), mark) == _side(bound, mark))
+            for bound in bounds
+        ):
+            return candidate
+    return MAX_DIGITS
+
+
+def interval(centre: Any, lo: Any, hi: Any, suffix: str = "", mark: float | None = None) -> str:
+    """`centre [lo, hi]`, or the centre alone when the interval is unknown; with as many digits as
+    it takes for the bounds to print on their true side of the centre and of `mark` (bound_digits)."""
     if missing(centre):
         return DASH
     if missing(lo) or missing(hi):
         return f"{num(centre)}{suffix}"
-    return f"{num(centre)}{suffix} [{num(lo)}, {num(hi)}]"
+    digits = bound_digits(float(centre), (float(lo), float(hi)), mark)
+    centre_text, lo_text, hi_text = (_trimmed(v, digits) for v in (centre, lo, hi))
+    return f"{centre_text}{suffix} [{lo_text}, {hi_text}]"
+
+
+def _significant(text: str) -> int:
+    return len(text.lstrip("-").replace(".", "").lstrip("0"))
+
+
+def _trimmed(value: Any, digits: int, base: int = 3) -> str:
+    """num(value, digits) without the trailing zeros that the extra digits beyond `base` added:
+    0.900 beside 0.99996, not 0.90000."""
+    text = num(value, digits)
+    if "." not in text or "e" in text:
+        return text
+    while text.endswith("0") and _significant(text[:-1]) >= base:
+        text = text[:-1]
+    return text.rstrip(".")
 
 
 def md(value: Any) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import urllib.parse
 from collections import Counter
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from typing import Any, ClassVar
 import jinja2
 import pandas as pd
 
-from attnbench import formatting
+from attnbench import formatting, headline
 from attnbench.clocks import DISCARDED, reason_names
 from attnbench.files import atomic_write_bytes, atomic_write_text, read_json
 from attnbench.formatting import DASH, interval, num, pct, pm
@@ -131,6 +132,7 @@ class Run:
     ceilings: Json
     analysis: Json  # autotune.json
     frame: pd.DataFrame
+    summary: Json  # headline.summarize: the answer the report leads with
 
 
 def read_run(
@@ -154,6 +156,7 @@ def read_run(
         ceilings=ceilings,
         analysis=analysis,
         frame=summary_frame(benches, compares, ceilings, analysis),
+        summary=headline.summarize(benches, compares, analysis),
     )
 
 
@@ -269,6 +272,7 @@ class Table:
     text_cols: set[int] = field(default_factory=set)  # free text (reasons, settings): may wrap anywhere
     highlight: list[bool] = field(default_factory=list)
     flagged: set[tuple[int, int]] = field(default_factory=set)  # (row, column) cells a reader must not miss
+    cell_css: dict[tuple[int, int], str] = field(default_factory=dict)  # (row, column): extra CSS classes
 
 
 @dataclass
@@ -281,7 +285,23 @@ class Plot:
         return ALT[self.key]
 
 
-Block = Heading | Para | Table | Plot
+@dataclass
+class Details:
+    """Long text a reader may want but should not have to scroll past (a library's whole message, a
+    traceback): collapsed in HTML, a code block under its summary in Markdown."""
+
+    kind: ClassVar[str] = "details"
+    summary: str
+    text: str
+
+    @property
+    def fence(self) -> str:
+        """A Markdown code fence longer than any run of backticks in the text."""
+        longest = max((len(run) for run in re.findall(r"`+", self.text)), default=0)
+        return "`" * max(3, longest + 1)
+
+
+Block = Heading | Para | Table | Plot | Details
 
 
 @dataclass
@@ -330,19 +350,146 @@ def _distinct(values: Any) -> str:
 
 def document(run: Run) -> list[Section]:
     """The report once, as sections; the Markdown and HTML templates only differ in syntax."""
-    frame, benches = run.frame, run.benches
+    frame, benches, summary = run.frame, run.benches, run.summary
+    unavailable = set(summary["unavailable"])
     return [
+        _headline_section(frame, benches, summary),
+        _matrix_section(summary),
+        Section("Plots", [Plot(key) for key in PLOT_ORDER]),
+        _results_section(frame[~frame["candidate"].isin(unavailable)]),
+        _autotune_section(frame, run.analysis),
+        _not_ok_section(frame[~frame["candidate"].isin(unavailable)], benches),
+        _conditions_section(benches),
+        _ran_section(frame),
         _run_summary(frame, benches, run.fingerprint),
         _fingerprint_section(run.fingerprint),
         _ceilings_section(run.ceilings, benches),
-        _results_section(frame),
-        _autotune_section(frame, run.analysis),
-        _conditions_section(benches),
-        _not_ok_section(frame),
-        _ran_section(frame),
-        Section("Plots", [Plot(key) for key in PLOTS]),
         _method_section(benches, run.compares, run.analysis),
     ]
+
+
+# the overview first: the speedup heatmap answers "which is fastest where" at a glance
+PLOT_ORDER = ("speedup", "latency", "roofline", "memory")
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _headline_section(frame: pd.DataFrame, benches: list[Json], summary: Json) -> Section:
+    """The answer first: per shape the fastest correct candidate and its speedup, each candidate's
+    wins and ties, then what failed or cannot run here, in a line each."""
+    reference = summary["reference"] or "the reference"
+    shown = [name for name in summary["candidates"] if name not in summary["unavailable"]]
+    context = (
+        f"{_plural(len(summary['shapes']), 'shape')} × {_plural(len(shown), 'candidate')} on "
+        f"{_distinct(frame['device'])} ({_distinct(frame['dtype'])}, {_distinct(frame['mode'])}). "
+        f"Per shape, the fastest candidate whose output matched the float64 reference, and its speedup "
+        f"over {reference} with its 95% CI; {headline.SIGNIFICANT_MARK} marks a significant "
+        "difference (Holm-corrected across the run, practical threshold met). Tied: candidates "
+        "that are not measurably slower than the fastest."
+    )
+    rows = [
+        [
+            str(s["shape"]),
+            DASH if s["fastest"] is None else str(s["fastest"]),
+            "nothing timed ok"
+            if s["fastest"] is None
+            else headline.speedup_text(s["speedup"], s["ci95"], s["significant"]),
+            ", ".join(s["tied"]) or DASH,
+        ]
+        for s in summary["shapes"]
+    ]
+    winners = Table(
+        ["shape", "fastest", f"speedup vs {reference} [95% CI]", "tied with the fastest"],
+        rows,
+        numeric={2},
+        highlight=[False] * len(rows),
+    )
+    tallies = [
+        [
+            name,
+            *(
+                str(summary["candidates"][name][key])
+                for key in ("wins", "ties", "ok", "unsupported", "failed")
+            ),
+        ]
+        for name in shown
+    ]
+    blocks: list[Block] = [
+        Para(context),
+        _measurement_summary(frame, benches),
+        winners,
+        Table(
+            ["candidate", "fastest on", "tied on", "ok", "unsupported", "failed"],
+            tallies,
+            numeric={1, 2, 3, 4, 5},
+        ),
+    ]
+    for name, reason in summary["unavailable"].items():
+        blocks.append(Para(f"Unsupported on every shape, left out below: {name}: {reason}"))
+        detail = _first(benches, name, "reason_detail")
+        if detail:
+            blocks.append(Details(f"{name}: the library's message", detail))
+    failures = summary["failures"]
+    if failures:
+        kinds = Counter((f["candidate"], f["status"]) for f in failures)
+        listed = "; ".join(f"{c} {s} on {_plural(n, 'shape')}" for (c, s), n in kinds.items())
+        blocks.append(
+            Para(
+                f"{FLAG} {_plural(len(failures), 'result')} failed: {listed} (reasons under "
+                '"Candidates that did not produce a valid result").',
+                css="warning",
+            )
+        )
+    return Section("Headline", blocks)
+
+
+def _first(
+    benches: list[Json], candidate: str, key: str, status: str | None = None, reason: Any = None
+) -> str:
+    """The first text under `key` (reason_detail, traceback) of a candidate's results, optionally of
+    one (status, reason) group only; empty when no file has it."""
+    for bench in benches:
+        result = bench["candidates"].get(candidate)
+        if result is None or (
+            status is not None and (result["status"], result["reason"]) != (status, reason)
+        ):
+            continue
+        if result.get(key):
+            return str(result[key])
+    return ""
+
+
+def _matrix_section(summary: Json) -> Section:
+    """Shapes x candidates: every ok candidate's speedup over the reference, a status otherwise."""
+    matrix = summary["matrix"]
+    names = matrix["candidates"]
+    rows: list[list[str]] = []
+    css: dict[tuple[int, int], str] = {}
+    for r, row in enumerate(matrix["rows"]):
+        line = [str(row["shape"])]
+        for c, name in enumerate(names, start=1):
+            cell = row["cells"].get(name)
+            if cell is None:
+                line.append(DASH)
+            elif cell["status"] != "ok":
+                line.append(str(cell["status"]))
+                css[(r, c)] = f"status status-{cell['status']}"
+            elif cell["verdict"] == "reference":
+                line.append("reference")
+            else:
+                line.append(headline.speedup_text(cell["speedup"], cell["ci95"], cell["significant"]))
+            if cell is not None and cell["fastest"]:
+                css[(r, c)] = "fastest"
+        rows.append(line)
+    intro = (
+        f"Speedup of each candidate over {summary['reference'] or 'the reference'} per shape "
+        f"[95% CI]; {headline.SIGNIFICANT_MARK} significant (Holm), bold the shape's fastest. A "
+        "status instead of a number: the candidate did not produce a valid result (see below)."
+    )
+    table = Table(["shape", *names], rows, numeric=set(range(1, len(names) + 1)), cell_css=css)
+    return Section("Speedup per shape and candidate", [Para(intro), table])
 
 
 def _device(frame: pd.DataFrame, fingerprint: Json) -> str:
@@ -367,7 +514,7 @@ def _run_summary(frame: pd.DataFrame, benches: list[Json], fingerprint: Json) ->
         ["candidates", str(frame["candidate"].nunique())],
         ["results by status", ", ".join(f"{s}: {n}" for s, n in sorted(statuses.items())) or DASH],
     ]
-    return Section("Run summary", [Table(["", "value"], rows), _measurement_summary(frame, benches)])
+    return Section("Run summary", [Table(["", "value"], rows)])
 
 
 def _gpus_used(benches: list[Json]) -> list[list[str]]:
@@ -413,9 +560,12 @@ def _measurement_summary(frame: pd.DataFrame, benches: list[Json]) -> Para:
     unsettled = sum(not b["timing"]["warmup"]["settled"] for b in benches)
     if unsettled:
         parts.append(f"warm-up did not settle on {unsettled} of {len(benches)} shapes")
+    busy = sum(bool((b.get("host") or {}).get("busy")) for b in benches)
+    if busy:
+        parts.append(f"the host was busy with other work during {busy} of {len(benches)} shapes")
     text = "; ".join(parts)
     text = f"Measurement: {text[0].upper()}{text[1:]} (see Measurement conditions)."
-    warn = bool(missed or discarded or slowed_kept or unsettled)
+    warn = bool(missed or discarded or slowed_kept or unsettled or busy)
     return Para(f"{FLAG} {text}" if warn else text, css="warning" if warn else "")
 
 
@@ -498,13 +648,18 @@ def _ceilings_section(ceilings: Json, benches: list[Json]) -> Section:
 
 
 def _results_section(frame: pd.DataFrame) -> Section:
+    """Per shape, every candidate's numbers; secondary columns (matmul share, peak memory, effect
+    sizes, what ran) are in summary.csv, so that each table fits a laptop's window."""
     blocks: list[Block] = [
         Para(
             "± is the half-width of the median's 95% confidence interval over the median. Sampling "
             "stops once every candidate of the shape is within the run's target "
             f"({_distinct(pm(t) for t in frame['target_rel_ci'].dropna())}); a result marked "
             '"target missed" ran out of time or rounds first, so its median is less precise than '
-            "asked for and small differences involving it deserve caution."
+            "asked for and small differences involving it deserve caution. Error: the output's "
+            "relative error against the float64 reference. "
+            f"{headline.SIGNIFICANT_MARK}: significant after Holm's correction across the run. "
+            "Every other column is in summary.csv."
         ),
     ]
     for shape, rows in frame.groupby("shape", sort=False):
@@ -518,13 +673,12 @@ def _results_section(frame: pd.DataFrame) -> Section:
             if _missed(row.target_met):
                 flagged.add((r, 3))
             if row.candidate == reference:
-                speedup, p_holm, significant = "reference", DASH, DASH
+                speedup, p_holm = "reference", DASH
             else:
-                speedup = interval(row.speedup, row.speedup_ci95_lo, row.speedup_ci95_hi, "×")
+                significant = not pd.isna(row.significant_holm) and bool(row.significant_holm)
+                lo, hi = row.speedup_ci95_lo, row.speedup_ci95_hi
+                speedup = headline.speedup_text(row.speedup, None if pd.isna(lo) else [lo, hi], significant)
                 p_holm = num(row.p_holm, 2)
-                significant = (
-                    DASH if pd.isna(row.significant_holm) else ("yes" if row.significant_holm else "no")
-                )
             body.append(
                 [
                     f"{row.candidate} (fastest)" if row.fastest else str(row.candidate),
@@ -532,12 +686,10 @@ def _results_section(frame: pd.DataFrame) -> Section:
                     interval(row.median_ms, row.ci95_lo_ms, row.ci95_hi_ms),
                     _precision(row.rel_ci, row.target_rel_ci, row.target_met),
                     num(row.tflops),
-                    pct(row.fraction_of_matmul_ceiling),
                     _bound(row.fraction_of_bound, row.bound_limited_by),
+                    num(row.rel_error, 2),
                     speedup,
                     p_holm,
-                    significant,
-                    num(row.peak_mem_mb),
                 ]
             )
         headers = [
@@ -546,18 +698,16 @@ def _results_section(frame: pd.DataFrame) -> Section:
             "median ms [95% CI]",
             "± (95% CI)",
             "TFLOP/s",
-            "% of matmul ceiling",
             "% of bound",
+            "error",
             f"speedup vs {reference or 'reference'} [95% CI]",
             "p (Holm)",
-            "significant",
-            "peak MB",
         ]
         blocks.append(
             Table(
                 headers,
                 body,
-                numeric={2, 3, 4, 5, 6, 7, 8, 10},
+                numeric={2, 3, 4, 5, 6, 7, 8},
                 status_col=1,
                 highlight=list(rows["fastest"]),
                 flagged=flagged,
@@ -567,7 +717,7 @@ def _results_section(frame: pd.DataFrame) -> Section:
 
 
 def _autotune_section(frame: pd.DataFrame, analysis: Json) -> Section:
-    """Per shape, the candidate to pick and those no measurably worse choice than it."""
+    """One table: per shape the candidate to pick and those no measurably worse choice than it."""
     intro = (
         "Per shape, the fastest candidate is the one with the lowest median among those with status "
         "ok. Every other ok candidate was compared with it by the same test and settings as the "
@@ -576,55 +726,40 @@ def _autotune_section(frame: pd.DataFrame, analysis: Json) -> Section:
         f"significantly (Holm-adjusted p below {analysis['alpha']}, Holm across the "
         f"{analysis['n_autotune_comparisons']} autotune comparisons of the run) and by at least the "
         "practical threshold: as far as these measurements can tell, a tied candidate is as good a "
-        "choice. Candidates that are significantly slower are not listed."
+        "choice."
     )
-    blocks: list[Block] = [Para(intro)]
     headers = [
-        "candidate",
-        "role",
+        "shape",
+        "fastest",
         "median ms [95% CI]",
-        "slower than the fastest",
-        "speedup vs the fastest [95% CI]",
-        "p (Holm)",
+        "tied: slower by, speedup vs the fastest [95% CI], p (Holm)",
+        "significantly slower",
     ]
     shapes = {s["shape"]: s for s in analysis["shapes"]}
+    rows = []
     for shape in dict.fromkeys(frame["shape"]):
-        blocks.append(Heading(3, str(shape)))
         best, compared = shapes[shape]["fastest"], shapes[shape]["rivals"]
         if best is None:
-            blocks.append(Para("No candidate has status ok: there is nothing to choose from."))
+            rows.append([str(shape), DASH, "no candidate has status ok", DASH, DASH])
             continue
-        body = [
-            [best["candidate"], "fastest", _ci_interval(best["median_ms"], best["ci95_ms"]), DASH, DASH, DASH]
-        ]
         ties = sorted((r for r in compared if r["tied"]), key=lambda r: r["median_ms"])
-        body += [
-            [
-                t["candidate"],
-                "tied",
-                _ci_interval(t["median_ms"], t["ci95_ms"]),
-                _slower(t["speedup"]),
-                _ci_interval(t["speedup"], t["speedup_ci95"], "×"),
-                num(t["p_holm"], 2),
-            ]
+        tied = "; ".join(
+            f"{t['candidate']}: {_slower(t['speedup'])}, {_ci_interval(t['speedup'], t['speedup_ci95'], '×', 1.0)}, "
+            f"p {num(t['p_holm'], 2)}"
             for t in ties
-        ]
-        blocks.append(Table(headers, body, numeric={2, 3, 4, 5}, highlight=[True]))
-        slower = len(compared) - len(ties)
-        others = f"{slower} other candidate{'s' if slower != 1 else ''} with status ok"
-        verb = "are" if slower != 1 else "is"
-        if not compared:
-            blocks.append(Para(f"{best['candidate']} is the only candidate with status ok."))
-        elif slower:
-            lead = f"No candidate is tied with {best['candidate']}: the " if not ties else "The "
-            blocks.append(Para(f"{lead}{others} {verb} significantly and practically slower."))
-    return Section("Autotune", blocks)
+        )
+        slower = [r["candidate"] for r in compared if not r["tied"]]
+        rows.append(
+            [str(shape), best["candidate"], _ci_interval(best["median_ms"], best["ci95_ms"]), tied or "none",
+             ", ".join(slower) or "none"]
+        )  # fmt: skip
+    return Section("Autotune", [Para(intro), Table(headers, rows, numeric={2}, text_cols={3})])
 
 
-def _ci_interval(centre: Any, ci: list[float] | None, suffix: str = "") -> str:
+def _ci_interval(centre: Any, ci: list[float] | None, suffix: str = "", mark: float | None = None) -> str:
     """formatting.interval for a [lo, hi] pair as the result files hold it (None when unknown)."""
     lo, hi = ci or (None, None)
-    return interval(centre, lo, hi, suffix)
+    return interval(centre, lo, hi, suffix, mark)
 
 
 def _slower(speedup: Any) -> str:
@@ -656,7 +791,21 @@ def _shape_issues(bench: Json) -> list[str]:
         issues.append(f"{timing['clocks']['discarded_rounds']} rounds discarded for slowdowns")
     if _kept_slowdowns(timing):
         issues.append("slowdowns kept in the samples (discard_throttled off)")
+    host = bench.get("host") or {}
+    if host.get("busy"):
+        issues.append(f"host busy: {host.get('why') or 'no reason recorded'}")
     return issues
+
+
+def _host_text(host: Json | None) -> str:
+    """Threads used, CPUs, and the load average before and after: other work on the host slows a
+    CPU run without any clock to show it."""
+    if not host:
+        return DASH
+    threads = f"{DASH} threads" if host.get("threads") is None else _plural(host["threads"], "thread")
+    loads = [DASH if host.get(k) is None else f"{host[k]:.2f}" for k in ("load_before", "load_after")]
+    text = f"{threads} of {_plural(host['cpus'], 'CPU')}, load {loads[0]} → {loads[1]}"
+    return f"{FLAG} busy: {host.get('why') or 'no reason recorded'}; {text}" if host.get("busy") else text
 
 
 def _mode_text(bench: Json) -> str:
@@ -690,6 +839,7 @@ def _conditions_section(benches: list[Json]) -> Section:
     """How each shape was timed: a median is only as good as the conditions it was taken under."""
     rows: list[list[str]] = []
     flagged: set[tuple[int, int]] = set()
+    with_host = any(b.get("host") for b in benches)  # recorded since bench files carry `host`
     for r, bench in enumerate(benches):
         timing, clocks, warmup = bench["timing"], bench["timing"]["clocks"], bench["timing"]["warmup"]
         issues = _shape_issues(bench)
@@ -709,6 +859,7 @@ def _conditions_section(benches: list[Json]) -> Section:
                 _throttle_text(clocks),
                 discarded,
                 f"{FLAG} " + "; ".join(issues) if issues else "ok",
+                *([_host_text(bench.get("host"))] if with_host else []),
             ]
         )
         missed = any(c["target_met"] is False for c in bench["candidates"].values())
@@ -718,6 +869,7 @@ def _conditions_section(benches: list[Json]) -> Section:
             7: bool(_kept_slowdowns(timing)),
             8: clocks["discarded_rounds"] > 0,
             9: bool(issues),
+            10: with_host and bool((bench.get("host") or {}).get("busy")),
         }
         flagged |= {(r, col) for col, bad in checks.items() if bad}
     headers = [
@@ -731,31 +883,41 @@ def _conditions_section(benches: list[Json]) -> Section:
         "throttled rounds (events)",
         "discarded rounds",
         "checks",
+        *(["host"] if with_host else []),
     ]
     intro = (
         "One row per shape. Throttled rounds are rounds whose NVML clock-event reasons include the "
         "power cap or a thermal or hardware slowdown (events count rounds per reason); rounds taken "
         "during a thermal or hardware slowdown are discarded whole, so kept rounds stay paired. "
-        f"{FLAG} marks a missed CI target, a warm-up that did not settle, or discarded rounds."
+        f"{FLAG} marks a missed CI target, a warm-up that did not settle, or discarded rounds"
+        + ("; host: the threads torch used, the host's CPUs and its load average before and after "
+           "the shape, flagged when other work kept the host busy" if with_host else "")
+        + "."
+    )  # fmt: skip
+    table = Table(
+        headers, rows, numeric={4, 8}, text_cols={2, 5} | ({10} if with_host else set()), flagged=flagged
     )
-    return Section(
-        "Measurement conditions",
-        [Para(intro), Table(headers, rows, numeric={4, 8}, text_cols={2, 5}, flagged=flagged)],
-    )
+    return Section("Measurement conditions", [Para(intro), table])
 
 
-def _not_ok_section(frame: pd.DataFrame) -> Section:
+def _not_ok_section(frame: pd.DataFrame, benches: list[Json]) -> Section:
+    """One row per distinct (candidate, status, reason), the library's whole text and the traceback
+    collapsed below. Candidates that cannot run here at all are in the headline, not repeated."""
     bad = frame[frame["status"] != "ok"]
     title = "Candidates that did not produce a valid result"
     if bad.empty:
-        return Section(title, [Para("Every candidate ran and matched the reference on every shape.")])
-    # One row per distinct (candidate, status, reason): a kernel that rejects twenty shapes with
-    # the same message is one finding, not twenty rows to read.
-    reasons = bad.assign(reason=bad["reason"].fillna("no reason recorded"))
-    groups = reasons.groupby(["candidate", "status", "reason"], sort=False)["shape"]
-    rows = [[str(c), str(s), str(r), ", ".join(shapes)] for (c, s, r), shapes in groups]
+        return Section(title, [Para("Every other candidate ran and matched the reference on every shape.")])
+    # A kernel that rejects twenty shapes with the same message is one finding, not twenty rows to read.
+    groups = bad.groupby(["candidate", "status", bad["reason"].fillna("")], sort=False)["shape"]
+    rows, details = [], []
+    for (candidate, status, reason), shapes in groups:
+        rows.append([str(candidate), str(status), str(reason or "no reason recorded"), ", ".join(shapes)])
+        for key, what in (("reason_detail", "the library's message"), ("traceback", "traceback")):
+            text = _first(benches, str(candidate), key, str(status), reason or None)
+            if text:
+                details.append(Details(f"{candidate}, {status}: {what}", text))
     headers = ["candidate", "status", "reason", "shapes"]
-    return Section(title, [Table(headers, rows, status_col=1, text_cols={2})])
+    return Section(title, [Table(headers, rows, status_col=1, text_cols={2}), *details])
 
 
 def _bound(fraction: Any, limited_by: Any) -> str:

@@ -1,0 +1,243 @@
+"""The run's answer in a few lines: per shape the fastest correct candidate and how much faster than
+the reference it is, how many shapes each candidate wins or ties, what failed, and what cannot run.
+
+The report leads with it and the command line prints it at the end of a run, so the analysis lives
+here once, on the result files alone; rendering (report.py, `terminal`) only formats it. The fastest
+candidate and its ties are autotune's (autotune.json, or autotune.analyse when the step has not run),
+the speedups and their CIs the compare files', significance Holm's across the run where known.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from attnbench import autotune as autotune_step
+from attnbench.formatting import DASH, interval
+
+Json = dict[str, Any]
+
+# statuses that mean something went wrong with a candidate (unsupported is a choice of the library)
+FAILURE_STATUSES = ("error", "incorrect", "oom", "timeout", "crashed", "untrusted")
+MAX_TERMINAL_FAILURES = 20
+SIGNIFICANT_MARK = "*"  # significantly faster or slower than the reference (Holm where known)
+
+
+def summarize(benches: list[Json], compares: list[Json], autotune: Json | None) -> Json:
+    """The headline of a run as a JSON-able dict (see the module docstring).
+
+    `autotune` is autotune.json's document; without it the ties are computed here by
+    autotune.analyse, so a run interrupted before that step still gets a headline.
+    """
+    if autotune is None and benches:
+        autotune = autotune_step.analyse(benches, compares)
+    chosen = {s["shape"]: s for s in (autotune or {}).get("shapes", [])}
+    holm = {
+        (c["shape"], c["candidate"]): c for c in (autotune or {}).get("reference", {}).get("comparisons", [])
+    }
+    references = {c["shape"]: c["reference"] for c in compares}
+    against_reference = {
+        (compare["shape"], comp["candidate"]): comp
+        for compare in compares
+        for comp in compare["comparisons"]
+        if comp["baseline"] == compare["reference"]
+    }
+
+    def comparison(shape: str, candidate: str) -> Json:
+        """The candidate against the shape's reference: speedup, CI, significance (Holm where known)."""
+        if candidate == references.get(shape):
+            return {"speedup": 1.0, "ci95": None, "significant": False, "verdict": "reference"}
+        comp = against_reference.get((shape, candidate))
+        if comp is None:
+            return {"speedup": None, "ci95": None, "significant": None, "verdict": None}
+        adjusted = holm.get((shape, candidate))
+        significant = adjusted["significant_holm"] if adjusted else comp["verdict"] != "same"
+        return {
+            "speedup": comp["speedup"],
+            "ci95": list(comp["speedup_ci95"]),
+            "significant": bool(significant),
+            "verdict": comp["verdict"],
+        }
+
+    shapes, rows = [], []
+    for bench in benches:
+        name = bench["shape"]["name"]
+        fastest, tied = _fastest_and_ties(bench, chosen.get(name))
+        head = _NO_COMPARISON if fastest is None else comparison(name, fastest)
+        shapes.append({"shape": name, "fastest": fastest, **head, "tied": tied})
+        cells = {}
+        for candidate, result in bench["candidates"].items():
+            cells[candidate] = {
+                "status": result["status"],
+                "reason": result["reason"],
+                "median_ms": result["median_ms"],
+                "rel_error": result["rel_error"],
+                "fastest": candidate == fastest,
+                "tied": candidate in tied,
+                **(comparison(name, candidate) if result["status"] == "ok" else _NO_COMPARISON),
+            }
+        rows.append({"shape": name, "reference": references.get(name), "cells": cells})
+
+    unavailable = _unavailable(benches)
+    return {
+        "reference": _one_reference(references.values()),
+        "shapes": shapes,
+        "candidates": _tally(benches, shapes),
+        "failures": [
+            {"shape": bench["shape"]["name"], "candidate": name, "status": c["status"], "reason": c["reason"]}
+            for bench in benches
+            for name, c in bench["candidates"].items()
+            if c["status"] in FAILURE_STATUSES
+        ],
+        "unavailable": unavailable,
+        "matrix": {
+            "candidates": [c for c in _candidate_names(benches) if c not in unavailable],
+            "rows": rows,
+        },
+    }
+
+
+_NO_COMPARISON: Json = {"speedup": None, "ci95": None, "significant": None, "verdict": None}
+
+
+def _fastest_and_ties(bench: Json, chosen: Json | None) -> tuple[str | None, list[str]]:
+    """Autotune's pick for the shape, or autotune.fastest when autotune.json does not cover it."""
+    if chosen is None:
+        return autotune_step.fastest(bench), []
+    fastest = (chosen["fastest"] or {}).get("candidate")
+    tied = sorted((r for r in chosen["rivals"] if r["tied"]), key=lambda r: r["median_ms"])
+    return fastest, [r["candidate"] for r in tied]
+
+
+def _one_reference(references: Iterable[str]) -> str | None:
+    names = list(dict.fromkeys(references))
+    return names[0] if len(names) == 1 else (", ".join(names) or None)
+
+
+def _candidate_names(benches: list[Json]) -> list[str]:
+    """Every candidate of the run, in the order the bench files first list them."""
+    return list(dict.fromkeys(name for bench in benches for name in bench["candidates"]))
+
+
+def _tally(benches: list[Json], shapes: list[Json]) -> Json:
+    tally = {
+        name: {"wins": 0, "ties": 0, "ok": 0, "unsupported": 0, "failed": 0}
+        for name in _candidate_names(benches)
+    }
+    for shape in shapes:
+        if shape["fastest"] is not None:
+            tally[shape["fastest"]]["wins"] += 1
+        for name in shape["tied"]:
+            tally[name]["ties"] += 1
+    for bench in benches:
+        for name, result in bench["candidates"].items():
+            status = result["status"]
+            if status in ("ok", "unsupported"):
+                tally[name][status] += 1
+            elif status in FAILURE_STATUSES:
+                tally[name]["failed"] += 1
+    return tally
+
+
+def _unavailable(benches: list[Json]) -> dict[str, str]:
+    """Candidates unsupported on every shape for one same reason: they cannot run here at all
+    (e.g. a CUDA-only backend on the CPU), one line each instead of one row per shape."""
+    reasons: dict[str, set[str | None]] = {}
+    for bench in benches:
+        for name, result in bench["candidates"].items():
+            reasons.setdefault(name, set()).add(
+                result["reason"] if result["status"] == "unsupported" else _RAN
+            )
+    return {
+        name: str(next(iter(found)))
+        for name, found in reasons.items()
+        if len(found) == 1 and _RAN not in found and None not in found
+    }
+
+
+_RAN = "\0ran"  # a marker no reason can equal: the candidate was not unsupported on some shape
+
+
+def failed(summary: Json) -> list[Json]:
+    """The run's failures (shape, candidate, status, reason): a non-empty list means a non-zero exit."""
+    return list(summary["failures"])
+
+
+def load(results: Path = Path("results")) -> Json:
+    """`summarize` over whatever result files exist under `results` (bench/, compare/,
+    report/autotune.json): a partial or interrupted run gets a headline of what it has."""
+    results = Path(results)
+    benches = [_read(p) for p in sorted((results / "bench").glob("*.json"))]
+    shapes = {b["shape"]["name"] for b in benches}
+    compares = [
+        c for c in (_read(p) for p in sorted((results / "compare").glob("*.json"))) if c["shape"] in shapes
+    ]
+    autotune_path = results / "report" / "autotune.json"
+    autotune = _read(autotune_path) if autotune_path.is_file() else None
+    if autotune is not None and {s["shape"] for s in autotune["shapes"]} != shapes:
+        autotune = None  # from another set of shapes (an earlier run): recompute rather than mix
+    return summarize(_run_order(benches, autotune), compares, autotune)
+
+
+def _read(path: Path) -> Json:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _run_order(benches: list[Json], autotune: Json | None) -> list[Json]:
+    """The shapes in the config's order, which autotune.json keeps; without it, in the order the
+    bench files were written."""
+    if autotune is not None:
+        order = {s["shape"]: i for i, s in enumerate(autotune["shapes"])}
+        return sorted(benches, key=lambda b: order[b["shape"]["name"]])
+    return sorted(benches, key=lambda b: b.get("created") or "")
+
+
+def speedup_text(speedup: Any, ci95: list[float] | None, significant: bool | None) -> str:
+    """`2.31× [2.25, 2.38] *`: the speedup, its CI, and the mark when it is significant."""
+    lo, hi = ci95 or (None, None)
+    text = interval(speedup, lo, hi, "×", mark=1.0)
+    return f"{text} {SIGNIFICANT_MARK}" if significant else text
+
+
+def terminal(summary: Json, report: Path | None = None) -> str:
+    """A short plain-text headline for the end of a run (at most about 100 columns)."""
+    reference = summary["reference"] or "the reference"
+    lines = [f"fastest correct candidate per shape (speedup vs {reference} [95% CI]; "
+             f"{SIGNIFICANT_MARK} significant):"]  # fmt: skip
+    width = max((len(s["shape"]) for s in summary["shapes"]), default=0)
+    for shape in summary["shapes"]:
+        if shape["fastest"] is None:
+            lines.append(f"  {shape['shape']:<{width}}  {DASH} nothing timed ok")
+            continue
+        ties = f"  (tied: {', '.join(shape['tied'])})" if shape["tied"] else ""
+        speed = speedup_text(shape["speedup"], shape["ci95"], shape["significant"])
+        lines.append(f"  {shape['shape']:<{width}}  {shape['fastest']}  {speed}{ties}")
+    shown = {name: t for name, t in summary["candidates"].items() if name not in summary["unavailable"]}
+    lines.append("candidates: shapes won, tied, failed")
+    width = max(map(len, shown), default=0)
+    lines += [
+        _clip(f"  {name:<{width}}  {t['wins']} won, {t['ties']} tied, {t['failed']} failed")
+        for name, t in shown.items()
+    ]
+    failures = summary["failures"]
+    if failures:
+        lines.append(f"failures ({len(failures)}):")
+        lines += [
+            _clip(f"  {f['shape']}  {f['candidate']}  {f['status']}: {f['reason'] or 'no reason recorded'}")
+            for f in failures[:MAX_TERMINAL_FAILURES]
+        ]
+        if len(failures) > MAX_TERMINAL_FAILURES:
+            lines.append(f"  and {len(failures) - MAX_TERMINAL_FAILURES} more")
+    for name, reason in summary["unavailable"].items():
+        lines.append(_clip(f"unavailable here: {name}: {reason}"))
+    if report is not None:
+        lines.append(f"report: {report}")
+    return "\n".join(lines)
+
+
+def _clip(line: str, width: int = 100) -> str:
+    """One terminal line: line breaks in a reason folded, cut at `width` columns."""
+    line = " ".join(line.splitlines())
+    return line if len(line) <= width else line[: width - 1] + "…"

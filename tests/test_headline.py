@@ -1,0 +1,124 @@
+"""The run's headline (attnbench.headline): the fastest correct candidate per shape and its speedup
+over the reference, wins and ties, failures, candidates that cannot run, for complete and partial runs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fixtures_report import CANDIDATES, EVIL, EVIL_REASON, SHAPES, TIED_CANDIDATES, TWIN, build, write_run
+
+from attnbench import headline
+
+UNSUPPORTED = CANDIDATES["efficient"][2]
+
+
+def _read(paths: list[str]) -> list[dict[str, Any]]:
+    return [json.loads(Path(p).read_text()) for p in paths]
+
+
+def _results(run: dict[str, Any]) -> Path:
+    return Path(run["out"]["html"]).parents[1]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    kwargs = write_run(tmp_path_factory.mktemp("run"), shape_candidates={"s4096_d64": TIED_CANDIDATES})
+    build(kwargs)
+    return kwargs
+
+
+@pytest.fixture(scope="module")
+def summary(run: dict[str, Any]) -> dict[str, Any]:
+    return headline.load(_results(run))
+
+
+def test_names_the_fastest_correct_candidate_and_its_speedup(
+    run: dict[str, Any], summary: dict[str, Any]
+) -> None:
+    assert summary["reference"] == "math"
+    assert [s["shape"] for s in summary["shapes"]] == [s[0] for s in SHAPES]  # the run's order
+    compares = {c["shape"]: c for c in _read(run["compare_paths"])}
+    for shape in summary["shapes"]:
+        assert shape["fastest"] in ("flash", TWIN)  # never the faster but incorrect EVIL
+        (comp,) = [c for c in compares[shape["shape"]]["comparisons"] if c["candidate"] == shape["fastest"]]
+        assert shape["speedup"] == comp["speedup"] and shape["ci95"] == comp["speedup_ci95"]
+        assert shape["significant"] is True and shape["verdict"] == "faster"
+    json.dumps(summary)  # JSON-able as a whole
+
+
+def test_counts_wins_ties_and_failures_per_candidate(summary: dict[str, Any]) -> None:
+    tied = {s["shape"]: s["tied"] for s in summary["shapes"]}
+    assert tied["s1024_d64"] == [] and len(tied["s4096_d64"]) == 1  # flash and its twin
+    counts = summary["candidates"]
+    assert counts["flash"]["wins"] + counts[TWIN]["wins"] == len(SHAPES)
+    assert counts["flash"]["ties"] + counts[TWIN]["ties"] == 1
+    assert counts["math"] == {"wins": 0, "ties": 0, "ok": 3, "unsupported": 0, "failed": 0}
+    assert counts[EVIL]["failed"] == counts["cudnn"]["failed"] == len(SHAPES)
+    assert counts["efficient"]["unsupported"] == len(SHAPES)
+
+
+def test_failures_and_unavailable_candidates(summary: dict[str, Any]) -> None:
+    failures = headline.failed(summary)
+    assert failures == summary["failures"] and len(failures) == 2 * len(SHAPES)
+    assert {"shape": "s1024_d64", "candidate": EVIL, "status": "incorrect", "reason": EVIL_REASON} in failures
+    assert {f["status"] for f in failures} == {"incorrect", "error"}
+    # unsupported everywhere with one reason: one entry, and no column in the matrix
+    assert summary["unavailable"] == {"efficient": UNSUPPORTED}
+    assert "efficient" not in summary["matrix"]["candidates"]
+    cells = summary["matrix"]["rows"][0]["cells"]
+    assert cells["math"]["verdict"] == "reference" and cells["cudnn"]["status"] == "error"
+    assert cells["flash"]["rel_error"] == pytest.approx(1e-3)
+
+
+def test_unsupported_on_some_shapes_or_for_several_reasons_is_not_unavailable(tmp_path: Path) -> None:
+    other = {**CANDIDATES, "efficient": ("unsupported", None, "head_dim 128 > 64", False)}
+    runs = {"s1024_d64": {**CANDIDATES, "efficient": CANDIDATES["flash"]}, "s4096_d64": other}
+    benches = _read(write_run(tmp_path, shape_candidates=runs, with_compare=False)["bench_paths"])
+    assert "efficient" not in headline.summarize(benches, [], None)["unavailable"]
+    runs = {"s1024_d64": other}  # two reasons over the shapes
+    benches = _read(write_run(tmp_path, shape_candidates=runs, with_compare=False)["bench_paths"])
+    assert "efficient" not in headline.summarize(benches, [], None)["unavailable"]
+
+
+def test_partial_run_without_compare_or_autotune_files(run: dict[str, Any], tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    shutil.copytree(_results(run) / "bench", results / "bench")
+    shutil.copytree(_results(run) / "compare", results / "compare")
+    (results / "compare" / "s4096_d64.json").unlink()  # interrupted before this compare job
+    (results / "bench" / "s4096_d128_causal_gqa.json").unlink()  # ...and before this shape
+    summary = headline.load(results)
+    shapes = {s["shape"]: s for s in summary["shapes"]}
+    assert set(shapes) == {"s1024_d64", "s4096_d64"}
+    assert shapes["s1024_d64"]["fastest"] == "flash" and shapes["s1024_d64"]["significant"] is True
+    assert shapes["s4096_d64"]["fastest"] in ("flash", TWIN) and shapes["s4096_d64"]["speedup"] is None
+    assert len(shapes["s4096_d64"]["tied"]) == 1  # autotune.analyse ran here, without autotune.json
+    empty = headline.load(tmp_path / "nothing")
+    assert empty["shapes"] == [] and empty["failures"] == [] and "no shape" not in headline.terminal(empty)
+
+
+def test_terminal_block(summary: dict[str, Any]) -> None:
+    text = headline.terminal(summary, Path("results/report/report.html"))
+    lines = text.splitlines()
+    assert all(len(line) <= 100 for line in lines), [line for line in lines if len(line) > 100]
+    assert lines[-1] == "report: results/report/report.html"
+    assert any(line.split()[:2] == ["s1024_d64", "flash"] and line.endswith(" *") for line in lines)
+    assert f"unavailable here: efficient: {' '.join(UNSUPPORTED.splitlines())}" in lines
+    assert "failures (6):" in lines and sum(" error: RuntimeError" in line for line in lines) == 3
+    tallies = lines[lines.index("candidates: shapes won, tied, failed") + 1 :][
+        : len(summary["candidates"]) - 1
+    ]
+    assert [line.split()[0] for line in tallies] == ["math", "flash", "flex", "evil:<script>alert(1)</script>",
+                                                     "cudnn", "twin:<i>flash</i>"]  # fmt: skip
+    assert tallies[0].endswith("  0 won, 0 tied, 0 failed")
+
+
+def test_terminal_lists_at_most_twenty_failures(summary: dict[str, Any]) -> None:
+    many = {**summary, "failures": [{"shape": f"s{i}", "candidate": "k", "status": "error", "reason": "x\ny"}
+                                    for i in range(25)]}  # fmt: skip
+    lines = headline.terminal(many).splitlines()
+    assert sum(line.startswith("  s") and line.endswith("error: x y") for line in lines) == 20
+    assert "  and 5 more" in lines and not any(line.startswith("report:") for line in lines)

@@ -791,9 +791,8 @@ def _shape_issues(bench: Json) -> list[str]:
         issues.append(f"{timing['clocks']['discarded_rounds']} rounds discarded for slowdowns")
     if _kept_slowdowns(timing):
         issues.append("slowdowns kept in the samples (discard_throttled off)")
-    host = bench.get("host") or {}
-    if host.get("busy"):
-        issues.append(f"host busy: {host.get('why') or 'no reason recorded'}")
+    if (bench.get("host") or {}).get("busy"):
+        issues.append("host busy (see host)")
     return issues
 
 
@@ -836,10 +835,15 @@ def _throttle_text(clocks: Json) -> str:
 
 
 def _conditions_section(benches: list[Json]) -> Section:
-    """How each shape was timed: a median is only as good as the conditions it was taken under."""
+    """How each shape was timed: a median is only as good as the conditions it was taken under.
+
+    The GPU clock columns appear only when some shape's clock was read, the host column only when
+    the bench files record the host (older files do not), so a CPU run's table fits the page.
+    """
+    monitored = any(b["timing"]["clocks"]["source"] is not None for b in benches)
+    with_host = any(b.get("host") for b in benches)
     rows: list[list[str]] = []
     flagged: set[tuple[int, int]] = set()
-    with_host = any(b.get("host") for b in benches)  # recorded since bench files carry `host`
     for r, bench in enumerate(benches):
         timing, clocks, warmup = bench["timing"], bench["timing"]["clocks"], bench["timing"]["warmup"]
         issues = _shape_issues(bench)
@@ -847,57 +851,55 @@ def _conditions_section(benches: list[Json]) -> Section:
         if clocks["source"] is not None and not timing.get("discard_throttled", True):
             discarded += " (discarding off)"
         settled = "yes" if warmup["settled"] else "no"
-        rows.append(
-            [
-                str(bench["shape"]["name"]),
-                _mode_text(bench),
-                str(timing["mode_reason"]),
-                f"{warmup['rounds']} rounds, {warmup['seconds']:.1f} s, settled: {settled}",
-                f"{timing['rounds_kept']} / {timing['rounds_run']}",
-                str(timing["stop_reason"]),
-                _clock_text(bench),
-                _throttle_text(clocks),
-                discarded,
-                f"{FLAG} " + "; ".join(issues) if issues else "ok",
-                *([_host_text(bench.get("host"))] if with_host else []),
-            ]
-        )
         missed = any(c["target_met"] is False for c in bench["candidates"].values())
-        checks = {
-            3: not warmup["settled"],
-            5: missed,
-            7: bool(_kept_slowdowns(timing)),
-            8: clocks["discarded_rounds"] > 0,
-            9: bool(issues),
-            10: with_host and bool((bench.get("host") or {}).get("busy")),
-        }
-        flagged |= {(r, col) for col, bad in checks.items() if bad}
-    headers = [
-        "shape",
-        "timing mode",
-        "why this mode",
-        "warm-up",
-        "rounds kept / run",
-        "stop reason",
-        "mean SM clock (min–max)",
-        "throttled rounds (events)",
-        "discarded rounds",
-        "checks",
-        *(["host"] if with_host else []),
-    ]
-    intro = (
-        "One row per shape. Throttled rounds are rounds whose NVML clock-event reasons include the "
-        "power cap or a thermal or hardware slowdown (events count rounds per reason); rounds taken "
-        "during a thermal or hardware slowdown are discarded whole, so kept rounds stay paired. "
-        f"{FLAG} marks a missed CI target, a warm-up that did not settle, or discarded rounds"
-        + ("; host: the threads torch used, the host's CPUs and its load average before and after "
-           "the shape, flagged when other work kept the host busy" if with_host else "")
-        + "."
-    )  # fmt: skip
-    table = Table(
-        headers, rows, numeric={4, 8}, text_cols={2, 5} | ({10} if with_host else set()), flagged=flagged
+        # header -> (cell, flagged)
+        cells = {
+            "shape": (str(bench["shape"]["name"]), False),
+            "timing mode": (_mode_text(bench), False),
+            "why this mode": (str(timing["mode_reason"]), False),
+            "warm-up": (f"{warmup['rounds']} rounds, {warmup['seconds']:.1f} s, settled: {settled}",
+                        not warmup["settled"]),
+            "rounds kept / run": (f"{timing['rounds_kept']} / {timing['rounds_run']}", False),
+            "stop reason": (str(timing["stop_reason"]), missed),
+        }  # fmt: skip
+        if monitored:
+            cells |= {
+                "mean SM clock (min–max)": (_clock_text(bench), False),
+                "throttled rounds (events)": (_throttle_text(clocks), bool(_kept_slowdowns(timing))),
+                "discarded rounds": (discarded, clocks["discarded_rounds"] > 0),
+            }
+        cells["checks"] = (f"{FLAG} " + "; ".join(issues) if issues else "ok", bool(issues))
+        if with_host:
+            host = bench.get("host") or {}
+            cells["host"] = (_host_text(bench.get("host")), bool(host.get("busy")))
+        rows.append([text for text, _ in cells.values()])
+        flagged |= {(r, c) for c, (_, bad) in enumerate(cells.values()) if bad}
+    headers = list(cells) if benches else ["shape"]
+    intro = "One row per shape. " + (
+        "Throttled rounds are rounds whose NVML clock-event reasons include the power cap or a "
+        "thermal or hardware slowdown (events count rounds per reason); rounds taken during a thermal "
+        "or hardware slowdown are discarded whole, so kept rounds stay paired. "
+        if monitored
+        else "No GPU clock was read, so there are no clock or throttling columns. "
     )
-    return Section("Measurement conditions", [Para(intro), table])
+    intro += f"{FLAG} marks a missed CI target, a warm-up that did not settle" + (
+        ", discarded rounds" if monitored else ""
+    )
+    if with_host:
+        intro += (
+            ", or a busy host; host: the threads torch used, the host's CPUs and its load average "
+            "before and after the shape"
+        )
+    table = Table(
+        headers,
+        rows,
+        numeric={headers.index(h) for h in ("rounds kept / run", "discarded rounds") if h in headers},
+        text_cols={
+            headers.index(h) for h in ("why this mode", "stop reason", "checks", "host") if h in headers
+        },
+        flagged=flagged,
+    )
+    return Section("Measurement conditions", [Para(intro + "."), table])
 
 
 def _not_ok_section(frame: pd.DataFrame, benches: list[Json]) -> Section:

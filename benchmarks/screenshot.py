@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """Screenshot an attnbench HTML report in headless Chromium at a 1400 px wide window.
 
-    python benchmarks/screenshot.py results/report/report.html OUT.png [--first OUT_FIRST.png]
+    python benchmarks/screenshot.py results/report/report.html OUT.png [--first OUT_FIRST.png] [--palette]
 
 Writes OUT.png, the whole page (its height measured in the same browser first), and with --first
 the first screen (1400 x 900) too. It also checks the layout: it prints the page's width and every
 table wider than its box at 1400 px (a table that needs a horizontal scroll), and exits 1 if there is one.
+--palette reduces the PNGs to 256 colours (needs Pillow), about a third of the size, for committing.
 
 Needs: Python 3.8+ (standard library only) and Chromium: `apt-get update && apt-get install -y
 chromium` on Debian/Ubuntu; elsewhere chromium-browser, google-chrome or chrome-headless-shell on
@@ -66,10 +67,16 @@ def layout(exe: str, profile: str, report: Path) -> dict:
     return json.loads(match.group(1).replace("&quot;", '"').replace("&amp;", "&"))
 
 
-def shoot(exe: str, profile: str, report: Path, out: Path, height: int) -> None:
+def shoot(exe: str, profile: str, report: Path, out: Path, height: int, palette: bool) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     chrome(exe, profile, f"--window-size={WIDTH},{height}", f"--screenshot={out.resolve()}",
            "--virtual-time-budget=10000", report.as_uri())  # fmt: skip
+    if palette:
+        from PIL import Image  # only here: the screenshots themselves need no Pillow
+
+        with Image.open(out) as image:
+            reduced = image.convert("RGB").quantize(256, method=Image.Quantize.MEDIANCUT)
+        reduced.save(out, optimize=True)
     print(f"{out}: {WIDTH} x {height} px, {out.stat().st_size / 1e6:.2f} MB")
 
 
@@ -78,6 +85,7 @@ def main() -> int:
     parser.add_argument("report", type=Path, help="the report's HTML file")
     parser.add_argument("out", type=Path, help="PNG of the whole page")
     parser.add_argument("--first", type=Path, help="PNG of the first screen (1400 x 900)")
+    parser.add_argument("--palette", action="store_true", help="256-colour PNGs (needs Pillow)")
     args = parser.parse_args()
     exe, report = browser(), args.report.resolve()
     with tempfile.TemporaryDirectory() as profile:
@@ -85,9 +93,9 @@ def main() -> int:
         print(f"page at {WIDTH} px: {size['width']} px wide, {size['height']} px high")
         for heading in size["wide"]:
             print(f"too wide at {WIDTH} px: the table after {heading.strip()!r}")
-        shoot(exe, profile, report, args.out, size["height"])
+        shoot(exe, profile, report, args.out, size["height"], args.palette)
         if args.first:
-            shoot(exe, profile, report, args.first, FIRST_SCREEN)
+            shoot(exe, profile, report, args.first, FIRST_SCREEN, args.palette)
     return 1 if size["wide"] or size["width"] > WIDTH else 0
 
 

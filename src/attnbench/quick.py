@@ -59,6 +59,11 @@ BASE_KEYS = (
     "cpu",
 )
 RUNS_DIR = "attnbench-runs"
+# A checkout of attnbench whose workflow `attnbench run` runs, instead of the editable install's.
+CHECKOUT_VARIABLE = "ATTNBENCH_CHECKOUT"
+# Set for the workflow `attnbench run` starts: the run prints the headline itself, with the report's
+# absolute path, so the workflow need not print it too.
+HEADLINE_VARIABLE = "ATTNBENCH_RUN_PRINTS_HEADLINE"
 
 
 class ShapeError(ValueError):
@@ -165,15 +170,18 @@ def shape_entry(shape: Any) -> dict[str, Any]:
 
 
 def checkout() -> Path:
-    """The checkout holding the Snakefile: the quick path runs the workflow from there, which an
-    editable install (`pip install -e .`) keeps next to the package."""
+    """The checkout holding the Snakefile: the quick path runs the workflow from there. An editable
+    install (`pip install -e .`) keeps it next to the package; CHECKOUT_VARIABLE names another (a
+    clone, for an installed package)."""
     import attnbench
 
-    root = Path(attnbench.__file__).resolve().parents[2]
+    named = os.environ.get(CHECKOUT_VARIABLE)
+    root = Path(named).resolve() if named else Path(attnbench.__file__).resolve().parents[2]
     if not (root / "Snakefile").is_file():
         raise QuickRunError(
-            f"no Snakefile at {root}: `attnbench run` needs the workflow's checkout; "
-            "install attnbench from it with `pip install -e .` (or use the Python API, attnbench.compare)"
+            f"no Snakefile in {root}: `attnbench run` runs the workflow of a checkout of attnbench; install "
+            f"from one with `pip install -e .`, or set {CHECKOUT_VARIABLE} to one "
+            "(or, in Python, use attnbench.compare, which needs none)"
         )
     return root
 
@@ -275,6 +283,7 @@ def job_environment(cwd: Path, root: Path) -> dict[str, str]:
     return {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(dict.fromkeys(path)),
+        HEADLINE_VARIABLE: "1",
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
     }
 

@@ -1,0 +1,148 @@
+"""attnbench.compare, the Python API: the workflow's spec, measurement and compare job, in this process."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import attnbench
+from attnbench import api, candidates, quick
+
+
+def mine(q, k, v, *, causal, scale):
+    return F.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=scale)
+
+
+def wrong(q, k, v, *, causal, scale):
+    return mine(q, k, v, causal=causal, scale=scale) * 1.1
+
+
+def declines(q, k, v, *, causal, scale):
+    raise attnbench.Unsupported("only causal shapes")
+
+
+SHORT = {"warmup": 2, "warmup_max_s": 0.2, "min_rounds": 10, "max_time_s": 0.5}
+
+
+@pytest.fixture(scope="module")
+def compared():
+    precision = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("high")  # the caller's setting, which the lock must not keep
+    state = torch.random.get_rng_state()
+    try:
+        frame = attnbench.compare(
+            {"mine": mine, "wrong": wrong, "declines": declines, "sdpa": "flash"},
+            shapes=["b1_h2_s64_d16"],
+            device="cpu",
+            timing=SHORT,
+            stats={"n_resamples": 2000},
+        )
+        after = torch.get_float32_matmul_precision(), torch.random.get_rng_state()
+    finally:
+        torch.set_float32_matmul_precision(precision)
+    return frame, after, state
+
+
+def test_one_row_per_candidate_with_the_workflows_statuses(compared):
+    frame, _, _ = compared
+    assert list(frame.columns) == api.COLUMNS
+    rows = frame.set_index("candidate")
+    assert list(rows.index) == ["mine", "wrong", "declines", "sdpa", "math"]  # the reference is measured too
+    assert dict(rows["status"]) == {
+        "mine": "ok",
+        "wrong": "incorrect",
+        "declines": "unsupported",
+        "sdpa": "ok",
+        "math": "ok",
+    }
+    assert rows.loc["declines", "reason"] == "only causal shapes"
+    assert rows.loc["wrong", "rel_error"] > 0.05
+    assert set(frame["shape"]) == {"b1_h2_s64_d16"} and set(frame["reference"]) == {"math"}
+    assert set(frame["device"]) == {"cpu"} and set(frame["dtype"]) == {"float32"}  # the CPU default
+    assert rows.loc["math", "verdict"] == "reference"
+    for failed in ("wrong", "declines"):
+        assert rows.loc[failed, "speedup"] != rows.loc[failed, "speedup"]  # NaN: nothing to compare
+
+
+def test_speedups_and_intervals_agree_with_the_medians(compared):
+    frame, _, _ = compared
+    rows = frame.set_index("candidate")
+    for name in ("mine", "sdpa"):
+        row = rows.loc[name]
+        assert row["ci95_lo_ms"] <= row["median_ms"] <= row["ci95_hi_ms"]
+        assert row["speedup"] == pytest.approx(rows.loc["math", "median_ms"] / row["median_ms"])
+        assert row["speedup_ci95_lo"] <= row["speedup"] <= row["speedup_ci95_hi"]
+        assert row["verdict"] in ("faster", "slower", "same")
+        if row["verdict"] != "same":
+            assert row["significant"] and (row["speedup"] > 1) == (row["verdict"] == "faster")
+        assert row["tflops"] > 0
+
+
+def test_the_documents_are_the_workflows(compared):
+    """The raw documents are those the workflow's jobs write, under the caller's labels' run names."""
+    frame, _, _ = compared
+    bench, compare = frame.attrs["bench"]["b1_h2_s64_d16"], frame.attrs["compare"]["b1_h2_s64_d16"]
+    assert bench["kernel_hashes"] == {"mine": "in-process", "wrong": "in-process", "declines": "in-process"}
+    assert bench["bound"] is None  # no ceilings on the CPU by default
+    assert compare["method"]["n_resamples"] == 2000
+    assert {c["candidate"] for c in compare["comparisons"]} == {"mine", "flash"}
+    json.dumps(compare)  # plain types, as written to results/compare
+
+
+def test_the_callers_state_is_left_as_it_was(compared):
+    _, (precision, rng_after), rng_before = compared
+    assert precision == "high"
+    assert torch.equal(rng_after, rng_before)
+    assert not set(candidates._REGISTERED) & {"mine", "wrong", "declines"}
+
+
+def test_without_a_reference_nothing_is_compared():
+    frame = attnbench.compare([mine], shapes=[{"batch": 1, "heads": 2, "seq": 32, "dim": 16}], reference=None,
+                              device="cpu", timing=SHORT)  # fmt: skip
+    assert list(frame["candidate"]) == ["mine"] and list(frame["shape"]) == ["b1_h2_s32_d16"]
+    assert frame.loc[0, "status"] == "ok" and frame.loc[0, "reference"] is None
+    assert frame["speedup"].isna().all() and frame.attrs["compare"] == {}
+
+
+def test_mistakes_are_named_and_leave_no_registration():
+    with pytest.raises(ValueError, match="built-in candidate"):
+        attnbench.compare({"mine": mine, "flash": mine}, shapes=["b1_h2_s32_d16"], device="cpu")
+    with pytest.raises(TypeError, match="candidate 'x'"):
+        attnbench.compare({"x": 3}, shapes=["b1_h2_s32_d16"], device="cpu")
+    with pytest.raises(ValueError, match="at least one shape"):
+        attnbench.compare({"mine": mine}, shapes=[], device="cpu")
+    with pytest.raises(quick.ShapeError, match="missing dim"):
+        attnbench.compare({"mine": mine}, shapes=["b1_h2_s32"], device="cpu")
+    with pytest.raises(FileNotFoundError, match="ceilings"):
+        attnbench.compare({"mine": mine}, shapes=["b1_h2_s32_d16"], device="cpu", ceilings="nowhere.json")
+    assert "mine" not in candidates._REGISTERED
+
+
+def test_ceilings_are_calibrated_once_per_process(monkeypatch):
+    """By the calibrate job (here a stand-in: the real one takes ~30 s on a 2-core CPU)."""
+    calls = []
+
+    def calibrate(command, spec, *args):
+        calls.append(command)
+        return {"device": "cpu", "matmul": {}}
+
+    monkeypatch.setattr(api.jobs, "run", calibrate)
+    monkeypatch.setattr(api, "_CEILINGS", {})
+    shapes = [quick.parse_shape("b1_h2_s32_d16")]
+    run = api.run_config.effective({"device": "cpu", "candidates": ["math"], "reference": "math", "shapes": shapes})
+    first, second = api._ceilings(run, True), api._ceilings(run, True)
+    assert first == second and json.loads(first.read_text())["device"] == "cpu"
+    assert calls == ["calibrate"]
+    assert api._ceilings(run, "auto") is None  # the CPU: no calibration unless asked
+
+
+def test_import_attnbench_stays_cheap():
+    """The Snakefile imports the package at parse time: the API's torch and pandas load on first use."""
+    code = (
+        "import sys, attnbench; assert 'torch' not in sys.modules and 'pandas' not in sys.modules;"
+        "from attnbench.api import compare; assert attnbench.compare is compare"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -32,6 +32,8 @@ def compared():
     precision = torch.get_float32_matmul_precision()
     torch.set_float32_matmul_precision("high")  # the caller's setting, which the lock must not keep
     state = torch.random.get_rng_state()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
     try:
         frame = attnbench.compare(
             {"mine": mine, "wrong": wrong, "declines": declines, "sdpa": "flash"},
@@ -39,10 +41,12 @@ def compared():
             device="cpu",
             timing=SHORT,
             stats={"n_resamples": 2000},
+            threads=1,
         )
-        after = torch.get_float32_matmul_precision(), torch.random.get_rng_state()
+        after = torch.get_float32_matmul_precision(), torch.random.get_rng_state(), torch.get_num_threads()
     finally:
         torch.set_float32_matmul_precision(precision)
+        torch.set_num_threads(threads)
     return frame, after, state
 
 
@@ -93,8 +97,9 @@ def test_the_documents_are_the_workflows(compared):
 
 
 def test_the_callers_state_is_left_as_it_was(compared):
-    _, (precision, rng_after), rng_before = compared
-    assert precision == "high"
+    frame, (precision, rng_after, threads), rng_before = compared
+    assert precision == "high" and threads == 2
+    assert frame.attrs["bench"]["b1_h2_s64_d16"]["host"]["threads"] == 1  # the shape's, while measured
     assert torch.equal(rng_after, rng_before)
     assert not set(candidates._REGISTERED) & {"mine", "wrong", "declines"}
 

@@ -9,8 +9,9 @@ compared by the workflow's compare job (attnbench.jobs.run("compare", ...), i.e.
 What differs from the workflow, on purpose:
 - Measurement runs in the caller's process: no crash isolation (a kernel that segfaults takes the
   notebook's kernel with it), no GPU lease, no warm worker. Use `attnbench run` for untrusted kernels.
-- The environment lock (TF32, matmul precision, deterministic algorithms, seeds) is applied while a
-  shape is measured and the caller's settings and random states are restored afterwards. Variables
+- The environment lock (TF32, matmul precision, deterministic algorithms, seeds) and the shape's CPU
+  threads are applied while a shape is measured; the caller's settings, thread count and random
+  states are restored afterwards. Variables
   read at start-up (PYTHONHASHSEED, CUBLAS_WORKSPACE_CONFIG) cannot take effect in a running process:
   they are set for the call only so the lock's check passes, and nothing measured depends on them.
 - Ceilings (the roofline bound of the audit's "faster than the hardware allows" check) are
@@ -116,6 +117,7 @@ def _caller_state_kept(run: dict[str, Any]) -> Iterator[None]:
         torch.get_float32_matmul_precision(),
         torch.are_deterministic_algorithms_enabled(),
         torch.is_deterministic_algorithms_warn_only_enabled(),
+        torch.get_num_threads(),  # bench sets the shape's threads
     )
     states = (random.getstate(), np.random.get_state(), torch.random.get_rng_state())
     cuda_states = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
@@ -131,6 +133,7 @@ def _caller_state_kept(run: dict[str, Any]) -> Iterator[None]:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = numerics[:2]
         torch.set_float32_matmul_precision(numerics[2])
         torch.use_deterministic_algorithms(numerics[3], warn_only=numerics[4])
+        torch.set_num_threads(numerics[5])
         random.setstate(states[0])
         np.random.set_state(states[1])
         torch.random.set_rng_state(states[2])
@@ -191,6 +194,7 @@ def compare(
     stats: Mapping[str, Any] | None = None,
     lock_settings: Mapping[str, Any] | None = None,
     tolerance: Mapping[str, float] | None = None,
+    threads: int | None = None,
     ceilings: bool | str | os.PathLike[str] = "auto",
 ) -> Any:
     """Measure every candidate on every shape and compare each with `reference`; a pandas DataFrame,
@@ -206,7 +210,8 @@ def compare(
     reference: a built-in candidate, a label of `candidates`, or None (no comparison; speedup empty).
         It is measured even when it is not among `candidates`.
     dtype: default bfloat16 on CUDA, float32 on the CPU. device: auto (CUDA when usable), cuda, cpu.
-    mode: forward or forward_backward. timing, stats, lock_settings, tolerance: the config's sections.
+    mode: forward or forward_backward. timing, stats, lock_settings, tolerance, threads: as in the
+        config (threads: torch's CPU threads while measuring; default OMP_NUM_THREADS, else every core).
     ceilings: "auto" (calibrate once per process on CUDA; none on the CPU), True, False, or a path.
 
     Runs in this process, without crash isolation; see the module docstring for what else differs
@@ -249,6 +254,8 @@ def compare(
         }
         if dtype is not None:
             given["dtype"] = dtype
+        if threads is not None:
+            given["threads"] = threads
         run = run_config.effective(given)
         with tempfile.TemporaryDirectory(prefix="attnbench-compare-") as scratch:
             ceilings_path = _ceilings(run, ceilings)

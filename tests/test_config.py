@@ -1,9 +1,10 @@
 import copy
 import json
+import re
 
 import pytest
 import yaml
-from helpers import ROOT, SCHEMAS
+from helpers import ROOT, SCHEMAS, copy_workflow, snakemake
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
@@ -48,10 +49,84 @@ def test_default_config_is_valid_and_fills_defaults():
     ],
 )
 def test_schema_rejects_bad_values(mutate):
+    """attnbench's check rejects what Snakemake's validate rejects (it runs first, in its place)."""
     config = default_config()
     mutate(config)
+    with pytest.raises(run_config.ConfigError):
+        run_config.validate(config, SCHEMA)
     with pytest.raises(WorkflowError):
         validate(config, SCHEMA)
+
+
+def test_default_config_passes_attnbenchs_check():
+    run_config.validate(default_config(), SCHEMA)
+
+
+def test_a_misspelt_shape_key_is_named_with_a_suggestion_and_no_schema_dump():
+    """Found by trying it: `dimm: 64` was reported as "'dim' is a required property" and 30 lines of
+    schema and instance, without naming dimm."""
+    config = default_config()
+    config["cpu"]["shapes"][0]["dimm"] = config["cpu"]["shapes"][0].pop("dim")
+    with pytest.raises(run_config.ConfigError) as raised:
+        run_config.validate(config, SCHEMA)
+    assert str(raised.value).splitlines() == [
+        "cpu.shapes[0] (b2_h8_s128_d64): unknown key 'dimm'; did you mean 'dim'?",
+        "cpu.shapes[0] (b2_h8_s128_d64): missing required key 'dim'",
+    ]
+
+
+@pytest.mark.parametrize(
+    "mutate,message",
+    [
+        (
+            lambda c: c.update(candiates=["flash"]),
+            "top level: unknown key 'candiates'; did you mean 'candidates'?",
+        ),
+        (
+            lambda c: c.update(dtype="bfloat"),
+            "dtype: 'bfloat' is not one of float16, bfloat16, float32; did you mean 'bfloat16'?",
+        ),
+        (
+            lambda c: c["cpu"].update(mode="forwards"),
+            "cpu.mode: 'forwards' is not one of forward, forward_backward; did you mean 'forward'?",
+        ),
+        (
+            lambda c: c.update(candidates=["flash", "math", "flashy"]),
+            "candidates[2]: unknown candidate 'flashy': use one of flash, efficient, cudnn, math, flex or module:function; did you mean 'flash'?",
+        ),
+        (
+            lambda c: c["timing"].update(max_time_s=-1),
+            "timing.max_time_s: -1 is less than or equal to the minimum of 0",
+        ),
+        (
+            lambda c: c["cpu"]["shapes"][2].update(batch=0),
+            "cpu.shapes[2].batch (b2_h8_s512_d64): 0 is less than the minimum of 1",
+        ),
+        (
+            lambda c: c.update(lock={"tf32": "x" * 200}),
+            "lock.tf32: 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx... is not of type 'boolean'",
+        ),
+        (
+            lambda c: c["timing"].update(max_time_s="1"),
+            "timing.max_time_s: '1' is not of type 'number' (text: quoted in YAML, or inside [...] or {...} of --config, which Snakemake reads as text)",
+        ),
+    ],
+)
+def test_schema_errors_name_the_path_and_suggest(mutate, message):
+    config = default_config()
+    mutate(config)
+    with pytest.raises(run_config.ConfigError) as raised:
+        run_config.validate(config, SCHEMA)
+    assert str(raised.value) == message
+
+
+def test_many_schema_errors_are_listed_up_to_a_limit():
+    config = default_config()
+    config.update({f"extra_{i:02}": i for i in range(15)})
+    with pytest.raises(run_config.ConfigError) as raised:
+        run_config.validate(config, SCHEMA)
+    lines = str(raised.value).splitlines()
+    assert len(lines) == run_config.MAX_LISTED + 1 and lines[-1] == "... and 5 more"
 
 
 def test_cpu_fallback_replaces_named_keys(monkeypatch):
@@ -100,6 +175,89 @@ def test_benchmark_spec_carries_everything_that_changes_a_result(tmp_path, monke
     rerun = run_config.effective(config)  # the next snakemake invocation parses again
     after = json.loads(jobs.spec("benchmark", rerun, name))["kernel_hashes"]["mykernels:attn"]
     assert before != after
+
+
+@pytest.mark.parametrize(
+    "section,candidate,message",
+    [
+        (
+            "candidates",
+            "no_such_module_xyz:attn",
+            "candidates: 'no_such_module_xyz:attn': module 'no_such_module_xyz' not found (looked in",
+        ),
+        (
+            "cpu",
+            "examples.kernels:naive_atention",
+            "cpu.candidates: 'examples.kernels:naive_atention': module 'examples.kernels' (",
+        ),
+    ],
+)
+def test_a_user_kernel_that_cannot_be_found_fails_at_parse_time(section, candidate, message):
+    """Found by trying it: a missing module was met only after the whole run (1 min 43 s, exit 0)."""
+    config = default_config()
+    (config["cpu"] if section == "cpu" else config)["candidates"].append(candidate)
+    with pytest.raises(run_config.ConfigError) as raised:
+        run_config.effective(config)
+    assert str(raised.value).startswith(message)
+    if section == "cpu":
+        assert str(raised.value).endswith(
+            "defines no 'naive_atention'; did you mean examples.kernels:naive_attention?"
+        )
+
+
+def test_command_line_keys_win_over_the_cpu_section(monkeypatch):
+    monkeypatch.setattr(device, "cuda_unusable_reason", lambda: "no GPU")
+    config = default_config()
+    before = copy.deepcopy(config)
+    cpu = run_config.effective(config)
+    overrides = {"candidates": ["flash", "math"], "dtype": "float16", "timing": {"mode": "warm"}}
+    run = run_config.effective(config, overrides=overrides)
+    assert (run["candidates"], run["dtype"]) == (["flash", "math"], "float16")
+    assert run["timing"] == {**cpu["timing"], "mode": "warm"}  # merged key by key, as Snakemake does
+    assert run["shapes"] == cpu["shapes"] and config == before
+
+
+def test_the_cpu_view_with_command_line_keys_is_checked(monkeypatch):
+    monkeypatch.setattr(device, "cuda_unusable_reason", lambda: "no GPU")
+    with pytest.raises(
+        run_config.ConfigError, match=r"^reference: 'math' is not one of candidates \['flash'\]"
+    ):
+        run_config.effective(default_config(), overrides={"candidates": ["flash"]})
+
+
+def planned_specs(workdir, *args) -> list[dict]:
+    """The benchmark jobs' specs that a dry run of the whole workflow plans."""
+    out = snakemake(workdir, "--dry-run", "--printshellcmds", "all", *args)
+    return [json.loads(spec) for spec in re.findall(r"attnbench benchmark --spec '([^']*)'", out)]
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    workdir = copy_workflow(tmp_path_factory.mktemp("overrides"))
+    (workdir / "config.yaml").write_text((ROOT / "config.yaml").read_text())
+    return workdir
+
+
+def test_a_config_override_on_the_command_line_takes_effect_on_the_cpu(workdir):
+    """Found by trying it: `--config candidates=[...]` on a CPU machine was replaced by the cpu: section."""
+    specs = planned_specs(workdir, "--config", "device=cpu", "candidates=[flash,math]", "timing={mode: warm}")
+    cpu = default_config()["cpu"]
+    assert sorted(spec["shape"]["name"] for spec in specs) == sorted(shape["name"] for shape in cpu["shapes"])
+    for spec in specs:
+        assert (spec["device"], spec["candidates"]) == ("cpu", ["flash", "math"])
+        assert (
+            spec["timing"]["mode"] == "warm" and spec["timing"]["max_time_s"] == cpu["timing"]["max_time_s"]
+        )
+
+
+def test_a_configfile_is_not_a_command_line_override(workdir, tmp_path):
+    """--configfile replaces config.yaml's keys; its own cpu: section still applies on the CPU."""
+    config = default_config()
+    config.update(device="cpu", candidates=["flash", "math"])
+    config["cpu"]["candidates"] = ["math", "efficient"]
+    (tmp_path / "other.yaml").write_text(yaml.safe_dump(config))
+    specs = planned_specs(workdir, "--configfile", str(tmp_path / "other.yaml"))
+    assert specs and all(spec["candidates"] == ["math", "efficient"] for spec in specs)
 
 
 def test_job_env_sets_startup_variables():

@@ -1,5 +1,6 @@
-"""Hostile configs through the real command: each fails before any job runs, with one message that
-names the field and the value, a non-zero exit, and nothing written under results/."""
+"""Hostile configs through the real command: each fails before any job runs, with a short message
+that names the field and the value (and the closest valid one for a misspelling), no schema dump, a
+non-zero exit, and nothing written under results/."""
 
 from __future__ import annotations
 
@@ -19,14 +20,44 @@ def cpu_shape(config: dict) -> dict:
 
 
 CASES = {
-    "misspelt top-level key": (lambda c: c.update(candiates=["flash"]), ["candiates", "unexpected"]),
-    "misspelt nested key": (lambda c: c["cpu"]["timing"].update(min_round=3), ["min_round", "unexpected"]),
+    "misspelt top-level key": (
+        lambda c: c.update(candiates=["flash"]),
+        ["top level: unknown key 'candiates'; did you mean 'candidates'?"],
+    ),
+    "misspelt nested key": (
+        lambda c: c["cpu"]["timing"].update(min_round=3),
+        ["cpu.timing: unknown key 'min_round'; did you mean 'min_rounds'?"],
+    ),
+    # Found by trying it: reported as "'dim' is a required property" and 30 lines of schema dump.
+    "misspelt shape key": (
+        lambda c: cpu_shape(c).update(dimm=cpu_shape(c).pop("dim")),
+        ["cpu.shapes[0] (b2_h8_s128_d64): unknown key 'dimm'; did you mean 'dim'?"],
+    ),
+    "misspelt enum value": (
+        lambda c: c["cpu"].update(dtype="bfloat"),
+        ["cpu.dtype: 'bfloat' is not one of float16, bfloat16, float32; did you mean 'bfloat16'?"],
+    ),
     "wrong type": (lambda c: cpu_shape(c).update(seq="long"), ["'long' is not of type 'integer'", "seq"]),
     "non-positive size": (
         lambda c: cpu_shape(c).update(batch=0),
         ["0 is less than the minimum of 1", "batch"],
     ),
-    "unknown candidate": (lambda c: c["cpu"].update(candidates=["flash", "flashy"]), ["'flashy'"]),
+    "unknown candidate": (
+        lambda c: c["cpu"].update(candidates=["flash", "flashy"]),
+        ["cpu.candidates[1]: unknown candidate 'flashy'", "did you mean 'flash'?"],
+    ),
+    # Found by trying it: met only after the whole run (1 min 43 s), which then exited 0.
+    "user kernel whose module is missing": (
+        lambda c: c["cpu"]["candidates"].append("mykernel:attn"),
+        ["cpu.candidates: 'mykernel:attn': module 'mykernel' not found"],
+    ),
+    "user kernel whose function is missing": (
+        lambda c: c["cpu"]["candidates"].append("examples.kernels:naive_atention"),
+        [
+            "cpu.candidates: 'examples.kernels:naive_atention': module 'examples.kernels'",
+            "defines no 'naive_atention'; did you mean examples.kernels:naive_attention?",
+        ],
+    ),
     "reference not a candidate": (
         lambda c: c["cpu"].update(reference="cudnn", candidates=["flash", "math"]),
         ["reference: 'cudnn' is not one of candidates"],
@@ -70,4 +101,5 @@ def test_bad_config_stops_before_any_job(workdir, case):
     assert proc.returncode != 0, output
     for fragment in expected:
         assert fragment in output, output
+    assert "Failed validating" not in output and len(output.splitlines()) <= 12, output
     assert not (workdir / "results").exists(), "a job ran or wrote results"

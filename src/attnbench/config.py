@@ -25,7 +25,13 @@ from attnbench import candidates, device, files, lock
 CPU_OVERRIDABLE = ("dtype", "mode", "candidates", "reference", "shapes", "timing", "calibrate")
 # The top-level defaults of workflow/schemas/config.schema.yaml (tests/test_defaults.py keeps them
 # equal): Snakemake's validate fills only some of them (not those behind a $ref).
-DEFAULTS: dict[str, Any] = {"device": "auto", "dtype": "bfloat16", "mode": "forward", "sanitize_crashes": False}
+DEFAULTS: dict[str, Any] = {
+    "device": "auto",
+    "dtype": "bfloat16",
+    "mode": "forward",
+    "sanitize_crashes": False,
+    "fail_on_failed_candidates": False,
+}
 
 
 class ConfigError(ValueError):
@@ -83,7 +89,9 @@ def _describe(config: Mapping[str, Any], error: jsonschema.ValidationError) -> l
         return [f"{where}: {_short(value)} must not match {schema['pattern']!r}"]
     message = f"{where}: {error.message.replace(repr(value), _short(value), 1)}"
     if error.validator == "type" and isinstance(value, str) and _reads_as_scalar(value):
-        message += " (text: quoted in YAML, or inside [...] or {...} of --config, which Snakemake reads as text)"
+        message += (
+            " (text: quoted in YAML, or inside [...] or {...} of --config, which Snakemake reads as text)"
+        )
     return [message]
 
 

@@ -167,6 +167,9 @@ def test_a_bad_shape_or_config_stops_before_the_workflow(tmp_path, monkeypatch, 
     assert "missing dim" in capsys.readouterr().err
     assert cli.main(["run", "--shape", "b1_h2_s32_d16", "--candidates", "flash,nosuchmodule:attn"]) == 2
     assert "nosuchmodule" in capsys.readouterr().err
+    (tmp_path / "mine.yaml").write_text("shapes: [b1_h2_s32_d16]\ntimming: {max_time_s: 1}\n")
+    assert cli.main(["run", "mine.yaml"]) == 2
+    assert "unknown key 'timming'; did you mean 'timing'?" in capsys.readouterr().err
     assert not (tmp_path / quick.RUNS_DIR).exists()
 
 

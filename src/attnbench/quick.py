@@ -23,6 +23,7 @@ import copy
 import hashlib
 import os
 import re
+import shlex
 import subprocess
 import sys
 from collections.abc import Iterable, Mapping
@@ -302,6 +303,17 @@ def _headline(results: Path, report: Path | None, finished: bool) -> tuple[str |
         return f"attnbench run: no headline from the partial results ({type(exc).__name__}: {exc})", []
 
 
+def _wait_for(command: list[str], cwd: Path, env: dict[str, str]) -> int:
+    """Snakemake's exit status. Ctrl-C reaches Snakemake too (same process group): it is left to stop
+    its jobs and release its lock, where subprocess.run would kill it after 0.25 s."""
+    process = subprocess.Popen(command, cwd=cwd, env=env)
+    while True:
+        try:
+            return process.wait()
+        except KeyboardInterrupt:
+            continue
+
+
 def run(args: Any, snakemake_args: list[str]) -> int:
     """`attnbench run`: write the config, run the workflow in its working directory with its output
     streamed, print the headline. Exit: Snakemake's when it failed; else 1 with --fail-on-failed
@@ -325,14 +337,14 @@ def run(args: Any, snakemake_args: list[str]) -> int:
         sys.path[:] = saved_path
     workdir = Path(args.workdir).resolve() if args.workdir else workdir_for(config, cwd)
     workdir.mkdir(parents=True, exist_ok=True)
+    command = snakemake_command(root, workdir, args.gpus, snakemake_args)
     (workdir / "config.yaml").write_text(
-        "# written by `attnbench run`; rerun with the same command, or with snakemake in this directory\n"
-        + yaml.safe_dump(config, sort_keys=False),
+        f"# written by `attnbench run` in {cwd}; run again with the same command, or (PYTHONPATH as there):\n"
+        f"# {shlex.join(['python', *command[1:]])}\n" + yaml.safe_dump(config, sort_keys=False),
         encoding="utf-8",
     )
     print(f"attnbench run: working directory {workdir}", flush=True)
-    command = snakemake_command(root, workdir, args.gpus, snakemake_args)
-    code = subprocess.run(command, cwd=cwd, env=env).returncode
+    code = _wait_for(command, cwd, env)
     results = workdir / "results"
     report = results / "report" / "report.html"
     text, failed = None, []

@@ -15,6 +15,11 @@ Shapes have a compact syntax (`parse_shape`), shared with the Python API (attnbe
     batch=2,heads=8,seq=1024,dim=64,causal=true[,kv_heads=2,seq_kv=..,name=..]
 
 A compact name is kept as the shape's name; key=value shapes are named from their fields.
+
+Defaults are the checkout's config.yaml (its shapes too, when none is given), `cpu:` section included;
+what you give applies on the GPU and on the CPU alike. The reference (default math) is always measured.
+The run's directory is attnbench-runs/<hash of its config> under the current directory (--workdir
+names another); user kernels module:function are imported from the current directory or PYTHONPATH.
 """
 
 from __future__ import annotations

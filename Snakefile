@@ -23,6 +23,7 @@ include: "workflow/rules/compare.smk"
 include: "workflow/rules/autotune.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/ratchet.smk"
+include: "workflow/rules/summary.smk"
 
 
 rule all:
@@ -30,3 +31,5 @@ rule all:
     input:
         REPORT_OUTPUTS.values(),
         RATCHET_OUTPUTS.values(),
+    message:
+        "Done"

@@ -54,9 +54,10 @@ CPU_CONFIG = {
 }
 
 
-def snakemake(workdir, *args, gpus=1, env=None):
+def run_snakemake(workdir, *args, gpus=1, env=None) -> subprocess.CompletedProcess:
+    """The snakemake CLI in `workdir` with this Python's environment, whatever its exit code."""
     env = {**os.environ, **(env or {}), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    proc = subprocess.run(
+    return subprocess.run(
         [sys.executable, "-m", "snakemake", "--cores", str(gpus), "--resources", f"gpu={gpus}", *args],
         cwd=workdir,
         env=env,
@@ -64,6 +65,11 @@ def snakemake(workdir, *args, gpus=1, env=None):
         text=True,
         timeout=600,
     )
+
+
+def snakemake(workdir, *args, gpus=1, env=None):
+    """The snakemake CLI in `workdir`, which must succeed; its output."""
+    proc = run_snakemake(workdir, *args, gpus=gpus, env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc.stdout + proc.stderr
 

@@ -110,6 +110,10 @@ def test_a_misspelt_shape_key_is_named_with_a_suggestion_and_no_schema_dump():
             lambda c: c["timing"].update(max_time_s="1"),
             "timing.max_time_s: '1' is not of type 'number' (text: quoted in YAML, or inside [...] or {...} of --config, which Snakemake reads as text)",
         ),
+        (  # found trying it: --config fail_on_failed_candidates=true is the text 'true' for Snakemake
+            lambda c: c.update(fail_on_failed_candidates="true"),
+            "fail_on_failed_candidates: 'true' is not of type 'boolean' (on --config, write True: Snakemake reads other spellings as text)",
+        ),
     ],
 )
 def test_schema_errors_name_the_path_and_suggest(mutate, message):

@@ -4,11 +4,25 @@ import json
 import os
 import re
 import shutil
+import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 import yaml
-from helpers import CPU_CONFIG, check_finished_run, copy_workflow, planned_jobs, snakemake
+from helpers import (
+    CPU_CONFIG,
+    check_finished_run,
+    copy_workflow,
+    planned_jobs,
+    run_snakemake,
+    snakemake,
+    wait_until,
+)
+
+from attnbench import headline
 
 pytestmark = pytest.mark.slow
 
@@ -19,7 +33,7 @@ def finished_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("workflow")
     copy_workflow(workdir)
     (workdir / "config.yaml").write_text(yaml.safe_dump(CPU_CONFIG, sort_keys=False))
-    snakemake(workdir)
+    (workdir / "first-run.out").write_text(snakemake(workdir))
     return workdir
 
 
@@ -49,8 +63,8 @@ def test_editing_one_shape_reruns_only_that_shape_and_the_report(finished_run):
     (finished_run / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     assert planned_jobs(finished_run) == {"benchmark": 1, "compare": 1, "autotune": 1, "report": 1}
     out = snakemake(finished_run, "--dry-run")
-    assert "output: results/bench/s64.json" in out
-    assert "output: results/bench/s96_causal.json" not in out
+    assert "Benchmark s64:" in out
+    assert "Benchmark s96_causal:" not in out
 
 
 def test_snakemake_report_builds(finished_run):
@@ -77,3 +91,67 @@ def test_what_snakemake_report_imports_is_a_dependency():
 
     declared = {re.split(r"[<>=!~; \[]", requirement, maxsplit=1)[0].lower() for requirement in requires("attnbench")}
     assert {"pygments", "jinja2", "psutil"} <= declared
+
+
+def test_the_terminal_shows_each_candidate_and_ends_with_the_answer(finished_run):
+    """What a newcomer sees: per shape one line per candidate, then the headline and the report's
+    path; no job's shell command or JSON spec."""
+    out = (finished_run / "first-run.out").read_text()
+    assert "Benchmark s64: check every candidate" in out
+    assert "--spec" not in out and "python -m attnbench" not in out
+    assert "s96_causal (reference math):" in out
+    lines = out.splitlines()
+    naive = next(line for line in lines if line.split()[:2] == ["examples.kernels:naive_attention", "ok"])
+    assert " ms ±" in naive and "x [" in naive  # median with its CI, speedup with its CI
+    assert any("efficient" in line and "needs CUDA" in line for line in lines)
+    assert "Job 0: Done" in out and "report: results/report/report.html" in out
+    summary = headline.load(finished_run / "results")
+    assert headline.terminal(summary) in out
+
+
+def _with_a_failed_candidate(finished_run, tmp_path):
+    """A copy of the finished run in which one candidate's result says it failed (s96_causal: another
+    test edits s64's config)."""
+    workdir = tmp_path / "run"
+    shutil.copytree(finished_run, workdir, symlinks=True)
+    bench = workdir / "results" / "bench" / "s96_causal.json"
+    document = json.loads(bench.read_text())
+    document["candidates"]["flash"].update(status="error", reason="RuntimeError: boom", samples_ms=[],
+                                           median_ms=None, ci95_ms=None)
+    bench.write_text(json.dumps(document))
+    return workdir
+
+
+def test_a_failed_candidate_is_listed_and_fails_the_run_only_when_asked(finished_run, tmp_path):
+    workdir = _with_a_failed_candidate(finished_run, tmp_path)
+    out = snakemake(workdir, "--forcerun", "report")
+    assert "Benchmark" not in out  # the edited result stands
+    assert "s96_causal  flash  error: RuntimeError: boom" in out
+    failing = run_snakemake(workdir, "--forcerun", "report", "--config", "fail_on_failed_candidates=True")
+    assert failing.returncode == 1, failing.stdout + failing.stderr
+    assert "fail_on_failed_candidates is on" in failing.stdout + failing.stderr
+    assert (workdir / "results" / "report" / "report.html").exists()  # written before the exit
+
+
+def test_ctrl_c_ends_with_one_line_and_the_same_command_resumes(tmp_path):
+    workdir = copy_workflow(tmp_path)
+    (workdir / "config.yaml").write_text(yaml.safe_dump(CPU_CONFIG, sort_keys=False))
+    run = subprocess.Popen(
+        [sys.executable, "-m", "snakemake", "--cores", "1", "--resources", "gpu=1"],
+        cwd=workdir,
+        env={**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    first = workdir / "results" / "bench" / "s64.json"
+    wait_until(lambda: first.exists() or run.poll() is not None, timeout=300)
+    os.killpg(run.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole foreground group
+    out, _ = run.communicate(timeout=120)
+    assert run.returncode != 0
+    assert "attnbench: stopped with" in out and "Run the same command again" in out
+    assert "Traceback" not in out and "KeyboardInterrupt" not in out
+    snakemake(workdir, "--unlock")
+    snakemake(workdir)
+    check_finished_run(workdir)

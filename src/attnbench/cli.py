@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from attnbench import __version__, files, isolation, jobs, lease, worker
+from attnbench import __version__, files, host, isolation, jobs, lease, terminal, worker
 
 SCHEMAS = "workflow/schemas"
 INTERNAL = "internal, run by the workflow: "
@@ -222,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
         served_by = None
         in_worker = worker.enabled(os.environ, placement.source)
         if job.command == "benchmark":
+            # This job's threads, not those of the job that started the warm worker (attnbench.host).
+            spec.setdefault("threads", host.job_threads(None))
             document, served_by = _benchmark(spec, in_worker, args.schemas, log)
         elif in_worker:
             document, served_by = worker.run(job.command, spec, lease.lease_dir(), log=log, schemas=args.schemas)
@@ -233,6 +235,12 @@ def main(argv: list[str] | None = None) -> int:
         document |= {"placement": placement.record(), "process": process}
         schemas = None if args.schemas is None else Path(args.schemas)
         files.write_json(args.out, document, jobs.schema_file(schemas, job.schema))
+        if job.command == "compare":
+            terminal.print_shape(spec["bench"], document)
+    except KeyboardInterrupt:
+        # Ctrl-C reaches every job of the run: one line, no traceback; the run's own line says what finished.
+        _log(args.command)("interrupted (Ctrl-C); this job wrote nothing")
+        return 130
     except (RuntimeError, files.ResultFileError) as exc:
         _log(args.command)(f"error: {exc}")
         return 2 if args.command == "gate" else 1

@@ -89,9 +89,12 @@ def _describe(config: Mapping[str, Any], error: jsonschema.ValidationError) -> l
         return [f"{where}: {_short(value)} must not match {schema['pattern']!r}"]
     message = f"{where}: {error.message.replace(repr(value), _short(value), 1)}"
     if error.validator == "type" and isinstance(value, str) and _reads_as_scalar(value):
-        message += (
-            " (text: quoted in YAML, or inside [...] or {...} of --config, which Snakemake reads as text)"
-        )
+        if isinstance(yaml.safe_load(value), bool):  # --config key=true: Snakemake takes only True/False
+            message += f" (on --config, write {str(yaml.safe_load(value))}: Snakemake reads other spellings as text)"
+        else:
+            message += (
+                " (text: quoted in YAML, or inside [...] or {...} of --config, which Snakemake reads as text)"
+            )
     return [message]
 
 

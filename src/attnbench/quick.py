@@ -38,6 +38,7 @@ from typing import Any
 import yaml
 
 from attnbench import config as run_config
+from attnbench import terminal
 
 SHAPE_SYNTAX = (
     "b<batch>_h<heads>_s<seq>_d<dim>[_kv<kv_heads>][_skv<seq_kv>][_causal] (tokens in any order), "
@@ -67,9 +68,6 @@ BASE_KEYS = (
 RUNS_DIR = "attnbench-runs"
 # A checkout of attnbench whose workflow `attnbench run` runs, instead of the editable install's.
 CHECKOUT_VARIABLE = "ATTNBENCH_CHECKOUT"
-# Set for the workflow `attnbench run` starts: the run prints the headline itself, with the report's
-# absolute path, so the workflow need not print it too.
-HEADLINE_VARIABLE = "ATTNBENCH_RUN_PRINTS_HEADLINE"
 
 
 class ShapeError(ValueError):
@@ -289,7 +287,7 @@ def job_environment(cwd: Path, root: Path) -> dict[str, str]:
     return {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(dict.fromkeys(path)),
-        HEADLINE_VARIABLE: "1",
+        terminal.HEADLINE_VARIABLE: "1",
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
     }
 

@@ -16,5 +16,7 @@ rule autotune:
     params:
         schema_dir=str(SCHEMAS),
         stats=jobs.stats_settings(RUN),
+    message:
+        "Rank each shape's candidates (autotune) and correct for multiple comparisons (Holm)"
     script:
         "../../scripts/autotune.py"

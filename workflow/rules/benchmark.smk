@@ -13,6 +13,8 @@ rule benchmark:
         spec=lambda wildcards: jobs.spec("benchmark", RUN, wildcards.name),
         schemas=str(SCHEMAS),
         env=JOB_ENV,
+    message:
+        "Benchmark {wildcards.name}: check every candidate against float64, then time them"
     shell:
         "{params.env} python -m attnbench benchmark --spec {params.spec:q}"
         " --out {output} --schemas {params.schemas:q} 2> {log}"

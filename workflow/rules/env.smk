@@ -16,6 +16,8 @@ rule env_fingerprint:
         spec=lambda wildcards: jobs.spec("fingerprint", RUN),
         schemas=str(SCHEMAS),
         env=JOB_ENV,
+    message:
+        "Record the environment (results/env/fingerprint.json)"
     shell:
         "{params.env} python -m attnbench fingerprint --spec {params.spec:q}"
         " --out {output} --schemas {params.schemas:q} 2> {log}"
@@ -34,6 +36,8 @@ rule calibrate:
         spec=lambda wildcards: jobs.spec("calibrate", RUN),
         schemas=str(SCHEMAS),
         env=JOB_ENV,
+    message:
+        "Measure the device's ceilings: matmul, copy, read and write bandwidth"
     shell:
         "{params.env} python -m attnbench calibrate --spec {params.spec:q}"
         " --out {output} --schemas {params.schemas:q} 2> {log}"

@@ -17,6 +17,8 @@ if BASELINE:
         params:
             settings=jobs.ratchet_settings(RUN),
             schema_dir=str(SCHEMAS),
+        message:
+            "Compare {wildcards.name} with the baseline"
         script:
             "../../scripts/ratchet_shape.py"
 
@@ -35,5 +37,7 @@ if BASELINE:
         params:
             settings=jobs.ratchet_settings(RUN),
             schema_dir=str(SCHEMAS),
+        message:
+            "Decide the ratchet's verdict against the baseline"
         script:
             "../../scripts/ratchet.py"

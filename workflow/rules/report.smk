@@ -35,5 +35,7 @@ rule report:
     params:
         schema_dir=str(SCHEMAS),
         title=jobs.report_title(RUN),
+    message:
+        "Write the report (results/report/report.html)"
     script:
         "../../scripts/report.py"

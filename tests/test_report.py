@@ -282,7 +282,8 @@ def test_summary_csv_has_precision_columns(run: dict[str, Any]) -> None:
 
 def test_measurement_conditions_show_mode_and_stop_reason(run: dict[str, Any]) -> None:
     found = sections(run)
-    (table,) = tables(found["Measurement conditions"])
+    # two tables, each narrow enough for a 1400 px window: sampling, then clocks (and host)
+    table, clocks = tables(found["Measurement conditions"])
     assert table.rows[row_of(table, "s1024_d64")] == [
         "s1024_d64",
         "graph (24 calls per sample)",
@@ -290,18 +291,16 @@ def test_measurement_conditions_show_mode_and_stop_reason(run: dict[str, Any]) -
         "20 rounds, 0.4 s, settled: yes",
         "30 / 30",
         "every median's 95% CI within ±1.00%",
-        "1,980 MHz",
-        "0",
-        "0",
         "ok",
     ]
+    assert clocks.rows[row_of(clocks, "s1024_d64")] == ["s1024_d64", "1,980 MHz", "0", "0"]
     r = row_of(table, "s4096_d64", 1, "cold")
     row = table.rows[r]
     assert row[5] == "max_time_s (30 s) reached before the CI target"
-    assert row[9] == "⚠ CI target ±1.0% missed by 1 of 4 results"
+    assert row[6] == "⚠ CI target ±1.0% missed by 1 of 4 results"
     assert row[3] == "20 rounds, 0.4 s, settled: yes"
-    assert flagged(table, r) == {5, 9}  # settled: not flagged
-    assert table.text_cols == {2, 5, 9} and table.numeric == {4, 8}
+    assert flagged(table, r) == {5, 6}  # settled: not flagged
+    assert table.text_cols == {2, 5, 6} and table.numeric == {4} and clocks.numeric == {3}
     # a mode reason quoting an exception is escaped like every other string from the files
     page = _text(run, "html")
     assert "RuntimeError: &lt;capture&gt; &amp; co" in page and "<capture>" not in page
@@ -310,15 +309,15 @@ def test_measurement_conditions_show_mode_and_stop_reason(run: dict[str, Any]) -
 
 def test_flags_throttled_and_discarded_rounds(run: dict[str, Any]) -> None:
     found = sections(run)
-    (table,) = tables(found["Measurement conditions"])
+    table, clocks = tables(found["Measurement conditions"])
     r = row_of(table, "s4096_d128_causal_gqa")
     row = table.rows[r]
     assert row[3:5] == ["410 rounds, 5.0 s, settled: no", "30 / 33"]
-    assert row[6] == "1,755 MHz (1,410–1,980)"
-    assert row[7] == "12 (hw_thermal_slowdown: 3, sw_power_cap: 9)"
-    assert row[8] == "3"
-    assert row[9] == "⚠ warm-up not settled; 3 rounds discarded for slowdowns"
-    assert flagged(table, r) == {3, 8, 9}
+    assert row[6] == "⚠ warm-up not settled; 3 rounds discarded for slowdowns"
+    assert flagged(table, r) == {3, 6}
+    c = row_of(clocks, "s4096_d128_causal_gqa")
+    assert clocks.rows[c][1:] == ["1,755 MHz (1,410–1,980)", "12 (hw_thermal_slowdown: 3, sw_power_cap: 9)", "3"]
+    assert flagged(clocks, c) == {3}
     assert not flagged(table, row_of(table, "s1024_d64", 1, "graph (24 calls per sample)"))
     (summary,) = [b for b in found["Headline"].blocks if isinstance(b, Para) and "Measurement" in b.text]
     assert summary.css == "warning" and summary.text.startswith("⚠ Measurement: ")
@@ -623,16 +622,16 @@ def test_host_conditions_are_shown_and_a_busy_host_flagged(tmp_path: Path) -> No
     kwargs = write_run(tmp_path, device="cpu", hosts={"s1024_d64": quiet, "s4096_d64": busy})
     build(kwargs)
     found = sections(kwargs)
-    (table,) = tables(found["Measurement conditions"])
-    assert table.headers[-1] == "host"
+    checks, table = tables(found["Measurement conditions"])
+    assert table.headers == ["shape", "host"]
     assert table.rows[0][-1] == "2 threads of 2 CPUs, load 0.10 → 0.90"
     assert (
         table.rows[1][-1]
         == "⚠ busy: other processes kept 1.6 of 2 cores busy; 1 thread of 2 CPUs, load 0.10 → 3.50"
     )
     assert table.rows[2][-1] == "—"  # a file without `host`
-    assert table.headers[-2] == "checks" and "host busy (see host)" in table.rows[1][-2]
-    assert (1, 7) in table.flagged and (0, 7) not in table.flagged
+    assert checks.headers[-1] == "checks" and "host busy (see host)" in checks.rows[1][-1]
+    assert (1, 1) in table.flagged and (0, 1) not in table.flagged
     assert "the host was busy with other work during 1 of 3 shapes" in text(found["Headline"])
     # without `host` in any file (older runs) there is no host column at all
     old = write_run(tmp_path / "old", shapes=SHAPES[:1], device="cpu")

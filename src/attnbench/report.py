@@ -842,9 +842,11 @@ def _conditions_section(benches: list[Json]) -> Section:
     """
     monitored = any(b["timing"]["clocks"]["source"] is not None for b in benches)
     with_host = any(b.get("host") for b in benches)
-    rows: list[list[str]] = []
-    flagged: set[tuple[int, int]] = set()
-    for r, bench in enumerate(benches):
+    # Two tables, so that each fits a 1400 px window: how each shape was sampled, then what the
+    # GPU's clock and the host did meanwhile.
+    sampled: list[dict[str, tuple[str, bool]]] = []
+    around: list[dict[str, tuple[str, bool]]] = []
+    for bench in benches:
         timing, clocks, warmup = bench["timing"], bench["timing"]["clocks"], bench["timing"]["warmup"]
         issues = _shape_issues(bench)
         discarded = "n/a" if clocks["source"] is None else str(clocks["discarded_rounds"])
@@ -852,29 +854,29 @@ def _conditions_section(benches: list[Json]) -> Section:
             discarded += " (discarding off)"
         settled = "yes" if warmup["settled"] else "no"
         missed = any(c["target_met"] is False for c in bench["candidates"].values())
+        shape = (str(bench["shape"]["name"]), False)
         # header -> (cell, flagged)
-        cells = {
-            "shape": (str(bench["shape"]["name"]), False),
+        sampled.append({
+            "shape": shape,
             "timing mode": (_mode_text(bench), False),
             "why this mode": (str(timing["mode_reason"]), False),
             "warm-up": (f"{warmup['rounds']} rounds, {warmup['seconds']:.1f} s, settled: {settled}",
                         not warmup["settled"]),
             "rounds kept / run": (f"{timing['rounds_kept']} / {timing['rounds_run']}", False),
             "stop reason": (str(timing["stop_reason"]), missed),
-        }  # fmt: skip
+            "checks": (f"{FLAG} " + "; ".join(issues) if issues else "ok", bool(issues)),
+        })  # fmt: skip
+        cells = {"shape": shape}
         if monitored:
             cells |= {
                 "mean SM clock (min–max)": (_clock_text(bench), False),
                 "throttled rounds (events)": (_throttle_text(clocks), bool(_kept_slowdowns(timing))),
                 "discarded rounds": (discarded, clocks["discarded_rounds"] > 0),
             }
-        cells["checks"] = (f"{FLAG} " + "; ".join(issues) if issues else "ok", bool(issues))
         if with_host:
             host = bench.get("host") or {}
             cells["host"] = (_host_text(bench.get("host")), bool(host.get("busy")))
-        rows.append([text for text, _ in cells.values()])
-        flagged |= {(r, c) for c, (_, bad) in enumerate(cells.values()) if bad}
-    headers = list(cells) if benches else ["shape"]
+        around.append(cells)
     intro = "One row per shape. " + (
         "Throttled rounds are rounds whose NVML clock-event reasons include the power cap or a "
         "thermal or hardware slowdown (events count rounds per reason); rounds taken during a thermal "
@@ -890,16 +892,22 @@ def _conditions_section(benches: list[Json]) -> Section:
             ", or a busy host; host: the threads torch used, the host's CPUs and its load average "
             "before and after the shape"
         )
-    table = Table(
+    tables = [_flagged_table(sampled)]
+    if monitored or with_host:
+        tables.append(_flagged_table(around))
+    return Section("Measurement conditions", [Para(intro + "."), *tables])
+
+
+def _flagged_table(rows: list[dict[str, tuple[str, bool]]]) -> Table:
+    """A table from rows of header -> (cell, flagged)."""
+    headers = list(rows[0]) if rows else ["shape"]
+    return Table(
         headers,
-        rows,
+        [[text for text, _ in row.values()] for row in rows],
         numeric={headers.index(h) for h in ("rounds kept / run", "discarded rounds") if h in headers},
-        text_cols={
-            headers.index(h) for h in ("why this mode", "stop reason", "checks", "host") if h in headers
-        },
-        flagged=flagged,
+        text_cols={headers.index(h) for h in ("why this mode", "stop reason", "checks", "host") if h in headers},
+        flagged={(r, c) for r, row in enumerate(rows) for c, (_, bad) in enumerate(row.values()) if bad},
     )
-    return Section("Measurement conditions", [Para(intro + "."), table])
 
 
 def _not_ok_section(frame: pd.DataFrame, benches: list[Json]) -> Section:

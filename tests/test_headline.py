@@ -107,7 +107,10 @@ def test_terminal_block(summary: dict[str, Any]) -> None:
     assert lines[-1] == "report: results/report/report.html"
     assert any(line.split()[:2] == ["s1024_d64", "flash"] and line.endswith(" *") for line in lines)
     assert f"unavailable here: efficient: {' '.join(UNSUPPORTED.splitlines())}" in lines
-    assert "failures (6):" in lines and sum(" error: RuntimeError" in line for line in lines) == 3
+    # six failed results, one entry per candidate, status and reason, the reason on its own line
+    assert "failures (6 results):" in lines
+    (cudnn,) = [i for i, line in enumerate(lines) if line.startswith("  cudnn  error on 3 shapes (")]
+    assert lines[cudnn + 1].startswith("    RuntimeError")
     tallies = lines[lines.index("candidates: shapes won, tied, failed") + 1 :][
         : len(summary["candidates"]) - 1
     ]
@@ -117,8 +120,9 @@ def test_terminal_block(summary: dict[str, Any]) -> None:
 
 
 def test_terminal_lists_at_most_twenty_failures(summary: dict[str, Any]) -> None:
-    many = {**summary, "failures": [{"shape": f"s{i}", "candidate": "k", "status": "error", "reason": "x\ny"}
+    many = {**summary, "failures": [{"shape": f"s{i}", "candidate": "k", "status": "error", "reason": f"x\ny {i}"}
                                     for i in range(25)]}  # fmt: skip
     lines = headline.terminal(many).splitlines()
-    assert sum(line.startswith("  s") and line.endswith("error: x y") for line in lines) == 20
+    assert sum(line.startswith("  k  error on s") for line in lines) == 20
+    assert sum(line.startswith("    x y ") for line in lines) == 20  # each reason, line breaks folded
     assert "  and 5 more" in lines and not any(line.startswith("report:") for line in lines)

@@ -223,13 +223,17 @@ def terminal(summary: Json, report: Path | None = None) -> str:
     ]
     failures = summary["failures"]
     if failures:
-        lines.append(f"failures ({len(failures)}):")
-        lines += [
-            _clip(f"  {f['shape']}  {f['candidate']}  {f['status']}: {f['reason'] or 'no reason recorded'}")
-            for f in failures[:MAX_TERMINAL_FAILURES]
-        ]
-        if len(failures) > MAX_TERMINAL_FAILURES:
-            lines.append(f"  and {len(failures) - MAX_TERMINAL_FAILURES} more")
+        # One finding per candidate, status and reason, with the shapes it hit: a kernel that crashes
+        # on every shape is one entry whose reason is readable, not a screen of clipped copies.
+        groups: dict[tuple[str, str, str], list[str]] = {}
+        for f in failures:
+            groups.setdefault((f["candidate"], f["status"], f["reason"] or "no reason recorded"), []).append(f["shape"])
+        lines.append(f"failures ({len(failures)} results):")
+        for (candidate, status, reason), shapes in list(groups.items())[:MAX_TERMINAL_FAILURES]:
+            where = shapes[0] if len(shapes) == 1 else f"{len(shapes)} shapes ({', '.join(shapes)})"
+            lines += [_clip(f"  {candidate}  {status} on {where}"), _clip(f"    {reason}")]
+        if len(groups) > MAX_TERMINAL_FAILURES:
+            lines.append(f"  and {len(groups) - MAX_TERMINAL_FAILURES} more")
     for name, reason in summary["unavailable"].items():
         lines.append(_clip(f"unavailable here: {name}: {reason}"))
     if report is not None:

@@ -213,5 +213,6 @@ def test_a_check_that_fails_after_sampling_keeps_the_candidates_samples(kernels,
     failed, other = result["candidates"]["math"], result["candidates"]["dishonest_kernels:honest"]
     assert failed["status"] == "error"
     assert failed["reason"] == "after sampling, the audit failed: RuntimeError: profiler could not start"
+    assert 'raise RuntimeError("profiler could not start")' in failed["traceback"]  # kept, as for any error
     assert failed["samples_ms"] and failed["median_ms"] is not None and failed["tolerance"] is not None
     assert other["status"] == "ok" and other["ran"]["kernels_per_call"] > 0

@@ -97,7 +97,21 @@ def test_partial_run_without_compare_or_autotune_files(run: dict[str, Any], tmp_
     assert shapes["s4096_d64"]["fastest"] in ("flash", TWIN) and shapes["s4096_d64"]["speedup"] is None
     assert len(shapes["s4096_d64"]["tied"]) == 1  # autotune.analyse ran here, without autotune.json
     empty = headline.load(tmp_path / "nothing")
-    assert empty["shapes"] == [] and empty["failures"] == [] and "no shape" not in headline.terminal(empty)
+    assert empty["shapes"] == [] and empty["failures"] == [] and headline.terminal(empty) == "no shape measured yet"
+
+
+def test_an_autotune_file_older_than_a_shape_is_not_used(run: dict[str, Any], tmp_path: Path) -> None:
+    """Found in review: after a shape was measured again, the stale autotune.json could still name a
+    candidate that now failed as the fastest."""
+    results = tmp_path / "results"
+    shutil.copytree(_results(run), results)
+    before = {s["shape"]: s["fastest"] for s in headline.load(results)["shapes"]}
+    bench_path = results / "bench" / "s1024_d64.json"
+    bench = json.loads(bench_path.read_text())
+    bench["candidates"][before["s1024_d64"]].update(status="error", reason="RuntimeError: boom", median_ms=None)
+    bench_path.write_text(json.dumps(bench))  # written after autotune.json
+    after = {s["shape"]: s["fastest"] for s in headline.load(results)["shapes"]}
+    assert after["s1024_d64"] != before["s1024_d64"] and after["s1024_d64"] is not None
 
 
 def test_terminal_block(summary: dict[str, Any]) -> None:

@@ -49,9 +49,12 @@ def test_this_process_own_work_is_not_counted_as_others(monkeypatch):
             return next(own)
 
     monkeypatch.setattr(host.time, "monotonic", lambda: next(clock))
-    monkeypatch.setattr(host.psutil, "cpu_times", lambda: next(system))
+    # cores 0 and 2 are this job's; core 1 (busy all along) is another cpuset's and never counted
+    busy_elsewhere = System(99.0, 0.0, 0.0, 0.0)
+    idle = System(0.0, 0.0, 1.0, 0.0)
+    monkeypatch.setattr(host.psutil, "cpu_times", lambda percpu: [next(system), busy_elsewhere, idle, idle])
     monkeypatch.setattr(host.psutil, "Process", Process)
-    monkeypatch.setattr(host.psutil, "cpu_count", lambda: 4)
-    record = host.LoadWatch.start(threads=2).record()
-    assert record["other_cores"] == pytest.approx(0.1)
+    monkeypatch.setattr(host, "usable_cpus", lambda: [0, 2])
+    record = host.LoadWatch.start(threads=1).record()
+    assert record["cpus"] == 2 and record["other_cores"] == pytest.approx(0.1)
     assert record["busy"] is False and record["why"] is None

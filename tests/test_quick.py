@@ -154,6 +154,13 @@ def test_the_workflow_runs_from_the_checkout_with_its_profile(tmp_path, monkeypa
     assert env["PYTHONPATH"].split(os.pathsep)[0] == str(tmp_path)  # the caller's kernels first
 
 
+def test_relative_pythonpath_entries_mean_the_callers_directory(tmp_path, monkeypatch):
+    """The jobs run in the run's own directory, where `PYTHONPATH=src` would name another folder."""
+    monkeypatch.setenv("PYTHONPATH", f"src{os.pathsep}/abs/kernels")
+    entries = quick.job_environment(tmp_path, ROOT)["PYTHONPATH"].split(os.pathsep)
+    assert entries == [str(tmp_path), str(tmp_path / "src"), "/abs/kernels", str(ROOT)]
+
+
 def test_without_a_checkout_run_says_what_to_do(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv(quick.CHECKOUT_VARIABLE, str(tmp_path))
     assert cli.main(["run", "--shape", "b1_h2_s32_d16"]) == 2

@@ -34,7 +34,7 @@ def test_each_candidate_gets_one_line_with_its_numbers_or_its_reason(run: dict[s
     assert by_name["math"].split()[1] == "ok" and by_name["math"].endswith("reference")
     flash = next(c for c in compare["comparisons"] if c["candidate"] == "flash")
     assert f"{bench['candidates']['flash']['median_ms']:.4g} ms ±" in by_name["flash"]
-    assert "x [" in by_name["flash"] and by_name["flash"].endswith(flash["verdict"])
+    assert "× [" in by_name["flash"] and by_name["flash"].endswith(flash["verdict"])
     for name, entry in bench["candidates"].items():
         if entry["status"] != "ok":
             assert entry["status"] in by_name[name] and entry["reason"].split()[0] in by_name[name]
@@ -62,3 +62,18 @@ def test_a_stopped_run_says_what_finished_and_how_to_resume(run, capsys) -> None
     out = capsys.readouterr().out
     assert f"stopped with {len(names)} of {len(names) + 1} shapes measured" in out
     assert "Run the same command again" in out
+
+
+def test_a_failed_reference_and_long_reasons_keep_the_lines_readable() -> None:
+    """Found in review: with the reference failed, ok candidates showed no speedup and no why; a
+    multi-line reason broke the table."""
+    bench = {"candidates": {
+        "math": {"status": "error", "reason": "RuntimeError: boom", "median_ms": None},
+        "flash": {"status": "ok", "reason": None, "median_ms": 0.5, "rel_ci": 0.004},
+        "mine": {"status": "unsupported", "reason": "line one\nline two " + "x" * 300, "median_ms": None},
+    }}  # fmt: skip
+    compare = {"shape": "s1", "reference": "math", "reason": "reference math is error", "comparisons": []}
+    lines = terminal.candidate_lines(bench, compare)
+    assert lines[:2] == ["s1 (reference math):", "  no speedups: reference math is error"]
+    assert all("\n" not in line and len(line) <= terminal.LINE_WIDTH for line in lines)
+    assert lines[4].startswith("  mine   unsupported  line one line two x") and lines[4].endswith("…")

@@ -102,7 +102,7 @@ def test_the_terminal_shows_each_candidate_and_ends_with_the_answer(finished_run
     assert "s96_causal (reference math):" in out
     lines = out.splitlines()
     naive = next(line for line in lines if line.split()[:2] == ["examples.kernels:naive_attention", "ok"])
-    assert " ms ±" in naive and "x [" in naive  # median with its CI, speedup with its CI
+    assert " ms ±" in naive and "× [" in naive  # median with its CI, speedup with its CI
     assert any("efficient" in line and "needs CUDA" in line for line in lines)
     assert "Job 0: Done" in out and "report: results/report/report.html" in out
     summary = headline.load(finished_run / "results")
@@ -126,7 +126,7 @@ def test_a_failed_candidate_is_listed_and_fails_the_run_only_when_asked(finished
     workdir = _with_a_failed_candidate(finished_run, tmp_path)
     out = snakemake(workdir, "--forcerun", "report")
     assert "Benchmark" not in out  # the edited result stands
-    assert "s96_causal  flash  error: RuntimeError: boom" in out
+    assert "  flash  error on s96_causal\n    RuntimeError: boom\n" in out
     failing = run_snakemake(workdir, "--forcerun", "report", "--config", "fail_on_failed_candidates=True")
     assert failing.returncode == 1, failing.stdout + failing.stderr
     assert "fail_on_failed_candidates is on" in failing.stdout + failing.stderr

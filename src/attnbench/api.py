@@ -29,13 +29,14 @@ import contextlib
 import json
 import os
 import tempfile
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from attnbench import candidates as candidate_registry
 from attnbench import config as run_config
-from attnbench import files, jobs, lock
+from attnbench import files, isolation, jobs, lock
 from attnbench.quick import shape_entry
 
 # A notebook wants an answer in seconds: like the workflow's `cpu:` section, with less sampling time.
@@ -79,12 +80,17 @@ def _candidate_names(candidates: Mapping[str, Any] | Iterable[Any]) -> dict[str,
             label = item if isinstance(item, str) else getattr(item, "__name__", None)
             if label is None:
                 raise TypeError(f"candidate {item!r}: give it a name, e.g. compare({{'mine': fn}}, ...)")
+            if label in named:  # two lambdas are both <lambda>: one would silently replace the other
+                raise ValueError(f"two candidates named {label!r}: name them, e.g. compare({{'a': f, 'b': g}}, ...)")
             named[label] = item
     if not named:
         raise ValueError("compare needs at least one candidate")
     for label, value in named.items():
         if not (isinstance(value, str) or callable(value)):
             raise TypeError(f"candidate {label!r}: expected a callable or a candidate name, not {value!r}")
+    names = [value for value in named.values() if isinstance(value, str)]
+    if len(names) != len(set(names)):
+        raise ValueError(f"a candidate is given twice: {names}")
     return named
 
 
@@ -261,7 +267,13 @@ def compare(
             ceilings_path = _ceilings(run, ceilings)
             benches, compares, rows = {}, {}, []
             for name in run_config.shape_names(run):
-                bench = _measure(run, name, ceilings_path)
+                try:
+                    bench = _measure(run, name, ceilings_path)
+                except (KeyboardInterrupt, isolation.ContextLost) as exc:
+                    # In this process nothing isolates a crash: keep the shapes already measured.
+                    warnings.warn(f"compare stopped at shape {name} ({type(exc).__name__}: {exc}); "
+                                  f"returning the {len(benches)} shapes measured before it", stacklevel=2)
+                    break
                 benches[name] = bench
                 if reference_name is not None:
                     compares[name] = _compare(run, name, bench, Path(scratch))

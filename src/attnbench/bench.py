@@ -101,7 +101,8 @@ def prepare(
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
         try:
-            call = make_call(candidates.build(name, shape, device), inputs, backward)
+            kernel = candidates.build(name, shape, device)
+            call = make_call(kernel, inputs, backward)
             began = time.perf_counter()
             timeout = timing.Settings.from_config(spec.get("timing")).call_timeout_s
             with timing.deadline(timeout):
@@ -125,9 +126,7 @@ def prepare(
             with timing.deadline(timeout):
                 repeat = audit.determinism(first, call())
                 del first
-                memory.reset_peak(device)
-                call()
-                peak = memory.read_peak(device)
+                footprint = memory.footprint(kernel, inputs, backward, device)
         except Exception as exc:
             failed = failure_entry(name, device, exc, [str(w.message) for w in seen], culprit=name)
             memory.release(device)
@@ -135,7 +134,9 @@ def prepare(
     entry = empty_entry(
         "ok", None, rel_error=error, tolerance=tolerance, compile_ms=first_call_ms, deterministic=repeat
     )
-    entry.update(peak)
+    entry.update(
+        peak_mem_mb=footprint.pop("peak_mem_mb"), peak_reserved_mb=footprint.pop("peak_reserved_mb"), footprint=footprint
+    )
     return entry, call
 
 
@@ -198,6 +199,7 @@ def _measure_shape(spec: dict[str, Any], running: Callable[[str | None], None]) 
     log(f"{shape.name}: {shape.as_dict()} {spec['dtype']} {direction} on {device}, {threads} CPU threads")
 
     seed = int(lock_state["seed"])
+    available = memory.device_memory(device)  # before this shape's inputs: what the workload may use
     inputs = make_inputs(shape, dtype, device, seed, direction == "forward_backward")
     expected = reference(shape, *inputs[:3], inputs[3] if direction == "forward_backward" else None)
     entries: dict[str, dict[str, Any]] = {}
@@ -208,6 +210,9 @@ def _measure_shape(spec: dict[str, Any], running: Callable[[str | None], None]) 
         log(f"  {name}: {entries[name]['status']} {entries[name]['reason'] or ''}".rstrip())
         if call is not None:
             calls[name] = call
+            entries[name]["oom_risk"] = memory.oom_risk(
+                entries[name]["footprint"]["projected_mb"], available["device_total_mb"], available["device_free_mb"]
+            )
     running(None)
     # Kept for the audit's diagnosis only ("answer did not change with the inputs"): on the host, so
     # the float64 answers hold no device memory through the timed rounds.
@@ -358,5 +363,9 @@ def audit_failed(entries: dict[str, dict[str, Any]], name: str, exc: BaseExcepti
     timed work could not be verified), and a sticky CUDA error is its own."""
     failed = failure_entry(name, device, exc, [], culprit=name)
     memory.release(device)
-    entries[name].update(status=failed["status"], reason=f"after sampling, the audit failed: {failed['reason']}")
+    entries[name].update(
+        status=failed["status"],
+        reason=f"after sampling, the audit failed: {failed['reason']}",
+        **{key: failed[key] for key in ("traceback", "reason_detail") if key in failed},
+    )
     log(f"  {name}: {entries[name]['status']}: {entries[name]['reason']}")

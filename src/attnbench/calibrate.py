@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from attnbench import clocks, lock, timing
+from attnbench import clocks, host, lock, timing
 from attnbench import device as device_module
 from attnbench.env import device_summary
 
@@ -28,11 +28,19 @@ DEFAULT_CALIBRATION = {
 
 
 def measure_ceilings(
-    device: str, dtypes: list[str], settings: dict[str, Any] | None, lock_settings: dict[str, Any] | None
+    device: str,
+    dtypes: list[str],
+    settings: dict[str, Any] | None,
+    lock_settings: dict[str, Any] | None,
+    threads: int | None = None,
 ) -> dict[str, Any]:
+    """The ceilings, with torch's CPU threads as the benchmark jobs set them (attnbench.host): on the
+    CPU a matmul ceiling taken with one thread would not bound a result taken with eight."""
     import torch
 
     device_module.require(device)
+    threads = host.job_threads(threads)
+    torch.set_num_threads(threads)
     lock_state = lock.apply(lock_settings)
     config = {**DEFAULT_CALIBRATION[device], **(settings or {})}
     n = int(config["matmul_size"])
@@ -108,6 +116,7 @@ def measure_ceilings(
         "matmul": matmul,
         **bandwidth,
         "cache_bytes": _cache_bytes(device),
+        "threads": threads,
     }
 
 

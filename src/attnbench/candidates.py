@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from attnbench.formatting import clip
 from attnbench.workloads import Shape
 
 SDPA_BACKENDS = ("flash", "efficient", "cudnn", "math")
@@ -241,5 +242,4 @@ def _backend_warnings(name: str, lines: list[str]) -> list[str]:
 
 def _concise(text: str) -> str:
     """One line of at most REASON_CHARS characters."""
-    line = " ".join(text.split())
-    return line if len(line) <= REASON_CHARS else line[: REASON_CHARS - 1].rstrip() + "…"
+    return clip(" ".join(text.split()), REASON_CHARS)

@@ -221,9 +221,10 @@ def main(argv: list[str] | None = None) -> int:
         placement = lease.for_job(f"{job.command} {args.out}", want_gpu=want_gpu, log=log)
         served_by = None
         in_worker = worker.enabled(os.environ, placement.source)
-        if job.command == "benchmark":
+        if job.command in ("benchmark", "calibrate"):
             # This job's threads, not those of the job that started the warm worker (attnbench.host).
             spec.setdefault("threads", host.job_threads(None))
+        if job.command == "benchmark":
             document, served_by = _benchmark(spec, in_worker, args.schemas, log)
         elif in_worker:
             document, served_by = worker.run(job.command, spec, lease.lease_dir(), log=log, schemas=args.schemas)
@@ -236,7 +237,10 @@ def main(argv: list[str] | None = None) -> int:
         schemas = None if args.schemas is None else Path(args.schemas)
         files.write_json(args.out, document, jobs.schema_file(schemas, job.schema))
         if job.command == "compare":
-            terminal.print_shape(spec["bench"], document)
+            try:  # the result is written: a failure to show it must not fail the job
+                terminal.print_shape(spec["bench"], document)
+            except Exception as exc:
+                log(f"could not print the shape's lines: {type(exc).__name__}: {exc}")
     except KeyboardInterrupt:
         # Ctrl-C reaches every job of the run: one line, no traceback; the run's own line says what finished.
         _log(args.command)("interrupted (Ctrl-C); this job wrote nothing")

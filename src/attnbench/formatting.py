@@ -116,3 +116,9 @@ def md(value: Any) -> str:
     text = html.escape(str(value), quote=False)
     text = _MD_EDGE_UNDERSCORE.sub(r"\\_", _MD_SPECIAL.sub(r"\\\1", text))
     return " ".join(text.splitlines())
+
+
+def clip(line: str, width: int = 100) -> str:
+    """One terminal line: line breaks in a reason folded, cut at `width` columns."""
+    line = " ".join(line.splitlines())
+    return line if len(line) <= width else line[: width - 1] + "…"

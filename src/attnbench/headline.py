@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from attnbench import autotune as autotune_step
-from attnbench.formatting import DASH, interval
+from attnbench.formatting import DASH, clip, interval
 
 Json = dict[str, Any]
 
@@ -169,15 +169,19 @@ def load(results: Path = Path("results")) -> Json:
     """`summarize` over whatever result files exist under `results` (bench/, compare/,
     report/autotune.json): a partial or interrupted run gets a headline of what it has."""
     results = Path(results)
-    benches = [_read(p) for p in sorted((results / "bench").glob("*.json"))]
+    bench_paths = sorted((results / "bench").glob("*.json"))
+    benches = [_read(p) for p in bench_paths]
     shapes = {b["shape"]["name"] for b in benches}
     compares = [
         c for c in (_read(p) for p in sorted((results / "compare").glob("*.json"))) if c["shape"] in shapes
     ]
     autotune_path = results / "report" / "autotune.json"
     autotune = _read(autotune_path) if autotune_path.is_file() else None
-    if autotune is not None and {s["shape"] for s in autotune["shapes"]} != shapes:
-        autotune = None  # from another set of shapes (an earlier run): recompute rather than mix
+    if autotune is not None and (
+        {s["shape"] for s in autotune["shapes"]} != shapes
+        or autotune_path.stat().st_mtime < max((p.stat().st_mtime for p in bench_paths), default=0)
+    ):
+        autotune = None  # another set of shapes, or older than a shape measured since: recompute, never mix
     return summarize(_run_order(benches, autotune), compares, autotune)
 
 
@@ -203,6 +207,8 @@ def speedup_text(speedup: Any, ci95: list[float] | None, significant: bool | Non
 
 def terminal(summary: Json, report: Path | None = None) -> str:
     """A short plain-text headline for the end of a run (at most about 100 columns)."""
+    if not summary["shapes"]:
+        return "no shape measured yet" + (f"\nreport: {report}" if report is not None else "")
     reference = summary["reference"] or "the reference"
     lines = [f"fastest correct candidate per shape (speedup vs {reference} [95% CI]; "
              f"{SIGNIFICANT_MARK} significant):"]  # fmt: skip
@@ -218,7 +224,7 @@ def terminal(summary: Json, report: Path | None = None) -> str:
     lines.append("candidates: shapes won, tied, failed")
     width = max(map(len, shown), default=0)
     lines += [
-        _clip(f"  {name:<{width}}  {t['wins']} won, {t['ties']} tied, {t['failed']} failed")
+        clip(f"  {name:<{width}}  {t['wins']} won, {t['ties']} tied, {t['failed']} failed")
         for name, t in shown.items()
     ]
     failures = summary["failures"]
@@ -231,17 +237,12 @@ def terminal(summary: Json, report: Path | None = None) -> str:
         lines.append(f"failures ({len(failures)} results):")
         for (candidate, status, reason), shapes in list(groups.items())[:MAX_TERMINAL_FAILURES]:
             where = shapes[0] if len(shapes) == 1 else f"{len(shapes)} shapes ({', '.join(shapes)})"
-            lines += [_clip(f"  {candidate}  {status} on {where}"), _clip(f"    {reason}")]
+            lines += [clip(f"  {candidate}  {status} on {where}"), clip(f"    {reason}")]
         if len(groups) > MAX_TERMINAL_FAILURES:
             lines.append(f"  and {len(groups) - MAX_TERMINAL_FAILURES} more")
     for name, reason in summary["unavailable"].items():
-        lines.append(_clip(f"unavailable here: {name}: {reason}"))
+        lines.append(clip(f"unavailable here: {name}: {reason}"))
     if report is not None:
         lines.append(f"report: {report}")
     return "\n".join(lines)
 
-
-def _clip(line: str, width: int = 100) -> str:
-    """One terminal line: line breaks in a reason folded, cut at `width` columns."""
-    line = " ".join(line.splitlines())
-    return line if len(line) <= width else line[: width - 1] + "…"

@@ -21,12 +21,16 @@ import psutil
 BUSY_SHARE = 0.5
 
 
-def available_cpus() -> int:
-    """The cores this process may run on (its affinity mask, e.g. a SLURM allocation)."""
+def usable_cpus() -> list[int]:
+    """The cores this process may run on (its affinity mask, e.g. a SLURM allocation or a cpuset)."""
     try:
-        return len(os.sched_getaffinity(0))
+        return sorted(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+        return list(range(os.cpu_count() or 1))
+
+
+def available_cpus() -> int:
+    return len(usable_cpus())
 
 
 def job_threads(requested: int | None) -> int:
@@ -51,6 +55,12 @@ def _busy_seconds(times: Any) -> float:
     return float(sum(times)) - idle
 
 
+def _busy_on(cpus: list[int]) -> float:
+    """Busy seconds of the cores this job may use: others' load elsewhere on the host is not its."""
+    per_cpu = psutil.cpu_times(percpu=True)
+    return sum(_busy_seconds(per_cpu[i]) for i in cpus if i < len(per_cpu))
+
+
 def _own_seconds(process: psutil.Process) -> float:
     own = process.cpu_times()
     return own.user + own.system + own.children_user + own.children_system
@@ -61,6 +71,7 @@ class LoadWatch:
     """The whole machine's and this process's CPU time at the start; `record` compares at the end."""
 
     threads: int
+    cpus: list[int]
     started: float
     system_busy: float
     own_busy: float
@@ -70,10 +81,12 @@ class LoadWatch:
     @classmethod
     def start(cls, threads: int) -> LoadWatch:
         process = psutil.Process()
+        cpus = usable_cpus()
         return cls(
             threads=threads,
+            cpus=cpus,
             started=time.monotonic(),
-            system_busy=_busy_seconds(psutil.cpu_times()),
+            system_busy=_busy_on(cpus),
             own_busy=_own_seconds(process),
             load_before=_load_average(),
             process=process,
@@ -83,10 +96,10 @@ class LoadWatch:
         """The bench file's `host`: threads, cores, load average before and after, the cores other
         processes kept busy meanwhile, and whether that makes the machine busy (with why)."""
         wall = max(time.monotonic() - self.started, 1e-9)
-        others = (_busy_seconds(psutil.cpu_times()) - self.system_busy) - (_own_seconds(self.process) - self.own_busy)
+        others = (_busy_on(self.cpus) - self.system_busy) - (_own_seconds(self.process) - self.own_busy)
         other_cores = max(others / wall, 0.0)
-        cpus = available_cpus()
-        free = max(psutil.cpu_count() - self.threads, 1)
+        cpus = len(self.cpus)
+        free = max(cpus - self.threads, 1)
         busy = other_cores > BUSY_SHARE * free
         why = (
             f"other processes kept {other_cores:.1f} of the {free} cores this job left free busy"

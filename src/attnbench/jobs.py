@@ -48,7 +48,10 @@ def _fingerprint_spec(run: dict[str, Any], name: str | None) -> Spec:
 def _calibrate_spec(run: dict[str, Any], name: str | None) -> Spec:
     settings = dict(run.get("calibrate") or {})
     dtypes = settings.pop("dtypes", None) or [run["dtype"]]
-    return {"device": run["device"], "dtypes": dtypes, "settings": settings, "lock": lock.resolve(run.get("lock"))}
+    spec = {"device": run["device"], "dtypes": dtypes, "settings": settings, "lock": lock.resolve(run.get("lock"))}
+    if run.get("threads"):  # as for the benchmarks: the ceilings bound results taken with these threads
+        spec["threads"] = run["threads"]
+    return spec
 
 
 def _benchmark_spec(run: dict[str, Any], name: str | None) -> Spec:
@@ -94,7 +97,7 @@ def _fingerprint(spec: Spec, schemas: Path | None, running: Running | None) -> d
 def _calibrate(spec: Spec, schemas: Path | None, running: Running | None) -> dict[str, Any]:
     from attnbench.calibrate import measure_ceilings
 
-    return measure_ceilings(spec["device"], spec["dtypes"], spec["settings"], spec["lock"])
+    return measure_ceilings(spec["device"], spec["dtypes"], spec["settings"], spec["lock"], spec.get("threads"))
 
 
 def _benchmark(spec: Spec, schemas: Path | None, running: Running | None) -> dict[str, Any]:

@@ -283,7 +283,9 @@ def job_environment(cwd: Path, root: Path) -> dict[str, str]:
     `attnbench run` was called (first on PYTHONPATH), then from PYTHONPATH, then from the checkout (the
     default CPU config's examples.kernels). The interpreter's directory leads PATH, as the jobs call
     `python -m attnbench`."""
-    path = [str(cwd), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep)), str(root)]
+    # Absolute: Snakemake runs the jobs in the run's directory, where a relative entry means another place.
+    given = [str((cwd / entry).resolve()) for entry in os.environ.get("PYTHONPATH", "").split(os.pathsep) if entry]
+    path = [str(cwd), *given, str(root)]
     return {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(dict.fromkeys(path)),
@@ -312,9 +314,10 @@ def _wait_for(command: list[str], cwd: Path, env: dict[str, str]) -> int:
     process = subprocess.Popen(command, cwd=cwd, env=env)
     while True:
         try:
-            return process.wait()
+            code = process.wait()
         except KeyboardInterrupt:
             continue
+        return 128 - code if code < 0 else code  # killed by a signal: the shell's convention
 
 
 def run(args: Any, snakemake_args: list[str]) -> int:

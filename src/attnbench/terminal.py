@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from attnbench import files
-from attnbench.formatting import interval
+from attnbench.formatting import clip, interval
+
+LINE_WIDTH = 160  # a candidate's line: its numbers and the start of its reason (the report has the rest)
 
 # Set by `attnbench run` for the workflow it starts: it prints the headline itself, with the report's
 # absolute path, so the workflow's end only decides the exit.
@@ -24,9 +26,12 @@ HEADLINE_VARIABLE = "ATTNBENCH_RUN_PRINTS_HEADLINE"
 
 def candidate_lines(bench: dict[str, Any], compare: dict[str, Any]) -> list[str]:
     """The shape's name, then one line per candidate: status, median and the half-width of its 95% CI,
-    and its speedup over the reference with that CI and the verdict (or why it has no numbers)."""
+    and its speedup over the reference with that CI and the shape's own verdict (the run's end marks
+    significance after Holm's correction across all shapes), or why it has no numbers."""
     by_candidate = {c["candidate"]: c for c in compare.get("comparisons", [])}
     lines = [f"{compare['shape']} (reference {compare['reference']}):"]
+    if compare.get("reason"):  # the reference itself has no result: nothing was compared
+        lines.append(clip(f"  no speedups: {compare['reason']}"))
     width = max(map(len, bench["candidates"]), default=0)
     for name, entry in bench["candidates"].items():
         text = f"{entry['status']:<11}"
@@ -35,10 +40,11 @@ def candidate_lines(bench: dict[str, Any], compare: dict[str, Any]) -> list[str]
         if name == compare["reference"]:
             text += "  reference"
         elif (versus := by_candidate.get(name)) is not None:
-            text += f"  {interval(versus['speedup'], *versus['speedup_ci95'], suffix='x', mark=1.0)} {versus['verdict']}"
+            speedup = interval(versus["speedup"], *versus["speedup_ci95"], suffix="×", mark=1.0)
+            text += f"  {speedup} {versus['verdict']}"
         if entry.get("reason"):
             text += f"  {entry['reason']}"
-        lines.append(f"  {name:<{width}}  {text}")
+        lines.append(clip(f"  {name:<{width}}  {text}", LINE_WIDTH))
     return lines
 
 
@@ -65,7 +71,7 @@ def stopped(results: Path, shapes: list[str]) -> None:
     done = [name for name in shapes if (results / "bench" / f"{name}.json").exists()]
     print(
         f"attnbench: stopped with {len(done)} of {len(shapes)} shapes measured; their results are kept"
-        f" under {results}/bench. Run the same command again to measure the rest"
-        " (after a hard kill: snakemake --unlock first).",
+        f" under {results.resolve() / 'bench'}. Run the same command again to measure the rest (after a"
+        " hard kill, unlock first: snakemake --unlock, or attnbench run with the same arguments and -- --unlock).",
         flush=True,
     )

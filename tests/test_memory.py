@@ -1,0 +1,111 @@
+"""What a candidate's call allocates for itself (attnbench.memory.footprint), measured on the CPU
+through torch.profiler's memory events; the growth fit across a sweep; the out-of-memory projection."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from attnbench import candidates, memory
+from attnbench.workloads import Shape
+
+MB = 2**20
+SHAPE = Shape.from_config({"name": "s512", "batch": 2, "heads": 8, "seq": 512, "dim": 64})
+
+
+def _inputs(grad: bool = False) -> tuple[torch.Tensor, ...]:
+    q, k, v, dout = (torch.randn(2, 8, 512, 64) for _ in range(4))
+    if grad:
+        q, k, v = (t.requires_grad_() for t in (q, k, v))
+    return q, k, v, dout
+
+
+def with_workspace(nbytes: int):
+    """A kernel that allocates `nbytes` for itself, frees it, and returns a new output."""
+
+    def kernel(q, k, v):
+        scratch = torch.ones(nbytes // 4)  # float32
+        out = torch.empty_like(q).copy_(v) + scratch[0]
+        del scratch
+        return out
+
+    return kernel
+
+
+def test_workspace_is_what_the_call_allocates_beyond_its_output():
+    inputs = _inputs()
+    record = memory.footprint(with_workspace(32 * MB), inputs, backward=False, device="cpu")
+    assert record["output_mb"] == pytest.approx(2.0)  # 2 x 8 x 512 x 64 float32
+    assert record["inputs_mb"] == pytest.approx(6.0)  # q, k, v
+    assert 32 <= record["workspace_mb"] <= 32 + 2 + 0.1  # the scratch, and copy_'s temporary at most
+    assert record["allocations"] >= 2 and record["source"] == memory.CPU_SOURCE
+    assert record["projected_mb"] == pytest.approx(record["inputs_mb"] + record["workspace_mb"] + 2.0)
+    assert record["reserved_growth_mb"] is None and record["backward"] is None
+
+
+def test_memory_held_before_the_call_is_not_counted():
+    """Found on an H200: a peak counted from zero was 2.3 GB for every kernel, 1 GB of it the float64
+    reference the job still held. What was allocated before the call is not the kernel's."""
+    inputs = _inputs()
+    alone = memory.footprint(with_workspace(8 * MB), inputs, backward=False, device="cpu")
+    held = torch.ones(64 * MB // 8, dtype=torch.float64)  # a reference of 64 MB, held throughout
+    beside = memory.footprint(with_workspace(8 * MB), inputs, backward=False, device="cpu")
+    del held
+    assert beside["workspace_mb"] == pytest.approx(alone["workspace_mb"], abs=0.1)
+
+
+def test_math_materialises_the_score_matrix_and_flash_does_not():
+    inputs = _inputs()
+    math_ = memory.footprint(candidates.build("math", SHAPE, "cpu"), inputs, backward=False, device="cpu")
+    flash = memory.footprint(candidates.build("flash", SHAPE, "cpu"), inputs, backward=False, device="cpu")
+    scores_mb = 2 * 8 * 512 * 512 * 4 / MB  # one float32 seq x seq matrix per (batch, head): 16 MB
+    assert math_["workspace_mb"] >= scores_mb
+    assert flash["workspace_mb"] < scores_mb / 10
+
+
+def test_forward_backward_reports_saved_activations_and_the_backwards_workspace_apart():
+    record = memory.footprint(candidates.build("math", SHAPE, "cpu"), _inputs(grad=True), backward=True, device="cpu")
+    scores_mb = 2 * 8 * 512 * 512 * 4 / MB
+    assert record["saved_mb"] >= scores_mb  # the attention matrix, kept for the backward
+    backward = record["backward"]
+    assert backward["gradients_mb"] == pytest.approx(6.0)  # dq, dk, dv
+    assert backward["workspace_mb"] >= scores_mb and backward["allocations"] > 0
+    assert record["inputs_mb"] == pytest.approx(8.0)  # the output gradient too
+    assert record["projected_mb"] >= record["inputs_mb"] + record["saved_mb"] + backward["workspace_mb"]
+
+
+def _bench(seq: int, batch: int, workspaces: dict[str, float | None], status: str = "ok") -> dict:
+    return {
+        "shape": {"name": f"s{seq}", "batch": batch, "heads": 4, "seq": seq},
+        "candidates": {
+            name: {"status": status, "footprint": None if mb is None else {"workspace_mb": mb}}
+            for name, mb in workspaces.items()
+        },
+    }
+
+
+def test_growth_is_the_exponent_of_workspace_per_batch_and_head_against_seq():
+    # 16k tokens per batch: the batch halves as seq doubles, as in the default sweep
+    benches = [
+        _bench(seq, 16384 // seq, {"quadratic": (16384 // seq) * 4 * seq**2 * 4 / MB,
+                                    "linear": (16384 // seq) * 4 * seq * 4 / MB, "nothing": 0.0})
+        for seq in (512, 1024, 2048, 4096)
+    ]  # fmt: skip
+    fits = memory.growth(benches)
+    assert fits["quadratic"]["exponent"] == pytest.approx(2.0)
+    assert fits["linear"]["exponent"] == pytest.approx(1.0)
+    assert fits["quadratic"]["points"] == 4
+    assert "nothing" not in fits  # no workspace to fit
+
+
+def test_growth_needs_two_sequence_lengths_and_ok_results():
+    fits = memory.growth([_bench(512, 2, {"a": 1.0}), _bench(512, 4, {"a": 2.0}), _bench(1024, 2, {"a": 8.0}, "error")])
+    assert fits["a"] == {"exponent": None, "points": 2, "why": "fewer than two sequence lengths"}
+
+
+@pytest.mark.parametrize(
+    ("projected", "total", "free", "risk"),
+    [(50.0, 100.0, 90.0, False), (86.0, 100.0, 95.0, True), (60.0, 100.0, 50.0, True), (10.0, None, None, None)],
+)
+def test_oom_risk_is_the_projection_against_the_device(projected, total, free, risk):
+    assert memory.oom_risk(projected, total, free) is risk

@@ -97,6 +97,19 @@ def _candidate(status: str, tflops: float | None, reason: str | None, quadratic:
         "calls_per_sample": calls_per_sample,
         "tflops": flops / (med * 1e-3) / 1e12,
         "peak_mem_mb": (min_bytes + scores) / 2**20 if device == "cuda" else None,
+        # as memory.footprint records it: a quadratic candidate's workspace is its score matrix
+        "footprint": {
+            "source": "CUDA caching allocator counters (torch.cuda.memory_stats)",
+            "inputs_mb": min_bytes * 3 / 4 / 2**20,
+            "output_mb": min_bytes / 4 / 2**20,
+            "workspace_mb": (scores or shape["batch"] * shape["heads"] * shape["seq"] * 4) / 2**20,
+            "allocations": 3 if quadratic else 1,
+            "reserved_growth_mb": 0.0 if device == "cuda" else None,
+            "saved_mb": None,
+            "backward": None,
+            "projected_mb": (min_bytes + scores) / 2**20,
+        },
+        "oom_risk": False if device == "cuda" else None,
         "rel_error": 0.3 if status == "incorrect" else 1e-3,
         "tolerance": 5e-3,
         # as attnbench.audit records it; flash's kernels differ bitwise from call to call

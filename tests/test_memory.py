@@ -95,12 +95,14 @@ def test_growth_is_the_exponent_of_workspace_per_batch_and_head_against_seq():
     assert fits["quadratic"]["exponent"] == pytest.approx(2.0)
     assert fits["linear"]["exponent"] == pytest.approx(1.0)
     assert fits["quadratic"]["points"] == 4
+    assert fits["quadratic"]["reading"] == "materialises a seq x seq matrix"
+    assert fits["linear"]["reading"] == "streams (no seq x seq matrix)"
     assert "nothing" not in fits  # no workspace to fit
 
 
 def test_growth_needs_two_sequence_lengths_and_ok_results():
     fits = memory.growth([_bench(512, 2, {"a": 1.0}), _bench(512, 4, {"a": 2.0}), _bench(1024, 2, {"a": 8.0}, "error")])
-    assert fits["a"] == {"exponent": None, "points": 2, "why": "fewer than two sequence lengths"}
+    assert fits["a"] == {"exponent": None, "points": 2, "reading": "fewer than two sequence lengths"}
 
 
 @pytest.mark.parametrize(
@@ -109,3 +111,27 @@ def test_growth_needs_two_sequence_lengths_and_ok_results():
 )
 def test_oom_risk_is_the_projection_against_the_device(projected, total, free, risk):
     assert memory.oom_risk(projected, total, free) is risk
+
+
+@pytest.mark.gpu
+def test_gpu_counters_see_the_score_matrix_and_the_allocations():
+    """On CUDA the caching allocator's counters: math's seq x seq scores, flash's near nothing
+    beyond its output and log-sum-exp, the allocation count, and the reserved growth."""
+    shape = Shape.from_config({"name": "s2048", "batch": 2, "heads": 8, "seq": 2048, "dim": 64})
+    q, k, v, dout = (torch.randn(2, 8, 2048, 64, device="cuda", dtype=torch.bfloat16) for _ in range(4))
+    held = torch.empty(256 * MB, dtype=torch.uint8, device="cuda")  # like the float64 reference: not counted
+    records = {
+        name: memory.footprint(candidates.build(name, shape, "cuda"), (q, k, v, dout), backward=False, device="cuda")
+        for name in ("math", "flash")
+    }
+    del held
+    scores_mb = 2 * 8 * 2048 * 2048 * 2 / MB  # one bf16 seq x seq matrix: 128 MB
+    assert records["math"]["workspace_mb"] >= scores_mb
+    assert records["flash"]["workspace_mb"] < 2.0  # the log-sum-exp (float32, 2 x 8 x 2048) and little else
+    assert records["flash"]["output_mb"] == pytest.approx(4.0)
+    for record in records.values():
+        assert record["allocations"] >= 1 and record["reserved_growth_mb"] is not None
+        assert record["source"] == memory.CUDA_SOURCE and record["peak_mem_mb"] >= 256
+    q, k, v = (t.requires_grad_() for t in (q, k, v))
+    backward = memory.footprint(candidates.build("flash", shape, "cuda"), (q, k, v, dout), backward=True, device="cuda")
+    assert backward["saved_mb"] < 2.0 and backward["backward"]["gradients_mb"] == pytest.approx(12.0)

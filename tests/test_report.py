@@ -30,6 +30,7 @@ from fixtures_report import (
 from attnbench import autotune, formatting, report
 from attnbench.autotune import CSV_COLUMNS as AUTOTUNE_COLUMNS
 from attnbench.files import ResultFileError
+from attnbench.formatting import num
 from attnbench.report import COLUMNS, Heading, Para, Section, Table, build_report
 from attnbench.stats import compare, holm
 
@@ -590,11 +591,27 @@ def test_report_leads_with_the_headline_then_the_matrix_and_plots(run: dict[str,
 
 def test_results_table_is_narrow_and_shows_the_relative_error(run: dict[str, Any]) -> None:
     (table,) = [b for b in under(sections(run)["Results per shape"], "s1024_d64 ") if isinstance(b, Table)]
-    assert len(table.headers) <= 9 and "error" in table.headers
+    assert len(table.headers) <= 10 and "error" in table.headers
     assert "efficient" not in [row[0] for row in table.rows]  # unsupported everywhere: in the headline
     error = table.headers.index("error")
     assert table.rows[row_of(table, "math")][error] == "0.0010"
     assert table.rows[row_of(table, "cudnn")][error] == "—"
+    # the workspace beyond inputs and output, and the allocations: math's is its score matrix
+    workspace = table.headers.index("workspace MB (allocs)")
+    frame = pd.read_csv(run["out"]["csv"]).set_index(["shape", "candidate"])
+    scores_mb = frame.loc[("s1024_d64", "math"), "workspace_mb"]
+    assert table.rows[row_of(table, "math")][workspace] == f"{num(scores_mb)} (3)"
+    assert table.rows[row_of(table, "cudnn")][workspace] == "—"
+
+
+def test_memory_section_reads_the_growth_of_each_candidates_workspace(run: dict[str, Any]) -> None:
+    found = sections(run)
+    (table,) = tables(found["Memory"])
+    rows = {row[0]: row for row in table.rows}
+    assert rows["math"][1] == "seq^2.00" and rows["math"][3] == "materialises a seq x seq matrix"
+    assert rows["flash"][1] == "seq^1.00" and rows["flash"][3] == "streams (no seq x seq matrix)"
+    frame = pd.read_csv(run["out"]["csv"])
+    assert {"workspace_mb", "output_mb", "allocations", "projected_mb", "oom_risk"} <= set(frame.columns)
 
 
 def test_details_and_tracebacks_are_collapsed_and_escaped(run: dict[str, Any]) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,6 +26,8 @@ CPU_SOURCE = "torch.profiler memory events (CPU allocator)"
 CUDA_SOURCE = "CUDA caching allocator counters (torch.cuda.memory_stats)"
 # Workspace below this is noise for the growth fit (a kernel that allocates nothing but its output).
 FIT_FLOOR_MB = 1 / 1024
+# A growth exponent above this reads as a materialised seq x seq matrix (2), below as streaming (1).
+QUADRATIC_ABOVE = 1.5
 
 
 def device_memory(device: str) -> dict[str, float | None]:
@@ -211,9 +212,10 @@ def growth(benches: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     for name, found in points.items():
         seqs = sorted({seq for seq, _ in found})
         if len(seqs) < 2:
-            fits[name] = {"exponent": None, "points": len(found), "why": "fewer than two sequence lengths"}
+            fits[name] = {"exponent": None, "points": len(found), "reading": "fewer than two sequence lengths"}
             continue
         x, y = (np.log([p[i] for p in found]) for i in (0, 1))
         slope = float(np.polyfit(x, y, 1)[0])
-        fits[name] = {"exponent": slope if math.isfinite(slope) else None, "points": len(found), "why": None}
+        reading = "materialises a seq x seq matrix" if slope > QUADRATIC_ABOVE else "streams (no seq x seq matrix)"
+        fits[name] = {"exponent": slope, "points": len(found), "reading": reading}
     return fits

@@ -34,13 +34,13 @@ ALT = {
 MAX_FIG_WIDTH = 12.5  # inches at 110 dpi: about the HTML page's width, so text stays full size
 
 
-def figures(frame: pd.DataFrame, ceilings: Json) -> dict[str, bytes]:
-    """Every figure of PLOTS as PNG bytes."""
+def figures(frame: pd.DataFrame, ceilings: Json, growth: Json) -> dict[str, bytes]:
+    """Every figure of PLOTS as PNG bytes; `growth` is memory.growth's fit per candidate."""
     return {
         "latency": _png(_latency_figure(frame)),
         "roofline": _png(_roofline_figure(frame, ceilings)),
         "speedup": _png(_speedup_figure(frame)),
-        "memory": _png(_memory_figure(frame)),
+        "memory": _png(_memory_figure(frame, growth)),
     }
 
 
@@ -289,16 +289,28 @@ def _roofline_figure(frame: pd.DataFrame, ceilings: Json) -> Figure:
     return fig
 
 
-def _memory_figure(frame: pd.DataFrame) -> Figure:
-    drawn = _grouped_bars(frame, "peak_mem_mb", "peak memory (MB)", "Peak memory per call, inputs included")
+def _memory_figure(frame: pd.DataFrame, growth: Json) -> Figure:
+    """Each call's workspace (beyond its inputs and output) on a log scale, the device's memory drawn
+    above it, and each candidate's growth exponent in the legend."""
+    drawn = _grouped_bars(
+        frame.assign(workspace_mb=frame["workspace_mb"].where(frame["workspace_mb"] > 0)),
+        "workspace_mb",
+        "workspace per call (MB, log scale)",
+        "Workspace per call, beyond the inputs and the output",
+    )
     if drawn is None:
-        cpu_only = (frame["device"] == "cpu").all()
-        return _empty(
-            "Peak memory: none recorded (CPU runs do not measure it)"
-            if cpu_only
-            else "Peak memory: no candidate has status ok with a recorded peak"
-        )
+        return _empty("Workspace: none recorded (results written before it was measured)")
     fig, ax = drawn
+    ax.set_yscale("log")
+    total = frame["device_total_mb"].dropna()
+    if not total.empty:
+        ax.axhline(total.max(), color="black", linestyle="--", linewidth=1)
+        ax.annotate(f"device memory {total.max() / 1024:.0f} GiB", (0, total.max()), xycoords=("axes fraction", "data"),
+                    xytext=(4, -12), textcoords="offset points", fontsize=8)  # fmt: skip
+    exponents = {_label(name): fit["exponent"] for name, fit in growth.items() if fit["exponent"] is not None}
+    for handle in ax.get_legend_handles_labels()[0]:
+        if (label := handle.get_label()) in exponents:
+            handle.set_label(f"{label} (∝ seq^{exponents[label]:.1f})")
     _legend_below(fig, ax)
     return fig
 

@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 import jinja2
 import pandas as pd
 
-from attnbench import formatting, headline
+from attnbench import formatting, headline, memory
 from attnbench.clocks import DISCARDED, reason_names
 from attnbench.files import atomic_write_bytes, atomic_write_text, read_json
 from attnbench.formatting import DASH, interval, num, pct, pm
@@ -66,6 +66,16 @@ COLUMNS = [
     "bound_limited_by",
     "intensity",
     "peak_mem_mb",
+    "workspace_mb",
+    "output_mb",
+    "inputs_mb",
+    "allocations",
+    "reserved_growth_mb",
+    "saved_mb",
+    "backward_workspace_mb",
+    "projected_mb",
+    "device_total_mb",
+    "oom_risk",
     "rel_error",
     "bitwise_repeatable",
     "max_abs_diff",
@@ -108,7 +118,7 @@ def build_report(
         bench_paths, compare_paths, fingerprint_path, ceilings_path, autotune_path, schema_dir=schema_dir
     )
     atomic_write_text(out["csv"], run.frame.to_csv(index=False))
-    images = figures(run.frame, run.ceilings)
+    images = figures(run.frame, run.ceilings, run.growth)
     for key, data in images.items():
         atomic_write_bytes(out[key], data)
 
@@ -133,6 +143,7 @@ class Run:
     analysis: Json  # autotune.json
     frame: pd.DataFrame
     summary: Json  # headline.summarize: the answer the report leads with
+    growth: Json  # memory.growth: per candidate, the exponent of its workspace against seq
 
 
 def read_run(
@@ -157,6 +168,7 @@ def read_run(
         analysis=analysis,
         frame=summary_frame(benches, compares, ceilings, analysis),
         summary=headline.summarize(benches, compares, analysis),
+        growth=memory.growth(benches),
     )
 
 
@@ -190,6 +202,7 @@ def summary_frame(benches: list[Json], compares: list[Json], ceilings: Json, ana
             sp_lo, sp_hi = comparison.get("speedup_ci95") or (None, None)
             repeat = cand.get("deterministic") or {}
             ran = cand.get("ran") or {}
+            footprint = cand.get("footprint") or {}
             rows.append(
                 {
                     "shape": shape["name"],
@@ -219,6 +232,16 @@ def summary_frame(benches: list[Json], compares: list[Json], ceilings: Json, ana
                     "bound_limited_by": (bench.get("bound") or {}).get("limited_by"),
                     "intensity": bench["flops"] / bench["min_bytes"] if bench["min_bytes"] else None,
                     "peak_mem_mb": cand["peak_mem_mb"],
+                    "workspace_mb": footprint.get("workspace_mb"),
+                    "output_mb": footprint.get("output_mb"),
+                    "inputs_mb": footprint.get("inputs_mb"),
+                    "allocations": footprint.get("allocations"),
+                    "reserved_growth_mb": footprint.get("reserved_growth_mb"),
+                    "saved_mb": footprint.get("saved_mb"),
+                    "backward_workspace_mb": (footprint.get("backward") or {}).get("workspace_mb"),
+                    "projected_mb": footprint.get("projected_mb"),
+                    "device_total_mb": (bench.get("memory") or {}).get("device_total_mb"),
+                    "oom_risk": cand.get("oom_risk"),
                     "rel_error": cand["rel_error"],
                     "bitwise_repeatable": repeat.get("identical"),
                     "max_abs_diff": repeat.get("max_abs_diff"),
@@ -357,6 +380,7 @@ def document(run: Run) -> list[Section]:
         _matrix_section(summary),
         Section("Plots", [Plot(key) for key in PLOT_ORDER]),
         _results_section(frame[~frame["candidate"].isin(unavailable)]),
+        _memory_section(frame, run.growth),
         _autotune_section(frame, run.analysis),
         _not_ok_section(frame[~frame["candidate"].isin(unavailable)], benches),
         _conditions_section(benches),
@@ -657,7 +681,9 @@ def _results_section(frame: pd.DataFrame) -> Section:
             f"({_distinct(pm(t) for t in frame['target_rel_ci'].dropna())}); a result marked "
             '"target missed" ran out of time or rounds first, so its median is less precise than '
             "asked for and small differences involving it deserve caution. Error: the output's "
-            "relative error against the float64 reference. "
+            "relative error against the float64 reference. Workspace: what one call allocated beyond "
+            "the inputs and its output (its peak above what was allocated before it), and the "
+            "allocations it made, output included (allocations inside a timed call cost time). "
             f"{headline.SIGNIFICANT_MARK}: significant after Holm's correction across the run. "
             "Every other column is in summary.csv."
         ),
@@ -688,6 +714,7 @@ def _results_section(frame: pd.DataFrame) -> Section:
                     num(row.tflops),
                     _bound(row.fraction_of_bound, row.bound_limited_by),
                     num(row.rel_error, 2),
+                    _workspace(row.workspace_mb, row.allocations),
                     speedup,
                     p_holm,
                 ]
@@ -700,6 +727,7 @@ def _results_section(frame: pd.DataFrame) -> Section:
             "TFLOP/s",
             "% of bound",
             "error",
+            "workspace MB (allocs)",
             f"speedup vs {reference or 'reference'} [95% CI]",
             "p (Holm)",
         ]
@@ -707,13 +735,50 @@ def _results_section(frame: pd.DataFrame) -> Section:
             Table(
                 headers,
                 body,
-                numeric={2, 3, 4, 5, 6, 7, 8},
+                numeric={2, 3, 4, 5, 6, 7, 8, 9},
                 status_col=1,
                 highlight=list(rows["fastest"]),
                 flagged=flagged,
             )
         )
     return Section("Results per shape", blocks)
+
+
+def _workspace(workspace_mb: Any, allocations: Any) -> str:
+    """`36.0 (12)`: the call's workspace in MB and its allocations; a dash where not measured."""
+    if formatting.missing(workspace_mb):
+        return DASH
+    return f"{num(workspace_mb)} ({int(allocations)})" if not formatting.missing(allocations) else num(workspace_mb)
+
+
+def _memory_section(frame: pd.DataFrame, growth: Json) -> Section:
+    """How each candidate's workspace grows with the sequence length, and the shapes at risk of
+    running out of memory: the plot draws the same workspaces against the device's memory."""
+    rows = [
+        [name, DASH if fit["exponent"] is None else f"seq^{fit['exponent']:.2f}", str(fit["points"]), fit["reading"]]
+        for name, fit in growth.items()
+    ]
+    intro = (
+        "Workspace per (batch, head) against the sequence length, fitted on a log-log scale over the "
+        "shapes where the candidate ran ok: an exponent near 2 means the call materialises a seq × seq "
+        "score matrix, near 1 or below that it streams. The workspace excludes the inputs, the output "
+        "and whatever the job held before the call (the float64 reference included); summary.csv has "
+        "each call's output, allocations, reserved-memory growth, for forward_backward the activations "
+        "saved for the backward and the backward's own workspace, and the projected total."
+    )
+    blocks: list[Block] = [Para(intro)]
+    if rows:
+        blocks.append(Table(["candidate", "workspace grows as", "shapes", "reading"], rows, numeric={2}))
+    else:
+        blocks.append(Para("No candidate recorded a workspace (results written before it was measured)."))
+    at_risk = frame[frame["oom_risk"].astype("boolean").fillna(False)]
+    if not at_risk.empty:
+        listed = ", ".join(f"{r.candidate} on {r.shape} ({num(r.projected_mb)} MB)" for r in at_risk.itertuples())
+        blocks.append(
+            Para(f"{FLAG} Out-of-memory risk (inputs and the call's own peak above 85% of the device's "
+                 f"memory, or above what was free): {listed}.", css="warning")
+        )  # fmt: skip
+    return Section("Memory", blocks)
 
 
 def _autotune_section(frame: pd.DataFrame, analysis: Json) -> Section:

@@ -29,7 +29,7 @@ ALT = {
     "latency": "Median latency against sequence length per candidate, 95% CI error bars, log-log",
     "roofline": "Roofline: achieved TFLOP/s against arithmetic intensity, with the measured ceilings",
     "speedup": "Speedup against the reference per shape and candidate; * marks Holm-significant",
-    "memory": "Peak memory in MB per shape and candidate",
+    "memory": "Workspace per call in MB (beyond inputs and output) per shape and candidate, against the device's memory",
 }
 MAX_FIG_WIDTH = 12.5  # inches at 110 dpi: about the HTML page's width, so text stays full size
 

@@ -20,7 +20,7 @@ import pytest
 import yaml
 from helpers import ROOT, SCHEMAS, alive, copy_workflow, wait_until
 
-from attnbench import config, files, isolation, jobs
+from attnbench import config, files, host, isolation, jobs
 from attnbench.bench import run_shape
 
 SHAPE = {
@@ -161,7 +161,8 @@ def test_without_a_worker_the_job_names_the_signal_and_replays_to_find_a_crash_i
         assert re.search(rf'crashing_kernels.py", line \d+ in {function}\n', log)
     # The replay command measures the culprit alone, the rest of the job's spec unchanged.
     replayed = json.loads(shlex.split(segfaults["replay"])[-1])
-    assert replayed == spec(["crashing_kernels:segfaults_while_timed"])
+    # ...with the CPU threads the job measured with (its OMP_NUM_THREADS, else every core: attnbench.host)
+    assert replayed == spec(["crashing_kernels:segfaults_while_timed"]) | {"threads": host.job_threads(None)}
 
 
 def test_a_lost_context_in_the_rounds_is_replayed_alone_sanitized_and_retires_the_worker(job_env):

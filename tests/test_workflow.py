@@ -114,6 +114,7 @@ def _with_a_failed_candidate(finished_run, tmp_path):
     test edits s64's config)."""
     workdir = tmp_path / "run"
     shutil.copytree(finished_run, workdir, symlinks=True)
+    (workdir / "config.yaml").write_text(yaml.safe_dump(CPU_CONFIG, sort_keys=False))  # the run's own
     bench = workdir / "results" / "bench" / "s96_causal.json"
     document = json.loads(bench.read_text())
     document["candidates"]["flash"].update(status="error", reason="RuntimeError: boom", samples_ms=[],

@@ -155,10 +155,14 @@ def csv_frame(document: Json) -> pd.DataFrame:
     for shape in document["shapes"]:
         best = shape["fastest"] or {}
         lo, hi = best.get("ci95_ms") or (None, None)
-        tied = sorted((r for r in shape["rivals"] if r["tied"]), key=lambda r: r["median_ms"])
-        names = ";".join(r["candidate"] for r in tied)
+        names = ";".join(r["candidate"] for r in ties(shape))
         rows.append([shape["shape"], best.get("candidate"), best.get("median_ms"), lo, hi, names])
     return pd.DataFrame(rows, columns=CSV_COLUMNS)
+
+
+def ties(shape: Json) -> list[Json]:
+    """The rivals of one shape of autotune.json tied with its fastest, fastest first."""
+    return sorted((r for r in shape["rivals"] if r["tied"]), key=lambda r: r["median_ms"])
 
 
 def _timed(candidate: Json) -> bool:

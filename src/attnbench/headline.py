@@ -107,8 +107,7 @@ def _fastest_and_ties(bench: Json, chosen: Json | None) -> tuple[str | None, lis
     if chosen is None:
         return autotune_step.fastest(bench), []
     fastest = (chosen["fastest"] or {}).get("candidate")
-    tied = sorted((r for r in chosen["rivals"] if r["tied"]), key=lambda r: r["median_ms"])
-    return fastest, [r["candidate"] for r in tied]
+    return fastest, [r["candidate"] for r in autotune_step.ties(chosen)]
 
 
 def _one_reference(references: Iterable[str]) -> str | None:

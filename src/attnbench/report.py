@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 import jinja2
 import pandas as pd
 
-from attnbench import formatting, headline, memory
+from attnbench import autotune, formatting, headline, memory
 from attnbench.clocks import DISCARDED, reason_names
 from attnbench.files import atomic_write_bytes, atomic_write_text, read_json
 from attnbench.formatting import DASH, interval, num, pct, pm
@@ -807,7 +807,7 @@ def _autotune_section(frame: pd.DataFrame, analysis: Json) -> Section:
         if best is None:
             rows.append([str(shape), DASH, "no candidate has status ok", DASH, DASH])
             continue
-        ties = sorted((r for r in compared if r["tied"]), key=lambda r: r["median_ms"])
+        ties = autotune.ties(shapes[shape])
         tied = "; ".join(
             f"{t['candidate']}: {_slower(t['speedup'])}, {_ci_interval(t['speedup'], t['speedup_ci95'], '×', 1.0)}, "
             f"p {num(t['p_holm'], 2)}"

@@ -168,3 +168,31 @@ def test_an_unknown_command_is_an_error_not_a_benchmark():
 
     with pytest.raises(jobs.UnknownJob, match="unknown job 'benchmarks'"):
         jobs.run("benchmarks", benchmark_spec(["math"], 0.2))
+
+
+@pytest.mark.parametrize("command", ["benchmark", "calibrate"])
+def test_the_jobs_threads_travel_in_its_spec_to_the_worker(command, monkeypatch, tmp_path):
+    """A warm worker was started by some earlier job with that job's OMP_NUM_THREADS: the threads a
+    job measures with are its own, so the job puts them in the spec it hands over."""
+    from attnbench import cli
+
+    handed: list[dict] = []
+
+    def measure(spec, in_worker, schemas, log):  # stands in for the worker
+        handed.append(spec)
+        return {"candidates": {}}, None
+
+    def run(name, spec, lease_dir, log, schemas):
+        handed.append(spec)
+        return {"device": "cpu"}, None
+
+    monkeypatch.setattr(cli, "_benchmark", measure)
+    monkeypatch.setattr(cli.worker, "run", run)
+    monkeypatch.setattr(cli.worker, "enabled", lambda env, source: True)
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    spec = {"device": "cpu"}
+    assert cli.main([command, "--spec", json.dumps(spec), "--out", str(tmp_path / "out.json")]) == 0
+    assert handed[0]["threads"] == 3
+    given = {"device": "cpu", "threads": 2}  # the config's `threads` wins over the job's environment
+    assert cli.main([command, "--spec", json.dumps(given), "--out", str(tmp_path / "out.json")]) == 0
+    assert handed[1]["threads"] == 2

@@ -1,5 +1,5 @@
-"""What a run says in the terminal, where Snakemake shows it: each benchmark job's one line per
-candidate, and at the end the answer (attnbench.headline), the failures and the report's path, or,
+"""What a run says in the terminal, where Snakemake shows it: after each shape, one line per candidate
+(printed by the shape's compare job, which has both its measurements and its comparisons), and at the end the answer (attnbench.headline), the failures and the report's path, or,
 when the run stopped early, what finished and how to resume.
 
 Imported by the Snakefile and by every job's process: it must stay cheap to import.
@@ -23,6 +23,7 @@ LINE_WIDTH = 160  # a candidate's line: its numbers and the start of its reason 
 # Set by `attnbench run` for the workflow it starts: it prints the headline itself, with the report's
 # absolute path, so the workflow's end only decides the exit.
 HEADLINE_VARIABLE = "ATTNBENCH_RUN_PRINTS_HEADLINE"
+
 
 def candidate_lines(bench: dict[str, Any], compare: dict[str, Any]) -> list[str]:
     """The shape's name, then one line per candidate: status, median and the half-width of its 95% CI,

@@ -1,6 +1,7 @@
-"""What a run says in the terminal, where Snakemake shows it: after each shape, one line per candidate
-(printed by the shape's compare job, which has both its measurements and its comparisons), and at the end the answer (attnbench.headline), the failures and the report's path, or,
-when the run stopped early, what finished and how to resume.
+"""What a run says in the terminal, where Snakemake shows it: after each shape, one line per
+candidate (printed by the shape's compare job, which has both its measurements and its
+comparisons), and at the end the answer (attnbench.headline), the failures and the report's path,
+or, when the run stopped early, what finished and how to resume.
 
 Imported by the Snakefile and by every job's process: it must stay cheap to import.
 

@@ -1,6 +1,11 @@
 """Candidates: user kernels found before any job, and unsupported reasons that say why in one line."""
 
+import hashlib
+import shutil
+import sys
+
 import pytest
+from helpers import ROOT
 
 from attnbench import Unsupported, candidates
 
@@ -97,3 +102,53 @@ def test_a_long_reason_is_one_line_of_bounded_length():
     reason, detail = candidates.unsupported_reason("flex", "cuda", NotImplementedError("x\n" * 500), [])
     assert "\n" not in reason and len(reason) <= candidates.REASON_CHARS and reason.endswith("…")
     assert detail.count("x") == 500
+
+
+@pytest.fixture
+def wrapped(tmp_path, monkeypatch):
+    """`wrap:attn` only imports the real kernel, which imports a helper from a local package."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "wrap.py").write_text("import numpy\nfrom real import attn\n")
+    (tmp_path / "real.py").write_text("from kernels.tiles import BLOCK\n\ndef attn(q, k, v, *, causal, scale):\n    return q\n")
+    (tmp_path / "kernels").mkdir()
+    (tmp_path / "kernels" / "__init__.py").write_text("")
+    (tmp_path / "kernels" / "tiles.py").write_text("from .sizes import WARPS\nBLOCK = 64\n")
+    (tmp_path / "kernels" / "sizes.py").write_text("WARPS = 4\n")
+    (tmp_path / "unrelated.py").write_text("X = 1\n")
+    return tmp_path
+
+
+def test_editing_a_module_the_kernel_imports_changes_its_hash(wrapped):
+    """Found by trying it: editing the module a `wrap:attn` imported its kernel from reran nothing."""
+    assert {p.name for p in candidates.local_imports(wrapped / "wrap.py", wrapped)} == {
+        "real.py", "__init__.py", "tiles.py", "sizes.py"  # numpy is not local: never followed
+    }
+    before = candidates.user_kernel_source_hash("wrap:attn")
+    (wrapped / "unrelated.py").write_text("X = 2\n")
+    assert candidates.user_kernel_source_hash("wrap:attn") == before
+    for edited in ("real.py", "kernels/sizes.py"):  # directly, and through a relative import
+        (wrapped / edited).write_text((wrapped / edited).read_text() + "# tuned\n")
+        after = candidates.user_kernel_source_hash("wrap:attn")
+        assert after != before
+        before = after
+
+
+def test_a_kernel_hash_does_not_depend_on_where_the_checkout_is(wrapped, tmp_path_factory, monkeypatch):
+    here = candidates.user_kernel_source_hash("wrap:attn")
+    moved = tmp_path_factory.mktemp("elsewhere") / "checkout"
+    shutil.copytree(wrapped, moved)
+    monkeypatch.chdir(moved)
+    monkeypatch.syspath_prepend(str(moved))
+    for module in ("wrap", "real"):
+        sys.modules.pop(module, None)
+    assert candidates.user_kernel_source_hash("wrap:attn") == here
+
+
+def test_a_module_importing_nothing_local_hashes_as_it_always_did():
+    """Existing runs keep their parameters: no benchmark reruns because this hash learnt imports."""
+    source = ROOT / "examples" / "kernels.py"
+    assert candidates.local_imports(source, ROOT) == set()
+    assert candidates.user_kernel_source_hash("examples.kernels:naive_attention") == hashlib.sha256(
+        source.read_bytes()
+    ).hexdigest()[:16]

@@ -85,11 +85,79 @@ def _module_source(module: str) -> Path | None:
 
 
 def user_kernel_source_hash(name: str) -> str:
-    """Content hash of a user kernel's module, so editing the kernel reruns its benchmarks."""
+    """Content hash of a user kernel's module and of the local modules it imports, directly or not,
+    so that editing any of them reruns exactly the benchmarks that use the kernel. Found by trying
+    it: a `wrap:attn` whose file only imported the real kernel from another local module reran
+    nothing when that module changed. A module that imports nothing local hashes as it always did."""
     if name in _REGISTERED:
         return "in-process"
     source = _module_source(name.split(":", 1)[0])
-    return "unresolved" if source is None else hashlib.sha256(source.read_bytes()).hexdigest()[:16]
+    if source is None:
+        return "unresolved"
+    root = Path.cwd().resolve()
+    local = local_imports(source, root)
+    if not local:
+        return hashlib.sha256(source.read_bytes()).hexdigest()[:16]
+    digest = hashlib.sha256(source.read_bytes())
+    for path in sorted(local):  # named relative to the working directory: a moved checkout reruns nothing
+        digest.update(b"\0" + path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def local_imports(source: Path, root: Path) -> set[Path]:
+    """The files under `root` (the working directory: where user kernels live, never site-packages)
+    that `source` imports, directly or through each other, found by reading their imports (nothing
+    is imported). A module that does not parse counts with its text alone."""
+    root = root.resolve()
+    found: set[Path] = set()
+    pending = [source.resolve()]
+    while pending:
+        path = pending.pop()
+        try:
+            tree = ast.parse(path.read_bytes(), filename=str(path))
+        except (SyntaxError, ValueError):
+            continue
+        for module in _imported_modules(tree, path, root):
+            for candidate in _module_files(module, root):
+                if candidate != source.resolve() and candidate not in found:
+                    found.add(candidate)
+                    pending.append(candidate)
+    return found
+
+
+def _imported_modules(tree: ast.Module, path: Path, root: Path) -> list[str]:
+    """Dotted names an AST imports, relative imports resolved against `path`'s package under `root`;
+    `from a import b` names both a and a.b (b may be a submodule)."""
+    names: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                package = path.parent
+                for _ in range(node.level - 1):
+                    package = package.parent
+                if not package.is_relative_to(root):
+                    continue
+                prefix = ".".join(package.relative_to(root).parts)
+                base = ".".join(part for part in (prefix, base) if part)
+            names += [base, *(f"{base}.{alias.name}" if base else alias.name for alias in node.names)]
+    return [name for name in names if name]
+
+
+def _module_files(module: str, root: Path) -> list[Path]:
+    """The files under `root` that importing `module` runs: each package's __init__.py on the way,
+    and the module's own file."""
+    files: list[Path] = []
+    parts = module.split(".")
+    for depth in range(1, len(parts) + 1):
+        base = root.joinpath(*parts[:depth])
+        for candidate in (base / "__init__.py", base.with_suffix(".py")):
+            if candidate.is_file():
+                files.append(candidate.resolve())
+                break
+    return files
 
 
 def user_kernel_problem(name: str) -> str | None:

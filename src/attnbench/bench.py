@@ -186,8 +186,7 @@ def _measure_shape(spec: dict[str, Any], running: Callable[[str | None], None]) 
 
     device = spec["device"]
     device_module.require(device)
-    threads = host.job_threads(spec.get("threads"))
-    torch.set_num_threads(threads)  # per shape: a warm worker serves jobs that may ask for others
+    threads = host.use_threads(spec.get("threads"))
     load = host.LoadWatch.start(threads)
     # The measured ceilings bound every result (attnbench.audit); read first, so a missing file fails early.
     ceilings = files.read_json(spec["ceilings"]) if spec.get("ceilings") else None

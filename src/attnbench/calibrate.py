@@ -39,8 +39,7 @@ def measure_ceilings(
     import torch
 
     device_module.require(device)
-    threads = host.job_threads(threads)
-    torch.set_num_threads(threads)
+    threads = host.use_threads(threads)
     lock_state = lock.apply(lock_settings)
     config = {**DEFAULT_CALIBRATION[device], **(settings or {})}
     n = int(config["matmul_size"])

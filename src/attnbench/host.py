@@ -42,6 +42,16 @@ def job_threads(requested: int | None) -> int:
     return int(given) if given.isdigit() and int(given) > 0 else available_cpus()
 
 
+def use_threads(requested: int | None) -> int:
+    """Set torch's CPU threads for this job (job_threads) and return them: a warm worker serves jobs
+    that may ask for others, so every job sets its own."""
+    import torch
+
+    threads = job_threads(requested)
+    torch.set_num_threads(threads)
+    return threads
+
+
 def _load_average() -> float | None:
     try:
         return float(os.getloadavg()[0])

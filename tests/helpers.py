@@ -56,7 +56,8 @@ CPU_CONFIG = {
 
 def run_snakemake(workdir, *args, gpus=1, env=None) -> subprocess.CompletedProcess:
     """The snakemake CLI in `workdir` with this Python's environment, whatever its exit code."""
-    env = {**os.environ, **(env or {}), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    env = {**os.environ, **(env or {})}
+    env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
     return subprocess.run(
         [sys.executable, "-m", "snakemake", "--cores", str(gpus), "--resources", f"gpu={gpus}", *args],
         cwd=workdir,
@@ -74,9 +75,9 @@ def snakemake(workdir, *args, gpus=1, env=None):
     return proc.stdout + proc.stderr
 
 
-def planned_jobs(workdir):
+def planned_jobs(workdir, env=None):
     """Job counts per rule from a dry run ({} when there is nothing to do)."""
-    out = snakemake(workdir, "--dry-run")
+    out = snakemake(workdir, "--dry-run", env=env)
     if "Nothing to be done" in out:
         return {}
     table = out.split("Job stats:", 1)[1]

@@ -4,13 +4,17 @@ end, and the exit decision for fail_on_failed_candidates."""
 from __future__ import annotations
 
 import json
+import shlex
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fixtures_report import EVIL, build, write_run
 
-from attnbench import headline, terminal
+from attnbench import __version__, headline, jobs, terminal
 
 
 @pytest.fixture(scope="module")
@@ -77,3 +81,20 @@ def test_a_failed_reference_and_long_reasons_keep_the_lines_readable() -> None:
     assert lines[:2] == ["s1 (reference math):", "  no speedups: reference math is error"]
     assert all("\n" not in line and len(line) <= terminal.LINE_WIDTH for line in lines)
     assert lines[4].startswith("  mine   unsupported  line one line two x") and lines[4].endswith("…")
+
+
+@pytest.mark.skipif(shutil.which("env") is None, reason="no env on PATH")
+def test_a_ctrl_c_while_a_job_starts_ends_it_with_one_line() -> None:
+    """The Ctrl-C lands before the job's interpreter has started (as when a run is interrupted the
+    moment a job begins): held by the launcher, it reaches cli.main, which ends the job with one line
+    instead of a start-up traceback."""
+    launcher = shlex.split(str(jobs.launcher()))
+    assert launcher[:2] == ["env", "--block-signal=INT"], "GNU env (coreutils >= 8.31) holds Ctrl-C here"
+    python = shlex.join([sys.executable, *launcher[3:]])  # launcher[2] is `python` on the job's PATH
+    ran = subprocess.run(
+        [*launcher[:2], "sh", "-c", f"kill -INT $$; exec {python} --version"], capture_output=True, text=True
+    )
+    assert ran.returncode == 130, (ran.returncode, ran.stdout, ran.stderr)
+    assert "interrupted (Ctrl-C) while starting" in ran.stderr
+    assert "Traceback" not in ran.stderr and "Fatal Python error" not in ran.stderr
+    assert __version__ not in ran.stdout  # ended before it did anything

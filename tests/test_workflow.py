@@ -49,6 +49,21 @@ def test_touching_every_file_reruns_nothing(finished_run):
     assert planned_jobs(finished_run) == {}
 
 
+def test_a_machine_whose_env_cannot_hold_ctrl_c_reruns_nothing(finished_run, tmp_path):
+    """How a job is started (attnbench.jobs.launcher) depends on the machine's `env`; it must never
+    rerun a finished shape, e.g. one measured on a node with a newer coreutils."""
+    old_env = tmp_path / "bin" / "env"
+    old_env.parent.mkdir()
+    old_env.write_text('#!/bin/sh\ncase "$1" in --block-signal*) exit 125;; esac\nexec /usr/bin/env "$@"\n')
+    old_env.chmod(0o755)
+    path = f"{old_env.parent}:{os.environ['PATH']}"
+    assert "--block-signal" not in subprocess.run(
+        [sys.executable, "-c", "from attnbench import jobs; print(jobs.launcher())"],
+        env={**os.environ, "PATH": path}, capture_output=True, text=True, check=True
+    ).stdout
+    assert planned_jobs(finished_run, env={"PATH": path}) == {}
+
+
 def test_a_finished_run_moved_to_another_path_reruns_nothing(finished_run, tmp_path):
     """Found by trying it: a finished run cloned to another checkout, a container mount or a CI
     workspace reran every job, because the jobs' params held absolute schema paths."""

@@ -18,6 +18,7 @@ import functools
 import json
 import logging
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -168,6 +169,13 @@ def _benchmark(
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        # A job starts with Ctrl-C held (jobs.launcher); one pressed meanwhile arrives here, in our code.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    except KeyboardInterrupt:
+        configure_logging()
+        _log("start")("interrupted (Ctrl-C) while starting; this job wrote nothing")
+        return 130
     argv = list(sys.argv[1:] if argv is None else argv)
     # `attnbench run ... -- ARGS`: ARGS go to snakemake untouched.
     passed_on = argv[argv.index("--") + 1 :] if "--" in argv else []

@@ -13,7 +13,9 @@ plans no job. Schemas reach a job one way, as a directory relative to its workin
 
 from __future__ import annotations
 
+import functools
 import json
+import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +36,33 @@ class Job:
     gpu: bool  # leases a GPU when its spec's device is cuda
     build_spec: Callable[[dict[str, Any], str | None], Spec]
     run: Callable[[Spec, Path | None, Running | None], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Launcher:
+    """How a rule starts a job (`{params.attnbench}`). Not a str on purpose: Snakemake compares only
+    params of built-in types when it decides what to rerun, so how a job is started never reruns a
+    finished shape, on this machine or on one whose `env` differs."""
+
+    command: str
+
+    def __str__(self) -> str:
+        return self.command
+
+
+@functools.cache
+def launcher() -> Launcher:
+    """`python -m attnbench`, with Ctrl-C held (blocked, so pending, not lost) until `cli.main` lets it
+    in. A Ctrl-C that lands while the interpreter starts would otherwise end the job in Python's own
+    start-up (a "Fatal Python error" and a KeyboardInterrupt traceback in the job's log, which the run
+    prints as a failed job's log); held, it ends the job with one line. GNU env has --block-signal
+    since coreutils 8.31; where it does not, the job starts plainly. Decided where the workflow is
+    parsed, which on a cluster is the node that runs the job."""
+    try:
+        held = subprocess.run(["env", "--block-signal=INT", "true"], capture_output=True).returncode == 0
+    except OSError:
+        held = False
+    return Launcher(("env --block-signal=INT " if held else "") + "python -m attnbench")
 
 
 def schema_file(schemas: Path | None, name: str) -> Path | None:

@@ -10,11 +10,12 @@ rule benchmark:
     resources:
         gpu=1,
     params:
+        attnbench=ATTNBENCH,
         spec=lambda wildcards: jobs.spec("benchmark", RUN, wildcards.name),
         schemas=str(SCHEMAS),
         env=JOB_ENV,
     message:
         "Benchmark {wildcards.name}: check every candidate against float64, then time them"
     shell:
-        "{params.env} python -m attnbench benchmark --spec {params.spec:q}"
+        "{params.env} {params.attnbench} benchmark --spec {params.spec:q}"
         " --out {output} --schemas {params.schemas:q} 2> {log}"

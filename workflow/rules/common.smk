@@ -7,6 +7,9 @@ from attnbench import jobs
 RUN = run_config.effective(config, overrides=workflow.config_settings.config)
 SHAPES = run_config.shape_names(RUN)
 JOB_ENV = run_config.job_env(RUN)
+# `python -m attnbench`, holding a Ctrl-C until the job can end cleanly: a param that reruns
+# nothing (attnbench.jobs.Launcher)
+ATTNBENCH = jobs.launcher()
 # Relative to the working directory: no job's params or command line depends on where the checkout
 # is, so a finished run copied to another path plans no job.
 SCHEMAS = Path(os.path.relpath(Path(workflow.basedir) / "workflow" / "schemas"))

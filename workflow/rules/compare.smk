@@ -11,9 +11,10 @@ rule compare:
     conda:
         "../../envs/attnbench.yaml"
     params:
+        attnbench=ATTNBENCH,
         spec=lambda wildcards: jobs.spec("compare", RUN, wildcards.name),
         schemas=str(SCHEMAS),
     message:
         "Compare {wildcards.name}'s candidates with the reference"
     shell:
-        "python -m attnbench compare --spec {params.spec:q} --out {output} --schemas {params.schemas:q} 2> {log}"
+        "{params.attnbench} compare --spec {params.spec:q} --out {output} --schemas {params.schemas:q} 2> {log}"

@@ -13,13 +13,14 @@ rule env_fingerprint:
     resources:
         gpu=1,
     params:
+        attnbench=ATTNBENCH,
         spec=lambda wildcards: jobs.spec("fingerprint", RUN),
         schemas=str(SCHEMAS),
         env=JOB_ENV,
     message:
         "Record the environment (results/env/fingerprint.json)"
     shell:
-        "{params.env} python -m attnbench fingerprint --spec {params.spec:q}"
+        "{params.env} {params.attnbench} fingerprint --spec {params.spec:q}"
         " --out {output} --schemas {params.schemas:q} 2> {log}"
 
 
@@ -33,11 +34,12 @@ rule calibrate:
     resources:
         gpu=1,
     params:
+        attnbench=ATTNBENCH,
         spec=lambda wildcards: jobs.spec("calibrate", RUN),
         schemas=str(SCHEMAS),
         env=JOB_ENV,
     message:
         "Measure the device's ceilings: matmul, copy, read and write bandwidth"
     shell:
-        "{params.env} python -m attnbench calibrate --spec {params.spec:q}"
+        "{params.env} {params.attnbench} calibrate --spec {params.spec:q}"
         " --out {output} --schemas {params.schemas:q} 2> {log}"

@@ -3,9 +3,12 @@
 __version__ = "0.1.0"
 SCHEMA_VERSION = 2
 
-from attnbench.candidates import Unsupported  # noqa: E402  (a kernel raises it to decline a shape)
+# A kernel raises Unsupported to decline a shape; `kernel` declares its form, layout and grid; a
+# factory kernel is handed a Workload (docs/kernels.md).
+from attnbench.candidates import Unsupported, kernel  # noqa: E402
+from attnbench.workloads import Workload  # noqa: E402
 
-__all__ = ["SCHEMA_VERSION", "Unsupported", "__version__", "compare"]
+__all__ = ["SCHEMA_VERSION", "Unsupported", "Workload", "__version__", "compare", "kernel"]
 
 
 def __getattr__(name: str):

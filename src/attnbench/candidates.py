@@ -1,9 +1,13 @@
 """Candidates: the SDPA backends forced one at a time, FlexAttention, and users' own kernels.
 
-Each candidate becomes a callable of (q, k, v) -> output for one shape. A user kernel is named
-"module:function" (or registered in this process under any name, by the Python API) and called as
-function(q, k, v, causal=..., scale=...). A user kernel declines a shape by raising `Unsupported`
-(or NotImplementedError); its message's wording never decides it.
+Each candidate becomes a callable of (q, k, v) -> output for one workload (attnbench.workloads.Workload).
+A user kernel is named "module:function" (or registered in this process under any name, by the Python
+API), optionally with one configuration, "module:function[BLOCK_M=128,num_warps=8]". Undecorated, it
+is called as function(q, k, v, causal=..., scale=...) on (batch, heads, seq, dim) tensors, as always.
+The `kernel` decorator declares the rest of the contract (docs/kernels.md): the factory form, whose
+setup runs outside the timed region, the layout of its tensors, and a grid of configurations, each of
+which becomes a candidate of its own. A user kernel declines a shape by raising `Unsupported` (or
+NotImplementedError); its message's wording never decides it.
 """
 
 from __future__ import annotations
@@ -13,14 +17,17 @@ import difflib
 import hashlib
 import importlib
 import importlib.util
+import itertools
 import os
+import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from attnbench.formatting import clip
-from attnbench.workloads import Shape
+from attnbench.workloads import LAYOUTS, Workload
 
 SDPA_BACKENDS = ("flash", "efficient", "cudnn", "math")
 BUILTIN = (*SDPA_BACKENDS, "flex")
@@ -31,11 +38,111 @@ REASON_CHARS = 200
 
 Kernel = Callable[[Any, Any, Any], Any]
 UserFunction = Callable[..., Any]
+Config = dict[str, Any]
+# The attribute the `kernel` decorator sets on a function.
+DECLARATION_ATTRIBUTE = "__attnbench__"
+# "module:function" with an optional configuration: "module:function[BLOCK_M=128,num_warps=8]"
+_CONFIGURED = re.compile(r"^(?P<base>[^\[\]]+)\[(?P<config>[^\[\]]*)\]$")
+_CONFIG_VALUE = re.compile(r"^[A-Za-z0-9_.+-]+$")
 
 
 class Unsupported(Exception):
     """Raise it from your kernel to decline a shape, dtype or device: the candidate is `unsupported`
     with your message as the reason (any other exception is an `error`)."""
+
+
+@dataclass(frozen=True)
+class Declaration:
+    """How attnbench calls a user kernel (set by the `kernel` decorator; undecorated: the defaults)."""
+
+    factory: bool = False
+    layout: str = "bhsd"
+    grid: tuple[Config, ...] = field(default=())  # configuration points; () for none
+
+
+def kernel(
+    *, factory: bool = False, layout: str = "bhsd", grid: Mapping[str, Sequence[Any]] | Sequence[Config] | None = None
+) -> Callable[[UserFunction], UserFunction]:
+    """Declare how attnbench calls your kernel (docs/kernels.md).
+
+    factory: the function is `prepare(workload, q, k, v, **config) -> run`, and `run(q, k, v)` is
+      what is timed, on the same tensors (refilled in place between checks). Layout conversion,
+      planning, descriptors, block masks and compilation belong in `prepare`: it runs once, outside
+      the timed region, and its time is recorded (setup_ms). Without it, the function itself is timed
+      as `function(q, k, v, causal=..., scale=..., **config)`.
+    layout: "bhsd" (batch, heads, seq, dim; the default) or "bshd" (batch, seq, heads, dim): q, k, v
+      are made in this layout before timing, and the output (and gradients) must be in it.
+    grid: configurations, as {"BLOCK_M": [64, 128], "num_warps": [4, 8]} (every combination) or as a
+      list of dicts; each becomes the candidate `module:function[BLOCK_M=64,num_warps=4]`, its values
+      passed as keyword arguments. Write it as a literal (or a module-level name bound to one): the
+      workflow reads it without importing your module.
+    """
+    declaration = Declaration(factory=factory, layout=layout, grid=tuple(grid_points(grid)))
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout {layout!r}: use one of {', '.join(LAYOUTS)}")
+
+    def declare(fn: UserFunction) -> UserFunction:
+        setattr(fn, DECLARATION_ATTRIBUTE, declaration)
+        return fn
+
+    return declare
+
+
+def grid_points(grid: Mapping[str, Sequence[Any]] | Sequence[Config] | None) -> list[Config]:
+    """A grid's configurations: every combination of a dict of value lists (in its key order), or a
+    list of dicts as given."""
+    if not grid:
+        return []
+    if isinstance(grid, Mapping):
+        keys = list(grid)
+        for key, values in grid.items():
+            if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or not values:
+                raise ValueError(f"grid[{key!r}] must be a non-empty list of values")
+        points = [dict(zip(keys, combination)) for combination in itertools.product(*grid.values())]
+    else:
+        points = [dict(point) for point in grid]
+    for point in points:
+        configured_name("kernel", point)  # every key and value must make a valid name
+    return points
+
+
+def configured_name(base: str, config: Mapping[str, Any]) -> str:
+    """`base[K=V,...]`, the candidate name of one configuration (`base` itself for none)."""
+    if not config:
+        return base
+    parts = []
+    for key, value in config.items():
+        text = repr(value) if not isinstance(value, str) else value
+        if not str(key).isidentifier() or not _CONFIG_VALUE.match(text):
+            raise ValueError(
+                f"configuration {key}={value!r}: keys must be identifiers and values numbers, booleans or"
+                " words (letters, digits, _ . + -)"
+            )
+        parts.append(f"{key}={text}")
+    return f"{base}[{','.join(parts)}]"
+
+
+def split_name(name: str) -> tuple[str, Config]:
+    """(base, configuration) of a candidate name: "m:f[BLOCK_M=128,mode=fast]" -> ("m:f", {...})."""
+    match = _CONFIGURED.match(name)
+    if match is None:
+        return name, {}
+    config: Config = {}
+    for item in filter(None, (part.strip() for part in match["config"].split(","))):
+        key, equals, text = item.partition("=")
+        if not equals or not key.strip().isidentifier():
+            raise ValueError(f"{name!r}: {item!r} is not KEY=VALUE")
+        try:
+            value = ast.literal_eval(text.strip())
+        except (ValueError, SyntaxError):
+            value = text.strip()
+        config[key.strip()] = value
+    return match["base"], config
+
+
+def family(name: str) -> str:
+    """The kernel a configured candidate is a configuration of (the name itself otherwise)."""
+    return split_name(name)[0]
 
 
 # Kernels given as Python callables (attnbench.api), by name, in this process only.
@@ -54,7 +161,8 @@ def unregister(name: str) -> None:
 
 
 def is_user_kernel(name: str) -> bool:
-    return ":" in name or name in _REGISTERED
+    base = name.split("[", 1)[0]
+    return ":" in base or base in _REGISTERED
 
 
 def known(name: str) -> bool:
@@ -89,9 +197,9 @@ def user_kernel_source_hash(name: str) -> str:
     so that editing any of them reruns exactly the benchmarks that use the kernel. Found by trying
     it: a `wrap:attn` whose file only imported the real kernel from another local module reran
     nothing when that module changed. A module that imports nothing local hashes as it always did."""
-    if name in _REGISTERED:
+    if family(name) in _REGISTERED:
         return "in-process"
-    source = _module_source(name.split(":", 1)[0])
+    source = _module_source(family(name).split(":", 1)[0])
     if source is None:
         return "unresolved"
     root = Path.cwd().resolve()
@@ -165,9 +273,13 @@ def user_kernel_problem(name: str) -> str | None:
     without importing the module (the workflow parses its config in every job on a cluster). The
     module must exist and parse, and define or import `function` at top level (a module that
     star-imports is given the benefit of the doubt)."""
-    if name in _REGISTERED:
+    try:
+        base, _ = split_name(name)
+    except ValueError as exc:
+        return str(exc)
+    if base in _REGISTERED:
         return None
-    module, _, function = name.partition(":")
+    module, _, function = base.partition(":")
     if not module or not function.isidentifier():
         return f"{name!r} is not module:function"
     source = _module_source(module)
@@ -194,13 +306,91 @@ def user_kernel_problem(name: str) -> str | None:
                 n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)
             )
     if function in defined:
+        try:
+            static_declaration(base)
+        except ValueError as exc:
+            return str(exc)
         return None
     close = difflib.get_close_matches(function, sorted(d for d in defined if not d.startswith("_")), n=1)
     hint = f"; did you mean {module}:{close[0]}?" if close else ""
     return f"module {module!r} ({source}) defines no {function!r}{hint}"
 
 
-def _sdpa(backend_name: str, shape: Shape) -> Kernel:
+def static_declaration(name: str) -> Declaration:
+    """A user kernel's `kernel` declaration, read from its module's source without importing it (the
+    workflow parses its config on every job); the defaults when it is not decorated, or when it is
+    registered in this process (its function carries the declaration). ValueError when a decorator
+    argument is not a literal."""
+    base = family(name)
+    if base in _REGISTERED:
+        return declaration(base)
+    module, _, function = base.partition(":")
+    source = _module_source(module)
+    if source is None:
+        return Declaration()
+    tree = ast.parse(source.read_bytes(), filename=str(source))
+    literals = {
+        target.id: node.value
+        for node in tree.body
+        if isinstance(node, ast.Assign)
+        for target in node.targets
+        if isinstance(target, ast.Name)
+    }
+    for node in tree.body:
+        if not (isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == function):
+            continue
+        for decorator in node.decorator_list:
+            called = decorator.func if isinstance(decorator, ast.Call) else None
+            named = getattr(called, "attr", None) or getattr(called, "id", None)
+            if named != "kernel" or not isinstance(decorator, ast.Call):
+                continue
+            arguments: dict[str, Any] = {}
+            for keyword in decorator.keywords:
+                value = literals.get(keyword.value.id, keyword.value) if isinstance(keyword.value, ast.Name) else keyword.value
+                try:
+                    arguments[str(keyword.arg)] = ast.literal_eval(value)
+                except ValueError:
+                    raise ValueError(
+                        f"{base}: @kernel({keyword.arg}=...) must be a literal, or a module-level name bound to"
+                        f" one (line {decorator.lineno} of {source}): the workflow reads it without importing the module"
+                    ) from None
+            return Declaration(
+                factory=bool(arguments.get("factory", False)),
+                layout=str(arguments.get("layout", "bhsd")),
+                grid=tuple(grid_points(arguments.get("grid"))),
+            )
+    return Declaration()
+
+
+def expand(names: Sequence[str]) -> list[str]:
+    """The candidates a config's list stands for: a user kernel that declares a grid, named without a
+    configuration, stands for every configuration of its grid; everything else for itself."""
+    expanded: list[str] = []
+    for name in names:
+        if is_user_kernel(name) and "[" not in name:
+            points = static_declaration(name).grid
+            expanded += [configured_name(name, point) for point in points] if points else [name]
+        else:
+            expanded.append(name)
+    return list(dict.fromkeys(expanded))
+
+
+def _user_function(base: str) -> UserFunction:
+    if base in _REGISTERED:
+        return _REGISTERED[base]
+    module, function = base.split(":", 1)
+    return getattr(_import_user_module(module), function)
+
+
+def declaration(name: str) -> Declaration:
+    """How candidate `name` is called (imports a user kernel's module); built-ins are plain bhsd."""
+    if not is_user_kernel(name):
+        return Declaration()
+    found = getattr(_user_function(family(name)), DECLARATION_ATTRIBUTE, None)
+    return found if isinstance(found, Declaration) else Declaration()
+
+
+def _sdpa(backend_name: str, workload: Workload) -> Kernel:
     import torch.nn.functional as F
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
@@ -210,57 +400,61 @@ def _sdpa(backend_name: str, shape: Shape) -> Kernel:
         "cudnn": SDPBackend.CUDNN_ATTENTION,
         "math": SDPBackend.MATH,
     }[backend_name]
-    extra = {"enable_gqa": True} if shape.gqa else {}
+    extra = {"enable_gqa": True} if workload.gqa else {}
 
     def run(q: Any, k: Any, v: Any) -> Any:
         with sdpa_kernel(backend):
-            return F.scaled_dot_product_attention(q, k, v, is_causal=shape.causal, scale=shape.scale, **extra)
+            return F.scaled_dot_product_attention(q, k, v, is_causal=workload.causal, scale=workload.scale, **extra)
 
     return run
 
 
-def _flex(shape: Shape, device: str) -> Kernel:
+def _flex(workload: Workload, device: str) -> Kernel:
     import torch
     from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
     compiled = torch.compile(flex_attention, dynamic=False)
     block_mask = None
-    if shape.causal:
+    if workload.causal:
         block_mask = create_block_mask(
             lambda b, h, q_idx, kv_idx: q_idx >= kv_idx,
             B=None,
             H=None,
-            Q_LEN=shape.seq,
-            KV_LEN=shape.seq_kv,
+            Q_LEN=workload.seq,
+            KV_LEN=workload.seq_kv,
             device=device,
         )
 
     def run(q: Any, k: Any, v: Any) -> Any:
-        return compiled(q, k, v, block_mask=block_mask, scale=shape.scale, enable_gqa=shape.gqa)
+        return compiled(q, k, v, block_mask=block_mask, scale=workload.scale, enable_gqa=workload.gqa)
 
     return run
 
 
-def _user(name: str, shape: Shape) -> Kernel:
-    if name in _REGISTERED:
-        fn = _REGISTERED[name]
-    else:
-        module, function = name.split(":", 1)
-        fn = getattr(_import_user_module(module), function)
+def _user(name: str, workload: Workload, inputs: Sequence[Any]) -> Kernel:
+    base, config = split_name(name)
+    fn = _user_function(base)
+    if declaration(name).factory:
+        run = fn(workload, *inputs[:3], **config)
+        if not callable(run):
+            raise TypeError(f"{base} is declared factory=True but returned {type(run).__name__}, not a callable")
+        return run
 
-    def run(q: Any, k: Any, v: Any) -> Any:
-        return fn(q, k, v, causal=shape.causal, scale=shape.scale)
+    def call(q: Any, k: Any, v: Any) -> Any:
+        return fn(q, k, v, causal=workload.causal, scale=workload.scale, **config)
 
-    return run
+    return call
 
 
-def build(name: str, shape: Shape, device: str) -> Kernel:
+def build(name: str, workload: Workload, inputs: Sequence[Any] = ()) -> Kernel:
+    """Candidate `name` as a callable of (q, k, v) for `workload`. A factory kernel's setup runs here,
+    on `inputs` (q, k, v in the candidate's layout): the caller times this apart from the calls."""
     if name in SDPA_BACKENDS:
-        return _sdpa(name, shape)
+        return _sdpa(name, workload)
     if name == "flex":
-        return _flex(shape, device)
+        return _flex(workload, workload.device)
     if is_user_kernel(name):
-        return _user(name, shape)
+        return _user(name, workload, inputs)
     raise ValueError(f"unknown candidate {name!r}: use one of {BUILTIN} or module:function")
 
 

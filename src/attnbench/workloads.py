@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 # Backward does five matmuls to forward's two (FlashAttention's convention): 2.5x forward.
@@ -12,6 +12,10 @@ BACKWARD_FLOP_FACTOR = 2.5
 DEFAULT_TOLERANCE = {"float32": 1e-4, "float16": 5e-3, "bfloat16": 2e-2}
 # Bounds the float64 score matrix of one reference chunk, so 16k-long sequences fit in memory.
 REFERENCE_CHUNK_BYTES = 512 * 2**20
+# Tensor layouts a candidate may declare: (batch, heads, seq, dim), the reference's, or (batch, seq, heads, dim).
+LAYOUTS = ("bhsd", "bshd")
+# Version of the Workload object handed to user kernels; raised when a field changes meaning.
+WORKLOAD_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,73 @@ class Shape:
         full_rows = max(0, self.seq - self.seq_kv)  # rows past the last key see every key
         ramp = min(self.seq, self.seq_kv)
         return ramp * (ramp + 1) // 2 + full_rows * self.seq_kv
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What a candidate is asked to compute: a shape, its dtype and device, the layout of the tensors
+    this candidate receives, and whether gradients are timed too. A factory kernel (docs/kernels.md)
+    gets it in `prepare(workload, q, k, v)`; the built-in candidates are built from it too.
+
+    causal_alignment: "top_left", PyTorch SDPA's is_causal: query i attends to keys j <= i, also when
+    seq != seq_kv. `extras` is where later workload kinds (masks, sequence lengths, KV caches) put
+    what they add; `version` rises when a field changes meaning.
+    """
+
+    name: str
+    batch: int
+    heads: int
+    kv_heads: int
+    seq: int
+    seq_kv: int
+    dim: int
+    causal: bool
+    scale: float
+    dtype: str
+    device: str
+    layout: str = "bhsd"
+    mode: str = "forward"
+    causal_alignment: str = "top_left"
+    extras: dict[str, Any] = field(default_factory=dict)
+    version: int = WORKLOAD_VERSION
+
+    @classmethod
+    def of(cls, shape: Shape, dtype: str, device: str, *, layout: str = "bhsd", mode: str = "forward") -> Workload:
+        return cls(
+            **{k: v for k, v in shape.as_dict().items()},
+            scale=shape.scale,
+            dtype=dtype,
+            device=device,
+            layout=layout,
+            mode=mode,
+        )
+
+    @property
+    def gqa(self) -> bool:
+        return self.kv_heads != self.heads
+
+    @property
+    def torch_dtype(self) -> Any:
+        import torch
+
+        return getattr(torch, self.dtype)
+
+
+def in_layout(tensors: list[Any] | tuple[Any, ...], layout: str) -> list[Any]:
+    """Views of bhsd tensors as `layout` ((batch, seq, heads, dim) for bshd: dims 1 and 2 swapped)."""
+    return [t if layout == "bhsd" else t.transpose(1, 2) for t in tensors]
+
+
+def inputs_in_layout(inputs: tuple[Any, ...], layout: str) -> tuple[Any, ...]:
+    """q, k, v and dout made contiguous in `layout` before timing (the same values as `inputs`), so
+    that no transpose or copy happens inside the timed region that the kernel does not do itself."""
+    if layout == "bhsd":
+        return inputs
+    made = []
+    for tensor in inputs:
+        copy = tensor.detach().transpose(1, 2).contiguous()
+        made.append(copy.requires_grad_(tensor.requires_grad))
+    return tuple(made)
 
 
 def flops(shape: Shape, direction: str) -> float:

@@ -48,7 +48,7 @@ from attnbench import config as run_config
 from attnbench.calibrate import measure_ceilings
 from attnbench.cli import configure_logging
 from attnbench.env import fingerprint
-from attnbench.workloads import Shape, make_inputs
+from attnbench.workloads import Shape, Workload, make_inputs
 
 SCHEMA = ROOT / "workflow" / "schemas" / "validation.schema.yaml"
 BENCH_SCHEMA = ROOT / "workflow" / "schemas" / "bench.schema.yaml"
@@ -107,7 +107,7 @@ def kernel_call(shape_: Shape, backend: str) -> Any:
     import torch
 
     inputs = make_inputs(shape_, getattr(torch, DTYPE), "cuda", 0, False)
-    return bench.make_call(candidates.build(backend, shape_, "cuda"), inputs, False)
+    return bench.make_call(candidates.build(backend, Workload.of(shape_, "bfloat16", "cuda")), inputs, False)
 
 
 def measure(calls: dict[str, Any]) -> timing.Measurement:
@@ -302,7 +302,7 @@ def position(copies: int = 6) -> dict[str, Any]:
     calls = {}
     for seed in range(copies):
         inputs = make_inputs(shape_, getattr(torch, DTYPE), "cuda", seed, False)
-        calls[f"copy{seed}"] = bench.make_call(candidates.build(backend, shape_, "cuda"), inputs, False)
+        calls[f"copy{seed}"] = bench.make_call(candidates.build(backend, Workload.of(shape_, "bfloat16", "cuda")), inputs, False)
     measured = measure(calls)
     medians = {name: float(np.median(v)) for name, v in measured.samples.items()}
     spread = max(medians.values()) / min(medians.values()) - 1.0

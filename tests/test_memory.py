@@ -7,11 +7,15 @@ import pytest
 import torch
 
 from attnbench import candidates, memory
-from attnbench.workloads import Shape
+from attnbench.workloads import Shape, Workload
 
 MB = 2**20
 SHAPE = Shape.from_config({"name": "s512", "batch": 2, "heads": 8, "seq": 512, "dim": 64})
 
+
+
+def _build(name, shape, device):
+    return candidates.build(name, Workload.of(shape, "float32", device))
 
 def _inputs(grad: bool = False) -> tuple[torch.Tensor, ...]:
     q, k, v, dout = (torch.randn(2, 8, 512, 64) for _ in range(4))
@@ -56,15 +60,15 @@ def test_memory_held_before_the_call_is_not_counted():
 
 def test_math_materialises_the_score_matrix_and_flash_does_not():
     inputs = _inputs()
-    math_ = memory.footprint(candidates.build("math", SHAPE, "cpu"), inputs, backward=False, device="cpu")
-    flash = memory.footprint(candidates.build("flash", SHAPE, "cpu"), inputs, backward=False, device="cpu")
+    math_ = memory.footprint(_build("math", SHAPE, "cpu"), inputs, backward=False, device="cpu")
+    flash = memory.footprint(_build("flash", SHAPE, "cpu"), inputs, backward=False, device="cpu")
     scores_mb = 2 * 8 * 512 * 512 * 4 / MB  # one float32 seq x seq matrix per (batch, head): 16 MB
     assert math_["workspace_mb"] >= scores_mb
     assert flash["workspace_mb"] < scores_mb / 10
 
 
 def test_forward_backward_reports_saved_activations_and_the_backwards_workspace_apart():
-    record = memory.footprint(candidates.build("math", SHAPE, "cpu"), _inputs(grad=True), backward=True, device="cpu")
+    record = memory.footprint(_build("math", SHAPE, "cpu"), _inputs(grad=True), backward=True, device="cpu")
     scores_mb = 2 * 8 * 512 * 512 * 4 / MB
     assert record["saved_mb"] >= scores_mb  # the attention matrix, kept for the backward
     backward = record["backward"]
@@ -121,7 +125,7 @@ def test_gpu_counters_see_the_score_matrix_and_the_allocations():
     q, k, v, dout = (torch.randn(2, 8, 2048, 64, device="cuda", dtype=torch.bfloat16) for _ in range(4))
     held = torch.empty(256 * MB, dtype=torch.uint8, device="cuda")  # like the float64 reference: not counted
     records = {
-        name: memory.footprint(candidates.build(name, shape, "cuda"), (q, k, v, dout), backward=False, device="cuda")
+        name: memory.footprint(_build(name, shape, "cuda"), (q, k, v, dout), backward=False, device="cuda")
         for name in ("math", "flash")
     }
     del held
@@ -133,5 +137,5 @@ def test_gpu_counters_see_the_score_matrix_and_the_allocations():
         assert record["allocations"] >= 1 and record["reserved_growth_mb"] is not None
         assert record["source"] == memory.CUDA_SOURCE and record["peak_mem_mb"] >= 256
     q, k, v = (t.requires_grad_() for t in (q, k, v))
-    backward = memory.footprint(candidates.build("flash", shape, "cuda"), (q, k, v, dout), backward=True, device="cuda")
+    backward = memory.footprint(_build("flash", shape, "cuda"), (q, k, v, dout), backward=True, device="cuda")
     assert backward["saved_mb"] < 2.0 and backward["backward"]["gradients_mb"] == pytest.approx(12.0)

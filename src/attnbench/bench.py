@@ -19,6 +19,7 @@ import time
 import traceback
 import warnings
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -42,12 +43,16 @@ from attnbench.env import device_summary
 from attnbench.workloads import (
     DEFAULT_TOLERANCE,
     Shape,
+    Workload,
     check_output,
     flops,
+    in_layout,
+    inputs_in_layout,
     make_inputs,
     min_bytes,
     reference,
     refill_inputs,
+    refill_layout,
 )
 
 log = logging.getLogger(__name__).info
@@ -86,53 +91,72 @@ def make_call(kernel: candidates.Kernel, inputs: tuple[Any, ...], backward: bool
 
 def prepare(
     name: str,
-    shape: Shape,
-    device: str,
-    inputs: tuple[Any, ...],
+    workload: Workload,
+    inputs_for: Callable[[str], tuple[Any, ...]],
     expected: list[Any],
     spec: dict[str, Any],
 ) -> tuple[dict[str, Any], Callable[[], Any] | None]:
-    """Build, check and warm one candidate; its entry and, when it is fit to time, its call."""
+    """Build, check and warm one candidate; its entry and, when it is fit to time, its call.
+
+    The candidate gets q, k, v in the layout it declares (`inputs_for`), made before any timing, and
+    its output is checked against the reference in that layout. A factory kernel's setup runs here,
+    timed apart (setup_ms), like the first call's compilation (compile_ms)."""
     import torch
 
     backward = spec["mode"] == "forward_backward"
     dtype = getattr(torch, spec["dtype"])
     tolerance = spec.get("tolerance") or DEFAULT_TOLERANCE[spec["dtype"]]
+    timeout = timing.Settings.from_config(spec.get("timing")).call_timeout_s
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
         try:
-            kernel = candidates.build(name, shape, device)
+            declared = candidates.declaration(name)
+            layout = {"layout": declared.layout}
+            inputs = inputs_for(declared.layout)
+            began = time.perf_counter()
+            with timing.deadline(timeout):
+                kernel = candidates.build(name, replace(workload, layout=declared.layout), inputs[:3])
+                if workload.device == "cuda":
+                    torch.cuda.synchronize()
+            setup = {"setup_ms": (time.perf_counter() - began) * 1e3} if declared.factory else {}
             call = make_call(kernel, inputs, backward)
             began = time.perf_counter()
-            timeout = timing.Settings.from_config(spec.get("timing")).call_timeout_s
             with timing.deadline(timeout):
                 result = call()
-                if device == "cuda":
+                if workload.device == "cuda":
                     torch.cuda.synchronize()
             first_call_ms = (time.perf_counter() - began) * 1e3
-            error, mismatch = check_output(result, expected, backward, dtype)
+            wanted = in_layout(expected, declared.layout)
+            error, mismatch = check_output(result, wanted, backward, dtype)
             if mismatch:
-                return empty_entry("incorrect", mismatch, tolerance=tolerance), None
+                return empty_entry("incorrect", mismatch, tolerance=tolerance, **layout), None
             if not error <= tolerance:
                 why = (
                     "output contains NaN or Inf"
                     if math.isinf(error)
                     else f"relative error {error:.3g} exceeds the {spec['dtype']} tolerance {tolerance:g}"
                 )
-                return empty_entry("incorrect", why, rel_error=error, tolerance=tolerance), None
+                return empty_entry("incorrect", why, rel_error=error, tolerance=tolerance, **layout), None
             # A copy: a kernel may hand back the same buffer every call.
             first = [t.detach().clone() for t in audit.tensors(result)]
             del result
             with timing.deadline(timeout):
                 repeat = audit.determinism(first, call())
                 del first
-                footprint = memory.footprint(kernel, inputs, backward, device)
+                footprint = memory.footprint(kernel, inputs, backward, workload.device)
         except Exception as exc:
-            failed = failure_entry(name, device, exc, [str(w.message) for w in seen], culprit=name)
-            memory.release(device)
+            failed = failure_entry(name, workload.device, exc, [str(w.message) for w in seen], culprit=name)
+            memory.release(workload.device)
             return failed, None
     entry = empty_entry(
-        "ok", None, rel_error=error, tolerance=tolerance, compile_ms=first_call_ms, deterministic=repeat
+        "ok",
+        None,
+        rel_error=error,
+        tolerance=tolerance,
+        compile_ms=first_call_ms,
+        deterministic=repeat,
+        **setup,
+        **layout,
     )
     entry.update(
         peak_mem_mb=footprint.pop("peak_mem_mb"), peak_reserved_mb=footprint.pop("peak_reserved_mb"), footprint=footprint
@@ -201,11 +225,20 @@ def _measure_shape(spec: dict[str, Any], running: Callable[[str | None], None]) 
     available = memory.device_memory(device)  # before this shape's inputs: what the workload may use
     inputs = make_inputs(shape, dtype, device, seed, direction == "forward_backward")
     expected = reference(shape, *inputs[:3], inputs[3] if direction == "forward_backward" else None)
+    # The inputs in each layout a candidate declares, made once, before any timing: the same values.
+    layouts = {"bhsd": inputs}
+
+    def inputs_for(layout: str) -> tuple[Any, ...]:
+        if layout not in layouts:
+            layouts[layout] = inputs_in_layout(inputs, layout)
+        return layouts[layout]
+
+    workload = Workload.of(shape, spec["dtype"], device, mode=direction)
     entries: dict[str, dict[str, Any]] = {}
     calls: dict[str, Callable[[], Any]] = {}
     for name in spec["candidates"]:
         running(name)
-        entries[name], call = prepare(name, shape, device, inputs, expected, spec)
+        entries[name], call = prepare(name, workload, inputs_for, expected, spec)
         log(f"  {name}: {entries[name]['status']} {entries[name]['reason'] or ''}".rstrip())
         if call is not None:
             calls[name] = call
@@ -250,7 +283,7 @@ def _measure_shape(spec: dict[str, Any], running: Callable[[str | None], None]) 
     log(f"  stopped: {measured.stop_reason}")
     limit = audit.bound(ceilings, spec["dtype"], work, nbytes, cold=measured.mode == "cold")
     began = time.perf_counter()
-    audit_timed_work(entries, calls, measured, inputs, expected, limit, shape=shape, spec=spec, seed=seed)
+    audit_timed_work(entries, calls, measured, layouts, expected, limit, shape=shape, spec=spec, seed=seed)
     audit_s = time.perf_counter() - began
     log(f"  audit: {audit_s:.2f} s")
     conditions = load.record()
@@ -282,7 +315,7 @@ def audit_timed_work(
     entries: dict[str, dict[str, Any]],
     calls: dict[str, Callable[[], Any]],
     measured: timing.Measurement,
-    inputs: tuple[Any, ...],
+    layouts: dict[str, tuple[Any, ...]],
     expected: list[Any],
     limit: dict[str, Any] | None,
     *,
@@ -291,7 +324,8 @@ def audit_timed_work(
     seed: int,
 ) -> None:
     """After sampling: what each timed candidate ran, whether its timing was earned, and whether
-    the timed unit still computes its answer once the inputs change (attnbench.audit)."""
+    the timed unit still computes its answer once the inputs change (attnbench.audit). `layouts`
+    holds the inputs in each layout the candidates declared (bhsd first), all refilled together."""
     import torch
 
     device = spec["device"]
@@ -323,8 +357,11 @@ def audit_timed_work(
             log(f"  {name}: untrusted: {entry['reason']}")
     if not last:
         return
+    inputs = layouts["bhsd"]
     try:
         refill_inputs(inputs, seed + 1)
+        for layout, tensors in layouts.items():
+            refill_layout(tensors, inputs, layout)
         fresh = reference(shape, *inputs[:3], inputs[3] if backward else None)
     except Exception as exc:  # out of memory beside the candidates' outputs and graph pools
         for name in last:
@@ -335,14 +372,15 @@ def audit_timed_work(
         sampler = measured.samplers[name]
         try:
             with timing.deadline(timeout):
-                audit.poison(previous, inputs)
+                layout = entries[name].get("layout", "bhsd")
+                audit.poison(previous, layouts[layout])
                 result = sampler.check_call()
                 if device == "cuda":
                     torch.cuda.synchronize()
                 why = audit.verify(
                     result,
-                    fresh,
-                    expected,
+                    in_layout(fresh, layout),
+                    in_layout(expected, layout),
                     backward=backward,
                     dtype=dtype,
                     tolerance=entries[name]["tolerance"],

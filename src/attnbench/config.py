@@ -169,6 +169,14 @@ def effective(config: Mapping[str, Any], overrides: Mapping[str, Any] | None = N
     run |= {"device": resolved, "requested_device": requested}
     # Built once per parse, not once per job: a sweep can have thousands of jobs.
     run["shapes_by_name"] = {shape["name"]: shape for shape in run["shapes"]}
+    # A kernel that declares a grid stands for its configurations (attnbench.candidates.expand).
+    run["candidates"] = candidates.expand(run["candidates"])
+    if run["reference"] not in run["candidates"]:
+        configurations = [c for c in run["candidates"] if candidates.family(c) == run["reference"]]
+        raise ConfigError(
+            f"reference: {run['reference']!r} declares a grid of {len(configurations)} configurations; the"
+            f" reference must be one candidate: name one configuration, e.g. {configurations[0]!r}"
+        )
     run["kernel_hashes"] = {
         c: candidates.user_kernel_source_hash(c) for c in run["candidates"] if candidates.is_user_kernel(c)
     }

@@ -174,6 +174,17 @@ def refill_inputs(inputs: tuple[Any, ...], seed: int) -> None:
             tensor.copy_(torch.randn(tensor.shape, generator=gen, device=tensor.device, dtype=torch.float32))
 
 
+def refill_layout(tensors: tuple[Any, ...], source: tuple[Any, ...], layout: str) -> None:
+    """The values of the bhsd `source` written into `tensors`, its copies in `layout` (same addresses)."""
+    import torch
+
+    if layout == "bhsd":
+        return
+    with torch.no_grad():
+        for made, values in zip(tensors, source):
+            made.copy_(values.transpose(1, 2))
+
+
 def reference(shape: Shape, q: Any, k: Any, v: Any, dout: Any | None) -> list[Any]:
     """Float64 attention (and its gradients when dout is given), computed a block of queries at a time."""
     import torch

@@ -1,0 +1,99 @@
+"""User kernels in each form and layout of the kernel contract (docs/kernels.md), for the tests."""
+
+import time
+
+import torch.nn.functional as F
+
+from attnbench import Unsupported, kernel
+
+GRID = {"BLOCK": [8, 16, 32]}
+
+
+def _sdpa(q, k, v, causal, scale):
+    return F.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=scale, enable_gqa=True)
+
+
+def _require_bshd(workload, *tensors):
+    """Raises unless the tensors are contiguous (batch, seq, heads, dim): made so before timing."""
+    q, k, v = tensors
+    want_q = (workload.batch, workload.seq, workload.heads, workload.dim)
+    want_kv = (workload.batch, workload.seq_kv, workload.kv_heads, workload.dim)
+    if (tuple(q.shape), tuple(k.shape), tuple(v.shape)) != (want_q, want_kv, want_kv):
+        raise AssertionError(f"not bshd: {tuple(q.shape)}")
+    if not all(t.is_contiguous() for t in tensors):
+        raise AssertionError("bshd inputs are not contiguous")
+
+
+@kernel(factory=True)
+def factory_bhsd(workload, q, k, v):
+    """Setup that takes a while (planning, compilation): timed apart, never in the samples."""
+    time.sleep(0.05)
+    causal, scale = workload.causal, workload.scale
+
+    def run(q, k, v):
+        return _sdpa(q, k, v, causal, scale)
+
+    return run
+
+
+@kernel(layout="bshd")
+def plain_bshd(q, k, v, *, causal, scale):
+    out = _sdpa(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), causal, scale)
+    return out.transpose(1, 2)
+
+
+@kernel(factory=True, layout="bshd")
+def factory_bshd(workload, q, k, v):
+    _require_bshd(workload, q, k, v)
+    if workload.layout != "bshd" or workload.version < 1:
+        raise AssertionError(f"workload says {workload.layout}")
+
+    def run(q, k, v):
+        _require_bshd(workload, q, k, v)
+        out = _sdpa(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), workload.causal, workload.scale)
+        return out.transpose(1, 2)
+
+    return run
+
+
+@kernel(layout="bshd")
+def bshd_answers_in_bhsd(q, k, v, *, causal, scale):
+    """Declares bshd and returns bhsd: its output does not match the reference in its layout."""
+    return _sdpa(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), causal, scale)
+
+
+@kernel(factory=True, layout="bshd")
+def bshd_keeps_its_first_answer(workload, q, k, v):
+    """Computes once and hands back that answer ever after: the audit refills the bshd inputs too."""
+    kept = []
+
+    def run(q, k, v):
+        if not kept:
+            kept.append(_sdpa(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), workload.causal,
+                              workload.scale).transpose(1, 2).contiguous())
+        return kept[0].clone()
+
+    return run
+
+
+@kernel(grid=GRID)
+def tiled(q, k, v, *, causal, scale, BLOCK):
+    """A configuration is passed as keyword arguments; BLOCK=8 has a bug."""
+    out = _sdpa(q, k, v, causal, scale)
+    return out * 1.1 if BLOCK == 8 else out
+
+
+@kernel(factory=True, grid=[{"BLOCK_M": 16, "stages": 2}, {"BLOCK_M": 128, "stages": 3}])
+def tuned(workload, q, k, v, *, BLOCK_M, stages):
+    if BLOCK_M > workload.seq:
+        raise Unsupported(f"BLOCK_M={BLOCK_M} is longer than the sequence ({workload.seq})")
+
+    def run(q, k, v):
+        return _sdpa(q, k, v, workload.causal, workload.scale)
+
+    return run
+
+
+@kernel(factory=True)
+def returns_no_callable(workload, q, k, v):
+    return _sdpa(q, k, v, workload.causal, workload.scale)

@@ -166,3 +166,14 @@ def test_a_config_naming_a_kernel_with_a_grid_runs_every_configuration(tmp_path,
     assert one["candidates"] == ["math", "mine:attn[BLOCK_M=128,num_warps=8]"]
     with pytest.raises(config.ConfigError, match="reference must be one candidate"):
         _run_config(tmp_path, monkeypatch, ["math", "mine:attn"], reference="mine:attn")
+
+
+def test_the_python_api_takes_a_decorated_kernel_with_its_grid(contract_kernels):
+    import contract_kernels as kernels
+
+    import attnbench
+
+    frame = attnbench.compare({"tiled": kernels.tiled, "bshd": kernels.factory_bshd}, ["b1_h2_s32_d16"],
+                              reference="math", timing={"min_rounds": 3, "max_rounds": 3, "max_time_s": 1})
+    got = dict(zip(frame["candidate"], frame["status"]))
+    assert got == {"tiled[BLOCK=8]": "incorrect", "tiled[BLOCK=16]": "ok", "tiled[BLOCK=32]": "ok", "bshd": "ok", "math": "ok"}

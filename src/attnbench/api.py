@@ -211,6 +211,8 @@ def compare(
         "module:function"), or a list of names and callables (named by __name__). A callable is
         called as fn(q, k, v, causal=..., scale=...), q (batch, heads, seq, dim), k and v
         (batch, kv_heads, seq_kv, dim); it declines a shape by raising attnbench.Unsupported.
+        One decorated with attnbench.kernel (factory form, bshd layout, a grid) is called as it
+        declares, each configuration of its grid a row of its own: "label[K=V,...]" (docs/kernels.md).
     shapes: "b2_h8_s512_d64[_causal]" strings (attnbench.quick's syntax), dicts with the config's
         fields {batch, heads, seq, dim, causal, kv_heads, seq_kv, name} (named if unnamed), or Shapes.
     reference: a built-in candidate, a label of `candidates`, or None (no comparison; speedup empty).

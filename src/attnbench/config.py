@@ -177,8 +177,13 @@ def effective(config: Mapping[str, Any], overrides: Mapping[str, Any] | None = N
             f"reference: {run['reference']!r} declares a grid of {len(configurations)} configurations; the"
             f" reference must be one candidate: name one configuration, e.g. {configurations[0]!r}"
         )
+    # Once per kernel, not per configuration: a grid of 64 reads and hashes its sources once.
+    sources = {
+        base: candidates.user_kernel_source_hash(base)
+        for base in dict.fromkeys(candidates.family(c) for c in run["candidates"] if candidates.is_user_kernel(c))
+    }
     run["kernel_hashes"] = {
-        c: candidates.user_kernel_source_hash(c) for c in run["candidates"] if candidates.is_user_kernel(c)
+        c: sources[candidates.family(c)] for c in run["candidates"] if candidates.is_user_kernel(c)
     }
     return run
 

@@ -6,6 +6,8 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from attnbench import masks
+
 # Backward does five matmuls to forward's two (FlashAttention's convention): 2.5x forward.
 BACKWARD_FLOP_FACTOR = 2.5
 # ||out - ref|| / ||ref|| that each dtype is expected to meet against float64 (see docs/methodology).
@@ -18,6 +20,20 @@ LAYOUTS = ("bhsd", "bshd")
 WORKLOAD_VERSION = 1
 
 
+# The mask and score fields a shape may add (attnbench.masks says what each means), with the value that
+# means "none": a shape that leaves them at these is the dense attention of earlier configs, and its
+# spec (hence its jobs' parameters) is what it was.
+MASK_DEFAULTS: dict[str, Any] = {
+    "causal_alignment": "top_left",
+    "window": None,
+    "prefix": 0,
+    "softcap": 0.0,
+    "alibi": False,
+    "softmax_scale": None,
+    "seq_lens": None,
+}
+
+
 @dataclass(frozen=True)
 class Shape:
     name: str
@@ -28,23 +44,58 @@ class Shape:
     seq_kv: int
     dim: int
     causal: bool
+    dim_v: int = 0  # the value head dim; from_config makes it dim when the config does not set it
+    causal_alignment: str = "top_left"
+    window: tuple[int | None, int | None] | None = None
+    prefix: int = 0
+    softcap: float = 0.0
+    alibi: bool = False
+    softmax_scale: float | None = None
+    seq_lens: tuple[int, ...] | None = None  # a packed batch of documents: each one's length
 
     @classmethod
     def from_config(cls, entry: dict[str, Any]) -> Shape:
-        """Fill the defaults the config may omit: kv_heads = heads, seq_kv = seq, causal = False."""
+        """Fill the defaults the config may omit: kv_heads = heads, seq_kv = seq, causal = False, dim_v =
+        dim, no mask beyond causal. A packed batch (`seq_lens`, a list or a seeded distribution) is one
+        row of seq = seq_kv = its total tokens."""
+        lengths = resolve_seq_lens(entry["seq_lens"]) if entry.get("seq_lens") is not None else None
+        seq = sum(lengths) if lengths else int(entry["seq"])
+        window = entry.get("window")
         return cls(
             name=str(entry["name"]),
-            batch=int(entry["batch"]),
+            batch=1 if lengths else int(entry["batch"]),
             heads=int(entry["heads"]),
             kv_heads=int(entry.get("kv_heads") or entry["heads"]),
-            seq=int(entry["seq"]),
-            seq_kv=int(entry.get("seq_kv") or entry["seq"]),
+            seq=seq,
+            seq_kv=seq if lengths else int(entry.get("seq_kv") or seq),
             dim=int(entry["dim"]),
             causal=bool(entry.get("causal", False)),
+            dim_v=int(entry.get("dim_v") or entry["dim"]),
+            causal_alignment=str(entry.get("causal_alignment") or "top_left"),
+            window=None if window is None else (window[0], window[1]),
+            prefix=int(entry.get("prefix") or 0),
+            softcap=float(entry.get("softcap") or 0.0),
+            alibi=bool(entry.get("alibi", False)),
+            softmax_scale=None if entry.get("scale") is None else float(entry["scale"]),
+            seq_lens=lengths,
         )
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The fields, without those at their "none" value (MASK_DEFAULTS, dim_v == dim): a dense shape
+        reads as it always did; packed lengths as the explicit list they resolved to."""
+        fields = asdict(self)
+        if fields["dim_v"] == self.dim:
+            del fields["dim_v"]
+        for key, none in MASK_DEFAULTS.items():
+            if fields[key] == none:
+                del fields[key]
+        if "window" in fields:
+            fields["window"] = list(fields["window"])
+        if "seq_lens" in fields:
+            fields["seq_lens"] = list(fields["seq_lens"])
+        if "softmax_scale" in fields:
+            fields["scale"] = fields.pop("softmax_scale")
+        return fields
 
     @property
     def gqa(self) -> bool:
@@ -52,26 +103,46 @@ class Shape:
 
     @property
     def scale(self) -> float:
-        return 1.0 / math.sqrt(self.dim)
+        return self.softmax_scale if self.softmax_scale is not None else 1.0 / math.sqrt(self.dim)
 
     def attended_pairs(self) -> int:
-        """Query-key pairs per head; causal masks are top-left aligned, as in PyTorch's SDPA."""
-        if not self.causal:
+        """Query-key pairs per head, counted from the mask (attnbench.masks.attended_per_query)."""
+        if not masks.is_masked(self):
             return self.seq * self.seq_kv
-        full_rows = max(0, self.seq - self.seq_kv)  # rows past the last key see every key
-        ramp = min(self.seq, self.seq_kv)
-        return ramp * (ramp + 1) // 2 + full_rows * self.seq_kv
+        return int(masks.attended_per_query(self).sum())
+
+
+def resolve_seq_lens(given: list[int] | dict[str, Any]) -> tuple[int, ...]:
+    """A packed batch's document lengths: the list given, or drawn uniformly between `min` and `max`
+    with numpy's generator seeded by `seed` (default 0) until `total` tokens, the last one cut to fit
+    (and dropped if that leaves it under `min`, its tokens going to the one before): the same lengths
+    on every machine and run."""
+    if isinstance(given, list):
+        return tuple(int(n) for n in given)
+    import numpy as np
+
+    low, high, total = int(given["min"]), int(given["max"]), int(given["total"])
+    rng = np.random.default_rng(int(given.get("seed", 0)))
+    lengths: list[int] = []
+    while sum(lengths) < total:
+        lengths.append(int(min(rng.integers(low, high + 1), total - sum(lengths))))
+    if len(lengths) > 1 and lengths[-1] < low:
+        lengths[-2] += lengths.pop()
+    return tuple(lengths)
 
 
 @dataclass(frozen=True)
 class Workload:
-    """What a candidate is asked to compute: a shape, its dtype and device, the layout of the tensors
-    this candidate receives, and whether gradients are timed too. A factory kernel (docs/kernels.md)
-    gets it in `prepare(workload, q, k, v)`; the built-in candidates are built from it too.
+    """What a candidate is asked to compute: a shape with its masks, its dtype and device, the layout of
+    the tensors this candidate receives, and whether gradients are timed too. A factory kernel
+    (docs/kernels.md) gets it in `prepare(workload, q, k, v)`; the built-in candidates are built from it.
 
-    causal_alignment: "top_left", PyTorch SDPA's is_causal: query i attends to keys j <= i, also when
-    seq != seq_kv. `extras` is where later workload kinds (masks, sequence lengths, KV caches) put
-    what they add; `version` rises when a field changes meaning.
+    The mask fields mean what attnbench.masks says (causal_alignment "top_left" is PyTorch SDPA's
+    is_causal, "bottom_right" FlashAttention's; window (left, right); prefix; softcap; alibi with
+    `alibi_slopes`). A packed batch has `seq_lens` and the cumulative offsets `cu_seqlens_q` and
+    `cu_seqlens_k` (FlashAttention's varlen arguments); its tensors are one row of all tokens (batch 1;
+    in the thd layout, (total tokens, heads, dim)). `extras` is where later workload kinds (KV caches)
+    put what they add; `version` rises when a field changes meaning.
     """
 
     name: str
@@ -81,6 +152,7 @@ class Workload:
     seq: int
     seq_kv: int
     dim: int
+    dim_v: int
     causal: bool
     scale: float
     dtype: str
@@ -88,18 +160,54 @@ class Workload:
     layout: str = "bhsd"
     mode: str = "forward"
     causal_alignment: str = "top_left"
+    window: tuple[int | None, int | None] | None = None
+    prefix: int = 0
+    softcap: float = 0.0
+    alibi: bool = False
+    alibi_slopes: tuple[float, ...] | None = None
+    seq_lens: tuple[int, ...] | None = None
+    cu_seqlens_q: tuple[int, ...] = ()
+    cu_seqlens_k: tuple[int, ...] = ()
     extras: dict[str, Any] = field(default_factory=dict)
     version: int = WORKLOAD_VERSION
 
     @classmethod
     def of(cls, shape: Shape, dtype: str, device: str, *, layout: str = "bhsd", mode: str = "forward") -> Workload:
+        cu_q, cu_k = masks.documents(shape)
         return cls(
-            **{k: v for k, v in shape.as_dict().items()},
+            name=shape.name,
+            batch=shape.batch,
+            heads=shape.heads,
+            kv_heads=shape.kv_heads,
+            seq=shape.seq,
+            seq_kv=shape.seq_kv,
+            dim=shape.dim,
+            dim_v=shape.dim_v,
+            causal=shape.causal,
             scale=shape.scale,
             dtype=dtype,
             device=device,
             layout=layout,
             mode=mode,
+            causal_alignment=shape.causal_alignment,
+            window=shape.window,
+            prefix=shape.prefix,
+            softcap=shape.softcap,
+            alibi=shape.alibi,
+            alibi_slopes=tuple(masks.alibi_slopes(shape.heads)) if shape.alibi else None,
+            seq_lens=shape.seq_lens,
+            cu_seqlens_q=tuple(cu_q),
+            cu_seqlens_k=tuple(cu_k),
+        )
+
+    @property
+    def shape(self) -> Shape:
+        """The shape this workload was made from (its mask and score fields included)."""
+        return Shape(
+            name=self.name, batch=self.batch, heads=self.heads, kv_heads=self.kv_heads, seq=self.seq,
+            seq_kv=self.seq_kv, dim=self.dim, causal=self.causal, dim_v=self.dim_v,
+            causal_alignment=self.causal_alignment, window=self.window, prefix=self.prefix,
+            softcap=self.softcap, alibi=self.alibi, softmax_scale=self.scale, seq_lens=self.seq_lens,
         )
 
     @property
@@ -131,18 +239,21 @@ def inputs_in_layout(inputs: tuple[Any, ...], layout: str) -> tuple[Any, ...]:
 
 
 def flops(shape: Shape, direction: str) -> float:
-    forward = 4.0 * shape.batch * shape.heads * shape.dim * shape.attended_pairs()
+    """2 * pairs * dim for the scores and 2 * pairs * dim_v for the weighted values, per head."""
+    forward = 2.0 * shape.batch * shape.heads * (shape.dim + shape.dim_v) * shape.attended_pairs()
     return forward * (1.0 + BACKWARD_FLOP_FACTOR) if direction == "forward_backward" else forward
 
 
 def min_bytes(shape: Shape, itemsize: int, direction: str) -> int:
     """Bytes one call must move at least: every input read once, every output written once."""
     q = shape.batch * shape.heads * shape.seq * shape.dim
-    kv = shape.batch * shape.kv_heads * shape.seq_kv * shape.dim
-    forward = 2 * q + 2 * kv  # read q, k, v; write out
+    out = shape.batch * shape.heads * shape.seq * shape.dim_v
+    k = shape.batch * shape.kv_heads * shape.seq_kv * shape.dim
+    v = shape.batch * shape.kv_heads * shape.seq_kv * shape.dim_v
+    forward = q + k + v + out  # read q, k, v; write out
     if direction == "forward":
         return forward * itemsize
-    backward = 4 * q + 4 * kv  # read q, k, v, out, dout; write dq, dk, dv
+    backward = 2 * (q + k + v) + 2 * out  # read q, k, v, out, dout; write dq, dk, dv
     return (forward + backward) * itemsize
 
 
@@ -158,8 +269,8 @@ def make_inputs(shape: Shape, dtype: Any, device: str, seed: int, requires_grad:
 
     q = draw(shape.batch, shape.heads, shape.seq, shape.dim)
     k = draw(shape.batch, shape.kv_heads, shape.seq_kv, shape.dim)
-    v = draw(shape.batch, shape.kv_heads, shape.seq_kv, shape.dim)
-    dout = draw(shape.batch, shape.heads, shape.seq, shape.dim).detach()
+    v = draw(shape.batch, shape.kv_heads, shape.seq_kv, shape.dim_v)
+    dout = draw(shape.batch, shape.heads, shape.seq, shape.dim_v).detach()
     return q, k, v, dout
 
 
@@ -186,43 +297,51 @@ def refill_layout(tensors: tuple[Any, ...], source: tuple[Any, ...], layout: str
 
 
 def reference(shape: Shape, q: Any, k: Any, v: Any, dout: Any | None) -> list[Any]:
-    """Float64 attention (and its gradients when dout is given), computed a block of queries at a time."""
+    """Float64 attention with the shape's masks and score modifiers (attnbench.masks), and its gradients
+    when dout is given (float64 autograd), computed a block of queries at a time so that the score
+    matrix of long sequences fits in memory. A query that sees no key outputs zeros."""
     import torch
 
     group = shape.heads // shape.kv_heads
-    q64, k64, v64 = (t.detach().double() for t in (q, k, v))
-    k64 = k64.repeat_interleave(group, dim=1)
-    v64 = v64.repeat_interleave(group, dim=1)
-    rows_per_chunk = max(1, REFERENCE_CHUNK_BYTES // (8 * shape.batch * shape.heads * shape.seq_kv))
-    out = torch.empty_like(q64)
+    k64, v64 = (t.detach().double().requires_grad_(dout is not None) for t in (k, v))
+    q64 = q.detach().double()
+    allowed = masks.mask_mod(shape, q64.device)
+    modify = masks.score_mod(shape, q64.device)
+    # float64 scores, probabilities and (for gradients) what autograd keeps: about four copies
+    copies = 4 if dout is not None else 1
+    rows_per_chunk = max(1, REFERENCE_CHUNK_BYTES // (8 * copies * shape.batch * shape.heads * shape.seq_kv))
+    out = torch.empty(shape.batch, shape.heads, shape.seq, shape.dim_v, dtype=torch.float64, device=q64.device)
     grads = None
     if dout is not None:
-        do64 = dout.double()
         grads = [torch.empty_like(q64), torch.zeros_like(k64), torch.zeros_like(v64)]
     cols = torch.arange(shape.seq_kv, device=q64.device)
+    heads = torch.arange(shape.heads, device=q64.device).view(1, -1, 1, 1)
     for start in range(0, shape.seq, rows_per_chunk):
         stop = min(start + rows_per_chunk, shape.seq)
-        qc = q64[:, :, start:stop]
-        scores = (qc @ k64.transpose(-1, -2)) * shape.scale
-        if shape.causal:
-            rows = torch.arange(start, stop, device=q64.device)
-            scores.masked_fill_(cols[None, :] > rows[:, None], float("-inf"))
-        probs = torch.softmax(scores, dim=-1)
-        oc = probs @ v64
-        out[:, :, start:stop] = oc
+        rows = torch.arange(start, stop, device=q64.device)
+        qc = q64[:, :, start:stop].requires_grad_(dout is not None)
+        with torch.set_grad_enabled(dout is not None):
+            keys = k64.repeat_interleave(group, dim=1)
+            values = v64.repeat_interleave(group, dim=1)
+            scores = (qc @ keys.transpose(-1, -2)) * shape.scale
+            if modify is not None:
+                scores = modify(scores, None, heads, rows.view(1, 1, -1, 1), cols.view(1, 1, 1, -1))
+            if allowed is not None:
+                scores = scores.masked_fill(~allowed(None, None, rows[:, None], cols[None, :]), float("-inf"))
+            top = scores.amax(dim=-1, keepdim=True).detach()
+            weights = torch.exp(scores - torch.where(torch.isinf(top), 0.0, top))
+            total = weights.sum(dim=-1, keepdim=True)
+            oc = (weights @ values) / torch.where(total > 0, total, 1.0)  # no key seen: zeros
+        out[:, :, start:stop] = oc.detach()
         if grads is not None:
-            doc = do64[:, :, start:stop]
-            grads[2] += probs.transpose(-1, -2) @ doc
-            dprobs = doc @ v64.transpose(-1, -2)
-            dscores = probs * (dprobs - (doc * oc).sum(-1, keepdim=True))
-            grads[0][:, :, start:stop] = (dscores @ k64) * shape.scale
-            grads[1] += (dscores.transpose(-1, -2) @ qc) * shape.scale
-        del scores, probs
+            dq, dk, dv = torch.autograd.grad(oc, (qc, k64, v64), dout[:, :, start:stop].double())
+            grads[0][:, :, start:stop] = dq
+            grads[1] += dk
+            grads[2] += dv
+        del scores, weights, oc
     if grads is None:
         return [out]
-    dq, dk, dv = grads
-    fold = (shape.batch, shape.kv_heads, group, shape.seq_kv, shape.dim)
-    return [out, dq, dk.view(fold).sum(2), dv.view(fold).sum(2)]
+    return [out, *grads]
 
 
 def relative_error(got: Any, want: Any) -> float:

@@ -1,0 +1,130 @@
+"""Masks and score modifiers (attnbench.masks): the cost counts and the float64 reference against a
+brute-force reading of the documented semantics, pair by pair."""
+
+import math
+
+import pytest
+import torch
+
+from attnbench import masks
+from attnbench.workloads import Shape, make_inputs, reference
+
+CASES = {
+    "dense": {},
+    "causal_square": {"causal": True},
+    "causal_top_left_short_keys": {"causal": True, "seq": 12, "seq_kv": 7},
+    "causal_bottom_right_long_keys": {"causal": True, "seq": 5, "seq_kv": 13, "causal_alignment": "bottom_right"},
+    "causal_bottom_right_short_keys": {"causal": True, "seq": 11, "seq_kv": 6, "causal_alignment": "bottom_right"},
+    "causal_window": {"causal": True, "window": [3, 0]},
+    "two_sided_window": {"window": [2, 2]},
+    "open_left_window": {"window": [None, 1]},
+    "window_bottom_right": {"causal": True, "window": [2, 0], "seq": 6, "seq_kv": 11, "causal_alignment": "bottom_right"},
+    "prefix_lm": {"causal": True, "prefix": 4},
+    "prefix_in_a_window": {"causal": True, "prefix": 5, "window": [2, 0]},
+    "softcap": {"softcap": 2.0, "causal": True},
+    "alibi_6_heads": {"alibi": True, "heads": 6, "kv_heads": 3, "causal": True},
+    "alibi_bottom_right": {"alibi": True, "causal": True, "seq": 5, "seq_kv": 9, "causal_alignment": "bottom_right"},
+    "value_dim": {"dim_v": 12, "causal": True},
+    "scale": {"scale": 0.3},
+    "packed": {"seq_lens": [5, 1, 8, 3]},
+    "packed_causal_window_softcap": {"seq_lens": [6, 9, 2], "causal": True, "window": [3, 0], "softcap": 3.0},
+    "packed_drawn": {"seq_lens": {"min": 2, "max": 7, "total": 23, "seed": 3}, "causal": True, "prefix": 2},
+}
+
+
+def shape_of(case):
+    entry = {"name": "t", "batch": 2, "heads": 4, "kv_heads": 2, "seq": 10, "dim": 8, **CASES[case]}
+    return Shape.from_config(entry)
+
+
+def naive_allowed(shape, i, j):
+    """Pair (i, j) from the module docstring's words, one pair at a time."""
+    q_offsets, k_offsets = masks.documents(shape)
+    qd = max(d for d in range(len(q_offsets) - 1) if q_offsets[d] <= i)
+    kd = max(d for d in range(len(k_offsets) - 1) if k_offsets[d] <= j)
+    if qd != kd:
+        return False
+    li, lj = i - q_offsets[qd], j - k_offsets[kd]
+    lq, lk = q_offsets[qd + 1] - q_offsets[qd], k_offsets[kd + 1] - k_offsets[kd]
+    diagonal = li + (lk - lq if shape.causal_alignment == "bottom_right" else 0)
+    ok = True
+    if shape.causal:
+        ok = lj <= diagonal or lj < shape.prefix
+    if shape.window is not None:
+        left, right = shape.window
+        ok = ok and (left is None or lj >= diagonal - left) and (right is None or lj <= diagonal + right)
+    return ok
+
+
+def naive_bias(shape, h, i, j):
+    q_offsets, k_offsets = masks.documents(shape)
+    qd = max(d for d in range(len(q_offsets) - 1) if q_offsets[d] <= i)
+    li, lj = i - q_offsets[qd], j - k_offsets[qd]
+    lq, lk = q_offsets[qd + 1] - q_offsets[qd], k_offsets[qd + 1] - k_offsets[qd]
+    diagonal = li + (lk - lq if shape.causal_alignment == "bottom_right" else 0)
+    return -masks.alibi_slopes(shape.heads)[h] * abs(diagonal - lj) if shape.alibi else 0.0
+
+
+def naive_attention(shape, q, k, v):
+    group = shape.heads // shape.kv_heads
+    k, v = k.repeat_interleave(group, 1), v.repeat_interleave(group, 1)
+    scores = (q @ k.transpose(-1, -2)) * shape.scale
+    if shape.softcap:
+        scores = shape.softcap * torch.tanh(scores / shape.softcap)
+    bias = torch.tensor([[[naive_bias(shape, h, i, j) for j in range(shape.seq_kv)] for i in range(shape.seq)]
+                         for h in range(shape.heads)], dtype=torch.float64)
+    allowed = torch.tensor([[naive_allowed(shape, i, j) for j in range(shape.seq_kv)] for i in range(shape.seq)])
+    scores = (scores + bias).masked_fill(~allowed, -math.inf)
+    probs = torch.softmax(scores, dim=-1).nan_to_num(0.0)  # a query that sees no key: zeros
+    return probs @ v
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_the_exact_cost_counts_every_attended_pair(case):
+    shape = shape_of(case)
+    brute = [sum(naive_allowed(shape, i, j) for j in range(shape.seq_kv)) for i in range(shape.seq)]
+    assert masks.attended_per_query(shape).tolist() == brute
+    assert shape.attended_pairs() == sum(brute)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_the_reference_and_its_gradients_match_brute_force(case):
+    shape = shape_of(case)
+    q, k, v, dout = make_inputs(shape, torch.float64, "cpu", seed=1, requires_grad=True)
+    got = reference(shape, q, k, v, dout)
+    want = naive_attention(shape, q, k, v)
+    grads = torch.autograd.grad(want, (q, k, v), dout)
+    for name, a, b in zip(("out", "dq", "dk", "dv"), got, [want, *grads]):
+        assert a.shape == b.shape, name
+        torch.testing.assert_close(a, b.detach(), rtol=1e-9, atol=1e-12, msg=name)
+
+
+def test_the_reference_works_a_block_of_queries_at_a_time(monkeypatch):
+    shape = shape_of("packed_causal_window_softcap")
+    q, k, v, dout = make_inputs(shape, torch.float64, "cpu", seed=2, requires_grad=False)
+    whole = reference(shape, q, k, v, dout)
+    monkeypatch.setattr("attnbench.workloads.REFERENCE_CHUNK_BYTES", 1)  # one query per block
+    for a, b in zip(reference(shape, q, k, v, dout), whole):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+
+
+def test_alibi_slopes_follow_the_paper():
+    assert masks.alibi_slopes(8) == [2 ** -(i + 1) for i in range(8)]
+    six = masks.alibi_slopes(6)
+    assert six[:4] == masks.alibi_slopes(4) and six[4:] == masks.alibi_slopes(8)[0:4:2]
+
+
+def test_a_dense_shape_reads_as_it_always_did():
+    entry = {"name": "d", "batch": 2, "heads": 4, "seq": 64, "dim": 16, "causal": True}
+    assert Shape.from_config(entry).as_dict() == {
+        "name": "d", "batch": 2, "heads": 4, "kv_heads": 4, "seq": 64, "seq_kv": 64, "dim": 16, "causal": True
+    }
+    assert Shape.from_config(entry).attended_pairs() == 64 * 65 // 2
+
+
+def test_drawn_lengths_are_the_same_everywhere_and_add_up():
+    drawn = {"min": 100, "max": 900, "total": 8192, "seed": 7}
+    a, b = Shape.from_config({"name": "p", "heads": 2, "dim": 8, "seq_lens": drawn}), None
+    b = Shape.from_config({"name": "p", "heads": 2, "dim": 8, "seq_lens": dict(drawn)})
+    assert a.seq_lens == b.seq_lens and sum(a.seq_lens) == a.seq == 8192 and min(a.seq_lens) >= 100
+    assert Shape.from_config(a.as_dict()) == a  # the spec holds the explicit list

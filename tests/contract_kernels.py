@@ -2,6 +2,7 @@
 
 import time
 
+import torch
 import torch.nn.functional as F
 
 from attnbench import Unsupported, kernel
@@ -97,3 +98,23 @@ def tuned(workload, q, k, v, *, BLOCK_M, stages):
 @kernel(factory=True)
 def returns_no_callable(workload, q, k, v):
     return _sdpa(q, k, v, workload.causal, workload.scale)
+
+
+@kernel(factory=True, layout="thd")
+def documents_one_by_one(workload, q, k, v):
+    """A packed batch in the thd layout: each document attended alone (causal within it), found from
+    cu_seqlens; declines what it does not implement."""
+    if workload.window is not None or workload.prefix or workload.softcap or workload.alibi:
+        raise Unsupported("documents with plain causal or full attention only")
+    if tuple(q.shape) != (workload.cu_seqlens_q[-1], workload.heads, workload.dim):
+        raise AssertionError(f"not thd: {tuple(q.shape)}")
+    spans = list(zip(workload.cu_seqlens_q, workload.cu_seqlens_q[1:]))
+
+    def run(q, k, v):
+        outs = []
+        for start, stop in spans:
+            one = [t[start:stop].transpose(0, 1)[None] for t in (q, k, v)]  # (1, heads, length, dim)
+            outs.append(_sdpa(*one, workload.causal, workload.scale)[0].transpose(0, 1))
+        return torch.cat(outs)
+
+    return run

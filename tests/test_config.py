@@ -71,7 +71,7 @@ def test_a_misspelt_shape_key_is_named_with_a_suggestion_and_no_schema_dump():
         run_config.validate(config, SCHEMA)
     assert str(raised.value).splitlines() == [
         "cpu.shapes[0] (b2_h8_s128_d64): unknown key 'dimm'; did you mean 'dim'?",
-        "cpu.shapes[0] (b2_h8_s128_d64): missing required key 'dim'",
+        "cpu.shapes[0] (b2_h8_s128_d64): missing required key 'dim' (or 'preset')",
     ]
 
 
@@ -306,3 +306,37 @@ def test_effective_leaves_snakemakes_config_as_it_was(monkeypatch):
     run["shapes"].append({"name": "x"})
     run["timing"]["mode"] = "graph"
     assert config == before
+
+
+def _run_with_shapes(shapes):
+    config = default_config()
+    config["device"] = "cpu"
+    config["cpu"]["shapes"] = shapes
+    run_config.validate(config, SCHEMA)
+    return run_config.effective(config)
+
+
+def test_a_shape_may_name_a_model_preset_and_state_what_differs():
+    run = _run_with_shapes([{"name": "g", "preset": "gemma-2-9b", "batch": 1, "seq": 512, "causal": True},
+                            {"name": "m", "preset": "mistral-7b-v0.1", "batch": 1, "seq": 512, "causal": True,
+                             "window": None}])
+    gemma, mistral = run["shapes"]
+    assert (gemma["heads"], gemma["kv_heads"], gemma["dim"], gemma["softcap"], gemma["window"]) == (16, 8, 256, 50.0, [4095, 0])
+    assert "window" not in mistral and mistral["dim"] == 128  # the shape's null turned the window off
+    with pytest.raises(run_config.ConfigError, match="did you mean"):
+        _run_with_shapes([{"name": "x", "preset": "llama-3.1-7b", "batch": 1, "seq": 64}])
+
+
+@pytest.mark.parametrize(
+    ("shape", "message"),
+    [
+        ({"prefix": 8}, "prefix .* needs causal: true"),
+        ({"seq_lens": [8, 8]}, "leave out batch, seq and seq_kv"),
+        ({"seq_lens": {"min": 9, "max": 3, "total": 40}, "batch": None, "seq": None}, "min 9 is above max 3"),
+    ],
+)
+def test_shapes_that_cannot_be_measured_are_refused_before_any_job(shape, message):
+    entry = {"name": "s", "batch": 1, "heads": 2, "seq": 64, "dim": 16, **shape}
+    entry = {k: v for k, v in entry.items() if v is not None}
+    with pytest.raises(run_config.ConfigError, match=message):
+        _run_with_shapes([entry])

@@ -128,3 +128,46 @@ def test_drawn_lengths_are_the_same_everywhere_and_add_up():
     b = Shape.from_config({"name": "p", "heads": 2, "dim": 8, "seq_lens": dict(drawn)})
     assert a.seq_lens == b.seq_lens and sum(a.seq_lens) == a.seq == 8192 and min(a.seq_lens) >= 100
     assert Shape.from_config(a.as_dict()) == a  # the spec holds the explicit list
+
+
+def _bench(shape_entry, names, mode="forward"):
+    from attnbench.bench import run_shape
+
+    spec = {
+        "shape": Shape.from_config({"name": "m", **shape_entry}).as_dict(),
+        "device": "cpu",
+        "dtype": "float32",
+        "mode": mode,
+        "candidates": names,
+        "timing": {"warmup": 1, "warmup_max_s": 0.2, "min_rounds": 3, "max_rounds": 3},
+        "lock": {"seed": 0},
+    }
+    result = run_shape(spec)
+    return {name: (entry["status"], entry["reason"]) for name, entry in result["candidates"].items()}, result
+
+
+@pytest.fixture
+def kernels_importable(monkeypatch, locked_env):
+    from helpers import ROOT
+
+    monkeypatch.syspath_prepend(str(ROOT / "tests"))
+    monkeypatch.chdir(ROOT / "tests")
+
+
+@pytest.mark.parametrize("mode", ["forward", "forward_backward"])
+def test_masked_shapes_run_with_each_candidate_saying_what_it_can(kernels_importable, mode):
+    base = {"heads": 4, "kv_heads": 2, "dim": 16}
+    names = ["math", "user_kernels:correct", "contract_kernels:documents_one_by_one"]
+    packed, result = _bench({**base, "seq_lens": [17, 5, 30], "causal": True}, names, mode)
+    assert packed["math"][0] == "ok" and packed["contract_kernels:documents_one_by_one"][0] == "ok", packed
+    assert packed["user_kernels:correct"] == ("unsupported", packed["user_kernels:correct"][1])
+    assert "packed documents" in packed["user_kernels:correct"][1]
+    assert result["candidates"]["contract_kernels:documents_one_by_one"]["layout"] == "thd"
+    assert result["flops"] == pytest.approx(2 * 4 * 32 * sum(n * (n + 1) // 2 for n in (17, 5, 30)) * (
+        3.5 if mode == "forward_backward" else 1))
+    for extra in ({"causal": True, "window": [7, 0]}, {"causal": True, "prefix": 9}, {"alibi": True},
+                  {"causal": True, "seq": 24, "seq_kv": 64, "causal_alignment": "bottom_right"}):
+        got, _ = _bench({**base, "batch": 2, "seq": extra.pop("seq", 48), **extra}, ["math"], mode)
+        assert got["math"][0] == "ok", (extra, got)
+    capped, _ = _bench({**base, "batch": 1, "seq": 32, "softcap": 5.0}, ["math"], mode)
+    assert capped["math"] == ("unsupported", "SDPA has no soft-capping of the scores (flex has: score_mod)")

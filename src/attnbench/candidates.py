@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from attnbench import masks
 from attnbench.formatting import clip
 from attnbench.workloads import LAYOUTS, Workload
 
@@ -391,6 +392,11 @@ def declaration(name: str) -> Declaration:
 
 
 def _sdpa(backend_name: str, workload: Workload) -> Kernel:
+    """SDPA with the backend forced. Plain causal is `is_causal`; bottom-right causal alone is PyTorch's
+    lower-right CausalBias (which flash and efficient take natively); any other mask, documents or
+    ALiBi is a dense attn_mask (boolean, or float with the ALiBi bias), built here, before timing,
+    which a backend takes or declines with its own reason. SDPA has no soft-capping."""
+    import torch
     import torch.nn.functional as F
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
@@ -400,33 +406,66 @@ def _sdpa(backend_name: str, workload: Workload) -> Kernel:
         "cudnn": SDPBackend.CUDNN_ATTENTION,
         "math": SDPBackend.MATH,
     }[backend_name]
-    extra = {"enable_gqa": True} if workload.gqa else {}
+    if workload.softcap:
+        raise Unsupported("SDPA has no soft-capping of the scores (flex has: score_mod)")
+    extra: dict[str, Any] = {"enable_gqa": True} if workload.gqa else {}
+    shape = workload.shape
+    plain = workload.window is None and workload.seq_lens is None and not workload.prefix
+    if not masks.is_masked(shape) and not workload.alibi:
+        extra["is_causal"] = False
+    elif plain and not workload.alibi and workload.causal_alignment == "top_left":
+        extra["is_causal"] = True
+    elif plain and not workload.alibi and workload.causal_alignment == "bottom_right":
+        from torch.nn.attention.bias import causal_lower_right
+
+        extra["attn_mask"] = causal_lower_right(workload.seq, workload.seq_kv)
+    else:
+        extra["attn_mask"] = _dense_mask(workload, torch.device(workload.device))
 
     def run(q: Any, k: Any, v: Any) -> Any:
         with sdpa_kernel(backend):
-            return F.scaled_dot_product_attention(q, k, v, is_causal=workload.causal, scale=workload.scale, **extra)
+            return F.scaled_dot_product_attention(q, k, v, scale=workload.scale, **extra)
 
     return run
 
 
+def _dense_mask(workload: Workload, device: Any) -> Any:
+    """The whole mask as SDPA's attn_mask: boolean, or with ALiBi the bias with -inf where masked, in
+    the workload's dtype (1 or heads, seq, seq_kv)."""
+    import torch
+
+    shape = workload.shape
+    rows = torch.arange(workload.seq, device=device)[:, None]
+    cols = torch.arange(workload.seq_kv, device=device)[None, :]
+    allowed = masks.mask_mod(shape, device)
+    seen = allowed(None, None, rows, cols) if allowed is not None else torch.ones(workload.seq, workload.seq_kv, dtype=torch.bool, device=device)
+    modify = masks.score_mod(shape, device)
+    if modify is None:
+        return seen[None, None]
+    heads = torch.arange(workload.heads, device=device).view(1, -1, 1, 1)
+    zero = torch.zeros(1, workload.heads, workload.seq, workload.seq_kv, device=device)
+    bias = modify(zero, None, heads, rows[None, None], cols[None, None])
+    return bias.masked_fill(~seen, float("-inf")).to(workload.torch_dtype)
+
+
 def _flex(workload: Workload, device: str) -> Kernel:
+    """FlexAttention with the workload's mask as a mask_mod (a BlockMask built here, before timing, so
+    fully masked blocks are skipped) and soft-capping and ALiBi as a score_mod (attnbench.masks)."""
     import torch
     from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
     compiled = torch.compile(flex_attention, dynamic=False)
+    shape = workload.shape
+    allowed = masks.mask_mod(shape, device)
     block_mask = None
-    if workload.causal:
+    if allowed is not None:
         block_mask = create_block_mask(
-            lambda b, h, q_idx, kv_idx: q_idx >= kv_idx,
-            B=None,
-            H=None,
-            Q_LEN=workload.seq,
-            KV_LEN=workload.seq_kv,
-            device=device,
+            allowed, B=None, H=None, Q_LEN=workload.seq, KV_LEN=workload.seq_kv, device=device
         )
+    score_mod = masks.score_mod(shape, device)
 
     def run(q: Any, k: Any, v: Any) -> Any:
-        return compiled(q, k, v, block_mask=block_mask, scale=workload.scale, enable_gqa=workload.gqa)
+        return compiled(q, k, v, score_mod=score_mod, block_mask=block_mask, scale=workload.scale, enable_gqa=workload.gqa)
 
     return run
 
@@ -440,10 +479,30 @@ def _user(name: str, workload: Workload, inputs: Sequence[Any]) -> Kernel:
             raise TypeError(f"{base} is declared factory=True but returned {type(run).__name__}, not a callable")
         return run
 
+    beyond = described_only_by_workload(workload)
+    if beyond:
+        raise Unsupported(
+            f"this shape has {beyond}, which a plain function(q, k, v, causal, scale) is not told: declare"
+            " @attnbench.kernel(factory=True) to receive the workload (docs/kernels.md)"
+        )
+
     def call(q: Any, k: Any, v: Any) -> Any:
         return fn(q, k, v, causal=workload.causal, scale=workload.scale, **config)
 
     return call
+
+
+def described_only_by_workload(workload: Workload) -> str:
+    """What of the workload the plain form's arguments cannot say, as words ("" when nothing)."""
+    said = [
+        "bottom-right causal alignment" if workload.causal and workload.causal_alignment == "bottom_right" else "",
+        "a sliding window" if workload.window is not None else "",
+        "a prefix-LM mask" if workload.prefix else "",
+        "soft-capping" if workload.softcap else "",
+        "ALiBi" if workload.alibi else "",
+        "packed documents" if workload.seq_lens is not None else "",
+    ]
+    return ", ".join(word for word in said if word)
 
 
 def build(name: str, workload: Workload, inputs: Sequence[Any] = ()) -> Kernel:

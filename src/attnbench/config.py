@@ -19,7 +19,7 @@ import jsonschema
 import yaml
 from snakemake.utils import update_config
 
-from attnbench import candidates, device, files, lock
+from attnbench import candidates, device, files, lock, presets
 
 # Keys that the `cpu:` section may override when the run falls back to the CPU.
 CPU_OVERRIDABLE = ("dtype", "mode", "candidates", "reference", "shapes", "timing", "calibrate")
@@ -80,6 +80,10 @@ def _describe(config: Mapping[str, Any], error: jsonschema.ValidationError) -> l
         return [f"{where}: unknown key {key!r}{_suggest(key, known)}" for key in value if key not in known]
     if error.validator == "required":
         return [f"{where}: missing required key {key!r}" for key in schema if key not in value]
+    if error.validator == "anyOf" and all(set(option) == {"required"} for option in schema):
+        # a shape needs heads and dim (or a preset), and batch and seq (or seq_lens)
+        options = [" and ".join(repr(key) for key in option["required"] if key not in value) for option in schema]
+        return [f"{where}: missing required key {' (or '.join(options)}{')' * (len(options) - 1)}"]
     if error.validator == "pattern" and list(error.absolute_path)[-2:-1] == ["candidates"]:
         return [_unknown_candidate(where, value)]
     if error.validator == "enum":
@@ -158,6 +162,8 @@ def effective(config: Mapping[str, Any], overrides: Mapping[str, Any] | None = N
     gpu_view = {key: value for key, value in config.items() if key != "cpu"}
     cpu_view = copy.deepcopy(gpu_view | {k: v for k, v in cpu_section.items() if k in CPU_OVERRIDABLE})
     update_config(cpu_view, copy.deepcopy(overrides))
+    for view, where in ((gpu_view, "shapes"), (cpu_view, "cpu.shapes" if "shapes" in cpu_section else "shapes")):
+        view["shapes"] = _with_presets(view["shapes"], where)
     check(gpu_view)
     if cpu_section:
         check(cpu_view, lambda key: f"cpu.{key}" if key in cpu_section and key not in overrides else key)
@@ -188,6 +194,18 @@ def effective(config: Mapping[str, Any], overrides: Mapping[str, Any] | None = N
     return run
 
 
+def _with_presets(shapes: list[dict[str, Any]], where: str) -> list[dict[str, Any]]:
+    """Each shape with its model preset's geometry filled in (attnbench.presets): the jobs' specs hold
+    the numbers, so editing a preset reruns the shapes that use it."""
+    filled = []
+    for shape in shapes:
+        try:
+            filled.append(presets.apply(shape))
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {shape.get('name')}: {exc}") from None
+    return filled
+
+
 def check(run: dict[str, Any], where: Callable[[str], str] = str) -> None:
     """What the schema cannot say: unique shape names, a reference among the candidates, known
     candidates whose user kernels exist (found here, not after a whole run), heads a multiple of
@@ -206,11 +224,25 @@ def check(run: dict[str, Any], where: Callable[[str], str] = str) -> None:
         if candidates.is_user_kernel(name) and (problem := candidates.user_kernel_problem(name)):
             raise ConfigError(f"{where('candidates')}: {name!r}: {problem}")
     for shape in run["shapes"]:
-        heads, kv_heads = shape["heads"], shape.get("kv_heads") or shape["heads"]
-        if heads % kv_heads:
-            raise ConfigError(
-                f"{where('shapes')}: {shape['name']}: heads {heads} is not a multiple of kv_heads {kv_heads}"
-            )
+        problem = _shape_problem(shape)
+        if problem:
+            raise ConfigError(f"{where('shapes')}: {shape['name']}: {problem}")
+
+
+def _shape_problem(shape: dict[str, Any]) -> str | None:
+    """What a shape says that cannot be measured, or None (the schema checked each key alone)."""
+    heads, kv_heads = shape["heads"], shape.get("kv_heads") or shape["heads"]
+    if heads % kv_heads:
+        return f"heads {heads} is not a multiple of kv_heads {kv_heads}"
+    if shape.get("prefix") and not shape.get("causal"):
+        return "prefix (prefix-LM) needs causal: true (without causal every query sees every key already)"
+    lengths = shape.get("seq_lens")
+    if lengths is not None:
+        if shape.get("batch", 1) != 1 or "seq" in shape or "seq_kv" in shape:
+            return "seq_lens gives the packed batch's tokens: leave out batch, seq and seq_kv (they follow from it)"
+        if isinstance(lengths, dict) and lengths["min"] > lengths["max"]:
+            return f"seq_lens: min {lengths['min']} is above max {lengths['max']}"
+    return None
 
 
 def shape_names(run: dict[str, Any]) -> list[str]:

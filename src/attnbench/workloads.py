@@ -14,8 +14,10 @@ BACKWARD_FLOP_FACTOR = 2.5
 DEFAULT_TOLERANCE = {"float32": 1e-4, "float16": 5e-3, "bfloat16": 2e-2}
 # Bounds the float64 score matrix of one reference chunk, so 16k-long sequences fit in memory.
 REFERENCE_CHUNK_BYTES = 512 * 2**20
-# Tensor layouts a candidate may declare: (batch, heads, seq, dim), the reference's, or (batch, seq, heads, dim).
-LAYOUTS = ("bhsd", "bshd")
+# Tensor layouts a candidate may declare: (batch, heads, seq, dim), the reference's; (batch, seq, heads,
+# dim); and (total tokens, heads, dim), every row's tokens one after another, with the workload's
+# cu_seqlens (FlashAttention's varlen layout; a packed batch of documents is one row).
+LAYOUTS = ("bhsd", "bshd", "thd")
 # Version of the Workload object handed to user kernels; raised when a field changes meaning.
 WORKLOAD_VERSION = 1
 
@@ -173,7 +175,11 @@ class Workload:
 
     @classmethod
     def of(cls, shape: Shape, dtype: str, device: str, *, layout: str = "bhsd", mode: str = "forward") -> Workload:
-        cu_q, cu_k = masks.documents(shape)
+        if shape.seq_lens is None:  # thd: the batch's rows one after another
+            cu_q = [row * shape.seq for row in range(shape.batch + 1)]
+            cu_k = [row * shape.seq_kv for row in range(shape.batch + 1)]
+        else:
+            cu_q, cu_k = masks.documents(shape)
         return cls(
             name=shape.name,
             batch=shape.batch,
@@ -221,9 +227,20 @@ class Workload:
         return getattr(torch, self.dtype)
 
 
+def to_layout(tensor: Any, layout: str) -> Any:
+    """A bhsd tensor as `layout`: bshd swaps dims 1 and 2 (a view); thd is (batch * seq, heads, dim),
+    all tokens of all rows one after another (FlashAttention's varlen layout; a copy unless contiguous)."""
+    if layout == "bhsd":
+        return tensor
+    bshd = tensor.transpose(1, 2)
+    if layout == "bshd":
+        return bshd
+    return bshd.reshape(-1, tensor.shape[1], tensor.shape[3])
+
+
 def in_layout(tensors: list[Any] | tuple[Any, ...], layout: str) -> list[Any]:
-    """Views of bhsd tensors as `layout` ((batch, seq, heads, dim) for bshd: dims 1 and 2 swapped)."""
-    return [t if layout == "bhsd" else t.transpose(1, 2) for t in tensors]
+    """bhsd tensors (the reference's answers) as `layout`, to compare a candidate's answers with."""
+    return [to_layout(t, layout) for t in tensors]
 
 
 def inputs_in_layout(inputs: tuple[Any, ...], layout: str) -> tuple[Any, ...]:
@@ -233,9 +250,20 @@ def inputs_in_layout(inputs: tuple[Any, ...], layout: str) -> tuple[Any, ...]:
         return inputs
     made = []
     for tensor in inputs:
-        copy = tensor.detach().transpose(1, 2).contiguous()
+        copy = to_layout(tensor.detach(), layout).contiguous()
         made.append(copy.requires_grad_(tensor.requires_grad))
     return tuple(made)
+
+
+def refill_layout(tensors: tuple[Any, ...], source: tuple[Any, ...], layout: str) -> None:
+    """The values of the bhsd `source` written into `tensors`, its copies in `layout` (same addresses)."""
+    import torch
+
+    if layout == "bhsd":
+        return
+    with torch.no_grad():
+        for made, values in zip(tensors, source):
+            made.copy_(to_layout(values, layout))
 
 
 def flops(shape: Shape, direction: str) -> float:
@@ -283,17 +311,6 @@ def refill_inputs(inputs: tuple[Any, ...], seed: int) -> None:
     with torch.no_grad():
         for tensor in inputs:
             tensor.copy_(torch.randn(tensor.shape, generator=gen, device=tensor.device, dtype=torch.float32))
-
-
-def refill_layout(tensors: tuple[Any, ...], source: tuple[Any, ...], layout: str) -> None:
-    """The values of the bhsd `source` written into `tensors`, its copies in `layout` (same addresses)."""
-    import torch
-
-    if layout == "bhsd":
-        return
-    with torch.no_grad():
-        for made, values in zip(tensors, source):
-            made.copy_(values.transpose(1, 2))
 
 
 def reference(shape: Shape, q: Any, k: Any, v: Any, dout: Any | None) -> list[Any]:

@@ -118,3 +118,28 @@ def documents_one_by_one(workload, q, k, v):
         return torch.cat(outs)
 
     return run
+
+
+@kernel(factory=True)
+def flex_eager(workload, q, k, v):
+    """PyTorch's FlexAttention without torch.compile (its eager path: slow, and it warns so), from the
+    workload's mask and score modifiers: every mask kind on the CPU in seconds."""
+    import warnings
+
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+    from attnbench import masks
+
+    shape = workload.shape
+    allowed, modify = masks.mask_mod(shape, q.device), masks.score_mod(shape, q.device)
+    block_mask = None if allowed is None else create_block_mask(
+        allowed, None, None, workload.seq, workload.seq_kv, device=q.device
+    )
+
+    def run(q, k, v):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return flex_attention(q, k, v, score_mod=modify, block_mask=block_mask, scale=workload.scale,
+                                  enable_gqa=workload.gqa)
+
+    return run

@@ -171,3 +171,15 @@ def test_masked_shapes_run_with_each_candidate_saying_what_it_can(kernels_import
         assert got["math"][0] == "ok", (extra, got)
     capped, _ = _bench({**base, "batch": 1, "seq": 32, "softcap": 5.0}, ["math"], mode)
     assert capped["math"] == ("unsupported", "SDPA has no soft-capping of the scores (flex has: score_mod)")
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_pytorchs_flexattention_agrees_with_the_reference_on_every_mask(kernels_importable, case):
+    """flex (its eager path: the CPU has no compiled flex backward, and compiling takes minutes here)
+    is measured against the float64 reference; SDPA's math backend too, except soft-capping."""
+    entry = {"batch": 2, "heads": 4, "kv_heads": 2, "seq": 10, "dim": 8, **CASES[case]}
+    if "seq_lens" in entry:
+        del entry["batch"], entry["seq"]
+    got, _ = _bench(entry, ["math", "contract_kernels:flex_eager"])
+    assert got["contract_kernels:flex_eager"] == ("ok", None)
+    assert got["math"][0] == ("unsupported" if "softcap" in entry else "ok")

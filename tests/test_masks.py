@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from attnbench import masks
-from attnbench.workloads import Shape, make_inputs, reference
+from attnbench.workloads import Shape, describe_mask, make_inputs, reference
 
 CASES = {
     "dense": {},
@@ -183,3 +183,19 @@ def test_pytorchs_flexattention_agrees_with_the_reference_on_every_mask(kernels_
     got, _ = _bench(entry, ["math", "contract_kernels:flex_eager"])
     assert got["contract_kernels:flex_eager"] == ("ok", None)
     assert got["math"][0] == ("unsupported" if "softcap" in entry else "ok")
+
+
+def test_each_shape_says_its_attention_pattern_in_words():
+    def words(**entry):
+        return describe_mask(Shape.from_config({"name": "w", "batch": 1, "heads": 2, "seq": 8, "dim": 8, **entry}).as_dict())
+
+    assert words() == "non-causal" and words(causal=True) == "causal"
+    assert words(causal=True, seq_kv=32) == "causal (top-left: assumed, causal_alignment not set)"
+    assert words(causal=True, seq_kv=32, causal_alignment="top_left") == "causal"
+    assert words(causal=True, seq_kv=32, causal_alignment="bottom_right") == "causal (bottom-right)"
+    assert words(causal=True, window=[3, 0], prefix=2, softcap=30.0, alibi=True, dim_v=4) == (
+        "causal, window [3, 0], prefix 2, soft-cap 30, ALiBi, dim_v 4"
+    )
+    assert words(window=[None, 2]) == "non-causal, window [∞, 2]"
+    packed = describe_mask(Shape.from_config({"name": "p", "heads": 2, "dim": 8, "seq_lens": [3, 9, 4]}).as_dict())
+    assert packed == "non-causal, 3 documents (packed, 3-9 tokens)"

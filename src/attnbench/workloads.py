@@ -26,7 +26,7 @@ WORKLOAD_VERSION = 1
 # means "none": a shape that leaves them at these is the dense attention of earlier configs, and its
 # spec (hence its jobs' parameters) is what it was.
 MASK_DEFAULTS: dict[str, Any] = {
-    "causal_alignment": "top_left",
+    "causal_alignment": None,  # top_left, unless the config says: a shape records whether it did
     "window": None,
     "prefix": 0,
     "softcap": 0.0,
@@ -47,7 +47,7 @@ class Shape:
     dim: int
     causal: bool
     dim_v: int = 0  # the value head dim; from_config makes it dim when the config does not set it
-    causal_alignment: str = "top_left"
+    causal_alignment: str | None = None  # None: not stated, top_left (masks.ALIGNMENTS)
     window: tuple[int | None, int | None] | None = None
     prefix: int = 0
     softcap: float = 0.0
@@ -73,7 +73,7 @@ class Shape:
             dim=int(entry["dim"]),
             causal=bool(entry.get("causal", False)),
             dim_v=int(entry.get("dim_v") or entry["dim"]),
-            causal_alignment=str(entry.get("causal_alignment") or "top_left"),
+            causal_alignment=entry.get("causal_alignment"),
             window=None if window is None else (window[0], window[1]),
             prefix=int(entry.get("prefix") or 0),
             softcap=float(entry.get("softcap") or 0.0),
@@ -112,6 +112,38 @@ class Shape:
         if not masks.is_masked(self):
             return self.seq * self.seq_kv
         return int(masks.attended_per_query(self).sum())
+
+
+def describe_mask(shape: dict[str, Any]) -> str:
+    """The shape's attention pattern in words, for the report and the terminal: "causal", "causal
+    (bottom-right), window [4095, 0], soft-cap 50", "3 documents (packed, 17-30 tokens)"... A causal
+    shape with seq != seq_kv that did not state its alignment says which was assumed."""
+    parts = []
+    if shape.get("causal"):
+        alignment = shape.get("causal_alignment")
+        if alignment is None and shape["seq"] != shape.get("seq_kv", shape["seq"]):
+            parts.append("causal (top-left: assumed, causal_alignment not set)")
+        else:
+            parts.append("causal" if alignment in (None, "top_left") else "causal (bottom-right)")
+    else:
+        parts.append("non-causal")
+    if shape.get("window") is not None:
+        left, right = ("∞" if side is None else side for side in shape["window"])
+        parts.append(f"window [{left}, {right}]")
+    if shape.get("prefix"):
+        parts.append(f"prefix {shape['prefix']}")
+    if shape.get("softcap"):
+        parts.append(f"soft-cap {shape['softcap']:g}")
+    if shape.get("alibi"):
+        parts.append("ALiBi")
+    if shape.get("dim_v") is not None and shape["dim_v"] != shape["dim"]:
+        parts.append(f"dim_v {shape['dim_v']}")
+    if shape.get("scale") is not None:
+        parts.append(f"scale {shape['scale']:.4g}")
+    lengths = shape.get("seq_lens")
+    if lengths:
+        parts.append(f"{len(lengths)} documents (packed, {min(lengths)}-{max(lengths)} tokens)")
+    return ", ".join(parts)
 
 
 def resolve_seq_lens(given: list[int] | dict[str, Any]) -> tuple[int, ...]:
@@ -195,7 +227,7 @@ class Workload:
             device=device,
             layout=layout,
             mode=mode,
-            causal_alignment=shape.causal_alignment,
+            causal_alignment=shape.causal_alignment or "top_left",
             window=shape.window,
             prefix=shape.prefix,
             softcap=shape.softcap,

@@ -106,14 +106,17 @@ def documents_one_by_one(workload, q, k, v):
     cu_seqlens; declines what it does not implement."""
     if workload.window is not None or workload.prefix or workload.softcap or workload.alibi:
         raise Unsupported("documents with plain causal or full attention only")
+    if workload.causal and workload.causal_alignment != "top_left":
+        raise Unsupported("top-left causal only")
     if tuple(q.shape) != (workload.cu_seqlens_q[-1], workload.heads, workload.dim):
         raise AssertionError(f"not thd: {tuple(q.shape)}")
-    spans = list(zip(workload.cu_seqlens_q, workload.cu_seqlens_q[1:]))
+    cu_q, cu_k = workload.cu_seqlens_q, workload.cu_seqlens_k
+    spans = list(zip(zip(cu_q, cu_q[1:]), zip(cu_k, cu_k[1:])))
 
     def run(q, k, v):
         outs = []
-        for start, stop in spans:
-            one = [t[start:stop].transpose(0, 1)[None] for t in (q, k, v)]  # (1, heads, length, dim)
+        for (qa, qb), (ka, kb) in spans:  # each (1, heads, length, dim)
+            one = [q[qa:qb].transpose(0, 1)[None], *(t[ka:kb].transpose(0, 1)[None] for t in (k, v))]
             outs.append(_sdpa(*one, workload.causal, workload.scale)[0].transpose(0, 1))
         return torch.cat(outs)
 

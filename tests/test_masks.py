@@ -199,3 +199,53 @@ def test_each_shape_says_its_attention_pattern_in_words():
     assert words(window=[None, 2]) == "non-causal, window [∞, 2]"
     packed = describe_mask(Shape.from_config({"name": "p", "heads": 2, "dim": 8, "seq_lens": [3, 9, 4]}).as_dict())
     assert packed == "non-causal, 3 documents (packed, 3-9 tokens)"
+
+
+WORKFLOW_SHAPES = [
+    {"name": "window", "batch": 1, "heads": 4, "kv_heads": 2, "seq": 96, "dim": 16, "causal": True, "window": [15, 0]},
+    {"name": "prefix_lm", "batch": 1, "heads": 2, "seq": 64, "dim": 16, "causal": True, "prefix": 20},
+    {"name": "softcap_alibi", "batch": 1, "heads": 4, "seq": 64, "dim": 16, "softcap": 20.0, "alibi": True},
+    {"name": "chunked_prefill", "batch": 1, "heads": 2, "seq": 16, "seq_kv": 80, "dim": 16, "causal": True,
+     "causal_alignment": "bottom_right"},
+    {"name": "assumed", "batch": 1, "heads": 2, "seq": 16, "seq_kv": 80, "dim": 16, "causal": True},
+    {"name": "mla", "batch": 1, "heads": 2, "seq": 48, "dim": 24, "dim_v": 16, "causal": True},
+    {"name": "packed", "heads": 2, "dim": 16, "causal": True, "seq_lens": {"min": 8, "max": 40, "total": 120}},
+]
+
+
+def test_every_mask_kind_runs_through_the_whole_workflow(tmp_path):
+    """On the CPU, from the config to the report: each shape checked against float64, each candidate
+    with a result or a one-line reason."""
+    import json
+    import shutil
+
+    import yaml
+    from helpers import ROOT, copy_workflow, snakemake
+
+    copy_workflow(tmp_path)
+    shutil.copy(ROOT / "tests" / "contract_kernels.py", tmp_path)
+    section = {
+        "dtype": "float32",
+        "candidates": ["math", "contract_kernels:flex_eager", "contract_kernels:documents_one_by_one"],
+        "reference": "math",
+        "shapes": WORKFLOW_SHAPES,
+        "timing": {"warmup": 1, "warmup_max_s": 0.2, "min_rounds": 6, "max_time_s": 1},
+        "calibrate": {"matmul_size": 128, "copy_mb": 8, "rounds": 3},
+    }
+    config = {"device": "cpu", **section, "cpu": section, "stats": {"n_resamples": 500}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    snakemake(tmp_path)
+    statuses = {}
+    for shape in WORKFLOW_SHAPES:
+        bench = json.loads((tmp_path / "results" / "bench" / f"{shape['name']}.json").read_text())
+        statuses[shape["name"]] = {name: entry["status"] for name, entry in bench["candidates"].items()}
+        assert all(entry["reason"] or entry["status"] == "ok" for entry in bench["candidates"].values())
+    flex, docs = "contract_kernels:flex_eager", "contract_kernels:documents_one_by_one"
+    assert all(found[flex] == "ok" for found in statuses.values()), statuses
+    assert statuses["softcap_alibi"]["math"] == "unsupported"
+    assert all(found["math"] == "ok" for name, found in statuses.items() if name != "softcap_alibi"), statuses
+    assert statuses["packed"][docs] == "ok" and statuses["mla"][docs] == "ok"
+    assert statuses["window"][docs] == "unsupported"
+    report = (tmp_path / "results" / "report" / "report.md").read_text()
+    assert "causal (top-left: assumed, causal_alignment not set)" in report
+    assert "causal (bottom-right)" in report and "documents (packed," in report

@@ -208,9 +208,13 @@ WORKFLOW_SHAPES = [
     {"name": "chunked_prefill", "batch": 1, "heads": 2, "seq": 16, "seq_kv": 80, "dim": 16, "causal": True,
      "causal_alignment": "bottom_right"},
     {"name": "assumed", "batch": 1, "heads": 2, "seq": 16, "seq_kv": 80, "dim": 16, "causal": True},
-    {"name": "mla", "batch": 1, "heads": 2, "seq": 48, "dim": 24, "dim_v": 16, "causal": True},
+    {"name": "mla", "batch": 1, "heads": 2, "seq": 48, "dim": 24, "dim_v": 16, "causal": True,
+     "mode": "forward_backward"},
     {"name": "packed", "heads": 2, "dim": 16, "causal": True, "seq_lens": {"min": 8, "max": 40, "total": 120}},
+    {"name": "packed_backward", "heads": 2, "dim": 16, "causal": True, "window": [9, 0], "seq_lens": [30, 50, 20],
+     "mode": "forward_backward"},
 ]
+BACKWARD = {shape["name"] for shape in WORKFLOW_SHAPES if shape.get("mode") == "forward_backward"}
 
 
 def test_every_mask_kind_runs_through_the_whole_workflow(tmp_path):
@@ -241,7 +245,8 @@ def test_every_mask_kind_runs_through_the_whole_workflow(tmp_path):
         statuses[shape["name"]] = {name: entry["status"] for name, entry in bench["candidates"].items()}
         assert all(entry["reason"] or entry["status"] == "ok" for entry in bench["candidates"].values())
     flex, docs = "contract_kernels:flex_eager", "contract_kernels:documents_one_by_one"
-    assert all(found[flex] == "ok" for found in statuses.values()), statuses
+    # flex has no CPU backward (PyTorch says so: unsupported); the gradients are checked through math
+    assert all(found[flex] == ("unsupported" if name in BACKWARD else "ok") for name, found in statuses.items())
     assert statuses["softcap_alibi"]["math"] == "unsupported"
     assert all(found["math"] == "ok" for name, found in statuses.items() if name != "softcap_alibi"), statuses
     assert statuses["packed"][docs] == "ok" and statuses["mla"][docs] == "ok"

@@ -44,9 +44,23 @@ EXTRAS: dict[str, dict[str, str]] = {
         "traceback": 'Traceback (most recent call last):\n  File "x.py", line 1\nRuntimeError: <tb> & co'
     },
 }
+# A factory kernel's prepare (bench's setup_ms, absent from earlier files), for the candidates named
+SETUP_MS = {"flex": 12.5}
 # An ok candidate as fast as flash (same throughput, independent noise): tied with it in autotune.
 TWIN = "twin:<i>flash</i> & co|2"
 TIED_CANDIDATES = {**CANDIDATES, TWIN: ("ok", 420.0, None, False)}
+# A kernel with a grid of configurations (candidates.configured_name), per shape of SHAPES: its
+# TFLOP/s, or (status, reason) where it did not run ok. BLOCK_M=128,num_warps=4 is the fastest where it
+# runs but fails on the last shape; BLOCK_M=128,num_warps=8 is never far behind: the minimax choice.
+CONFIG_KERNEL = "kern:attn"
+CONFIG_SPECS: dict[tuple[int, int], tuple[Any, Any, Any]] = {
+    (64, 4): (300.0, 300.0, 300.0),
+    (64, 8): (330.0, 260.0, 300.0),
+    (128, 4): (450.0, 400.0, ("error", "RuntimeError: out of shared memory")),
+    (128, 8): (446.0, 360.0, 340.0),
+    (256, 4): (200.0, 395.0, 345.0),
+    (256, 8): (("unsupported", "BLOCK_M=256 needs seq >= 2048"), 390.0, 344.0),
+}
 TARGET = 0.01
 # (shape, candidate) pairs whose CI half-width stays above TARGET: sampling ran out of time first
 MISSED = {("s4096_d64", "flex")}
@@ -111,6 +125,7 @@ def _candidate(status: str, tflops: float | None, reason: str | None, quadratic:
         },
         "oom_risk": False if device == "cuda" else None,
         "rel_error": 0.3 if status == "incorrect" else 1e-3,
+        "compile_ms": round(150.0 + 20.0 * med, 1),  # the first call, compilation included
         "tolerance": 5e-3,
         # as attnbench.audit records it; flash's kernels differ bitwise from call to call
         "deterministic": {"identical": tflops != 420.0, "max_abs_diff": 0.0 if tflops != 420.0 else 2e-3},
@@ -206,6 +221,9 @@ def write_run(
         for c, extra in EXTRAS.items():
             if c in entries and entries[c]["status"] != "ok":
                 entries[c].update(extra)
+        for c, ms in SETUP_MS.items():
+            if c in entries and entries[c]["median_ms"] is not None:
+                entries[c]["setup_ms"] = ms
         bench = {
             "shape": shape, "device": device, "dtype": "float16", "mode": "forward",
             "device_info": {"name": "NVIDIA H100 80GB HBM3" if device == "cuda" else "Xeon",
@@ -274,3 +292,26 @@ def build(run: dict[str, Any], **options: Any) -> None:
     """The workflow's last two steps on a run from write_run: autotune, then the report."""
     autotune.build(run["bench_paths"], run["compare_paths"], autotune_out(run), schema_dir=run["schema_dir"])
     build_report(**run, **options)
+
+
+def configuration(block_m: int, num_warps: int, kernel: str = CONFIG_KERNEL) -> str:
+    return f"{kernel}[BLOCK_M={block_m},num_warps={num_warps}]"
+
+
+def configuration_candidates(
+    specs: dict[tuple[int, int], tuple[Any, ...]] | None = None,
+    base: dict[str, tuple[str, float | None, str | None, bool]] | None = None,
+) -> dict[str, dict[str, tuple[str, float | None, str | None, bool]]]:
+    """write_run's shape_candidates: `base` (math and flash) and the kernel's configurations, per shape."""
+    specs = CONFIG_SPECS if specs is None else specs
+    base = {"math": CANDIDATES["math"], "flash": CANDIDATES["flash"]} if base is None else base
+    out = {}
+    for i, shape in enumerate(SHAPES):
+        entries = dict(base)
+        for (block_m, num_warps), per_shape in specs.items():
+            spec = per_shape[i]
+            entries[configuration(block_m, num_warps)] = (
+                ("ok", float(spec), None, False) if not isinstance(spec, tuple) else (spec[0], None, spec[1], False)
+            )
+        out[shape[0]] = entries
+    return out

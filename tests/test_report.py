@@ -10,11 +10,13 @@ import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
 from fixtures_report import (
     CANDIDATES,
+    CONFIG_KERNEL,
     EVIL,
     EVIL_REASON,
     MISSED,
@@ -24,6 +26,8 @@ from fixtures_report import (
     TWIN,
     autotune_out,
     build,
+    configuration,
+    configuration_candidates,
     write_run,
 )
 
@@ -48,6 +52,14 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 def tied_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """s4096_d64 has a twin of flash (same throughput, independent noise); the other shapes do not."""
     kwargs = write_run(tmp_path_factory.mktemp("tied"), shape_candidates={"s4096_d64": TIED_CANDIDATES})
+    build(kwargs)
+    return kwargs
+
+
+@pytest.fixture(scope="module")
+def config_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """math, flash and six configurations of kern:attn (fixtures_report.CONFIG_SPECS) on every shape."""
+    kwargs = write_run(tmp_path_factory.mktemp("configurations"), shape_candidates=configuration_candidates())
     build(kwargs)
     return kwargs
 
@@ -206,9 +218,11 @@ def test_single_shape_without_an_ok_candidate(tmp_path: Path) -> None:
     frame = pd.read_csv(kwargs["out"]["csv"])
     assert len(frame) == 3 and not frame["fastest"].any()
     autotune = pd.read_csv(autotune_out(kwargs)["csv"], keep_default_na=False)
+    # the configuration columns after the first six stay empty on a shape's row
     assert autotune.to_dict("records") == [
         {"shape": SHAPES[0][0], "fastest": "", "fastest_median_ms": "", "fastest_ci95_lo_ms": "",
-         "fastest_ci95_hi_ms": "", "tied": ""}
+         "fastest_ci95_hi_ms": "", "tied": "", "family": "", "recommended": "", "slowdown": "",
+         "slowdown_ci95_lo": "", "slowdown_ci95_hi": ""}
     ]  # fmt: skip
     for key in ("latency", "roofline", "speedup", "memory"):
         assert Path(kwargs["out"][key]).read_bytes().startswith(PNG_MAGIC)
@@ -506,9 +520,16 @@ def test_what_ran_shows_kernels_streams_and_bitwise_repeatability(run: dict[str,
         "1",
         "97.0%",
         "no (max diff 0.00200)",
+        "first call 151–163",
         "kernel_420",
     ]
-    assert table.rows[row_of(table, "math")] == ["math", "3", "1", "1", "97.0%", "yes", "kernel_60"]
+    assert table.rows[row_of(table, "math")][:6] == ["math", "3", "1", "1", "97.0%", "yes"]
+    assert table.rows[row_of(table, "math")][7] == "kernel_60"
+    # a factory kernel's prepare (setup_ms) beside the first call, where the bench file has it
+    assert re.fullmatch(r"setup 12\.5 \+ first call \d+–\d+", table.rows[row_of(table, "flex")][6])
+    assert summary.loc[summary["candidate"] == "flex", "setup_ms"].tolist() == [12.5] * len(SHAPES)
+    assert summary.loc[summary["candidate"] == "math", "setup_ms"].isna().all()
+    assert summary.loc[summary["status"] == "ok", "compile_ms"].notna().all()
     # the roofline is stated per result: a share of the attainable bound, with the binding roof
     assert summary["intensity"].notna().all()
 
@@ -655,3 +676,134 @@ def test_host_conditions_are_shown_and_a_busy_host_flagged(tmp_path: Path) -> No
     build(old)
     (plain,) = tables(sections(old)["Measurement conditions"])
     assert "host" not in plain.headers
+
+
+# ----------------------------------------------------------------------------------- configurations
+
+
+def _analysis(run: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(Path(autotune_out(run)["json"]).read_text())
+
+
+def test_configurations_table_and_recommendation(config_run: dict[str, Any]) -> None:
+    (found,) = _analysis(config_run)["configurations"]["families"]
+    section = sections(config_run)["Autotune"]
+    blocks = under(section, f"{CONFIG_KERNEL} (6 configurations")
+    table, ranking = [b for b in blocks if isinstance(b, Table)]
+    assert table.headers == ["shape", "fastest configuration", "median ms [95% CI]", "tied with it",
+                             "recommended [BLOCK_M=128,num_warps=8]: slowdown [95% CI]", "not ok"]  # fmt: skip
+    assert [row[0] for row in table.rows] == [s[0] for s in SHAPES]
+    for row, shape in zip(table.rows, found["shapes"]):
+        fastest = shape["fastest"]["candidate"]
+        assert row[1] == fastest.removeprefix(CONFIG_KERNEL)  # the heading names the kernel
+        tied = autotune.ties(shape)
+        assert row[3] == (f"{len(tied)}: " + ", ".join(t["candidate"].removeprefix(CONFIG_KERNEL) for t in tied)
+                          if tied else "none")  # fmt: skip
+        if fastest == configuration(128, 8):
+            assert row[4] == "fastest"
+        else:
+            assert re.fullmatch(r"1\.\d+× \[[01]\.\d+, 1\.\d+\](, tied)?", row[4]), row[4]
+    # not ok: 256/8 unsupported on the first shape, 128/4 an error on the last
+    assert [row[5] for row in table.rows] == ["1: unsupported ×1", "none", "1: error ×1"]
+    rec = found["recommendation"]
+    (sentence,) = [b.text for b in blocks if isinstance(b, Para) and b.text.startswith("Recommended")]
+    worst = formatting.interval(rec["worst_slowdown"], *rec["worst_slowdown_ci95"], "×", mark=1.0)
+    assert sentence.startswith(
+        f"Recommended for every shape: {configuration(128, 8)}. Its worst slowdown against a shape's "
+        f"fastest configuration is {worst} ("
+    )
+    assert f"slower), on {rec['worst_shape']}; it is the fastest or tied with it on " in sentence
+    assert f"({len(rec['tied_shapes'])} of 3 shapes)" in sentence
+    assert (
+        "Chosen among the 4 of 6 configurations that ran ok on every shape where the kernel ran; the others "
+        "cannot be recommended for all shapes: [BLOCK_M=128,num_warps=4] (error on s4096_d128_causal_gqa); "
+        "[BLOCK_M=256,num_warps=8] (unsupported on s1024_d64)." in sentence
+    )
+    assert ranking.headers == ["configuration", "worst slowdown [95% CI]", "on", "fastest or tied on"]
+    assert ranking.rows[0][0] == "[BLOCK_M=128,num_warps=8]" and len(ranking.rows) == 4
+    intro = text(section)
+    assert f"Holm across the {_analysis(config_run)['configurations']['n_comparisons']} configuration comparisons" in intro
+    assert "[the largest lower bound, the largest upper bound] of the per-shape 95% intervals" in intro
+    assert "with 3 shapes holds with probability at least 85% (Bonferroni)" in intro
+
+
+def test_the_matrix_and_plots_collapse_a_kernel_to_its_fastest_configuration(config_run: dict[str, Any]) -> None:
+    (found,) = _analysis(config_run)["configurations"]["families"]
+    chosen = [s["fastest"]["candidate"] for s in found["shapes"]]
+    (matrix,) = tables(sections(config_run)["Speedup per shape and candidate"])
+    assert matrix.headers == ["shape", "math", "flash", f"{CONFIG_KERNEL} (fastest configuration)"]
+    for row, name in zip(matrix.rows, chosen):
+        assert re.fullmatch(rf"{re.escape(name.removeprefix(CONFIG_KERNEL))}: \d\.\d+× \[.*\] \*", row[3]), row[3]
+    assert 3 in matrix.text_cols and 3 not in matrix.numeric  # a long configuration may wrap
+    frame = report.plot_frame(pd.read_csv(config_run["out"]["csv"]), _analysis(config_run))
+    plotted = frame[frame["candidate"] == f"{CONFIG_KERNEL} (fastest configuration)"]
+    assert len(plotted) == len(SHAPES) and set(frame["candidate"]) == {"math", "flash", plotted["candidate"].iloc[0]}
+    assert plotted["median_ms"].tolist() == [s["fastest"]["median_ms"] for s in found["shapes"]]
+    plots = sections(config_run)["Plots"]
+    assert "Each kernel with configurations (kern:attn) is drawn as one candidate" in text(plots)
+    # summary.csv and the per-shape tables keep every configuration
+    assert pd.read_csv(config_run["out"]["csv"])["candidate"].nunique() == 8
+    results = sections(config_run)["Results per shape"]
+    (first,) = [b for b in under(results, "s4096_d64 ") if isinstance(b, Table)]
+    assert len(first.rows) == 8
+
+
+def test_forty_configurations_stay_readable(tmp_path: Path) -> None:
+    """40 configurations x 3 shapes: the headline, the matrix and the autotune table collapse them;
+    the per-shape tables keep every row."""
+    grid = [(m, w * 10 + s) for m in (32, 64, 128, 256, 512) for w in (2, 4, 8, 16) for s in (2, 3)]
+    rng = np.random.default_rng(3)
+    specs: dict[tuple[int, int], tuple[Any, ...]] = {
+        key: tuple(float(400 * (1 - abs(rng.normal(0, 0.05)))) for _ in SHAPES) for key in grid
+    }
+    specs[grid[0]] = (("error", "RuntimeError: out of shared memory"), 380.0, 380.0)
+    # configurations that fit no shape of this device: one headline line, not one each
+    never = ("unsupported", "needs 300 KB of shared memory")
+    specs |= {(1024, w): (never, never, never) for w in (22, 23, 42, 43)}
+    kwargs = write_run(tmp_path, shape_candidates=configuration_candidates(specs))
+    build(kwargs)
+    found = sections(kwargs)
+    unavailable = [b.text for b in found["Headline"].blocks if isinstance(b, Para) and "Unsupported" in b.text]
+    assert unavailable == [
+        f"Unsupported on every shape, left out below: 4 configurations of {CONFIG_KERNEL}: needs 300 KB of "
+        "shared memory (4)"
+    ]
+    (matrix,) = tables(found["Speedup per shape and candidate"])
+    assert len(matrix.headers) == 4
+    winners, tallies = tables(found["Headline"])
+    assert len(tallies.rows) <= 2 + 1 + 3  # math, flash, the rest of the kernel in one row, its winners
+    collapsed = [row for row in tallies.rows if "other configurations" in row[0]]
+    assert len(collapsed) == 1 and collapsed[0][0].startswith(f"{CONFIG_KERNEL}: ")
+    autotune_table = tables(found["Autotune"])[0]
+    assert all(len(row[4]) < 80 for row in autotune_table.rows)  # "math, 40 configurations of kern:attn"
+    assert re.fullmatch(rf"math, (39|40) configurations of {re.escape(CONFIG_KERNEL)}", autotune_table.rows[1][4])
+    family_table = tables(found["Autotune"])[1]
+    for row in family_table.rows:  # ties counted, five named
+        count = int(row[3].split(":")[0]) if row[3] != "none" else 0
+        assert row[3].count("[BLOCK_M=") == min(count, 5)
+    assert "Chosen among the 39 of 44 configurations" in text(found["Autotune"])
+    assert all(len(b.rows) == 42 for b in tables(found["Results per shape"]))
+
+
+def test_a_report_without_the_configurations_section(tmp_path: Path) -> None:
+    """autotune.json written before configurations: the report renders without them."""
+    kwargs = write_run(tmp_path, shapes=SHAPES[:1])
+    build(kwargs)
+    path = Path(kwargs["autotune_path"])
+    document = json.loads(path.read_text())
+    del document["configurations"]
+    path.write_text(json.dumps(document))
+    build_report(**kwargs)
+    found = sections(kwargs)
+    assert [b.kind for b in found["Autotune"].blocks] == ["para", "table"]
+    assert [b.kind for b in found["Plots"].blocks] == ["plot"] * 4
+
+
+def test_configurations_report_matches_its_snapshot(config_run: dict[str, Any]) -> None:
+    """The Autotune section of the configurations run's report.md, as committed in tests/snapshots/
+    (regenerate as test_report_matches_its_snapshot says)."""
+    rendered = _section(_text(config_run, "md"), "## Autotune\n", "## Candidates that did not produce")
+    path = SNAPSHOTS / "report-configurations.md"
+    if os.environ.get("ATTNBENCH_UPDATE_SNAPSHOTS"):
+        path.write_text(rendered, encoding="utf-8")
+    assert rendered == path.read_text(encoding="utf-8")

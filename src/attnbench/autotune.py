@@ -1,29 +1,64 @@
-"""The run-wide statistics: Holm across every comparison with the reference, and autotune.
+"""The run-wide statistics: Holm across every comparison with the reference, autotune, configurations.
 
 Only this step sees every comparison of the run at once, so it applies Holm's correction across all
 of them (per-shape tests alone would inflate false claims). Autotune then names each shape's fastest
 correct candidate and compares it with every other correct candidate by stats.compare on the bench
 samples, with the settings the shape's compare file records, Holm across the run's autotune
-comparisons. The report only renders what this module writes (autotune.json, autotune.csv).
+comparisons. For every kernel with a grid of configurations (two or more in the run; candidates
+named `module:function[K=V,...]`, candidates.family), it does the same within the family: each
+shape's fastest configuration and those tied with it (Holm across the run's configuration
+comparisons), and one configuration to use on every shape, the minimax choice (configurations).
+The report only renders what this module writes (autotune.json, autotune.csv).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from attnbench.candidates import split_name
 from attnbench.files import atomic_write_text, read_json, write_json
 from attnbench.stats import ALPHA, holm, practically_different
 from attnbench.stats import compare as compare_samples
 
 Json = dict[str, Any]
 
-CSV_COLUMNS = ["shape", "fastest", "fastest_median_ms", "fastest_ci95_lo_ms", "fastest_ci95_hi_ms", "tied"]
+# autotune.csv: the first six columns, one row per shape, are as they always were; the rest are
+# filled only on the configuration rows (csv_frame), which runs without configurations never have.
+CSV_COLUMNS = [
+    "shape",
+    "fastest",
+    "fastest_median_ms",
+    "fastest_ci95_lo_ms",
+    "fastest_ci95_hi_ms",
+    "tied",
+    "family",
+    "recommended",
+    "slowdown",
+    "slowdown_ci95_lo",
+    "slowdown_ci95_hi",
+]
+# the `shape` of a family's run-wide row in autotune.csv: no shape name can be it (names are
+# [A-Za-z0-9_.-]+, bench.schema.yaml)
+ALL_SHAPES = "(all shapes)"
 # the compare files' `method` keys that are stats.compare arguments: autotune reruns the same test
 COMPARE_SETTINGS = ("alpha", "threshold", "resolution", "n_resamples", "confidence", "seed")
+# a configuration of the family that is not in a shape's bench file at all
+ABSENT = "absent"
+WORST_CI_METHOD = (
+    "[max over the shapes of the lower bounds, max over the shapes of the upper bounds] of the "
+    "per-shape confidence intervals of the slowdown (the configuration's median over the shape's "
+    "fastest configuration's: the inverted bounds of stats.compare's block-bootstrap CI of the "
+    "speedup, 1 exactly where it is the fastest); it covers the true worst slowdown whenever every "
+    "shape's interval covers that shape's slowdown, which for K shapes of 95% intervals holds with "
+    "probability at least 1 - 0.05 K (Bonferroni), usually more"
+)
+
+Cache = dict[tuple[str, str, str], Json]
 
 
 def build(
@@ -50,16 +85,15 @@ def build(
 def analyse(benches: list[Json], compares: list[Json], *, alpha: float = ALPHA) -> Json:
     """The document autotune.json holds (without its schema version)."""
     winners = {bench["shape"]["name"]: fastest(bench) for bench in benches}
-    rivals = rival_comparisons(benches, compares, winners, alpha)
+    cache: Cache = {}  # stats.compare's results by (shape, fastest, candidate): each pair is tested once
+    rivals = rival_comparisons(benches, compares, winners, alpha, cache=cache)
     shapes = []
     for bench in benches:
         name, winner = bench["shape"]["name"], winners[bench["shape"]["name"]]
-        best = None if winner is None else bench["candidates"][winner]
-        summary = None if best is None else {k: best[k] for k in ("median_ms", "ci95_ms")}
         shapes.append(
             {
                 "shape": name,
-                "fastest": None if summary is None else {"candidate": winner, **summary},
+                "fastest": _summary(bench, winner),
                 "rivals": [
                     {k: v for k, v in r.items() if k != "shape"} for r in rivals if r["shape"] == name
                 ],
@@ -70,6 +104,7 @@ def analyse(benches: list[Json], compares: list[Json], *, alpha: float = ALPHA) 
         "reference": reference_comparisons(compares, alpha),
         "n_autotune_comparisons": len(rivals),
         "shapes": shapes,
+        "configurations": configurations(benches, compares, alpha, cache=cache),
     }
 
 
@@ -97,15 +132,25 @@ def reference_comparisons(compares: list[Json], alpha: float) -> Json:
     return {"n_comparisons": len(flat), "comparisons": entries}
 
 
-def fastest(bench: Json) -> str | None:
+def fastest(bench: Json, among: set[str] | None = None) -> str | None:
     """The candidate with the lowest median among those with status ok (the first on a tie); a wrong
-    answer computed quickly is not a result, so only correct candidates compete."""
-    timed = {n: c["median_ms"] for n, c in bench["candidates"].items() if _timed(c)}
+    answer computed quickly is not a result, so only correct candidates compete. `among`: only these
+    candidates (a family's configurations)."""
+    timed = {
+        n: c["median_ms"]
+        for n, c in bench["candidates"].items()
+        if _timed(c) and (among is None or n in among)
+    }
     return min(timed, key=timed.__getitem__) if timed else None
 
 
 def rival_comparisons(
-    benches: list[Json], compares: list[Json], winners: Mapping[str, str | None], alpha: float
+    benches: list[Json],
+    compares: list[Json],
+    winners: Mapping[str, str | None],
+    alpha: float,
+    *,
+    cache: Cache | None = None,
 ) -> list[Json]:
     """Every other correct candidate of a shape against the shape's fastest (`winners`).
 
@@ -115,55 +160,298 @@ def rival_comparisons(
     judged on the adjusted p. Each shape is compared with the settings its compare file records
     (stats.compare's defaults, and `alpha`, where there is none).
     """
-    methods = {compare["shape"]: compare.get("method") or {} for compare in compares}
+    settings = shape_settings(compares, alpha)
+    cache = {} if cache is None else cache
     rows: list[Json] = []
     for bench in benches:
         shape, best = bench["shape"]["name"], winners[bench["shape"]["name"]]
-        method = methods.get(shape, {})
-        settings = {"alpha": alpha, **{k: method[k] for k in COMPARE_SETTINGS if method.get(k) is not None}}
         for name, cand in bench["candidates"].items():
             if name == best or not _timed(cand):
                 continue
-            try:
-                result = compare_samples(
-                    bench["candidates"][best]["samples_ms"], cand["samples_ms"], **settings
-                )
-            except ValueError as exc:  # name the shape and candidates, not just "baseline"
-                raise ValueError(f"autotune, shape {shape}, {best} vs {name}: {exc}") from exc
-            rows.append(
-                {
-                    "shape": shape,
-                    "candidate": name,
-                    "median_ms": cand["median_ms"],
-                    "ci95_ms": cand["ci95_ms"],
-                    "speedup": result["speedup"],
-                    "speedup_ci95": result["speedup_ci95"],
-                    "p_value": result["p_value"],
-                    "practical": bool(result["practical"]),
-                }
+            rows.append(_compared(bench, best, name, settings.get(shape, {"alpha": alpha}), cache))
+    return _holm_ties(rows, alpha)
+
+
+def shape_settings(compares: list[Json], alpha: float) -> dict[str, Json]:
+    """stats.compare's arguments per shape: what its compare file's `method` records, and `alpha`."""
+    methods = {compare["shape"]: compare.get("method") or {} for compare in compares}
+    return {
+        shape: {"alpha": alpha, **{k: method[k] for k in COMPARE_SETTINGS if method.get(k) is not None}}
+        for shape, method in methods.items()
+    }
+
+
+def _compared(bench: Json, best: str, name: str, settings: Json, cache: Cache) -> Json:
+    """`name` against `best` on one shape (stats.compare on the bench samples, once per pair)."""
+    shape = bench["shape"]["name"]
+    key = (shape, best, name)
+    if key not in cache:
+        try:
+            cache[key] = compare_samples(
+                bench["candidates"][best]["samples_ms"], bench["candidates"][name]["samples_ms"], **settings
             )
+        except ValueError as exc:  # name the shape and candidates, not just "baseline"
+            raise ValueError(f"autotune, shape {shape}, {best} vs {name}: {exc}") from exc
+    result, cand = cache[key], bench["candidates"][name]
+    return {
+        "shape": shape,
+        "candidate": name,
+        "median_ms": cand["median_ms"],
+        "ci95_ms": cand["ci95_ms"],
+        "speedup": result["speedup"],
+        "speedup_ci95": result["speedup_ci95"],
+        "p_value": result["p_value"],
+        "practical": bool(result["practical"]),
+    }
+
+
+def _holm_ties(rows: list[Json], alpha: float) -> list[Json]:
+    """Holm across `rows`; `tied` unless significantly (adjusted p < alpha) and practically slower."""
     for row, p_holm in zip(rows, holm([r["p_value"] for r in rows])):
         row["p_holm"] = float(p_holm)
         row["tied"] = not (p_holm < alpha and row["practical"])
     return rows
 
 
+# ---------------------------------------------------------------------------------- configurations
+
+
+def families(benches: list[Json]) -> dict[str, list[str]]:
+    """Kernel -> its configurations in the run, in the order the bench files first list them, for
+    every kernel with at least two (a kernel measured in one configuration has nothing to choose)."""
+    found: dict[str, dict[str, None]] = {}
+    for bench in benches:
+        for name in bench["candidates"]:
+            base, config = _split(name)
+            if config:
+                found.setdefault(base, {})[name] = None
+    return {family: list(names) for family, names in found.items() if len(names) >= 2}
+
+
+def _split(name: str) -> tuple[str, Json]:
+    """candidates.split_name, or (name, {}) for a name whose brackets are no configuration."""
+    try:
+        return split_name(name)
+    except ValueError:
+        return name, {}
+
+
+def configurations(
+    benches: list[Json], compares: list[Json], alpha: float, *, cache: Cache | None = None
+) -> Json:
+    """Per kernel with configurations: per shape its fastest configuration and the configurations
+    tied with it, and the one configuration recommended for every shape (`recommend`).
+
+    The ties are autotune's rule within the family: each other ok configuration against the shape's
+    fastest configuration by stats.compare with the shape's settings, Holm across every configuration
+    comparison of the run (all kernels, all shapes), tied unless significantly and practically slower.
+    Where the family's fastest is the shape's fastest candidate, the comparisons are autotune's own
+    (`cache`), tested once; only their Holm correction is the configurations' own.
+    """
+    cache = {} if cache is None else cache
+    settings = shape_settings(compares, alpha)
+    found = families(benches)
+    per_family: dict[str, list[Json]] = {}
+    rows: list[Json] = []  # every configuration comparison of the run, for one Holm correction
+    for family, names in found.items():
+        members = set(names)
+        entries = []
+        for bench in benches:
+            shape, best = bench["shape"]["name"], fastest(bench, members)
+            compared = [
+                _compared(bench, best, name, settings.get(shape, {"alpha": alpha}), cache)
+                for name, cand in bench["candidates"].items()
+                if name in members and name != best and _timed(cand)
+            ]
+            rows += compared
+            entries.append(
+                {
+                    "shape": shape,
+                    "fastest": _summary(bench, best),
+                    "rivals": compared,
+                    "not_ok": [
+                        {"candidate": name, "status": _status(bench, name)}
+                        for name in names
+                        if not _timed(bench["candidates"].get(name))
+                    ],
+                }
+            )
+        per_family[family] = entries
+    _holm_ties(rows, alpha)
+    out = []
+    for family, entries in per_family.items():
+        for entry in entries:
+            for row in entry["rivals"]:
+                del row["shape"]
+        ranking = rank(found[family], entries)
+        out.append(
+            {
+                "family": family,
+                "configurations": found[family],
+                "shapes": entries,
+                "ranking": ranking,
+                **recommend(found[family], entries, ranking),
+            }
+        )
+    return {"n_comparisons": len(rows), "worst_ci_method": WORST_CI_METHOD, "families": out}
+
+
+def slowdowns(entry: Json) -> dict[str, Json]:
+    """One shape of a family: every ok configuration's slowdown against the shape's fastest
+    configuration (median over its median, at least 1), its CI and whether it is tied (the fastest
+    itself: 1 exactly, tied)."""
+    best = entry["fastest"]
+    if best is None:
+        return {}
+    found = {best["candidate"]: {"slowdown": 1.0, "slowdown_ci95": [1.0, 1.0], "tied": True}}
+    for row in entry["rivals"]:
+        lo, hi = row["speedup_ci95"] or (None, None)
+        found[row["candidate"]] = {
+            "slowdown": _inverse(row["speedup"]),
+            # a percentile bootstrap interval maps through 1/x: the slowdown's interval is exact
+            "slowdown_ci95": None if lo is None else [_inverse(hi), _inverse(lo)],
+            "tied": row["tied"],
+        }
+    return found
+
+
+def rank(names: list[str], entries: list[Json]) -> list[Json]:
+    """Every configuration of a family by its worst slowdown over the shapes where the family ran
+    (some configuration ok): first those that ran ok on all of them (`everywhere`), smallest worst
+    slowdown first (then the smallest geometric-mean slowdown, then run order), then the others."""
+    counted = [e for e in entries if e["fastest"] is not None]
+    per_shape = {e["shape"]: slowdowns(e) for e in counted}
+    ranked = []
+    for order, name in enumerate(names):
+        ran = [(e["shape"], per_shape[e["shape"]][name]) for e in counted if name in per_shape[e["shape"]]]
+        missing = [
+            {"shape": e["shape"], "status": next(x["status"] for x in e["not_ok"] if x["candidate"] == name)}
+            for e in counted
+            if name not in per_shape[e["shape"]]
+        ]
+        worst_shape, worst = max(ran, key=lambda item: item[1]["slowdown"], default=(None, None))
+        cis = [s["slowdown_ci95"] for _, s in ran]
+        known = bool(cis) and all(ci is not None for ci in cis)
+        ranked.append(
+            (
+                bool(missing) or not ran,
+                math.inf if worst is None else worst["slowdown"],
+                _geomean([s["slowdown"] for _, s in ran]),
+                order,
+                {
+                    "candidate": name,
+                    "everywhere": bool(ran) and not missing,
+                    "shapes_ok": len(ran),
+                    "worst_slowdown": None if worst is None else worst["slowdown"],
+                    "worst_slowdown_ci95": [max(ci[0] for ci in cis), max(ci[1] for ci in cis)] if known else None,
+                    "worst_shape": worst_shape,
+                    "geomean_slowdown": _geomean([s["slowdown"] for _, s in ran]) if ran else None,
+                    "tied_shapes": [shape for shape, s in ran if s["tied"]],
+                    "not_ok": missing,
+                },
+            )
+        )
+    return [item[-1] for item in sorted(ranked, key=lambda item: item[:4])]
+
+
+def recommend(names: list[str], entries: list[Json], ranking: list[Json]) -> Json:
+    """The minimax choice: among the configurations that ran ok on every shape where the family ran,
+    the one whose worst slowdown against each shape's fastest configuration is smallest.
+
+    Returns {"recommendation": {...} or None, "reason": why none, or None}. A configuration that is
+    not ok on a shape where another one is cannot be recommended for all shapes; `among` says whether
+    the choice was among all configurations or only those that ran everywhere.
+    """
+    counted = [e["shape"] for e in entries if e["fastest"] is not None]
+    if not counted:
+        return {"recommendation": None, "reason": "no configuration ran ok on any shape"}
+    eligible = [r for r in ranking if r["everywhere"]]
+    if not eligible:
+        return {
+            "recommendation": None,
+            "reason": "no configuration ran ok on every shape where a configuration of this kernel ran ok",
+        }
+    best = eligible[0]
+    per_shape = {e["shape"]: slowdowns(e)[best["candidate"]] for e in entries if e["fastest"] is not None}
+    return {
+        "recommendation": {
+            "candidate": best["candidate"],
+            "among": "all" if len(eligible) == len(names) else "ran_everywhere",
+            "n_eligible": len(eligible),
+            "n_configurations": len(names),
+            "worst_slowdown": best["worst_slowdown"],
+            "worst_slowdown_ci95": best["worst_slowdown_ci95"],
+            "worst_shape": best["worst_shape"],
+            "tied_shapes": best["tied_shapes"],
+            "slower_shapes": [shape for shape in counted if shape not in best["tied_shapes"]],
+            "per_shape": [{"shape": shape, **per_shape[shape]} for shape in counted],
+            "shapes_without_ok": [e["shape"] for e in entries if e["fastest"] is None],
+        },
+        "reason": None,
+    }
+
+
+def _summary(bench: Json, name: str | None) -> Json | None:
+    if name is None:
+        return None
+    best = bench["candidates"][name]
+    return {"candidate": name, "median_ms": best["median_ms"], "ci95_ms": best["ci95_ms"]}
+
+
+def _status(bench: Json, name: str) -> str:
+    cand = bench["candidates"].get(name)
+    return ABSENT if cand is None else str(cand["status"])
+
+
+def _inverse(value: float | None) -> float | None:
+    return None if value is None or value <= 0 else 1.0 / value
+
+
+def _geomean(values: list[float]) -> float:
+    return math.exp(sum(math.log(v) for v in values) / len(values)) if values else math.inf
+
+
+# ---------------------------------------------------------------------------------------- the csv
+
+
 def csv_frame(document: Json) -> pd.DataFrame:
-    """autotune.csv: one row per shape, the fastest candidate with its median and CI, and the
-    candidates tied with it, fastest first, ";"-separated (empty when none)."""
+    """autotune.csv.
+
+    One row per shape first, as always: the fastest candidate with its median and CI, and the
+    candidates tied with it, fastest first, ";"-separated (empty when none); the other columns empty.
+    Then per kernel with configurations (`family`): one row per shape with its fastest configuration,
+    median, CI and tied configurations, the configuration recommended for every shape and its
+    slowdown on this shape [95% CI] (1 where it is the fastest); and one row whose shape is
+    "(all shapes)" with the recommendation and its worst slowdown [95% CI] (empty when none).
+    """
     rows = []
     for shape in document["shapes"]:
         best = shape["fastest"] or {}
         lo, hi = best.get("ci95_ms") or (None, None)
         names = ";".join(r["candidate"] for r in ties(shape))
-        rows.append([shape["shape"], best.get("candidate"), best.get("median_ms"), lo, hi, names])
+        rows.append([shape["shape"], best.get("candidate"), best.get("median_ms"), lo, hi, names, *[None] * 5])
+    for family in (document.get("configurations") or {}).get("families", []):
+        recommended = family["recommendation"] or {}
+        on_shape = {s["shape"]: s for s in recommended.get("per_shape", [])}
+        for shape in family["shapes"]:
+            best = shape["fastest"] or {}
+            lo, hi = best.get("ci95_ms") or (None, None)
+            names = ";".join(r["candidate"] for r in ties(shape))
+            slow = on_shape.get(shape["shape"], {})
+            s_lo, s_hi = slow.get("slowdown_ci95") or (None, None)
+            rows.append([shape["shape"], best.get("candidate"), best.get("median_ms"), lo, hi, names,
+                         family["family"], recommended.get("candidate"), slow.get("slowdown"), s_lo, s_hi])  # fmt: skip
+        w_lo, w_hi = recommended.get("worst_slowdown_ci95") or (None, None)
+        rows.append([ALL_SHAPES, None, None, None, None, None, family["family"], recommended.get("candidate"),
+                     recommended.get("worst_slowdown"), w_lo, w_hi])  # fmt: skip
     return pd.DataFrame(rows, columns=CSV_COLUMNS)
 
 
 def ties(shape: Json) -> list[Json]:
-    """The rivals of one shape of autotune.json tied with its fastest, fastest first."""
+    """The rivals of one shape of autotune.json (or of a family's shape) tied with its fastest,
+    fastest first."""
     return sorted((r for r in shape["rivals"] if r["tied"]), key=lambda r: r["median_ms"])
 
 
-def _timed(candidate: Json) -> bool:
-    return candidate["status"] == "ok" and candidate["median_ms"] is not None
+def _timed(candidate: Json | None) -> bool:
+    return candidate is not None and candidate["status"] == "ok" and candidate["median_ms"] is not None

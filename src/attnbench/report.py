@@ -93,6 +93,8 @@ COLUMNS = [
     "p_holm",
     "significant_holm",
     "fastest",
+    "setup_ms",
+    "compile_ms",
 ]
 # NVML reasons that make a round unrepresentative (thermal, hardware); the power cap is normal load
 SLOWDOWNS = frozenset(reason_names(DISCARDED))
@@ -118,7 +120,7 @@ def build_report(
         bench_paths, compare_paths, fingerprint_path, ceilings_path, autotune_path, schema_dir=schema_dir
     )
     atomic_write_text(out["csv"], run.frame.to_csv(index=False))
-    images = figures(run.frame, run.ceilings, run.growth)
+    images = figures(plot_frame(run.frame, run.analysis), run.ceilings, run.growth)
     for key, data in images.items():
         atomic_write_bytes(out[key], data)
 
@@ -259,9 +261,32 @@ def summary_frame(benches: list[Json], compares: list[Json], ceilings: Json, ana
                     "p_holm": comparison.get("p_holm"),
                     "significant_holm": comparison.get("significant_holm"),
                     "fastest": winners.get(shape["name"]) == name,
+                    # a factory kernel's prepare, then the first call: both outside the samples
+                    "setup_ms": cand.get("setup_ms"),
+                    "compile_ms": cand.get("compile_ms"),
                 }
             )
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def plot_frame(frame: pd.DataFrame, analysis: Json) -> pd.DataFrame:
+    """The summary table as the plots draw it: a kernel with configurations (autotune.json) is one
+    candidate, "kernel (fastest configuration)", on each shape the row of its fastest configuration
+    there (of its first configuration where none ran ok), so that 40 configurations do not make 40
+    legend entries and heatmap columns. summary.csv keeps every row."""
+    families = _families(analysis)
+    if not families:
+        return frame
+    keep = pd.Series(True, index=frame.index)
+    names = frame["candidate"].copy()
+    for family in families:
+        members = frame["candidate"].isin(family["configurations"])
+        chosen = {s["shape"]: (s["fastest"] or {}).get("candidate") for s in family["shapes"]}
+        for shape, rows in frame[members].groupby("shape", sort=False):
+            pick = chosen.get(shape) or rows["candidate"].iloc[0]
+            keep[rows.index] = rows["candidate"] == pick
+        names[members] = f"{family['family']} (fastest configuration)"
+    return frame.assign(candidate=names)[keep].reset_index(drop=True)
 
 
 def _ratio(value: float | None, ceiling: float | None) -> float | None:
@@ -375,10 +400,11 @@ def document(run: Run) -> list[Section]:
     """The report once, as sections; the Markdown and HTML templates only differ in syntax."""
     frame, benches, summary = run.frame, run.benches, run.summary
     unavailable = set(summary["unavailable"])
+    family_of = _family_of(run.analysis)
     return [
-        _headline_section(frame, benches, summary),
-        _matrix_section(summary),
-        Section("Plots", [Plot(key) for key in PLOT_ORDER]),
+        _headline_section(frame, benches, summary, family_of),
+        _matrix_section(summary, run.analysis),
+        _plots_section(run.analysis),
         _results_section(frame[~frame["candidate"].isin(unavailable)]),
         _memory_section(frame, run.growth),
         _autotune_section(frame, run.analysis),
@@ -396,13 +422,30 @@ def document(run: Run) -> list[Section]:
 PLOT_ORDER = ("speedup", "latency", "roofline", "memory")
 
 
+def _plots_section(analysis: Json) -> Section:
+    plots: list[Block] = [Plot(key) for key in PLOT_ORDER]
+    families = [f["family"] for f in _families(analysis)]
+    if not families:
+        return Section("Plots", plots)
+    note = Para(
+        f"Each kernel with configurations ({', '.join(families)}) is drawn as one candidate, "
+        '"(fastest configuration)": on each shape its fastest configuration there.'
+    )
+    return Section("Plots", [note, *plots])
+
+
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
-def _headline_section(frame: pd.DataFrame, benches: list[Json], summary: Json) -> Section:
+def _headline_section(
+    frame: pd.DataFrame, benches: list[Json], summary: Json, family_of: dict[str, str] | None = None
+) -> Section:
     """The answer first: per shape the fastest correct candidate and its speedup, each candidate's
-    wins and ties, then what failed or cannot run here, in a line each."""
+    wins and ties, then what failed or cannot run here, in a line each. A kernel's many
+    configurations (`family_of`: configuration -> kernel) are collapsed where they would be a long
+    list: tied configurations are counted, those never fastest or tied are one row of the tallies."""
+    family_of = family_of or {}
     reference = summary["reference"] or "the reference"
     shown = [name for name in summary["candidates"] if name not in summary["unavailable"]]
     context = (
@@ -420,7 +463,7 @@ def _headline_section(frame: pd.DataFrame, benches: list[Json], summary: Json) -
             "nothing timed ok"
             if s["fastest"] is None
             else headline.speedup_text(s["speedup"], s["ci95"], s["significant"]),
-            ", ".join(s["tied"]) or DASH,
+            _names(s["tied"], family_of) or DASH,
         ]
         for s in summary["shapes"]
     ]
@@ -430,16 +473,7 @@ def _headline_section(frame: pd.DataFrame, benches: list[Json], summary: Json) -
         numeric={2},
         highlight=[False] * len(rows),
     )
-    tallies = [
-        [
-            name,
-            *(
-                str(summary["candidates"][name][key])
-                for key in ("wins", "ties", "ok", "unsupported", "failed")
-            ),
-        ]
-        for name in shown
-    ]
+    tallies = _tallies(summary["candidates"], shown, family_of)
     blocks: list[Block] = [
         Para(context),
         _measurement_summary(frame, benches),
@@ -450,11 +484,22 @@ def _headline_section(frame: pd.DataFrame, benches: list[Json], summary: Json) -
             numeric={1, 2, 3, 4, 5},
         ),
     ]
-    for name, reason in summary["unavailable"].items():
-        blocks.append(Para(f"Unsupported on every shape, left out below: {name}: {reason}"))
-        detail = _first(benches, name, "reason_detail")
-        if detail:
-            blocks.append(Details(f"{name}: the library's message", detail))
+    for family, members in _groups(list(summary["unavailable"]), family_of):
+        if family is not None and len(members) > COLLAPSE_ABOVE:
+            # a grid's configurations that never fit this device: one line, each reason once
+            reasons = Counter(summary["unavailable"][name] for name in members)
+            listed = "; ".join(f"{reason} ({n})" for reason, n in reasons.most_common())
+            blocks.append(
+                Para(f"Unsupported on every shape, left out below: {len(members)} configurations of {family}: {listed}")
+            )
+            members = members[:1]  # the library's message once
+        else:
+            for name in members:
+                blocks.append(Para(f"Unsupported on every shape, left out below: {name}: {summary['unavailable'][name]}"))
+        for name in members:
+            detail = _first(benches, name, "reason_detail")
+            if detail:
+                blocks.append(Details(f"{name}: the library's message", detail))
     failures = summary["failures"]
     if failures:
         kinds = Counter((f["candidate"], f["status"]) for f in failures)
@@ -467,6 +512,72 @@ def _headline_section(frame: pd.DataFrame, benches: list[Json], summary: Json) -
             )
         )
     return Section("Headline", blocks)
+
+
+# More configurations of one kernel than this in a list of names print as one entry, their count.
+COLLAPSE_ABOVE = 3
+# Tied configurations named in a kernel's table of configurations; the rest are counted.
+NAMED_TIES = 5
+
+
+def _family_of(analysis: Json) -> dict[str, str]:
+    """Configuration -> its kernel, for the kernels autotune.json analyses as configurations."""
+    return {name: f["family"] for f in _families(analysis) for name in f["configurations"]}
+
+
+def _families(analysis: Json) -> list[Json]:
+    """autotune.json's kernels with configurations (none in files written before them)."""
+    return list((analysis.get("configurations") or {}).get("families", []))
+
+
+def _groups(names: list[str], family_of: dict[str, str]) -> list[tuple[str | None, list[str]]]:
+    """`names` in order, the configurations of one kernel gathered at the first one's place:
+    (kernel, its configurations) or (None, [a name that is no configuration])."""
+    groups: dict[Any, tuple[str | None, list[str]]] = {}
+    for name in names:
+        family = family_of.get(name)
+        key: Any = ("family", family) if family is not None else ("name", name)
+        groups.setdefault(key, (family, []))[1].append(name)
+    return list(groups.values())
+
+
+def _names(names: list[str], family_of: dict[str, str]) -> str:
+    """Names joined by commas; more than COLLAPSE_ABOVE configurations of one kernel print as
+    "N configurations of kernel"."""
+    parts: list[str] = []
+    for family, members in _groups(names, family_of):
+        if family is not None and len(members) > COLLAPSE_ABOVE:
+            parts.append(f"{len(members)} configurations of {family}")
+        else:
+            parts += members
+    return ", ".join(parts)
+
+
+def _tallies(tally: Json, shown: list[str], family_of: dict[str, str]) -> list[list[str]]:
+    """The headline's rows of wins and ties per candidate. Configurations that were never the
+    fastest nor tied with it, when a kernel has more than COLLAPSE_ABOVE of them, are one row whose
+    counts are summed over them (results, not shapes)."""
+    keys = ("wins", "ties", "ok", "unsupported", "failed")
+    idle = [n for n in shown if n in family_of and not (tally[n]["wins"] or tally[n]["ties"])]
+    collapsed = {
+        family: members
+        for family, members in _groups(idle, family_of)
+        if family is not None and len(members) > COLLAPSE_ABOVE
+    }
+    rows, done = [], set()
+    for name in shown:
+        family = family_of.get(name)
+        if family in collapsed and name in collapsed[family]:
+            if family not in done:
+                done.add(family)
+                members = collapsed[family]
+                rows.append(
+                    [f"{family}: {len(members)} other configurations, never fastest nor tied (results summed)",
+                     "0", "0", *(str(sum(tally[m][k] for m in members)) for k in keys[2:])]
+                )  # fmt: skip
+            continue
+        rows.append([name, *(str(tally[name][key]) for key in keys)])
+    return rows
 
 
 def _first(
@@ -485,25 +596,36 @@ def _first(
     return ""
 
 
-def _matrix_section(summary: Json) -> Section:
-    """Shapes x candidates: every ok candidate's speedup over the reference, a status otherwise."""
+def _matrix_section(summary: Json, analysis: Json | None = None) -> Section:
+    """Shapes x candidates: every ok candidate's speedup over the reference, a status otherwise. A
+    kernel with configurations is one column: on each shape its fastest configuration (autotune.json)
+    and that one's speedup, so that 40 configurations do not make 40 columns."""
     matrix = summary["matrix"]
-    names = matrix["candidates"]
+    families = {f["family"]: f for f in _families(analysis or {})}
+    family_of = {name: f for f, entry in families.items() for name in entry["configurations"]}
+    columns = _groups(list(matrix["candidates"]), family_of)
     rows: list[list[str]] = []
     css: dict[tuple[int, int], str] = {}
     for r, row in enumerate(matrix["rows"]):
         line = [str(row["shape"])]
-        for c, name in enumerate(names, start=1):
-            cell = row["cells"].get(name)
+        for c, (family, members) in enumerate(columns, start=1):
+            if family is None:
+                name = members[0]
+                prefix = ""
+            else:
+                chosen = {s["shape"]: s["fastest"] for s in families[family]["shapes"]}.get(row["shape"])
+                name = None if chosen is None else chosen["candidate"]
+                prefix = "" if name is None else f"{_configuration(name, family)}: "
+            cell = None if name is None else row["cells"].get(name)
             if cell is None:
-                line.append(DASH)
+                line.append(_none_ok(row["cells"], members) if family is not None else DASH)
             elif cell["status"] != "ok":
                 line.append(str(cell["status"]))
                 css[(r, c)] = f"status status-{cell['status']}"
             elif cell["verdict"] == "reference":
-                line.append("reference")
+                line.append(f"{prefix}reference")
             else:
-                line.append(headline.speedup_text(cell["speedup"], cell["ci95"], cell["significant"]))
+                line.append(prefix + headline.speedup_text(cell["speedup"], cell["ci95"], cell["significant"]))
             if cell is not None and cell["fastest"]:
                 css[(r, c)] = "fastest"
         rows.append(line)
@@ -512,8 +634,30 @@ def _matrix_section(summary: Json) -> Section:
         f"[95% CI]; {headline.SIGNIFICANT_MARK} significant (Holm), bold the shape's fastest. A "
         "status instead of a number: the candidate did not produce a valid result (see below)."
     )
-    table = Table(["shape", *names], rows, numeric=set(range(1, len(names) + 1)), cell_css=css)
+    if any(family is not None for family, _ in columns):
+        intro += (
+            " A kernel with configurations is one column: on each shape its fastest configuration and "
+            "that configuration's speedup (every configuration under Results per shape; the one to use "
+            "on every shape under Autotune)."
+        )
+    headers = ["shape", *(members[0] if f is None else f"{f} (fastest configuration)" for f, members in columns)]
+    single = {c for c, (family, _) in enumerate(columns, start=1) if family is None}
+    table = Table(headers, rows, numeric=single, text_cols=set(range(1, len(headers))) - single, cell_css=css)
     return Section("Speedup per shape and candidate", [Para(intro), table])
+
+
+def _configuration(name: str, family: str) -> str:
+    """A configuration's name without its kernel's, `[BLOCK_M=128,num_warps=8]`, where the kernel is
+    named already (a column's or a table's heading)."""
+    return name[len(family) :] if name.startswith(family) and len(name) > len(family) else name
+
+
+def _none_ok(cells: Json, members: list[str]) -> str:
+    """A kernel with no ok configuration on a shape: how many were in which status."""
+    statuses = Counter(cells[name]["status"] for name in members if name in cells)
+    if not statuses:
+        return DASH
+    return "none ok: " + ", ".join(f"{status} ×{n}" for status, n in statuses.most_common())
 
 
 def _device(frame: pd.DataFrame, fingerprint: Json) -> str:
@@ -782,7 +926,8 @@ def _memory_section(frame: pd.DataFrame, growth: Json) -> Section:
 
 
 def _autotune_section(frame: pd.DataFrame, analysis: Json) -> Section:
-    """One table: per shape the candidate to pick and those no measurably worse choice than it."""
+    """One table: per shape the candidate to pick and those no measurably worse choice than it; then,
+    per kernel with configurations, its table of configurations and the one to use on every shape."""
     intro = (
         "Per shape, the fastest candidate is the one with the lowest median among those with status "
         "ok. Every other ok candidate was compared with it by the same test and settings as the "
@@ -800,6 +945,7 @@ def _autotune_section(frame: pd.DataFrame, analysis: Json) -> Section:
         "tied: slower by, speedup vs the fastest [95% CI], p (Holm)",
         "significantly slower",
     ]
+    family_of = _family_of(analysis)
     shapes = {s["shape"]: s for s in analysis["shapes"]}
     rows = []
     for shape in dict.fromkeys(frame["shape"]):
@@ -807,18 +953,166 @@ def _autotune_section(frame: pd.DataFrame, analysis: Json) -> Section:
         if best is None:
             rows.append([str(shape), DASH, "no candidate has status ok", DASH, DASH])
             continue
-        ties = autotune.ties(shapes[shape])
-        tied = "; ".join(
-            f"{t['candidate']}: {_slower(t['speedup'])}, {_ci_interval(t['speedup'], t['speedup_ci95'], '×', 1.0)}, "
-            f"p {num(t['p_holm'], 2)}"
-            for t in ties
-        )
+        ties = {t["candidate"]: t for t in autotune.ties(shapes[shape])}
+        parts = []
+        for family, members in _groups(list(ties), family_of):
+            if family is not None and len(members) > COLLAPSE_ABOVE:
+                parts.append(f"{len(members)} configurations of {family} (see below)")
+                continue
+            parts += [
+                f"{t['candidate']}: {_slower(t['speedup'])}, {_ci_interval(t['speedup'], t['speedup_ci95'], '×', 1.0)}, "
+                f"p {num(t['p_holm'], 2)}"
+                for t in (ties[name] for name in members)
+            ]
         slower = [r["candidate"] for r in compared if not r["tied"]]
         rows.append(
-            [str(shape), best["candidate"], _ci_interval(best["median_ms"], best["ci95_ms"]), tied or "none",
-             ", ".join(slower) or "none"]
+            [str(shape), best["candidate"], _ci_interval(best["median_ms"], best["ci95_ms"]), "; ".join(parts) or "none",
+             _names(slower, family_of) or "none"]
         )  # fmt: skip
-    return Section("Autotune", [Para(intro), Table(headers, rows, numeric={2}, text_cols={3})])
+    blocks: list[Block] = [Para(intro), Table(headers, rows, numeric={2}, text_cols={3, 4})]
+    return Section("Autotune", blocks + _configuration_blocks(analysis))
+
+
+def _configuration_blocks(analysis: Json) -> list[Block]:
+    """Per kernel with configurations: per shape its fastest configuration and the configurations
+    tied with it, the configuration recommended for every shape, and the runners-up."""
+    families = _families(analysis)
+    if not families:
+        return []
+    shapes = {s["shape"] for f in families for s in f["shapes"] if s["fastest"] is not None}
+    k = max(len(shapes), 1)
+    blocks: list[Block] = [
+        Heading(3, "Kernel configurations"),
+        Para(
+            "For each kernel measured in several configurations, per shape: its "
+            "fastest configuration (lowest median among its configurations with status ok) and the "
+            "configurations tied with it, by the rule above within the kernel (Holm across the "
+            f"{analysis['configurations']['n_comparisons']} configuration comparisons of the run), "
+            f"counted and the first {NAMED_TIES}, fastest first, named. One "
+            "configuration is recommended for every shape: among those that ran ok on every shape where "
+            "the kernel ran, the one whose worst slowdown against a shape's fastest configuration is "
+            "smallest (minimax). Slowdown = the configuration's median over the fastest's (1.0× is the "
+            "fastest itself). The worst slowdown's interval is [the largest lower bound, the largest "
+            "upper bound] of the per-shape 95% intervals: it covers the true worst slowdown whenever "
+            f"every shape's interval covers its own, which with {_plural(k, 'shape')} holds with "
+            f"probability at least {max(0.0, 1 - 0.05 * k):.0%} (Bonferroni), usually more. Every "
+            "configuration's numbers are under Results per shape and in autotune.json."
+        )
+    ]
+    for family in families:
+        blocks += _family_blocks(family)
+    return blocks
+
+
+def _family_blocks(family: Json) -> list[Block]:
+    name, configs = family["family"], family["configurations"]
+    rec = family["recommendation"]
+    on_shape = {s["shape"]: s for s in (rec or {}).get("per_shape", [])}
+    counted = [s for s in family["shapes"] if s["fastest"] is not None]
+    rows = []
+    for shape in family["shapes"]:
+        best = shape["fastest"]
+        statuses = Counter(x["status"] for x in shape["not_ok"])
+        not_ok = (
+            f"{sum(statuses.values())}: " + ", ".join(f"{st} ×{n}" for st, n in statuses.most_common())
+            if statuses
+            else "none"
+        )
+        if best is None:
+            rows.append([shape["shape"], DASH, "no configuration has status ok", DASH, *([DASH] if rec else []), not_ok])
+            continue
+        tied = autotune.ties(shape)
+        named = ", ".join(_configuration(t["candidate"], name) for t in tied[:NAMED_TIES])
+        more = f" and {len(tied) - NAMED_TIES} more" if len(tied) > NAMED_TIES else ""
+        cells = [
+            shape["shape"],
+            _configuration(best["candidate"], name),
+            _ci_interval(best["median_ms"], best["ci95_ms"]),
+            f"{len(tied)}: {named}{more}" if tied else "none",
+        ]
+        if rec:
+            cells.append(_recommended_on(on_shape[shape["shape"]], rec["candidate"] == best["candidate"]))
+        rows.append([*cells, not_ok])
+    headers = ["shape", "fastest configuration", "median ms [95% CI]", "tied with it"]
+    if rec:
+        headers.append(f"recommended {_configuration(rec['candidate'], name)}: slowdown [95% CI]")
+    headers.append("not ok")
+    blocks: list[Block] = [
+        Heading(4, f"{name} ({_plural(len(configs), 'configuration')}, "
+                   f"{len(counted)} of {_plural(len(family['shapes']), 'shape')} with one ok)"),
+        Table(headers, rows, numeric={2}, text_cols={1, 3} | ({4} if rec else set())),
+        Para(_recommendation_text(family)),
+    ]  # fmt: skip
+    ranked = [r for r in family["ranking"] if r["everywhere"]]
+    if len(ranked) > 1:
+        top = ranked[:NAMED_TIES]
+        blocks += [
+            Para(f"The {_plural(len(top), 'configuration')} with the smallest worst slowdown, of the "
+                 f"{len(ranked)} that ran ok on every shape (all in autotune.json, ranking):"),
+            Table(
+                ["configuration", "worst slowdown [95% CI]", "on", "fastest or tied on"],
+                [[_configuration(r["candidate"], name),
+                  _ci_interval(r["worst_slowdown"], r["worst_slowdown_ci95"], "×", 1.0),
+                  str(r["worst_shape"]), f"{len(r['tied_shapes'])} of {len(counted)}"] for r in top],
+                numeric={1, 3},
+                text_cols={0},
+            ),
+        ]  # fmt: skip
+    return blocks
+
+
+def _recommended_on(slow: Json, fastest: bool) -> str:
+    """The recommended configuration on one shape: fastest there, or its slowdown [CI] and whether tied."""
+    if fastest:
+        return "fastest"
+    text = f"{_ci_interval(slow['slowdown'], slow['slowdown_ci95'], '×', 1.0)}"
+    return f"{text}, tied" if slow["tied"] else text
+
+
+def _recommendation_text(family: Json) -> str:
+    """The family's recommendation in one paragraph: what, its worst slowdown with the CI and where,
+    where it is tied with the fastest, and which configurations could not be considered."""
+    name, rec = family["family"], family["recommendation"]
+    excluded = [r for r in family["ranking"] if not r["everywhere"]]
+
+    def where(r: Json) -> str:
+        statuses = Counter(x["status"] for x in r["not_ok"])
+        if len(r["not_ok"]) == 1:
+            return f"{r['not_ok'][0]['status']} on {r['not_ok'][0]['shape']}"
+        return ", ".join(f"{st} on {_plural(n, 'shape')}" for st, n in statuses.most_common())
+
+    listed = "; ".join(f"{_configuration(r['candidate'], name)} ({where(r)})" for r in excluded[:NAMED_TIES])
+    if len(excluded) > NAMED_TIES:
+        listed += f"; and {len(excluded) - NAMED_TIES} more"
+    if rec is None:
+        text = f"{FLAG} No configuration of {name} can be recommended for every shape: {family['reason']}."
+        return text + (f" Not ok somewhere: {listed}." if excluded and any(r["shapes_ok"] for r in family["ranking"]) else "")
+    shapes = len(rec["per_shape"])
+    text = f"Recommended for every shape: {rec['candidate']}. "
+    if rec["worst_slowdown"] <= 1.0:
+        text += f"It is the fastest configuration on {'every shape' if shapes > 1 else 'the shape'}"
+    else:
+        worst = _ci_interval(rec["worst_slowdown"], rec["worst_slowdown_ci95"], "×", 1.0)
+        tied = rec["tied_shapes"]
+        text += (
+            f"Its worst slowdown against a shape's fastest configuration is {worst} "
+            f"({_slower(1 / rec['worst_slowdown'])} slower), on {rec['worst_shape']}; "
+            + (
+                f"it is the fastest or tied with it on {', '.join(tied)} ({len(tied)} of {shapes} shapes)"
+                if tied
+                else "it is significantly slower than the fastest on every shape"
+            )
+        )
+    if rec["among"] == "all":
+        text += f". Chosen among all {rec['n_configurations']} configurations."
+    else:
+        text += (
+            f". Chosen among the {rec['n_eligible']} of {rec['n_configurations']} configurations that ran ok "
+            f"on every shape where the kernel ran; the others cannot be recommended for all shapes: {listed}."
+        )
+    if rec["shapes_without_ok"]:
+        text += f" No configuration ran ok on {', '.join(rec['shapes_without_ok'])}: left out of the choice."
+    return text
 
 
 def _ci_interval(centre: Any, ci: list[float] | None, suffix: str = "", mark: float | None = None) -> str:
@@ -1016,7 +1310,9 @@ def _ran_section(frame: pd.DataFrame) -> Section:
             "One call of each timed candidate under torch.profiler, after a warm call: kernels per call "
             "(on the CPU, top-level operators), CUDA streams, and the share of the measured median the "
             "device spent in kernels (the rest is launch and gap overhead). Bitwise: two calls on the "
-            "same inputs gave identical outputs (else the largest difference). Ranges span the shapes."
+            "same inputs gave identical outputs (else the largest difference). Before timing, outside "
+            "the samples: setup, a factory kernel's prepare (run once), and the first call, compilation "
+            "included. Ranges span the shapes."
         ),
     ]
     if timed.empty:
@@ -1040,6 +1336,7 @@ def _ran_section(frame: pd.DataFrame) -> Section:
                 _span(group["streams"], lambda v: f"{int(v)}"),
                 _span(group["device_share"], pct),
                 bitwise,
+                _before_timing(group),
                 ", ".join(k for k, _ in kernels.most_common(4)),
             ]
         )
@@ -1050,9 +1347,20 @@ def _ran_section(frame: pd.DataFrame) -> Section:
         "streams",
         "device time share",
         "bitwise",
+        "before timing (ms)",
         "kernels",
     ]
-    return Section("What ran", [*blocks, Table(headers, rows, numeric={1, 2, 3, 4}, text_cols={6})])
+    return Section("What ran", [*blocks, Table(headers, rows, numeric={1, 2, 3, 4}, text_cols={6, 7})])
+
+
+def _before_timing(group: pd.DataFrame) -> str:
+    """`setup 12 + first call 340`: a factory kernel's prepare and the first call (ms, ranges over the
+    shapes); the first call alone for a plain kernel; a dash where neither was recorded."""
+    setup = _span(group["setup_ms"], num)
+    first = _span(group["compile_ms"], num)
+    if setup == DASH:
+        return DASH if first == DASH else f"first call {first}"
+    return f"setup {setup} + first call {first}"
 
 
 def _recorded(timing: list[Json], key: str, fmt: Any = str) -> str | None:

@@ -90,12 +90,12 @@ def _plain_log_ticks(axis: Any) -> None:
 
 
 def _facet_fields(frame: pd.DataFrame) -> list[str]:
-    """(dim, causal) always; any other setting that varies would mix lines too.
+    """(dim, attention pattern) always; any other setting that varies would mix lines too.
 
     Batch is a facet only when it varies at a fixed sequence length: sweeps usually keep
     batch x seq constant, and faceting by batch would leave one point per panel.
     """
-    fields = ["dim", "causal"]
+    fields = ["dim", "attention"]
     fields += [f for f in ("dtype", "mode", "heads", "kv_heads") if frame[f].nunique() > 1]
     if (frame["seq_kv"] != frame["seq"]).any():
         fields.append("seq_kv")
@@ -114,9 +114,7 @@ def _batch_note(group: pd.DataFrame) -> str:
 def _facet_title(fields: list[str], values: tuple[Any, ...]) -> str:
     parts = []
     for name, value in zip(fields, values):
-        if name == "causal":
-            parts.append("causal" if value else "non-causal")
-        elif name in ("dtype", "mode"):
+        if name in ("dtype", "mode", "attention"):
             parts.append(str(value))
         else:
             parts.append(f"{name}={value}")

@@ -27,6 +27,7 @@ from attnbench.clocks import DISCARDED, reason_names
 from attnbench.files import atomic_write_bytes, atomic_write_text, read_json
 from attnbench.formatting import DASH, interval, num, pct, pm
 from attnbench.plots import ALT, PLOTS, figures, positive
+from attnbench.workloads import describe_mask
 
 Json = dict[str, Any]
 TITLE = "attnbench report"  # config report.title
@@ -95,6 +96,8 @@ COLUMNS = [
     "fastest",
     "setup_ms",
     "compile_ms",
+    "attention",  # the shape's mask and sequence structure in words (workloads.describe_mask)
+    "dim_v",
 ]
 # NVML reasons that make a round unrepresentative (thermal, hardware); the power cap is normal load
 SLOWDOWNS = frozenset(reason_names(DISCARDED))
@@ -264,6 +267,8 @@ def summary_frame(benches: list[Json], compares: list[Json], ceilings: Json, ana
                     # a factory kernel's prepare, then the first call: both outside the samples
                     "setup_ms": cand.get("setup_ms"),
                     "compile_ms": cand.get("compile_ms"),
+                    "attention": describe_mask(shape),
+                    "dim_v": shape.get("dim_v", shape["dim"]),
                 }
             )
     return pd.DataFrame(rows, columns=COLUMNS)
@@ -836,7 +841,7 @@ def _results_section(frame: pd.DataFrame) -> Section:
         first = rows.iloc[0]
         dims = ", ".join(f"{f}={first[f]}" for f in SHAPE_FIELDS if f != "causal")
         reference = first["reference"]
-        blocks.append(Heading(3, f"{shape} ({dims}, {'causal' if first['causal'] else 'non-causal'})"))
+        blocks.append(Heading(3, f"{shape} ({dims}, {first['attention']})"))
         body = []
         flagged: set[tuple[int, int]] = set()
         for r, row in enumerate(rows.itertuples(index=False)):

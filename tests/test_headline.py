@@ -140,3 +140,17 @@ def test_terminal_lists_at_most_twenty_failures(summary: dict[str, Any]) -> None
     assert sum(line.startswith("  k  error on s") for line in lines) == 20
     assert sum(line.startswith("    x y ") for line in lines) == 20  # each reason, line breaks folded
     assert "  and 5 more" in lines and not any(line.startswith("report:") for line in lines)
+
+
+def test_the_terminal_gives_a_kernel_with_configurations_one_line_and_its_recommendation(tmp_path) -> None:
+    from fixtures_report import CONFIG_KERNEL, configuration_candidates
+
+    run = write_run(tmp_path, shape_candidates=configuration_candidates())
+    build(run)
+    lines = headline.terminal(headline.load(tmp_path)).splitlines()
+    assert [line for line in lines if CONFIG_KERNEL in line and "won" in line] == [
+        next(line for line in lines if line.startswith(f"  {CONFIG_KERNEL} (6 configurations)"))
+    ]
+    assert f"one configuration of {CONFIG_KERNEL} for every shape:" in lines
+    pick = lines[lines.index(f"one configuration of {CONFIG_KERNEL} for every shape:") + 1]
+    assert pick.startswith("  [BLOCK_M=128,num_warps=8]  at worst ") and pick.endswith("the fastest's time (on s4096_d64)")

@@ -10,11 +10,13 @@ the speedups and their CIs the compare files', significance Holm's across the ru
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from attnbench import autotune as autotune_step
+from attnbench import candidates
 from attnbench.formatting import DASH, clip, interval
 
 Json = dict[str, Any]
@@ -92,6 +94,11 @@ def summarize(benches: list[Json], compares: list[Json], autotune: Json | None) 
             if c["status"] in FAILURE_STATUSES
         ],
         "unavailable": unavailable,
+        "recommendations": [
+            {"family": family["family"], "configurations": len(family["configurations"]),
+             **(family.get("recommendation") or {"reason": family.get("reason", "no recommendation")})}
+            for family in ((autotune or {}).get("configurations") or {}).get("families", [])
+        ],
         "matrix": {
             "candidates": [c for c in _candidate_names(benches) if c not in unavailable],
             "rows": rows,
@@ -204,6 +211,11 @@ def speedup_text(speedup: Any, ci95: list[float] | None, significant: bool | Non
     return f"{text} {SIGNIFICANT_MARK}" if significant else text
 
 
+def _family_sizes(summary: Json) -> Counter[str]:
+    """How many configurations each kernel has in the run (1 for a kernel without a grid)."""
+    return Counter(candidates.family(name) for name in summary["candidates"])
+
+
 def terminal(summary: Json, report: Path | None = None) -> str:
     """A short plain-text headline for the end of a run (at most about 100 columns)."""
     if not summary["shapes"]:
@@ -219,13 +231,31 @@ def terminal(summary: Json, report: Path | None = None) -> str:
         ties = f"  (tied: {', '.join(shape['tied'])})" if shape["tied"] else ""
         speed = speedup_text(shape["speedup"], shape["ci95"], shape["significant"])
         lines.append(f"  {shape['shape']:<{width}}  {shape['fastest']}  {speed}{ties}")
-    shown = {name: t for name, t in summary["candidates"].items() if name not in summary["unavailable"]}
+    shown: dict[str, Json] = {}
+    sizes = _family_sizes(summary)
+    for name, t in summary["candidates"].items():  # a kernel's configurations on one line
+        if name not in summary["unavailable"]:
+            family = candidates.family(name)
+            key = f"{family} ({sizes[family]} configurations)" if sizes[family] > 1 else name
+            total = shown.setdefault(key, {"wins": 0, "ties": 0, "failed": 0})
+            for field in total:
+                total[field] += t[field]
     lines.append("candidates: shapes won, tied, failed")
     width = max(map(len, shown), default=0)
     lines += [
         clip(f"  {name:<{width}}  {t['wins']} won, {t['ties']} tied, {t['failed']} failed")
         for name, t in shown.items()
     ]
+    for rec in summary.get("recommendations", []):
+        if "candidate" not in rec:
+            lines.append(clip(f"one configuration of {rec['family']} for every shape: none ({rec['reason']})"))
+            continue
+        lo, hi = rec["worst_slowdown_ci95"]
+        lines.append(clip(f"one configuration of {rec['family']} for every shape:"))
+        lines.append(clip(
+            f"  {rec['candidate'][len(rec['family']):]}  at worst {interval(rec['worst_slowdown'], lo, hi, '×')}"
+            f" the fastest's time (on {rec['worst_shape']})"
+        ))
     failures = summary["failures"]
     if failures:
         # One finding per candidate, status and reason, with the shapes it hit: a kernel that crashes

@@ -153,7 +153,7 @@ def test_a_config_naming_a_kernel_with_a_grid_runs_every_configuration(tmp_path,
     with pytest.raises(config.ConfigError, match=r"@kernel\(grid=...\) must be a literal"):
         _run_config(tmp_path, monkeypatch, ["math", "mine:attn"])
     (tmp_path / "mine.py").write_text(
-        "from attnbench import kernel\n\nGRID = {'BLOCK_M': [64, 128], 'num_warps': [4, 8]}\n\n"
+        "from attnbench import kernel\n\nGRID: dict = {'BLOCK_M': [64, 128], 'num_warps': [4, 8]}\n\n"
         "@kernel(factory=True, grid=GRID)\ndef attn(workload, q, k, v, *, BLOCK_M, num_warps):\n    return None\n"
     )
     run = _run_config(tmp_path, monkeypatch, ["math", "mine:attn"])

@@ -333,8 +333,8 @@ def static_declaration(name: str) -> Declaration:
     literals = {
         target.id: node.value
         for node in tree.body
-        if isinstance(node, ast.Assign)
-        for target in node.targets
+        if isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None
+        for target in (node.targets if isinstance(node, ast.Assign) else [node.target])
         if isinstance(target, ast.Name)
     }
     for node in tree.body:
@@ -479,10 +479,10 @@ def _user(name: str, workload: Workload, inputs: Sequence[Any]) -> Kernel:
             raise TypeError(f"{base} is declared factory=True but returned {type(run).__name__}, not a callable")
         return run
 
-    beyond = described_only_by_workload(workload)
+    beyond = [words for words in workload.features() if not words.startswith("a value head dim")]
     if beyond:
         raise Unsupported(
-            f"this shape has {beyond}, which a plain function(q, k, v, causal, scale) is not told: declare"
+            f"this shape has {', '.join(beyond)}, which a plain function(q, k, v, causal, scale) is not told: declare"
             " @attnbench.kernel(factory=True) to receive the workload (docs/kernels.md)"
         )
 
@@ -490,19 +490,6 @@ def _user(name: str, workload: Workload, inputs: Sequence[Any]) -> Kernel:
         return fn(q, k, v, causal=workload.causal, scale=workload.scale, **config)
 
     return call
-
-
-def described_only_by_workload(workload: Workload) -> str:
-    """What of the workload the plain form's arguments cannot say, as words ("" when nothing)."""
-    said = [
-        "bottom-right causal alignment" if workload.causal and workload.causal_alignment == "bottom_right" else "",
-        "a sliding window" if workload.window is not None else "",
-        "a prefix-LM mask" if workload.prefix else "",
-        "soft-capping" if workload.softcap else "",
-        "ALiBi" if workload.alibi else "",
-        "packed documents" if workload.seq_lens is not None else "",
-    ]
-    return ", ".join(word for word in said if word)
 
 
 def build(name: str, workload: Workload, inputs: Sequence[Any] = ()) -> Kernel:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from attnbench import masks
@@ -165,41 +165,27 @@ def resolve_seq_lens(given: list[int] | dict[str, Any]) -> tuple[int, ...]:
     return tuple(lengths)
 
 
-@dataclass(frozen=True)
-class Workload:
-    """What a candidate is asked to compute: a shape with its masks, its dtype and device, the layout of
-    the tensors this candidate receives, and whether gradients are timed too. A factory kernel
-    (docs/kernels.md) gets it in `prepare(workload, q, k, v)`; the built-in candidates are built from it.
+@dataclass(frozen=True, kw_only=True)
+class Workload(Shape):
+    """What a candidate is asked to compute: a shape with its masks (the Shape fields), its dtype and
+    device, the layout of the tensors this candidate receives, and whether gradients are timed too. A
+    factory kernel (docs/kernels.md) gets it in `prepare(workload, q, k, v)`; the built-in candidates
+    are built from it.
 
     The mask fields mean what attnbench.masks says (causal_alignment "top_left" is PyTorch SDPA's
     is_causal, "bottom_right" FlashAttention's; window (left, right); prefix; softcap; alibi with
-    `alibi_slopes`). A packed batch has `seq_lens` and the cumulative offsets `cu_seqlens_q` and
-    `cu_seqlens_k` (FlashAttention's varlen arguments); its tensors are one row of all tokens (batch 1;
-    in the thd layout, (total tokens, heads, dim)). `extras` is where later workload kinds (KV caches)
-    put what they add; `version` rises when a field changes meaning.
+    `alibi_slopes`); `scale` is the softmax scale. A packed batch has `seq_lens` and the cumulative
+    offsets `cu_seqlens_q` and `cu_seqlens_k` (FlashAttention's varlen arguments; for other shapes the
+    rows one after another); its tensors are one row of all tokens (batch 1; in the thd layout, (total
+    tokens, heads, dim)). `extras` is where later workload kinds (KV caches) put what they add;
+    `version` rises when a field changes meaning.
     """
 
-    name: str
-    batch: int
-    heads: int
-    kv_heads: int
-    seq: int
-    seq_kv: int
-    dim: int
-    dim_v: int
-    causal: bool
-    scale: float
-    dtype: str
-    device: str
+    dtype: str = "float32"
+    device: str = "cpu"
     layout: str = "bhsd"
     mode: str = "forward"
-    causal_alignment: str = "top_left"
-    window: tuple[int | None, int | None] | None = None
-    prefix: int = 0
-    softcap: float = 0.0
-    alibi: bool = False
     alibi_slopes: tuple[float, ...] | None = None
-    seq_lens: tuple[int, ...] | None = None
     cu_seqlens_q: tuple[int, ...] = ()
     cu_seqlens_k: tuple[int, ...] = ()
     extras: dict[str, Any] = field(default_factory=dict)
@@ -212,28 +198,14 @@ class Workload:
             cu_k = [row * shape.seq_kv for row in range(shape.batch + 1)]
         else:
             cu_q, cu_k = masks.documents(shape)
+        given = {f.name: getattr(shape, f.name) for f in fields(Shape)}
         return cls(
-            name=shape.name,
-            batch=shape.batch,
-            heads=shape.heads,
-            kv_heads=shape.kv_heads,
-            seq=shape.seq,
-            seq_kv=shape.seq_kv,
-            dim=shape.dim,
-            dim_v=shape.dim_v,
-            causal=shape.causal,
-            scale=shape.scale,
+            **given | {"causal_alignment": shape.causal_alignment or "top_left"},
             dtype=dtype,
             device=device,
             layout=layout,
             mode=mode,
-            causal_alignment=shape.causal_alignment or "top_left",
-            window=shape.window,
-            prefix=shape.prefix,
-            softcap=shape.softcap,
-            alibi=shape.alibi,
             alibi_slopes=tuple(masks.alibi_slopes(shape.heads)) if shape.alibi else None,
-            seq_lens=shape.seq_lens,
             cu_seqlens_q=tuple(cu_q),
             cu_seqlens_k=tuple(cu_k),
         )
@@ -241,22 +213,27 @@ class Workload:
     @property
     def shape(self) -> Shape:
         """The shape this workload was made from (its mask and score fields included)."""
-        return Shape(
-            name=self.name, batch=self.batch, heads=self.heads, kv_heads=self.kv_heads, seq=self.seq,
-            seq_kv=self.seq_kv, dim=self.dim, causal=self.causal, dim_v=self.dim_v,
-            causal_alignment=self.causal_alignment, window=self.window, prefix=self.prefix,
-            softcap=self.softcap, alibi=self.alibi, softmax_scale=self.scale, seq_lens=self.seq_lens,
-        )
-
-    @property
-    def gqa(self) -> bool:
-        return self.kv_heads != self.heads
+        return Shape(**{f.name: getattr(self, f.name) for f in fields(Shape)})
 
     @property
     def torch_dtype(self) -> Any:
         import torch
 
         return getattr(torch, self.dtype)
+
+    def features(self) -> list[str]:
+        """What this workload asks beyond dense attention with top-left causal, in words: a kernel that
+        implements none of it can decline any workload where this is not empty."""
+        said = [
+            "bottom-right causal alignment" if self.causal and self.causal_alignment == "bottom_right" else "",
+            "a sliding window" if self.window is not None else "",
+            "a prefix-LM mask" if self.prefix else "",
+            "soft-capping" if self.softcap else "",
+            "ALiBi" if self.alibi else "",
+            "packed documents" if self.seq_lens is not None else "",
+            f"a value head dim of {self.dim_v}" if self.dim_v != self.dim else "",
+        ]
+        return [words for words in said if words]
 
 
 def to_layout(tensor: Any, layout: str) -> Any:

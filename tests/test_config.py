@@ -10,6 +10,7 @@ from snakemake.utils import validate
 
 from attnbench import config as run_config
 from attnbench import device, jobs
+from attnbench.workloads import Shape
 
 SCHEMA = str(SCHEMAS / "config.schema.yaml")
 
@@ -340,3 +341,27 @@ def test_shapes_that_cannot_be_measured_are_refused_before_any_job(shape, messag
     entry = {k: v for k, v in entry.items() if v is not None}
     with pytest.raises(run_config.ConfigError, match=message):
         _run_with_shapes([entry])
+
+
+@pytest.mark.parametrize(
+    ("shape", "message"),
+    [
+        ({"cache_lens": [64, 80]}, "cache_lens lists 2 requests, batch is 3"),
+        ({"cache_lens": [64, 80, 2], "seq": 4}, "a cache of 2 keys is shorter than the 4 new queries"),
+        ({"cache_lens": {"min": 10, "max": 20, "mean": 30}}, "mean 30 is not between"),
+        ({"cache_lens": [64, 80, 96], "causal_alignment": "top_left"}, "bottom-right aligned"),
+        ({"cache_lens": [64, 80, 96], "seq_kv": 8}, "leave out seq_kv"),
+    ],
+)
+def test_decode_shapes_that_cannot_be_measured_are_refused_before_any_job(shape, message):
+    entry = {"name": "d", "batch": 3, "heads": 4, "kv_heads": 1, "dim": 16, **shape}
+    with pytest.raises(run_config.ConfigError, match=message):
+        _run_with_shapes([entry])
+
+
+def test_a_decode_shape_is_a_batch_of_requests_against_their_own_caches():
+    run = _run_with_shapes([{"name": "d", "batch": 3, "heads": 4, "kv_heads": 1, "dim": 16, "seq": 2,
+                             "cache_lens": {"min": 8, "max": 64, "mean": 20, "seed": 5}}])
+    shape = Shape.from_config(run["shapes"][0])
+    assert shape.seq_lens == (2, 2, 2) and len(shape.seq_lens_kv) == 3 and shape.seq == 6
+    assert shape.causal and shape.causal_alignment == "bottom_right" and shape.seq_kv == sum(shape.seq_lens_kv)

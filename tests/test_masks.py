@@ -29,6 +29,10 @@ CASES = {
     "packed": {"seq_lens": [5, 1, 8, 3]},
     "packed_causal_window_softcap": {"seq_lens": [6, 9, 2], "causal": True, "window": [3, 0], "softcap": 3.0},
     "packed_drawn": {"seq_lens": {"min": 2, "max": 7, "total": 23, "seed": 3}, "causal": True, "prefix": 2},
+    "decode": {"cache_lens": [5, 9, 3], "batch": 3, "seq": 1},
+    "speculative_decode": {"cache_lens": [7, 12], "batch": 2, "seq": 3, "window": [4, 0]},
+    "decode_drawn_alibi": {"cache_lens": {"min": 4, "max": 20, "mean": 8, "seed": 2}, "batch": 4, "alibi": True},
+    "varlen_cross": {"seq_lens": [2, 5], "seq_lens_kv": [6, 4]},
 }
 
 
@@ -180,6 +184,8 @@ def test_pytorchs_flexattention_agrees_with_the_reference_on_every_mask(kernels_
     entry = {"batch": 2, "heads": 4, "kv_heads": 2, "seq": 10, "dim": 8, **CASES[case]}
     if "seq_lens" in entry:
         del entry["batch"], entry["seq"]
+    if "cache_lens" in entry:
+        entry.pop("seq_kv", None)
     got, _ = _bench(entry, ["math", "contract_kernels:flex_eager"])
     assert got["contract_kernels:flex_eager"] == ("ok", None)
     assert got["math"][0] == ("unsupported" if "softcap" in entry else "ok")

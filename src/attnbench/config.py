@@ -229,6 +229,26 @@ def check(run: dict[str, Any], where: Callable[[str], str] = str) -> None:
             raise ConfigError(f"{where('shapes')}: {shape['name']}: {problem}")
 
 
+def _decode_problem(shape: dict[str, Any], caches: list[int] | dict[str, Any]) -> str | None:
+    """What a decode shape (cache_lens) says that cannot be measured, or None."""
+    queries = shape.get("seq") or 1
+    if any(key in shape for key in ("seq_kv", "seq_lens", "seq_lens_kv")):
+        return "cache_lens gives each request's keys: leave out seq_kv, seq_lens and seq_lens_kv"
+    if shape.get("causal_alignment") == "top_left" or shape.get("causal") is False:
+        return "decode (cache_lens) is causal and bottom-right aligned: the new queries see the whole cache"
+    if isinstance(caches, list):
+        if len(caches) != shape["batch"]:
+            return f"cache_lens lists {len(caches)} requests, batch is {shape['batch']}"
+        shortest = min(caches)
+    else:
+        if not caches["min"] <= caches["mean"] <= caches["max"]:
+            return f"cache_lens: mean {caches['mean']} is not between min {caches['min']} and max {caches['max']}"
+        shortest = caches["min"]
+    if shortest < queries:
+        return f"a cache of {shortest} keys is shorter than the {queries} new queries it must hold"
+    return None
+
+
 def _shape_problem(shape: dict[str, Any]) -> str | None:
     """What a shape says that cannot be measured, or None (the schema checked each key alone)."""
     heads, kv_heads = shape["heads"], shape.get("kv_heads") or shape["heads"]
@@ -236,6 +256,14 @@ def _shape_problem(shape: dict[str, Any]) -> str | None:
         return f"heads {heads} is not a multiple of kv_heads {kv_heads}"
     if shape.get("prefix") and not shape.get("causal"):
         return "prefix (prefix-LM) needs causal: true (without causal every query sees every key already)"
+    caches = shape.get("cache_lens")
+    if caches is not None:
+        return _decode_problem(shape, caches)
+    if shape.get("seq_lens_kv") is not None:
+        if shape.get("seq_lens") is None or not isinstance(shape["seq_lens"], list):
+            return "seq_lens_kv needs seq_lens as a list (each document's queries, then its keys)"
+        if len(shape["seq_lens_kv"]) != len(shape["seq_lens"]):
+            return f"seq_lens_kv has {len(shape['seq_lens_kv'])} documents, seq_lens {len(shape['seq_lens'])}"
     lengths = shape.get("seq_lens")
     if lengths is not None:
         if shape.get("batch", 1) != 1 or "seq" in shape or "seq_kv" in shape:

@@ -47,13 +47,18 @@ def alibi_slopes(heads: int) -> list[float]:
 
 
 def documents(shape: Shape) -> tuple[list[int], list[int]]:
-    """Cumulative query and key offsets of the shape's documents (one document unless packed)."""
+    """Cumulative query and key offsets of the shape's documents (one document unless packed; a
+    decode request is a document of its new queries and its cache)."""
     if shape.seq_lens is None:
         return [0, shape.seq], [0, shape.seq_kv]
-    offsets = [0]
-    for length in shape.seq_lens:
-        offsets.append(offsets[-1] + length)
-    return offsets, list(offsets)
+
+    def cumulative(lengths: tuple[int, ...]) -> list[int]:
+        offsets = [0]
+        for length in lengths:
+            offsets.append(offsets[-1] + length)
+        return offsets
+
+    return cumulative(shape.seq_lens), cumulative(shape.seq_lens_kv or shape.seq_lens)
 
 
 def is_masked(shape: Shape) -> bool:

@@ -33,6 +33,7 @@ MASK_DEFAULTS: dict[str, Any] = {
     "alibi": False,
     "softmax_scale": None,
     "seq_lens": None,
+    "seq_lens_kv": None,
 }
 
 
@@ -53,33 +54,38 @@ class Shape:
     softcap: float = 0.0
     alibi: bool = False
     softmax_scale: float | None = None
-    seq_lens: tuple[int, ...] | None = None  # a packed batch of documents: each one's length
+    seq_lens: tuple[int, ...] | None = None  # a packed batch of documents: each one's queries
+    seq_lens_kv: tuple[int, ...] | None = None  # and each one's keys, when they differ (decode: its cache)
 
     @classmethod
     def from_config(cls, entry: dict[str, Any]) -> Shape:
         """Fill the defaults the config may omit: kv_heads = heads, seq_kv = seq, causal = False, dim_v =
-        dim, no mask beyond causal. A packed batch (`seq_lens`, a list or a seeded distribution) is one
-        row of seq = seq_kv = its total tokens."""
-        lengths = resolve_seq_lens(entry["seq_lens"]) if entry.get("seq_lens") is not None else None
+        dim, no mask beyond causal. A packed batch (`seq_lens`, a list or a seeded distribution, and
+        `seq_lens_kv` when its keys differ) is one row of all its tokens. A decode batch (`cache_lens`:
+        each of `batch` requests brings `seq` new queries, default 1, against its own cache) is such a
+        packed batch, causal and bottom-right aligned: the new queries see the whole cache."""
+        lengths, kv_lengths = _documents(entry)
         seq = sum(lengths) if lengths else int(entry["seq"])
         window = entry.get("window")
+        decode = entry.get("cache_lens") is not None
         return cls(
             name=str(entry["name"]),
             batch=1 if lengths else int(entry["batch"]),
             heads=int(entry["heads"]),
             kv_heads=int(entry.get("kv_heads") or entry["heads"]),
             seq=seq,
-            seq_kv=seq if lengths else int(entry.get("seq_kv") or seq),
+            seq_kv=sum(kv_lengths or lengths) if lengths else int(entry.get("seq_kv") or seq),
             dim=int(entry["dim"]),
-            causal=bool(entry.get("causal", False)),
+            causal=bool(entry.get("causal", decode)),
             dim_v=int(entry.get("dim_v") or entry["dim"]),
-            causal_alignment=entry.get("causal_alignment"),
+            causal_alignment=entry.get("causal_alignment") or ("bottom_right" if decode else None),
             window=None if window is None else (window[0], window[1]),
             prefix=int(entry.get("prefix") or 0),
             softcap=float(entry.get("softcap") or 0.0),
             alibi=bool(entry.get("alibi", False)),
             softmax_scale=None if entry.get("scale") is None else float(entry["scale"]),
             seq_lens=lengths,
+            seq_lens_kv=kv_lengths,
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -93,8 +99,9 @@ class Shape:
                 del fields[key]
         if "window" in fields:
             fields["window"] = list(fields["window"])
-        if "seq_lens" in fields:
-            fields["seq_lens"] = list(fields["seq_lens"])
+        for key in ("seq_lens", "seq_lens_kv"):
+            if key in fields:
+                fields[key] = list(fields[key])
         if "softmax_scale" in fields:
             fields["scale"] = fields.pop("softmax_scale")
         return fields
@@ -140,10 +147,43 @@ def describe_mask(shape: dict[str, Any]) -> str:
         parts.append(f"dim_v {shape['dim_v']}")
     if shape.get("scale") is not None:
         parts.append(f"scale {shape['scale']:.4g}")
-    lengths = shape.get("seq_lens")
-    if lengths:
+    lengths, kv_lengths = shape.get("seq_lens"), shape.get("seq_lens_kv")
+    if lengths and kv_lengths and len(set(lengths)) == 1:
+        parts.append(f"{len(lengths)} requests (decode: {lengths[0]} new each, cache {min(kv_lengths)}-{max(kv_lengths)} keys)")
+    elif lengths and kv_lengths:
+        parts.append(f"{len(lengths)} documents (packed, {min(lengths)}-{max(lengths)} queries,"
+                     f" {min(kv_lengths)}-{max(kv_lengths)} keys)")
+    elif lengths:
         parts.append(f"{len(lengths)} documents (packed, {min(lengths)}-{max(lengths)} tokens)")
     return ", ".join(parts)
+
+
+def _documents(entry: dict[str, Any]) -> tuple[tuple[int, ...] | None, tuple[int, ...] | None]:
+    """Each document's (or decode request's) query lengths and, when they differ, key lengths."""
+    if entry.get("cache_lens") is not None:
+        requests = int(entry["batch"])
+        return (int(entry.get("seq") or 1),) * requests, resolve_cache_lens(entry["cache_lens"], requests)
+    if entry.get("seq_lens") is None:
+        return None, None
+    kv = entry.get("seq_lens_kv")
+    return resolve_seq_lens(entry["seq_lens"]), (None if kv is None else tuple(int(n) for n in kv))
+
+
+def resolve_cache_lens(given: list[int] | dict[str, Any], requests: int) -> tuple[int, ...]:
+    """Each decode request's cache length: the list given, or `requests` lengths drawn with numpy's
+    generator seeded by `seed` (default 0) from a Beta(2, b) scaled to [min, max], b chosen so that its
+    mean is `mean` (serving traces are skewed: most requests short, a few long), rounded."""
+    if isinstance(given, list):
+        return tuple(int(n) for n in given)
+    import numpy as np
+
+    low, high, mean = int(given["min"]), int(given["max"]), float(given["mean"])
+    if high == low:
+        return (low,) * requests
+    fraction = min(max((mean - low) / (high - low), 1e-3), 1 - 1e-3)
+    rng = np.random.default_rng(int(given.get("seed", 0)))
+    drawn = rng.beta(2.0, 2.0 * (1 - fraction) / fraction, size=requests)
+    return tuple(int(round(low + (high - low) * x)) for x in drawn)
 
 
 def resolve_seq_lens(given: list[int] | dict[str, Any]) -> tuple[int, ...]:

@@ -146,3 +146,32 @@ def flex_eager(workload, q, k, v):
                                   enable_gqa=workload.gqa)
 
     return run
+
+
+@kernel(factory=True, layout="paged")
+def paged_decode(workload, q, k_pages, v_pages):
+    """Decode from a paged cache: each request's keys gathered through the page table (the gather index
+    built here, before timing), then its new queries attend to them, bottom-right causal."""
+    beyond = [f for f in workload.features() if not f.startswith(("bottom-right", "packed", "a paged"))]
+    if beyond:
+        raise Unsupported(f"plain decode only, not {', '.join(beyond)}")
+    size = workload.page_size
+    requests = []
+    for (qa, qb), (ka, kb), pages in zip(zip(workload.cu_seqlens_q, workload.cu_seqlens_q[1:]),
+                                         zip(workload.cu_seqlens_k, workload.cu_seqlens_k[1:]), workload.page_table):
+        slots = torch.tensor([pages[t // size] * size + t % size for t in range(kb - ka)], device=q.device)
+        queries, keys = qb - qa, kb - ka
+        seen = torch.arange(keys, device=q.device)[None, :] <= torch.arange(queries, device=q.device)[:, None] + keys - queries
+        requests.append((qa, qb, slots, seen))
+    group = workload.heads // workload.kv_heads
+
+    def run(q, k_pages, v_pages):
+        k_flat, v_flat = (t.view(-1, *t.shape[2:]) for t in (k_pages, v_pages))
+        outs = []
+        for qa, qb, slots, seen in requests:
+            one_q = q[qa:qb].transpose(0, 1)  # (heads, queries, dim)
+            keys, values = (t[slots].transpose(0, 1).repeat_interleave(group, 0) for t in (k_flat, v_flat))
+            outs.append(F.scaled_dot_product_attention(one_q, keys, values, attn_mask=seen, scale=workload.scale).transpose(0, 1))
+        return torch.cat(outs)
+
+    return run

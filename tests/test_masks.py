@@ -260,3 +260,38 @@ def test_every_mask_kind_runs_through_the_whole_workflow(tmp_path):
     report = (tmp_path / "results" / "report" / "report.md").read_text()
     assert "causal (top-left: assumed, causal_alignment not set)" in report
     assert "causal (bottom-right)" in report and "documents (packed," in report
+
+
+def test_the_paged_pool_gathered_through_its_page_table_is_the_contiguous_cache():
+    from attnbench.workloads import Workload, inputs_in_layout, paged_pool
+
+    shape = Shape.from_config({"name": "p", "batch": 3, "heads": 4, "kv_heads": 2, "dim": 8, "seq": 2,
+                               "cache_lens": [5, 17, 9], "page_size": 4})
+    workload = Workload.of(shape, "float32", "cpu", layout="paged")
+    assert [len(pages) for pages in workload.page_table] == [2, 5, 3] and workload.num_pages == 10
+    assert sorted(p for pages in workload.page_table for p in pages) == list(range(10))
+    assert any(b != a + 1 for pages in workload.page_table for a, b in zip(pages, pages[1:]))  # scattered
+    q, k, v, dout = make_inputs(shape, torch.float32, "cpu", seed=0, requires_grad=False)
+    pool = paged_pool(k, workload)
+    assert pool.shape == (10, 4, 2, 8)
+    flat = pool.view(-1, 2, 8)
+    for (start, stop), pages in zip(zip(workload.cu_seqlens_k, workload.cu_seqlens_k[1:]), workload.page_table):
+        gathered = torch.cat([flat[page * 4:(page + 1) * 4] for page in pages])[: stop - start]
+        torch.testing.assert_close(gathered, k[0, :, start:stop].transpose(0, 1), rtol=0, atol=0)
+    assert int(torch.isnan(pool).any(dim=(2, 3)).sum()) == 40 - 31  # slots past each cache: NaN
+    made = inputs_in_layout((q, k, v, dout), "paged", workload)
+    assert made[0].shape == (6, 4, 8) and made[2].shape == (10, 4, 2, 8)
+
+
+def test_a_paged_decode_kernel_is_measured_and_the_built_ins_say_why_not(kernels_importable):
+    decode = {"batch": 3, "heads": 4, "kv_heads": 1, "dim": 16, "seq": 2, "cache_lens": [33, 70, 9]}
+    names = ["math", "contract_kernels:paged_decode", "contract_kernels:flex_eager", "user_kernels:correct"]
+    paged, result = _bench({**decode, "page_size": 16}, names)
+    assert paged["contract_kernels:paged_decode"] == ("ok", None), paged
+    assert result["candidates"]["contract_kernels:paged_decode"]["layout"] == "paged"
+    assert paged["math"][0] == "unsupported" and "the same shape without page_size" in paged["math"][1]
+    assert "declare @attnbench.kernel(layout='paged')" in paged["contract_kernels:flex_eager"][1]
+    contiguous, _ = _bench(decode, names)
+    assert contiguous["math"] == ("ok", None) and contiguous["contract_kernels:flex_eager"] == ("ok", None)
+    assert contiguous["contract_kernels:paged_decode"][0] == "unsupported"
+    assert contiguous["user_kernels:correct"][0] == "unsupported"  # a plain function is not told the requests

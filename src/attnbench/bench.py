@@ -112,6 +112,7 @@ def prepare(
         try:
             declared = candidates.declaration(name)
             layout = {"layout": declared.layout}
+            candidates.check_layout(name, declared.layout, replace(workload, layout=declared.layout))
             inputs = inputs_for(declared.layout)
             began = time.perf_counter()
             with timing.deadline(timeout):
@@ -230,7 +231,7 @@ def _measure_shape(spec: dict[str, Any], running: Callable[[str | None], None]) 
 
     def inputs_for(layout: str) -> tuple[Any, ...]:
         if layout not in layouts:
-            layouts[layout] = inputs_in_layout(inputs, layout)
+            layouts[layout] = inputs_in_layout(inputs, layout, workload)
         return layouts[layout]
 
     workload = Workload.of(shape, spec["dtype"], device, mode=direction)
@@ -283,7 +284,7 @@ def _measure_shape(spec: dict[str, Any], running: Callable[[str | None], None]) 
     log(f"  stopped: {measured.stop_reason}")
     limit = audit.bound(ceilings, spec["dtype"], work, nbytes, cold=measured.mode == "cold")
     began = time.perf_counter()
-    audit_timed_work(entries, calls, measured, layouts, expected, limit, shape=shape, spec=spec, seed=seed)
+    audit_timed_work(entries, calls, measured, layouts, expected, limit, workload=workload, spec=spec, seed=seed)
     audit_s = time.perf_counter() - began
     log(f"  audit: {audit_s:.2f} s")
     conditions = load.record()
@@ -319,7 +320,7 @@ def audit_timed_work(
     expected: list[Any],
     limit: dict[str, Any] | None,
     *,
-    shape: Shape,
+    workload: Workload,
     spec: dict[str, Any],
     seed: int,
 ) -> None:
@@ -361,8 +362,8 @@ def audit_timed_work(
     try:
         refill_inputs(inputs, seed + 1)
         for layout, tensors in layouts.items():
-            refill_layout(tensors, inputs, layout)
-        fresh = reference(shape, *inputs[:3], inputs[3] if backward else None)
+            refill_layout(tensors, inputs, layout, workload)
+        fresh = reference(workload.shape, *inputs[:3], inputs[3] if backward else None)
     except Exception as exc:  # out of memory beside the candidates' outputs and graph pools
         for name in last:
             audit_failed(entries, name, exc, device)

@@ -408,6 +408,7 @@ def _sdpa(backend_name: str, workload: Workload) -> Kernel:
     }[backend_name]
     if workload.softcap:
         raise Unsupported("SDPA has no soft-capping of the scores (flex has: score_mod)")
+    _contiguous_cache_only("SDPA", workload)
     extra: dict[str, Any] = {"enable_gqa": True} if workload.gqa else {}
     shape = workload.shape
     plain = workload.window is None and workload.seq_lens is None and not workload.prefix
@@ -454,6 +455,7 @@ def _flex(workload: Workload, device: str) -> Kernel:
     import torch
     from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
+    _contiguous_cache_only("flex", workload)
     compiled = torch.compile(flex_attention, dynamic=False)
     shape = workload.shape
     allowed = masks.mask_mod(shape, device)
@@ -470,9 +472,35 @@ def _flex(workload: Workload, device: str) -> Kernel:
     return run
 
 
+def check_layout(name: str, layout: str, workload: Workload) -> None:
+    """Unsupported when user kernel `name`'s layout cannot hold this workload's cache: checked before
+    its inputs are made in that layout (a paged pool needs a page table). The built-ins decline a
+    paged cache when they are built."""
+    if not is_user_kernel(name):
+        return
+    if workload.page_size and layout != "paged":
+        raise Unsupported(
+            f"this shape's cache is paged (page_size {workload.page_size}): declare @attnbench.kernel(layout='paged')"
+        )
+    if layout == "paged" and not workload.page_size:
+        raise Unsupported("the paged layout needs a shape with page_size (a paged KV cache)")
+    if layout == "paged" and workload.mode == "forward_backward":
+        raise Unsupported("a paged KV cache is read in decode: forward only")
+
+
+def _contiguous_cache_only(library: str, workload: Workload) -> None:
+    """The built-ins read a contiguous cache: on a paged shape they decline, saying how to compare."""
+    if workload.page_size:
+        raise Unsupported(
+            f"{library} reads a contiguous KV cache, this shape's is paged (page_size {workload.page_size}):"
+            " the same shape without page_size measures the contiguous equivalent"
+        )
+
+
 def _user(name: str, workload: Workload, inputs: Sequence[Any]) -> Kernel:
     base, config = split_name(name)
     fn = _user_function(base)
+
     if declaration(name).factory:
         run = fn(workload, *inputs[:3], **config)
         if not callable(run):

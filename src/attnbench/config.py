@@ -264,6 +264,8 @@ def _shape_problem(shape: dict[str, Any]) -> str | None:
             return "seq_lens_kv needs seq_lens as a list (each document's queries, then its keys)"
         if len(shape["seq_lens_kv"]) != len(shape["seq_lens"]):
             return f"seq_lens_kv has {len(shape['seq_lens_kv'])} documents, seq_lens {len(shape['seq_lens'])}"
+    if shape.get("page_size") and caches is None:
+        return "page_size pages a decode KV cache: give cache_lens too"
     lengths = shape.get("seq_lens")
     if lengths is not None:
         if shape.get("batch", 1) != 1 or "seq" in shape or "seq_kv" in shape:

@@ -15,9 +15,11 @@ DEFAULT_TOLERANCE = {"float32": 1e-4, "float16": 5e-3, "bfloat16": 2e-2}
 # Bounds the float64 score matrix of one reference chunk, so 16k-long sequences fit in memory.
 REFERENCE_CHUNK_BYTES = 512 * 2**20
 # Tensor layouts a candidate may declare: (batch, heads, seq, dim), the reference's; (batch, seq, heads,
-# dim); and (total tokens, heads, dim), every row's tokens one after another, with the workload's
-# cu_seqlens (FlashAttention's varlen layout; a packed batch of documents is one row).
-LAYOUTS = ("bhsd", "bshd", "thd")
+# dim); (total tokens, heads, dim), every row's tokens one after another, with the workload's
+# cu_seqlens (FlashAttention's varlen layout; a packed batch of documents is one row); and paged, for a
+# shape with page_size: q thd, k and v as pools of pages (num_pages, page_size, kv_heads, dim) that the
+# workload's page_table maps (vLLM's and FlashInfer's paged KV cache).
+LAYOUTS = ("bhsd", "bshd", "thd", "paged")
 # Version of the Workload object handed to user kernels; raised when a field changes meaning.
 WORKLOAD_VERSION = 1
 
@@ -34,6 +36,7 @@ MASK_DEFAULTS: dict[str, Any] = {
     "softmax_scale": None,
     "seq_lens": None,
     "seq_lens_kv": None,
+    "page_size": 0,
 }
 
 
@@ -56,6 +59,7 @@ class Shape:
     softmax_scale: float | None = None
     seq_lens: tuple[int, ...] | None = None  # a packed batch of documents: each one's queries
     seq_lens_kv: tuple[int, ...] | None = None  # and each one's keys, when they differ (decode: its cache)
+    page_size: int = 0  # a paged KV cache: tokens per page (0: contiguous)
 
     @classmethod
     def from_config(cls, entry: dict[str, Any]) -> Shape:
@@ -86,6 +90,7 @@ class Shape:
             softmax_scale=None if entry.get("scale") is None else float(entry["scale"]),
             seq_lens=lengths,
             seq_lens_kv=kv_lengths,
+            page_size=int(entry.get("page_size") or 0),
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -169,6 +174,22 @@ def _documents(entry: dict[str, Any]) -> tuple[tuple[int, ...] | None, tuple[int
     return resolve_seq_lens(entry["seq_lens"]), (None if kv is None else tuple(int(n) for n in kv))
 
 
+def page_table(cu_seqlens_k: list[int], page_size: int) -> tuple[tuple[int, ...], ...]:
+    """Each request's pages in a shared pool, shuffled (numpy's generator, seed 0) so that a request's
+    pages are scattered and contiguous reads are never an accident of allocation; () unless paged."""
+    if not page_size:
+        return ()
+    import numpy as np
+
+    counts = [-(-(b - a) // page_size) for a, b in zip(cu_seqlens_k, cu_seqlens_k[1:])]
+    order = np.random.default_rng(0).permutation(sum(counts)).tolist()
+    table, used = [], 0
+    for count in counts:
+        table.append(tuple(order[used : used + count]))
+        used += count
+    return tuple(table)
+
+
 def resolve_cache_lens(given: list[int] | dict[str, Any], requests: int) -> tuple[int, ...]:
     """Each decode request's cache length: the list given, or `requests` lengths drawn with numpy's
     generator seeded by `seed` (default 0) from a Beta(2, b) scaled to [min, max], b chosen so that its
@@ -228,6 +249,8 @@ class Workload(Shape):
     alibi_slopes: tuple[float, ...] | None = None
     cu_seqlens_q: tuple[int, ...] = ()
     cu_seqlens_k: tuple[int, ...] = ()
+    page_table: tuple[tuple[int, ...], ...] = ()  # per request (document), its pages in the pool, in order
+    num_pages: int = 0
     extras: dict[str, Any] = field(default_factory=dict)
     version: int = WORKLOAD_VERSION
 
@@ -248,6 +271,8 @@ class Workload(Shape):
             alibi_slopes=tuple(masks.alibi_slopes(shape.heads)) if shape.alibi else None,
             cu_seqlens_q=tuple(cu_q),
             cu_seqlens_k=tuple(cu_k),
+            page_table=page_table(cu_k, shape.page_size),
+            num_pages=sum(-(-(b - a) // shape.page_size) for a, b in zip(cu_k, cu_k[1:])) if shape.page_size else 0,
         )
 
     @property
@@ -261,6 +286,16 @@ class Workload(Shape):
 
         return getattr(torch, self.dtype)
 
+    def kv_slots(self, device: Any) -> Any:
+        """For every key of the one-row cache (request after request), its slot in the flattened pool."""
+        import torch
+
+        slots = []
+        for (start, stop), pages in zip(zip(self.cu_seqlens_k, self.cu_seqlens_k[1:]), self.page_table):
+            for token in range(stop - start):
+                slots.append(pages[token // self.page_size] * self.page_size + token % self.page_size)
+        return torch.tensor(slots, device=device, dtype=torch.long)
+
     def features(self) -> list[str]:
         """What this workload asks beyond dense attention with top-left causal, in words: a kernel that
         implements none of it can decline any workload where this is not empty."""
@@ -272,13 +307,15 @@ class Workload(Shape):
             "ALiBi" if self.alibi else "",
             "packed documents" if self.seq_lens is not None else "",
             f"a value head dim of {self.dim_v}" if self.dim_v != self.dim else "",
+            f"a paged KV cache (pages of {self.page_size})" if self.page_size else "",
         ]
         return [words for words in said if words]
 
 
 def to_layout(tensor: Any, layout: str) -> Any:
     """A bhsd tensor as `layout`: bshd swaps dims 1 and 2 (a view); thd is (batch * seq, heads, dim),
-    all tokens of all rows one after another (FlashAttention's varlen layout; a copy unless contiguous)."""
+    all tokens of all rows one after another (FlashAttention's varlen layout; a copy unless contiguous).
+    A query-shaped tensor (q, the output, its gradient) in the paged layout is thd."""
     if layout == "bhsd":
         return tensor
     bshd = tensor.transpose(1, 2)
@@ -287,32 +324,51 @@ def to_layout(tensor: Any, layout: str) -> Any:
     return bshd.reshape(-1, tensor.shape[1], tensor.shape[3])
 
 
+def paged_pool(tensor: Any, workload: Workload) -> Any:
+    """k or v (bhsd, one row of every request's cache) scattered into a pool of pages, (num_pages,
+    page_size, kv_heads, dim), as the workload's page table says; slots past a request's length hold
+    NaN, so a kernel that reads them is caught."""
+    tokens = to_layout(tensor, "thd")
+    pool = tokens.new_full((workload.num_pages * workload.page_size, *tokens.shape[1:]), float("nan"))
+    pool[workload.kv_slots(tokens.device)] = tokens
+    return pool.view(workload.num_pages, workload.page_size, *tokens.shape[1:])
+
+
+def _converted(tensor: Any, layout: str, is_kv: bool, workload: Workload | None) -> Any:
+    if layout == "paged" and is_kv:
+        assert workload is not None, "the paged layout needs the workload's page table"
+        return paged_pool(tensor, workload)
+    return to_layout(tensor, "thd" if layout == "paged" else layout)
+
+
 def in_layout(tensors: list[Any] | tuple[Any, ...], layout: str) -> list[Any]:
     """bhsd tensors (the reference's answers) as `layout`, to compare a candidate's answers with."""
-    return [to_layout(t, layout) for t in tensors]
+    return [to_layout(t, "thd" if layout == "paged" else layout) for t in tensors]
 
 
-def inputs_in_layout(inputs: tuple[Any, ...], layout: str) -> tuple[Any, ...]:
+def inputs_in_layout(inputs: tuple[Any, ...], layout: str, workload: Workload | None = None) -> tuple[Any, ...]:
     """q, k, v and dout made contiguous in `layout` before timing (the same values as `inputs`), so
     that no transpose or copy happens inside the timed region that the kernel does not do itself."""
     if layout == "bhsd":
         return inputs
     made = []
-    for tensor in inputs:
-        copy = to_layout(tensor.detach(), layout).contiguous()
+    for role, tensor in enumerate(inputs):
+        copy = _converted(tensor.detach(), layout, role in (1, 2), workload).contiguous()
         made.append(copy.requires_grad_(tensor.requires_grad))
     return tuple(made)
 
 
-def refill_layout(tensors: tuple[Any, ...], source: tuple[Any, ...], layout: str) -> None:
+def refill_layout(
+    tensors: tuple[Any, ...], source: tuple[Any, ...], layout: str, workload: Workload | None = None
+) -> None:
     """The values of the bhsd `source` written into `tensors`, its copies in `layout` (same addresses)."""
     import torch
 
     if layout == "bhsd":
         return
     with torch.no_grad():
-        for made, values in zip(tensors, source):
-            made.copy_(to_layout(values, layout))
+        for role, (made, values) in enumerate(zip(tensors, source)):
+            made.copy_(_converted(values, layout, role in (1, 2), workload))
 
 
 def flops(shape: Shape, direction: str) -> float:

@@ -295,3 +295,25 @@ def test_a_paged_decode_kernel_is_measured_and_the_built_ins_say_why_not(kernels
     assert contiguous["math"] == ("ok", None) and contiguous["contract_kernels:flex_eager"] == ("ok", None)
     assert contiguous["contract_kernels:paged_decode"][0] == "unsupported"
     assert contiguous["user_kernels:correct"][0] == "unsupported"  # a plain function is not told the requests
+
+
+@pytest.mark.parametrize("kv_dtype", ["float8_e4m3fn", "float8_e5m2"])
+def test_an_fp8_cache_is_read_by_the_kernels_that_take_it_against_its_dequantised_values(kernels_importable, kv_dtype):
+    decode = {"batch": 3, "heads": 4, "kv_heads": 2, "dim": 16, "seq": 1, "cache_lens": [40, 7, 65], "kv_dtype": kv_dtype}
+    got, result = _bench(decode, ["math", "contract_kernels:fp8_decode", "contract_kernels:paged_decode"])
+    assert got["contract_kernels:fp8_decode"] == ("ok", None), got
+    assert got["math"] == ("unsupported", f"math takes no {kv_dtype} KV cache here: only kernels that read fp8 run this shape")
+    assert result["min_bytes"] == 4 * (3 * 4 * 16 * 2) + 2 * 2 * 112 * 16  # q and out in float32, the cache in bytes
+    paged, _ = _bench({**decode, "page_size": 8}, ["contract_kernels:paged_decode"])
+    assert paged["contract_kernels:paged_decode"] == ("ok", None), paged  # fp8 pages
+
+
+def test_fp8_values_are_exactly_what_the_cache_holds():
+    from attnbench.workloads import FP8_DESCALE, fp8_representable
+
+    x = torch.randn(1000) * 3
+    for kv_dtype, descale in FP8_DESCALE.items():
+        held = fp8_representable(x, kv_dtype)
+        again = (held / descale).to(getattr(torch, kv_dtype)).to(torch.float32) * descale
+        assert torch.equal(held, again)  # already on the fp8 grid: a second rounding changes nothing
+        assert ((held - x).abs() <= 0.126 * x.abs()).all()  # within half of e5m2's coarser spacing

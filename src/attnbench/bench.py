@@ -227,12 +227,14 @@ def _measure_shape(spec: dict[str, Any], running: Callable[[str | None], None]) 
     inputs = make_inputs(shape, dtype, device, seed, direction == "forward_backward")
     expected = reference(shape, *inputs[:3], inputs[3] if direction == "forward_backward" else None)
     # The inputs in each layout a candidate declares, made once, before any timing: the same values.
+    # An fp8 cache's candidates (user kernels only: the built-ins decline it) get k and v in fp8.
     layouts = {"bhsd": inputs}
 
     def inputs_for(layout: str) -> tuple[Any, ...]:
-        if layout not in layouts:
-            layouts[layout] = inputs_in_layout(inputs, layout, workload)
-        return layouts[layout]
+        key = inputs_key(layout, workload)
+        if key not in layouts:
+            layouts[key] = inputs_in_layout(inputs, layout, workload)
+        return layouts[key]
 
     workload = Workload.of(shape, spec["dtype"], device, mode=direction)
     entries: dict[str, dict[str, Any]] = {}
@@ -360,9 +362,9 @@ def audit_timed_work(
         return
     inputs = layouts["bhsd"]
     try:
-        refill_inputs(inputs, seed + 1)
-        for layout, tensors in layouts.items():
-            refill_layout(tensors, inputs, layout, workload)
+        refill_inputs(inputs, seed + 1, workload.kv_dtype)
+        for key, tensors in layouts.items():
+            refill_layout(tensors, inputs, key.split("+")[0], workload)
         fresh = reference(workload.shape, *inputs[:3], inputs[3] if backward else None)
     except Exception as exc:  # out of memory beside the candidates' outputs and graph pools
         for name in last:
@@ -374,7 +376,7 @@ def audit_timed_work(
         try:
             with timing.deadline(timeout):
                 layout = entries[name].get("layout", "bhsd")
-                audit.poison(previous, layouts[layout])
+                audit.poison(previous, layouts[inputs_key(layout, workload)])
                 result = sampler.check_call()
                 if device == "cuda":
                     torch.cuda.synchronize()
@@ -394,6 +396,11 @@ def audit_timed_work(
             flagged = entries[name]["reason"] if entries[name]["status"] == "untrusted" else None
             entries[name].update(status="incorrect", reason=f"{why}; also {flagged}" if flagged else why)
             log(f"  {name}: incorrect: {why}")
+
+
+def inputs_key(layout: str, workload: Workload) -> str:
+    """Where a candidate's inputs are kept: by layout, and apart for an fp8 cache."""
+    return f"{layout}+{workload.kv_dtype}" if workload.kv_dtype else layout
 
 
 def audit_failed(entries: dict[str, dict[str, Any]], name: str, exc: BaseException, device: str) -> None:

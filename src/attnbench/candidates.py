@@ -474,9 +474,11 @@ def _flex(workload: Workload, device: str) -> Kernel:
 
 def check_layout(name: str, layout: str, workload: Workload) -> None:
     """Unsupported when user kernel `name`'s layout cannot hold this workload's cache: checked before
-    its inputs are made in that layout (a paged pool needs a page table). The built-ins decline a
-    paged cache when they are built."""
+    its inputs are made in that layout (a paged pool needs a page table). The built-ins decline an fp8
+    cache here, a paged one when they are built."""
     if not is_user_kernel(name):
+        if workload.kv_dtype:
+            raise Unsupported(f"{name} takes no {workload.kv_dtype} KV cache here: only kernels that read fp8 run this shape")
         return
     if workload.page_size and layout != "paged":
         raise Unsupported(

@@ -20,6 +20,10 @@ REFERENCE_CHUNK_BYTES = 512 * 2**20
 # shape with page_size: q thd, k and v as pools of pages (num_pages, page_size, kv_heads, dim) that the
 # workload's page_table maps (vLLM's and FlashInfer's paged KV cache).
 LAYOUTS = ("bhsd", "bshd", "thd", "paged")
+# An fp8 KV cache (kv_dtype): one power-of-two descale per tensor (so that dequantising is exact in
+# every run dtype), chosen for standard-normal data: |x| up to 14 is representable, beyond it clamped.
+FP8_DESCALE = {"float8_e4m3fn": 2.0**-5, "float8_e5m2": 2.0**-12}
+FP8_MAX = {"float8_e4m3fn": 448.0, "float8_e5m2": 57344.0}
 # Version of the Workload object handed to user kernels; raised when a field changes meaning.
 WORKLOAD_VERSION = 1
 
@@ -37,6 +41,7 @@ MASK_DEFAULTS: dict[str, Any] = {
     "seq_lens": None,
     "seq_lens_kv": None,
     "page_size": 0,
+    "kv_dtype": None,
 }
 
 
@@ -60,6 +65,7 @@ class Shape:
     seq_lens: tuple[int, ...] | None = None  # a packed batch of documents: each one's queries
     seq_lens_kv: tuple[int, ...] | None = None  # and each one's keys, when they differ (decode: its cache)
     page_size: int = 0  # a paged KV cache: tokens per page (0: contiguous)
+    kv_dtype: str | None = None  # an fp8 KV cache: float8_e4m3fn or float8_e5m2 (FP8_DESCALE)
 
     @classmethod
     def from_config(cls, entry: dict[str, Any]) -> Shape:
@@ -91,6 +97,7 @@ class Shape:
             seq_lens=lengths,
             seq_lens_kv=kv_lengths,
             page_size=int(entry.get("page_size") or 0),
+            kv_dtype=entry.get("kv_dtype"),
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -152,6 +159,10 @@ def describe_mask(shape: dict[str, Any]) -> str:
         parts.append(f"dim_v {shape['dim_v']}")
     if shape.get("scale") is not None:
         parts.append(f"scale {shape['scale']:.4g}")
+    if shape.get("page_size"):
+        parts.append(f"paged cache ({shape['page_size']} per page)")
+    if shape.get("kv_dtype"):
+        parts.append(f"{shape['kv_dtype']} cache")
     lengths, kv_lengths = shape.get("seq_lens"), shape.get("seq_lens_kv")
     if lengths and kv_lengths and len(set(lengths)) == 1:
         parts.append(f"{len(lengths)} requests (decode: {lengths[0]} new each, cache {min(kv_lengths)}-{max(kv_lengths)} keys)")
@@ -251,6 +262,7 @@ class Workload(Shape):
     cu_seqlens_k: tuple[int, ...] = ()
     page_table: tuple[tuple[int, ...], ...] = ()  # per request (document), its pages in the pool, in order
     num_pages: int = 0
+    kv_descale: float = 1.0  # an fp8 cache holds k / kv_descale and v / kv_descale
     extras: dict[str, Any] = field(default_factory=dict)
     version: int = WORKLOAD_VERSION
 
@@ -273,6 +285,7 @@ class Workload(Shape):
             cu_seqlens_k=tuple(cu_k),
             page_table=page_table(cu_k, shape.page_size),
             num_pages=sum(-(-(b - a) // shape.page_size) for a, b in zip(cu_k, cu_k[1:])) if shape.page_size else 0,
+            kv_descale=FP8_DESCALE[shape.kv_dtype] if shape.kv_dtype else 1.0,
         )
 
     @property
@@ -308,6 +321,7 @@ class Workload(Shape):
             "packed documents" if self.seq_lens is not None else "",
             f"a value head dim of {self.dim_v}" if self.dim_v != self.dim else "",
             f"a paged KV cache (pages of {self.page_size})" if self.page_size else "",
+            f"an fp8 KV cache ({self.kv_dtype})" if self.kv_dtype else "",
         ]
         return [words for words in said if words]
 
@@ -334,11 +348,27 @@ def paged_pool(tensor: Any, workload: Workload) -> Any:
     return pool.view(workload.num_pages, workload.page_size, *tokens.shape[1:])
 
 
+def fp8_representable(tensor: Any, kv_dtype: str) -> Any:
+    """`tensor` rounded to what its fp8 cache holds, back in its own dtype (exactly: the descale is a
+    power of two): the values every candidate and the float64 reference then share."""
+    import torch
+
+    limit = FP8_MAX[kv_dtype] * FP8_DESCALE[kv_dtype]
+    quantised = (tensor.detach().clamp(-limit, limit) / FP8_DESCALE[kv_dtype]).to(getattr(torch, kv_dtype))
+    return quantised.to(tensor.dtype) * FP8_DESCALE[kv_dtype]
+
+
 def _converted(tensor: Any, layout: str, is_kv: bool, workload: Workload | None) -> Any:
     if layout == "paged" and is_kv:
         assert workload is not None, "the paged layout needs the workload's page table"
-        return paged_pool(tensor, workload)
-    return to_layout(tensor, "thd" if layout == "paged" else layout)
+        tensor = paged_pool(tensor, workload)
+    else:
+        tensor = to_layout(tensor, "thd" if layout == "paged" else layout)
+    if is_kv and workload is not None and workload.kv_dtype:
+        import torch
+
+        return (tensor / workload.kv_descale).to(getattr(torch, workload.kv_dtype))
+    return tensor
 
 
 def in_layout(tensors: list[Any] | tuple[Any, ...], layout: str) -> list[Any]:
@@ -348,13 +378,14 @@ def in_layout(tensors: list[Any] | tuple[Any, ...], layout: str) -> list[Any]:
 
 def inputs_in_layout(inputs: tuple[Any, ...], layout: str, workload: Workload | None = None) -> tuple[Any, ...]:
     """q, k, v and dout made contiguous in `layout` before timing (the same values as `inputs`), so
-    that no transpose or copy happens inside the timed region that the kernel does not do itself."""
-    if layout == "bhsd":
+    that no transpose or copy happens inside the timed region that the kernel does not do itself; k and
+    v in fp8 for an fp8 cache (the workload's kv_dtype)."""
+    if layout == "bhsd" and (workload is None or not workload.kv_dtype):
         return inputs
     made = []
     for role, tensor in enumerate(inputs):
         copy = _converted(tensor.detach(), layout, role in (1, 2), workload).contiguous()
-        made.append(copy.requires_grad_(tensor.requires_grad))
+        made.append(copy.requires_grad_(tensor.requires_grad and copy.itemsize > 1))  # fp8 takes no gradient
     return tuple(made)
 
 
@@ -364,7 +395,7 @@ def refill_layout(
     """The values of the bhsd `source` written into `tensors`, its copies in `layout` (same addresses)."""
     import torch
 
-    if layout == "bhsd":
+    if tensors is source:
         return
     with torch.no_grad():
         for role, (made, values) in enumerate(zip(tensors, source)):
@@ -378,16 +409,22 @@ def flops(shape: Shape, direction: str) -> float:
 
 
 def min_bytes(shape: Shape, itemsize: int, direction: str) -> int:
-    """Bytes one call must move at least: every input read once, every output written once."""
-    q = shape.batch * shape.heads * shape.seq * shape.dim
-    out = shape.batch * shape.heads * shape.seq * shape.dim_v
-    k = shape.batch * shape.kv_heads * shape.seq_kv * shape.dim
-    v = shape.batch * shape.kv_heads * shape.seq_kv * shape.dim_v
+    """Bytes one call must move at least: every input read once, every output written once; a paged
+    cache's keys and values by whole pages, an fp8 cache's at one byte each."""
+    q = shape.batch * shape.heads * shape.seq * shape.dim * itemsize
+    out = shape.batch * shape.heads * shape.seq * shape.dim_v * itemsize
+    keys = shape.seq_kv
+    if shape.page_size:  # whole pages are read: each request's last one, partly filled, too
+        _, cu_k = masks.documents(shape)
+        keys = sum(-(-(b - a) // shape.page_size) * shape.page_size for a, b in zip(cu_k, cu_k[1:]))
+    kv_itemsize = 1 if shape.kv_dtype else itemsize
+    k = shape.batch * shape.kv_heads * keys * shape.dim * kv_itemsize
+    v = shape.batch * shape.kv_heads * keys * shape.dim_v * kv_itemsize
     forward = q + k + v + out  # read q, k, v; write out
     if direction == "forward":
-        return forward * itemsize
+        return forward
     backward = 2 * (q + k + v) + 2 * out  # read q, k, v, out, dout; write dq, dk, dv
-    return (forward + backward) * itemsize
+    return forward + backward
 
 
 def make_inputs(shape: Shape, dtype: Any, device: str, seed: int, requires_grad: bool) -> tuple[Any, ...]:
@@ -403,19 +440,24 @@ def make_inputs(shape: Shape, dtype: Any, device: str, seed: int, requires_grad:
     q = draw(shape.batch, shape.heads, shape.seq, shape.dim)
     k = draw(shape.batch, shape.kv_heads, shape.seq_kv, shape.dim)
     v = draw(shape.batch, shape.kv_heads, shape.seq_kv, shape.dim_v)
+    if shape.kv_dtype:  # every candidate and the reference see the values the fp8 cache holds
+        k, v = (fp8_representable(t, shape.kv_dtype).requires_grad_(requires_grad) for t in (k, v))
     dout = draw(shape.batch, shape.heads, shape.seq, shape.dim_v).detach()
     return q, k, v, dout
 
 
-def refill_inputs(inputs: tuple[Any, ...], seed: int) -> None:
+def refill_inputs(inputs: tuple[Any, ...], seed: int, kv_dtype: str | None = None) -> None:
     """New random values written into the same tensors (same addresses, same strides), so that an
-    answer a kernel kept from earlier calls no longer fits the inputs it is given."""
+    answer a kernel kept from earlier calls no longer fits the inputs it is given (k and v rounded to
+    what an fp8 cache holds, for `kv_dtype`)."""
     import torch
 
     gen = torch.Generator(device=inputs[0].device).manual_seed(seed)
     with torch.no_grad():
-        for tensor in inputs:
+        for role, tensor in enumerate(inputs):
             tensor.copy_(torch.randn(tensor.shape, generator=gen, device=tensor.device, dtype=torch.float32))
+            if kv_dtype and role in (1, 2):
+                tensor.copy_(fp8_representable(tensor, kv_dtype))
 
 
 def reference(shape: Shape, q: Any, k: Any, v: Any, dout: Any | None) -> list[Any]:

@@ -219,6 +219,10 @@ WORKFLOW_SHAPES = [
     {"name": "packed", "heads": 2, "dim": 16, "causal": True, "seq_lens": {"min": 8, "max": 40, "total": 120}},
     {"name": "packed_backward", "heads": 2, "dim": 16, "causal": True, "window": [9, 0], "seq_lens": [30, 50, 20],
      "mode": "forward_backward"},
+    {"name": "decode", "batch": 4, "heads": 4, "kv_heads": 1, "dim": 16, "seq": 2,
+     "cache_lens": {"min": 8, "max": 90, "mean": 30}},
+    {"name": "decode_paged_fp8", "batch": 3, "heads": 4, "kv_heads": 2, "dim": 16,
+     "cache_lens": [50, 9, 33], "page_size": 8, "kv_dtype": "float8_e4m3fn"},
 ]
 BACKWARD = {shape["name"] for shape in WORKFLOW_SHAPES if shape.get("mode") == "forward_backward"}
 
@@ -236,7 +240,8 @@ def test_every_mask_kind_runs_through_the_whole_workflow(tmp_path):
     shutil.copy(ROOT / "tests" / "contract_kernels.py", tmp_path)
     section = {
         "dtype": "float32",
-        "candidates": ["math", "contract_kernels:flex_eager", "contract_kernels:documents_one_by_one"],
+        "candidates": ["math", "contract_kernels:flex_eager", "contract_kernels:documents_one_by_one",
+                       "contract_kernels:paged_decode"],
         "reference": "math",
         "shapes": WORKFLOW_SHAPES,
         "timing": {"warmup": 1, "warmup_max_s": 0.2, "min_rounds": 6, "max_time_s": 1},
@@ -250,16 +255,22 @@ def test_every_mask_kind_runs_through_the_whole_workflow(tmp_path):
         bench = json.loads((tmp_path / "results" / "bench" / f"{shape['name']}.json").read_text())
         statuses[shape["name"]] = {name: entry["status"] for name, entry in bench["candidates"].items()}
         assert all(entry["reason"] or entry["status"] == "ok" for entry in bench["candidates"].values())
-    flex, docs = "contract_kernels:flex_eager", "contract_kernels:documents_one_by_one"
-    # flex has no CPU backward (PyTorch says so: unsupported); the gradients are checked through math
-    assert all(found[flex] == ("unsupported" if name in BACKWARD else "ok") for name, found in statuses.items())
-    assert statuses["softcap_alibi"]["math"] == "unsupported"
-    assert all(found["math"] == "ok" for name, found in statuses.items() if name != "softcap_alibi"), statuses
+    flex, docs, paged = "contract_kernels:flex_eager", "contract_kernels:documents_one_by_one", "contract_kernels:paged_decode"
+    # flex has no CPU backward (PyTorch says so: unsupported; the gradients are checked through math),
+    # and takes no paged or fp8 cache
+    cannot = BACKWARD | {"decode_paged_fp8"}
+    assert all(found[flex] == ("unsupported" if name in cannot else "ok") for name, found in statuses.items())
+    assert statuses["softcap_alibi"]["math"] == "unsupported" and statuses["decode_paged_fp8"]["math"] == "unsupported"
+    assert all(found["math"] == "ok" for name, found in statuses.items() if name not in ("softcap_alibi", "decode_paged_fp8"))
+    assert statuses["decode_paged_fp8"][paged] == "ok"
+    assert all(found[paged] == "unsupported" for name, found in statuses.items() if name != "decode_paged_fp8")
     assert statuses["packed"][docs] == "ok" and statuses["mla"][docs] == "ok"
     assert statuses["window"][docs] == "unsupported"
     report = (tmp_path / "results" / "report" / "report.md").read_text()
     assert "causal (top-left: assumed, causal_alignment not set)" in report
     assert "causal (bottom-right)" in report and "documents (packed," in report
+    assert "4 requests (decode: 2 new each, cache" in report and "paged cache (8 per page), float8_e4m3fn cache" in report
+    assert "SDPA is given this mask as a dense attn_mask" in report
 
 
 def test_the_paged_pool_gathered_through_its_page_table_is_the_contiguous_cache():

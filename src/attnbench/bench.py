@@ -306,6 +306,13 @@ def _measure_shape(spec: dict[str, Any], running: Callable[[str | None], None]) 
         "kernel_hashes": spec.get("kernel_hashes", {}),
         "flops": work,
         "min_bytes": nbytes,
+        # per head: the pairs the mask lets through (what flops counts) and all seq x seq_kv of them
+        # (what a dense attn_mask or padding computes anyway)
+        "pairs": {
+            "attended": shape.attended_pairs(),
+            "dense": shape.batch * shape.seq * shape.seq_kv,
+            "sdpa_dense_mask": candidates.sdpa_needs_dense_mask(shape),
+        },
         "bound": limit,
         "audit_s": audit_s,
         "memory": memory.device_memory(device),

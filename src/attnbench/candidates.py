@@ -28,7 +28,7 @@ from typing import Any
 
 from attnbench import masks
 from attnbench.formatting import clip
-from attnbench.workloads import LAYOUTS, Workload
+from attnbench.workloads import LAYOUTS, Shape, Workload
 
 SDPA_BACKENDS = ("flash", "efficient", "cudnn", "math")
 BUILTIN = (*SDPA_BACKENDS, "flex")
@@ -410,24 +410,26 @@ def _sdpa(backend_name: str, workload: Workload) -> Kernel:
         raise Unsupported("SDPA has no soft-capping of the scores (flex has: score_mod)")
     _contiguous_cache_only("SDPA", workload)
     extra: dict[str, Any] = {"enable_gqa": True} if workload.gqa else {}
-    shape = workload.shape
-    plain = workload.window is None and workload.seq_lens is None and not workload.prefix
-    if not masks.is_masked(shape) and not workload.alibi:
-        extra["is_causal"] = False
-    elif plain and not workload.alibi and workload.causal_alignment == "top_left":
-        extra["is_causal"] = True
-    elif plain and not workload.alibi and workload.causal_alignment == "bottom_right":
+    if sdpa_needs_dense_mask(workload):
+        extra["attn_mask"] = _dense_mask(workload, torch.device(workload.device))
+    elif workload.causal and workload.causal_alignment == "bottom_right":
         from torch.nn.attention.bias import causal_lower_right
 
         extra["attn_mask"] = causal_lower_right(workload.seq, workload.seq_kv)
     else:
-        extra["attn_mask"] = _dense_mask(workload, torch.device(workload.device))
+        extra["is_causal"] = workload.causal
 
     def run(q: Any, k: Any, v: Any) -> Any:
         with sdpa_kernel(backend):
             return F.scaled_dot_product_attention(q, k, v, scale=workload.scale, **extra)
 
     return run
+
+
+def sdpa_needs_dense_mask(shape: Shape) -> bool:
+    """Whether SDPA gets this shape's mask as a dense attn_mask (a window, a prefix, documents, ALiBi):
+    the backends that take one compute every query-key pair and mask most of them away."""
+    return shape.window is not None or shape.seq_lens is not None or bool(shape.prefix) or shape.alibi
 
 
 def _dense_mask(workload: Workload, device: Any) -> Any:

@@ -234,7 +234,7 @@ def _decode_problem(shape: dict[str, Any], caches: list[int] | dict[str, Any]) -
     queries = shape.get("seq") or 1
     if any(key in shape for key in ("seq_kv", "seq_lens", "seq_lens_kv")):
         return "cache_lens gives each request's keys: leave out seq_kv, seq_lens and seq_lens_kv"
-    if shape.get("causal_alignment") == "top_left" or shape.get("causal") is False:
+    if shape.get("causal_alignment") == "top_left":
         return "decode (cache_lens) is causal and bottom-right aligned: the new queries see the whole cache"
     if isinstance(caches, list):
         if len(caches) != shape["batch"]:

@@ -98,6 +98,7 @@ COLUMNS = [
     "compile_ms",
     "attention",  # the shape's mask and sequence structure in words (workloads.describe_mask)
     "dim_v",
+    "dense_mask_work",  # SDPA's dense attn_mask: all pairs over the pairs the mask lets through
 ]
 # NVML reasons that make a round unrepresentative (thermal, hardware); the power cap is normal load
 SLOWDOWNS = frozenset(reason_names(DISCARDED))
@@ -269,6 +270,7 @@ def summary_frame(benches: list[Json], compares: list[Json], ceilings: Json, ana
                     "compile_ms": cand.get("compile_ms"),
                     "attention": describe_mask(shape),
                     "dim_v": shape.get("dim_v", shape["dim"]),
+                    "dense_mask_work": _dense_mask_work(bench.get("pairs")),
                 }
             )
     return pd.DataFrame(rows, columns=COLUMNS)
@@ -842,6 +844,14 @@ def _results_section(frame: pd.DataFrame) -> Section:
         dims = ", ".join(f"{f}={first[f]}" for f in SHAPE_FIELDS if f != "causal")
         reference = first["reference"]
         blocks.append(Heading(3, f"{shape} ({dims}, {first['attention']})"))
+        if not pd.isna(first["dense_mask_work"]):
+            blocks.append(
+                Para(
+                    f"SDPA is given this mask as a dense attn_mask: a backend that takes it computes every query-key"
+                    f" pair, {num(first['dense_mask_work'])}× the pairs the mask lets through (padded and masked-out"
+                    " work, which TFLOP/s does not count)."
+                )
+            )
         body = []
         flagged: set[tuple[int, int]] = set()
         for r, row in enumerate(rows.itertuples(index=False)):
@@ -860,7 +870,7 @@ def _results_section(frame: pd.DataFrame) -> Section:
                     str(row.status),
                     interval(row.median_ms, row.ci95_lo_ms, row.ci95_hi_ms),
                     _precision(row.rel_ci, row.target_rel_ci, row.target_met),
-                    num(row.tflops),
+                    _throughput(row.tflops, row.bandwidth_gbs),
                     _bound(row.fraction_of_bound, row.bound_limited_by),
                     num(row.rel_error, 2),
                     _workspace(row.workspace_mb, row.allocations),
@@ -873,7 +883,7 @@ def _results_section(frame: pd.DataFrame) -> Section:
             "status",
             "median ms [95% CI]",
             "± (95% CI)",
-            "TFLOP/s",
+            "TFLOP/s (GB/s)",
             "% of bound",
             "error",
             "workspace MB (allocs)",
@@ -1292,6 +1302,18 @@ def _not_ok_section(frame: pd.DataFrame, benches: list[Json]) -> Section:
                 details.append(Details(f"{candidate}, {status}: {what}", text))
     headers = ["candidate", "status", "reason", "shapes"]
     return Section(title, [Table(headers, rows, status_col=1, text_cols={2}), *details])
+
+
+def _throughput(tflops: Any, gbytes_per_s: Any) -> str:
+    """TFLOP/s and, for the memory-bound (decode), GB/s of the bytes a call must move."""
+    return DASH if pd.isna(tflops) else f"{num(tflops)} ({num(gbytes_per_s)})"
+
+
+def _dense_mask_work(pairs: Json | None) -> float | None:
+    """All pairs over attended ones, for a shape whose mask SDPA gets dense (None otherwise)."""
+    if not pairs or not pairs["sdpa_dense_mask"] or not pairs["attended"]:
+        return None
+    return pairs["dense"] / pairs["attended"]
 
 
 def _bound(fraction: Any, limited_by: Any) -> str:

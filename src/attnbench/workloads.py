@@ -86,7 +86,7 @@ class Shape:
             seq=seq,
             seq_kv=sum(kv_lengths or lengths) if lengths else int(entry.get("seq_kv") or seq),
             dim=int(entry["dim"]),
-            causal=bool(entry.get("causal", decode)),
+            causal=decode or bool(entry.get("causal", False)),  # decode is causal (the schema fills causal: false)
             dim_v=int(entry.get("dim_v") or entry["dim"]),
             causal_alignment=entry.get("causal_alignment") or ("bottom_right" if decode else None),
             window=None if window is None else (window[0], window[1]),

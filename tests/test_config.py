@@ -9,7 +9,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from attnbench import config as run_config
-from attnbench import device, jobs
+from attnbench import device, jobs, presets
 from attnbench.workloads import Shape
 
 SCHEMA = str(SCHEMAS / "config.schema.yaml")
@@ -139,7 +139,7 @@ def test_cpu_fallback_replaces_named_keys(monkeypatch):
     run = run_config.effective(default_config())
     assert run["device"] == "cpu" and run["requested_device"] == "auto"
     assert run["dtype"] == "float32" and "flex" not in run["candidates"]
-    assert all(s["seq"] <= 1024 for s in run["shapes"])
+    assert all(Shape.from_config(s).seq <= 1024 for s in run["shapes"])
     assert run["stats"] == default_config()["stats"]  # not overridden, kept
 
 
@@ -147,7 +147,7 @@ def test_explicit_device_is_kept(monkeypatch):
     config = default_config()
     config["device"] = "cuda"
     run = run_config.effective(config)
-    assert run["device"] == "cuda" and run["shapes"] == config["shapes"]
+    assert run["device"] == "cuda" and run["shapes"] == [presets.apply(s) for s in config["shapes"]]
 
 
 @pytest.mark.parametrize(

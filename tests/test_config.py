@@ -365,3 +365,16 @@ def test_a_decode_shape_is_a_batch_of_requests_against_their_own_caches():
     shape = Shape.from_config(run["shapes"][0])
     assert shape.seq_lens == (2, 2, 2) and len(shape.seq_lens_kv) == 3 and shape.seq == 6
     assert shape.causal and shape.causal_alignment == "bottom_right" and shape.seq_kv == sum(shape.seq_lens_kv)
+
+
+def test_a_sweep_makes_one_named_shape_per_combination():
+    run = _run_with_shapes([{"name": "llama", "preset": "llama-3.1-8b", "causal": True,
+                             "sweep": {"batch": [1, 16], "cache_lens": [{"min": 64, "max": 512, "mean": 128},
+                                                                   {"min": 1024, "max": 4096, "mean": 1500}]}}])
+    names = [s["name"] for s in run["shapes"]]
+    assert names == ["llama_b1_cache0", "llama_b1_cache1", "llama_b16_cache0", "llama_b16_cache1"]
+    assert run["shapes"][0]["heads"] == 32 and run["shapes"][2]["batch"] == 16
+    with pytest.raises(run_config.ConfigError, match="cache_lens lists 16 requests, batch is 1"):
+        _run_with_shapes([{"name": "x", "preset": "llama-3.1-8b", "sweep": {"batch": [1], "cache_lens": [[300] * 16]}}])
+    with pytest.raises(run_config.ConfigError, match="missing batch and seq"):
+        _run_with_shapes([{"name": "x", "preset": "llama-3.1-8b", "sweep": {"batch": [1, 2]}}])

@@ -10,7 +10,9 @@ from __future__ import annotations
 import copy
 import difflib
 import functools
+import itertools
 import os
+import re
 import shlex
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -163,7 +165,7 @@ def effective(config: Mapping[str, Any], overrides: Mapping[str, Any] | None = N
     cpu_view = copy.deepcopy(gpu_view | {k: v for k, v in cpu_section.items() if k in CPU_OVERRIDABLE})
     update_config(cpu_view, copy.deepcopy(overrides))
     for view, where in ((gpu_view, "shapes"), (cpu_view, "cpu.shapes" if "shapes" in cpu_section else "shapes")):
-        view["shapes"] = _with_presets(view["shapes"], where)
+        view["shapes"] = _with_presets(_swept(view["shapes"], where), where)
     check(gpu_view)
     if cpu_section:
         check(cpu_view, lambda key: f"cpu.{key}" if key in cpu_section and key not in overrides else key)
@@ -192,6 +194,33 @@ def effective(config: Mapping[str, Any], overrides: Mapping[str, Any] | None = N
         c: sources[candidates.family(c)] for c in run["candidates"] if candidates.is_user_kernel(c)
     }
     return run
+
+
+# How a swept key shows in the shape names it makes (sweep: {batch: [1, 16]} -> name_b1, name_b16).
+SWEEP_NAMES = {"batch": "b", "seq": "s", "cache_lens": "cache", "seq_lens": "docs", "page_size": "page", "kv_dtype": ""}
+
+
+def _swept(shapes: list[dict[str, Any]], where: str) -> list[dict[str, Any]]:
+    """Each shape with a `sweep` replaced by one shape per combination of the sweep's values (a named
+    sweep from presets.yaml, or the mapping given), named after them; the others as they are."""
+    expanded = []
+    for shape in shapes:
+        if "sweep" not in shape:
+            expanded.append(shape)
+            continue
+        given = shape["sweep"]
+        try:
+            axes = presets.sweep(given) if isinstance(given, str) else dict(given)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {shape.get('name')}: {exc}") from None
+        base = {key: value for key, value in shape.items() if key != "sweep"}
+        for combination in itertools.product(*(list(enumerate(values)) for values in axes.values())):
+            parts = [base["name"]]
+            for key, (index, value) in zip(axes, combination):
+                shown = value if isinstance(value, (int, float, str, bool)) else index
+                parts.append(re.sub(r"[^A-Za-z0-9.-]", "", f"{SWEEP_NAMES.get(key, key)}{shown}"))
+            expanded.append({**base, **{key: value for key, (_, value) in zip(axes, combination)}, "name": "_".join(parts)})
+    return expanded
 
 
 def _with_presets(shapes: list[dict[str, Any]], where: str) -> list[dict[str, Any]]:
@@ -250,7 +279,12 @@ def _decode_problem(shape: dict[str, Any], caches: list[int] | dict[str, Any]) -
 
 
 def _shape_problem(shape: dict[str, Any]) -> str | None:
-    """What a shape says that cannot be measured, or None (the schema checked each key alone)."""
+    """What a shape says that cannot be measured, or None (the schema checked each key alone; a shape a
+    sweep or a preset completed is checked here for what the schema would have required)."""
+    if "heads" not in shape or "dim" not in shape:
+        return "missing heads and dim (give them, or a preset)"
+    if not ({"batch", "seq"} <= shape.keys() or "seq_lens" in shape or {"batch", "cache_lens"} <= shape.keys()):
+        return "missing batch and seq (or seq_lens, or batch and cache_lens)"
     heads, kv_heads = shape["heads"], shape.get("kv_heads") or shape["heads"]
     if heads % kv_heads:
         return f"heads {heads} is not a multiple of kv_heads {kv_heads}"

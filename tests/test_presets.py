@@ -1,18 +1,26 @@
-"""Model presets (attnbench.presets, presets.yaml): every preset loads and is consistent, apply()
-merges with the shape's own keys winning, unknown names suggest the close ones, and a few values
-match the models' published configurations."""
+"""Model presets and named sweeps (attnbench.presets, presets.yaml): every preset loads and is
+consistent, apply() merges with the shape's own keys winning, unknown names suggest the close ones, and
+a few values match the models' published configurations; every sweep loads, its axes are lists of
+values the config accepts, each expands with a preset into shapes the config takes, and check_sweep
+refuses what no shape could measure."""
 
 from __future__ import annotations
 
+import itertools
 import math
 from importlib import resources
 
+import jsonschema
 import pytest
 import yaml
+from helpers import ROOT, SCHEMAS
 
-from attnbench import presets
+from attnbench import config as run_config
+from attnbench import device, presets
+from attnbench.workloads import Shape
 
 PRESETS = presets.load()
+SWEEPS = presets.load_sweeps()
 
 
 def test_the_yaml_ships_inside_the_package():
@@ -195,14 +203,224 @@ def test_check_normalises_numbers():
     assert out["softcap"] == 30.0 and isinstance(out["softcap"], float) and isinstance(out["scale"], float)
 
 
-def test_parse_refuses_a_file_that_is_not_a_mapping():
-    for data in (None, [], {}, [GOOD]):
-        with pytest.raises(presets.PresetError, match="must map preset names"):
+def test_parse_refuses_a_file_without_its_models():
+    for data in (None, [], {}, [GOOD], {"sweeps": {}}, {"presets": {"x": GOOD}}):
+        with pytest.raises(presets.PresetError, match="must have a models: section"):
             presets.parse(data)
+    for models in ({}, [GOOD], None):
+        with pytest.raises(presets.PresetError, match="models: must map preset names"):
+            presets.parse({"models": models})
     with pytest.raises(presets.PresetError, match="names are text"):
-        presets.parse({3: GOOD})
+        presets.parse({"models": {3: GOOD}})
+    with pytest.raises(presets.PresetError, match=r"unknown sections \['extra'\]"):
+        presets.parse({"models": {"ok": GOOD}, "extra": {}})
+    assert presets.parse({"models": {"ok": GOOD}}) == {"ok": GOOD}
+
+
+def _file_text():
+    return yaml.safe_load(resources.files("attnbench").joinpath("presets.yaml").read_text(encoding="utf-8"))
 
 
 def test_the_yaml_parses_the_same_as_load():
-    text = resources.files("attnbench").joinpath("presets.yaml").read_text(encoding="utf-8")
-    assert presets.parse(yaml.safe_load(text)) == PRESETS
+    assert presets.parse(_file_text()) == PRESETS
+    assert presets.parse_sweeps(_file_text()) == SWEEPS
+
+
+# Sweeps -------------------------------------------------------------------------------------------
+
+
+def test_the_required_sweeps_are_there():
+    assert {
+        "decode-serving",
+        "decode-long-context",
+        "speculative-decode",
+        "prefill",
+        "prefill-packed",
+    } <= set(presets.sweep_names())
+    assert presets.sweep_names() == sorted(SWEEPS)
+    assert not set(presets.sweep_names()) & set(presets.names()), "sweeps and models live apart"
+
+
+def _combinations(axes):
+    return [dict(zip(axes, values)) for values in itertools.product(*axes.values())]
+
+
+@pytest.mark.parametrize("name", sorted(SWEEPS))
+def test_every_sweep_is_lists_of_valid_values_with_a_source(name):
+    axes = presets.sweep(name)
+    assert axes and set(axes) <= set(presets.SWEEP_KEYS)
+    assert list(axes) == [k for k in SWEEPS[name] if k in presets.SWEEP_KEYS]  # the file's order: shape names
+    for key, values in axes.items():
+        assert isinstance(values, list) and values, key
+        assert all(values.count(v) == 1 for v in values), f"{key} repeats a value"
+    assert 2 <= len(_combinations(axes)) <= 10, "a sweep is a sensible default GPU run"
+    entry = SWEEPS[name]
+    assert set(entry) - set(axes) <= set(presets.META) and "https://" in entry["source"]
+    # every value is one the config schema takes for that key
+    schema = yaml.safe_load((SCHEMAS / "config.schema.yaml").read_text())["$defs"]["shapes"]["items"][
+        "properties"
+    ]
+    for key, values in axes.items():
+        for value in values:
+            jsonschema.validate(value, schema[key])
+
+
+def test_the_sweeps_hold_the_values_asked_for():
+    serving = presets.sweep("decode-serving")
+    assert serving["page_size"] == [16] and 1 in serving["batch"] and 128 in serving["batch"]
+    assert all(set(c) >= {"min", "max", "mean"} for c in serving["cache_lens"])
+    contiguous = presets.sweep("decode-serving-contiguous")
+    assert "page_size" not in contiguous  # the built-ins read only a contiguous cache
+    assert contiguous == {k: v for k, v in serving.items() if k != "page_size"}
+    assert presets.sweep("decode-long-context")["batch"] == [1, 8]
+    assert all(32768 <= c["mean"] <= 131072 for c in presets.sweep("decode-long-context")["cache_lens"])
+    speculative = presets.sweep("speculative-decode")
+    assert speculative["seq"] == [4] and "cache_lens" in speculative
+    assert presets.sweep("prefill") == {
+        "batch": [1],
+        "seq": [1024, 2048, 4096, 8192, 16384],
+        "causal": [True],
+    }
+    assert all(d["total"] == 16384 for d in presets.sweep("prefill-packed")["seq_lens"])
+
+
+@pytest.fixture
+def cuda_usable(monkeypatch):
+    monkeypatch.setattr(device, "cuda_unusable_reason", lambda: None)
+
+
+@pytest.mark.parametrize("name", sorted(SWEEPS))
+def test_every_sweep_expands_with_a_preset_into_shapes_the_config_takes(name, cuda_usable):
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    config["device"] = "cpu"
+    config["cpu"]["shapes"] = [{"name": "llama", "preset": "llama-3.1-8b", "sweep": name}]
+    run_config.validate(config, str(SCHEMAS / "config.schema.yaml"))
+    shapes = run_config.effective(config)["shapes"]
+    assert len(shapes) == len(_combinations(presets.sweep(name)))
+    for shape in shapes:
+        resolved = Shape.from_config(shape)
+        assert (resolved.heads, resolved.kv_heads, resolved.dim) == (32, 8, 128)
+        if "cache_lens" in shape:  # decode: every request's cache holds at least its new queries
+            assert resolved.causal and min(resolved.seq_lens_kv) >= (shape.get("seq") or 1)
+            assert len(resolved.seq_lens_kv) == shape["batch"]
+
+
+def test_sweep_returns_a_copy_of_the_axes_only():
+    axes = presets.sweep("decode-serving")
+    assert "source" not in axes and "notes" not in axes
+    axes["batch"].append(7)
+    axes["cache_lens"][0]["mean"] = 1
+    again = presets.sweep("decode-serving")
+    assert 7 not in again["batch"] and again["cache_lens"][0]["mean"] != 1
+    presets.load_sweeps()["prefill"]["seq"].clear()
+    assert presets.sweep("prefill")["seq"]
+
+
+@pytest.mark.parametrize(
+    ("name", "suggested"),
+    [
+        ("decode-serve", "decode-serving"),
+        ("Prefill", "prefill"),
+        ("speculative", "speculative-decode"),
+        ("decode-long", "decode-long-context"),
+    ],
+)
+def test_an_unknown_sweep_suggests_the_close_names(name, suggested):
+    with pytest.raises(ValueError, match="unknown sweep") as error:
+        presets.sweep(name)
+    message = str(error.value)
+    assert f"did you mean {suggested!r}" in message or f"or {suggested!r}" in message
+    assert ", ".join(presets.sweep_names()) in message
+
+
+@pytest.mark.parametrize("name", ["nothing-like-it", 7, None, "llama-3.1-8b"])
+def test_an_unknown_sweep_without_close_names_lists_them_all(name):
+    with pytest.raises(ValueError, match="unknown sweep") as error:
+        presets.sweep(name)
+    assert "did you mean" not in str(error.value)
+    assert ", ".join(presets.sweep_names()) in str(error.value)
+
+
+GOOD_SWEEP = {
+    "batch": [1, 16],
+    "cache_lens": [{"min": 64, "max": 512, "mean": 128}],
+    "source": "https://example.org",
+}
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"heads": [8, 16]}, r"unknown keys \['heads'\]"),
+        ({"batch": 16}, "batch must be a non-empty list"),
+        ({"batch": []}, "batch must be a non-empty list"),
+        ({"batch": [0]}, "batch values must be positive integers"),
+        ({"batch": [True]}, "batch values must be positive integers"),
+        ({"batch": [1, 1]}, "lists 1 twice"),
+        ({"page_size": [16.0]}, "page_size values must be positive integers"),
+        ({"causal": ["yes"]}, "causal values must be true or false"),
+        ({"kv_dtype": ["fp8"]}, "kv_dtype values must be one of float8_e4m3fn, float8_e5m2"),
+        ({"kv_dtype": [None]}, "kv_dtype values must be one of"),
+        ({"cache_lens": [{"min": 64, "max": 512}]}, "give min, max, mean and optionally seed"),
+        ({"cache_lens": [{"min": 64, "max": 512, "mean": 128, "total": 3}]}, "give min, max, mean"),
+        ({"cache_lens": [{"min": 64, "max": 512, "mean": 1024}]}, "mean is not between min and max"),
+        ({"cache_lens": [{"min": 600, "max": 512, "mean": 550}]}, "min is above max"),
+        ({"cache_lens": [{"min": 0, "max": 512, "mean": 128}]}, "min must be a positive integer"),
+        ({"cache_lens": [{"min": 64, "max": 512, "mean": "128"}]}, "mean must be a number"),
+        ({"cache_lens": [{"min": 64, "max": 512, "mean": 128, "seed": -1}]}, "seed must be an integer >= 0"),
+        ({"cache_lens": [128]}, "values are lists of lengths or"),
+        ({"cache_lens": [[64, 0]]}, "a list of lengths holds positive integers"),
+        ({"cache_lens": [[64, 80]]}, "cache_lens lists 2 requests, and batch takes 1"),
+        ({"seq": [128]}, "a cache of 64 keys is shorter than the 128 new queries"),
+        ({"seq_lens": [{"min": 1, "max": 64, "total": 256}]}, "cannot go with batch, cache_lens"),
+        ({"source": "  "}, "source"),
+        ({"notes": 3}, "notes"),
+    ],
+)
+def test_check_sweep_refuses_what_no_shape_could_measure(change, message):
+    with pytest.raises(presets.PresetError, match=message):
+        presets.check_sweep("bad", {**GOOD_SWEEP, **change})
+
+
+def test_check_sweep_requires_axes_a_source_and_a_shape_like_name():
+    with pytest.raises(presets.PresetError, match="missing source"):
+        presets.check_sweep("bad", {"batch": [1]})
+    with pytest.raises(presets.PresetError, match="no axes"):
+        presets.check_sweep("bad", {"source": "https://example.org"})
+    with pytest.raises(presets.PresetError, match="a sweep is a mapping"):
+        presets.check_sweep("bad", [1, 2])
+    for name in ("has space", "a..b", "", 3):
+        with pytest.raises(presets.PresetError, match="sweep names are letters"):
+            presets.check_sweep(name, GOOD_SWEEP)
+
+
+def test_check_sweep_takes_lists_of_lengths_and_packed_batches():
+    listed = {
+        "batch": [3],
+        "seq": [2],
+        "cache_lens": [[4, 8, 16], [2, 2, 2]],
+        "source": "https://example.org",
+    }
+    assert presets.check_sweep("ok", listed)["cache_lens"] == [[4, 8, 16], [2, 2, 2]]
+    packed = {
+        "seq_lens": [[128, 256], {"min": 1, "max": 64, "total": 256, "seed": 3}],
+        "causal": [True, False],
+        "source": "https://example.org",
+    }
+    assert presets.check_sweep("packed", packed)["seq_lens"][1]["seed"] == 3
+    fp8 = {
+        "kv_dtype": ["float8_e4m3fn", "float8_e5m2"],
+        "page_size": [16, 32],
+        "source": "https://example.org",
+    }
+    assert presets.check_sweep("fp8", fp8)["page_size"] == [16, 32]
+
+
+def test_parse_sweeps_reads_the_sweeps_section():
+    assert presets.parse_sweeps({"models": {"ok": GOOD}}) == {}
+    assert presets.parse_sweeps({"models": {"ok": GOOD}, "sweeps": None}) == {}
+    assert presets.parse_sweeps({"models": {"ok": GOOD}, "sweeps": {"s": GOOD_SWEEP}}) == {"s": GOOD_SWEEP}
+    with pytest.raises(presets.PresetError, match="sweeps: must map sweep names"):
+        presets.parse_sweeps({"models": {"ok": GOOD}, "sweeps": [GOOD_SWEEP]})
+    with pytest.raises(presets.PresetError, match="unknown sections"):
+        presets.parse_sweeps({"models": {"ok": GOOD}, "sweep": {}})

@@ -217,7 +217,10 @@ def _swept(shapes: list[dict[str, Any]], where: str) -> list[dict[str, Any]]:
         for combination in itertools.product(*(list(enumerate(values)) for values in axes.values())):
             parts = [base["name"]]
             for key, (index, value) in zip(axes, combination):
-                shown = value if isinstance(value, (int, float, str, bool)) else index
+                if isinstance(value, bool):  # causal: true -> name_causal, false -> name_noncausal
+                    parts.append(key if value else f"non{key}")
+                    continue
+                shown = value if isinstance(value, (int, float, str)) else index
                 parts.append(re.sub(r"[^A-Za-z0-9.-]", "", f"{SWEEP_NAMES.get(key, key)}{shown}"))
             expanded.append({**base, **{key: value for key, (_, value) in zip(axes, combination)}, "name": "_".join(parts)})
     return expanded

@@ -171,3 +171,16 @@ def test_ctrl_c_ends_with_one_line_and_the_same_command_resumes(tmp_path):
     snakemake(workdir, "--unlock")
     snakemake(workdir)
     check_finished_run(workdir)
+
+
+def test_parsing_the_workflow_imports_neither_the_report_nor_matplotlib():
+    """Found by profiling a 1,000-shape dry run: the report's default title was read from
+    attnbench.report, whose import (scipy, matplotlib) cost every parse of the Snakefile 2 s."""
+    probe = (
+        "import sys\n"
+        "from attnbench import config, jobs, terminal\n"
+        "jobs.report_title({})\n"
+        "print(sorted(m for m in ('attnbench.report', 'attnbench.plots', 'matplotlib') if m in sys.modules))\n"
+    )
+    ran = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert ran.stdout.strip() == "[]", ran.stdout

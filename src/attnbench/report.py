@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 import jinja2
 import pandas as pd
 
-from attnbench import autotune, formatting, headline, memory
+from attnbench import autotune, formatting, headline, jobs, memory
 from attnbench.clocks import DISCARDED, reason_names
 from attnbench.files import atomic_write_bytes, atomic_write_text, read_json
 from attnbench.formatting import DASH, interval, num, pct, pm
@@ -30,7 +30,6 @@ from attnbench.plots import ALT, PLOTS, figures, positive
 from attnbench.workloads import describe_mask
 
 Json = dict[str, Any]
-TITLE = "attnbench report"  # config report.title
 
 SHAPE_FIELDS = ("batch", "heads", "kv_heads", "seq", "seq_kv", "dim", "causal")
 OUTPUT_KEYS = ("html", "md", "csv", *PLOTS)
@@ -114,7 +113,7 @@ def build_report(
     out: dict[str, str],
     *,
     schema_dir: str | Path,
-    title: str = TITLE,
+    title: str = jobs.REPORT_TITLE,
 ) -> None:
     """Validate every input against its schema (in `schema_dir`), then write the outputs named in `out`."""
     missing = [key for key in OUTPUT_KEYS if key not in out]

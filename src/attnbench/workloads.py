@@ -467,6 +467,7 @@ def reference(shape: Shape, q: Any, k: Any, v: Any, dout: Any | None) -> list[An
     import torch
 
     group = shape.heads // shape.kv_heads
+    batch, kv_heads = shape.batch, shape.kv_heads
     k64, v64 = (t.detach().double().requires_grad_(dout is not None) for t in (k, v))
     q64 = q.detach().double()
     allowed = masks.mask_mod(shape, q64.device)
@@ -479,23 +480,26 @@ def reference(shape: Shape, q: Any, k: Any, v: Any, dout: Any | None) -> list[An
     if dout is not None:
         grads = [torch.empty_like(q64), torch.zeros_like(k64), torch.zeros_like(v64)]
     cols = torch.arange(shape.seq_kv, device=q64.device)
-    heads = torch.arange(shape.heads, device=q64.device).view(1, -1, 1, 1)
+    # Query heads grouped under the kv head they read (head h reads kv head h // group), so that k and v
+    # are broadcast, never copied per query head: a long decode cache stays one copy in float64.
+    heads = torch.arange(shape.heads, device=q64.device).view(1, kv_heads, group, 1, 1)
+    keys, values = k64.unsqueeze(2), v64.unsqueeze(2)
     for start in range(0, shape.seq, rows_per_chunk):
         stop = min(start + rows_per_chunk, shape.seq)
         rows = torch.arange(start, stop, device=q64.device)
         qc = q64[:, :, start:stop].requires_grad_(dout is not None)
         with torch.set_grad_enabled(dout is not None):
-            keys = k64.repeat_interleave(group, dim=1)
-            values = v64.repeat_interleave(group, dim=1)
-            scores = (qc @ keys.transpose(-1, -2)) * shape.scale
+            grouped = qc.view(batch, kv_heads, group, stop - start, shape.dim)
+            scores = (grouped @ keys.transpose(-1, -2)) * shape.scale
             if modify is not None:
-                scores = modify(scores, None, heads, rows.view(1, 1, -1, 1), cols.view(1, 1, 1, -1))
+                scores = modify(scores, None, heads, rows.view(1, 1, 1, -1, 1), cols.view(1, 1, 1, 1, -1))
             if allowed is not None:
                 scores = scores.masked_fill(~allowed(None, None, rows[:, None], cols[None, :]), float("-inf"))
             top = scores.amax(dim=-1, keepdim=True).detach()
             weights = torch.exp(scores - torch.where(torch.isinf(top), 0.0, top))
             total = weights.sum(dim=-1, keepdim=True)
-            oc = (weights @ values) / torch.where(total > 0, total, 1.0)  # no key seen: zeros
+            grouped_out = (weights @ values) / torch.where(total > 0, total, 1.0)  # no key seen: zeros
+            oc = grouped_out.view(batch, shape.heads, stop - start, shape.dim_v)
         out[:, :, start:stop] = oc.detach()
         if grads is not None:
             dq, dk, dv = torch.autograd.grad(oc, (qc, k64, v64), dout[:, :, start:stop].double())

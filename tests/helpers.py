@@ -54,6 +54,21 @@ CPU_CONFIG = {
 }
 
 
+def bench_spec(default_shape: dict, candidates: list[str], rounds: int = 4, **overrides) -> dict:
+    """A benchmark job's spec for one small CPU shape (`overrides` may replace it), timed briefly
+    (bench.run_shape's input)."""
+    return {
+        "shape": default_shape,
+        "device": "cpu",
+        "dtype": "float32",
+        "mode": "forward",
+        "candidates": candidates,
+        "timing": {"warmup": 1, "warmup_max_s": 0.2, "min_rounds": rounds, "max_rounds": rounds},
+        "lock": {"seed": 0},
+        **overrides,
+    }
+
+
 def run_snakemake(workdir, *args, gpus=1, env=None) -> subprocess.CompletedProcess:
     """The snakemake CLI in `workdir` with this Python's environment, whatever its exit code."""
     env = {**os.environ, **(env or {})}

@@ -1,7 +1,7 @@
 """Every candidate status on the CPU: ok, unsupported, incorrect, error, oom; nothing lost."""
 
 import pytest
-from helpers import ROOT, SCHEMAS
+from helpers import ROOT, SCHEMAS, bench_spec
 
 from attnbench import SCHEMA_VERSION, files
 from attnbench.bench import run_shape
@@ -19,16 +19,7 @@ SHAPE = {
 
 
 def spec(candidates, **overrides):
-    return {
-        "shape": SHAPE,
-        "device": "cpu",
-        "dtype": "float32",
-        "mode": "forward",
-        "candidates": candidates,
-        "timing": {"warmup": 1, "warmup_max_s": 0.2, "min_rounds": 4, "max_rounds": 4},
-        "lock": {"seed": 0},
-        **overrides,
-    }
+    return bench_spec(SHAPE, candidates, **overrides)
 
 
 @pytest.fixture

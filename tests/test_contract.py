@@ -2,7 +2,7 @@
 
 import pytest
 import yaml
-from helpers import ROOT, SCHEMAS
+from helpers import ROOT, SCHEMAS, bench_spec
 
 from attnbench import candidates, config, files
 from attnbench.bench import run_shape
@@ -12,16 +12,7 @@ SHAPE = {"name": "tiny", "batch": 2, "heads": 4, "kv_heads": 2, "seq": 48, "seq_
 
 
 def spec(names, **overrides):
-    return {
-        "shape": SHAPE,
-        "device": "cpu",
-        "dtype": "float32",
-        "mode": "forward",
-        "candidates": names,
-        "timing": {"warmup": 1, "warmup_max_s": 0.2, "min_rounds": 4, "max_rounds": 4},
-        "lock": {"seed": 0},
-        **overrides,
-    }
+    return bench_spec(SHAPE, names, **overrides)
 
 
 @pytest.fixture

@@ -135,18 +135,12 @@ def test_drawn_lengths_are_the_same_everywhere_and_add_up():
 
 
 def _bench(shape_entry, names, mode="forward"):
+    from helpers import bench_spec
+
     from attnbench.bench import run_shape
 
-    spec = {
-        "shape": Shape.from_config({"name": "m", **shape_entry}).as_dict(),
-        "device": "cpu",
-        "dtype": "float32",
-        "mode": mode,
-        "candidates": names,
-        "timing": {"warmup": 1, "warmup_max_s": 0.2, "min_rounds": 3, "max_rounds": 3},
-        "lock": {"seed": 0},
-    }
-    result = run_shape(spec)
+    shape = Shape.from_config({"name": "m", **shape_entry}).as_dict()
+    result = run_shape(bench_spec(shape, names, rounds=3, mode=mode))
     return {name: (entry["status"], entry["reason"]) for name, entry in result["candidates"].items()}, result
 
 

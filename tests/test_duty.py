@@ -1,0 +1,195 @@
+"""benchmarks/duty.py on a real small CPU run: where the pipeline's time went, and its measurement duty."""
+
+import base64
+import copy
+import importlib.util
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from helpers import CPU_CONFIG, CPU_SHAPES, ROOT, copy_workflow, snakemake
+
+SCRIPT = ROOT / "benchmarks" / "duty.py"
+TOLERANCE_S = 0.05  # the clocks' resolution: the process's creation to 10 ms, file mtimes coarser than 1 ms
+
+
+def load_duty():
+    spec = importlib.util.spec_from_file_location("duty", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["duty"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+duty = load_duty()
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("duty_run")
+    copy_workflow(workdir)
+    config = copy.deepcopy(CPU_CONFIG)
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    snakemake(workdir)
+    return workdir
+
+
+def run_script(run_dir, out):
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), str(run_dir), "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout, json.loads(out.read_text())
+
+
+@pytest.fixture(scope="module")
+def report(finished_run, tmp_path_factory):
+    return run_script(finished_run, tmp_path_factory.mktemp("duty_out") / "duty.json")
+
+
+def snakemake_record(run_dir: Path, output: str) -> dict:
+    """Snakemake's metadata record of one output, read here independently of the script."""
+    name = base64.urlsafe_b64encode(output.encode()).decode()
+    return json.loads((run_dir / ".snakemake" / "metadata" / name).read_text())
+
+
+@pytest.mark.slow
+def test_every_shape_has_every_phase_recorded_and_non_negative(report):
+    _, result = report
+    assert set(result["shapes"]) == {shape["name"] for shape in CPU_SHAPES}
+    for name, shape in result["shapes"].items():
+        assert set(shape["phases"]) == set(duty.PHASES)
+        # a run of the current code records every phase; only checks is derived
+        assert all(value is not None for value in shape["phases"].values()), (name, shape["phases"])
+        assert all(value >= 0 for value in shape["phases"].values()), (name, shape["phases"])
+        assert shape["kinds"]["checks"] == "derived"
+        assert {shape["kinds"][phase] for phase in duty.PHASES if phase != "checks"} == {"measured"}
+        assert shape["worker"] is not None and shape["notes"] == [], shape["notes"]
+
+
+@pytest.mark.slow
+def test_phases_of_a_job_fit_in_its_wall_time(report):
+    _, result = report
+    for name, shape in result["shapes"].items():
+        wall = shape["job"]["wall_s"]
+        measured = sum(value for phase, value in shape["phases"].items() if phase != "checks")
+        assert measured <= wall + TOLERANCE_S, (name, wall, shape["phases"])
+        assert sum(shape["phases"].values()) <= wall + TOLERANCE_S, (name, wall, shape["phases"])
+        # the timed samples lie inside the sampling rounds
+        assert 0 < shape["timed_s"] <= shape["phases"]["sampling"]
+
+
+@pytest.mark.slow
+def test_job_times_are_snakemakes_and_the_phases_attnbenchs(report, finished_run):
+    _, result = report
+    for name, shape in result["shapes"].items():
+        record = snakemake_record(finished_run, f"results/bench/{name}.json")
+        assert shape["job"]["wall_s"] == pytest.approx(record["endtime"] - record["starttime"])
+        bench = json.loads((finished_run / "results" / "bench" / f"{name}.json").read_text())
+        assert shape["phases"]["warm_up"] == bench["timing"]["warmup"]["seconds"]
+        assert shape["phases"]["sampling"] == bench["timing"]["elapsed_s"]
+        assert shape["phases"]["audit"] == bench["audit_s"]
+        assert shape["phases"]["writing"] == pytest.approx(
+            record["endtime"] - bench["process"]["finished_at"]
+        )
+
+
+@pytest.mark.slow
+def test_the_run_its_other_jobs_and_its_duty(report):
+    _, result = report
+    pipeline = result["pipeline"]
+    assert pipeline["jobs"] == {
+        "env_fingerprint": 1,
+        "calibrate": 1,
+        "benchmark": 2,
+        "compare": 2,
+        "autotune": 1,
+        "report": 1,
+    }
+    assert pipeline["jobs_without_outputs"] == ["all"]
+    assert pipeline["earlier_invocations"] == {}
+    assert set(result["other_jobs"]) == {"env_fingerprint", "calibrate", "compare", "autotune", "report"}
+    assert result["other_jobs"]["compare"]["jobs"] == 2
+    # the script rules record no process: only Snakemake's wall time
+    assert result["other_jobs"]["report"]["start_up_s"] is None
+    assert result["other_jobs"]["calibrate"]["start_up_s"] > 0
+    wall = pipeline["wall_s"]
+    assert 0 < wall <= pipeline["snakemake_elapsed_s"]
+    assert pipeline["benchmark_jobs_s"] + pipeline["other_jobs_s"] + pipeline[
+        "between_jobs_s"
+    ] == pytest.approx(wall)
+    assert pipeline["between_jobs_s"] >= 0 and pipeline["max_concurrent_jobs"] == 1
+    totals = result["totals"]["phases"]
+    assert result["duty"]["measuring_s"] == pytest.approx(totals["warm_up"] + totals["sampling"])
+    assert 0 < result["duty"]["value"] < 1
+    assert 0 < result["timed_fraction"]["value"] <= result["duty"]["value"]
+
+
+@pytest.mark.slow
+def test_the_text_names_the_duty_and_every_shape(report):
+    text, result = report
+    assert "measurement duty = (warm-up + sampling) / pipeline wall" in text
+    assert f"= {result['duty']['value']:.1%}" in text
+    for name in result["shapes"]:
+        assert name in text
+    for rule in ("env_fingerprint", "calibrate", "compare", "autotune", "report"):
+        assert rule in text
+    assert "not recorded" in text  # autotune's and report's process
+
+
+@pytest.mark.slow
+def test_older_files_say_not_recorded(finished_run, tmp_path):
+    """A result written before audit_s, timing.elapsed_s and process existed: those phases are not
+    recorded, and checks (the remainder) holds them."""
+    copy = tmp_path / "run"
+    shutil.copytree(finished_run, copy, symlinks=True)
+    path = copy / "results" / "bench" / "s64.json"
+    bench = json.loads(path.read_text())
+    del bench["audit_s"], bench["timing"]["elapsed_s"], bench["process"]
+    path.write_text(json.dumps(bench))
+    text, result = run_script(copy, tmp_path / "duty.json")
+    shape = result["shapes"]["s64"]
+    for phase in ("launch", "start_up", "sampling", "audit", "writing"):
+        assert shape["phases"][phase] is None and shape["kinds"][phase] == "not recorded"
+    assert shape["phases"]["checks"] == pytest.approx(
+        shape["job"]["wall_s"] - shape["phases"]["compile"] - shape["phases"]["warm_up"]
+    )
+    assert "s64: launch, start-up, sampling, audit, writing not recorded: in checks" in text
+    assert result["shapes"]["s96_causal"]["phases"]["sampling"] is not None
+
+
+@pytest.mark.slow
+def test_a_later_no_op_rerun_is_skipped(finished_run, tmp_path):
+    """`snakemake` on a finished run writes a log that finishes no job: the run is the one before it."""
+    copy = tmp_path / "run"
+    shutil.copytree(finished_run, copy, symlinks=True)
+    (copy / ".snakemake" / "log" / "2999-01-01T000000.000000.snakemake.log").write_text(
+        "Building DAG of jobs...\nNothing to be done (all requested files are present and up to date).\n"
+    )
+    _, result = run_script(copy, tmp_path / "duty.json")
+    assert set(result["shapes"]) == {shape["name"] for shape in CPU_SHAPES}
+    assert any("finished no job" in note for note in result["notes"])
+
+
+def test_jobs_of_earlier_invocations_are_left_out():
+    """A rerun of one shape: the newest log finished one benchmark, compare, autotune and report."""
+    jobs = [
+        {"rule": "calibrate", "outputs": ["results/env/ceilings.json"], "start": 0.0, "end": 5.0},
+        {"rule": "benchmark", "outputs": ["results/bench/b.json"], "start": 8.0, "end": 11.0},
+        {"rule": "benchmark", "outputs": ["results/bench/a.json"], "start": 100.0, "end": 103.0},
+        {"rule": "report", "outputs": ["results/report/report.html"], "start": 103.0, "end": 104.0},
+    ]
+    log = {"finished": {"benchmark": 1, "report": 1, "all": 1}, "span_s": 4.0}
+    notes = []
+    chosen, earlier, outputless = duty.select_invocation(jobs, log, notes)
+    assert [(job["rule"], job["start"]) for job in chosen] == [("benchmark", 100.0), ("report", 103.0)]
+    assert earlier == {"benchmark": 1, "calibrate": 1}
+    assert outputless == ["all"]
+    assert notes == ["jobs of earlier invocations are not counted: benchmark 1, calibrate 1"]

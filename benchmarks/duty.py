@@ -57,10 +57,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-PHASES = ("launch", "start_up", "compile", "checks", "warm_up", "sampling", "audit", "writing")
+PHASES = ("launch", "start_up", "reference", "compile", "checks", "warm_up", "sampling", "audit", "writing")
 LABELS = {
     "launch": "launch",
     "start_up": "start-up",
+    "reference": "reference",
     "compile": "compile",
     "checks": "checks",
     "warm_up": "warm-up",
@@ -72,8 +73,9 @@ MEASURING = ("warm_up", "sampling")
 DEFINITIONS = {
     "launch": ("measured", "Snakemake starttime (incomplete marker) -> process.started_at"),
     "start_up": ("measured", "process.started_at -> process.worker.connected_at"),
+    "reference": ("measured", "stages.reference_s: the inputs and the float64 reference"),
     "compile": ("measured", "sum of candidates' compile_ms + setup_ms"),
-    "checks": ("derived", "job wall time minus every other phase (inputs, float64 reference, checks, ...)"),
+    "checks": ("derived", "job wall time minus every other phase (correctness, determinism and memory checks, ...)"),
     "warm_up": ("measured", "timing.warmup.seconds"),
     "sampling": ("measured", "timing.elapsed_s"),
     "audit": ("measured", "audit_s"),
@@ -314,6 +316,7 @@ def bench_phases(document: dict[str, Any], job: dict[str, Any]) -> dict[str, Any
     phases["warm_up"] = number((timing.get("warmup") or {}).get("seconds"))
     phases["sampling"] = number(timing.get("elapsed_s"))
     phases["audit"] = number(document.get("audit_s"))
+    phases["reference"] = number((document.get("stages") or {}).get("reference_s"))
     known = sum(value for name, value in phases.items() if name != "checks" and value is not None)
     phases["checks"] = clamp(wall - known, "checks (wall minus the other phases)", notes)
     missing = [LABELS[name] for name, value in phases.items() if value is None]

@@ -226,8 +226,12 @@ def _measure_shape(spec: dict[str, Any], running: Callable[[str | None], None]) 
 
     seed = int(lock_state["seed"])
     available = memory.device_memory(device)  # before this shape's inputs: what the workload may use
+    began = time.perf_counter()
     inputs = make_inputs(shape, dtype, device, seed, direction == "forward_backward")
     expected = reference(shape, *inputs[:3], inputs[3] if direction == "forward_backward" else None)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    reference_s = time.perf_counter() - began
     # The inputs in each layout a candidate declares, made once, before any timing: the same values.
     # An fp8 cache's candidates (user kernels only: the built-ins decline it) get k and v in fp8.
     layouts = {"bhsd": inputs}
@@ -317,6 +321,7 @@ def _measure_shape(spec: dict[str, Any], running: Callable[[str | None], None]) 
         },
         "bound": limit,
         "audit_s": audit_s,
+        "stages": {"reference_s": reference_s},  # the inputs and the float64 reference (benchmarks/duty.py)
         "memory": memory.device_memory(device),
         "host": conditions,
         "candidates": entries,

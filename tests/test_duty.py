@@ -146,22 +146,22 @@ def test_the_text_names_the_duty_and_every_shape(report):
 
 @pytest.mark.slow
 def test_older_files_say_not_recorded(finished_run, tmp_path):
-    """A result written before audit_s, timing.elapsed_s and process existed: those phases are not
+    """A result written before audit_s, timing.elapsed_s, stages and process existed: those phases are not
     recorded, and checks (the remainder) holds them."""
     copy = tmp_path / "run"
     shutil.copytree(finished_run, copy, symlinks=True)
     path = copy / "results" / "bench" / "s64.json"
     bench = json.loads(path.read_text())
-    del bench["audit_s"], bench["timing"]["elapsed_s"], bench["process"]
+    del bench["audit_s"], bench["timing"]["elapsed_s"], bench["process"], bench["stages"]
     path.write_text(json.dumps(bench))
     text, result = run_script(copy, tmp_path / "duty.json")
     shape = result["shapes"]["s64"]
-    for phase in ("launch", "start_up", "sampling", "audit", "writing"):
+    for phase in ("launch", "start_up", "reference", "sampling", "audit", "writing"):
         assert shape["phases"][phase] is None and shape["kinds"][phase] == "not recorded"
     assert shape["phases"]["checks"] == pytest.approx(
         shape["job"]["wall_s"] - shape["phases"]["compile"] - shape["phases"]["warm_up"]
     )
-    assert "s64: launch, start-up, sampling, audit, writing not recorded: in checks" in text
+    assert "s64: launch, start-up, reference, sampling, audit, writing not recorded: in checks" in text
     assert result["shapes"]["s96_causal"]["phases"]["sampling"] is not None
 
 

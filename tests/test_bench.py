@@ -47,7 +47,10 @@ def test_every_status_path_and_the_document_matches_the_schema(user_kernels):
         "user_kernels:not_implemented",
         "no_such_module:fn",
     ]
-    result = run_shape(spec(names))
+    # A CI target no four samples meet: sampling stops on max_rounds, whatever the machine's noise
+    # (found when a quiet CI machine met the default 1% at round 4 and the stop reason said so).
+    timing = {**bench_spec(SHAPE, [])["timing"], "target_rel_ci": 1e-9}
+    result = run_shape(spec(names, timing=timing))
     files.validate(
         {"schema": SCHEMA_VERSION, **files.jsonable(result)}, SCHEMAS / "bench.schema.yaml", source="result"
     )
@@ -88,7 +91,7 @@ def test_every_status_path_and_the_document_matches_the_schema(user_kernels):
         entry = entries[name]
         assert len(entry["samples_ms"]) == result["timing"]["rounds_kept"] == 4
         assert entry["ci95_ms"][0] <= entry["median_ms"] <= entry["ci95_ms"][1]
-        assert entry["rel_ci"] > 0 and entry["target_met"] == (entry["rel_ci"] <= 0.01)
+        assert entry["rel_ci"] > 0 and entry["target_met"] is False
         assert entry["rel_error"] < 1e-5 and entry["tflops"] > 0
     assert "max_rounds (4) reached" in result["timing"]["stop_reason"]
     for entry in entries.values():

@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -148,12 +149,141 @@ def test_directories_with_the_same_files_never_share_a_worker(worker_env, monkey
     assert a_pid == again_pid != b_pid
 
 
-def test_key_changes_with_what_the_worker_would_run():
+def test_key_changes_with_what_the_worker_would_run(tmp_path, monkeypatch):
+    """Not with a user kernel's source: the worker reloads an edited kernel (below)."""
     environ = {"PYTHONHASHSEED": "0", "CUDA_VISIBLE_DEVICES": "GPU-a", "HOME": "/x"}
-    base = worker.key({"kernel_hashes": {"m:f": "1"}}, environ)
-    assert worker.key({"kernel_hashes": {"m:f": "2"}}, environ) != base  # the user edited a kernel
-    assert worker.key({"kernel_hashes": {"m:f": "1"}}, environ | {"CUDA_VISIBLE_DEVICES": "GPU-b"}) != base
-    assert worker.key({"kernel_hashes": {"m:f": "1"}}, environ | {"HOME": "/y"}) == base
+    base = worker.key(environ)
+    assert worker.key(environ | {"CUDA_VISIBLE_DEVICES": "GPU-b"}) != base
+    assert worker.key(environ | {"HOME": "/y"}) == base
+    monkeypatch.chdir(tmp_path)
+    assert worker.key(environ) != base  # another working directory
+
+
+def attention_module(factor):
+    """A user kernel module: SDPA times `factor` (1.0: correct; else incorrect)."""
+    return KERNEL.replace('float((Path(__file__).parent / "factor.txt").read_text())', repr(factor))
+
+
+def status(document, name):
+    return document["candidates"][name]["status"]
+
+
+def test_an_edited_kernel_is_reloaded_by_the_same_worker(worker_env):
+    """The edit loop: a user kernel edited between two jobs runs as edited, in the same warm worker; a
+    `touch` is not an edit. Each edit keeps the file's size and lands within a second: a .pyc would
+    pass its check (mtime in whole seconds, size) and run the old code."""
+    kernel = worker_env / "edit_kernel.py"
+    kernel.write_text(attention_module(1.0))
+    spec = benchmark_spec(["math", "edit_kernel:attention"], 0.2)
+    first, by_first = worker.run("benchmark", spec, worker_env / "sockets", log=print)
+    kernel.write_text(attention_module(2.0))
+    edited, by_edited = worker.run("benchmark", spec, worker_env / "sockets", log=print)
+    os.utime(kernel)
+    touched, by_touched = worker.run("benchmark", spec, worker_env / "sockets", log=print)
+    kernel.write_text(attention_module(1.0))
+    back, by_back = worker.run("benchmark", spec, worker_env / "sockets", log=print)
+    name = "edit_kernel:attention"
+    assert [status(d, name) for d in (first, edited, touched, back)] == ["ok", "incorrect", "incorrect", "ok"]
+    assert by_first["pid"] == by_edited["pid"] == by_touched["pid"] == by_back["pid"]
+    assert [by["reloaded"] for by in (by_first, by_edited, by_touched, by_back)] == [
+        [], ["edit_kernel"], [], ["edit_kernel"]
+    ]  # fmt: skip
+
+
+WRAPPER = "from real_kernel import attention  # the kernel the config names is wrap_kernel:attention\n"
+
+
+def test_an_edited_module_that_the_kernel_imports_is_reloaded(worker_env):
+    """`from real_kernel import attention` in the kernel's module: editing real_kernel.py reloads both
+    (the wrapper's `attention` is the new one), in the job as the workflow runs it (its result names
+    the worker that served it); a package's submodule likewise reloads the package that imports it."""
+    work, sockets = worker_env / "work", worker_env / "sockets"
+    (work / "package").mkdir(parents=True)
+    (work / "wrap_kernel.py").write_text(WRAPPER)
+    (work / "real_kernel.py").write_text(attention_module(1.0))
+    (work / "package" / "__init__.py").write_text("from .impl import attention\n")
+    (work / "package" / "impl.py").write_text(attention_module(1.0))
+    spec = benchmark_spec(["math", "wrap_kernel:attention", "package:attention"], 0.2)
+    runs = []
+    for edit in (None, "real_kernel.py", "package/impl.py"):
+        if edit:
+            (work / edit).write_text(attention_module(2.0))
+        ran = job("benchmark", spec, "out.json", work, sockets)
+        assert ran.returncode == 0, ran.stderr
+        document = json.loads((work / "out.json").read_text())
+        runs.append((status(document, "wrap_kernel:attention"), status(document, "package:attention"),
+                     document["process"]["worker"], ran.stderr))  # fmt: skip
+    (wrap, pkg, first, _), (wrap_1, pkg_1, second, log_1), (wrap_2, pkg_2, third, _) = runs
+    assert (wrap, pkg, wrap_1, pkg_1, wrap_2, pkg_2) == ("ok", "ok", "incorrect", "ok", "incorrect", "incorrect")
+    assert first["pid"] == second["pid"] == third["pid"], "\n".join(r[3] for r in runs)
+    assert (second["jobs_before"], third["jobs_before"]) == (1, 2)
+    assert set(second["reloaded"]) == {"wrap_kernel", "real_kernel"}
+    assert set(third["reloaded"]) == {"package", "package.impl"}
+    assert "reloaded changed module(s) real_kernel and the module(s) that import them: wrap_kernel" in log_1
+
+
+ONCE = """import sys
+
+# Stands for what a module may do once per process: register a torch custom op, say.
+if getattr(sys, "_edit_kernel_registered", False):
+    raise RuntimeError("already registered in this process")
+sys._edit_kernel_registered = True
+"""
+
+
+def test_a_module_that_cannot_be_reloaded_gets_a_fresh_worker(worker_env):
+    """A re-import that raises: the worker retires rather than run half-reloaded code, and the job's
+    fresh worker imports the module anew (a correct result) or fails to (a clear error)."""
+    kernel = worker_env / "once_kernel.py"
+    kernel.write_text(ONCE + attention_module(1.0))
+    spec = benchmark_spec(["math", "once_kernel:attention"], 0.2)
+    lines: list[str] = []
+    first, by_first = worker.run("benchmark", spec, worker_env / "sockets", log=lines.append)
+    kernel.write_text(ONCE + attention_module(2.0))
+    edited, by_edited = worker.run("benchmark", spec, worker_env / "sockets", log=lines.append)
+    assert (status(first, "once_kernel:attention"), status(edited, "once_kernel:attention")) == ("ok", "incorrect")
+    assert by_edited["pid"] != by_first["pid"] and by_edited["jobs_before"] == 0
+    assert any(
+        f"worker pid {by_first['pid']} could not reload changed module(s) once_kernel: importing once_kernel"
+        " raised RuntimeError: already registered in this process: it exits, and this job starts a fresh one" in line
+        for line in lines
+    ), lines
+    assert wait_until(lambda: not alive(by_first["pid"]))
+    kernel.write_text(attention_module(1.0) + "\nraise ImportError('broken on purpose')\n")
+    broken, _ = worker.run("benchmark", spec, worker_env / "sockets", log=lines.append)
+    entry = broken["candidates"]["once_kernel:attention"]
+    assert entry["status"] == "error" and "broken on purpose" in entry["reason"]
+    assert status(broken, "math") == "ok"
+
+
+def test_a_changed_module_outside_the_working_directory_gets_a_fresh_worker(worker_env, monkeypatch):
+    """A kernel found on PYTHONPATH, not under the working directory, is not reloaded: a fresh worker
+    imports it as edited."""
+    elsewhere = worker_env / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([os.environ["PYTHONPATH"], str(elsewhere)]))
+    work = worker_env / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    (elsewhere / "far_kernel.py").write_text(attention_module(1.0))
+    spec = benchmark_spec(["math", "far_kernel:attention"], 0.2)
+    first, by_first = worker.run("benchmark", spec, worker_env / "sockets", log=print)
+    (elsewhere / "far_kernel.py").write_text(attention_module(2.0))
+    edited, by_edited = worker.run("benchmark", spec, worker_env / "sockets", log=print)
+    assert (status(first, "far_kernel:attention"), status(edited, "far_kernel:attention")) == ("ok", "incorrect")
+    assert by_edited["pid"] != by_first["pid"]
+
+
+def test_a_kernel_changed_where_the_worker_does_not_reload_retires_it(tmp_path):
+    """A kernel from an installed package (here the standard library's json): a new source hash in
+    the spec, for a module loaded in the worker, means a fresh worker, as when the hash was in the key."""
+    import json as loaded  # noqa: F401  (loaded in this process, as in a worker that ran the kernel)
+
+    modules = worker._UserModules(tmp_path)
+    assert modules.refresh({"kernel_hashes": {"json:dumps": "a"}}) == ([], None)
+    assert modules.refresh({"kernel_hashes": {"json:dumps": "a"}}) == ([], None)
+    reloaded, why = modules.refresh({"kernel_hashes": {"json:dumps": "b"}})
+    assert reloaded == [] and "cannot reload user kernel json:dumps" in why
 
 
 def test_worker_is_off_under_slurm_and_on_request():
@@ -196,3 +326,69 @@ def test_the_jobs_threads_travel_in_its_spec_to_the_worker(command, monkeypatch,
     given = {"device": "cpu", "threads": 2}  # the config's `threads` wins over the job's environment
     assert cli.main([command, "--spec", json.dumps(given), "--out", str(tmp_path / "out.json")]) == 0
     assert handed[1]["threads"] == 2
+
+
+@pytest.fixture
+def user_modules(tmp_path, monkeypatch):
+    """A worker's module tracking in this process, undone after the test."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    modules = worker._UserModules(tmp_path)
+    modules.install()
+    before = set(sys.modules)
+    yield modules
+    sys.meta_path.remove(modules)
+    for name in set(sys.modules) - before:
+        del sys.modules[name]
+
+
+def test_only_python_source_under_the_working_directory_is_reloaded(user_modules, tmp_path):
+    """In this process (no worker): a changed .py is imported again, a changed compiled module (here
+    bytecode without its source; an extension alike) retires the worker instead."""
+    import importlib
+    import py_compile
+
+    (tmp_path / "plain_mod.py").write_text("VALUE = 1\n")
+    (tmp_path / "compiled_src.py").write_text("VALUE = 1\n")
+    py_compile.compile(str(tmp_path / "compiled_src.py"), cfile=str(tmp_path / "compiled_mod.pyc"))
+    importlib.invalidate_caches()
+    plain, compiled = importlib.import_module("plain_mod"), importlib.import_module("compiled_mod")
+    assert (plain.VALUE, compiled.VALUE) == (1, 1)
+    assert user_modules.refresh({}) == ([], None)
+    (tmp_path / "plain_mod.py").write_text("VALUE = 2\n")
+    assert user_modules.refresh({}) == (["plain_mod"], None)
+    assert sys.modules["plain_mod"].VALUE == 2
+    (tmp_path / "compiled_src.py").write_text("VALUE = 22\n")
+    py_compile.compile(str(tmp_path / "compiled_src.py"), cfile=str(tmp_path / "compiled_mod.pyc"))
+    reloaded, why = user_modules.refresh({})
+    assert reloaded == [] and "cannot reload changed module(s) compiled_mod" in why
+
+
+def test_a_removed_module_is_dropped_and_one_that_imports_it_retires_the_worker(user_modules, tmp_path):
+    """A module whose file is gone is not imported again; a module that still imports it cannot be,
+    which a fresh worker then reports as the kernel's own import error."""
+    import importlib
+
+    (tmp_path / "gone_mod.py").write_text("VALUE = 1\n")
+    (tmp_path / "alone_mod.py").write_text("VALUE = 1\n")
+    importlib.import_module("gone_mod"), importlib.import_module("alone_mod")
+    (tmp_path / "alone_mod.py").unlink()
+    assert user_modules.refresh({}) == ([], None)  # nothing imports it: it is only dropped
+    assert "alone_mod" not in sys.modules
+    (tmp_path / "user_mod.py").write_text("from gone_mod import VALUE\n")
+    importlib.import_module("user_mod")
+    (tmp_path / "gone_mod.py").unlink()
+    reloaded, why = user_modules.refresh({})
+    assert reloaded == [] and "importing user_mod raised ModuleNotFoundError" in why
+
+
+def test_a_jobs_process_record_says_when_it_started_to_the_clock_tick():
+    """The edit loop's breakdown (benchmarks/edit_loop.py) subtracts it from other clocks: psutil's
+    creation time adds the boot time in whole seconds and was 0.33 s early on the CI machine."""
+    before = time.time()
+    child = subprocess.run(
+        [sys.executable, "-c", "from attnbench.cli import process_started_at; print(process_started_at())"],
+        capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+    )  # fmt: skip
+    after = time.time()
+    assert before - 0.02 <= float(child.stdout) <= after

@@ -69,13 +69,16 @@ def _run_parser(commands: Any) -> None:
     )
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(for_job: bool = False) -> argparse.ArgumentParser:
+    """`for_job`: for one of the workflow's jobs (or the worker), without `run`, whose options import
+    attnbench.quick and the config module (60 ms): a job's start is part of every edit-and-rerun."""
     parser = argparse.ArgumentParser(
         prog="attnbench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--version", action="version", version=f"attnbench {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    _run_parser(commands)
+    if not for_job:
+        _run_parser(commands)
     for job in jobs.JOBS.values():
         sub = commands.add_parser(job.command, help=INTERNAL + job.help)
         sub.add_argument("--spec", required=True, help="JSON job specification (the rule's params)")
@@ -108,7 +111,15 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def process_started_at() -> float | None:
-    """Unix time this process was created (psutil; None where it cannot tell)."""
+    """Unix time this process was created, to the clock tick (10 ms) on Linux; else psutil's, which
+    adds the boot time in whole seconds (up to 1 s off); None where it cannot tell."""
+    try:
+        with open("/proc/self/stat", "rb") as stat:
+            ticks = int(stat.read().rsplit(b")", 1)[1].split()[19])  # starttime: ticks since boot
+        age = time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / os.sysconf("SC_CLK_TCK")
+        return time.time() - age
+    except (OSError, ValueError, IndexError, AttributeError):
+        pass
     import psutil
 
     try:
@@ -180,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     # `attnbench run ... -- ARGS`: ARGS go to snakemake untouched.
     passed_on = argv[argv.index("--") + 1 :] if "--" in argv else []
     argv = argv[: argv.index("--")] if "--" in argv else argv
-    args = _parser().parse_args(argv)
+    args = _parser(for_job=bool(argv) and (argv[0] in jobs.JOBS or argv[0] == "worker")).parse_args(argv)
     if passed_on and args.command != "run":
         _parser().error("arguments after -- are only for `attnbench run`")
     configure_logging()

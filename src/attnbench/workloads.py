@@ -305,9 +305,10 @@ class Workload(Shape):
 
         slots = []
         for (start, stop), pages in zip(zip(self.cu_seqlens_k, self.cu_seqlens_k[1:]), self.page_table):
-            for token in range(stop - start):
-                slots.append(pages[token // self.page_size] * self.page_size + token % self.page_size)
-        return torch.tensor(slots, device=device, dtype=torch.long)
+            token = torch.arange(stop - start, device=device)  # a request at a time, not a key at a time
+            pool = torch.tensor(pages, device=device, dtype=torch.long)
+            slots.append(pool[token // self.page_size] * self.page_size + token % self.page_size)
+        return torch.cat(slots) if slots else torch.zeros(0, device=device, dtype=torch.long)
 
     def features(self) -> list[str]:
         """What this workload asks beyond dense attention with top-left causal, in words: a kernel that

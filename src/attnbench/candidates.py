@@ -177,7 +177,7 @@ def _working_directory_on_path() -> None:
         sys.path.insert(0, cwd)
 
 
-def _import_user_module(module: str) -> Any:
+def import_user_module(module: str) -> Any:
     _working_directory_on_path()
     return importlib.import_module(module)
 
@@ -226,7 +226,7 @@ def local_imports(source: Path, root: Path) -> set[Path]:
             tree = ast.parse(path.read_bytes(), filename=str(path))
         except (SyntaxError, ValueError):
             continue
-        for module in _imported_modules(tree, path, root):
+        for module in imported_modules(tree, path, root):
             for candidate in _module_files(module, root):
                 if candidate != source.resolve() and candidate not in found:
                     found.add(candidate)
@@ -234,7 +234,7 @@ def local_imports(source: Path, root: Path) -> set[Path]:
     return found
 
 
-def _imported_modules(tree: ast.Module, path: Path, root: Path) -> list[str]:
+def imported_modules(tree: ast.Module, path: Path, root: Path) -> list[str]:
     """Dotted names an AST imports, relative imports resolved against `path`'s package under `root`;
     `from a import b` names both a and a.b (b may be a submodule)."""
     names: list[str] = []
@@ -380,7 +380,7 @@ def _user_function(base: str) -> UserFunction:
     if base in _REGISTERED:
         return _REGISTERED[base]
     module, function = base.split(":", 1)
-    return getattr(_import_user_module(module), function)
+    return getattr(import_user_module(module), function)
 
 
 def declaration(name: str) -> Declaration:

@@ -629,7 +629,7 @@ class _UserModules(importlib.abc.MetaPathFinder):
         again = [name for name in removed if name not in loaded or Path(loaded[name].path).is_file()]
         for name in again:
             try:
-                candidates._import_user_module(name)
+                candidates.import_user_module(name)
             except (Exception, SystemExit) as exc:
                 why = f"could not reload changed module(s) {', '.join(changed)}: importing {name} raised"
                 return f"{why} {type(exc).__name__}: {exc}", []
@@ -666,7 +666,7 @@ def _imported_names(entry: _Imported, root: Path) -> set[str]:
         tree = ast.parse(Path(entry.path).read_bytes(), filename=entry.path)
     except (OSError, SyntaxError, ValueError):
         return set()
-    return set(candidates._imported_modules(tree, Path(entry.path), root))
+    return set(candidates.imported_modules(tree, Path(entry.path), root))
 
 
 def _holds(module: types.ModuleType, names: set[str]) -> bool:

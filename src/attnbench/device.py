@@ -4,15 +4,24 @@ why not), which physical board and nvidia-smi index a torch device is.
 Why one place: the workflow decides at parse time (config), each job again before it measures (bench,
 calibrate, env) and before CUDA starts (lease); when they asked in their own ways a config could be
 accepted that a job then refused, with other words. The cheap questions (`gpu_present`, `uuids`) never
-import torch, so parsing a workflow stays fast.
+import torch, and parsing asks torch once per host, driver and torch build, so parsing stays fast.
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
+import json
+import os
+import socket
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from types import ModuleType
 from typing import Any
+
+from attnbench import files
 
 DEVICES = ("cuda", "cpu")
 
@@ -50,7 +59,10 @@ def uuids() -> list[str]:
     """GPU UUIDs in NVML (PCI bus) order; empty without a driver."""
     try:
         with nvml() as nv:
-            return [str(nv.nvmlDeviceGetUUID(nv.nvmlDeviceGetHandleByIndex(i))) for i in range(nv.nvmlDeviceGetCount())]
+            return [
+                str(nv.nvmlDeviceGetUUID(nv.nvmlDeviceGetHandleByIndex(i)))
+                for i in range(nv.nvmlDeviceGetCount())
+            ]
     except Exception:
         return []
 
@@ -75,10 +87,61 @@ def no_cuda_reason() -> str | None:
 
 
 def cuda_unusable_reason() -> str | None:
-    """no_cuda_reason, but torch is imported only when NVML sees a GPU (cheap at parse time)."""
-    if not gpu_present():
+    """no_cuda_reason, cheap at parse time: torch is imported only when NVML sees a GPU and no earlier
+    parse on this host answered for the same driver, GPUs, visible devices and torch build.
+
+    Importing torch with CUDA took ~5 s of every `snakemake` on an H200 (half the edit loop). The
+    remembered answer only decides the plan; every cuda job asks torch again (require).
+    """
+    key = cuda_answer_key()
+    if key is None:
         return "no NVIDIA GPU or driver is visible (NVML found none)"
-    return no_cuda_reason()
+    remembered = (
+        CUDA_ANSWERS.parent / f"{CUDA_ANSWERS.name}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
+    )
+    try:
+        answer = json.loads(remembered.read_text())
+        if answer["key"] == key:
+            return answer["reason"]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    reason = no_cuda_reason()
+    try:
+        files.write_json(remembered, {"key": key, "reason": reason})
+    except OSError:
+        pass  # an unwritable cache costs the import next time, nothing else
+    return reason
+
+
+CUDA_ANSWERS = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "attnbench" / "cuda-usable"
+"""Where cuda_unusable_reason remembers torch's answer, one small file per key."""
+
+
+def cuda_answer_key() -> str | None:
+    """What torch's answer depends on, read without torch: the host, the driver and its GPUs, the
+    variables that choose the visible devices, and the torch build (its version.py, by path and stat).
+    None when NVML sees no GPU."""
+    try:
+        with nvml() as nv:
+            count = nv.nvmlDeviceGetCount()
+            if count == 0:
+                return None
+            gpus = [str(nv.nvmlDeviceGetUUID(nv.nvmlDeviceGetHandleByIndex(i))) for i in range(count)]
+            driver = str(nv.nvmlSystemGetDriverVersion())
+    except Exception:
+        return None
+    spec = importlib.util.find_spec("torch")
+    version_file = Path(spec.origin).with_name("version.py") if spec and spec.origin else None
+    try:
+        stat = version_file.stat() if version_file else None
+    except OSError:
+        stat = None
+    build = f"{version_file}:{stat.st_mtime_ns}:{stat.st_size}" if stat else "no torch"
+    visible = [f"{name}={os.environ.get(name)}" for name in VISIBILITY]
+    return "|".join([socket.gethostname(), sys.executable, driver, *gpus, *visible, build])
+
+
+VISIBILITY = ("CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER")
 
 
 def resolve(requested: str) -> str:

@@ -1,4 +1,5 @@
-"""User kernels in each form and layout of the kernel contract (docs/kernels.md), for the tests."""
+"""User kernels in each form and layout of the kernel contract (docs/kernels.md), for the tests. The
+decode kernels (layout paged, an fp8 cache) are examples/decode_kernels.py."""
 
 import time
 
@@ -147,61 +148,3 @@ def flex_eager(workload, q, k, v):
 
     return run
 
-
-def _requests(workload, device):
-    """Each decode request's query span, key span and bottom-right causal mask (queries x keys)."""
-    spans = []
-    for (qa, qb), (ka, kb) in zip(zip(workload.cu_seqlens_q, workload.cu_seqlens_q[1:]),
-                                  zip(workload.cu_seqlens_k, workload.cu_seqlens_k[1:])):
-        queries, keys = qb - qa, kb - ka
-        rows, cols = torch.arange(queries, device=device)[:, None], torch.arange(keys, device=device)[None, :]
-        spans.append((qa, qb, ka, kb, cols <= rows + keys - queries))
-    return spans
-
-
-def _decode_only(workload):
-    beyond = [f for f in workload.features() if not f.startswith(("bottom-right", "packed", "a paged", "an fp8"))]
-    if beyond:
-        raise Unsupported(f"plain decode only, not {', '.join(beyond)}")
-
-
-def _attend(q, keys, values, seen, workload):
-    """One request: q (queries, heads, dim), keys and values (keys, kv_heads, dim), dequantised from an
-    fp8 cache here, in the call, as a kernel that reads fp8 does in its registers."""
-    if keys.dtype != q.dtype:
-        keys, values = (t.to(q.dtype) * workload.kv_descale for t in (keys, values))
-    group = workload.heads // workload.kv_heads
-    keys, values = (t.transpose(0, 1).repeat_interleave(group, 0) for t in (keys, values))
-    return F.scaled_dot_product_attention(q.transpose(0, 1), keys, values, attn_mask=seen, scale=workload.scale).transpose(0, 1)
-
-
-@kernel(factory=True, layout="paged")
-def paged_decode(workload, q, k_pages, v_pages):
-    """Decode from a paged cache: each request's keys gathered through the page table (the gather index
-    built here, before timing), then its new queries attend to them, bottom-right causal."""
-    _decode_only(workload)
-    size = workload.page_size
-    slots = [torch.tensor([pages[t // size] * size + t % size for t in range(kb - ka)], device=q.device)
-             for (_, _, ka, kb, _), pages in zip(_requests(workload, q.device), workload.page_table)]
-    spans = _requests(workload, q.device)
-
-    def run(q, k_pages, v_pages):
-        k_flat, v_flat = (t.view(-1, *t.shape[2:]) for t in (k_pages, v_pages))
-        return torch.cat([_attend(q[qa:qb], k_flat[index], v_flat[index], seen, workload)
-                          for (qa, qb, _, _, seen), index in zip(spans, slots)])
-
-    return run
-
-
-@kernel(factory=True, layout="thd")
-def fp8_decode(workload, q, k, v):
-    """Decode from an fp8 cache (thd), request by request."""
-    _decode_only(workload)
-    if not workload.kv_dtype or k.dtype != getattr(torch, workload.kv_dtype):
-        raise Unsupported(f"an fp8 cache only, got {k.dtype}")
-    spans = _requests(workload, q.device)
-
-    def run(q, k, v):
-        return torch.cat([_attend(q[qa:qb], k[ka:kb], v[ka:kb], seen, workload) for qa, qb, ka, kb, seen in spans])
-
-    return run

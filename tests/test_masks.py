@@ -149,6 +149,7 @@ def kernels_importable(monkeypatch, locked_env):
     from helpers import ROOT
 
     monkeypatch.syspath_prepend(str(ROOT / "tests"))
+    monkeypatch.syspath_prepend(str(ROOT))  # examples.decode_kernels
     monkeypatch.chdir(ROOT / "tests")
 
 
@@ -235,7 +236,7 @@ def test_every_mask_kind_runs_through_the_whole_workflow(tmp_path):
     section = {
         "dtype": "float32",
         "candidates": ["math", "contract_kernels:flex_eager", "contract_kernels:documents_one_by_one",
-                       "contract_kernels:paged_decode"],
+                       "examples.decode_kernels:paged_decode"],
         "reference": "math",
         "shapes": WORKFLOW_SHAPES,
         "timing": {"warmup": 1, "warmup_max_s": 0.2, "min_rounds": 6, "max_time_s": 1},
@@ -249,7 +250,7 @@ def test_every_mask_kind_runs_through_the_whole_workflow(tmp_path):
         bench = json.loads((tmp_path / "results" / "bench" / f"{shape['name']}.json").read_text())
         statuses[shape["name"]] = {name: entry["status"] for name, entry in bench["candidates"].items()}
         assert all(entry["reason"] or entry["status"] == "ok" for entry in bench["candidates"].values())
-    flex, docs, paged = "contract_kernels:flex_eager", "contract_kernels:documents_one_by_one", "contract_kernels:paged_decode"
+    flex, docs, paged = "contract_kernels:flex_eager", "contract_kernels:documents_one_by_one", "examples.decode_kernels:paged_decode"
     # flex has no CPU backward (PyTorch says so: unsupported; the gradients are checked through math),
     # and takes no paged or fp8 cache
     cannot = BACKWARD | {"decode_paged_fp8"}
@@ -290,27 +291,27 @@ def test_the_paged_pool_gathered_through_its_page_table_is_the_contiguous_cache(
 
 def test_a_paged_decode_kernel_is_measured_and_the_built_ins_say_why_not(kernels_importable):
     decode = {"batch": 3, "heads": 4, "kv_heads": 1, "dim": 16, "seq": 2, "cache_lens": [33, 70, 9]}
-    names = ["math", "contract_kernels:paged_decode", "contract_kernels:flex_eager", "user_kernels:correct"]
+    names = ["math", "examples.decode_kernels:paged_decode", "contract_kernels:flex_eager", "user_kernels:correct"]
     paged, result = _bench({**decode, "page_size": 16}, names)
-    assert paged["contract_kernels:paged_decode"] == ("ok", None), paged
-    assert result["candidates"]["contract_kernels:paged_decode"]["layout"] == "paged"
+    assert paged["examples.decode_kernels:paged_decode"] == ("ok", None), paged
+    assert result["candidates"]["examples.decode_kernels:paged_decode"]["layout"] == "paged"
     assert paged["math"][0] == "unsupported" and "the same shape without page_size" in paged["math"][1]
     assert "declare @attnbench.kernel(layout='paged')" in paged["contract_kernels:flex_eager"][1]
     contiguous, _ = _bench(decode, names)
     assert contiguous["math"] == ("ok", None) and contiguous["contract_kernels:flex_eager"] == ("ok", None)
-    assert contiguous["contract_kernels:paged_decode"][0] == "unsupported"
+    assert contiguous["examples.decode_kernels:paged_decode"][0] == "unsupported"
     assert contiguous["user_kernels:correct"][0] == "unsupported"  # a plain function is not told the requests
 
 
 @pytest.mark.parametrize("kv_dtype", ["float8_e4m3fn", "float8_e5m2"])
 def test_an_fp8_cache_is_read_by_the_kernels_that_take_it_against_its_dequantised_values(kernels_importable, kv_dtype):
     decode = {"batch": 3, "heads": 4, "kv_heads": 2, "dim": 16, "seq": 1, "cache_lens": [40, 7, 65], "kv_dtype": kv_dtype}
-    got, result = _bench(decode, ["math", "contract_kernels:fp8_decode", "contract_kernels:paged_decode"])
-    assert got["contract_kernels:fp8_decode"] == ("ok", None), got
+    got, result = _bench(decode, ["math", "examples.decode_kernels:fp8_decode", "examples.decode_kernels:paged_decode"])
+    assert got["examples.decode_kernels:fp8_decode"] == ("ok", None), got
     assert got["math"] == ("unsupported", f"math takes no {kv_dtype} KV cache here: only kernels that read fp8 run this shape")
     assert result["min_bytes"] == 4 * (3 * 4 * 16 * 2) + 2 * 2 * 112 * 16  # q and out in float32, the cache in bytes
-    paged, _ = _bench({**decode, "page_size": 8}, ["contract_kernels:paged_decode"])
-    assert paged["contract_kernels:paged_decode"] == ("ok", None), paged  # fp8 pages
+    paged, _ = _bench({**decode, "page_size": 8}, ["examples.decode_kernels:paged_decode"])
+    assert paged["examples.decode_kernels:paged_decode"] == ("ok", None), paged  # fp8 pages
 
 
 def test_fp8_values_are_exactly_what_the_cache_holds():

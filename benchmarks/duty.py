@@ -6,7 +6,7 @@ Reads what the run left; runs nothing and needs only the standard library:
   RUN_DIR/results/bench/*.json       per shape: timing.warmup.seconds, timing.elapsed_s, audit_s,
                                      candidates.*.compile_ms / setup_ms / samples_ms, and process
                                      {started_at, finished_at, worker.connected_at} (attnbench.cli)
-  RUN_DIR/results/{env,compare}/*.json  the other attnbench jobs' process records
+  RUN_DIR/results/{env,compare,report}/*.json  the other attnbench jobs' process records
   RUN_DIR/.snakemake/metadata/       Snakemake's record per output file (base64 of its path):
                                      rule, job_hash, starttime, endtime
   RUN_DIR/.snakemake/log/            the newest log that finished jobs: which jobs belong to that
@@ -86,7 +86,12 @@ DEFINITIONS = {
 SLACK_S = 0.05
 NOT_RECORDED = "not recorded"
 # Where an attnbench job's document is, and its rule, when Snakemake left no metadata.
-DOCUMENT_RULES = {"results/env/fingerprint.json": "env_fingerprint", "results/env/ceilings.json": "calibrate"}
+DOCUMENT_RULES = {
+    "results/env/fingerprint.json": "env_fingerprint",
+    "results/env/ceilings.json": "calibrate",
+    "results/report/autotune.json": "autotune",
+    "results/report/headline.json": "report",
+}
 LOG_TIME = re.compile(r"^\[(\w{3} \w{3} +\d{1,2} \d\d:\d\d:\d\d \d{4})\]$")
 LOG_FINISHED = re.compile(r"^Finished jobid: \d+ \(Rule: ([^)]+)\)")
 LOG_ELAPSED = re.compile(r"^Elapsed time: (?:(\d+) days?, )?(\d+):(\d\d):(\d\d(?:\.\d+)?)")
@@ -381,8 +386,8 @@ def analyse(run_dir: Path) -> dict[str, Any]:
         jobs, earlier, outputless = select_invocation(jobs, log, notes)
     else:
         notes.append(
-            "no Snakemake metadata: jobs from attnbench's process records only (launch, writing, the"
-            " script rules autotune and report, and the time between jobs are not recorded)"
+            "no Snakemake metadata: jobs from attnbench's process records only (launch, writing and the"
+            " time between jobs are not recorded)"
         )
         jobs, earlier, outputless = jobs_from_documents(run_dir), {}, []
     if not jobs:

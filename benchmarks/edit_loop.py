@@ -184,8 +184,8 @@ ROWS = [
     ("      of which the audit (audit_s)", "benchmark_audit_s"),
     ("    write and exit", "benchmark_after_s"),
     ("  compare job", "compare_job_s"),
-    ("  autotune job (a Snakemake script)", "autotune_job_s"),
-    ("  report job (a Snakemake script)", "report_job_s"),
+    ("  autotune job (in the warm worker)", "autotune_job_s"),
+    ("  report job (in the warm worker)", "report_job_s"),
     ("  Snakemake between jobs", "between_jobs_s"),
     ("  Snakemake after the report (onsuccess: headline, exit)", "snakemake_after_report_s"),
 ]

@@ -288,10 +288,20 @@ def autotune_out(run: dict[str, Any]) -> dict[str, str]:
     return {key: str(root / rel) for key, rel in AUTOTUNE_NAMES.items()}
 
 
-def build(run: dict[str, Any], **options: Any) -> None:
-    """The workflow's last two steps on a run from write_run: autotune, then the report."""
-    autotune.build(run["bench_paths"], run["compare_paths"], autotune_out(run), schema_dir=run["schema_dir"])
-    build_report(**run, **options)
+def run_autotune(run: dict[str, Any]) -> dict[str, Any]:
+    """The autotune job on a run from write_run: autotune.csv and autotune.json written; the document."""
+    out = autotune_out(run)
+    document = autotune.build(
+        run["bench_paths"], run["compare_paths"], out["csv"], schema_dir=run["schema_dir"]
+    )
+    write_json(out["json"], document, SCHEMAS / "autotune.schema.yaml")
+    return document
+
+
+def build(run: dict[str, Any], **options: Any) -> dict[str, Any]:
+    """The workflow's last two steps on a run from write_run: autotune, then the report; the headline."""
+    run_autotune(run)
+    return build_report(**run, **options)
 
 
 def configuration(block_m: int, num_warps: int, kernel: str = CONFIG_KERNEL) -> str:
@@ -311,7 +321,9 @@ def configuration_candidates(
         for (block_m, num_warps), per_shape in specs.items():
             spec = per_shape[i]
             entries[configuration(block_m, num_warps)] = (
-                ("ok", float(spec), None, False) if not isinstance(spec, tuple) else (spec[0], None, spec[1], False)
+                ("ok", float(spec), None, False)
+                if not isinstance(spec, tuple)
+                else (spec[0], None, spec[1], False)
             )
         out[shape[0]] = entries
     return out

@@ -13,21 +13,38 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from fixtures_report import SCHEMAS, SHAPES, autotune_out, configuration, configuration_candidates, write_run
+from fixtures_report import (
+    SCHEMAS,
+    SHAPES,
+    autotune_out,
+    configuration,
+    configuration_candidates,
+    run_autotune,
+    write_run,
+)
 
 from attnbench import autotune
 from attnbench.files import ResultFileError, read_json, validate
 from attnbench.stats import compare, holm
 
 KERNEL = "kern:attn"
-SETTINGS = {"alpha": 0.05, "threshold": 0.02, "resolution": 0.005, "n_resamples": 1000, "confidence": 0.95, "seed": 0}
+SETTINGS = {
+    "alpha": 0.05,
+    "threshold": 0.02,
+    "resolution": 0.005,
+    "n_resamples": 1000,
+    "confidence": 0.95,
+    "seed": 0,
+}
 
 
 def name(block_m: int, kernel: str = KERNEL) -> str:
     return f"{kernel}[BLOCK_M={block_m}]"
 
 
-def bench(shape: str, medians: dict[str, Any], *, rounds: int = 60, noise: float = 0.004, seed: int = 0) -> dict[str, Any]:
+def bench(
+    shape: str, medians: dict[str, Any], *, rounds: int = 60, noise: float = 0.004, seed: int = 0
+) -> dict[str, Any]:
     """A bench document (the fields autotune reads): paired rounds with a common drift, each candidate
     at its median; a status string instead of a median makes a candidate that did not run ok."""
     rng = np.random.default_rng(seed)
@@ -60,7 +77,9 @@ def family(document: dict[str, Any], kernel: str = KERNEL) -> dict[str, Any]:
 
 
 def valid(document: dict[str, Any]) -> None:
-    validate({"schema": 2, **json.loads(json.dumps(document))}, SCHEMAS / "autotune.schema.yaml", source="test")
+    validate(
+        {"schema": 2, **json.loads(json.dumps(document))}, SCHEMAS / "autotune.schema.yaml", source="test"
+    )
 
 
 # ------------------------------------------------------------------------------------------ families
@@ -68,7 +87,10 @@ def valid(document: dict[str, Any]) -> None:
 
 def test_families_group_configurations_of_one_kernel() -> None:
     benches = [
-        bench("a", {"math": 2.0, name(64): 1.0, name(128): 1.0, "solo:k[X=1]": 1.0, "plain:k": 1.0, "odd[x]": 1.0}),
+        bench(
+            "a",
+            {"math": 2.0, name(64): 1.0, name(128): 1.0, "solo:k[X=1]": 1.0, "plain:k": 1.0, "odd[x]": 1.0},
+        ),
         bench("b", {name(256): 1.0, "solo:k[X=1]": 1.0}),
     ]
     # a kernel measured in one configuration has nothing to choose; brackets without K=V are no configuration
@@ -91,7 +113,14 @@ def test_families_group_configurations_of_one_kernel() -> None:
 def test_ties_among_configurations_use_autotunes_rule() -> None:
     """Equal configurations are tied with the fastest; 10% slower ones are not; the fastest of the
     kernel is found among its configurations even where another candidate is faster."""
-    medians = {"math": 5.0, "flash": 0.5, name(64): 1.0, name(128): 1.001, name(256): 1.10, name(512): "error"}
+    medians = {
+        "math": 5.0,
+        "flash": 0.5,
+        name(64): 1.0,
+        name(128): 1.001,
+        name(256): 1.10,
+        name(512): "error",
+    }
     benches = [bench(s, medians, seed=i) for i, s in enumerate(["s1", "s2"])]
     document = analyse(benches)
     valid(document)
@@ -183,7 +212,9 @@ def test_minimax_recommendation_and_its_interval() -> None:
             continue
         (row,) = [r for r in shape["rivals"] if r["candidate"] == name(128)]
         assert slow[shape["shape"]]["slowdown"] == pytest.approx(1 / row["speedup"])
-        assert slow[shape["shape"]]["slowdown_ci95"] == pytest.approx([1 / row["speedup_ci95"][1], 1 / row["speedup_ci95"][0]])
+        assert slow[shape["shape"]]["slowdown_ci95"] == pytest.approx(
+            [1 / row["speedup_ci95"][1], 1 / row["speedup_ci95"][0]]
+        )
     worst = max(rec["per_shape"], key=lambda s: s["slowdown"])
     assert rec["worst_shape"] == worst["shape"] and rec["worst_slowdown"] == worst["slowdown"]
     assert rec["worst_slowdown"] == pytest.approx(1.05, rel=0.01)
@@ -213,7 +244,9 @@ def test_recommendation_names_the_shapes_where_it_is_tied() -> None:
     rec = found["recommendation"]
     assert rec["candidate"] == name(64)  # worst 2% (s3) against 8% (s2)
     assert rec["worst_shape"] == "s3"
-    assert "s1" in rec["tied_shapes"] and "s2" in rec["tied_shapes"]  # the fastest on s1 or tied, fastest on s2
+    assert (
+        "s1" in rec["tied_shapes"] and "s2" in rec["tied_shapes"]
+    )  # the fastest on s1 or tied, fastest on s2
 
 
 def test_a_configuration_that_fails_on_one_shape_is_not_recommended() -> None:
@@ -243,7 +276,10 @@ def test_no_configuration_ran_everywhere() -> None:
     }
     found = family(analyse([bench(s, m, seed=i) for i, (s, m) in enumerate(per_shape.items())]))
     assert found["recommendation"] is None
-    assert found["reason"] == "no configuration ran ok on every shape where a configuration of this kernel ran ok"
+    assert (
+        found["reason"]
+        == "no configuration ran ok on every shape where a configuration of this kernel ran ok"
+    )
     assert [r["everywhere"] for r in found["ranking"]] == [False, False]
     # a configuration missing from a shape's bench file did not run there either
     absent = family(analyse([bench("s1", {name(64): 1.0, name(128): 1.1}), bench("s2", {name(128): 1.0})]))
@@ -278,13 +314,16 @@ def test_shapes_where_no_configuration_ran_are_left_out() -> None:
 def test_autotune_json_and_csv(tmp_path: Path) -> None:
     run = write_run(tmp_path, shape_candidates=configuration_candidates())
     out = autotune_out(run)
-    document = autotune.build(run["bench_paths"], run["compare_paths"], out, schema_dir=SCHEMAS)
+    document = run_autotune(run)
     stored = read_json(out["json"], SCHEMAS / "autotune.schema.yaml")  # written and read back valid
     assert stored["configurations"] == json.loads(json.dumps(document["configurations"]))
     found = family(stored)
     rec = found["recommendation"]
     assert rec["candidate"] == configuration(128, 8) and rec["among"] == "ran_everywhere"
-    assert [r["candidate"] for r in found["ranking"] if not r["everywhere"]] == [configuration(128, 4), configuration(256, 8)]
+    assert [r["candidate"] for r in found["ranking"] if not r["everywhere"]] == [
+        configuration(128, 4),
+        configuration(256, 8),
+    ]
 
     frame = pd.read_csv(out["csv"], keep_default_na=False)
     assert list(frame.columns) == autotune.CSV_COLUMNS
@@ -293,7 +332,11 @@ def test_autotune_json_and_csv(tmp_path: Path) -> None:
     shapes = [s[0] for s in SHAPES]
     # first, one row per shape as always, the configuration columns empty
     plain = frame.iloc[: len(shapes)]
-    assert plain["shape"].tolist() == shapes and (plain["family"] == "").all() and (plain["recommended"] == "").all()
+    assert (
+        plain["shape"].tolist() == shapes
+        and (plain["family"] == "").all()
+        and (plain["recommended"] == "").all()
+    )
     # then the kernel's rows: per shape its fastest configuration and ties, and the recommendation's slowdown
     rows = frame[frame["family"] == KERNEL]
     assert rows["shape"].tolist() == [*shapes, autotune.ALL_SHAPES]
@@ -303,21 +346,25 @@ def test_autotune_json_and_csv(tmp_path: Path) -> None:
         assert float(row.fastest_median_ms) == pytest.approx(shape["fastest"]["median_ms"])
         assert row.tied == ";".join(r["candidate"] for r in autotune.ties(shape))
         slow = next(s for s in rec["per_shape"] if s["shape"] == row.shape)
-        assert [float(row.slowdown), float(row.slowdown_ci95_lo), float(row.slowdown_ci95_hi)] == pytest.approx(
-            [slow["slowdown"], *slow["slowdown_ci95"]]
-        )
+        assert [
+            float(row.slowdown),
+            float(row.slowdown_ci95_lo),
+            float(row.slowdown_ci95_hi),
+        ] == pytest.approx([slow["slowdown"], *slow["slowdown_ci95"]])
     overall = rows.iloc[-1]
     assert overall["fastest"] == "" and overall["tied"] == ""
-    assert [float(overall["slowdown"]), float(overall["slowdown_ci95_lo"]), float(overall["slowdown_ci95_hi"])] == (
-        pytest.approx([rec["worst_slowdown"], *rec["worst_slowdown_ci95"]])
-    )
+    assert [
+        float(overall["slowdown"]),
+        float(overall["slowdown_ci95_lo"]),
+        float(overall["slowdown_ci95_hi"]),
+    ] == (pytest.approx([rec["worst_slowdown"], *rec["worst_slowdown_ci95"]]))
 
 
 def test_autotune_json_without_configurations_stays_readable(tmp_path: Path) -> None:
     """autotune.json files written before configurations lack the section: still schema 2, still valid."""
     run = write_run(tmp_path, shapes=SHAPES[:1])
     out = autotune_out(run)
-    autotune.build(run["bench_paths"], run["compare_paths"], out, schema_dir=SCHEMAS)
+    run_autotune(run)
     document = json.loads(Path(out["json"]).read_text())
     del document["configurations"]
     Path(out["json"]).write_text(json.dumps(document))

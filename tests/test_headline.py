@@ -4,14 +4,26 @@ over the reference, wins and ties, failures, candidates that cannot run, for com
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
-from fixtures_report import CANDIDATES, EVIL, EVIL_REASON, SHAPES, TIED_CANDIDATES, TWIN, build, write_run
+from fixtures_report import (
+    CANDIDATES,
+    EVIL,
+    EVIL_REASON,
+    SCHEMAS,
+    SHAPES,
+    TIED_CANDIDATES,
+    TWIN,
+    build,
+    write_run,
+)
 
 from attnbench import headline
+from attnbench.files import write_json
 
 UNSUPPORTED = CANDIDATES["efficient"][2]
 
@@ -112,6 +124,29 @@ def test_an_autotune_file_older_than_a_shape_is_not_used(run: dict[str, Any], tm
     bench_path.write_text(json.dumps(bench))  # written after autotune.json
     after = {s["shape"]: s["fastest"] for s in headline.load(results)["shapes"]}
     assert after["s1024_d64"] != before["s1024_d64"] and after["s1024_d64"] is not None
+
+
+def test_the_report_jobs_headline_is_read_while_current(run: dict[str, Any], tmp_path: Path) -> None:
+    """The end of a run prints the headline the report job stored (results/report/headline.json),
+    without scipy and the analysis; a result written after it, or another set of shapes, and it is
+    computed again from the results."""
+    results = tmp_path / "results"
+    shutil.copytree(_results(run), results)
+    stored = results / "report" / "headline.json"
+    document = headline.load(results)
+    write_json(stored, document, SCHEMAS / "headline.schema.yaml")  # the report job's output, valid
+    marked = json.loads(stored.read_text()) | {"reference": "as stored"}
+    stored.write_text(json.dumps(marked))
+    assert headline.load(results)["reference"] == "as stored"
+
+    (results / "bench" / "s1024_d64.json").touch()  # measured again after the report
+    os.utime(stored, (stored.stat().st_mtime - 10,) * 2)
+    assert headline.load(results)["reference"] == document["reference"]
+
+    os.utime(stored)  # current again, but a shape is gone from the results
+    (results / "bench" / "s1024_d64.json").unlink()
+    assert headline.load(results)["reference"] == document["reference"]
+    assert "s1024_d64" not in {s["shape"] for s in headline.load(results)["shapes"]}
 
 
 def test_terminal_block(summary: dict[str, Any]) -> None:

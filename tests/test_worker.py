@@ -392,3 +392,16 @@ def test_a_jobs_process_record_says_when_it_started_to_the_clock_tick():
     )  # fmt: skip
     after = time.time()
     assert before - 0.02 <= float(child.stdout) <= after
+
+
+def test_only_a_benchmark_with_a_failed_candidate_retires_the_worker() -> None:
+    """The report's document has `candidates` too (tallies, no status): serving it crashed the worker
+    (KeyError 'status') before the command was checked."""
+    from attnbench.worker import _retires
+
+    tallies = {"result": {"candidates": {"flash": {"wins": 1, "ties": 0, "ok": 1, "unsupported": 0, "failed": 0}}}}
+    assert not _retires("report", tallies)
+    assert not _retires("compare", {"result": {"comparisons": []}})
+    assert _retires("benchmark", {"result": {"candidates": {"k": {"status": "error"}}}})
+    assert not _retires("benchmark", {"result": {"candidates": {"k": {"status": "ok"}}}})
+    assert _retires("report", {"error": "boom"})

@@ -21,7 +21,8 @@ from typing import Any
 import pandas as pd
 
 from attnbench.candidates import split_name
-from attnbench.files import atomic_write_text, read_json, write_json
+from attnbench.files import atomic_write_text, read_json
+from attnbench.jobs import schema_file
 from attnbench.stats import ALPHA, holm, practically_different
 from attnbench.stats import compare as compare_samples
 
@@ -64,21 +65,21 @@ Cache = dict[tuple[str, str, str], Json]
 def build(
     bench_paths: list[str],
     compare_paths: list[str],
-    out: Mapping[str, str],
+    csv_path: str,
     *,
-    schema_dir: str | Path,
+    schema_dir: str | Path | None,
     settings: Mapping[str, Any] | None = None,
 ) -> Json:
-    """Validate the inputs, then write autotune.json (`out["json"]`) and autotune.csv (`out["csv"]`).
+    """Validate the inputs, write autotune.csv and return autotune.json's document (the autotune job
+    writes it, stamped and checked, as every job does its output).
 
     `settings` is the config's `stats` section; only its alpha is used here.
     """
-    schemas = Path(schema_dir)
-    benches = [read_json(p, schemas / "bench.schema.yaml") for p in bench_paths]
-    compares = [read_json(p, schemas / "compare.schema.yaml") for p in compare_paths]
+    schemas = None if schema_dir is None else Path(schema_dir)
+    benches = [read_json(p, schema_file(schemas, "bench")) for p in bench_paths]
+    compares = [read_json(p, schema_file(schemas, "compare")) for p in compare_paths]
     document = analyse(benches, compares, alpha=(settings or {}).get("alpha", ALPHA))
-    write_json(out["json"], document, schemas / "autotune.schema.yaml")
-    atomic_write_text(out["csv"], csv_frame(document).to_csv(index=False))
+    atomic_write_text(csv_path, csv_frame(document).to_csv(index=False))
     return document
 
 
@@ -343,7 +344,9 @@ def rank(names: list[str], entries: list[Json]) -> list[Json]:
                     "everywhere": bool(ran) and not missing,
                     "shapes_ok": len(ran),
                     "worst_slowdown": None if worst is None else worst["slowdown"],
-                    "worst_slowdown_ci95": [max(ci[0] for ci in cis), max(ci[1] for ci in cis)] if known else None,
+                    "worst_slowdown_ci95": [max(ci[0] for ci in cis), max(ci[1] for ci in cis)]
+                    if known
+                    else None,
                     "worst_shape": worst_shape,
                     "geomean_slowdown": _geomean([s["slowdown"] for _, s in ran]) if ran else None,
                     "tied_shapes": [shape for shape, s in ran if s["tied"]],
@@ -429,7 +432,9 @@ def csv_frame(document: Json) -> pd.DataFrame:
         best = shape["fastest"] or {}
         lo, hi = best.get("ci95_ms") or (None, None)
         names = ";".join(r["candidate"] for r in ties(shape))
-        rows.append([shape["shape"], best.get("candidate"), best.get("median_ms"), lo, hi, names, *[None] * 5])
+        rows.append(
+            [shape["shape"], best.get("candidate"), best.get("median_ms"), lo, hi, names, *[None] * 5]
+        )
     for family in (document.get("configurations") or {}).get("families", []):
         recommended = family["recommendation"] or {}
         on_shape = {s["shape"]: s for s in recommended.get("per_shape", [])}

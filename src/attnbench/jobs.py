@@ -71,13 +71,22 @@ def schema_file(schemas: Path | None, name: str) -> Path | None:
 
 
 def _fingerprint_spec(run: dict[str, Any], name: str | None) -> Spec:
-    return {"device": run["device"], "requested_device": run["requested_device"], "lock": lock.resolve(run.get("lock"))}
+    return {
+        "device": run["device"],
+        "requested_device": run["requested_device"],
+        "lock": lock.resolve(run.get("lock")),
+    }
 
 
 def _calibrate_spec(run: dict[str, Any], name: str | None) -> Spec:
     settings = dict(run.get("calibrate") or {})
     dtypes = settings.pop("dtypes", None) or [run["dtype"]]
-    spec = {"device": run["device"], "dtypes": dtypes, "settings": settings, "lock": lock.resolve(run.get("lock"))}
+    spec = {
+        "device": run["device"],
+        "dtypes": dtypes,
+        "settings": settings,
+        "lock": lock.resolve(run.get("lock")),
+    }
     if run.get("threads"):  # as for the benchmarks: the ceilings bound results taken with these threads
         spec["threads"] = run["threads"]
     return spec
@@ -117,16 +126,44 @@ def _compare_spec(run: dict[str, Any], name: str | None) -> Spec:
     }
 
 
+def _shape_outputs(run: dict[str, Any]) -> dict[str, list[str]]:
+    """Every shape's bench and compare file, in the config's order (the report's order)."""
+    names = [shape["name"] for shape in run["shapes"]]
+    return {
+        "bench": [output("benchmark", n) for n in names],
+        "compare": [output("compare", n) for n in names],
+    }
+
+
+def _autotune_spec(run: dict[str, Any], name: str | None) -> Spec:
+    return {**_shape_outputs(run), "stats": stats_settings(run), "csv": AUTOTUNE_CSV}
+
+
+def _report_spec(run: dict[str, Any], name: str | None) -> Spec:
+    return {
+        **_shape_outputs(run),
+        "fingerprint": JOBS["fingerprint"].output,
+        "ceilings": JOBS["calibrate"].output,
+        "autotune": JOBS["autotune"].output,
+        "title": report_title(run),
+        "outputs": REPORT_FILES,
+    }
+
+
 def _fingerprint(spec: Spec, schemas: Path | None, running: Running | None) -> dict[str, Any]:
     from attnbench import env
 
-    return env.fingerprint(spec["device"], lock.apply(spec["lock"]), requested_device=spec.get("requested_device"))
+    return env.fingerprint(
+        spec["device"], lock.apply(spec["lock"]), requested_device=spec.get("requested_device")
+    )
 
 
 def _calibrate(spec: Spec, schemas: Path | None, running: Running | None) -> dict[str, Any]:
     from attnbench.calibrate import measure_ceilings
 
-    return measure_ceilings(spec["device"], spec["dtypes"], spec["settings"], spec["lock"], spec.get("threads"))
+    return measure_ceilings(
+        spec["device"], spec["dtypes"], spec["settings"], spec["lock"], spec.get("threads")
+    )
 
 
 def _benchmark(spec: Spec, schemas: Path | None, running: Running | None) -> dict[str, Any]:
@@ -149,6 +186,21 @@ def _compare(spec: Spec, schemas: Path | None, running: Running | None) -> dict[
 
     bench = files.read_json(spec["bench"], schema_file(schemas, JOBS["benchmark"].schema))
     return compare_shape(bench, spec["reference"], **spec["stats"])
+
+
+def _autotune(spec: Spec, schemas: Path | None, running: Running | None) -> dict[str, Any]:
+    from attnbench import autotune
+
+    return autotune.build(
+        spec["bench"], spec["compare"], spec["csv"], schema_dir=schemas, settings=spec["stats"]
+    )
+
+
+def _report(spec: Spec, schemas: Path | None, running: Running | None) -> dict[str, Any]:
+    from attnbench.report import build_report
+
+    inputs = (spec["bench"], spec["compare"], spec["fingerprint"], spec["ceilings"], spec["autotune"])
+    return build_report(*inputs, spec["outputs"], schema_dir=schemas, title=spec["title"])
 
 
 JOBS: dict[str, Job] = {
@@ -190,12 +242,44 @@ JOBS: dict[str, Job] = {
             _compare_spec,
             _compare,
         ),
+        # The run-wide steps run in the warm worker too: as Snakemake scripts they paid for a Python
+        # with snakemake, scipy, pandas and matplotlib each time, 7 of the 19 s of an H200 edit loop.
+        Job(
+            "autotune",
+            "rank each shape's candidates and apply Holm across the run (results/report/autotune.json, .csv)",
+            "results/report/autotune.json",
+            "autotune",
+            False,
+            _autotune_spec,
+            _autotune,
+        ),
+        Job(
+            "report",
+            "write the report, its tables and plots (results/report/headline.json: the answer it leads with)",
+            "results/report/headline.json",
+            "headline",
+            False,
+            _report_spec,
+            _report,
+        ),
     )
 }
 
+AUTOTUNE_CSV = "results/report/autotune.csv"
+# The report's files besides its job's output, by the key build_report knows them by.
+REPORT_FILES = {
+    "html": "results/report/report.html",
+    "md": "results/report/report.md",
+    "csv": "results/report/summary.csv",
+    "latency": "results/report/plots/latency.png",
+    "roofline": "results/report/plots/roofline.png",
+    "speedup": "results/report/plots/speedup.png",
+    "memory": "results/report/plots/memory.png",
+}
 
-# The steps that run as Snakemake scripts (autotune, report, ratchet) have no process of their own,
-# but their settings are specs too (a change reruns them): built here as well, defaults applied.
+
+# The steps that run as Snakemake scripts (ratchet) have no process of their own, but their settings
+# are specs too (a change reruns them): built here as well, defaults applied.
 
 
 def stats_settings(run: dict[str, Any]) -> Spec:

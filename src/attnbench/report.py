@@ -112,10 +112,11 @@ def build_report(
     autotune_path: str,
     out: dict[str, str],
     *,
-    schema_dir: str | Path,
+    schema_dir: str | Path | None,
     title: str = jobs.REPORT_TITLE,
-) -> None:
-    """Validate every input against its schema (in `schema_dir`), then write the outputs named in `out`."""
+) -> Json:
+    """Validate every input against its schema (in `schema_dir`), write the outputs named in `out`, and
+    return the headline the report leads with (the report job's document, which the run's end prints)."""
     missing = [key for key in OUTPUT_KEYS if key not in out]
     if missing:
         raise ValueError(f"build_report: `out` lacks the output paths {missing}")
@@ -135,6 +136,7 @@ def build_report(
     }
     atomic_write_text(out["md"], render_markdown(title, sections, links))
     atomic_write_text(out["html"], render_html(title, sections, images))
+    return run.summary
 
 
 @dataclass
@@ -158,17 +160,17 @@ def read_run(
     ceilings_path: str,
     autotune_path: str,
     *,
-    schema_dir: str | Path,
+    schema_dir: str | Path | None,
 ) -> Run:
-    schemas = Path(schema_dir)
-    benches = [read_json(p, schemas / "bench.schema.yaml") for p in bench_paths]
-    compares = [read_json(p, schemas / "compare.schema.yaml") for p in compare_paths]
-    ceilings = read_json(ceilings_path, schemas / "ceilings.schema.yaml")
-    analysis = read_json(autotune_path, schemas / "autotune.schema.yaml")
+    schemas = None if schema_dir is None else Path(schema_dir)
+    benches = [read_json(p, jobs.schema_file(schemas, "bench")) for p in bench_paths]
+    compares = [read_json(p, jobs.schema_file(schemas, "compare")) for p in compare_paths]
+    ceilings = read_json(ceilings_path, jobs.schema_file(schemas, "ceilings"))
+    analysis = read_json(autotune_path, jobs.schema_file(schemas, "autotune"))
     return Run(
         benches=benches,
         compares=compares,
-        fingerprint=read_json(fingerprint_path, schemas / "fingerprint.schema.yaml"),
+        fingerprint=read_json(fingerprint_path, jobs.schema_file(schemas, "fingerprint")),
         ceilings=ceilings,
         analysis=analysis,
         frame=summary_frame(benches, compares, ceilings, analysis),
@@ -496,12 +498,18 @@ def _headline_section(
             reasons = Counter(summary["unavailable"][name] for name in members)
             listed = "; ".join(f"{reason} ({n})" for reason, n in reasons.most_common())
             blocks.append(
-                Para(f"Unsupported on every shape, left out below: {len(members)} configurations of {family}: {listed}")
+                Para(
+                    f"Unsupported on every shape, left out below: {len(members)} configurations of {family}: {listed}"
+                )
             )
             members = members[:1]  # the library's message once
         else:
             for name in members:
-                blocks.append(Para(f"Unsupported on every shape, left out below: {name}: {summary['unavailable'][name]}"))
+                blocks.append(
+                    Para(
+                        f"Unsupported on every shape, left out below: {name}: {summary['unavailable'][name]}"
+                    )
+                )
         for name in members:
             detail = _first(benches, name, "reason_detail")
             if detail:
@@ -631,7 +639,9 @@ def _matrix_section(summary: Json, analysis: Json | None = None) -> Section:
             elif cell["verdict"] == "reference":
                 line.append(f"{prefix}reference")
             else:
-                line.append(prefix + headline.speedup_text(cell["speedup"], cell["ci95"], cell["significant"]))
+                line.append(
+                    prefix + headline.speedup_text(cell["speedup"], cell["ci95"], cell["significant"])
+                )
             if cell is not None and cell["fastest"]:
                 css[(r, c)] = "fastest"
         rows.append(line)
@@ -646,7 +656,10 @@ def _matrix_section(summary: Json, analysis: Json | None = None) -> Section:
             "that configuration's speedup (every configuration under Results per shape; the one to use "
             "on every shape under Autotune)."
         )
-    headers = ["shape", *(members[0] if f is None else f"{f} (fastest configuration)" for f, members in columns)]
+    headers = [
+        "shape",
+        *(members[0] if f is None else f"{f} (fastest configuration)" for f, members in columns),
+    ]
     single = {c for c, (family, _) in enumerate(columns, start=1) if family is None}
     table = Table(headers, rows, numeric=single, text_cols=set(range(1, len(headers))) - single, cell_css=css)
     return Section("Speedup per shape and candidate", [Para(intro), table])
@@ -906,14 +919,23 @@ def _workspace(workspace_mb: Any, allocations: Any) -> str:
     """`36.0 (12)`: the call's workspace in MB and its allocations; a dash where not measured."""
     if formatting.missing(workspace_mb):
         return DASH
-    return f"{num(workspace_mb)} ({int(allocations)})" if not formatting.missing(allocations) else num(workspace_mb)
+    return (
+        f"{num(workspace_mb)} ({int(allocations)})"
+        if not formatting.missing(allocations)
+        else num(workspace_mb)
+    )
 
 
 def _memory_section(frame: pd.DataFrame, growth: Json) -> Section:
     """How each candidate's workspace grows with the sequence length, and the shapes at risk of
     running out of memory: the plot draws the same workspaces against the device's memory."""
     rows = [
-        [name, DASH if fit["exponent"] is None else f"seq^{fit['exponent']:.2f}", str(fit["points"]), fit["reading"]]
+        [
+            name,
+            DASH if fit["exponent"] is None else f"seq^{fit['exponent']:.2f}",
+            str(fit["points"]),
+            fit["reading"],
+        ]
         for name, fit in growth.items()
     ]
     intro = (
@@ -931,7 +953,9 @@ def _memory_section(frame: pd.DataFrame, growth: Json) -> Section:
         blocks.append(Para("No candidate recorded a workspace (results written before it was measured)."))
     at_risk = frame[frame["oom_risk"].astype("boolean").fillna(False)]
     if not at_risk.empty:
-        listed = ", ".join(f"{r.candidate} on {r.shape} ({num(r.projected_mb)} MB)" for r in at_risk.itertuples())
+        listed = ", ".join(
+            f"{r.candidate} on {r.shape} ({num(r.projected_mb)} MB)" for r in at_risk.itertuples()
+        )
         blocks.append(
             Para(f"{FLAG} Out-of-memory risk (inputs and the call's own peak above 85% of the device's "
                  f"memory, or above what was free): {listed}.", css="warning")
@@ -1011,7 +1035,7 @@ def _configuration_blocks(analysis: Json) -> list[Block]:
             f"every shape's interval covers its own, which with {_plural(k, 'shape')} holds with "
             f"probability at least {max(0.0, 1 - 0.05 * k):.0%} (Bonferroni), usually more. Every "
             "configuration's numbers are under Results per shape and in autotune.json."
-        )
+        ),
     ]
     for family in families:
         blocks += _family_blocks(family)
@@ -1033,7 +1057,16 @@ def _family_blocks(family: Json) -> list[Block]:
             else "none"
         )
         if best is None:
-            rows.append([shape["shape"], DASH, "no configuration has status ok", DASH, *([DASH] if rec else []), not_ok])
+            rows.append(
+                [
+                    shape["shape"],
+                    DASH,
+                    "no configuration has status ok",
+                    DASH,
+                    *([DASH] if rec else []),
+                    not_ok,
+                ]
+            )
             continue
         tied = autotune.ties(shape)
         named = ", ".join(_configuration(t["candidate"], name) for t in tied[:NAMED_TIES])
@@ -1100,7 +1133,11 @@ def _recommendation_text(family: Json) -> str:
         listed += f"; and {len(excluded) - NAMED_TIES} more"
     if rec is None:
         text = f"{FLAG} No configuration of {name} can be recommended for every shape: {family['reason']}."
-        return text + (f" Not ok somewhere: {listed}." if excluded and any(r["shapes_ok"] for r in family["ranking"]) else "")
+        return text + (
+            f" Not ok somewhere: {listed}."
+            if excluded and any(r["shapes_ok"] for r in family["ranking"])
+            else ""
+        )
     shapes = len(rec["per_shape"])
     text = f"Recommended for every shape: {rec['candidate']}. "
     if rec["worst_slowdown"] <= 1.0:
@@ -1278,7 +1315,9 @@ def _flagged_table(rows: list[dict[str, tuple[str, bool]]]) -> Table:
         headers,
         [[text for text, _ in row.values()] for row in rows],
         numeric={headers.index(h) for h in ("rounds kept / run", "discarded rounds") if h in headers},
-        text_cols={headers.index(h) for h in ("why this mode", "stop reason", "checks", "host") if h in headers},
+        text_cols={
+            headers.index(h) for h in ("why this mode", "stop reason", "checks", "host") if h in headers
+        },
         flagged={(r, c) for r, row in enumerate(rows) for c, (_, bad) in enumerate(row.values()) if bad},
     )
 

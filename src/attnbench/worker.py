@@ -1,4 +1,5 @@
-"""A long-lived process per GPU that runs the jobs (benchmark, fingerprint, calibrate, compare) in turn.
+"""A long-lived process per GPU that runs the jobs (benchmark, fingerprint, calibrate, compare, autotune,
+report) in turn.
 
 Why: a fresh process per shape pays for the interpreter, `import torch`, a CUDA context, a cold
 torch.compile and the interpreter's teardown: about 15 s of a 23 s job on an H100, which made the
@@ -394,8 +395,10 @@ def _retires(command: str, answer: dict[str, Any]) -> bool:
     (its CUDA context may be poisoned)."""
     if "result" not in answer:
         return True
+    if command != "benchmark":  # other documents have no statuses (the report's `candidates` are tallies)
+        return False
     statuses = {entry["status"] for entry in answer["result"].get("candidates", {}).values()}
-    return command == "benchmark" and bool(statuses & set(RETIRING_STATUSES))
+    return bool(statuses & set(RETIRING_STATUSES))
 
 
 def _answer(connection: socket.socket, stream: TextIO, request: dict[str, Any]) -> dict[str, Any]:

@@ -16,11 +16,7 @@ SCHEMAS = Path(os.path.relpath(Path(workflow.basedir) / "workflow" / "schemas"))
 # calibrate's output; every benchmark job reads it to bound its results (src/attnbench/audit.py)
 CEILINGS = jobs.output("calibrate")
 
-REPORT_OUTPUTS = {
-    "html": "results/report/report.html",
-    "md": "results/report/report.md",
-    "csv": "results/report/summary.csv",
-}
+REPORT_OUTPUTS = {key: jobs.REPORT_FILES[key] for key in ("html", "md", "csv")}
 BASELINE = RUN.get("baseline")
 RATCHET_OUTPUTS = (
     {

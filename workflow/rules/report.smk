@@ -1,29 +1,34 @@
+# The report: HTML, Markdown, the summary table and the plots, and headline.json, the answer it
+# leads with, which the run's end prints (summary.smk). In the warm worker, like autotune.
 rule report:
     input:
         bench=expand("results/bench/{name}.json", name=SHAPES),
         compare=expand("results/compare/{name}.json", name=SHAPES),
-        fingerprint="results/env/fingerprint.json",
+        fingerprint=jobs.output("fingerprint"),
         ceilings=CEILINGS,
         autotune=rules.autotune.output.json,
     output:
-        **REPORT_OUTPUTS,
+        headline=jobs.output("report"),
+        html=REPORT_OUTPUTS["html"],
+        md=REPORT_OUTPUTS["md"],
+        csv=REPORT_OUTPUTS["csv"],
         latency=report(
-            "results/report/plots/latency.png",
+            jobs.REPORT_FILES["latency"],
             caption="../report/latency.rst",
             category="Plots",
         ),
         roofline=report(
-            "results/report/plots/roofline.png",
+            jobs.REPORT_FILES["roofline"],
             caption="../report/roofline.rst",
             category="Plots",
         ),
         speedup=report(
-            "results/report/plots/speedup.png",
+            jobs.REPORT_FILES["speedup"],
             caption="../report/speedup.rst",
             category="Plots",
         ),
         memory=report(
-            "results/report/plots/memory.png",
+            jobs.REPORT_FILES["memory"],
             caption="../report/memory.rst",
             category="Plots",
         ),
@@ -33,9 +38,10 @@ rule report:
     conda:
         "../../envs/attnbench.yaml"
     params:
-        schema_dir=str(SCHEMAS),
-        title=jobs.report_title(RUN),
+        attnbench=ATTNBENCH,
+        spec=jobs.spec("report", RUN),
+        schemas=str(SCHEMAS),
     message:
         "Write the report (results/report/report.html)"
-    script:
-        "../../scripts/report.py"
+    shell:
+        "{params.attnbench} report --spec {params.spec:q} --out {output.headline} --schemas {params.schemas:q} 2> {log}"

@@ -13,7 +13,7 @@ dest=docs/examples/$name
 mkdir -p "$dest/plots"
 rm -rf results
 start=$(date +%s)
-snakemake --cores 1 --resources gpu=1 --configfile examples/decode.yaml 2>&1 | tee "$dest/terminal.txt"
+snakemake --cores 1 --resources gpu=1 --keep-going --configfile examples/decode.yaml 2>&1 | tee "$dest/terminal.txt"
 echo "wall time: $(( $(date +%s) - start )) s" | tee -a "$dest/terminal.txt"
 cp results/report/report.md results/report/summary.csv results/env/fingerprint.json \
    results/env/ceilings.json "$dest"/

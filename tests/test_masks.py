@@ -2,6 +2,7 @@
 brute-force reading of the documented semantics, pair by pair."""
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -265,7 +266,7 @@ def test_every_mask_kind_runs_through_the_whole_workflow(tmp_path):
     assert "causal (top-left: assumed, causal_alignment not set)" in report
     assert "causal (bottom-right)" in report and "documents (packed," in report
     assert "4 requests (decode: 2 new each, cache" in report and "paged cache (8 per page), float8_e4m3fn cache" in report
-    assert "SDPA is given this mask as a dense attn_mask" in report
+    assert "SDPA (math) is given this mask as a dense attn_mask" in report  # math: the only SDPA backend here
 
 
 def test_the_paged_pool_gathered_through_its_page_table_is_the_contiguous_cache():
@@ -323,3 +324,59 @@ def test_fp8_values_are_exactly_what_the_cache_holds():
         again = (held / descale).to(getattr(torch, kv_dtype)).to(torch.float32) * descale
         assert torch.equal(held, again)  # already on the fp8 grid: a second rounding changes nothing
         assert ((held - x).abs() <= 0.126 * x.abs()).all()  # within half of e5m2's coarser spacing
+
+
+def _packed(causal, device="cpu", **extra):
+    from attnbench.workloads import Workload
+
+    entry = {"name": "p", "heads": 4, "dim": 16, "seq_lens": [17, 5, 30], "causal": causal, **extra}
+    return Workload.of(Shape.from_config(entry), "float32", device, layout="thd")
+
+
+def test_sdpa_gets_nested_tensors_only_for_packed_documents_on_cuda():
+    from attnbench import candidates
+    from attnbench.workloads import Workload
+
+    on_cuda = _packed(True, "cuda")
+    assert [candidates.sdpa_takes_jagged(n, on_cuda) for n in candidates.SDPA_BACKENDS] == [True, True, True, False]
+    assert candidates.declaration("flash", on_cuda).layout == "thd"
+    assert candidates.declaration("math", on_cuda).layout == "bhsd"  # math takes no causal jagged input
+    assert not candidates.sdpa_takes_jagged("flash", _packed(True, "cpu"))  # no fused jagged kernel on the CPU
+    assert candidates.declaration("flash", _packed(True, "cpu")).layout == "bhsd"
+    for extra in ({"window": [7, 0]}, {"prefix": 3}, {"alibi": True}, {"softcap": 5.0}):
+        assert not candidates.sdpa_takes_jagged("flash", _packed(True, "cuda", **extra)), extra
+    decode = Shape.from_config({"name": "d", "batch": 3, "heads": 4, "dim": 16, "cache_lens": [9, 40, 17]})
+    assert not candidates.sdpa_takes_jagged("flash", Workload.of(decode, "float32", "cuda"))
+    dense = Shape.from_config({"name": "e", "batch": 2, "heads": 4, "seq": 32, "dim": 16, "causal": True})
+    assert not candidates.sdpa_takes_jagged("flash", Workload.of(dense, "float32", "cuda"))
+
+
+def test_nested_tensors_keep_each_document_to_itself_and_a_decline_gives_pytorchs_words():
+    """The jagged path on the CPU, where only math takes nested tensors, and only without causal: the
+    answer, in thd, is the float64 reference's; causal is declined with the reason PyTorch logs."""
+    from torch.nn.attention import SDPBackend
+
+    from attnbench import candidates
+    from attnbench.workloads import in_layout, inputs_in_layout
+
+    work = _packed(False)
+    q, k, v, dout = make_inputs(work, torch.float32, "cpu", 0, False)
+    thd = inputs_in_layout((q, k, v, dout), "thd", work)
+    assert thd[0].shape == (52, 4, 16)
+    run = candidates._jagged_sdpa("math", SDPBackend.MATH, work, thd[:3], {})
+    want = in_layout([reference(work, q.double(), k.double(), v.double(), None)[0]], "thd")[0]
+    torch.testing.assert_close(run(*thd[:3]).double(), want, atol=1e-5, rtol=1e-5)
+    with pytest.raises(candidates.Unsupported, match="math on nested .jagged. tensors: Nested tensors for query / key"):
+        candidates._jagged_sdpa("math", SDPBackend.MATH, _packed(True), thd[:3], {})
+
+
+def test_a_backend_given_nested_tensors_is_measured_in_thd_or_says_why_not(kernels_importable, monkeypatch):
+    """Through run_shape: the backend's inputs are made in thd before timing, and a decline (here the
+    CPU, which has no fused jagged kernel) is `unsupported` in words, never an error."""
+    from attnbench import candidates
+
+    takes = candidates.sdpa_takes_jagged
+    monkeypatch.setattr(candidates, "sdpa_takes_jagged", lambda name, w: takes(name, replace(w, device="cuda")))
+    got, result = _bench({"heads": 4, "dim": 16, "seq_lens": [17, 5, 30], "causal": True}, ["math", "flash"])
+    assert got["math"][0] == "ok" and result["candidates"]["math"]["layout"] == "bhsd"
+    assert got["flash"] == ("unsupported", "flash on nested (jagged) tensors: PyTorch has no flash kernel for nested tensors on cpu")

@@ -110,7 +110,7 @@ def prepare(
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
         try:
-            declared = candidates.declaration(name)
+            declared = candidates.declaration(name, workload)
             layout = {"layout": declared.layout}
             candidates.check_layout(name, declared.layout, replace(workload, layout=declared.layout))
             inputs = inputs_for(declared.layout)

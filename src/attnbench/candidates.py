@@ -18,6 +18,7 @@ import hashlib
 import importlib
 import importlib.util
 import itertools
+import logging
 import os
 import re
 import sys
@@ -62,7 +63,10 @@ class Declaration:
 
 
 def kernel(
-    *, factory: bool = False, layout: str = "bhsd", grid: Mapping[str, Sequence[Any]] | Sequence[Config] | None = None
+    *,
+    factory: bool = False,
+    layout: str = "bhsd",
+    grid: Mapping[str, Sequence[Any]] | Sequence[Config] | None = None,
 ) -> Callable[[UserFunction], UserFunction]:
     """Declare how attnbench calls your kernel (docs/kernels.md).
 
@@ -347,7 +351,11 @@ def static_declaration(name: str) -> Declaration:
                 continue
             arguments: dict[str, Any] = {}
             for keyword in decorator.keywords:
-                value = literals.get(keyword.value.id, keyword.value) if isinstance(keyword.value, ast.Name) else keyword.value
+                value = (
+                    literals.get(keyword.value.id, keyword.value)
+                    if isinstance(keyword.value, ast.Name)
+                    else keyword.value
+                )
                 try:
                     arguments[str(keyword.arg)] = ast.literal_eval(value)
                 except ValueError:
@@ -383,19 +391,23 @@ def _user_function(base: str) -> UserFunction:
     return getattr(import_user_module(module), function)
 
 
-def declaration(name: str) -> Declaration:
-    """How candidate `name` is called (imports a user kernel's module); built-ins are plain bhsd."""
+def declaration(name: str, workload: Workload | None = None) -> Declaration:
+    """How candidate `name` is called (imports a user kernel's module). Built-ins are plain bhsd, but
+    for SDPA's fused backends on a packed batch of documents on CUDA: thd, which they get as nested
+    (jagged) tensors (`sdpa_takes_jagged`)."""
     if not is_user_kernel(name):
-        return Declaration()
+        jagged = workload is not None and sdpa_takes_jagged(name, workload)
+        return Declaration(layout="thd") if jagged else Declaration()
     found = getattr(_user_function(family(name)), DECLARATION_ATTRIBUTE, None)
     return found if isinstance(found, Declaration) else Declaration()
 
 
-def _sdpa(backend_name: str, workload: Workload) -> Kernel:
+def _sdpa(backend_name: str, workload: Workload, inputs: Sequence[Any]) -> Kernel:
     """SDPA with the backend forced. Plain causal is `is_causal`; bottom-right causal alone is PyTorch's
-    lower-right CausalBias (which flash and efficient take natively); any other mask, documents or
-    ALiBi is a dense attn_mask (boolean, or float with the ALiBi bias), built here, before timing,
-    which a backend takes or declines with its own reason. SDPA has no soft-capping."""
+    lower-right CausalBias (which flash and efficient take natively); a packed batch of documents goes
+    to the fused backends on CUDA as nested (jagged) tensors; any other mask, documents or ALiBi is a
+    dense attn_mask (boolean, or float with the ALiBi bias), built here, before timing, which a
+    backend takes or declines with its own reason. SDPA has no soft-capping."""
     import torch
     import torch.nn.functional as F
     from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -410,6 +422,8 @@ def _sdpa(backend_name: str, workload: Workload) -> Kernel:
         raise Unsupported("SDPA has no soft-capping of the scores (flex has: score_mod)")
     _contiguous_cache_only("SDPA", workload)
     extra: dict[str, Any] = {"enable_gqa": True} if workload.gqa else {}
+    if sdpa_takes_jagged(backend_name, workload):
+        return _jagged_sdpa(backend_name, backend, workload, inputs, extra)
     if sdpa_needs_dense_mask(workload):
         extra["attn_mask"] = _dense_mask(workload, torch.device(workload.device))
     elif workload.causal and workload.causal_alignment == "bottom_right":
@@ -424,6 +438,77 @@ def _sdpa(backend_name: str, workload: Workload) -> Kernel:
             return F.scaled_dot_product_attention(q, k, v, scale=workload.scale, **extra)
 
     return run
+
+
+JAGGED_BACKENDS = ("flash", "efficient", "cudnn")
+
+
+def sdpa_takes_jagged(name: str, workload: Workload) -> bool:
+    """Whether SDPA backend `name` gets this workload as nested (jagged) tensors: a packed batch of
+    documents that attend within themselves (causal inside or not; no window, prefix, ALiBi or
+    soft-cap, queries and keys of the same lengths), on CUDA, where PyTorch's fused backends take
+    jagged tensors and skip the pairs between documents. math takes no causal jagged input, and on the
+    CPU no fused backend takes any: there the documents reach SDPA as one row with a dense
+    block-diagonal mask, whose wasted work the report states."""
+    return (
+        name in JAGGED_BACKENDS
+        and workload.device == "cuda"
+        and workload.seq_lens is not None
+        and workload.seq_lens_kv is None
+        and workload.window is None
+        and not workload.prefix
+        and not workload.alibi
+        and not workload.softcap
+    )
+
+
+def _jagged_sdpa(
+    backend_name: str, backend: Any, workload: Workload, inputs: Sequence[Any], extra: dict[str, Any]
+) -> Kernel:
+    """SDPA on nested (jagged) tensors made from the thd inputs and the documents' offsets: views, no
+    copy. PyTorch says why a backend declines jagged inputs in its log, not in its error, so one call
+    is made here, before timing, with the log heard: a decline is `unsupported` with those words."""
+    import torch
+    import torch.nn.functional as F
+    from torch.nn.attention import sdpa_kernel
+
+    offsets = torch.tensor(masks.documents(workload)[0], device=workload.device, dtype=torch.int64)
+
+    def run(q: Any, k: Any, v: Any) -> Any:
+        nested = [torch.nested.nested_tensor_from_jagged(t, offsets).transpose(1, 2) for t in (q, k, v)]
+        with sdpa_kernel(backend):
+            out = F.scaled_dot_product_attention(
+                *nested, is_causal=workload.causal, scale=workload.scale, **extra
+            )
+        return out.transpose(1, 2).values()
+
+    heard = _Heard()
+    log = logging.getLogger("torch.nested._internal.sdpa")
+    log.addHandler(heard)
+    try:
+        with torch.no_grad():
+            run(*inputs[:3])
+    except RuntimeError as exc:
+        if "No viable backend" not in str(exc):
+            raise
+        # the same headers as SDPA's warnings for dense inputs: the forced backend's lines are its reasons
+        why = "; ".join(_backend_warnings(backend_name, heard.lines))
+        why = why or f"PyTorch has no {backend_name} kernel for nested tensors on {workload.device}"
+        raise Unsupported(f"{backend_name} on nested (jagged) tensors: {why}") from exc
+    finally:
+        log.removeHandler(heard)
+    return run
+
+
+class _Heard(logging.Handler):
+    """The lines a logger emits while it is attached."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage().strip())
 
 
 def sdpa_needs_dense_mask(shape: Shape) -> bool:
@@ -441,7 +526,11 @@ def _dense_mask(workload: Workload, device: Any) -> Any:
     rows = torch.arange(workload.seq, device=device)[:, None]
     cols = torch.arange(workload.seq_kv, device=device)[None, :]
     allowed = masks.mask_mod(shape, device)
-    seen = allowed(None, None, rows, cols) if allowed is not None else torch.ones(workload.seq, workload.seq_kv, dtype=torch.bool, device=device)
+    seen = (
+        allowed(None, None, rows, cols)
+        if allowed is not None
+        else torch.ones(workload.seq, workload.seq_kv, dtype=torch.bool, device=device)
+    )
     modify = masks.score_mod(shape, device)
     if modify is None:
         return seen[None, None]
@@ -469,7 +558,9 @@ def _flex(workload: Workload, device: str) -> Kernel:
     score_mod = masks.score_mod(shape, device)
 
     def run(q: Any, k: Any, v: Any) -> Any:
-        return compiled(q, k, v, score_mod=score_mod, block_mask=block_mask, scale=workload.scale, enable_gqa=workload.gqa)
+        return compiled(
+            q, k, v, score_mod=score_mod, block_mask=block_mask, scale=workload.scale, enable_gqa=workload.gqa
+        )
 
     return run
 
@@ -480,7 +571,9 @@ def check_layout(name: str, layout: str, workload: Workload) -> None:
     cache here, a paged one when they are built."""
     if not is_user_kernel(name):
         if workload.kv_dtype:
-            raise Unsupported(f"{name} takes no {workload.kv_dtype} KV cache here: only kernels that read fp8 run this shape")
+            raise Unsupported(
+                f"{name} takes no {workload.kv_dtype} KV cache here: only kernels that read fp8 run this shape"
+            )
         return
     if workload.page_size and layout != "paged":
         raise Unsupported(
@@ -508,7 +601,9 @@ def _user(name: str, workload: Workload, inputs: Sequence[Any]) -> Kernel:
     if declaration(name).factory:
         run = fn(workload, *inputs[:3], **config)
         if not callable(run):
-            raise TypeError(f"{base} is declared factory=True but returned {type(run).__name__}, not a callable")
+            raise TypeError(
+                f"{base} is declared factory=True but returned {type(run).__name__}, not a callable"
+            )
         return run
 
     beyond = [words for words in workload.features() if not words.startswith("a value head dim")]
@@ -528,7 +623,7 @@ def build(name: str, workload: Workload, inputs: Sequence[Any] = ()) -> Kernel:
     """Candidate `name` as a callable of (q, k, v) for `workload`. A factory kernel's setup runs here,
     on `inputs` (q, k, v in the candidate's layout): the caller times this apart from the calls."""
     if name in SDPA_BACKENDS:
-        return _sdpa(name, workload)
+        return _sdpa(name, workload, inputs)
     if name == "flex":
         return _flex(workload, workload.device)
     if is_user_kernel(name):
@@ -564,7 +659,12 @@ def unsupported_reason(
 
 
 # How SDPA's warnings name each backend ("Flash attention kernel not used because:" and so on).
-_SDPA_HEADERS = {"flash": "flash attention", "efficient": "memory efficient", "cudnn": "cudnn attention"}
+_SDPA_HEADERS = {
+    "flash": "flash attention",
+    "efficient": "memory efficient",
+    "cudnn": "cudnn attention",
+    "math": "math attention",
+}
 
 
 def _backend_warnings(name: str, lines: list[str]) -> list[str]:

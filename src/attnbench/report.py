@@ -23,6 +23,7 @@ import jinja2
 import pandas as pd
 
 from attnbench import autotune, formatting, headline, jobs, memory
+from attnbench.candidates import JAGGED_BACKENDS, SDPA_BACKENDS
 from attnbench.clocks import DISCARDED, reason_names
 from attnbench.files import atomic_write_bytes, atomic_write_text, read_json
 from attnbench.formatting import DASH, interval, num, pct, pm
@@ -271,7 +272,10 @@ def summary_frame(benches: list[Json], compares: list[Json], ceilings: Json, ana
                     "compile_ms": cand.get("compile_ms"),
                     "attention": describe_mask(shape),
                     "dim_v": shape.get("dim_v", shape["dim"]),
-                    "dense_mask_work": _dense_mask_work(bench.get("pairs")),
+                    # only for the SDPA backends given the mask dense (not those given nested tensors)
+                    "dense_mask_work": _dense_mask_work(bench.get("pairs"))
+                    if name in SDPA_BACKENDS and cand.get("layout", "bhsd") == "bhsd"
+                    else None,
                 }
             )
     return pd.DataFrame(rows, columns=COLUMNS)
@@ -856,12 +860,15 @@ def _results_section(frame: pd.DataFrame) -> Section:
         dims = ", ".join(f"{f}={first[f]}" for f in SHAPE_FIELDS if f != "causal")
         reference = first["reference"]
         blocks.append(Heading(3, f"{shape} ({dims}, {first['attention']})"))
-        if not pd.isna(first["dense_mask_work"]):
+        dense = rows[rows["dense_mask_work"].notna()]
+        if len(dense):
+            jagged = [c for c in rows["candidate"] if c in JAGGED_BACKENDS and c not in set(dense["candidate"])]
             blocks.append(
                 Para(
-                    f"SDPA is given this mask as a dense attn_mask: a backend that takes it computes every query-key"
-                    f" pair, {num(first['dense_mask_work'])}× the pairs the mask lets through (padded and masked-out"
-                    " work, which TFLOP/s does not count)."
+                    f"SDPA ({', '.join(dense['candidate'])}) is given this mask as a dense attn_mask: a backend that"
+                    f" takes it computes every query-key pair, {num(dense['dense_mask_work'].iloc[0])}× the pairs the"
+                    " mask lets through (padded and masked-out work, which TFLOP/s does not count)."
+                    + (f" {', '.join(jagged)}: nested (jagged) tensors, the documents' pairs only." if jagged else "")
                 )
             )
         body = []

@@ -473,9 +473,11 @@ def _jagged_sdpa(
     from torch.nn.attention import sdpa_kernel
 
     offsets = torch.tensor(masks.documents(workload)[0], device=workload.device, dtype=torch.int64)
+    # given, not computed from the offsets: that would be a device-to-host copy in every timed call
+    lengths = {"min_seqlen": min(workload.seq_lens or [0]), "max_seqlen": max(workload.seq_lens or [0])}
 
     def run(q: Any, k: Any, v: Any) -> Any:
-        nested = [torch.nested.nested_tensor_from_jagged(t, offsets).transpose(1, 2) for t in (q, k, v)]
+        nested = [torch.nested.nested_tensor_from_jagged(t, offsets, **lengths).transpose(1, 2) for t in (q, k, v)]
         with sdpa_kernel(backend):
             out = F.scaled_dot_product_attention(
                 *nested, is_causal=workload.causal, scale=workload.scale, **extra

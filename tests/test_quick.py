@@ -187,9 +187,10 @@ def test_help_leads_with_run_and_calls_the_job_commands_internal(capsys):
     assert "attnbench.compare" in text
     commands = text.split("positional arguments:", 1)[1].split("options:", 1)[0]
     assert commands.split()[:2] == ["COMMAND", "run"]
-    for command in ("fingerprint", "calibrate", "benchmark", "compare", "worker"):
+    internal = ("fingerprint", "calibrate", "benchmark", "compare", "autotune", "report", "worker")
+    for command in internal:
         assert f"{command}" in commands
-    assert commands.count("internal, run by the workflow") == 5
+    assert commands.count("internal, run by the workflow") == len(internal)
     with pytest.raises(SystemExit):
         cli.main(["--version"])
     assert capsys.readouterr().out.strip() == "attnbench 0.1.0"

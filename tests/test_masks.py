@@ -380,3 +380,33 @@ def test_a_backend_given_nested_tensors_is_measured_in_thd_or_says_why_not(kerne
     got, result = _bench({"heads": 4, "dim": 16, "seq_lens": [17, 5, 30], "causal": True}, ["math", "flash"])
     assert got["math"][0] == "ok" and result["candidates"]["math"]["layout"] == "bhsd"
     assert got["flash"] == ("unsupported", "flash on nested (jagged) tensors: PyTorch has no flash kernel for nested tensors on cpu")
+
+
+@pytest.mark.parametrize("mode", ["forward", "forward_backward"])
+def test_sdpa_gets_a_decode_batch_padded_to_its_longest_cache(kernels_importable, mode):
+    """Not one row with a block-diagonal mask (requests x the work): the requests as a batch, each cache
+    padded to the longest and hidden by a key-padding mask; checked against float64, gradients too."""
+    entry = {"batch": 4, "heads": 4, "kv_heads": 1, "dim": 16, "seq": 2, "cache_lens": [26, 17, 24, 11]}
+    got, result = _bench(entry, ["math", "contract_kernels:flex_eager"], mode)
+    assert got["math"] == ("ok", None) and result["candidates"]["math"]["layout"] == "padded"
+    assert result["candidates"]["contract_kernels:flex_eager"].get("layout", "bhsd") == "bhsd"
+    pairs = result["pairs"]
+    assert pairs["padded"] == 4 * 2 * 26 and pairs["dense"] == 8 * 78  # vs 624 as one row
+    assert pairs["attended"] == sum(2 * n - 1 for n in (26, 17, 24, 11))  # bottom-right causal, 2 queries
+
+
+def test_the_padded_batch_holds_each_request_in_its_row_and_the_mask_sees_exactly_its_pairs():
+    from attnbench.workloads import Workload, padded, padded_mask, padded_slots
+
+    shape = Shape.from_config({"name": "d", "batch": 3, "heads": 2, "dim": 4, "seq": 2, "cache_lens": [5, 9, 3]})
+    work = Workload.of(shape, "float32", "cpu")
+    k = torch.randn(1, 2, 17, 4)
+    rows = padded(k, True, work)
+    assert rows.shape == (3, 2, 9, 4)
+    for request, (start, stop) in enumerate([(0, 5), (5, 14), (14, 17)]):
+        torch.testing.assert_close(rows[request, :, : stop - start], k[0, :, start:stop])
+        assert (rows[request, :, stop - start :] == 0).all()  # finite: masked keys times a zero weight
+    assert padded_slots(work, "cpu").tolist() == [*range(0, 5), *range(9, 18), *range(18, 21)]
+    q = torch.randn(1, 2, 6, 4)
+    torch.testing.assert_close(padded(q, False, work)[1], q[0, :, 2:4])
+    assert int(padded_mask(work, "cpu").sum()) == shape.attended_pairs()

@@ -50,9 +50,11 @@ from attnbench.workloads import (
     inputs_in_layout,
     make_inputs,
     min_bytes,
+    padded_length,
     reference,
     refill_inputs,
     refill_layout,
+    takes_padded,
 )
 
 log = logging.getLogger(__name__).info
@@ -127,7 +129,7 @@ def prepare(
                 if workload.device == "cuda":
                     torch.cuda.synchronize()
             first_call_ms = (time.perf_counter() - began) * 1e3
-            wanted = in_layout(expected, declared.layout)
+            wanted = in_layout(expected, declared.layout, workload)
             error, mismatch = check_output(result, wanted, backward, dtype)
             # the first call's time is kept whatever the answer: it is time the job spent (benchmarks/duty.py)
             spent = {"compile_ms": first_call_ms, **setup, **layout}
@@ -162,7 +164,9 @@ def prepare(
         **layout,
     )
     entry.update(
-        peak_mem_mb=footprint.pop("peak_mem_mb"), peak_reserved_mb=footprint.pop("peak_reserved_mb"), footprint=footprint
+        peak_mem_mb=footprint.pop("peak_mem_mb"),
+        peak_reserved_mb=footprint.pop("peak_reserved_mb"),
+        footprint=footprint,
     )
     return entry, call
 
@@ -252,7 +256,9 @@ def _measure_shape(spec: dict[str, Any], running: Callable[[str | None], None]) 
         if call is not None:
             calls[name] = call
             entries[name]["oom_risk"] = memory.oom_risk(
-                entries[name]["footprint"]["projected_mb"], available["device_total_mb"], available["device_free_mb"]
+                entries[name]["footprint"]["projected_mb"],
+                available["device_total_mb"],
+                available["device_free_mb"],
             )
     running(None)
     # Kept for the audit's diagnosis only ("answer did not change with the inputs"): on the host, so
@@ -292,7 +298,9 @@ def _measure_shape(spec: dict[str, Any], running: Callable[[str | None], None]) 
     log(f"  stopped: {measured.stop_reason}")
     limit = audit.bound(ceilings, spec["dtype"], work, nbytes, cold=measured.mode == "cold")
     began = time.perf_counter()
-    audit_timed_work(entries, calls, measured, layouts, expected, limit, workload=workload, spec=spec, seed=seed)
+    audit_timed_work(
+        entries, calls, measured, layouts, expected, limit, workload=workload, spec=spec, seed=seed
+    )
     audit_s = time.perf_counter() - began
     log(f"  audit: {audit_s:.2f} s")
     conditions = load.record()
@@ -318,6 +326,8 @@ def _measure_shape(spec: dict[str, Any], running: Callable[[str | None], None]) 
             "attended": shape.attended_pairs(),
             "dense": shape.batch * shape.seq * shape.seq_kv,
             "sdpa_dense_mask": candidates.sdpa_needs_dense_mask(shape),
+            # a decode batch padded to its longest cache, as SDPA gets it (workloads.PADDED)
+            **({"padded": shape.seq * padded_length(workload)} if takes_padded(shape) else {}),
         },
         "bound": limit,
         "audit_s": audit_s,
@@ -363,9 +373,7 @@ def audit_timed_work(
             audit_failed(entries, name, exc, device)
             continue
         median = entry["median_ms"]
-        entry["ran"] = ran | {
-            "device_share": None if ran["device_ms"] is None else ran["device_ms"] / median
-        }
+        entry["ran"] = ran | {"device_share": None if ran["device_ms"] is None else ran["device_ms"] / median}
         if limit is not None:
             entry["fraction_of_bound"] = limit["bound_ms"] / median
         flags = audit.judge(median, ran, limit)
@@ -396,8 +404,8 @@ def audit_timed_work(
                     torch.cuda.synchronize()
                 why = audit.verify(
                     result,
-                    in_layout(fresh, layout),
-                    in_layout(expected, layout),
+                    in_layout(fresh, layout, workload),
+                    in_layout(expected, layout, workload),
                     backward=backward,
                     dtype=dtype,
                     tolerance=entries[name]["tolerance"],

@@ -29,7 +29,7 @@ from typing import Any
 
 from attnbench import masks
 from attnbench.formatting import clip
-from attnbench.workloads import LAYOUTS, Shape, Workload
+from attnbench.workloads import LAYOUTS, PADDED, Shape, Workload, padded_mask, takes_padded
 
 SDPA_BACKENDS = ("flash", "efficient", "cudnn", "math")
 BUILTIN = (*SDPA_BACKENDS, "flex")
@@ -394,10 +394,14 @@ def _user_function(base: str) -> UserFunction:
 def declaration(name: str, workload: Workload | None = None) -> Declaration:
     """How candidate `name` is called (imports a user kernel's module). Built-ins are plain bhsd, but
     for SDPA's fused backends on a packed batch of documents on CUDA: thd, which they get as nested
-    (jagged) tensors (`sdpa_takes_jagged`)."""
+    (jagged) tensors (`sdpa_takes_jagged`); and for SDPA on a decode batch: padded, the requests as a
+    batch with a key-padding mask (attnbench.workloads.PADDED)."""
     if not is_user_kernel(name):
-        jagged = workload is not None and sdpa_takes_jagged(name, workload)
-        return Declaration(layout="thd") if jagged else Declaration()
+        if workload is not None and sdpa_takes_jagged(name, workload):
+            return Declaration(layout="thd")
+        if workload is not None and name in SDPA_BACKENDS and takes_padded(workload):
+            return Declaration(layout=PADDED)
+        return Declaration()
     found = getattr(_user_function(family(name)), DECLARATION_ATTRIBUTE, None)
     return found if isinstance(found, Declaration) else Declaration()
 
@@ -405,7 +409,8 @@ def declaration(name: str, workload: Workload | None = None) -> Declaration:
 def _sdpa(backend_name: str, workload: Workload, inputs: Sequence[Any]) -> Kernel:
     """SDPA with the backend forced. Plain causal is `is_causal`; bottom-right causal alone is PyTorch's
     lower-right CausalBias (which flash and efficient take natively); a packed batch of documents goes
-    to the fused backends on CUDA as nested (jagged) tensors; any other mask, documents or ALiBi is a
+    to the fused backends on CUDA as nested (jagged) tensors; a decode batch as a padded batch with a
+    key-padding mask (attnbench.workloads.PADDED); any other mask, documents or ALiBi is a
     dense attn_mask (boolean, or float with the ALiBi bias), built here, before timing, which a
     backend takes or declines with its own reason. SDPA has no soft-capping."""
     import torch
@@ -424,7 +429,9 @@ def _sdpa(backend_name: str, workload: Workload, inputs: Sequence[Any]) -> Kerne
     extra: dict[str, Any] = {"enable_gqa": True} if workload.gqa else {}
     if sdpa_takes_jagged(backend_name, workload):
         return _jagged_sdpa(backend_name, backend, workload, inputs, extra)
-    if sdpa_needs_dense_mask(workload):
+    if workload.layout == PADDED:
+        extra["attn_mask"] = padded_mask(workload, torch.device(workload.device))
+    elif sdpa_needs_dense_mask(workload):
         extra["attn_mask"] = _dense_mask(workload, torch.device(workload.device))
     elif workload.causal and workload.causal_alignment == "bottom_right":
         from torch.nn.attention.bias import causal_lower_right

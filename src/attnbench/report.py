@@ -28,7 +28,7 @@ from attnbench.clocks import DISCARDED, reason_names
 from attnbench.files import atomic_write_bytes, atomic_write_text, read_json
 from attnbench.formatting import DASH, interval, num, pct, pm
 from attnbench.plots import ALT, PLOTS, figures, positive
-from attnbench.workloads import describe_mask
+from attnbench.workloads import PADDED, describe_mask
 
 Json = dict[str, Any]
 
@@ -98,7 +98,8 @@ COLUMNS = [
     "compile_ms",
     "attention",  # the shape's mask and sequence structure in words (workloads.describe_mask)
     "dim_v",
-    "dense_mask_work",  # SDPA's dense attn_mask: all pairs over the pairs the mask lets through
+    "dense_mask_work",  # SDPA given a dense attn_mask or a padded batch: its pairs over those the mask lets through
+    "layout",  # how the candidate got q, k, v: bhsd, bshd, thd (SDPA: nested tensors), paged, padded
 ]
 # NVML reasons that make a round unrepresentative (thermal, hardware); the power cap is normal load
 SLOWDOWNS = frozenset(reason_names(DISCARDED))
@@ -272,10 +273,11 @@ def summary_frame(benches: list[Json], compares: list[Json], ceilings: Json, ana
                     "compile_ms": cand.get("compile_ms"),
                     "attention": describe_mask(shape),
                     "dim_v": shape.get("dim_v", shape["dim"]),
-                    # only for the SDPA backends given the mask dense (not those given nested tensors)
-                    "dense_mask_work": _dense_mask_work(bench.get("pairs"))
-                    if name in SDPA_BACKENDS and cand.get("layout", "bhsd") == "bhsd"
+                    # only for the SDPA backends given the mask dense or padded (not nested tensors)
+                    "dense_mask_work": _dense_mask_work(bench.get("pairs"), cand.get("layout", "bhsd"))
+                    if name in SDPA_BACKENDS
                     else None,
+                    "layout": cand.get("layout"),
                 }
             )
     return pd.DataFrame(rows, columns=COLUMNS)
@@ -860,17 +862,7 @@ def _results_section(frame: pd.DataFrame) -> Section:
         dims = ", ".join(f"{f}={first[f]}" for f in SHAPE_FIELDS if f != "causal")
         reference = first["reference"]
         blocks.append(Heading(3, f"{shape} ({dims}, {first['attention']})"))
-        dense = rows[rows["dense_mask_work"].notna()]
-        if len(dense):
-            jagged = [c for c in rows["candidate"] if c in JAGGED_BACKENDS and c not in set(dense["candidate"])]
-            blocks.append(
-                Para(
-                    f"SDPA ({', '.join(dense['candidate'])}) is given this mask as a dense attn_mask: a backend that"
-                    f" takes it computes every query-key pair, {num(dense['dense_mask_work'].iloc[0])}× the pairs the"
-                    " mask lets through (padded and masked-out work, which TFLOP/s does not count)."
-                    + (f" {', '.join(jagged)}: nested (jagged) tensors, the documents' pairs only." if jagged else "")
-                )
-            )
+        blocks += _sdpa_work(rows)
         body = []
         flagged: set[tuple[int, int]] = set()
         for r, row in enumerate(rows.itertuples(index=False)):
@@ -1354,9 +1346,33 @@ def _throughput(tflops: Any, gbytes_per_s: Any) -> str:
     return DASH if pd.isna(tflops) else f"{num(tflops)} ({num(gbytes_per_s)})"
 
 
-def _dense_mask_work(pairs: Json | None) -> float | None:
-    """All pairs over attended ones, for a shape whose mask SDPA gets dense (None otherwise)."""
-    if not pairs or not pairs["sdpa_dense_mask"] or not pairs["attended"]:
+def _sdpa_work(rows: pd.DataFrame) -> list[Para]:
+    """What SDPA was given for this shape's mask, and the work it wastes, per way it was given."""
+    given = {
+        "bhsd": "this mask as a dense attn_mask",
+        PADDED: "the requests as a padded batch with a key-padding mask (each request's cache padded to the longest)",
+    }
+    said = []
+    for layout, group in rows[rows["dense_mask_work"].notna()].groupby("layout", sort=False):
+        said.append(
+            f"SDPA ({', '.join(group['candidate'])}) is given {given.get(layout, layout)}: a backend that takes"
+            f" it computes every query-key pair, {num(group['dense_mask_work'].iloc[0])}× the pairs the mask"
+            " lets through (padded and masked-out work, which TFLOP/s does not count)."
+        )
+    jagged = rows[(rows["layout"] == "thd") & rows["candidate"].isin(JAGGED_BACKENDS)]["candidate"]
+    if len(jagged):
+        said.append(f"{', '.join(jagged)}: given nested (jagged) tensors, the documents' own pairs only.")
+    return [Para(" ".join(said))] if said else []
+
+
+def _dense_mask_work(pairs: Json | None, layout: str) -> float | None:
+    """The pairs an SDPA backend computes over the attended ones: all of them for a dense attn_mask, the
+    padded batch's for a decode batch (None for an unmasked shape and for nested tensors)."""
+    if not pairs or not pairs["attended"]:
+        return None
+    if layout == PADDED:
+        return pairs["padded"] / pairs["attended"] if pairs.get("padded") else None
+    if layout != "bhsd" or not pairs["sdpa_dense_mask"]:
         return None
     return pairs["dense"] / pairs["attended"]
 

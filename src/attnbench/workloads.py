@@ -86,7 +86,8 @@ class Shape:
             seq=seq,
             seq_kv=sum(kv_lengths or lengths) if lengths else int(entry.get("seq_kv") or seq),
             dim=int(entry["dim"]),
-            causal=decode or bool(entry.get("causal", False)),  # decode is causal (the schema fills causal: false)
+            causal=decode
+            or bool(entry.get("causal", False)),  # decode is causal (the schema fills causal: false)
             dim_v=int(entry.get("dim_v") or entry["dim"]),
             causal_alignment=entry.get("causal_alignment") or ("bottom_right" if decode else None),
             window=None if window is None else (window[0], window[1]),
@@ -165,10 +166,14 @@ def describe_mask(shape: dict[str, Any]) -> str:
         parts.append(f"{shape['kv_dtype']} cache")
     lengths, kv_lengths = shape.get("seq_lens"), shape.get("seq_lens_kv")
     if lengths and kv_lengths and len(set(lengths)) == 1:
-        parts.append(f"{len(lengths)} requests (decode: {lengths[0]} new each, cache {min(kv_lengths)}-{max(kv_lengths)} keys)")
+        parts.append(
+            f"{len(lengths)} requests (decode: {lengths[0]} new each, cache {min(kv_lengths)}-{max(kv_lengths)} keys)"
+        )
     elif lengths and kv_lengths:
-        parts.append(f"{len(lengths)} documents (packed, {min(lengths)}-{max(lengths)} queries,"
-                     f" {min(kv_lengths)}-{max(kv_lengths)} keys)")
+        parts.append(
+            f"{len(lengths)} documents (packed, {min(lengths)}-{max(lengths)} queries,"
+            f" {min(kv_lengths)}-{max(kv_lengths)} keys)"
+        )
     elif lengths:
         parts.append(f"{len(lengths)} documents (packed, {min(lengths)}-{max(lengths)} tokens)")
     return ", ".join(parts)
@@ -267,7 +272,9 @@ class Workload(Shape):
     version: int = WORKLOAD_VERSION
 
     @classmethod
-    def of(cls, shape: Shape, dtype: str, device: str, *, layout: str = "bhsd", mode: str = "forward") -> Workload:
+    def of(
+        cls, shape: Shape, dtype: str, device: str, *, layout: str = "bhsd", mode: str = "forward"
+    ) -> Workload:
         if shape.seq_lens is None:  # thd: the batch's rows one after another
             cu_q = [row * shape.seq for row in range(shape.batch + 1)]
             cu_k = [row * shape.seq_kv for row in range(shape.batch + 1)]
@@ -284,7 +291,9 @@ class Workload(Shape):
             cu_seqlens_q=tuple(cu_q),
             cu_seqlens_k=tuple(cu_k),
             page_table=page_table(cu_k, shape.page_size),
-            num_pages=sum(-(-(b - a) // shape.page_size) for a, b in zip(cu_k, cu_k[1:])) if shape.page_size else 0,
+            num_pages=sum(-(-(b - a) // shape.page_size) for a, b in zip(cu_k, cu_k[1:]))
+            if shape.page_size
+            else 0,
             kv_descale=FP8_DESCALE[shape.kv_dtype] if shape.kv_dtype else 1.0,
         )
 
@@ -314,7 +323,9 @@ class Workload(Shape):
         """What this workload asks beyond dense attention with top-left causal, in words: a kernel that
         implements none of it can decline any workload where this is not empty."""
         said = [
-            "bottom-right causal alignment" if self.causal and self.causal_alignment == "bottom_right" else "",
+            "bottom-right causal alignment"
+            if self.causal and self.causal_alignment == "bottom_right"
+            else "",
             "a sliding window" if self.window is not None else "",
             "a prefix-LM mask" if self.prefix else "",
             "soft-capping" if self.softcap else "",
@@ -359,7 +370,68 @@ def fp8_representable(tensor: Any, kv_dtype: str) -> Any:
     return quantised.to(tensor.dtype) * FP8_DESCALE[kv_dtype]
 
 
+PADDED = "padded"
+"""The built-in SDPA backends' decode layout (not one a user kernel declares): the requests as a batch,
+q and the output (requests, heads, new queries, dim), k and v (requests, kv_heads, longest cache, dim)
+with zeros past each request's cache, which a key-padding mask hides (`padded_mask`)."""
+
+
+def takes_padded(shape: Shape) -> bool:
+    """Whether a shape can be a padded batch: a decode batch (caches of their own lengths), every
+    request with as many new queries, and no mask beyond the cache's bottom-right causal."""
+    return (
+        shape.seq_lens_kv is not None
+        and len(set(shape.seq_lens or ())) == 1
+        and shape.window is None
+        and not shape.prefix
+        and not shape.alibi
+    )
+
+
+def padded(tensor: Any, is_kv: bool, workload: Workload) -> Any:
+    """A one-row bhsd tensor as the padded batch: query-shaped ones by reshaping (every request has as
+    many new queries), k and v scattered into their request's row, zeros past its cache."""
+    tokens = to_layout(tensor, "thd")
+    requests = len(workload.cu_seqlens_k) - 1
+    if not is_kv:
+        return tokens.reshape(requests, -1, *tokens.shape[1:]).transpose(1, 2)
+    rows = tokens.new_zeros((requests * padded_length(workload), *tokens.shape[1:]))
+    rows[padded_slots(workload, tokens.device)] = tokens
+    return rows.view(requests, padded_length(workload), *tokens.shape[1:]).transpose(1, 2)
+
+
+def padded_length(workload: Workload) -> int:
+    """The longest cache: every request's row of keys is this long."""
+    cu = workload.cu_seqlens_k
+    return max(b - a for a, b in zip(cu, cu[1:]))
+
+
+def padded_slots(workload: Workload, device: Any) -> Any:
+    """For every key of the one-row cache, its row-major slot in (requests, longest cache)."""
+    import torch
+
+    cu = torch.tensor(workload.cu_seqlens_k, device=device)
+    request = torch.repeat_interleave(torch.arange(len(cu) - 1, device=device), cu.diff())
+    return request * padded_length(workload) + torch.arange(int(cu[-1]), device=device) - cu[request]
+
+
+def padded_mask(workload: Workload, device: Any) -> Any:
+    """Which padded keys each new query sees, (requests, 1, new queries, longest cache): its own
+    request's cache, bottom-right causal over it."""
+    import torch
+
+    lengths = torch.tensor(workload.seq_lens_kv, device=device).view(-1, 1, 1, 1)
+    queries = workload.seq_lens[0]
+    row = torch.arange(queries, device=device).view(1, 1, -1, 1)
+    col = torch.arange(padded_length(workload), device=device).view(1, 1, 1, -1)
+    seen = col < lengths
+    return seen & (col <= lengths - queries + row) if workload.causal else seen
+
+
 def _converted(tensor: Any, layout: str, is_kv: bool, workload: Workload | None) -> Any:
+    if layout == PADDED:
+        assert workload is not None, "the padded layout needs the workload's cache lengths"
+        return padded(tensor, is_kv, workload)
     if layout == "paged" and is_kv:
         assert workload is not None, "the paged layout needs the workload's page table"
         tensor = paged_pool(tensor, workload)
@@ -372,12 +444,20 @@ def _converted(tensor: Any, layout: str, is_kv: bool, workload: Workload | None)
     return tensor
 
 
-def in_layout(tensors: list[Any] | tuple[Any, ...], layout: str) -> list[Any]:
-    """bhsd tensors (the reference's answers) as `layout`, to compare a candidate's answers with."""
+def in_layout(
+    tensors: list[Any] | tuple[Any, ...], layout: str, workload: Workload | None = None
+) -> list[Any]:
+    """bhsd tensors (the reference's answers: the output, then dq, dk, dv) as `layout`, to compare a
+    candidate's answers with."""
+    if layout == PADDED:
+        assert workload is not None, "the padded layout needs the workload's cache lengths"
+        return [padded(t, role in (2, 3), workload) for role, t in enumerate(tensors)]
     return [to_layout(t, "thd" if layout == "paged" else layout) for t in tensors]
 
 
-def inputs_in_layout(inputs: tuple[Any, ...], layout: str, workload: Workload | None = None) -> tuple[Any, ...]:
+def inputs_in_layout(
+    inputs: tuple[Any, ...], layout: str, workload: Workload | None = None
+) -> tuple[Any, ...]:
     """q, k, v and dout made contiguous in `layout` before timing (the same values as `inputs`), so
     that no transpose or copy happens inside the timed region that the kernel does not do itself; k and
     v in fp8 for an fp8 cache (the workload's kv_dtype)."""
@@ -476,7 +556,9 @@ def reference(shape: Shape, q: Any, k: Any, v: Any, dout: Any | None) -> list[An
     # float64 scores, probabilities and (for gradients) what autograd keeps: about four copies
     copies = 4 if dout is not None else 1
     rows_per_chunk = max(1, REFERENCE_CHUNK_BYTES // (8 * copies * shape.batch * shape.heads * shape.seq_kv))
-    out = torch.empty(shape.batch, shape.heads, shape.seq, shape.dim_v, dtype=torch.float64, device=q64.device)
+    out = torch.empty(
+        shape.batch, shape.heads, shape.seq, shape.dim_v, dtype=torch.float64, device=q64.device
+    )
     grads = None
     if dout is not None:
         grads = [torch.empty_like(q64), torch.zeros_like(k64), torch.zeros_like(v64)]

@@ -1353,7 +1353,8 @@ def _sdpa_work(rows: pd.DataFrame) -> list[Para]:
         PADDED: "the requests as a padded batch with a key-padding mask (each request's cache padded to the longest)",
     }
     said = []
-    for layout, group in rows[rows["dense_mask_work"].notna()].groupby("layout", sort=False):
+    dense = rows[rows["dense_mask_work"].notna()]
+    for layout, group in dense.groupby(dense["layout"].fillna("bhsd"), sort=False):  # none: older files
         said.append(
             f"SDPA ({', '.join(group['candidate'])}) is given {given.get(layout, layout)}: a backend that takes"
             f" it computes every query-key pair, {num(group['dense_mask_work'].iloc[0])}× the pairs the mask"

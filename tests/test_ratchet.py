@@ -249,19 +249,19 @@ def test_the_ratchet_loop_through_the_workflow(tmp_path):
 
     snakemake(tmp_path, "--config", "baseline=baseline.json", "--forcerun", "benchmark")
     verdict = json.loads((tmp_path / "results/ratchet/verdict.json").read_text())
-    assert verdict["counts"]["unchanged"] == 4 and verdict["counts"]["regression"] == 0, verdict["counts"]
+    # The same code measured again: never a regression. Whether it comes out `unchanged` is a timing
+    # claim on a shared 2-core machine, where a run in another process was once 1.5x faster (CI,
+    # 2026-12-02): improvements are tolerated here; the GPU's A/A rate is measured in docs/validation.
+    assert verdict["counts"]["regression"] == 0 and verdict["counts"]["missing"] == 0, verdict["counts"]
+    assert verdict["counts"]["unchanged"] + verdict["counts"].get("improvement", 0) == 4, verdict["counts"]
     assert subprocess.run(gate, cwd=tmp_path).returncode == 0
 
     (tmp_path / "kernels_under_test.py").write_text(KERNEL.format(repeat=3))
     snakemake(tmp_path, "--config", "baseline=baseline.json")
     verdict = json.loads((tmp_path / "results/ratchet/verdict.json").read_text())
     found = {(e["shape"], e["candidate"]): e["verdict"] for e in verdict["entries"]}
-    assert found == {
-        ("s256", "math"): "unchanged",
-        ("s512", "math"): "unchanged",
-        ("s256", "kernels_under_test:mine"): "regression",
-        ("s512", "kernels_under_test:mine"): "regression",
-    }
+    assert found[("s256", "kernels_under_test:mine")] == found[("s512", "kernels_under_test:mine")] == "regression"
+    assert {found[("s256", "math")], found[("s512", "math")]} <= {"unchanged", "improvement"}, found  # as above
     assert subprocess.run(gate, cwd=tmp_path).returncode == 1
     comment = (tmp_path / "results/ratchet/comment.md").read_text()
     assert "| s256 | kernels_under_test:mine | regression | +" in comment

@@ -249,19 +249,21 @@ def test_the_ratchet_loop_through_the_workflow(tmp_path):
 
     snakemake(tmp_path, "--config", "baseline=baseline.json", "--forcerun", "benchmark")
     verdict = json.loads((tmp_path / "results/ratchet/verdict.json").read_text())
-    # The same code measured again: never a regression. Whether it comes out `unchanged` is a timing
-    # claim on a shared 2-core machine, where a run in another process was once 1.5x faster (CI,
-    # 2026-12-02): improvements are tolerated here; the GPU's A/A rate is measured in docs/validation.
-    assert verdict["counts"]["regression"] == 0 and verdict["counts"]["missing"] == 0, verdict["counts"]
-    assert verdict["counts"]["unchanged"] + verdict["counts"].get("improvement", 0) == 4, verdict["counts"]
-    assert subprocess.run(gate, cwd=tmp_path).returncode == 0
+    # The same code measured again. Which verdict an A/A comparison gets is a timing claim, and on the
+    # shared 2-core CI machine whole runs are at times 2x slower than the one before (CI, 2026-12-02:
+    # math 9.8 ms in the baseline, 19.0 ms later, the same code): here only that every pair is
+    # compared and that the gate follows the verdict. The A/A false-positive rate is measured on the
+    # GPU (docs/validation).
+    assert verdict["counts"]["unchanged"] + verdict["counts"]["improvement"] + verdict["counts"]["regression"] == 4
+    assert subprocess.run(gate, cwd=tmp_path).returncode == (1 if verdict["counts"]["regression"] else 0)
 
     (tmp_path / "kernels_under_test.py").write_text(KERNEL.format(repeat=3))
     snakemake(tmp_path, "--config", "baseline=baseline.json")
     verdict = json.loads((tmp_path / "results/ratchet/verdict.json").read_text())
     found = {(e["shape"], e["candidate"]): e["verdict"] for e in verdict["entries"]}
+    # 3x the work against a 1.5x threshold (ratchet settings above): flagged even on this machine
     assert found[("s256", "kernels_under_test:mine")] == found[("s512", "kernels_under_test:mine")] == "regression"
-    assert {found[("s256", "math")], found[("s512", "math")]} <= {"unchanged", "improvement"}, found  # as above
+    assert found[("s256", "math")] in ("unchanged", "improvement", "regression")  # compared; A/A as above
     assert subprocess.run(gate, cwd=tmp_path).returncode == 1
     comment = (tmp_path / "results/ratchet/comment.md").read_text()
     assert "| s256 | kernels_under_test:mine | regression | +" in comment
@@ -271,9 +273,8 @@ def test_the_ratchet_loop_through_the_workflow(tmp_path):
     snakemake(tmp_path, "--config", "baseline=baseline.json")
     verdict = json.loads((tmp_path / "results/ratchet/verdict.json").read_text())
     counts = verdict["counts"]
-    assert counts["missing"] == 2 and counts["regression"] == 0, counts
-    assert counts["unchanged"] + counts["improvement"] == 2, counts  # math again: as above
-    assert subprocess.run(gate, cwd=tmp_path).returncode == 0
+    assert counts["missing"] == 2 and counts["unchanged"] + counts["improvement"] + counts["regression"] == 2
+    assert subprocess.run(gate, cwd=tmp_path).returncode == (1 if counts["regression"] else 0)  # missing passes
 
 
 def test_a_hand_edited_baseline_names_the_file_and_the_field(tmp_path):

@@ -395,15 +395,15 @@ def padded(tensor: Any, is_kv: bool, workload: Workload) -> Any:
     requests = len(workload.cu_seqlens_k) - 1
     if not is_kv:
         return tokens.reshape(requests, -1, *tokens.shape[1:]).transpose(1, 2)
-    rows = tokens.new_zeros((requests * padded_length(workload), *tokens.shape[1:]))
+    longest = padded_length(workload)
+    rows = tokens.new_zeros((requests * longest, *tokens.shape[1:]))
     rows[padded_slots(workload, tokens.device)] = tokens
-    return rows.view(requests, padded_length(workload), *tokens.shape[1:]).transpose(1, 2)
+    return rows.view(requests, longest, *tokens.shape[1:]).transpose(1, 2)
 
 
 def padded_length(workload: Workload) -> int:
     """The longest cache: every request's row of keys is this long."""
-    cu = workload.cu_seqlens_k
-    return max(b - a for a, b in zip(cu, cu[1:]))
+    return max(workload.seq_lens_kv or (0,))
 
 
 def padded_slots(workload: Workload, device: Any) -> Any:

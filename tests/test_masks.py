@@ -387,8 +387,10 @@ def test_sdpa_gets_a_decode_batch_padded_to_its_longest_cache(kernels_importable
     """Not one row with a block-diagonal mask (requests x the work): the requests as a batch, each cache
     padded to the longest and hidden by a key-padding mask; checked against float64, gradients too."""
     entry = {"batch": 4, "heads": 4, "kv_heads": 1, "dim": 16, "seq": 2, "cache_lens": [26, 17, 24, 11]}
-    got, result = _bench(entry, ["math", "contract_kernels:flex_eager"], mode)
+    got, result = _bench(entry, ["math", "cudnn", "contract_kernels:flex_eager"], mode)
     assert got["math"] == ("ok", None) and result["candidates"]["math"]["layout"] == "padded"
+    # a decline is recorded with what it was offered (the report names only the backends that took it)
+    assert got["cudnn"][0] == "unsupported" and result["candidates"]["cudnn"]["layout"] == "padded"
     assert result["candidates"]["contract_kernels:flex_eager"].get("layout", "bhsd") == "bhsd"
     pairs = result["pairs"]
     assert pairs["padded"] == 4 * 2 * 26 and pairs["dense"] == 8 * 78  # vs 624 as one row

@@ -811,21 +811,24 @@ def test_configurations_report_matches_its_snapshot(config_run: dict[str, Any]) 
 
 def test_the_shape_heading_says_how_each_sdpa_backend_got_the_mask_and_what_it_wasted():
     """Per way SDPA was given the mask: dense (also in files written before layouts were recorded),
-    padded (a decode batch), nested tensors (no waste, so no factor)."""
+    padded (a decode batch), nested tensors (no waste, so no factor); a backend that declined is not
+    said to have computed anything (on the H200, flash declined the padded decode batch)."""
     import pandas as pd
 
     from attnbench.report import _sdpa_work
 
     rows = pd.DataFrame(
         {
-            "candidate": ["math", "cudnn", "flash", "flex"],
-            "dense_mask_work": [4.0, 1.5, None, None],
-            "layout": [None, "padded", "thd", "bhsd"],
+            "candidate": ["math", "cudnn", "flash", "flex", "efficient"],
+            "status": ["ok", "ok", "ok", "error", "unsupported"],
+            "dense_mask_work": [4.0, 1.5, None, None, 1.5],
+            "layout": [None, "padded", "thd", "bhsd", "padded"],
         }
     )
     (para,) = _sdpa_work(rows)
     text = para.text
     assert "SDPA (math) is given this mask as a dense attn_mask" in text and "4.00× the pairs" in text
     assert "SDPA (cudnn) is given the requests as a padded batch" in text and "1.50× the pairs" in text
+    assert "efficient" not in text
     assert "flash: given nested (jagged) tensors" in text and "flex" not in text
     assert _sdpa_work(rows.iloc[3:]) == []

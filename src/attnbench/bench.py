@@ -109,6 +109,7 @@ def prepare(
     dtype = getattr(torch, spec["dtype"])
     tolerance = spec.get("tolerance") or DEFAULT_TOLERANCE[spec["dtype"]]
     timeout = timing.Settings.from_config(spec.get("timing")).call_timeout_s
+    layout: dict[str, str] = {}
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
         try:
@@ -150,7 +151,11 @@ def prepare(
                 del first
                 footprint = memory.footprint(kernel, inputs, backward, workload.device)
         except Exception as exc:
-            failed = failure_entry(name, workload.device, exc, [str(w.message) for w in seen], culprit=name)
+            # with the layout it was offered: the report says what a decline was given
+            failed = {
+                **failure_entry(name, workload.device, exc, [str(w.message) for w in seen], culprit=name),
+                **layout,
+            }
             memory.release(workload.device)
             return failed, None
     entry = empty_entry(

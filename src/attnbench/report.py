@@ -1347,20 +1347,22 @@ def _throughput(tflops: Any, gbytes_per_s: Any) -> str:
 
 
 def _sdpa_work(rows: pd.DataFrame) -> list[Para]:
-    """What SDPA was given for this shape's mask, and the work it wastes, per way it was given."""
+    """What SDPA was given for this shape's mask, and the work it wastes, per way it was given: only the
+    backends that took it (a decline says why in its own words; a paged shape gives SDPA nothing)."""
     given = {
         "bhsd": "this mask as a dense attn_mask",
         PADDED: "the requests as a padded batch with a key-padding mask (each request's cache padded to the longest)",
     }
     said = []
-    dense = rows[rows["dense_mask_work"].notna()]
+    took = rows[rows["status"] != "unsupported"]
+    dense = took[took["dense_mask_work"].notna()]
     for layout, group in dense.groupby(dense["layout"].fillna("bhsd"), sort=False):  # none: older files
         said.append(
             f"SDPA ({', '.join(group['candidate'])}) is given {given.get(layout, layout)}: a backend that takes"
             f" it computes every query-key pair, {num(group['dense_mask_work'].iloc[0])}× the pairs the mask"
             " lets through (padded and masked-out work, which TFLOP/s does not count)."
         )
-    jagged = rows[(rows["layout"] == "thd") & rows["candidate"].isin(JAGGED_BACKENDS)]["candidate"]
+    jagged = took[(took["layout"] == "thd") & took["candidate"].isin(JAGGED_BACKENDS)]["candidate"]
     if len(jagged):
         said.append(f"{', '.join(jagged)}: given nested (jagged) tensors, the documents' own pairs only.")
     return [Para(" ".join(said))] if said else []

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from attnbench import masks
+from attnbench.candidates import Unsupported
 from attnbench.workloads import Shape, describe_mask, make_inputs, reference
 
 CASES = {
@@ -309,10 +310,50 @@ def test_an_fp8_cache_is_read_by_the_kernels_that_take_it_against_its_dequantise
     decode = {"batch": 3, "heads": 4, "kv_heads": 2, "dim": 16, "seq": 1, "cache_lens": [40, 7, 65], "kv_dtype": kv_dtype}
     got, result = _bench(decode, ["math", "examples.decode_kernels:fp8_decode", "examples.decode_kernels:paged_decode"])
     assert got["examples.decode_kernels:fp8_decode"] == ("ok", None), got
-    assert got["math"] == ("unsupported", f"math takes no {kv_dtype} KV cache here: only kernels that read fp8 run this shape")
+    assert got["math"] == ("unsupported", f"SDPA takes no {kv_dtype} KV cache (q, k and v share one dtype, no"
+                           " backend has an fp8 kernel): flex and kernels that read fp8 run this shape")
     assert result["min_bytes"] == 4 * (3 * 4 * 16 * 2) + 2 * 2 * 112 * 16  # q and out in float32, the cache in bytes
     paged, _ = _bench({**decode, "page_size": 8}, ["examples.decode_kernels:paged_decode"])
     assert paged["examples.decode_kernels:paged_decode"] == ("ok", None), paged  # fp8 pages
+
+
+@pytest.mark.parametrize(
+    ("cache", "mode", "layout"),
+    [
+        ({}, "forward", "padded"),
+        ({"seq": 3}, "forward", "padded"),  # speculative decoding: bottom-right causal over each cache
+        ({"page_size": 16}, "forward", "pool"),
+        ({"kv_dtype": "float8_e4m3fn"}, "forward", "padded"),
+        ({"page_size": 8, "kv_dtype": "float8_e5m2"}, "forward", "pool"),
+    ],
+)
+def test_flex_reads_a_decode_batch_padded_paged_and_fp8_against_float64(locked_env, monkeypatch, cache, mode, layout):
+    """The built-in flex on a decode batch: the requests padded, with a BlockMask from each cache's
+    length; a paged cache as the pool that PyTorch's PagedAttention maps through the workload's
+    page table; an fp8 cache with its descale. Eager FlexAttention here (torch.compile takes ~25 s
+    per shape on this CPU; it has no backward on the CPU); the same code compiled on the GPU
+    (docs/examples/h200-decode)."""
+    monkeypatch.setattr(torch, "compile", lambda fn, **options: fn)
+    decode = {"batch": 3, "heads": 4, "kv_heads": 2, "dim": 16, "seq": 1, "cache_lens": [40, 7, 65], **cache}
+    got, result = _bench(decode, ["math", "flex"], mode)
+    assert got["flex"] == ("ok", None) and result["candidates"]["flex"]["layout"] == layout, got
+    assert result["candidates"]["flex"]["rel_error"] < 1e-5  # float32 against float64, fp8 values dequantised
+    if cache.get("page_size") or cache.get("kv_dtype"):
+        assert got["math"][0] == "unsupported"  # SDPA reads neither a paged nor an fp8 cache
+    else:
+        assert got["math"] == ("ok", None) and result["candidates"]["math"]["layout"] == "padded"
+
+
+def test_flex_declines_a_paged_cache_it_cannot_read_as_a_decode_batch():
+    from attnbench.candidates import check_layout, declaration
+    from attnbench.workloads import Workload
+
+    packed = Shape.from_config({"name": "p", "heads": 2, "dim": 8, "seq_lens": [3, 5], "seq_lens_kv": [9, 12],
+                                "page_size": 4})  # unequal new queries: no padded batch
+    work = Workload.of(packed, "float32", "cpu")
+    assert declaration("flex", work).layout == "bhsd"
+    with pytest.raises(Unsupported, match="flex reads a contiguous KV cache unless the shape is a decode batch"):
+        check_layout("flex", "bhsd", work)
 
 
 def test_fp8_values_are_exactly_what_the_cache_holds():

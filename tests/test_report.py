@@ -815,20 +815,22 @@ def test_the_shape_heading_says_how_each_sdpa_backend_got_the_mask_and_what_it_w
     said to have computed anything (on the H200, flash declined the padded decode batch)."""
     import pandas as pd
 
-    from attnbench.report import _sdpa_work
+    from attnbench.report import _how_given
 
     rows = pd.DataFrame(
         {
-            "candidate": ["math", "cudnn", "flash", "flex", "efficient"],
-            "status": ["ok", "ok", "ok", "error", "unsupported"],
-            "dense_mask_work": [4.0, 1.5, None, None, 1.5],
-            "layout": [None, "padded", "thd", "bhsd", "padded"],
+            "candidate": ["math", "cudnn", "flash", "flex", "efficient", "flex"],
+            "status": ["ok", "ok", "ok", "error", "unsupported", "ok"],
+            "dense_mask_work": [4.0, 1.5, None, None, 1.5, None],
+            "layout": [None, "padded", "thd", "bhsd", "padded", "pool"],
         }
     )
-    (para,) = _sdpa_work(rows)
+    (para,) = _how_given(rows)
     text = para.text
     assert "SDPA (math) is given this mask as a dense attn_mask" in text and "4.00× the pairs" in text
     assert "SDPA (cudnn) is given the requests as a padded batch" in text and "1.50× the pairs" in text
     assert "efficient" not in text
-    assert "flash: given nested (jagged) tensors" in text and "flex" not in text
-    assert _sdpa_work(rows.iloc[3:]) == []
+    assert "flash: given nested (jagged) tensors" in text
+    assert "flex: given the pool of pages, read through PyTorch's PagedAttention" in text
+    assert "flex: given the requests as a padded batch" not in text  # the bhsd flex failed
+    assert _how_given(rows.iloc[3:5]) == []

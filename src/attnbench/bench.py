@@ -331,7 +331,7 @@ def _measure_shape(spec: dict[str, Any], running: Callable[[str | None], None]) 
             "attended": shape.attended_pairs(),
             "dense": shape.batch * shape.seq * shape.seq_kv,
             "sdpa_dense_mask": candidates.sdpa_needs_dense_mask(shape),
-            # a decode batch padded to its longest cache, as SDPA gets it (workloads.PADDED)
+            # a decode batch padded to its longest cache, as SDPA gets it (workloads.PADDED; flex skips the padding)
             **({"padded": shape.seq * padded_length(workload)} if takes_padded(shape) else {}),
         },
         "bound": limit,

@@ -29,7 +29,17 @@ from typing import Any
 
 from attnbench import masks
 from attnbench.formatting import clip
-from attnbench.workloads import LAYOUTS, PADDED, Shape, Workload, padded_mask, takes_padded
+from attnbench.workloads import (
+    LAYOUTS,
+    PADDED,
+    POOL,
+    Shape,
+    Workload,
+    padded_length,
+    padded_mask,
+    padded_mask_mod,
+    takes_padded,
+)
 
 SDPA_BACKENDS = ("flash", "efficient", "cudnn", "math")
 BUILTIN = (*SDPA_BACKENDS, "flex")
@@ -394,12 +404,15 @@ def _user_function(base: str) -> UserFunction:
 def declaration(name: str, workload: Workload | None = None) -> Declaration:
     """How candidate `name` is called (imports a user kernel's module). Built-ins are plain bhsd, but
     for SDPA's fused backends on a packed batch of documents on CUDA: thd, which they get as nested
-    (jagged) tensors (`sdpa_takes_jagged`); and for SDPA on a decode batch: padded, the requests as a
-    batch with a key-padding mask (attnbench.workloads.PADDED)."""
+    (jagged) tensors (`sdpa_takes_jagged`); for SDPA and flex on a decode batch: padded, the requests
+    as a batch (attnbench.workloads.PADDED); and for flex on a paged decode batch: the pool of pages
+    (attnbench.workloads.POOL, read through PyTorch's PagedAttention)."""
     if not is_user_kernel(name):
         if workload is not None and sdpa_takes_jagged(name, workload):
             return Declaration(layout="thd")
-        if workload is not None and name in SDPA_BACKENDS and takes_padded(workload):
+        if workload is not None and name == "flex" and workload.page_size and takes_padded(workload):
+            return Declaration(layout=POOL)
+        if workload is not None and name in (*SDPA_BACKENDS, "flex") and takes_padded(workload):
             return Declaration(layout=PADDED)
         return Declaration()
     found = getattr(_user_function(family(name)), DECLARATION_ATTRIBUTE, None)
@@ -425,7 +438,6 @@ def _sdpa(backend_name: str, workload: Workload, inputs: Sequence[Any]) -> Kerne
     }[backend_name]
     if workload.softcap:
         raise Unsupported("SDPA has no soft-capping of the scores (flex has: score_mod)")
-    _contiguous_cache_only("SDPA", workload)
     extra: dict[str, Any] = {"enable_gqa": True} if workload.gqa else {}
     if sdpa_takes_jagged(backend_name, workload):
         return _jagged_sdpa(backend_name, backend, workload, inputs, extra)
@@ -551,38 +563,88 @@ def _dense_mask(workload: Workload, device: Any) -> Any:
 
 def _flex(workload: Workload, device: str) -> Kernel:
     """FlexAttention with the workload's mask as a mask_mod (a BlockMask built here, before timing, so
-    fully masked blocks are skipped) and soft-capping and ALiBi as a score_mod (attnbench.masks)."""
+    fully masked blocks are skipped) and soft-capping and ALiBi as a score_mod (attnbench.masks). A
+    decode batch comes padded (PADDED: the mask hides each request's padding, whose blocks are
+    skipped) or, paged, as the pool of pages that PyTorch's PagedAttention maps (POOL). An fp8 cache
+    is read as it is, its descale folded into the softmax scale and applied to the output."""
     import torch
     from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
-    _contiguous_cache_only("flex", workload)
     compiled = torch.compile(flex_attention, dynamic=False)
     shape = workload.shape
-    allowed = masks.mask_mod(shape, device)
-    block_mask = None
-    if allowed is not None:
-        block_mask = create_block_mask(
-            allowed, B=None, H=None, Q_LEN=workload.seq, KV_LEN=workload.seq_kv, device=device
-        )
     score_mod = masks.score_mod(shape, device)
+    if workload.layout in (PADDED, POOL):
+        block_mask = _flex_decode_mask(workload, device)
+    else:
+        allowed = masks.mask_mod(shape, device)
+        block_mask = None
+        if allowed is not None:
+            block_mask = create_block_mask(
+                allowed, B=None, H=None, Q_LEN=workload.seq, KV_LEN=workload.seq_kv, device=device
+            )
+    descale = workload.kv_descale
+    scale = workload.scale * descale
 
     def run(q: Any, k: Any, v: Any) -> Any:
-        return compiled(
-            q, k, v, score_mod=score_mod, block_mask=block_mask, scale=workload.scale, enable_gqa=workload.gqa
-        )
+        out = compiled(q, k, v, score_mod=score_mod, block_mask=block_mask, scale=scale, enable_gqa=workload.gqa)
+        return out * descale if descale != 1.0 else out
 
     return run
 
 
+def _flex_decode_mask(workload: Workload, device: str) -> Any:
+    """The BlockMask of a padded decode batch: per request, its own cache (bottom-right causal); on a
+    paged cache converted by PyTorch's PagedAttention to the pool, whose page table is the workload's
+    (set here, not drawn by PagedAttention's allocator, so that every candidate reads the same pages)."""
+    import torch
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    requests = len(workload.cu_seqlens_k) - 1
+    queries = (workload.seq_lens or (1,))[0]
+    page = workload.page_size
+    longest = -(-padded_length(workload) // page) * page if page else padded_length(workload)
+    logical = create_block_mask(
+        padded_mask_mod(workload, device),
+        B=requests,
+        H=None,
+        Q_LEN=queries,
+        KV_LEN=longest,
+        device=device,
+        **({"BLOCK_SIZE": (128, page)} if page else {}),
+    )
+    if workload.layout != POOL:
+        return logical
+    from torch.nn.attention.experimental._paged_attention import PagedAttention
+
+    paged = PagedAttention(workload.num_pages, page, requests, device=device)
+    for request, pages in enumerate(workload.page_table):
+        physical = torch.tensor(pages, device=device)
+        paged.page_table[request, : len(pages)] = physical
+        paged.physical_to_logical[request, physical] = torch.arange(len(pages), device=device)
+        paged.capacity[request] = len(pages) * page
+    lengths = torch.tensor(workload.seq_lens_kv, device=device)
+    return paged.convert_logical_block_mask(logical, kv_len=lengths)
+
+
 def check_layout(name: str, layout: str, workload: Workload) -> None:
-    """Unsupported when user kernel `name`'s layout cannot hold this workload's cache: checked before
-    its inputs are made in that layout (a paged pool needs a page table). The built-ins decline an fp8
-    cache here, a paged one when they are built."""
+    """Unsupported when candidate `name` (in `layout`) cannot read this workload's cache: checked
+    before its inputs are made in that layout (a paged pool needs a page table). SDPA reads neither
+    an fp8 nor a paged cache; flex reads both, a paged one as a decode batch."""
     if not is_user_kernel(name):
-        if workload.kv_dtype:
+        if name in SDPA_BACKENDS and workload.kv_dtype:
             raise Unsupported(
-                f"{name} takes no {workload.kv_dtype} KV cache here: only kernels that read fp8 run this shape"
+                f"SDPA takes no {workload.kv_dtype} KV cache (q, k and v share one dtype, no backend has"
+                " an fp8 kernel): flex and kernels that read fp8 run this shape"
             )
+        if workload.page_size and (name in SDPA_BACKENDS or layout != POOL):
+            raise Unsupported(
+                f"{'SDPA' if name in SDPA_BACKENDS else name} reads a contiguous KV cache"
+                f"{'' if name in SDPA_BACKENDS else ' unless the shape is a decode batch'}, this shape's is"
+                f" paged (page_size {workload.page_size}): the same shape without page_size measures the"
+                " contiguous equivalent"
+            )
+        if workload.kv_dtype and workload.mode == "forward_backward":
+            raise Unsupported("an fp8 KV cache is read in decode: forward only")
         return
     if workload.page_size and layout != "paged":
         raise Unsupported(
@@ -592,15 +654,6 @@ def check_layout(name: str, layout: str, workload: Workload) -> None:
         raise Unsupported("the paged layout needs a shape with page_size (a paged KV cache)")
     if layout == "paged" and workload.mode == "forward_backward":
         raise Unsupported("a paged KV cache is read in decode: forward only")
-
-
-def _contiguous_cache_only(library: str, workload: Workload) -> None:
-    """The built-ins read a contiguous cache: on a paged shape they decline, saying how to compare."""
-    if workload.page_size:
-        raise Unsupported(
-            f"{library} reads a contiguous KV cache, this shape's is paged (page_size {workload.page_size}):"
-            " the same shape without page_size measures the contiguous equivalent"
-        )
 
 
 def _user(name: str, workload: Workload, inputs: Sequence[Any]) -> Kernel:

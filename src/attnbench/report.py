@@ -28,7 +28,7 @@ from attnbench.clocks import DISCARDED, reason_names
 from attnbench.files import atomic_write_bytes, atomic_write_text, read_json
 from attnbench.formatting import DASH, interval, num, pct, pm
 from attnbench.plots import ALT, PLOTS, figures, positive
-from attnbench.workloads import PADDED, describe_mask
+from attnbench.workloads import PADDED, POOL, describe_mask
 
 Json = dict[str, Any]
 
@@ -99,7 +99,7 @@ COLUMNS = [
     "attention",  # the shape's mask and sequence structure in words (workloads.describe_mask)
     "dim_v",
     "dense_mask_work",  # SDPA given a dense attn_mask or a padded batch: its pairs over those the mask lets through
-    "layout",  # how the candidate got q, k, v: bhsd, bshd, thd (SDPA: nested tensors), paged, padded
+    "layout",  # how the candidate got q, k, v: bhsd, bshd, thd (SDPA: nested tensors), paged, padded, pool
 ]
 # NVML reasons that make a round unrepresentative (thermal, hardware); the power cap is normal load
 SLOWDOWNS = frozenset(reason_names(DISCARDED))
@@ -862,7 +862,7 @@ def _results_section(frame: pd.DataFrame) -> Section:
         dims = ", ".join(f"{f}={first[f]}" for f in SHAPE_FIELDS if f != "causal")
         reference = first["reference"]
         blocks.append(Heading(3, f"{shape} ({dims}, {first['attention']})"))
-        blocks += _sdpa_work(rows)
+        blocks += _how_given(rows)
         body = []
         flagged: set[tuple[int, int]] = set()
         for r, row in enumerate(rows.itertuples(index=False)):
@@ -1346,9 +1346,9 @@ def _throughput(tflops: Any, gbytes_per_s: Any) -> str:
     return DASH if pd.isna(tflops) else f"{num(tflops)} ({num(gbytes_per_s)})"
 
 
-def _sdpa_work(rows: pd.DataFrame) -> list[Para]:
-    """What SDPA was given for this shape's mask, and the work it wastes, per way it was given: only the
-    backends that took it (a decline says why in its own words; a paged shape gives SDPA nothing)."""
+def _how_given(rows: pd.DataFrame) -> list[Para]:
+    """What SDPA and flex were given for this shape's mask or cache, and the work SDPA wastes, per way
+    it was given: only the built-ins that took it (a decline says why in its own words)."""
     given = {
         "bhsd": "this mask as a dense attn_mask",
         PADDED: "the requests as a padded batch with a key-padding mask (each request's cache padded to the longest)",
@@ -1365,6 +1365,11 @@ def _sdpa_work(rows: pd.DataFrame) -> list[Para]:
     jagged = took[(took["layout"] == "thd") & took["candidate"].isin(JAGGED_BACKENDS)]["candidate"]
     if len(jagged):
         said.append(f"{', '.join(jagged)}: given nested (jagged) tensors, the documents' own pairs only.")
+    flex = set(took[took["candidate"] == "flex"]["layout"])
+    if PADDED in flex:
+        said.append("flex: given the requests as a padded batch, with a BlockMask that skips each cache's padding.")
+    if POOL in flex:
+        said.append("flex: given the pool of pages, read through PyTorch's PagedAttention (the page table in its BlockMask).")
     return [Para(" ".join(said))] if said else []
 
 

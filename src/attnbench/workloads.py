@@ -350,12 +350,12 @@ def to_layout(tensor: Any, layout: str) -> Any:
     return bshd.reshape(-1, tensor.shape[1], tensor.shape[3])
 
 
-def paged_pool(tensor: Any, workload: Workload) -> Any:
+def paged_pool(tensor: Any, workload: Workload, fill: float = float("nan")) -> Any:
     """k or v (bhsd, one row of every request's cache) scattered into a pool of pages, (num_pages,
     page_size, kv_heads, dim), as the workload's page table says; slots past a request's length hold
-    NaN, so a kernel that reads them is caught."""
+    NaN, so a kernel that reads them is caught (`fill`: what they hold instead)."""
     tokens = to_layout(tensor, "thd")
-    pool = tokens.new_full((workload.num_pages * workload.page_size, *tokens.shape[1:]), float("nan"))
+    pool = tokens.new_full((workload.num_pages * workload.page_size, *tokens.shape[1:]), fill)
     pool[workload.kv_slots(tokens.device)] = tokens
     return pool.view(workload.num_pages, workload.page_size, *tokens.shape[1:])
 
@@ -371,9 +371,13 @@ def fp8_representable(tensor: Any, kv_dtype: str) -> Any:
 
 
 PADDED = "padded"
-"""The built-in SDPA backends' decode layout (not one a user kernel declares): the requests as a batch,
-q and the output (requests, heads, new queries, dim), k and v (requests, kv_heads, longest cache, dim)
-with zeros past each request's cache, which a key-padding mask hides (`padded_mask`)."""
+"""The built-ins' decode layout (not one a user kernel declares): the requests as a batch, q and the
+output (requests, heads, new queries, dim), k and v (requests, kv_heads, longest cache, dim) with zeros
+past each request's cache, which a key-padding mask hides (`padded_mask`; flex skips the blocks)."""
+POOL = "pool"
+"""flex's paged layout (PyTorch's experimental PagedAttention; not one a user kernel declares): q and
+the output as in PADDED, k and v the pool of pages as one row, (1, kv_heads, num_pages * page_size,
+dim), pages where the workload's page table puts them, zeros in the slots no request fills."""
 
 
 def takes_padded(shape: Shape) -> bool:
@@ -415,25 +419,48 @@ def padded_slots(workload: Workload, device: Any) -> Any:
     return request * padded_length(workload) + torch.arange(int(cu[-1]), device=device) - cu[request]
 
 
-def padded_mask(workload: Workload, device: Any) -> Any:
-    """Which padded keys each new query sees, (requests, 1, new queries, longest cache): its own
-    request's cache, bottom-right causal over it."""
+def padded_mask_mod(workload: Workload, device: Any) -> Any:
+    """Which padded keys each new query sees, as a FlexAttention mask_mod of (request, head, query,
+    key): its own request's cache, bottom-right causal over it."""
     import torch
 
-    lengths = torch.tensor(workload.seq_lens_kv, device=device).view(-1, 1, 1, 1)
-    queries = workload.seq_lens[0]
-    row = torch.arange(queries, device=device).view(1, 1, -1, 1)
+    lengths = torch.tensor(workload.seq_lens_kv, device=device)
+    queries = (workload.seq_lens or (1,))[0]
+
+    def seen(request: Any, head: Any, row: Any, col: Any) -> Any:
+        cached = col < lengths[request]
+        return cached & (col <= lengths[request] - queries + row) if workload.causal else cached
+
+    return seen
+
+
+def padded_mask(workload: Workload, device: Any) -> Any:
+    """`padded_mask_mod` as SDPA's boolean attn_mask, (requests, 1, new queries, longest cache)."""
+    import torch
+
+    request = torch.arange(len(workload.seq_lens_kv or ()), device=device).view(-1, 1, 1, 1)
+    row = torch.arange((workload.seq_lens or (1,))[0], device=device).view(1, 1, -1, 1)
     col = torch.arange(padded_length(workload), device=device).view(1, 1, 1, -1)
-    seen = col < lengths
-    return seen & (col <= lengths - queries + row) if workload.causal else seen
+    return padded_mask_mod(workload, device)(request, None, row, col)
+
+
+def pool_row(tensor: Any, workload: Workload) -> Any:
+    """k or v (bhsd, one row of every request's cache) as the POOL layout: the pages of `paged_pool`
+    (zeros where no request's key is: flex reads whole pages, and masks what it must not see)."""
+    pages = paged_pool(tensor, workload, fill=0.0)
+    return pages.view(1, -1, *pages.shape[2:]).transpose(1, 2)
 
 
 def _converted(tensor: Any, layout: str, is_kv: bool, workload: Workload | None) -> Any:
+    if layout in (PADDED, POOL) or (layout == "paged" and is_kv):
+        assert workload is not None, f"the {layout} layout needs the workload's cache lengths and pages"
+    if layout in (PADDED, POOL) and not is_kv:
+        return padded(tensor, False, workload)
     if layout == PADDED:
-        assert workload is not None, "the padded layout needs the workload's cache lengths"
-        return padded(tensor, is_kv, workload)
-    if layout == "paged" and is_kv:
-        assert workload is not None, "the paged layout needs the workload's page table"
+        tensor = padded(tensor, True, workload)
+    elif layout == POOL:
+        tensor = pool_row(tensor, workload)
+    elif layout == "paged" and is_kv:
         tensor = paged_pool(tensor, workload)
     else:
         tensor = to_layout(tensor, "thd" if layout == "paged" else layout)
@@ -448,8 +475,8 @@ def in_layout(
     tensors: list[Any] | tuple[Any, ...], layout: str, workload: Workload | None = None
 ) -> list[Any]:
     """bhsd tensors (the reference's answers: the output, then dq, dk, dv) as `layout`, to compare a
-    candidate's answers with."""
-    if layout == PADDED:
+    candidate's answers with (POOL, like paged, is read in decode: the output only)."""
+    if layout in (PADDED, POOL):
         assert workload is not None, "the padded layout needs the workload's cache lengths"
         return [padded(t, role in (2, 3), workload) for role, t in enumerate(tensors)]
     return [to_layout(t, "thd" if layout == "paged" else layout) for t in tensors]

@@ -5,7 +5,7 @@
 # (benchmarks/fp8_support.py), then the kernels' GPU tests, copied to docs/examples/<name>/.
 #   bash benchmarks/decode_example.sh h200-decode
 # Run from a clean checkout on the GPU machine with snakemake importable. About 4 min of GPU time:
-# the sweep (11 shapes, about 3 min; examples/decode.yaml says which candidate runs which shape)
+# the sweep (12 shapes, about 3 min; examples/decode.yaml says which candidate runs which shape)
 # and the GPU tests of the two kernels against the float64 reference.
 set -euo pipefail
 name=${1:?usage: decode_example.sh NAME}

@@ -27,7 +27,7 @@ from attnbench import Unsupported, kernel
 PAD_TO = 16
 # What a decode workload may ask beyond dense attention (Workload.features()); anything else
 # (windows, soft-capping, ALiBi, a prefix) these kernels do not implement and decline.
-DECODE_FEATURES = ("bottom-right", "packed", "a paged", "an fp8", "a value head dim")
+DECODE_FEATURES = ("bottom-right", "packed", "a paged", "an fp8", "fp8 queries", "a value head dim")
 
 
 def _requests(workload):
@@ -75,7 +75,7 @@ def _padded_plan(workload, device, slots_of):
 def _attend(workload, new, group, slots, bias):
     """The timed call, from q (requests * new, heads, dim) and the cache as the layout gives it (a
     pool of pages, or thd: either is (slots, kv_heads, dim) once its leading dims are flattened) to
-    the output (requests * new, heads, dim_v) in q's dtype.
+    the output (requests * new, heads, dim_v) in the run's dtype.
 
     Batched over (kv head, request): each kv head's keys are gathered once for all the query heads
     of its group (GQA and MQA read the cache once). The gather moves each row of the cache as wide
@@ -93,10 +93,14 @@ def _attend(workload, new, group, slots, bias):
         picked = torch.index_select(flat.view(word).transpose(0, 1), 1, slots)  # new, contiguous
         return picked.view(workload.kv_heads, requests, -1, picked.shape[-1]).view(cache.dtype)
 
+    compute = workload.torch_dtype  # the run's dtype: fp8 queries and caches are widened to it
+
     def run(q, k, v):
         keys, values = gather(k), gather(v)
-        if keys.dtype != q.dtype:  # an fp8 cache: the raw values, scaled below by `descale`
-            keys, values = keys.to(q.dtype), values.to(q.dtype)
+        if q.dtype != compute:  # fp8 queries: dequantised whole (there are few of them)
+            q = q.to(compute) * workload.q_descale
+        if keys.dtype != compute:  # an fp8 cache: the raw values, scaled below by `descale`
+            keys, values = keys.to(compute), values.to(compute)
         grouped = q.view(requests, new, workload.kv_heads, group, q.shape[-1])
         grouped = grouped.permute(2, 0, 3, 1, 4).reshape(workload.kv_heads, requests, rows, q.shape[-1])
         scores = torch.matmul(grouped * workload.scale, keys.transpose(-1, -2))

@@ -356,6 +356,39 @@ def test_flex_declines_a_paged_cache_it_cannot_read_as_a_decode_batch():
         check_layout("flex", "bhsd", work)
 
 
+@pytest.mark.parametrize("fp8", ["float8_e4m3fn", "float8_e5m2"])
+def test_fp8_queries_reach_the_kernels_that_read_them_checked_at_the_formats_rounding(kernels_importable, fp8):
+    """q in fp8 (q_dtype) with an fp8 cache, contiguous and paged: the user kernels dequantise it; the
+    check's tolerance is the format's unit roundoff (an fp8 output can be no closer), q's bytes one
+    each; SDPA declines. (flex reads fp8 queries on the GPU; Inductor's CPU backend takes no fp8.)"""
+    from attnbench.workloads import FP8_ROUNDOFF
+
+    decode = {"batch": 3, "heads": 4, "kv_heads": 2, "dim": 16, "seq": 2, "cache_lens": [40, 7, 65],
+              "kv_dtype": fp8, "q_dtype": fp8}
+    got, result = _bench(decode, ["math", "examples.decode_kernels:fp8_decode"])
+    fp8_decode = result["candidates"]["examples.decode_kernels:fp8_decode"]
+    assert got["examples.decode_kernels:fp8_decode"] == ("ok", None), got
+    assert fp8_decode["tolerance"] == FP8_ROUNDOFF[fp8] and fp8_decode["rel_error"] < 1e-5  # float32 compute
+    assert got["math"][0] == "unsupported" and got["math"][1].startswith("SDPA takes no")
+    assert result["min_bytes"] == 1 * (3 * 2 * 4 * 16) + 4 * (3 * 2 * 4 * 16) + 2 * 2 * 112 * 16  # q, out, cache
+    paged, result = _bench({**decode, "page_size": 8}, ["examples.decode_kernels:paged_decode"])
+    assert paged["examples.decode_kernels:paged_decode"] == ("ok", None), paged
+
+
+def test_fp8_queries_hold_fp8_values_and_refill_to_them():
+    from attnbench.workloads import FP8_DESCALE, Workload, fp8_representable, inputs_in_layout, refill_inputs
+
+    shape = Shape.from_config({"name": "q", "batch": 2, "heads": 2, "dim": 8, "seq": 1, "cache_lens": [5, 9],
+                               "q_dtype": "float8_e5m2"})
+    q, k, v, dout = inputs = make_inputs(shape, torch.float32, "cpu", seed=0, requires_grad=False)
+    assert torch.equal(q, fp8_representable(q, "float8_e5m2")) and not torch.equal(k, fp8_representable(k, "float8_e5m2"))
+    refill_inputs(inputs, 1, shape)
+    assert torch.equal(q, fp8_representable(q, "float8_e5m2"))
+    made = inputs_in_layout(inputs, "thd", Workload.of(shape, "float32", "cpu", layout="thd"))
+    assert made[0].dtype == torch.float8_e5m2 and made[1].dtype == torch.float32 and made[3].dtype == torch.float32
+    torch.testing.assert_close(made[0].float() * FP8_DESCALE["float8_e5m2"], q[0].transpose(0, 1), rtol=0, atol=0)
+
+
 def test_fp8_values_are_exactly_what_the_cache_holds():
     from attnbench.workloads import FP8_DESCALE, fp8_representable
 

@@ -41,7 +41,6 @@ from attnbench import (
 )
 from attnbench.env import device_summary
 from attnbench.workloads import (
-    DEFAULT_TOLERANCE,
     Shape,
     Workload,
     check_output,
@@ -55,6 +54,7 @@ from attnbench.workloads import (
     refill_inputs,
     refill_layout,
     takes_padded,
+    tolerance_for,
 )
 
 log = logging.getLogger(__name__).info
@@ -107,7 +107,7 @@ def prepare(
 
     backward = spec["mode"] == "forward_backward"
     dtype = getattr(torch, spec["dtype"])
-    tolerance = spec.get("tolerance") or DEFAULT_TOLERANCE[spec["dtype"]]
+    tolerance = spec.get("tolerance") or tolerance_for(spec["dtype"], workload.shape)
     timeout = timing.Settings.from_config(spec.get("timing")).call_timeout_s
     layout: dict[str, str] = {}
     with warnings.catch_warnings(record=True) as seen:
@@ -389,7 +389,7 @@ def audit_timed_work(
         return
     inputs = layouts["bhsd"]
     try:
-        refill_inputs(inputs, seed + 1, workload.kv_dtype)
+        refill_inputs(inputs, seed + 1, workload.shape)
         for key, tensors in layouts.items():
             refill_layout(tensors, inputs, key.split("+")[0], workload)
         fresh = reference(workload.shape, *inputs[:3], inputs[3] if backward else None)
@@ -426,8 +426,9 @@ def audit_timed_work(
 
 
 def inputs_key(layout: str, workload: Workload) -> str:
-    """Where a candidate's inputs are kept: by layout, and apart for an fp8 cache."""
-    return f"{layout}+{workload.kv_dtype}" if workload.kv_dtype else layout
+    """Where a candidate's inputs are kept: by layout, and apart when some are fp8 (a bhsd candidate
+    then gets fp8 copies, not the run dtype's inputs)."""
+    return f"{layout}+fp8" if workload.kv_dtype or workload.q_dtype else layout
 
 
 def audit_failed(entries: dict[str, dict[str, Any]], name: str, exc: BaseException, device: str) -> None:

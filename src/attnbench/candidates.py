@@ -566,7 +566,9 @@ def _flex(workload: Workload, device: str) -> Kernel:
     fully masked blocks are skipped) and soft-capping and ALiBi as a score_mod (attnbench.masks). A
     decode batch comes padded (PADDED: the mask hides each request's padding, whose blocks are
     skipped) or, paged, as the pool of pages that PyTorch's PagedAttention maps (POOL). An fp8 cache
-    is read as it is, its descale folded into the softmax scale and applied to the output."""
+    and fp8 queries are read as they are, their descales folded into the softmax scale and the
+    cache's applied to the output, which with fp8 queries flex returns in fp8: widened to the run's
+    dtype in the call."""
     import torch
     from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
@@ -582,11 +584,12 @@ def _flex(workload: Workload, device: str) -> Kernel:
             block_mask = create_block_mask(
                 allowed, B=None, H=None, Q_LEN=workload.seq, KV_LEN=workload.seq_kv, device=device
             )
-    descale = workload.kv_descale
-    scale = workload.scale * descale
+    descale, dtype = workload.kv_descale, workload.torch_dtype
+    scale = workload.scale * workload.q_descale * descale
 
     def run(q: Any, k: Any, v: Any) -> Any:
         out = compiled(q, k, v, score_mod=score_mod, block_mask=block_mask, scale=scale, enable_gqa=workload.gqa)
+        out = out if out.dtype == dtype else out.to(dtype)
         return out * descale if descale != 1.0 else out
 
     return run
@@ -629,12 +632,13 @@ def _flex_decode_mask(workload: Workload, device: str) -> Any:
 def check_layout(name: str, layout: str, workload: Workload) -> None:
     """Unsupported when candidate `name` (in `layout`) cannot read this workload's cache: checked
     before its inputs are made in that layout (a paged pool needs a page table). SDPA reads neither
-    an fp8 nor a paged cache; flex reads both, a paged one as a decode batch."""
+    fp8 nor a paged cache; flex reads both, a paged cache as a decode batch."""
+    fp8 = f"{workload.kv_dtype} KV cache" if workload.kv_dtype else f"{workload.q_dtype} queries"
     if not is_user_kernel(name):
-        if name in SDPA_BACKENDS and workload.kv_dtype:
+        if name in SDPA_BACKENDS and (workload.kv_dtype or workload.q_dtype):
             raise Unsupported(
-                f"SDPA takes no {workload.kv_dtype} KV cache (q, k and v share one dtype, no backend has"
-                " an fp8 kernel): flex and kernels that read fp8 run this shape"
+                f"SDPA takes no {fp8} (q, k and v share one dtype, no backend has an fp8 kernel):"
+                " flex and kernels that read fp8 run this shape"
             )
         if workload.page_size and (name in SDPA_BACKENDS or layout != POOL):
             raise Unsupported(
@@ -643,8 +647,8 @@ def check_layout(name: str, layout: str, workload: Workload) -> None:
                 f" paged (page_size {workload.page_size}): the same shape without page_size measures the"
                 " contiguous equivalent"
             )
-        if workload.kv_dtype and workload.mode == "forward_backward":
-            raise Unsupported("an fp8 KV cache is read in decode: forward only")
+        if (workload.kv_dtype or workload.q_dtype) and workload.mode == "forward_backward":
+            raise Unsupported(f"flex takes no gradient through {fp8}: forward only")
         return
     if workload.page_size and layout != "paged":
         raise Unsupported(

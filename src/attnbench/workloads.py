@@ -24,6 +24,10 @@ LAYOUTS = ("bhsd", "bshd", "thd", "paged")
 # every run dtype), chosen for standard-normal data: |x| up to 14 is representable, beyond it clamped.
 FP8_DESCALE = {"float8_e4m3fn": 2.0**-5, "float8_e5m2": 2.0**-12}
 FP8_MAX = {"float8_e4m3fn": 448.0, "float8_e5m2": 57344.0}
+# The unit roundoff of each fp8 format (2^-(mantissa bits + 1)): a kernel given fp8 queries may return
+# its output in fp8 (FlexAttention does), which can be no closer to float64 than that format's own
+# rounding, so a shape with fp8 queries is checked against this tolerance when it is the looser one.
+FP8_ROUNDOFF = {"float8_e4m3fn": 2.0**-4, "float8_e5m2": 2.0**-3}
 # Version of the Workload object handed to user kernels; raised when a field changes meaning.
 WORKLOAD_VERSION = 1
 
@@ -42,6 +46,7 @@ MASK_DEFAULTS: dict[str, Any] = {
     "seq_lens_kv": None,
     "page_size": 0,
     "kv_dtype": None,
+    "q_dtype": None,
 }
 
 
@@ -66,6 +71,7 @@ class Shape:
     seq_lens_kv: tuple[int, ...] | None = None  # and each one's keys, when they differ (decode: its cache)
     page_size: int = 0  # a paged KV cache: tokens per page (0: contiguous)
     kv_dtype: str | None = None  # an fp8 KV cache: float8_e4m3fn or float8_e5m2 (FP8_DESCALE)
+    q_dtype: str | None = None  # fp8 queries, likewise
 
     @classmethod
     def from_config(cls, entry: dict[str, Any]) -> Shape:
@@ -99,6 +105,7 @@ class Shape:
             seq_lens_kv=kv_lengths,
             page_size=int(entry.get("page_size") or 0),
             kv_dtype=entry.get("kv_dtype"),
+            q_dtype=entry.get("q_dtype"),
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -164,6 +171,8 @@ def describe_mask(shape: dict[str, Any]) -> str:
         parts.append(f"paged cache ({shape['page_size']} per page)")
     if shape.get("kv_dtype"):
         parts.append(f"{shape['kv_dtype']} cache")
+    if shape.get("q_dtype"):
+        parts.append(f"{shape['q_dtype']} queries")
     lengths, kv_lengths = shape.get("seq_lens"), shape.get("seq_lens_kv")
     if lengths and kv_lengths and len(set(lengths)) == 1:
         parts.append(
@@ -268,6 +277,7 @@ class Workload(Shape):
     page_table: tuple[tuple[int, ...], ...] = ()  # per request (document), its pages in the pool, in order
     num_pages: int = 0
     kv_descale: float = 1.0  # an fp8 cache holds k / kv_descale and v / kv_descale
+    q_descale: float = 1.0  # fp8 queries hold q / q_descale
     extras: dict[str, Any] = field(default_factory=dict)
     version: int = WORKLOAD_VERSION
 
@@ -295,6 +305,7 @@ class Workload(Shape):
             if shape.page_size
             else 0,
             kv_descale=FP8_DESCALE[shape.kv_dtype] if shape.kv_dtype else 1.0,
+            q_descale=FP8_DESCALE[shape.q_dtype] if shape.q_dtype else 1.0,
         )
 
     @property
@@ -334,6 +345,7 @@ class Workload(Shape):
             f"a value head dim of {self.dim_v}" if self.dim_v != self.dim else "",
             f"a paged KV cache (pages of {self.page_size})" if self.page_size else "",
             f"an fp8 KV cache ({self.kv_dtype})" if self.kv_dtype else "",
+            f"fp8 queries ({self.q_dtype})" if self.q_dtype else "",
         ]
         return [words for words in said if words]
 
@@ -358,6 +370,11 @@ def paged_pool(tensor: Any, workload: Workload, fill: float = float("nan")) -> A
     pool = tokens.new_full((workload.num_pages * workload.page_size, *tokens.shape[1:]), fill)
     pool[workload.kv_slots(tokens.device)] = tokens
     return pool.view(workload.num_pages, workload.page_size, *tokens.shape[1:])
+
+
+def fp8_format(shape: Shape | Workload, role: int) -> str | None:
+    """The fp8 format input `role` (0 q, 1 k, 2 v, 3 the output's gradient) is held in, if any."""
+    return {0: shape.q_dtype, 1: shape.kv_dtype, 2: shape.kv_dtype}.get(role)
 
 
 def fp8_representable(tensor: Any, kv_dtype: str) -> Any:
@@ -451,12 +468,15 @@ def pool_row(tensor: Any, workload: Workload) -> Any:
     return pages.view(1, -1, *pages.shape[2:]).transpose(1, 2)
 
 
-def _converted(tensor: Any, layout: str, is_kv: bool, workload: Workload | None) -> Any:
+def _converted(tensor: Any, layout: str, role: int, workload: Workload | None) -> Any:
+    """Input `role` (0 q, 1 k, 2 v, 3 dout) of the bhsd inputs as `layout`, in fp8 where the workload's
+    cache (k, v) or queries (q) are."""
+    is_kv = role in (1, 2)
     if layout in (PADDED, POOL) or (layout == "paged" and is_kv):
         assert workload is not None, f"the {layout} layout needs the workload's cache lengths and pages"
     if layout in (PADDED, POOL) and not is_kv:
-        return padded(tensor, False, workload)
-    if layout == PADDED:
+        tensor = padded(tensor, False, workload)
+    elif layout == PADDED:
         tensor = padded(tensor, True, workload)
     elif layout == POOL:
         tensor = pool_row(tensor, workload)
@@ -464,10 +484,11 @@ def _converted(tensor: Any, layout: str, is_kv: bool, workload: Workload | None)
         tensor = paged_pool(tensor, workload)
     else:
         tensor = to_layout(tensor, "thd" if layout == "paged" else layout)
-    if is_kv and workload is not None and workload.kv_dtype:
+    fp8 = fp8_format(workload, role) if workload is not None else None
+    if fp8:
         import torch
 
-        return (tensor / workload.kv_descale).to(getattr(torch, workload.kv_dtype))
+        return (tensor / FP8_DESCALE[fp8]).to(getattr(torch, fp8))
     return tensor
 
 
@@ -487,12 +508,12 @@ def inputs_in_layout(
 ) -> tuple[Any, ...]:
     """q, k, v and dout made contiguous in `layout` before timing (the same values as `inputs`), so
     that no transpose or copy happens inside the timed region that the kernel does not do itself; k and
-    v in fp8 for an fp8 cache (the workload's kv_dtype)."""
-    if layout == "bhsd" and (workload is None or not workload.kv_dtype):
+    v in fp8 for an fp8 cache (the workload's kv_dtype), q for fp8 queries (q_dtype)."""
+    if layout == "bhsd" and (workload is None or not (workload.kv_dtype or workload.q_dtype)):
         return inputs
     made = []
     for role, tensor in enumerate(inputs):
-        copy = _converted(tensor.detach(), layout, role in (1, 2), workload).contiguous()
+        copy = _converted(tensor.detach(), layout, role, workload).contiguous()
         made.append(copy.requires_grad_(tensor.requires_grad and copy.itemsize > 1))  # fp8 takes no gradient
     return tuple(made)
 
@@ -507,7 +528,7 @@ def refill_layout(
         return
     with torch.no_grad():
         for role, (made, values) in enumerate(zip(tensors, source)):
-            made.copy_(_converted(values, layout, role in (1, 2), workload))
+            made.copy_(_converted(values, layout, role, workload))
 
 
 def flops(shape: Shape, direction: str) -> float:
@@ -518,8 +539,8 @@ def flops(shape: Shape, direction: str) -> float:
 
 def min_bytes(shape: Shape, itemsize: int, direction: str) -> int:
     """Bytes one call must move at least: every input read once, every output written once; a paged
-    cache's keys and values by whole pages, an fp8 cache's at one byte each."""
-    q = shape.batch * shape.heads * shape.seq * shape.dim * itemsize
+    cache's keys and values by whole pages, an fp8 cache's (and fp8 queries) at one byte each."""
+    q = shape.batch * shape.heads * shape.seq * shape.dim * (1 if shape.q_dtype else itemsize)
     out = shape.batch * shape.heads * shape.seq * shape.dim_v * itemsize
     keys = shape.seq_kv
     if shape.page_size:  # whole pages are read: each request's last one, partly filled, too
@@ -550,22 +571,25 @@ def make_inputs(shape: Shape, dtype: Any, device: str, seed: int, requires_grad:
     v = draw(shape.batch, shape.kv_heads, shape.seq_kv, shape.dim_v)
     if shape.kv_dtype:  # every candidate and the reference see the values the fp8 cache holds
         k, v = (fp8_representable(t, shape.kv_dtype).requires_grad_(requires_grad) for t in (k, v))
+    if shape.q_dtype:
+        q = fp8_representable(q, shape.q_dtype).requires_grad_(requires_grad)
     dout = draw(shape.batch, shape.heads, shape.seq, shape.dim_v).detach()
     return q, k, v, dout
 
 
-def refill_inputs(inputs: tuple[Any, ...], seed: int, kv_dtype: str | None = None) -> None:
+def refill_inputs(inputs: tuple[Any, ...], seed: int, shape: Shape | None = None) -> None:
     """New random values written into the same tensors (same addresses, same strides), so that an
     answer a kernel kept from earlier calls no longer fits the inputs it is given (k and v rounded to
-    what an fp8 cache holds, for `kv_dtype`)."""
+    what an fp8 cache holds, q to what fp8 queries hold, for `shape`)."""
     import torch
 
     gen = torch.Generator(device=inputs[0].device).manual_seed(seed)
     with torch.no_grad():
         for role, tensor in enumerate(inputs):
             tensor.copy_(torch.randn(tensor.shape, generator=gen, device=tensor.device, dtype=torch.float32))
-            if kv_dtype and role in (1, 2):
-                tensor.copy_(fp8_representable(tensor, kv_dtype))
+            fp8 = fp8_format(shape, role) if shape is not None else None
+            if fp8:
+                tensor.copy_(fp8_representable(tensor, fp8))
 
 
 def reference(shape: Shape, q: Any, k: Any, v: Any, dout: Any | None) -> list[Any]:
@@ -620,6 +644,13 @@ def reference(shape: Shape, q: Any, k: Any, v: Any, dout: Any | None) -> list[An
     if grads is None:
         return [out]
     return [out, *grads]
+
+
+def tolerance_for(dtype: str, shape: Shape) -> float:
+    """||out - ref|| / ||ref|| a candidate must meet: the run dtype's (DEFAULT_TOLERANCE), or with fp8
+    queries that format's own rounding (FP8_ROUNDOFF) where it is looser."""
+    run = DEFAULT_TOLERANCE[dtype]
+    return max(run, FP8_ROUNDOFF[shape.q_dtype]) if shape.q_dtype else run
 
 
 def relative_error(got: Any, want: Any) -> float:

@@ -26,12 +26,17 @@ Phases of a benchmark job, in order (m = measured, d = derived):
   start-up  m  process.started_at -> process.worker.connected_at: interpreter, attnbench imports,
                GPU lease, connecting to the warm worker (starting it, import torch included, when none
                was warm: worker column "new"; such a worker answers before it imports torch, which
-               then falls in checks), waiting for its turn
+               then falls in other), waiting for its turn
+  reference m  stages.reference_s: the inputs and the float64 reference
+  build     m  sum over candidates of build_ms: declaration, inputs in the candidate's layout, a
+               built-in's masks (SDPA's dense mask, flex's BlockMask)
   compile   m  sum over candidates of compile_ms (first call, compilation included) + setup_ms
                (a factory's setup); each timed with perf_counter around the call
-  checks    d  wall minus every other phase: the request to the worker, inputs, the float64
-               reference, each candidate's correctness, determinism and memory checks, a CUDA graph's
-               capture, the document's return to the job; also any phase above that is not recorded
+  verify    m  sum over candidates of verify_ms: the float64 check, the determinism call, the memory
+               measurement
+  other     d  wall minus every other phase: the request to the worker, the timing's set-up (a CUDA
+               graph's capture), declined candidates, the document's return to the job; also any
+               phase above that is not recorded (files written before build_ms and verify_ms existed)
   warm-up   m  timing.warmup.seconds
   sampling  m  timing.elapsed_s: the sampled rounds, with the stopping rule's bootstrap checks (and
                the final 10,000-resample bootstrap when the rule stopped on max_time_s / max_rounds)
@@ -57,13 +62,27 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-PHASES = ("launch", "start_up", "reference", "compile", "checks", "warm_up", "sampling", "audit", "writing")
+PHASES = (
+    "launch",
+    "start_up",
+    "reference",
+    "build",
+    "compile",
+    "verify",
+    "other",
+    "warm_up",
+    "sampling",
+    "audit",
+    "writing",
+)
 LABELS = {
     "launch": "launch",
     "start_up": "start-up",
     "reference": "reference",
+    "build": "build",
     "compile": "compile",
-    "checks": "checks",
+    "verify": "verify",
+    "other": "other",
     "warm_up": "warm-up",
     "sampling": "sampling",
     "audit": "audit",
@@ -74,8 +93,10 @@ DEFINITIONS = {
     "launch": ("measured", "Snakemake starttime (incomplete marker) -> process.started_at"),
     "start_up": ("measured", "process.started_at -> process.worker.connected_at"),
     "reference": ("measured", "stages.reference_s: the inputs and the float64 reference"),
+    "build": ("measured", "sum of candidates' build_ms: inputs in their layout, masks"),
     "compile": ("measured", "sum of candidates' compile_ms + setup_ms"),
-    "checks": ("derived", "job wall time minus every other phase (correctness, determinism and memory checks, ...)"),
+    "verify": ("measured", "sum of candidates' verify_ms: float64 check, determinism, memory"),
+    "other": ("derived", "job wall time minus every other phase (the worker's request, timing set-up, ...)"),
     "warm_up": ("measured", "timing.warmup.seconds"),
     "sampling": ("measured", "timing.elapsed_s"),
     "audit": ("measured", "audit_s"),
@@ -315,18 +336,24 @@ def bench_phases(document: dict[str, Any], job: dict[str, Any]) -> dict[str, Any
     if unrecorded:
         statuses = "/".join(sorted({candidates[name]["status"] for name in unrecorded}))
         notes.append(
-            f"compile_ms not recorded for {', '.join(unrecorded)} ({statuses}): a first call made is in checks"
+            f"compile_ms not recorded for {', '.join(unrecorded)} ({statuses}): a first call made is in other"
         )
+    for phase in ("build", "verify"):
+        spent = [number(entry.get(f"{phase}_ms")) for entry in candidates.values()]
+        if any(value is not None for value in spent):
+            phases[phase] = sum(value or 0.0 for value in spent) / 1e3
+        elif not any(entry.get("status") in timed_statuses for entry in candidates.values()):
+            phases[phase] = 0.0  # nothing was built: every candidate declined
     timing = document.get("timing") or {}
     phases["warm_up"] = number((timing.get("warmup") or {}).get("seconds"))
     phases["sampling"] = number(timing.get("elapsed_s"))
     phases["audit"] = number(document.get("audit_s"))
     phases["reference"] = number((document.get("stages") or {}).get("reference_s"))
-    known = sum(value for name, value in phases.items() if name != "checks" and value is not None)
-    phases["checks"] = clamp(wall - known, "checks (wall minus the other phases)", notes)
+    known = sum(value for name, value in phases.items() if name != "other" and value is not None)
+    phases["other"] = clamp(wall - known, "other (wall minus the other phases)", notes)
     missing = [LABELS[name] for name, value in phases.items() if value is None]
     if missing:
-        notes.append(f"{', '.join(missing)} not recorded: in checks")
+        notes.append(f"{', '.join(missing)} not recorded: in other")
     timed = 0.0
     for entry in candidates.values():
         samples = entry.get("samples_ms") or []
@@ -342,7 +369,7 @@ def bench_phases(document: dict[str, Any], job: dict[str, Any]) -> dict[str, Any
         "kinds": {
             name: NOT_RECORDED if value is None else DEFINITIONS[name][0] for name, value in phases.items()
         },
-        "checks_includes": missing,
+        "other_includes": missing,
         "timed_s": timed,
         "rounds_run": timing.get("rounds_run"),
         "stop_reason": timing.get("stop_reason"),

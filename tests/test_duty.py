@@ -66,11 +66,11 @@ def test_every_shape_has_every_phase_recorded_and_non_negative(report):
     assert set(result["shapes"]) == {shape["name"] for shape in CPU_SHAPES}
     for name, shape in result["shapes"].items():
         assert set(shape["phases"]) == set(duty.PHASES)
-        # a run of the current code records every phase; only checks is derived
+        # a run of the current code records every phase; only other (the remainder) is derived
         assert all(value is not None for value in shape["phases"].values()), (name, shape["phases"])
         assert all(value >= 0 for value in shape["phases"].values()), (name, shape["phases"])
-        assert shape["kinds"]["checks"] == "derived"
-        assert {shape["kinds"][phase] for phase in duty.PHASES if phase != "checks"} == {"measured"}
+        assert shape["kinds"]["other"] == "derived"
+        assert {shape["kinds"][phase] for phase in duty.PHASES if phase != "other"} == {"measured"}
         assert shape["worker"] is not None and shape["notes"] == [], shape["notes"]
 
 
@@ -79,7 +79,7 @@ def test_phases_of_a_job_fit_in_its_wall_time(report):
     _, result = report
     for name, shape in result["shapes"].items():
         wall = shape["job"]["wall_s"]
-        measured = sum(value for phase, value in shape["phases"].items() if phase != "checks")
+        measured = sum(value for phase, value in shape["phases"].items() if phase != "other")
         assert measured <= wall + TOLERANCE_S, (name, wall, shape["phases"])
         assert sum(shape["phases"].values()) <= wall + TOLERANCE_S, (name, wall, shape["phases"])
         # the timed samples lie inside the sampling rounds
@@ -147,22 +147,24 @@ def test_the_text_names_the_duty_and_every_shape(report):
 
 @pytest.mark.slow
 def test_older_files_say_not_recorded(finished_run, tmp_path):
-    """A result written before audit_s, timing.elapsed_s, stages and process existed: those phases are not
-    recorded, and checks (the remainder) holds them."""
+    """A result written before audit_s, timing.elapsed_s, stages, process, build_ms and verify_ms
+    existed: those phases are not recorded, and other (the remainder) holds them."""
     copy = tmp_path / "run"
     shutil.copytree(finished_run, copy, symlinks=True)
     path = copy / "results" / "bench" / "s64.json"
     bench = json.loads(path.read_text())
     del bench["audit_s"], bench["timing"]["elapsed_s"], bench["process"], bench["stages"]
+    for entry in bench["candidates"].values():
+        entry.pop("build_ms", None), entry.pop("verify_ms", None)
     path.write_text(json.dumps(bench))
     text, result = run_script(copy, tmp_path / "duty.json")
     shape = result["shapes"]["s64"]
-    for phase in ("launch", "start_up", "reference", "sampling", "audit", "writing"):
+    for phase in ("launch", "start_up", "reference", "build", "verify", "sampling", "audit", "writing"):
         assert shape["phases"][phase] is None and shape["kinds"][phase] == "not recorded"
-    assert shape["phases"]["checks"] == pytest.approx(
+    assert shape["phases"]["other"] == pytest.approx(
         shape["job"]["wall_s"] - shape["phases"]["compile"] - shape["phases"]["warm_up"]
     )
-    assert "s64: launch, start-up, reference, sampling, audit, writing not recorded: in checks" in text
+    assert "s64: launch, start-up, reference, build, verify, sampling, audit, writing not recorded: in other" in text
     assert result["shapes"]["s96_causal"]["phases"]["sampling"] is not None
 
 

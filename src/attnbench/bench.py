@@ -110,6 +110,7 @@ def prepare(
     tolerance = spec.get("tolerance") or tolerance_for(spec["dtype"], workload.shape)
     timeout = timing.Settings.from_config(spec.get("timing")).call_timeout_s
     layout: dict[str, str] = {}
+    started = time.perf_counter()
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
         try:
@@ -125,15 +126,18 @@ def prepare(
             setup = {"setup_ms": (time.perf_counter() - began) * 1e3} if declared.factory else {}
             call = make_call(kernel, inputs, backward)
             began = time.perf_counter()
+            # where each job's time goes (benchmarks/duty.py): making the candidate, a factory's setup apart
+            spent_ms = {"build_ms": max((began - started) * 1e3 - setup.get("setup_ms", 0.0), 0.0)}
             with timing.deadline(timeout):
                 result = call()
                 if workload.device == "cuda":
                     torch.cuda.synchronize()
             first_call_ms = (time.perf_counter() - began) * 1e3
+            began = time.perf_counter()
             wanted = in_layout(expected, declared.layout, workload)
             error, mismatch = check_output(result, wanted, backward, dtype)
             # the first call's time is kept whatever the answer: it is time the job spent (benchmarks/duty.py)
-            spent = {"compile_ms": first_call_ms, **setup, **layout}
+            spent = {"compile_ms": first_call_ms, **setup, **spent_ms, **layout}
             if mismatch:
                 return empty_entry("incorrect", mismatch, tolerance=tolerance, **spent), None
             if not error <= tolerance:
@@ -150,6 +154,7 @@ def prepare(
                 repeat = audit.determinism(first, call())
                 del first
                 footprint = memory.footprint(kernel, inputs, backward, workload.device)
+            spent_ms["verify_ms"] = (time.perf_counter() - began) * 1e3
         except Exception as exc:
             # with the layout it was offered: the report says what a decline was given
             failed = {
@@ -166,6 +171,7 @@ def prepare(
         compile_ms=first_call_ms,
         deterministic=repeat,
         **setup,
+        **spent_ms,
         **layout,
     )
     entry.update(

@@ -249,7 +249,7 @@ def _measure_shape(spec: dict[str, Any], running: Callable[[str | None], None]) 
         torch.cuda.synchronize()
     reference_s = time.perf_counter() - began
     # The inputs in each layout a candidate declares, made once, before any timing: the same values.
-    # An fp8 cache's candidates (user kernels only: the built-ins decline it) get k and v in fp8.
+    # With an fp8 cache or fp8 queries, a candidate gets those inputs in fp8 (SDPA declines them).
     layouts = {"bhsd": inputs}
 
     def inputs_for(layout: str) -> tuple[Any, ...]:

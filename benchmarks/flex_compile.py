@@ -9,7 +9,8 @@ policy inherits another's compiled kernels), over the same shapes in the same or
   rerun     `reset` again on the cache directories `reset` left: a rerun of the sweep on the same
             machine (Inductor's FX graph cache and Triton's kernel cache on disk)
   keep      one torch.compile(flex_attention, dynamic=False) for every shape, no reset, the
-            recompile limit raised: every shape still compiles, in a process that already has
+            recompile limit raised: every shape still compiles, in a process whose dynamo state is
+            warm
   dynamic   one torch.compile(flex_attention, dynamic=True), no reset: one graph for every length
 
 Per shape and policy: the first call's wall time (BlockMask creation excluded, made before), and the

@@ -353,6 +353,10 @@ def test_shapes_that_cannot_be_measured_are_refused_before_any_job(shape, messag
         ({"cache_lens": {"min": 10, "max": 20, "mean": 30}}, "mean 30 is not between"),
         ({"cache_lens": [64, 80, 96], "causal_alignment": "top_left"}, "bottom-right aligned"),
         ({"cache_lens": [64, 80, 96], "seq_kv": 8}, "leave out seq_kv"),
+        # fp8 queries read an fp8 cache of their format: without its descale an fp8 output falls below
+        # e4m3's normal range; with e5m2's it overflows e4m3
+        ({"cache_lens": [64, 80, 96], "q_dtype": "float8_e4m3fn"}, "q_dtype float8_e4m3fn needs kv_dtype"),
+        ({"cache_lens": [64, 80, 96], "q_dtype": "float8_e4m3fn", "kv_dtype": "float8_e5m2"}, "needs kv_dtype"),
     ],
 )
 def test_decode_shapes_that_cannot_be_measured_are_refused_before_any_job(shape, message):

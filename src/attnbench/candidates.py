@@ -641,14 +641,17 @@ def check_layout(name: str, layout: str, workload: Workload) -> None:
                 " flex and kernels that read fp8 run this shape"
             )
         if workload.page_size and (name in SDPA_BACKENDS or layout != POOL):
+            unless = "" if name in SDPA_BACKENDS else " unless the shape is a decode batch without window, prefix or ALiBi"
             raise Unsupported(
-                f"{'SDPA' if name in SDPA_BACKENDS else name} reads a contiguous KV cache"
-                f"{'' if name in SDPA_BACKENDS else ' unless the shape is a decode batch'}, this shape's is"
-                f" paged (page_size {workload.page_size}): the same shape without page_size measures the"
+                f"{'SDPA' if name in SDPA_BACKENDS else name} reads a contiguous KV cache{unless}, this shape's"
+                f" is paged (page_size {workload.page_size}): the same shape without page_size measures the"
                 " contiguous equivalent"
             )
-        if (workload.kv_dtype or workload.q_dtype) and workload.mode == "forward_backward":
-            raise Unsupported(f"flex takes no gradient through {fp8}: forward only")
+    if (workload.kv_dtype or workload.q_dtype) and workload.mode == "forward_backward":
+        raise Unsupported(f"{fp8} takes no gradient: forward only")
+    if workload.page_size and workload.mode == "forward_backward":
+        raise Unsupported("a paged KV cache is read in decode: forward only")
+    if not is_user_kernel(name):
         return
     if workload.page_size and layout != "paged":
         raise Unsupported(
@@ -656,8 +659,6 @@ def check_layout(name: str, layout: str, workload: Workload) -> None:
         )
     if layout == "paged" and not workload.page_size:
         raise Unsupported("the paged layout needs a shape with page_size (a paged KV cache)")
-    if layout == "paged" and workload.mode == "forward_backward":
-        raise Unsupported("a paged KV cache is read in decode: forward only")
 
 
 def _user(name: str, workload: Workload, inputs: Sequence[Any]) -> Kernel:

@@ -293,6 +293,11 @@ def _shape_problem(shape: dict[str, Any]) -> str | None:
         return f"heads {heads} is not a multiple of kv_heads {kv_heads}"
     if shape.get("prefix") and not shape.get("causal"):
         return "prefix (prefix-LM) needs causal: true (without causal every query sees every key already)"
+    if shape.get("q_dtype") and shape.get("kv_dtype") != shape["q_dtype"]:
+        return (
+            f"q_dtype {shape['q_dtype']} needs kv_dtype {shape['q_dtype']}: fp8 queries read an fp8 cache of"
+            " the same format, whose descale keeps an fp8 output in range"
+        )
     caches = shape.get("cache_lens")
     if caches is not None:
         return _decode_problem(shape, caches)

@@ -38,6 +38,7 @@ from attnbench.workloads import (
     padded_length,
     padded_mask,
     padded_mask_mod,
+    padded_queries,
     takes_padded,
 )
 
@@ -603,7 +604,7 @@ def _flex_decode_mask(workload: Workload, device: str) -> Any:
     from torch.nn.attention.flex_attention import create_block_mask
 
     requests = len(workload.cu_seqlens_k) - 1
-    queries = (workload.seq_lens or (1,))[0]
+    queries = padded_queries(workload)
     page = workload.page_size
     longest = -(-padded_length(workload) // page) * page if page else padded_length(workload)
     logical = create_block_mask(

@@ -430,6 +430,11 @@ def padded_length(workload: Workload) -> int:
     return max(workload.seq_lens_kv or (0,))
 
 
+def padded_queries(workload: Workload) -> int:
+    """The new queries of each request (the same for all in a padded batch)."""
+    return (workload.seq_lens or (1,))[0]
+
+
 def padded_slots(workload: Workload, device: Any) -> Any:
     """For every key of the one-row cache, its row-major slot in (requests, longest cache)."""
     import torch
@@ -445,7 +450,7 @@ def padded_mask_mod(workload: Workload, device: Any) -> Any:
     import torch
 
     lengths = torch.tensor(workload.seq_lens_kv, device=device)
-    queries = (workload.seq_lens or (1,))[0]
+    queries = padded_queries(workload)
 
     def seen(request: Any, head: Any, row: Any, col: Any) -> Any:
         cached = col < lengths[request]
@@ -459,7 +464,7 @@ def padded_mask(workload: Workload, device: Any) -> Any:
     import torch
 
     request = torch.arange(len(workload.seq_lens_kv or ()), device=device).view(-1, 1, 1, 1)
-    row = torch.arange((workload.seq_lens or (1,))[0], device=device).view(1, 1, -1, 1)
+    row = torch.arange(padded_queries(workload), device=device).view(1, 1, -1, 1)
     col = torch.arange(padded_length(workload), device=device).view(1, 1, 1, -1)
     return padded_mask_mod(workload, device)(request, None, row, col)
 
@@ -572,10 +577,11 @@ def make_inputs(shape: Shape, dtype: Any, device: str, seed: int, requires_grad:
     q = draw(shape.batch, shape.heads, shape.seq, shape.dim)
     k = draw(shape.batch, shape.kv_heads, shape.seq_kv, shape.dim)
     v = draw(shape.batch, shape.kv_heads, shape.seq_kv, shape.dim_v)
-    if shape.kv_dtype:  # every candidate and the reference see the values the fp8 cache holds
-        k, v = (fp8_representable(t, shape.kv_dtype).requires_grad_(requires_grad) for t in (k, v))
-    if shape.q_dtype:
-        q = fp8_representable(q, shape.q_dtype).requires_grad_(requires_grad)
+    # every candidate and the reference see the values an fp8 cache (or fp8 queries) hold
+    q, k, v = (
+        fp8_representable(t, fp8).requires_grad_(requires_grad) if (fp8 := fp8_format(shape, role)) else t
+        for role, t in enumerate((q, k, v))
+    )
     dout = draw(shape.batch, shape.heads, shape.seq, shape.dim_v).detach()
     return q, k, v, dout
 

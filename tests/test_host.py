@@ -4,6 +4,7 @@ import subprocess
 import sys
 import time
 
+import psutil
 import pytest
 
 from attnbench import host
@@ -52,8 +53,8 @@ def test_this_process_own_work_is_not_counted_as_others(monkeypatch):
     # cores 0 and 2 are this job's; core 1 (busy all along) is another cpuset's and never counted
     busy_elsewhere = System(99.0, 0.0, 0.0, 0.0)
     idle = System(0.0, 0.0, 1.0, 0.0)
-    monkeypatch.setattr(host.psutil, "cpu_times", lambda percpu: [next(system), busy_elsewhere, idle, idle])
-    monkeypatch.setattr(host.psutil, "Process", Process)
+    monkeypatch.setattr(psutil, "cpu_times", lambda percpu: [next(system), busy_elsewhere, idle, idle])
+    monkeypatch.setattr(psutil, "Process", Process)
     monkeypatch.setattr(host, "usable_cpus", lambda: [0, 2])
     record = host.LoadWatch.start(threads=1).record()
     assert record["cpus"] == 2 and record["other_cores"] == pytest.approx(0.1)

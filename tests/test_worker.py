@@ -405,3 +405,35 @@ def test_only_a_benchmark_with_a_failed_candidate_retires_the_worker() -> None:
     assert _retires("benchmark", {"result": {"candidates": {"k": {"status": "error"}}}})
     assert not _retires("benchmark", {"result": {"candidates": {"k": {"status": "ok"}}}})
     assert _retires("report", {"error": "boom"})
+
+
+SCHEMAS = ROOT / "workflow" / "schemas"
+
+
+def test_a_job_the_worker_serves_writes_a_valid_document_without_importing_jsonschema(worker_env):
+    """A job's own process is only a client of the warm worker: jsonschema, psutil and the candidates'
+    module were 0.2 s of each job's start (docs/scale.md, issue 21); the worker validates instead."""
+    from attnbench import files
+
+    out = worker_env / "fingerprint.json"
+    argv = ["fingerprint", "--spec", json.dumps(FINGERPRINT), "--out", str(out), "--schemas", str(SCHEMAS)]
+    heavy = ("jsonschema", "psutil", "attnbench.candidates", "attnbench.workloads", "yaml")
+    code = (
+        f"import sys; from attnbench.cli import main; rc = main({argv!r}); "
+        f"print(rc, [m for m in {heavy!r} if m in sys.modules])"
+    )
+    env = {**os.environ, "ATTNBENCH_LEASE_DIR": str(worker_env)}
+    child = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert child.stdout.split() == ["0", "[]"], child.stderr
+    document = files.read_json(out, SCHEMAS / "fingerprint.schema.yaml")
+    assert document["process"]["worker"]["pid"] > 0  # served by the worker, not in the job's process
+
+
+def test_the_worker_validates_the_document_it_answers_with(worker_env):
+    """The job writes what the worker validated: a document the schema refuses fails the job, naming the field."""
+    strict = worker_env / "schemas"
+    shutil.copytree(SCHEMAS, strict)
+    schema = strict / "fingerprint.schema.yaml"
+    schema.write_text(schema.read_text().replace("required: [schema,", "required: [schema, not_a_field,", 1))
+    with pytest.raises(worker.WorkerError, match="not_a_field"):
+        worker.run("fingerprint", FINGERPRINT, worker_env, log=print, schemas=str(strict))

@@ -3,19 +3,19 @@
 __version__ = "0.1.0"
 SCHEMA_VERSION = 2
 
-# A kernel raises Unsupported to decline a shape; `kernel` declares its form, layout and grid; a
-# factory kernel is handed a Workload (docs/kernels.md).
-from attnbench.candidates import Unsupported, kernel  # noqa: E402
-from attnbench.workloads import Workload  # noqa: E402
-
 __all__ = ["SCHEMA_VERSION", "Unsupported", "Workload", "__version__", "compare", "kernel"]
+
+# Where each public name lives, imported on first use: a kernel raises Unsupported to decline a
+# shape; `kernel` declares its form, layout and grid; a factory kernel is handed a Workload
+# (docs/kernels.md); `compare` (attnbench.api) needs torch and pandas. `import attnbench` stays
+# cheap: the Snakefile imports the package at parse time, and every job's process starts with it
+# (candidates and workloads alone were 90 ms of a job's start, docs/scale.md).
+_LAZY = {"Unsupported": "candidates", "kernel": "candidates", "Workload": "workloads", "compare": "api"}
 
 
 def __getattr__(name: str):
-    """`attnbench.compare` (attnbench.api) is imported on first use: `import attnbench` stays cheap
-    (the Snakefile imports the package at parse time; the API needs torch and pandas)."""
-    if name == "compare":
-        from attnbench.api import compare
+    if name in _LAZY:
+        import importlib
 
-        return compare
+        return getattr(importlib.import_module(f"attnbench.{_LAZY[name]}"), name)
     raise AttributeError(f"module 'attnbench' has no attribute {name!r}")

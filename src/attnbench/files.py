@@ -11,8 +11,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import jsonschema
-
 from attnbench import SCHEMA_VERSION
 
 _UMASK = os.umask(0)
@@ -84,6 +82,10 @@ def validate(data: Any, schema_path: str | os.PathLike[str] | None, *, source: s
     """Raise ResultFileError naming the file and the offending field."""
     if schema_path is None:
         return
+    # Here, not at the top: 0.1 s of every job's start, and a job served by a warm worker has its
+    # document validated there (cli.main, docs/scale.md).
+    import jsonschema
+
     schema = load_schema(schema_path)
     validator = jsonschema.Draft202012Validator(schema)
     error = jsonschema.exceptions.best_match(validator.iter_errors(data))
@@ -92,13 +94,18 @@ def validate(data: Any, schema_path: str | os.PathLike[str] | None, *, source: s
         raise ResultFileError(f"{source}: field '{field}': {error.message}")
 
 
+def stamped(data: dict[str, Any]) -> dict[str, Any]:
+    """`data` as it is written: the schema version first, JSON's values only."""
+    return jsonable({"schema": SCHEMA_VERSION, **data})
+
+
 def write_json(
     path: str | os.PathLike[str],
     data: dict[str, Any],
     schema_path: str | os.PathLike[str] | None = None,
 ) -> None:
-    """Stamp the schema version, validate, and write atomically."""
-    payload = jsonable({"schema": SCHEMA_VERSION, **data})
+    """Stamp the schema version, validate (unless `schema_path` is None), and write atomically."""
+    payload = stamped(data)
     validate(payload, schema_path, source=str(path))
     atomic_write_text(path, json.dumps(payload, indent=1, sort_keys=False) + "\n")
 

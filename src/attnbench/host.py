@@ -13,9 +13,10 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import psutil
+if TYPE_CHECKING:
+    import psutil
 
 # Busy: other processes kept more than this share of the cores this job left free busy.
 BUSY_SHARE = 0.5
@@ -67,6 +68,8 @@ def _busy_seconds(times: Any) -> float:
 
 def _busy_on(cpus: list[int]) -> float:
     """Busy seconds of the cores this job may use: others' load elsewhere on the host is not its."""
+    import psutil  # here, not at the top: a job's client process needs only job_threads (docs/scale.md)
+
     per_cpu = psutil.cpu_times(percpu=True)
     return sum(_busy_seconds(per_cpu[i]) for i in cpus if i < len(per_cpu))
 
@@ -90,6 +93,8 @@ class LoadWatch:
 
     @classmethod
     def start(cls, threads: int) -> LoadWatch:
+        import psutil
+
         process = psutil.Process()
         cpus = usable_cpus()
         return cls(

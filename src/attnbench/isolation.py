@@ -127,6 +127,11 @@ def supervise(
     return document, served_by
 
 
+def crashed(document: dict[str, Any]) -> list[str]:
+    """The candidates whose entries `supervise` wrote into a shape's document: only it makes them."""
+    return [name for name, entry in document["candidates"].items() if entry["status"] == "crashed"]
+
+
 def _culprit(
     crash: Crash, spec: dict[str, Any], replay: Replay, log: Callable[[str], None]
 ) -> tuple[str, dict[str, Any]]:

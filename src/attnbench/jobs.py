@@ -70,6 +70,11 @@ def schema_file(schemas: Path | None, name: str) -> Path | None:
     return None if schemas is None else schemas / f"{name}.schema.yaml"
 
 
+def output_schema(command: str, schemas: str | Path | None) -> Path | None:
+    """The schema the document of the job `command` must match; None (no validation) without a directory."""
+    return schema_file(None if schemas is None else Path(schemas), get(command).schema)
+
+
 def _fingerprint_spec(run: dict[str, Any], name: str | None) -> Spec:
     return {
         "device": run["device"],

@@ -64,7 +64,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple, TextIO
 
-from attnbench import isolation, jobs
+from attnbench import files, isolation, jobs
 
 # ATTNBENCH_WORKER=0 runs each job without a worker (as under SLURM, where it always does): a benchmark job
 # measures its shape in a fresh child of its own, the others in their own process.
@@ -118,7 +118,8 @@ def run(
     log: Callable[[str], None],
     schemas: str | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Run the job in the worker for its key, starting one if none listens: the document, and the worker.
+    """Run the job in the worker for its key, starting one if none listens: the document, validated
+    there against the job's output schema when `schemas` is given, and the worker.
 
     Jobs that share a worker take turns on a lock next to its socket; on a GPU the lease already
     makes them take turns, on the CPU it queues them (which also keeps their timings apart)."""
@@ -289,9 +290,7 @@ def _attempt(path: Path) -> socket.socket:
 
 
 def _send(stream: TextIO, message: dict[str, Any]) -> None:
-    from attnbench.files import jsonable
-
-    stream.write(json.dumps(jsonable(message)) + "\n")
+    stream.write(json.dumps(files.jsonable(message)) + "\n")
     stream.flush()
 
 
@@ -424,7 +423,12 @@ def _answer(connection: socket.socket, stream: TextIO, request: dict[str, Any]) 
     threading.Thread(target=exit_if_the_job_dies, daemon=True).start()
     try:
         with _logs_to(stream):
-            return {"result": jobs.run(request["command"], request["spec"], request.get("schemas"), running)}
+            result = jobs.run(request["command"], request["spec"], request.get("schemas"), running)
+        # Validated here, where jsonschema is imported once for every job: the job writes the
+        # document without importing it again (cli.main).
+        files.validate(files.stamped(result), jobs.output_schema(request["command"], request.get("schemas")),
+                       source=f"the {request['command']} job's document")
+        return {"result": result}
     except isolation.ContextLost as lost:  # this worker retires: nothing more can run in its context
         return {"lost": {"error": lost.error, "candidate": lost.candidate}}
     except Exception as exc:

@@ -400,6 +400,43 @@ def max_concurrent(intervals: list[tuple[float, float]]) -> int:
     return best
 
 
+def per_shape_overhead(shapes: dict[str, dict[str, Any]], jobs: list[dict[str, Any]]) -> dict[str, Any]:
+    """What each shape costs beyond its warm-up and sampling: its benchmark job's wall time less those,
+    plus its compare job's wall time; and the same less the compile phase (first calls, torch.compile,
+    a factory's setup), the issue's "shapes without a compile". Median and maximum over the shapes."""
+    compare = {
+        Path(job["outputs"][0]).stem: job["end"] - job["start"] for job in jobs if job["rule"] == "compare"
+    }
+    rows = {}
+    for name, shape in shapes.items():
+        phases = shape["phases"]
+        if phases["warm_up"] is None or phases["sampling"] is None or name not in compare:
+            continue
+        total = shape["job"]["wall_s"] - phases["warm_up"] - phases["sampling"] + compare[name]
+        rows[name] = {
+            "total_s": total,
+            "compare_s": compare[name],
+            "less_compile_s": total - (phases["compile"] or 0.0),
+        }
+
+    def spread(key: str) -> dict[str, float | None]:
+        values = sorted(row[key] for row in rows.values())
+        if not values:
+            return {"median_s": None, "max_s": None, "under_1s": 0}
+        middle = len(values) // 2
+        median = values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
+        return {"median_s": median, "max_s": values[-1], "under_1s": sum(v < 1.0 for v in values)}
+
+    return {
+        "shapes": rows,
+        "counted": len(rows),
+        "total": spread("total_s"),
+        "less_compile": spread("less_compile_s"),
+        "definition": "benchmark job wall - warm-up - sampling + the shape's compare job wall; less_compile"
+        " also less the compile phase",
+    }
+
+
 def analyse(run_dir: Path) -> dict[str, Any]:
     run_dir = Path(run_dir)
     notes: list[str] = []
@@ -493,6 +530,8 @@ def analyse(run_dir: Path) -> dict[str, Any]:
                 line.update(launch_s=None, start_up_s=None, work_s=None, writing_s=None)
         del line["recorded_jobs"]
 
+    overhead = per_shape_overhead(shapes, jobs)
+
     intervals = [(job["start"], job["end"]) for job in jobs]
     start, end = min(s for s, _ in intervals), max(e for _, e in intervals)
     wall = end - start
@@ -540,6 +579,7 @@ def analyse(run_dir: Path) -> dict[str, Any]:
             "wall_s": wall,
             "definition": "sum over shapes of (warm-up + sampling) / pipeline wall time",
         },
+        "per_shape_overhead": overhead,
         "timed_fraction": {
             "value": timed / wall if wall > 0 else None,
             "timed_s": timed,
@@ -670,6 +710,15 @@ def render(result: dict[str, Any]) -> str:
         f"timed fraction = kept samples / pipeline wall = {totals['timed_s']:.3f} s / {wall:.3f} s"
         f" = {share(totals['timed_s'], wall) or 'n/a'}",
     ]
+    overhead = result["per_shape_overhead"]
+    if overhead["counted"]:
+        for key, label in (("total", "all of it"), ("less_compile", "less the compile phase")):
+            line = overhead[key]
+            out.append(
+                f"per-shape overhead (benchmark job beyond warm-up and sampling, plus its compare job), {label}:"
+                f" median {line['median_s']:.3f} s, max {line['max_s']:.3f} s,"
+                f" under 1 s for {line['under_1s']} of {overhead['counted']} shapes"
+            )
     notes = list(result["notes"])
     for name, shape in result["shapes"].items():
         notes += [f"{name}: {note}" for note in shape["notes"]]

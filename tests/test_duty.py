@@ -134,10 +134,27 @@ def test_the_run_its_other_jobs_and_its_duty(report):
 
 
 @pytest.mark.slow
+def test_per_shape_overhead_is_the_job_beyond_measuring_plus_its_compare(report):
+    _, result = report
+    overhead = result["per_shape_overhead"]
+    assert set(overhead["shapes"]) == set(result["shapes"]) and overhead["counted"] == len(result["shapes"])
+    for name, row in overhead["shapes"].items():
+        shape, phases = result["shapes"][name], result["shapes"][name]["phases"]
+        beyond = shape["job"]["wall_s"] - phases["warm_up"] - phases["sampling"]
+        assert 0 < row["compare_s"] and row["total_s"] == pytest.approx(beyond + row["compare_s"])
+        assert row["less_compile_s"] == pytest.approx(row["total_s"] - phases["compile"])
+    totals = sorted(row["total_s"] for row in overhead["shapes"].values())
+    assert overhead["total"]["max_s"] == totals[-1]
+    assert overhead["total"]["median_s"] == pytest.approx((totals[0] + totals[-1]) / 2)  # two shapes
+    assert overhead["total"]["under_1s"] == sum(value < 1 for value in totals)
+
+
+@pytest.mark.slow
 def test_the_text_names_the_duty_and_every_shape(report):
     text, result = report
     assert "measurement duty = (warm-up + sampling) / pipeline wall" in text
     assert f"= {result['duty']['value']:.1%}" in text
+    assert f"all of it: median {result['per_shape_overhead']['total']['median_s']:.3f} s" in text
     for name in result["shapes"]:
         assert name in text
     for rule in ("env_fingerprint", "calibrate", "compare", "autotune", "report"):

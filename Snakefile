@@ -18,7 +18,6 @@ validate(config, "workflow/schemas/config.schema.yaml")
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/env.smk"
-include: "workflow/rules/compile_ahead.smk"
 include: "workflow/rules/benchmark.smk"
 include: "workflow/rules/compare.smk"
 include: "workflow/rules/autotune.smk"
@@ -32,6 +31,5 @@ rule all:
     input:
         REPORT_OUTPUTS.values(),
         RATCHET_OUTPUTS.values(),
-        COMPILE_AHEAD_OUTPUTS,
     message:
         "Done"

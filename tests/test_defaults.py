@@ -38,7 +38,6 @@ def code_defaults() -> dict[str, Any]:
     return {
         "device": config.DEFAULTS["device"],
         "sanitize_crashes": config.DEFAULTS["sanitize_crashes"],
-        "compile_ahead": config.DEFAULTS["compile_ahead"],
         "fail_on_failed_candidates": config.DEFAULTS["fail_on_failed_candidates"],
         "dtype": config.DEFAULTS["dtype"],
         "mode": config.DEFAULTS["mode"],

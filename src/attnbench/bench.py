@@ -19,7 +19,7 @@ import time
 import traceback
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -91,56 +91,6 @@ def make_call(kernel: candidates.Kernel, inputs: tuple[Any, ...], backward: bool
     return forward_backward
 
 
-@dataclass
-class FirstCall:
-    """A candidate built in the layout it declares and called once: what `prepare` checks, and what
-    compiling ahead does for each shape (attnbench.ahead), so that both call it the same way."""
-
-    layout: str
-    kernel: candidates.Kernel
-    inputs: tuple[Any, ...]
-    call: Callable[[], Any]
-    result: Any
-    build_ms: float  # declaration, inputs in its layout, masks; a factory's setup apart
-    setup_ms: float | None  # a factory kernel's setup
-    first_call_ms: float  # the first call, compilation included
-
-
-def first_call(
-    name: str,
-    workload: Workload,
-    inputs_for: Callable[[str], tuple[Any, ...]],
-    backward: bool,
-    timeout: float,
-    layout: dict[str, str],
-) -> FirstCall:
-    """Build candidate `name` on q, k, v in the layout it declares and call it once, each step timed
-    and under `timeout`. `layout` receives the declared layout as soon as it is known (a decline
-    records the layout it was offered)."""
-    import torch
-
-    started = time.perf_counter()
-    declared = candidates.declaration(name, workload)
-    layout["layout"] = declared.layout
-    candidates.check_layout(name, declared.layout, replace(workload, layout=declared.layout))
-    inputs = inputs_for(declared.layout)
-    began = time.perf_counter()
-    with timing.deadline(timeout):
-        kernel = candidates.build(name, replace(workload, layout=declared.layout), inputs[:3])
-        if workload.device == "cuda":
-            torch.cuda.synchronize()
-    setup_ms = (time.perf_counter() - began) * 1e3 if declared.factory else None
-    call = make_call(kernel, inputs, backward)
-    began = time.perf_counter()
-    build_ms = max((began - started) * 1e3 - (setup_ms or 0.0), 0.0)
-    with timing.deadline(timeout):
-        result = call()
-        if workload.device == "cuda":
-            torch.cuda.synchronize()
-    first_call_ms = (time.perf_counter() - began) * 1e3
-    return FirstCall(declared.layout, kernel, inputs, call, result, build_ms, setup_ms, first_call_ms)
-
-
 def prepare(
     name: str,
     workload: Workload,
@@ -160,18 +110,31 @@ def prepare(
     tolerance = spec.get("tolerance") or tolerance_for(spec["dtype"], workload.shape)
     timeout = timing.Settings.from_config(spec.get("timing")).call_timeout_s
     layout: dict[str, str] = {}
+    started = time.perf_counter()
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
         try:
-            made = first_call(name, workload, inputs_for, backward, timeout, layout)
-            kernel, inputs, call = made.kernel, made.inputs, made.call
-            result, made.result = made.result, None  # deleted below once checked: one reference
-            setup = {"setup_ms": made.setup_ms} if made.setup_ms is not None else {}
-            # where each job's time goes (benchmarks/duty.py): making the candidate, a factory's setup apart
-            spent_ms = {"build_ms": made.build_ms}
-            first_call_ms = made.first_call_ms
+            declared = candidates.declaration(name, workload)
+            layout = {"layout": declared.layout}
+            candidates.check_layout(name, declared.layout, replace(workload, layout=declared.layout))
+            inputs = inputs_for(declared.layout)
             began = time.perf_counter()
-            wanted = in_layout(expected, made.layout, workload)
+            with timing.deadline(timeout):
+                kernel = candidates.build(name, replace(workload, layout=declared.layout), inputs[:3])
+                if workload.device == "cuda":
+                    torch.cuda.synchronize()
+            setup = {"setup_ms": (time.perf_counter() - began) * 1e3} if declared.factory else {}
+            call = make_call(kernel, inputs, backward)
+            began = time.perf_counter()
+            # where each job's time goes (benchmarks/duty.py): making the candidate, a factory's setup apart
+            spent_ms = {"build_ms": max((began - started) * 1e3 - setup.get("setup_ms", 0.0), 0.0)}
+            with timing.deadline(timeout):
+                result = call()
+                if workload.device == "cuda":
+                    torch.cuda.synchronize()
+            first_call_ms = (time.perf_counter() - began) * 1e3
+            began = time.perf_counter()
+            wanted = in_layout(expected, declared.layout, workload)
             error, mismatch = check_output(result, wanted, backward, dtype)
             spent_ms["verify_ms"] = (time.perf_counter() - began) * 1e3
             # the first call's time is kept whatever the answer: it is time the job spent (benchmarks/duty.py)
@@ -250,52 +213,6 @@ def failure_entry(
     return empty_entry("error", describe(exc), traceback=trace)
 
 
-def in_layouts(
-    inputs: tuple[Any, ...], workload: Workload
-) -> tuple[dict[str, tuple[Any, ...]], Callable[[str], tuple[Any, ...]]]:
-    """The shape's inputs in each layout a candidate declares, each made once, on first request, before
-    any timing: the same values (bhsd first). With an fp8 cache or fp8 queries, a candidate gets those
-    inputs in fp8 (SDPA declines them). The layouts made so far, and the function that makes one."""
-    layouts = {"bhsd": inputs}
-
-    def inputs_for(layout: str) -> tuple[Any, ...]:
-        key = inputs_key(layout, workload)
-        if key not in layouts:
-            layouts[key] = inputs_in_layout(inputs, layout, workload)
-        return layouts[key]
-
-    return layouts, inputs_for
-
-
-def first_calls(spec: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Compiling ahead (attnbench.ahead): each of spec's candidates called once on the shape's inputs as
-    a benchmark job calls it first (`first_call`: the same inputs, layout, lock, threads and grad
-    mode), dynamo reset before as in a job (attnbench.jobs). {candidate: {seconds, error}}."""
-    import torch
-
-    torch._dynamo.reset()
-    device = spec["device"]
-    device_module.require(device)
-    host.use_threads(spec.get("threads"))
-    lock_state = lock.apply(spec.get("lock"))
-    shape = Shape.from_config(spec["shape"])
-    backward = spec["mode"] == "forward_backward"
-    inputs = make_inputs(shape, getattr(torch, spec["dtype"]), device, int(lock_state["seed"]), backward)
-    workload = Workload.of(shape, spec["dtype"], device, mode=spec["mode"])
-    _, inputs_for = in_layouts(inputs, workload)
-    timeout = timing.Settings.from_config(spec.get("timing")).call_timeout_s
-    answers: dict[str, dict[str, Any]] = {}
-    for name in spec["candidates"]:
-        try:
-            made = first_call(name, workload, inputs_for, backward, timeout, {})
-            answers[name] = {"seconds": made.first_call_ms / 1e3, "error": None}
-        except Exception as exc:
-            answers[name] = {"seconds": None, "error": describe(exc)}
-    del inputs, inputs_for
-    memory.release(device)
-    return answers
-
-
 def run_shape(spec: dict[str, Any], running: Callable[[str | None], None] | None = None) -> dict[str, Any]:
     """Measure every candidate of spec["shape"]; the returned document matches bench.schema.yaml.
     `running(name)` is told whose checks start, `running(None)` when they are all done."""
@@ -334,8 +251,17 @@ def _measure_shape(spec: dict[str, Any], running: Callable[[str | None], None]) 
     if device == "cuda":
         torch.cuda.synchronize()
     reference_s = time.perf_counter() - began
+    # The inputs in each layout a candidate declares, made once, before any timing: the same values.
+    # With an fp8 cache or fp8 queries, a candidate gets those inputs in fp8 (SDPA declines them).
+    layouts = {"bhsd": inputs}
+
+    def inputs_for(layout: str) -> tuple[Any, ...]:
+        key = inputs_key(layout, workload)
+        if key not in layouts:
+            layouts[key] = inputs_in_layout(inputs, layout, workload)
+        return layouts[key]
+
     workload = Workload.of(shape, spec["dtype"], device, mode=direction)
-    layouts, inputs_for = in_layouts(inputs, workload)
     entries: dict[str, dict[str, Any]] = {}
     calls: dict[str, Callable[[], Any]] = {}
     for name in spec["candidates"]:

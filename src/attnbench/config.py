@@ -32,7 +32,6 @@ DEFAULTS: dict[str, Any] = {
     "dtype": "bfloat16",
     "mode": "forward",
     "sanitize_crashes": False,
-    "compile_ahead": True,
     "fail_on_failed_candidates": False,
 }
 

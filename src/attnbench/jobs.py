@@ -39,20 +39,19 @@ class Job:
 
 
 @dataclass(frozen=True)
-class Uncompared:
-    """A rule's param that reruns nothing. Not a str on purpose: Snakemake compares only params of
-    built-in types when it decides what to rerun. So how a job is started (`launcher`) never reruns a
-    finished shape, on this machine or on one whose `env` differs; and a changed shape list does not
-    rerun compile_ahead (a shape it did not compile compiles in its own benchmark job, as without it)."""
+class Launcher:
+    """How a rule starts a job (`{params.attnbench}`). Not a str on purpose: Snakemake compares only
+    params of built-in types when it decides what to rerun, so how a job is started never reruns a
+    finished shape, on this machine or on one whose `env` differs."""
 
-    text: str
+    command: str
 
     def __str__(self) -> str:
-        return self.text
+        return self.command
 
 
 @functools.cache
-def launcher() -> Uncompared:
+def launcher() -> Launcher:
     """`python -m attnbench`, with Ctrl-C held (blocked, so pending, not lost) until `cli.main` lets it
     in. A Ctrl-C that lands while the interpreter starts would otherwise end the job in Python's own
     start-up (a "Fatal Python error" and a KeyboardInterrupt traceback in the job's log, which the run
@@ -63,7 +62,7 @@ def launcher() -> Uncompared:
         held = subprocess.run(["env", "--block-signal=INT", "true"], capture_output=True).returncode == 0
     except OSError:
         held = False
-    return Uncompared(("env --block-signal=INT " if held else "") + "python -m attnbench")
+    return Launcher(("env --block-signal=INT " if held else "") + "python -m attnbench")
 
 
 def schema_file(schemas: Path | None, name: str) -> Path | None:
@@ -122,27 +121,6 @@ def _benchmark_spec(run: dict[str, Any], name: str | None) -> Spec:
     if run.get("threads"):  # likewise absent unless set: else the job's OMP_NUM_THREADS (attnbench.host)
         spec["threads"] = run["threads"]
     return spec
-
-
-def compiles_ahead(run: dict[str, Any]) -> bool:
-    """Whether the run has a compile_ahead job: on a GPU, where a candidate compiles on its first call
-    (attnbench.ahead), unless the config says `compile_ahead: false`. Not on the CPU: there each
-    process's own start (import torch, 3-5 s on a 2-core machine) costs more than the first calls of
-    CPU candidates, none of which compiles by default."""
-    from attnbench import ahead
-
-    wanted = run["compile_ahead"] and run["device"] == "cuda"
-    return bool(wanted) and any(ahead.compiles(c) for c in run["candidates"])
-
-
-def _compile_ahead_spec(run: dict[str, Any], name: str | None) -> Spec:
-    """Each shape's benchmark spec with only the candidates that compile: their first calls are made
-    exactly as the benchmark job will make them (attnbench.bench.first_call)."""
-    from attnbench import ahead
-
-    compiling = [c for c in run["candidates"] if ahead.compiles(c)]
-    specs = [_benchmark_spec(run, shape["name"]) | {"candidates": compiling} for shape in run["shapes"]]
-    return {"device": run["device"], "specs": specs}
 
 
 def _compare_spec(run: dict[str, Any], name: str | None) -> Spec:
@@ -207,12 +185,6 @@ def _benchmark(spec: Spec, schemas: Path | None, running: Running | None) -> dic
     return document
 
 
-def _compile_ahead(spec: Spec, schemas: Path | None, running: Running | None) -> dict[str, Any]:
-    from attnbench import ahead
-
-    return ahead.run(spec)
-
-
 def _compare(spec: Spec, schemas: Path | None, running: Running | None) -> dict[str, Any]:
     from attnbench import files
     from attnbench.stats import compare_shape
@@ -256,16 +228,6 @@ JOBS: dict[str, Job] = {
             True,
             _calibrate_spec,
             _calibrate,
-        ),
-        Job(
-            "compile_ahead",
-            "call every shape's compiling candidates once, in parallel processes, before the benchmark"
-            " jobs: their compiles then hit the disk caches (results/env/compile_ahead.json)",
-            "results/env/compile_ahead.json",
-            "compile_ahead",
-            True,
-            _compile_ahead_spec,
-            _compile_ahead,
         ),
         Job(
             "benchmark",

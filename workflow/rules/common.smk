@@ -8,7 +8,7 @@ RUN = run_config.effective(config, overrides=workflow.config_settings.config)
 SHAPES = run_config.shape_names(RUN)
 JOB_ENV = run_config.job_env(RUN)
 # `python -m attnbench`, holding a Ctrl-C until the job can end cleanly: a param that reruns
-# nothing (attnbench.jobs.Uncompared)
+# nothing (attnbench.jobs.Launcher)
 ATTNBENCH = jobs.launcher()
 # Relative to the working directory: no job's params or command line depends on where the checkout
 # is, so a finished run copied to another path plans no job.
@@ -16,8 +16,6 @@ SCHEMAS = Path(os.path.relpath(Path(workflow.basedir) / "workflow" / "schemas"))
 # calibrate's output; every benchmark job reads it to bound its results (src/attnbench/audit.py)
 CEILINGS = jobs.output("calibrate")
 
-# compile_ahead's output where the run has that job (workflow/rules/compile_ahead.smk), else none
-COMPILE_AHEAD_OUTPUTS = [jobs.output("compile_ahead")] if jobs.compiles_ahead(RUN) else []
 REPORT_OUTPUTS = {key: jobs.REPORT_FILES[key] for key in ("html", "md", "csv")}
 BASELINE = RUN.get("baseline")
 RATCHET_OUTPUTS = (

@@ -41,7 +41,8 @@ Phases of a benchmark job, in order (m = measured, d = derived):
   sampling  m  timing.elapsed_s: the sampled rounds, with the stopping rule's bootstrap checks (and
                the final 10,000-resample bootstrap when the rule stopped on max_time_s / max_rounds)
   audit     m  audit_s: profiling, the roofline bound, a second float64 reference and re-verification
-  writing   m  process.finished_at -> endtime: the document's serialisation, schema check and write
+  writing   m  process.finished_at -> endtime: the document's serialisation and write (and its schema
+               check where the job measured the shape itself; a warm worker checks it before answering)
 Also per shape: timed = sum over candidates of samples_ms x calls_per_sample, the time inside the
 timed units of the kept rounds (measured; warm-up samples are not stored).
 
@@ -403,37 +404,49 @@ def max_concurrent(intervals: list[tuple[float, float]]) -> int:
 def per_shape_overhead(shapes: dict[str, dict[str, Any]], jobs: list[dict[str, Any]]) -> dict[str, Any]:
     """What each shape costs beyond its warm-up and sampling: its benchmark job's wall time less those,
     plus its compare job's wall time; and the same less the compile phase (first calls, torch.compile,
-    a factory's setup), the issue's "shapes without a compile". Median and maximum over the shapes."""
+    a factory's setup), the issue's "shapes without a compile". Median and maximum over the shapes;
+    a shape that cannot be counted is named in `left_out` with why."""
     compare = {
-        Path(job["outputs"][0]).stem: job["end"] - job["start"] for job in jobs if job["rule"] == "compare"
+        Path(output).stem: job["end"] - job["start"]
+        for job in jobs
+        if job["rule"] == "compare"
+        for output in job["outputs"]
     }
-    rows = {}
+    rows: dict[str, dict[str, float | None]] = {}
+    left_out: dict[str, str] = {}
     for name, shape in shapes.items():
         phases = shape["phases"]
-        if phases["warm_up"] is None or phases["sampling"] is None or name not in compare:
+        if phases["warm_up"] is None or phases["sampling"] is None:
+            left_out[name] = "warm-up or sampling not recorded"
+            continue
+        if name not in compare:
+            left_out[name] = "no compare job in this invocation"
             continue
         total = shape["job"]["wall_s"] - phases["warm_up"] - phases["sampling"] + compare[name]
-        rows[name] = {
-            "total_s": total,
-            "compare_s": compare[name],
-            "less_compile_s": total - (phases["compile"] or 0.0),
-        }
+        less = None if phases["compile"] is None else total - phases["compile"]
+        rows[name] = {"total_s": total, "compare_s": compare[name], "less_compile_s": less}
 
-    def spread(key: str) -> dict[str, float | None]:
-        values = sorted(row[key] for row in rows.values())
+    def spread(key: str) -> dict[str, Any]:
+        values = sorted(v for row in rows.values() if (v := row[key]) is not None)
         if not values:
-            return {"median_s": None, "max_s": None, "under_1s": 0}
+            return {"median_s": None, "max_s": None, "under_1s": 0, "shapes": 0}
         middle = len(values) // 2
         median = values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
-        return {"median_s": median, "max_s": values[-1], "under_1s": sum(v < 1.0 for v in values)}
+        return {
+            "median_s": median,
+            "max_s": values[-1],
+            "under_1s": sum(v < 1.0 for v in values),
+            "shapes": len(values),
+        }
 
     return {
         "shapes": rows,
         "counted": len(rows),
+        "left_out": left_out,
         "total": spread("total_s"),
         "less_compile": spread("less_compile_s"),
         "definition": "benchmark job wall - warm-up - sampling + the shape's compare job wall; less_compile"
-        " also less the compile phase",
+        " also less the compile phase (shapes that recorded it)",
     }
 
 
@@ -711,14 +724,16 @@ def render(result: dict[str, Any]) -> str:
         f" = {share(totals['timed_s'], wall) or 'n/a'}",
     ]
     overhead = result["per_shape_overhead"]
-    if overhead["counted"]:
-        for key, label in (("total", "all of it"), ("less_compile", "less the compile phase")):
-            line = overhead[key]
+    for key, label in (("total", "all of it"), ("less_compile", "less the compile phase")):
+        line = overhead[key]
+        if line["shapes"]:
             out.append(
                 f"per-shape overhead (benchmark job beyond warm-up and sampling, plus its compare job), {label}:"
                 f" median {line['median_s']:.3f} s, max {line['max_s']:.3f} s,"
-                f" under 1 s for {line['under_1s']} of {overhead['counted']} shapes"
+                f" under 1 s for {line['under_1s']} of {line['shapes']} shapes"
             )
+    for name, why in overhead["left_out"].items():
+        out.append(f"  not in the per-shape overhead: {name} ({why})")
     notes = list(result["notes"])
     for name, shape in result["shapes"].items():
         notes += [f"{name}: {note}" for note in shape["notes"]]

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
 import pandas as pd
 
-KEYS = ["shape", "candidate"]
+# A shape's name does not say its dtype, mode or device: a pair is the same measurement in both runs.
+KEYS = ["shape", "candidate", "dtype", "mode", "device"]
 COLUMNS = ["median_ms", "ci95_lo_ms", "ci95_hi_ms"]
 NOTED = 0.02  # pairs further apart than this are listed
 
@@ -62,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     numbers = summary(rows)
     apart = rows[(rows["ratio"] - 1).abs() > NOTED]
-    shown = KEYS + ["median_ms_before", "median_ms_after", "ratio", "cis_overlap"]
+    shown = ["shape", "candidate", "median_ms_before", "median_ms_after", "ratio", "cis_overlap"]
     options = ("display.width", 200, "display.max_rows", None, "display.max_columns", None)
     with pd.option_context(*options, "display.float_format", "{:.4f}".format):
         print(f"pairs whose medians differ by more than {NOTED:.0%} (every pair is in --json):")
@@ -74,8 +76,13 @@ def main(argv: list[str] | None = None) -> int:
         f" within 5%: {numbers['within_5pct']}"
     )
     if args.json:
+        # JSON has no NaN or infinity (a blank CI, a zero median): those are null
+        finite = [
+            {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in pair.items()}
+            for pair in rows.to_dict("records")
+        ]
         args.json.write_text(
-            json.dumps({"summary": numbers, "pairs": rows.to_dict("records")}, indent=1) + "\n"
+            json.dumps({"summary": numbers, "pairs": finite}, indent=1, allow_nan=False) + "\n"
         )
     return 0
 

@@ -134,14 +134,17 @@ def test_the_run_its_other_jobs_and_its_duty(report):
 
 
 @pytest.mark.slow
-def test_per_shape_overhead_is_the_job_beyond_measuring_plus_its_compare(report):
+def test_per_shape_overhead_is_the_job_beyond_measuring_plus_its_compare(report, finished_run):
     _, result = report
     overhead = result["per_shape_overhead"]
     assert set(overhead["shapes"]) == set(result["shapes"]) and overhead["counted"] == len(result["shapes"])
+    assert overhead["left_out"] == {}
     for name, row in overhead["shapes"].items():
         shape, phases = result["shapes"][name], result["shapes"][name]["phases"]
         beyond = shape["job"]["wall_s"] - phases["warm_up"] - phases["sampling"]
-        assert 0 < row["compare_s"] and row["total_s"] == pytest.approx(beyond + row["compare_s"])
+        compare = snakemake_record(finished_run, f"results/compare/{name}.json")  # this shape's own
+        assert row["compare_s"] == pytest.approx(compare["endtime"] - compare["starttime"])
+        assert row["total_s"] == pytest.approx(beyond + row["compare_s"])
         assert row["less_compile_s"] == pytest.approx(row["total_s"] - phases["compile"])
     totals = sorted(row["total_s"] for row in overhead["shapes"].values())
     assert overhead["total"]["max_s"] == totals[-1]
@@ -213,3 +216,29 @@ def test_jobs_of_earlier_invocations_are_left_out():
     assert earlier == {"benchmark": 1, "calibrate": 1}
     assert outputless == ["all"]
     assert notes == ["jobs of earlier invocations are not counted: benchmark 1, calibrate 1"]
+
+
+def test_per_shape_overhead_names_the_shapes_it_cannot_count():
+    def shape(wall, warm_up, sampling, compile_s):
+        phases = {"warm_up": warm_up, "sampling": sampling, "compile": compile_s}
+        return {"job": {"wall_s": wall}, "phases": phases}
+
+    shapes = {
+        "a": shape(3.0, 0.5, 1.0, 1.0),
+        "b": shape(2.0, 0.2, 0.3, None),  # compile not recorded: in the total, not in less_compile
+        "c": shape(9.0, 1.0, 2.0, 0.0),
+        "no_compare": shape(1.0, 0.1, 0.1, 0.0),
+        "old": shape(1.0, None, 0.1, 0.0),
+    }
+    jobs = [
+        {"rule": "compare", "outputs": [f"results/compare/{n}.json"], "start": 0.0, "end": 0.5}
+        for n in ("a", "b", "c", "old")
+    ]
+    overhead = duty.per_shape_overhead(shapes, jobs)
+    assert overhead["left_out"] == {
+        "no_compare": "no compare job in this invocation",
+        "old": "warm-up or sampling not recorded",
+    }
+    assert [overhead["shapes"][n]["total_s"] for n in "abc"] == pytest.approx([2.0, 2.0, 6.5])
+    assert overhead["total"] == {"median_s": pytest.approx(2.0), "max_s": 6.5, "under_1s": 0, "shapes": 3}
+    assert overhead["less_compile"] == {"median_s": 3.75, "max_s": 6.5, "under_1s": 0, "shapes": 2}

@@ -437,3 +437,40 @@ def test_the_worker_validates_the_document_it_answers_with(worker_env):
     schema.write_text(schema.read_text().replace("required: [schema,", "required: [schema, not_a_field,", 1))
     with pytest.raises(worker.WorkerError, match="not_a_field"):
         worker.run("fingerprint", FINGERPRINT, worker_env, log=print, schemas=str(strict))
+
+
+CHDIR_KERNEL = """
+import os
+
+import torch.nn.functional as F
+
+
+def attention(q, k, v, *, causal, scale):
+    os.chdir("/")  # a kernel that leaves the process elsewhere
+    return F.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=scale)
+"""
+
+
+def test_a_kernel_that_changes_directory_does_not_lose_the_documents_schema(worker_env):
+    """The worker validates after the job ran, against the job's relative --schemas: resolved before
+    the kernel runs, not after (a review found the validation failing with FileNotFoundError)."""
+    shutil.copytree(SCHEMAS, worker_env / "workflow" / "schemas")
+    (worker_env / "chdir_kernel.py").write_text(CHDIR_KERNEL)
+    spec = benchmark_spec(["math", "chdir_kernel:attention"], 0.3)
+    document, _ = worker.run("benchmark", spec, worker_env, log=print, schemas="workflow/schemas")
+    assert document["candidates"]["chdir_kernel:attention"]["status"] == "ok"
+
+
+@pytest.mark.parametrize("served_by", [None, {"pid": 1, "log": None, "jobs_before": 0, "connected_at": 0.0}])
+def test_a_document_the_worker_did_not_check_as_written_is_checked_by_the_job(tmp_path, monkeypatch, served_by):
+    """Measured in the job's own child, or merged with a crashed candidate's entry after the worker
+    answered: the job validates it, so a document the schema refuses is never written."""
+    from attnbench import cli
+
+    crashed = {"status": "crashed", "reason": "its process ended"}  # no samples, no fields: invalid
+    monkeypatch.setattr(cli, "_benchmark", lambda *args: ({"candidates": {"k": crashed}}, served_by))
+    monkeypatch.setenv("ATTNBENCH_LEASE_DIR", str(tmp_path))
+    out = tmp_path / "bench.json"
+    spec = json.dumps(benchmark_spec(["k"], 0.1))
+    assert cli.main(["benchmark", "--spec", spec, "--out", str(out), "--schemas", str(SCHEMAS)]) == 1
+    assert not out.exists()

@@ -1,5 +1,7 @@
 """attnbench: benchmark attention kernels and report claims that hold up statistically."""
 
+from typing import TYPE_CHECKING
+
 __version__ = "0.1.0"
 SCHEMA_VERSION = 2
 
@@ -12,6 +14,11 @@ __all__ = ["SCHEMA_VERSION", "Unsupported", "Workload", "__version__", "compare"
 # (candidates and workloads alone were 90 ms of a job's start, docs/scale.md).
 _LAZY = {"Unsupported": "candidates", "kernel": "candidates", "Workload": "workloads", "compare": "api"}
 
+if TYPE_CHECKING:  # what type checkers and IDEs see
+    from attnbench.api import compare
+    from attnbench.candidates import Unsupported, kernel
+    from attnbench.workloads import Workload
+
 
 def __getattr__(name: str):
     if name in _LAZY:
@@ -19,3 +26,7 @@ def __getattr__(name: str):
 
         return getattr(importlib.import_module(f"attnbench.{_LAZY[name]}"), name)
     raise AttributeError(f"module 'attnbench' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -255,8 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         document |= {"placement": placement.record(), "process": process}
         # A warm worker validated its document (worker.run); this process checks one it made or
         # changed itself, and spares the import of jsonschema otherwise (0.1 s of every job's start).
-        merged = job.command == "benchmark" and isolation.crashed(document)
-        checked = served_by is not None and not merged
+        checked = served_by is not None and not (job.command == "benchmark" and isolation.crashed(document))
         files.write_json(args.out, document, None if checked else jobs.output_schema(job.command, args.schemas))
         if job.command == "compare":
             try:  # the result is written: a failure to show it must not fail the job

@@ -422,12 +422,14 @@ def _answer(connection: socket.socket, stream: TextIO, request: dict[str, Any]) 
 
     threading.Thread(target=exit_if_the_job_dies, daemon=True).start()
     try:
+        # Validated here, where jsonschema is imported once for every job: the job writes the
+        # document without importing it again (cli.main). The schema's path is resolved before the
+        # job runs: a user kernel may change the working directory.
+        schema = jobs.output_schema(request["command"], request.get("schemas"))
+        schema = None if schema is None else schema.resolve()
         with _logs_to(stream):
             result = jobs.run(request["command"], request["spec"], request.get("schemas"), running)
-        # Validated here, where jsonschema is imported once for every job: the job writes the
-        # document without importing it again (cli.main).
-        files.validate(files.stamped(result), jobs.output_schema(request["command"], request.get("schemas")),
-                       source=f"the {request['command']} job's document")
+        files.validate(files.stamped(result), schema, source=f"the {request['command']} job's document")
         return {"result": result}
     except isolation.ContextLost as lost:  # this worker retires: nothing more can run in its context
         return {"lost": {"error": lost.error, "candidate": lost.candidate}}

@@ -58,6 +58,7 @@ import binascii
 import datetime as dt
 import json
 import re
+import statistics
 import sys
 from collections import Counter
 from pathlib import Path
@@ -430,8 +431,7 @@ def per_shape_overhead(shapes: dict[str, dict[str, Any]], jobs: list[dict[str, A
         values = sorted(v for row in rows.values() if (v := row[key]) is not None)
         if not values:
             return {"median_s": None, "max_s": None, "under_1s": 0, "shapes": 0}
-        middle = len(values) // 2
-        median = values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
+        median = statistics.median(values)
         return {
             "median_s": median,
             "max_s": values[-1],

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
 import pandas as pd
+
+from attnbench import files
 
 # A shape's name does not say its dtype, mode or device: a pair is the same measurement in both runs.
 KEYS = ["shape", "candidate", "dtype", "mode", "device"]
@@ -76,13 +77,10 @@ def main(argv: list[str] | None = None) -> int:
         f" within 5%: {numbers['within_5pct']}"
     )
     if args.json:
-        # JSON has no NaN or infinity (a blank CI, a zero median): those are null
-        finite = [
-            {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in pair.items()}
-            for pair in rows.to_dict("records")
-        ]
+        # JSON has no NaN or infinity (a blank CI, a zero median): null, as in every result file
+        pairs = files.jsonable(rows.to_dict("records"))
         args.json.write_text(
-            json.dumps({"summary": numbers, "pairs": finite}, indent=1, allow_nan=False) + "\n"
+            json.dumps({"summary": numbers, "pairs": pairs}, indent=1, allow_nan=False) + "\n"
         )
     return 0
 

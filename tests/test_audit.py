@@ -54,6 +54,46 @@ def test_kernels_that_keep_their_answer_are_incorrect_with_what_was_seen(kernels
     assert kept["rel_error"] < 1e-5 and kept["samples_ms"] and once["samples_ms"]
 
 
+def test_the_first_inputs_answers_are_made_again_only_when_a_check_after_sampling_fails(kernels, monkeypatch):
+    """No copy of the float64 answers is kept through the timed rounds (0.2 s a shape on an H200): a
+    kept answer is still told from a wrong one, by making the answers again from the seed."""
+    from attnbench import bench, workloads
+
+    made = []
+
+    def counted(shape, *tensors):
+        made.append(shape.name)
+        return workloads.reference(shape, *tensors)
+
+    monkeypatch.setattr(bench, "reference", counted)
+    honest = run_shape(spec(["math", "dishonest_kernels:honest"]))
+    assert {entry["status"] for entry in honest["candidates"].values()} == {"ok"}
+    assert len(made) == 2  # the inputs' answers, and the refilled inputs' for the audit
+    made.clear()
+    caught = run_shape(spec(["math", "dishonest_kernels:keeps_answer", "dishonest_kernels:writes_once"]))
+    assert "answer did not change with the inputs" in caught["candidates"]["dishonest_kernels:keeps_answer"]["reason"]
+    assert "output not rewritten" in caught["candidates"]["dishonest_kernels:writes_once"]["reason"]
+    assert len(made) == 3  # and once more, for the kept answer's diagnosis only
+
+
+def test_a_diagnosis_without_memory_still_calls_the_output_wrong():
+    import torch
+
+    def out_of_memory():
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+
+    why = audit.verify(
+        torch.ones(2, 3),
+        [torch.zeros(2, 3, dtype=torch.float64)],
+        out_of_memory,
+        backward=False,
+        dtype=torch.float32,
+        tolerance=1e-3,
+        graph=False,
+    )
+    assert why is not None and why.startswith("timed work not verified: relative error")
+
+
 def test_every_timed_candidate_records_what_ran_and_determinism(kernels):
     result = run_shape(spec(["math", "examples.kernels:naive_attention"]))
     check_schema(result)

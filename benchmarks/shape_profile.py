@@ -32,8 +32,8 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-from attnbench import config as run_config  # noqa: E402
-from attnbench import files, jobs, lock, timing  # noqa: E402
+from attnbench import config as run_config
+from attnbench import files, jobs, lock, timing
 
 
 class _PausedWhileMeasuring:

@@ -166,8 +166,7 @@ def test_judge_names_each_kind_of_unearned_result():
 
 
 def test_busy_time_counts_overlapping_kernels_once():
-    events = [{"ts": 0, "dur": 10}, {"ts": 5, "dur": 10}, {"ts": 30, "dur": 5}, {"ts": 31, "dur": 1}]
-    assert audit._busy_us(events) == 20
+    assert audit._busy_us([(0, 10), (5, 15), (30, 35), (31, 32)]) == 20
 
 
 @pytest.mark.parametrize(
@@ -256,3 +255,45 @@ def test_a_check_that_fails_after_sampling_keeps_the_candidates_samples(kernels,
     assert 'raise RuntimeError("profiler could not start")' in failed["traceback"]  # kept, as for any error
     assert failed["samples_ms"] and failed["median_ms"] is not None and failed["tolerance"] is not None
     assert other["status"] == "ok" and other["ran"]["kernels_per_call"] > 0
+
+
+@pytest.mark.gpu
+def test_gpu_the_profilers_events_hold_what_a_chrome_trace_of_the_same_session_holds(kernels, tmp_path):
+    """audit.profile reads the events torch.profiler parsed instead of exporting a Chrome trace and
+    reading it back (20-60 ms a candidate): per session, the same device work, streams and order."""
+    import torch
+    from dishonest_kernels import unjoined_stream
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.profiler import ProfilerActivity, profile
+
+    q, k, v = (torch.randn(2, 8, 1024, 64, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+
+    def sdpa(backend):
+        def call():
+            with sdpa_kernel(backend):
+                return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+
+        return call
+
+    calls = [sdpa(b) for b in (SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH)]
+    calls.append(lambda: unjoined_stream(q, k, v, causal=True, scale=None).add_(1))
+    for index, call in enumerate(calls):
+        call()
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            call()
+            torch.cuda._sleep(1)
+            torch.cuda.synchronize()
+        path = tmp_path / f"trace-{index}.json"
+        prof.export_chrome_trace(str(path))
+        events = json.loads(path.read_text())["traceEvents"]
+        traced = sorted(
+            (e["args"]["correlation"], e["name"], e["args"]["stream"], round(e["dur"], 1))
+            for e in events
+            if e.get("cat") in ("kernel", "gpu_memcpy", "gpu_memset")
+        )
+        read = sorted((a.correlation, a.name, a.stream, round(a.end_us - a.start_us, 1)) for a in audit.device_activity(prof))
+        assert [row[:3] for row in read] == [row[:3] for row in traced]
+        assert [row[3] for row in read] == pytest.approx([row[3] for row in traced], abs=0.11)
+        assert "spin_kernel" in read[-1][1]  # the marker, launched last
+    assert len({a.stream for a in audit.device_activity(prof)}) == 2  # the side stream's copy is seen

@@ -24,14 +24,11 @@ inspection, but it is never ranked, never in autotune and never a ratchet improv
 
 from __future__ import annotations
 
-import json
 import math
 import re
-import tempfile
 from collections import Counter
 from collections.abc import Callable
-from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from attnbench.workloads import check_output
 
@@ -47,7 +44,6 @@ PROFILE_SLACK_MS = 0.005
 # share: a disturbed calibration reads low, and the same shape has moved 1.8x between two runs on a
 # busy 2-core machine, so there only a result twice as fast as its bound is called impossible.
 BOUND_MARGIN = {"cuda": 0.10, "cpu": 1.0}
-DEVICE_EVENTS = ("kernel", "gpu_memcpy", "gpu_memset")
 NAME_CHARS = 60
 
 
@@ -148,33 +144,49 @@ def profile(call: Any, device: str) -> dict[str, Any]:
         call()
         torch.cuda._sleep(1)  # the marker: the last launch, on the stream the timing events use
         torch.cuda.synchronize()
-    with tempfile.TemporaryDirectory() as folder:
-        trace = Path(folder) / "trace.json"
-        prof.export_chrome_trace(str(trace))
-        events = json.loads(trace.read_text()).get("traceEvents", [])
-    device_events = [e for e in events if e.get("cat") in DEVICE_EVENTS and "dur" in e]
+    device_events = device_activity(prof)
     if not device_events:
         return _summary("torch.profiler (CUPTI)", [], streams=[], device_ms=0.0)
-    marker = max(device_events, key=lambda e: e.get("args", {}).get("correlation", -1))
+    marker = max(device_events, key=lambda e: e.correlation)
     work = [e for e in device_events if e is not marker]
-    stream = marker.get("args", {}).get("stream")
-    unjoined = [
-        e for e in work if e.get("args", {}).get("stream") != stream and e["ts"] + e["dur"] > marker["ts"]
-    ]
+    unjoined = [e for e in work if e.stream != marker.stream and e.end_us > marker.start_us]
     summary = _summary(
         "torch.profiler (CUPTI)",
-        [e["name"] for e in work],
-        streams=sorted({e.get("args", {}).get("stream") for e in work} - {None}),
-        device_ms=_busy_us(work) / 1e3,
+        [e.name for e in work],
+        streams=sorted({e.stream for e in work}),
+        device_ms=_busy_us([(e.start_us, e.end_us) for e in work]) / 1e3,
     )
-    summary["unjoined_kernels"] = sorted({short_name(e["name"]) for e in unjoined})
+    summary["unjoined_kernels"] = sorted({short_name(e.name) for e in unjoined})
     return summary
 
 
-def _busy_us(events: list[dict[str, Any]]) -> float:
-    """Time the device was running any of the events (overlaps counted once)."""
+class Activity(NamedTuple):
+    """One thing the device ran; `correlation` orders launches (CUPTI's correlation id)."""
+
+    correlation: int
+    name: str
+    stream: int
+    start_us: float
+    end_us: float
+
+
+def device_activity(prof: Any) -> list[Activity]:
+    """What ran on the device in a finished torch.profiler session (kernels, copies, memsets; not the
+    GPU side of user annotations), from the events the profiler already parsed: exporting a Chrome
+    trace and reading it back cost 20-60 ms a candidate on an H200."""
+    from torch.autograd import DeviceType
+
+    return [
+        Activity(e.id, e.name, e.device_resource_id, e.time_range.start, e.time_range.end)
+        for e in prof.events()
+        if e.device_type == DeviceType.CUDA and not e.is_user_annotation
+    ]
+
+
+def _busy_us(intervals: list[tuple[float, float]]) -> float:
+    """Time the device was running any of the (start, stop) intervals (overlaps counted once)."""
     busy, end = 0.0, -math.inf
-    for start, stop in sorted((e["ts"], e["ts"] + e["dur"]) for e in events):
+    for start, stop in sorted(intervals):
         if stop > end:
             busy += stop - max(start, end)
             end = stop

@@ -1,4 +1,12 @@
+import os
+import tempfile
+
 import pytest
+
+# What attnbench remembers across runs (attnbench.files.cache_dir: torch's CUDA answer, ceilings) goes
+# to a folder of this test session's own: no test reuses what a developer's runs or another session
+# measured. Set before attnbench is imported; the workflow's subprocesses inherit it.
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="attnbench-test-cache-")
 
 
 def pytest_collection_modifyitems(config, items):

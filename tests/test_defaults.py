@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 from helpers import SCHEMAS
 
-from attnbench import config, lock, ratchet, stats, timing
+from attnbench import config, jobs, lock, ratchet, stats, timing
 from attnbench.workloads import Shape
 
 SHAPE = {"name": "s", "batch": 1, "heads": 1, "seq": 1, "dim": 1}
@@ -42,6 +42,7 @@ def code_defaults() -> dict[str, Any]:
         "dtype": config.DEFAULTS["dtype"],
         "mode": config.DEFAULTS["mode"],
         "shapes[].causal": Shape.from_config(SHAPE).causal,
+        "calibrate.reuse": jobs.CALIBRATE_REUSE,
         **{f"lock.{key}": value for key, value in lock.DEFAULT_LOCK.items()},
         **{f"stats.{key}": compare[key].default for key in ("alpha", "threshold", "resolution", "n_resamples", "confidence", "seed")},
         **{f"ratchet.{key}": value for key, value in ratchet.DEFAULTS.items()},

@@ -7,14 +7,14 @@ from types import SimpleNamespace
 
 import pytest
 
-from attnbench import device
+from attnbench import device, files
 
 
 @pytest.fixture
 def gpu_host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
     """A host whose NVML sees one GPU, with torch's answer counted (`asked`, the driver each time)
     instead of imported."""
-    monkeypatch.setattr(device, "CUDA_ANSWERS", tmp_path / "cache" / "cuda-usable")
+    monkeypatch.setattr(device, "CUDA_ANSWERS", files.Memo(tmp_path / "cache" / "cuda-usable"))
     host = SimpleNamespace(driver="580.1", asked=[])
     visible = lambda: device.os.environ.get("CUDA_VISIBLE_DEVICES")  # noqa: E731
     monkeypatch.setattr(device, "cuda_answer_key", lambda: f"host|{host.driver}|GPU-1|{visible()}")
@@ -55,7 +55,7 @@ def test_an_unwritable_cache_still_answers(
     gpu_host: SimpleNamespace, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     (tmp_path / "file").write_text("")
-    monkeypatch.setattr(device, "CUDA_ANSWERS", tmp_path / "file" / "cuda-usable")
+    monkeypatch.setattr(device, "CUDA_ANSWERS", files.Memo(tmp_path / "file" / "cuda-usable"))
     assert device.cuda_unusable_reason() is None
     assert device.cuda_unusable_reason() is None
     assert gpu_host.asked == ["580.1", "580.1"]

@@ -315,9 +315,7 @@ def _measure_shape(spec: dict[str, Any], running: Callable[[str | None], None]) 
     log(f"  stopped: {measured.stop_reason}")
     limit = audit.bound(ceilings, spec["dtype"], work, nbytes, cold=measured.mode == "cold")
     began = time.perf_counter()
-    audit_timed_work(
-        entries, calls, measured, layouts, limit, workload=workload, spec=spec, seed=seed
-    )
+    audit_timed_work(entries, calls, measured, layouts, limit, workload=workload, spec=spec, seed=seed)
     audit_s = time.perf_counter() - began
     log(f"  audit: {audit_s:.2f} s")
     conditions = load.record()

@@ -8,12 +8,15 @@ that mostly reads, so read bandwidth is measured on its own: a sum over a buffer
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
 import logging
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from attnbench import clocks, host, lock, timing
+from attnbench import clocks, env, files, host, lock, timing
 from attnbench import device as device_module
 from attnbench.env import device_summary
 
@@ -25,6 +28,43 @@ DEFAULT_CALIBRATION = {
     "cuda": {"matmul_size": 8192, "copy_mb": 2048, "rounds": 20, "max_time_s": 20.0, "warmup_max_s": 5.0},
     "cpu": {"matmul_size": 1024, "copy_mb": 256, "rounds": 10, "max_time_s": 5.0, "warmup_max_s": 1.0},
 }
+
+
+REMEMBERED = files.Memo(files.cache_dir() / "ceilings")
+"""Ceilings measured on this machine, by what they depend on (reuse_key)."""
+# The code whose change changes a measurement: the ceilings' own and the timing's.
+MEASURING_CODE = ("calibrate.py", "timing.py", "clocks.py", "host.py")
+
+
+def ceilings(spec: dict[str, Any]) -> dict[str, Any]:
+    """The calibrate job: the ceilings measured earlier on this device with the same driver, software,
+    measuring code and settings (2 s of a sweep on an H200, 8 s on a 2-core CPU, paid again by every
+    new working directory), else measured now and remembered. `reuse: false` in the spec measures
+    again whatever was remembered, and remembers the new ceilings."""
+    key = reuse_key(spec)
+    if spec.get("reuse") is not False and (earlier := REMEMBERED.recall(key)) is not None:
+        log(
+            f"ceilings measured {earlier['measured_at']} on this device with the same driver, software"
+            f" and settings: reused ({REMEMBERED.path(key)}); calibrate: {{reuse: false}} measures again"
+        )
+        return earlier | {"reused": {"from": str(REMEMBERED.path(key)), "measured_at": earlier["measured_at"]}}
+    measured = measure_ceilings(
+        spec["device"], spec["dtypes"], spec["settings"], spec["lock"], spec.get("threads")
+    )
+    measured["measured_at"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    REMEMBERED.remember(key, files.jsonable(measured))
+    return measured
+
+
+def reuse_key(spec: dict[str, Any]) -> dict[str, Any]:
+    """What a calibration depends on: its settings, the device, driver and software as the fingerprint
+    reads them (attnbench.env.identity) and the measuring code."""
+    here = Path(__file__).parent
+    return {
+        "spec": {key: value for key, value in spec.items() if key != "reuse"},
+        "machine": env.identity(spec["device"]),
+        "code": {name: hashlib.sha256((here / name).read_bytes()).hexdigest()[:16] for name in MEASURING_CODE},
+    }
 
 
 def measure_ceilings(

@@ -9,9 +9,7 @@ import torch, and parsing asks torch once per host, driver and torch build, so p
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
-import json
 import os
 import socket
 import sys
@@ -96,25 +94,16 @@ def cuda_unusable_reason() -> str | None:
     key = cuda_answer_key()
     if key is None:
         return "no NVIDIA GPU or driver is visible (NVML found none)"
-    remembered = (
-        CUDA_ANSWERS.parent / f"{CUDA_ANSWERS.name}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
-    )
-    try:
-        answer = json.loads(remembered.read_text())
-        if answer["key"] == key:
-            return answer["reason"]
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
+    remembered = CUDA_ANSWERS.recall(key)
+    if remembered is not None:
+        return remembered["reason"]
     reason = no_cuda_reason()
-    try:
-        files.write_json(remembered, {"key": key, "reason": reason})
-    except OSError:
-        pass  # an unwritable cache costs the import next time, nothing else
+    CUDA_ANSWERS.remember(key, {"reason": reason})
     return reason
 
 
-CUDA_ANSWERS = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "attnbench" / "cuda-usable"
-"""Where cuda_unusable_reason remembers torch's answer, one small file per key."""
+CUDA_ANSWERS = files.Memo(files.cache_dir() / "cuda-usable")
+"""Where cuda_unusable_reason remembers torch's answer."""
 
 
 def cuda_answer_key() -> str | None:

@@ -58,19 +58,46 @@ def fingerprint(
 
     `requested_device` is the config's device (auto, cuda or cpu), so a report can say that an
     `auto` run fell back to the CPU and why (`gpu_reason`)."""
-    import torch
-
-    device_module.require(device)
-    if device == "cuda":
-        gpu: dict[str, Any] | None = _gpu(torch.cuda.current_device())
-        gpu_reason = None
-    else:
-        gpu = None
+    machine = _machine(device)
+    gpu_reason = None
+    if device == "cpu":
         gpu_reason = "device is cpu: " + (
             device_module.no_cuda_reason() or "CUDA is available but the run was configured for the cpu"
         )
     return {
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **machine,
+        "requested_device": requested_device or device,
+        "gpu_reason": gpu_reason,
+        "git": _git(workflow_dir),
+        "lock": lock_state,
+    }
+
+
+# What the fingerprint reads that moves from one moment to the next on the same machine and software.
+MOMENTARY_GPU = ("temperature_c", "nvml_error")
+MOMENTARY_CLOCKS = ("sm_mhz", "mem_mhz")  # the current clocks; their maxima stay
+MOMENTARY_ENV_VARS = ("SLURM_JOB_ID",)
+
+
+def identity(device: str) -> dict[str, Any]:
+    """The machine and software a measurement on `device` depends on: the fingerprint without what
+    moves from one moment to the next (time, temperature, current clocks, the commit, the Slurm job).
+    Equal identities may share a measurement of the device (attnbench.calibrate reuses ceilings)."""
+    machine = _machine(device)
+    if (gpu := machine["gpu"]) is not None:
+        clocks = {key: value for key, value in gpu["clocks"].items() if key not in MOMENTARY_CLOCKS}
+        machine["gpu"] = {k: v for k, v in gpu.items() if k not in MOMENTARY_GPU} | {"clocks": clocks}
+    machine["env_vars"] = {k: v for k, v in machine["env_vars"].items() if k not in MOMENTARY_ENV_VARS}
+    return machine
+
+
+def _machine(device: str) -> dict[str, Any]:
+    """The device, host and software, as read now."""
+    import torch
+
+    device_module.require(device)
+    return {
         "python": platform.python_version(),
         "torch": {
             "version": torch.__version__,
@@ -79,9 +106,7 @@ def fingerprint(
             "triton": _triton_version(),
         },
         "device": device,
-        "requested_device": requested_device or device,
-        "gpu": gpu,
-        "gpu_reason": gpu_reason,
+        "gpu": _gpu(torch.cuda.current_device()) if device == "cuda" else None,
         "cpu": {
             "model": _cpu_model(),
             "logical_cores": os.cpu_count(),
@@ -93,10 +118,8 @@ def fingerprint(
             "os": platform.platform(),
             "kernel": platform.release(),
         },
-        "git": _git(workflow_dir),
         "packages": {name: _package_version(name) for name in PACKAGES},
         "env_vars": {name: os.environ.get(name) for name in ENV_VARS},
-        "lock": lock_state,
     }
 
 

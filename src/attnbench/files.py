@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import functools
 import glob
+import hashlib
 import json
 import math
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -119,3 +121,34 @@ def read_json(
         raise ResultFileError(f"{path}: cannot be read as JSON: {exc}") from exc
     validate(data, schema_path, source=str(path))
     return data
+
+
+def cache_dir() -> Path:
+    """Where attnbench remembers answers across runs on this machine: XDG_CACHE_HOME, else ~/.cache."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "attnbench"
+
+
+@dataclass(frozen=True)
+class Memo:
+    """Answers remembered across runs, one small JSON file per key in `folder`. A key is JSON (what
+    the answer depends on); it is stored beside the answer and compared on reading, so a changed
+    dependency finds nothing. Unreadable or unwritable files cost a fresh answer, nothing else."""
+
+    folder: Path
+
+    def path(self, key: Any) -> Path:
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+        return self.folder / f"{digest[:16]}.json"
+
+    def recall(self, key: Any) -> Any | None:
+        try:
+            stored = json.loads(self.path(key).read_text(encoding="utf-8"))
+            return stored["answer"] if stored["key"] == jsonable(key) else None
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def remember(self, key: Any, answer: Any) -> None:
+        try:
+            write_json(self.path(key), {"key": key, "answer": answer})
+        except OSError:
+            pass

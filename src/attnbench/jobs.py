@@ -83,15 +83,23 @@ def _fingerprint_spec(run: dict[str, Any], name: str | None) -> Spec:
     }
 
 
+# config calibrate.reuse: ceilings measured earlier on the same device, driver, software and settings
+# are reused (attnbench.calibrate); false measures them again.
+CALIBRATE_REUSE = True
+
+
 def _calibrate_spec(run: dict[str, Any], name: str | None) -> Spec:
     settings = dict(run.get("calibrate") or {})
     dtypes = settings.pop("dtypes", None) or [run["dtype"]]
+    measure_again = not settings.pop("reuse", CALIBRATE_REUSE)
     spec = {
         "device": run["device"],
         "dtypes": dtypes,
         "settings": settings,
         "lock": lock.resolve(run.get("lock")),
     }
+    if measure_again:  # absent otherwise: the job's parameters stay those of earlier runs
+        spec["reuse"] = False
     if run.get("threads"):  # as for the benchmarks: the ceilings bound results taken with these threads
         spec["threads"] = run["threads"]
     return spec
@@ -164,11 +172,9 @@ def _fingerprint(spec: Spec, schemas: Path | None, running: Running | None) -> d
 
 
 def _calibrate(spec: Spec, schemas: Path | None, running: Running | None) -> dict[str, Any]:
-    from attnbench.calibrate import measure_ceilings
+    from attnbench.calibrate import ceilings
 
-    return measure_ceilings(
-        spec["device"], spec["dtypes"], spec["settings"], spec["lock"], spec.get("threads")
-    )
+    return ceilings(spec)
 
 
 def _benchmark(spec: Spec, schemas: Path | None, running: Running | None) -> dict[str, Any]:

@@ -823,8 +823,15 @@ def _ceilings_section(ceilings: Json, benches: list[Json]) -> Section:
                     str(entry["method"]),
                 ]
             )
+    when = f" at {ceilings['measured_at']}" if ceilings.get("measured_at") else ""
+    said = f"Measured on {measured_on}{when}."
+    if ceilings.get("reused"):
+        said += (
+            " Reused by this run: measured earlier on this device with the same driver, software, measuring"
+            " code and settings (calibrate: {reuse: false} in the config measures them again)."
+        )
     blocks: list[Block] = [
-        Para(f"Measured on {measured_on}."),
+        Para(said),
         Table(["ceiling", "value", "size", "median ms", "method"], rows, numeric={1, 2, 3}),
     ]
     bench_devices = {b.get("device_info", {}).get("name") for b in benches} - {None}

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -52,6 +53,27 @@ CPU_CONFIG = {
     },
     "stats": {"n_resamples": 2000},
 }
+
+
+def compiled_kernel(**compile_options: Any) -> str:
+    """A user kernel module whose attention is torch.compile'd with a backend that counts the graphs
+    dynamo compiles (`compiles.frame_count`) and runs them eagerly: no Inductor, so cheap."""
+    options = "".join(f", {key}={value!r}" for key, value in compile_options.items())
+    return f'''
+import torch
+from torch._dynamo.testing import CompileCounter
+
+compiles = CompileCounter()
+
+
+@torch.compile(backend=compiles{options})
+def _attend(q, k, v, scale):
+    return torch.softmax(q @ k.transpose(-1, -2) * scale, dim=-1) @ v
+
+
+def attention(q, k, v, *, causal, scale):
+    return _attend(q, k, v, scale)
+'''
 
 
 def bench_spec(default_shape: dict, candidates: list[str], rounds: int = 4, **overrides) -> dict:

@@ -260,7 +260,7 @@ def test_a_check_that_fails_after_sampling_keeps_the_candidates_samples(kernels,
 @pytest.mark.gpu
 def test_gpu_the_profilers_events_hold_what_a_chrome_trace_of_the_same_session_holds(kernels, tmp_path):
     """audit.profile reads the events torch.profiler parsed instead of exporting a Chrome trace and
-    reading it back (20-60 ms a candidate): per session, the same device work, streams and order."""
+    reading it back: per session, the same device work, streams and order."""
     import torch
     from dishonest_kernels import unjoined_stream
     from torch.nn.attention import SDPBackend, sdpa_kernel

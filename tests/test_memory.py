@@ -141,23 +141,6 @@ def test_gpu_counters_see_the_score_matrix_and_the_allocations():
     assert backward["saved_mb"] < 2.0 and backward["backward"]["gradients_mb"] == pytest.approx(12.0)
 
 
-COMPILED_KERNEL = '''
-import torch
-from torch._dynamo.testing import CompileCounter
-
-compiles = CompileCounter()
-
-
-@torch.compile(backend=compiles)
-def _attend(q, k, v, scale):
-    return torch.softmax(q @ k.transpose(-1, -2) * scale, dim=-1) @ v
-
-
-def attention(q, k, v, *, causal, scale):
-    return _attend(q, k, v, scale)
-'''
-
-
 def test_a_compiled_candidate_is_compiled_once_per_shape(tmp_path, monkeypatch, locked_env):
     """Its first call, the determinism call, the memory measurement, the timed rounds and the audit all
     reach the same compiled graph. The memory measurement used to switch grad mode off, which dynamo
@@ -166,11 +149,11 @@ def test_a_compiled_candidate_is_compiled_once_per_shape(tmp_path, monkeypatch, 
     import importlib
     import sys
 
-    from helpers import bench_spec
+    from helpers import bench_spec, compiled_kernel
 
     from attnbench.bench import run_shape
 
-    (tmp_path / "compiled_kernel.py").write_text(COMPILED_KERNEL)
+    (tmp_path / "compiled_kernel.py").write_text(compiled_kernel())
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
     shape = Shape.from_config({"name": "s64", "batch": 1, "heads": 2, "seq": 64, "dim": 16}).as_dict()

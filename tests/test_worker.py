@@ -474,3 +474,28 @@ def test_a_document_the_worker_did_not_check_as_written_is_checked_by_the_job(tm
     spec = json.dumps(benchmark_spec(["k"], 0.1))
     assert cli.main(["benchmark", "--spec", spec, "--out", str(out), "--schemas", str(SCHEMAS)]) == 1
     assert not out.exists()
+
+
+def test_a_process_that_measures_many_shapes_compiles_each_one(tmp_path, monkeypatch, locked_env):
+    """The warm worker's loop: dynamo keeps compiled graphs per function across shapes and, past its
+    recompile limit (8), silently runs a compiled candidate eagerly, so FlexAttention measured 30-100x
+    slower after the eighth shape of a worker. jobs.run resets dynamo before each shape."""
+    import importlib
+
+    import torch
+    from helpers import bench_spec, compiled_kernel
+
+    from attnbench import jobs
+
+    (tmp_path / "recompiled_kernel.py").write_text(compiled_kernel(dynamic=False))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    shapes = 10
+    limit = getattr(torch._dynamo.config, "recompile_limit", None) or torch._dynamo.config.cache_size_limit
+    assert shapes > limit
+    for seq in range(16, 16 * (shapes + 1), 16):
+        shape = {"name": f"s{seq}", "batch": 1, "heads": 2, "kv_heads": 2, "seq": seq, "seq_kv": seq, "dim": 16}
+        spec = bench_spec(shape, ["math", "recompiled_kernel:attention"], rounds=2)
+        assert jobs.run("benchmark", spec)["candidates"]["recompiled_kernel:attention"]["status"] == "ok"
+    assert importlib.import_module("recompiled_kernel").compiles.frame_count == shapes
+    sys.modules.pop("recompiled_kernel", None)

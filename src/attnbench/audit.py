@@ -172,8 +172,8 @@ class Activity(NamedTuple):
 
 def device_activity(prof: Any) -> list[Activity]:
     """What ran on the device in a finished torch.profiler session (kernels, copies, memsets; not the
-    GPU side of user annotations), from the events the profiler already parsed: exporting a Chrome
-    trace and reading it back cost 20-60 ms a candidate on an H200."""
+    GPU side of user annotations), from the events the profiler already parsed rather than from a
+    Chrome trace written to a temporary file and read back (which the H200 pipeline timed alike)."""
     from torch.autograd import DeviceType
 
     return [

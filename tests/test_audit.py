@@ -76,22 +76,35 @@ def test_the_first_inputs_answers_are_made_again_only_when_a_check_after_samplin
     assert len(made) == 3  # and once more, for the kept answer's diagnosis only
 
 
-def test_a_diagnosis_without_memory_still_calls_the_output_wrong():
+@pytest.mark.parametrize(
+    "refusal",
+    ["CUDA out of memory. Tried to allocate 2.00 GiB", "[enforce fail at alloc_cpu.cpp:117] can't allocate memory"],
+)
+def test_a_diagnosis_without_memory_still_calls_the_output_wrong(refusal):
     import torch
 
-    def out_of_memory():
-        raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+    def verify(making_answers):
+        return audit.verify(
+            torch.ones(2, 3),
+            [torch.zeros(2, 3, dtype=torch.float64)],
+            making_answers,
+            backward=False,
+            dtype=torch.float32,
+            tolerance=1e-3,
+            graph=False,
+        )
 
-    why = audit.verify(
-        torch.ones(2, 3),
-        [torch.zeros(2, 3, dtype=torch.float64)],
-        out_of_memory,
-        backward=False,
-        dtype=torch.float32,
-        tolerance=1e-3,
-        graph=False,
-    )
+    def out_of_memory():
+        raise (torch.OutOfMemoryError if "CUDA" in refusal else RuntimeError)(refusal)
+
+    why = verify(out_of_memory)
     assert why is not None and why.startswith("timed work not verified: relative error")
+
+    def broken():
+        raise ValueError("not a lack of memory")
+
+    with pytest.raises(ValueError):
+        verify(broken)  # any other failure is the audit's, as before
 
 
 def test_every_timed_candidate_records_what_ran_and_determinism(kernels):

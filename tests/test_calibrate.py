@@ -22,13 +22,16 @@ def machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
     """A remembered-ceilings folder of this test's own, the machine's identity as the test says, and
     the measurements counted."""
     monkeypatch.setattr(calibrate, "REMEMBERED", files.Memo(tmp_path / "ceilings"))
-    here = SimpleNamespace(identity=env.identity("cpu"), measured=0)
+    here = SimpleNamespace(identity=env.identity("cpu"), measured=0, busy=False)
     monkeypatch.setattr(calibrate.env, "identity", lambda device: copy.deepcopy(here.identity))
     measure = calibrate.measure_ceilings
 
     def counted(*args, **kwargs):
         here.measured += 1
-        return measure(*args, **kwargs)
+        measured = measure(*args, **kwargs)
+        if here.busy:
+            measured["host"] |= {"busy": True, "why": "other processes kept 1.9 of the 2 cores busy"}
+        return measured
 
     monkeypatch.setattr(calibrate, "measure_ceilings", counted)
     return here
@@ -76,44 +79,71 @@ def test_a_changed_input_device_or_software_measures_again(machine: SimpleNamesp
     assert machine.measured == 2 and "reused" not in again
 
 
-def test_a_gpu_with_another_driver_or_board_is_not_the_same_machine(machine: SimpleNamespace) -> None:
-    gpu = {"uuid": "GPU-1", "driver_version": "580.1", "power_limit_w": 700, "clocks": {"sm_max_mhz": 1980}}
-    machine.identity["gpu"] = gpu
-    keys = {json.dumps(calibrate.reuse_key(SPEC), sort_keys=True)}
-    for field, value in (("uuid", "GPU-2"), ("driver_version", "590.2"), ("power_limit_w", 500)):
-        machine.identity["gpu"] = gpu | {field: value}
-        keys.add(json.dumps(calibrate.reuse_key(SPEC), sort_keys=True))
-    assert len(keys) == 4
-
-
-def test_the_fingerprints_moments_do_not_stop_a_reuse(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Temperature, current clocks and the Slurm job change between two runs on the same machine."""
-    readings = {"temperature_c": 40, "clocks": {"sm_mhz": 1980, "sm_max_mhz": 1980, "mem_mhz": 2619, "mem_max_mhz": 2619}}
-    gpu = {"uuid": "GPU-1", "driver_version": "580.1", "nvml_error": None}
-    monkeypatch.setattr(env, "_gpu", lambda index: gpu | copy.deepcopy(readings))
-    monkeypatch.setattr(env.device_module, "require", lambda device: None)
+@pytest.fixture
+def gpu(monkeypatch: pytest.MonkeyPatch) -> dict:
+    """env.identity("cuda") on this CPU machine: the GPU NVML would describe (edit it to change it)."""
     import torch
 
+    board = {
+        "uuid": "GPU-1",
+        "driver_version": "580.1",
+        "power_limit_w": 700,
+        "nvml_error": None,
+        "temperature_c": 40,
+        "clocks": {"sm_mhz": 1980, "sm_max_mhz": 1980, "mem_mhz": 2619, "mem_max_mhz": 2619},
+    }
+    monkeypatch.setattr(env, "_gpu", lambda index: copy.deepcopy(board))
+    monkeypatch.setattr(env.device_module, "require", lambda device: None)
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    return board
+
+
+def test_a_gpu_with_another_board_driver_power_limit_or_top_clock_is_not_the_same_machine(gpu: dict) -> None:
+    spec = {**SPEC, "device": "cuda"}
+    keys = {json.dumps(calibrate.reuse_key(spec), sort_keys=True)}
+    for field, value in (("uuid", "GPU-2"), ("driver_version", "590.2"), ("power_limit_w", 500)):
+        gpu[field] = value
+        keys.add(json.dumps(calibrate.reuse_key(spec), sort_keys=True))
+    gpu["clocks"]["sm_max_mhz"] = 1500
+    keys.add(json.dumps(calibrate.reuse_key(spec), sort_keys=True))
+    assert len(keys) == 5
+
+
+def test_the_fingerprints_moments_do_not_stop_a_reuse(gpu: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Temperature, current clocks and the Slurm job change between two runs on the same machine."""
     monkeypatch.setenv("SLURM_JOB_ID", "1")
     before = env.identity("cuda")
-    readings.update(temperature_c=71, clocks={**readings["clocks"], "sm_mhz": 1410, "mem_mhz": 1593})
+    gpu.update(temperature_c=71, clocks={**gpu["clocks"], "sm_mhz": 1410, "mem_mhz": 1593})
     monkeypatch.setenv("SLURM_JOB_ID", "2")
     assert env.identity("cuda") == before
     assert before["gpu"]["clocks"] == {"sm_max_mhz": 1980, "mem_max_mhz": 2619}
-    readings["clocks"]["sm_max_mhz"] = 1500  # a lower maximum is a different machine
-    assert env.identity("cuda") != before
 
 
-def test_changed_measuring_code_measures_again(machine: SimpleNamespace, locked_env, monkeypatch, tmp_path) -> None:
+def test_another_attnbench_or_schema_version_measures_again(machine: SimpleNamespace, locked_env, monkeypatch, tmp_path) -> None:
     calibrate.ceilings(SPEC)
-    code = tmp_path / "code"
-    code.mkdir()
-    for name in calibrate.MEASURING_CODE:
-        (code / name).write_bytes((Path(calibrate.__file__).parent / name).read_bytes())
-    (code / "timing.py").write_text((code / "timing.py").read_text() + "\n# edited\n")
-    monkeypatch.setattr(calibrate, "__file__", str(code / "calibrate.py"))
+    for path in files.PACKAGE_DIR.glob("*.py"):
+        (tmp_path / path.name).write_bytes(path.read_bytes())
+    (tmp_path / "timing.py").write_text((tmp_path / "timing.py").read_text() + "\n# edited\n")
+    monkeypatch.setattr(files, "PACKAGE_DIR", tmp_path)
     assert "reused" not in calibrate.ceilings(SPEC) and machine.measured == 2
+    assert "reused" in calibrate.ceilings(SPEC)
+    monkeypatch.setattr(calibrate, "SCHEMA_VERSION", calibrate.SCHEMA_VERSION + 1)
+    assert "reused" not in calibrate.ceilings(SPEC) and machine.measured == 3
+
+
+def test_ceilings_older_than_a_week_or_measured_on_a_busy_host_are_measured_again(
+    machine: SimpleNamespace, locked_env, monkeypatch
+) -> None:
+    first = calibrate.ceilings(SPEC)
+    measured_at = calibrate.dt.datetime.fromisoformat(first["measured_at"])
+    monkeypatch.setattr(calibrate, "_now", lambda: measured_at + calibrate.REUSE_MAX_AGE)
+    assert "reused" in calibrate.ceilings(SPEC)
+    monkeypatch.setattr(calibrate, "_now", lambda: measured_at + calibrate.REUSE_MAX_AGE * 1.01)
+    machine.busy = True
+    busy = calibrate.ceilings(SPEC)
+    assert machine.measured == 2 and busy["host"]["busy"]
+    machine.busy = False
+    assert "reused" not in calibrate.ceilings(SPEC) and machine.measured == 3  # the busy one was not kept
 
 
 def test_reuse_false_measures_again_and_remembers_the_new_ceilings(machine: SimpleNamespace, locked_env) -> None:
@@ -130,10 +160,12 @@ def test_an_unreadable_or_unwritable_memory_costs_a_measurement_only(
     calibrate.ceilings(SPEC)
     calibrate.REMEMBERED.path(calibrate.reuse_key(SPEC)).write_text("{not json")
     assert "reused" not in calibrate.ceilings(SPEC) and machine.measured == 2
+    calibrate.REMEMBERED.remember(calibrate.reuse_key(SPEC), {"matmul": {}})  # no copy, no measured_at
+    assert "reused" not in calibrate.ceilings(SPEC) and machine.measured == 3
     (tmp_path / "a file").write_text("")
     monkeypatch.setattr(calibrate, "REMEMBERED", files.Memo(tmp_path / "a file" / "ceilings"))
     assert "reused" not in calibrate.ceilings(SPEC)
-    assert "reused" not in calibrate.ceilings(SPEC) and machine.measured == 4
+    assert "reused" not in calibrate.ceilings(SPEC) and machine.measured == 5
 
 
 def test_the_switch_is_in_the_jobs_spec_only_when_off() -> None:

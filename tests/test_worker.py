@@ -493,9 +493,11 @@ def test_a_process_that_measures_many_shapes_compiles_each_one(tmp_path, monkeyp
     shapes = 10
     limit = getattr(torch._dynamo.config, "recompile_limit", None) or torch._dynamo.config.cache_size_limit
     assert shapes > limit
-    for seq in range(16, 16 * (shapes + 1), 16):
-        shape = {"name": f"s{seq}", "batch": 1, "heads": 2, "kv_heads": 2, "seq": seq, "seq_kv": seq, "dim": 16}
-        spec = bench_spec(shape, ["math", "recompiled_kernel:attention"], rounds=2)
-        assert jobs.run("benchmark", spec)["candidates"]["recompiled_kernel:attention"]["status"] == "ok"
-    assert importlib.import_module("recompiled_kernel").compiles.frame_count == shapes
-    sys.modules.pop("recompiled_kernel", None)
+    try:
+        for seq in range(16, 16 * (shapes + 1), 16):
+            shape = {"name": f"s{seq}", "batch": 1, "heads": 2, "kv_heads": 2, "seq": seq, "seq_kv": seq, "dim": 16}
+            spec = bench_spec(shape, ["math", "recompiled_kernel:attention"], rounds=2)
+            assert jobs.run("benchmark", spec)["candidates"]["recompiled_kernel:attention"]["status"] == "ok"
+        assert importlib.import_module("recompiled_kernel").compiles.frame_count == shapes
+    finally:
+        sys.modules.pop("recompiled_kernel", None)

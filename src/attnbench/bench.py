@@ -279,7 +279,7 @@ def _measure_shape(spec: dict[str, Any], running: Callable[[str | None], None]) 
     running(None)
     # Let go before the timed rounds, so the float64 answers hold no device memory through them. The
     # audit's diagnosis ("answer did not change with the inputs") makes them again from the seed when
-    # a check fails; a copy kept on the host cost every shape 0.2 s on an H200 (docs/scale.md).
+    # a check fails; a copy kept on the host for it cost every shape 0.2 s on an H200 (docs/scale.md).
     del expected
 
     def on_failure(name: str, exc: BaseException) -> None:
@@ -410,28 +410,29 @@ def audit_timed_work(
 
     @functools.cache
     def first_answers() -> list[Any]:
-        """The float64 answers to the inputs the candidates were timed on, from their seed."""
+        """The float64 answers to the inputs the candidates were timed on, from their seed; on the
+        host, so the candidates checked after this one have the device memory they had."""
         first = make_inputs(workload.shape, dtype, device, seed, backward)
-        return reference(workload.shape, *first[:3], first[3] if backward else None)
+        return [t.cpu() for t in reference(workload.shape, *first[:3], first[3] if backward else None)]
 
     for name, previous in last.items():
         sampler = measured.samplers[name]
         try:
-            with timing.deadline(timeout):
-                layout = entries[name].get("layout", "bhsd")
+            layout = entries[name].get("layout", "bhsd")
+            with timing.deadline(timeout):  # the candidate's call; the checks after it are not its time
                 audit.poison(previous, layouts[inputs_key(layout, workload)])
                 result = sampler.check_call()
                 if device == "cuda":
                     torch.cuda.synchronize()
-                why = audit.verify(
-                    result,
-                    in_layout(fresh, layout, workload),
-                    lambda layout=layout: in_layout(first_answers(), layout, workload),
-                    backward=backward,
-                    dtype=dtype,
-                    tolerance=entries[name]["tolerance"],
-                    graph=sampler.outputs is not None,
-                )
+            why = audit.verify(
+                result,
+                in_layout(fresh, layout, workload),
+                lambda layout=layout: in_layout(first_answers(), layout, workload),
+                backward=backward,
+                dtype=dtype,
+                tolerance=entries[name]["tolerance"],
+                graph=sampler.outputs is not None,
+            )
         except Exception as exc:
             audit_failed(entries, name, exc, device)
             continue

@@ -9,14 +9,12 @@ that mostly reads, so read bandwidth is measured on its own: a sum over a buffer
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import logging
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from attnbench import clocks, env, files, host, lock, timing
+from attnbench import SCHEMA_VERSION, clocks, env, files, host, lock, timing
 from attnbench import device as device_module
 from attnbench.env import device_summary
 
@@ -32,17 +30,18 @@ DEFAULT_CALIBRATION = {
 
 REMEMBERED = files.Memo(files.cache_dir() / "ceilings")
 """Ceilings measured on this machine, by what they depend on (reuse_key)."""
-# The code whose change changes a measurement: the ceilings' own and the timing's.
-MEASURING_CODE = ("calibrate.py", "timing.py", "clocks.py", "host.py")
+REUSE_MAX_AGE = dt.timedelta(days=7)
+"""Older ceilings are measured again: a disturbance no check saw (another job on the GPU, clocks
+locked for a while) stays at most this long."""
 
 
 def ceilings(spec: dict[str, Any]) -> dict[str, Any]:
     """The calibrate job: the ceilings measured earlier on this device with the same driver, software,
-    measuring code and settings (2 s of a sweep on an H200, 8 s on a 2-core CPU, paid again by every
-    new working directory), else measured now and remembered. `reuse: false` in the spec measures
-    again whatever was remembered, and remembers the new ceilings."""
+    attnbench and settings, within REUSE_MAX_AGE (2 s of a sweep on an H200, 8 s on a 2-core CPU, paid
+    again by every new working directory), else measured now and remembered unless other processes
+    kept the CPU busy meanwhile. `reuse: false` in the spec measures again whatever was remembered."""
     key = reuse_key(spec)
-    if spec.get("reuse") is not False and (earlier := REMEMBERED.recall(key)) is not None:
+    if spec.get("reuse") is not False and (earlier := _recall(key)) is not None:
         log(
             f"ceilings measured {earlier['measured_at']} on this device with the same driver, software"
             f" and settings: reused ({REMEMBERED.path(key)}); calibrate: {{reuse: false}} measures again"
@@ -51,20 +50,38 @@ def ceilings(spec: dict[str, Any]) -> dict[str, Any]:
     measured = measure_ceilings(
         spec["device"], spec["dtypes"], spec["settings"], spec["lock"], spec.get("threads")
     )
-    measured["measured_at"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    REMEMBERED.remember(key, files.jsonable(measured))
+    measured["measured_at"] = _now().isoformat(timespec="seconds")
+    if measured["host"]["busy"]:
+        log(f"ceilings not remembered for later runs: {measured['host']['why']}")
+    else:
+        REMEMBERED.remember(key, files.jsonable(measured))
     return measured
 
 
 def reuse_key(spec: dict[str, Any]) -> dict[str, Any]:
     """What a calibration depends on: its settings, the device, driver and software as the fingerprint
-    reads them (attnbench.env.identity) and the measuring code."""
-    here = Path(__file__).parent
+    reads them (attnbench.env.identity), attnbench's source and the result files' schema version."""
     return {
         "spec": {key: value for key, value in spec.items() if key != "reuse"},
         "machine": env.identity(spec["device"]),
-        "code": {name: hashlib.sha256((here / name).read_bytes()).hexdigest()[:16] for name in MEASURING_CODE},
+        "attnbench": files.source_digest(),
+        "schema": SCHEMA_VERSION,
     }
+
+
+def _recall(key: dict[str, Any]) -> dict[str, Any] | None:
+    """The ceilings remembered under `key`, when whole and younger than REUSE_MAX_AGE."""
+    earlier = REMEMBERED.recall(key)
+    try:
+        measured_at = dt.datetime.fromisoformat(earlier["measured_at"])
+        whole = isinstance(earlier.get("matmul"), dict) and isinstance(earlier.get("copy"), dict)
+    except (TypeError, KeyError, ValueError, AttributeError):
+        return None
+    return earlier if whole and _now() - measured_at <= REUSE_MAX_AGE else None
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
 
 
 def measure_ceilings(
@@ -80,6 +97,7 @@ def measure_ceilings(
 
     device_module.require(device)
     threads = host.use_threads(threads)
+    load = host.LoadWatch.start(threads)
     lock_state = lock.apply(lock_settings)
     config = {**DEFAULT_CALIBRATION[device], **(settings or {})}
     n = int(config["matmul_size"])
@@ -156,6 +174,7 @@ def measure_ceilings(
         **bandwidth,
         "cache_bytes": _cache_bytes(device),
         "threads": threads,
+        "host": load.record(),
     }
 
 

@@ -123,6 +123,18 @@ def read_json(
     return data
 
 
+PACKAGE_DIR = Path(__file__).parent
+
+
+def source_digest(folder: Path | None = None) -> str:
+    """attnbench's own source (every module of the package in `folder`, default this one), hashed:
+    what a warm worker or a remembered measurement was made by."""
+    digest = hashlib.sha256()
+    for path in sorted((folder or PACKAGE_DIR).glob("*.py")):
+        digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()
+
+
 def cache_dir() -> Path:
     """Where attnbench remembers answers across runs on this machine: XDG_CACHE_HOME, else ~/.cache."""
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "attnbench"

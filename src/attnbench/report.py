@@ -827,8 +827,8 @@ def _ceilings_section(ceilings: Json, benches: list[Json]) -> Section:
     said = f"Measured on {measured_on}{when}."
     if ceilings.get("reused"):
         said += (
-            " Reused by this run: measured earlier on this device with the same driver, software, measuring"
-            " code and settings (calibrate: {reuse: false} in the config measures them again)."
+            " Reused by this run: measured earlier on this device with the same driver, software,"
+            " attnbench and settings (calibrate: {reuse: false} in the config measures them again)."
         )
     blocks: list[Block] = [
         Para(said),

@@ -100,11 +100,7 @@ def identity(directory: int | str = ".") -> list[int]:
 def key(environ: Mapping[str, str]) -> str:
     """Which warm worker may serve this job: interpreter, user, environment, attnbench's own source and
     the working directory. Not the user kernels: the worker reloads those that changed (`_UserModules`)."""
-    import attnbench
-
-    digest = hashlib.sha256(f"{sys.executable} {os.getuid()}".encode())
-    for path in sorted(Path(attnbench.__file__).parent.glob("*.py")):
-        digest.update(path.name.encode() + path.read_bytes())
+    digest = hashlib.sha256(f"{sys.executable} {os.getuid()} {files.source_digest()}".encode())
     relevant = sorted((k, v) for k, v in environ.items() if k.startswith(KEY_PREFIXES))
     digest.update(json.dumps([relevant, os.getcwd()]).encode())
     return digest.hexdigest()[:16]

@@ -39,7 +39,7 @@ rule calibrate:
         schemas=str(SCHEMAS),
         env=JOB_ENV,
     message:
-        "Measure the device's ceilings: matmul, copy, read and write bandwidth"
+        "Measure the device's ceilings (matmul, copy, read and write bandwidth), or reuse those measured here within a week"
     shell:
         "{params.env} {params.attnbench} calibrate --spec {params.spec:q}"
         " --out {output} --schemas {params.schemas:q} 2> {log}"

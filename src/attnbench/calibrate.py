@@ -42,11 +42,12 @@ def ceilings(spec: dict[str, Any]) -> dict[str, Any]:
     kept the CPU busy meanwhile. `reuse: false` in the spec measures again whatever was remembered."""
     key = reuse_key(spec)
     if spec.get("reuse") is not False and (earlier := _recall(key)) is not None:
+        where = str(REMEMBERED.path(key))
         log(
             f"ceilings measured {earlier['measured_at']} on this device with the same driver, software"
-            f" and settings: reused ({REMEMBERED.path(key)}); calibrate: {{reuse: false}} measures again"
+            f" and settings: reused ({where}); calibrate: {{reuse: false}} measures again"
         )
-        return earlier | {"reused": {"from": str(REMEMBERED.path(key)), "measured_at": earlier["measured_at"]}}
+        return earlier | {"reused": {"from": where, "measured_at": earlier["measured_at"]}}
     measured = measure_ceilings(
         spec["device"], spec["dtypes"], spec["settings"], spec["lock"], spec.get("threads")
     )

@@ -126,11 +126,11 @@ def read_json(
 PACKAGE_DIR = Path(__file__).parent
 
 
-def source_digest(folder: Path | None = None) -> str:
-    """attnbench's own source (every module of the package in `folder`, default this one), hashed:
-    what a warm worker or a remembered measurement was made by."""
+def source_digest() -> str:
+    """attnbench's own source (every module of the package), hashed: what a warm worker or a
+    remembered measurement was made by."""
     digest = hashlib.sha256()
-    for path in sorted((folder or PACKAGE_DIR).glob("*.py")):
+    for path in sorted(PACKAGE_DIR.glob("*.py")):
         digest.update(path.name.encode() + path.read_bytes())
     return digest.hexdigest()
 

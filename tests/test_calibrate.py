@@ -29,8 +29,8 @@ def machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
     def counted(*args, **kwargs):
         here.measured += 1
         measured = measure(*args, **kwargs)
-        if here.busy:
-            measured["host"] |= {"busy": True, "why": "other processes kept 1.9 of the 2 cores busy"}
+        # busy as the test says, not as this shared machine happens to be while the suite runs
+        measured["host"] |= {"busy": here.busy, "why": "other processes kept 1.9 of the 2 cores busy" if here.busy else None}
         return measured
 
     monkeypatch.setattr(calibrate, "measure_ceilings", counted)

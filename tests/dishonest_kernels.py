@@ -60,3 +60,40 @@ def skips_graph_capture(q, k, v, *, causal, scale):
         return LAST["out"]
     LAST["out"] = honest(q, k, v, causal=causal, scale=scale)
     return LAST["out"]
+
+
+COUNTS = {}
+HONEST_CALLS = 8
+
+
+def keeps_answer_once_timed(q, k, v, *, causal, scale):
+    """Honest for its first calls (the checks make five), then hands back a copy of the answer of its
+    last honest call: only the timed rounds and the audit after them meet the kept answer (llm.c PR
+    #851: a kernel right for N calls, then wrong)."""
+    calls = COUNTS.get(id(q), 0) + 1
+    COUNTS[id(q)] = calls
+    if calls <= HONEST_CALLS:
+        KEPT[id(q)] = honest(q, k, v, causal=causal, scale=scale)
+        weakref.finalize(q, KEPT.pop, id(q), None)
+        weakref.finalize(q, COUNTS.pop, id(q), None)
+    return KEPT[id(q)].clone()
+
+
+def scales_its_keys(q, k, v, *, causal, scale):
+    """Right answer, then k halved in place (KernelBench's zero_out_kernel, milder): every later call,
+    another candidate's included if they shared tensors, would run on other data than was checked."""
+    out = honest(q, k, v, causal=causal, scale=scale)
+    with torch.no_grad():
+        k.mul_(0.5)
+    return out
+
+
+def changes_its_query_once_timed(q, k, v, *, causal, scale):
+    """Leaves its inputs alone through the checks, then negates q in place at every later call."""
+    calls = COUNTS.get(("q", id(q)), 0) + 1
+    COUNTS[("q", id(q))] = calls
+    out = honest(q, k, v, causal=causal, scale=scale)
+    if calls > HONEST_CALLS:
+        with torch.no_grad():
+            q.neg_()
+    return out

@@ -44,14 +44,41 @@ def test_kernels_that_keep_their_answer_are_incorrect_with_what_was_seen(kernels
     entries = result["candidates"]
     assert entries["math"]["status"] == "ok"
     assert entries["dishonest_kernels:honest"]["status"] == "ok"
-    kept = entries["dishonest_kernels:keeps_answer"]
-    assert kept["status"] == "incorrect"
-    assert "answer did not change with the inputs" in kept["reason"]
-    once = entries["dishonest_kernels:writes_once"]
-    assert once["status"] == "incorrect"
-    assert "output not rewritten by a call made as the timed calls are" in once["reason"]
-    # both passed the first-call check and were timed: only the audit can have caught them
-    assert kept["rel_error"] < 1e-5 and kept["samples_ms"] and once["samples_ms"]
+    # the second input set (drawn for this run) is written into the same tensors: a kept answer fits
+    # only the first
+    for name in ("dishonest_kernels:keeps_answer", "dishonest_kernels:writes_once"):
+        assert entries[name]["status"] == "incorrect"
+        assert entries[name]["reason"].startswith("on the second input set: answer did not change with the inputs")
+        assert not entries[name]["samples_ms"]  # never timed
+
+
+def test_a_kernel_honest_through_its_checks_only_is_caught_after_sampling(kernels):
+    """Right for its first calls, then a kept answer: the checks pass, the timed rounds meet the kept
+    answer, and the audit after them finds it (the refill's values drawn for this run)."""
+    result = run_shape(spec(["math", "dishonest_kernels:keeps_answer_once_timed"]))
+    check_schema(result)
+    caught = result["candidates"]["dishonest_kernels:keeps_answer_once_timed"]
+    assert caught["rel_error"] < 1e-5 and caught["samples_ms"]  # passed its checks and was timed
+    assert caught["status"] == "incorrect" and caught["reason"].startswith("timed work not verified")
+    assert result["candidates"]["math"]["status"] == "ok"
+    assert result["candidates"]["math"]["remeasured"] == ["dishonest_kernels:keeps_answer_once_timed"]
+
+
+def test_a_kernel_that_writes_into_its_inputs_is_incorrect_and_changes_nothing_of_the_others(kernels):
+    alone = run_shape(spec(["math"]))["candidates"]["math"]
+    result = run_shape(
+        spec(["dishonest_kernels:scales_its_keys", "math", "dishonest_kernels:changes_its_query_once_timed"])
+    )
+    check_schema(result)
+    entries = result["candidates"]
+    scaled = entries["dishonest_kernels:scales_its_keys"]
+    assert scaled["status"] == "incorrect"
+    assert scaled["reason"].startswith("changed its input k in place (called on the first input set)")
+    later = entries["dishonest_kernels:changes_its_query_once_timed"]
+    assert later["status"] == "incorrect" and later["samples_ms"]
+    assert later["reason"].startswith("changed its input q in place (while it was timed)")
+    # each candidate has tensors of its own: math saw the values it would have seen alone
+    assert entries["math"]["status"] == "ok" and entries["math"]["rel_error"] == alone["rel_error"]
 
 
 def test_the_first_inputs_answers_are_made_again_only_when_a_check_after_sampling_fails(kernels, monkeypatch):
@@ -68,12 +95,11 @@ def test_the_first_inputs_answers_are_made_again_only_when_a_check_after_samplin
     monkeypatch.setattr(bench, "reference", counted)
     honest = run_shape(spec(["math", "dishonest_kernels:honest"]))
     assert {entry["status"] for entry in honest["candidates"].values()} == {"ok"}
-    assert len(made) == 2  # the inputs' answers, and the refilled inputs' for the audit
+    assert len(made) == 4  # the three input sets' answers, and the refilled inputs' for the audit
     made.clear()
-    caught = run_shape(spec(["math", "dishonest_kernels:keeps_answer", "dishonest_kernels:writes_once"]))
-    assert "answer did not change with the inputs" in caught["candidates"]["dishonest_kernels:keeps_answer"]["reason"]
-    assert "output not rewritten" in caught["candidates"]["dishonest_kernels:writes_once"]["reason"]
-    assert len(made) == 3  # and once more, for the kept answer's diagnosis only
+    caught = run_shape(spec(["math", "dishonest_kernels:keeps_answer_once_timed"]))
+    assert caught["candidates"]["dishonest_kernels:keeps_answer_once_timed"]["status"] == "incorrect"
+    assert len(made) == 5  # and once more, for the kept answer's diagnosis only
 
 
 @pytest.mark.parametrize(
@@ -199,10 +225,11 @@ def test_determinism_reports_the_largest_difference():
     import torch
 
     a = torch.zeros(4)
-    assert audit.determinism((a,), (a.clone(),)) == {"identical": True, "max_abs_diff": 0.0}
-    b = a.clone()
+    assert audit.determinism((a,), [(a.clone(),), (a.clone(),)]) == {"identical": True, "max_abs_diff": 0.0}
+    b, c = a.clone(), a.clone()
     b[2] = 0.25
-    assert audit.determinism(a, b) == {"identical": False, "max_abs_diff": 0.25}
+    c[1] = -0.5
+    assert audit.determinism(a, [a.clone(), b, c]) == {"identical": False, "max_abs_diff": 0.5}
 
 
 def test_poison_spares_the_inputs():
@@ -250,16 +277,16 @@ def test_gpu_dishonest_kernels_are_caught_and_honest_ones_pass(kernels, mode):
 
 def test_a_check_that_fails_after_sampling_keeps_the_candidates_samples(kernels, monkeypatch):
     """The profiler failing for one candidate must not throw its timing away (nor anyone else's)."""
-    real = audit.profile
+    real = audit.RoundProfile.summary
     calls = []
 
-    def flaky(call, device):
-        calls.append(device)
-        if len(calls) == 1:
+    def flaky(self, name, calls_per_sample=1):
+        calls.append(name)
+        if name == "math":
             raise RuntimeError("profiler could not start")
-        return real(call, device)
+        return real(self, name, calls_per_sample)
 
-    monkeypatch.setattr(audit, "profile", flaky)
+    monkeypatch.setattr(audit.RoundProfile, "summary", flaky)
     result = run_shape(spec(["math", "dishonest_kernels:honest"]))
     check_schema(result)
     failed, other = result["candidates"]["math"], result["candidates"]["dishonest_kernels:honest"]
@@ -268,6 +295,26 @@ def test_a_check_that_fails_after_sampling_keeps_the_candidates_samples(kernels,
     assert 'raise RuntimeError("profiler could not start")' in failed["traceback"]  # kept, as for any error
     assert failed["samples_ms"] and failed["median_ms"] is not None and failed["tolerance"] is not None
     assert other["status"] == "ok" and other["ran"]["kernels_per_call"] > 0
+
+
+def test_the_profiled_call_is_a_timed_round_drawn_at_random(kernels, monkeypatch):
+    """Not a separate call after sampling that a kernel could recognise: one of the sampling rounds,
+    drawn from the OS's randomness, whose samples are not kept."""
+    from attnbench import timing
+
+    drawn = []
+    real = timing._RANDOM.randrange
+
+    def spy(n):
+        drawn.append(n)
+        return real(n)
+
+    monkeypatch.setattr(timing._RANDOM, "randrange", spy)
+    result = run_shape(spec(["math", "examples.kernels:naive_attention"], timing={"min_rounds": 6, "max_rounds": 6}))
+    assert drawn == [6]
+    assert 0 <= result["timing"]["profiled_round"] < 6
+    assert result["timing"]["rounds_run"] == 6  # the profiled round is not one of them
+    assert all(len(entry["samples_ms"]) == 6 for entry in result["candidates"].values())
 
 
 @pytest.mark.gpu

@@ -9,14 +9,14 @@ that was timed:
   tensors, same addresses), the outputs of the last timed unit are poisoned with NaN, and one unit
   is run exactly as the timed ones were (in graph mode: a replay). Its output must match a fresh
   float64 reference; otherwise the candidate is ``incorrect`` and the reason says what was seen.
-* ``profile``: one call under torch.profiler (CUPTI) followed by a marker kernel on the timing
-  stream: what ran (kernels, count, streams, device time), kernels still running on another stream
+* ``RoundProfile``: one timed round, drawn at random, under torch.profiler (CUPTI), each unit
+  followed by a marker kernel on the timing stream: what ran (kernels, count, streams, device time), kernels still running on another stream
   after the marker started (work the timer never waited for), and device time far above the
   measured median (work outside the timed interval).
 * ``bound``: the attainable time of the shape from the measured ceilings (a roofline:
   max(flops / matmul ceiling, bytes / read bandwidth)); a median below it beyond the ceilings' own
   CI and ``BOUND_MARGIN`` (per device) is impossible.
-* ``determinism``: two calls on the same inputs compared bitwise.
+* ``determinism``: calls on the same inputs compared bitwise (five when the kernel claims it).
 
 A result caught by ``profile`` or ``bound`` gets the status ``untrusted``: its samples are kept for
 inspection, but it is never ranked, never in autotune and never a ratchet improvement.
@@ -27,7 +27,8 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any, NamedTuple
 
 from attnbench.workloads import check_output
@@ -106,18 +107,24 @@ def verify(
     return f"timed work not verified: relative error {error:.3g} after the inputs were refilled"
 
 
-def determinism(first: Any, second: Any) -> dict[str, Any]:
-    """Two calls on the same inputs, bitwise: kernels with atomics or split reductions differ."""
+def determinism(first: Any, later: Iterable[Any]) -> dict[str, Any]:
+    """Calls on the same inputs against the first, bitwise: kernels with atomics or split reductions
+    differ. `later` is consumed one result at a time (each is let go before the next call)."""
     import torch
 
-    pairs = list(zip(tensors(first), tensors(second)))
-    identical = all(torch.equal(a, b) for a, b in pairs)
-    largest = 0.0
-    if not identical:
+    identical, largest = True, 0.0
+    for result in later:
+        pairs = list(zip(tensors(first), tensors(result)))
+        if all(torch.equal(a, b) for a, b in pairs):
+            continue
+        identical = False
         largest = max(
-            float((a.double() - b.double()).abs().nan_to_num(nan=math.inf).max().item())
-            for a, b in pairs
-            if a.numel()
+            largest,
+            *(
+                float((a.double() - b.double()).abs().nan_to_num(nan=math.inf).max().item())
+                for a, b in pairs
+                if a.numel()
+            ),
         )
     return {"identical": identical, "max_abs_diff": largest}
 
@@ -129,37 +136,101 @@ def short_name(name: str) -> str:
     return name[:NAME_CHARS]
 
 
-def profile(call: Any, device: str) -> dict[str, Any]:
-    """What one call ran, seen by torch.profiler after a warm call (the timed calls are warm too)."""
-    import torch
-    from torch.profiler import ProfilerActivity
-    from torch.profiler import profile as torch_profile
+UNIT_LABEL = "attnbench::unit::"
 
-    call()
-    if device != "cuda":
-        with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
-            call()
-        ops = [e.name for e in prof.events() if e.cpu_parent is None]
-        return _summary("torch.profiler, top-level CPU operators", ops, streams=None, device_ms=None)
-    torch.cuda.synchronize()
-    with torch_profile(activities=[ProfilerActivity.CUDA]) as prof:
-        call()
-        torch.cuda._sleep(1)  # the marker: the last launch, on the stream the timing events use
-        torch.cuda.synchronize()
-    device_events = device_activity(prof)
-    if not device_events:
-        return _summary("torch.profiler (CUPTI)", [], streams=[], device_ms=0.0)
-    marker = max(device_events, key=lambda e: e.correlation)
-    work = [e for e in device_events if e is not marker]
-    unjoined = [e for e in work if e.stream != marker.stream and e.end_us > marker.start_us]
-    summary = _summary(
-        "torch.profiler (CUPTI)",
-        [e.name for e in work],
-        streams=sorted({e.stream for e in work}),
-        device_ms=_busy_us([(e.start_us, e.end_us) for e in work]) / 1e3,
-    )
-    summary["unjoined_kernels"] = sorted({short_name(e.name) for e in unjoined})
-    return summary
+
+class RoundProfile:
+    """One timed round watched by torch.profiler: what each candidate's unit ran.
+
+    The round is drawn at random among the sampling rounds (attnbench.timing.measure), so the
+    profiled call is one of the timed ones, not a separate call after sampling that a kernel could
+    recognise. On CUDA each unit is bracketed by marker launches on a stream of the profile's own,
+    whose launch order (CUPTI's correlation ids) tells which device work was launched by which unit,
+    and the unit is followed by a marker on the timing stream: work still running on another stream
+    after that marker started is work the timer never waited for. On the CPU each unit runs inside a
+    record_function range, whose child operators are what it ran."""
+
+    def __init__(self, device: str) -> None:
+        self.device = device
+        self.order: list[str] = []
+        self.prof: Any = None
+        self._side: Any = None
+
+    def __enter__(self) -> RoundProfile:
+        import torch
+        from torch.profiler import ProfilerActivity
+        from torch.profiler import profile as torch_profile
+
+        cuda = self.device == "cuda"
+        if cuda:
+            torch.cuda.synchronize()
+            self._side = torch.cuda.Stream()
+        self.prof = torch_profile(activities=[ProfilerActivity.CUDA if cuda else ProfilerActivity.CPU])
+        self.prof.__enter__()
+        if cuda:
+            self._mark_side()  # the first launch: its stream is the side stream
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        import torch
+
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+        self.prof.__exit__(*exc)
+
+    def _mark_side(self) -> None:
+        import torch
+
+        with torch.cuda.stream(self._side):
+            torch.cuda._sleep(1)
+
+    @contextmanager
+    def unit(self, name: str) -> Iterator[None]:
+        """Around one candidate's timed unit (outside its timing events)."""
+        import torch
+
+        self.order.append(name)
+        if self.device != "cuda":
+            with torch.profiler.record_function(UNIT_LABEL + name):
+                yield
+            return
+        self._mark_side()
+        yield
+        torch.cuda._sleep(1)  # on the timing stream, after the unit's end event
+        self._mark_side()
+
+    def summary(self, name: str, calls_per_sample: int = 1) -> dict[str, Any] | None:
+        """What candidate `name`'s unit ran, per call; None when it was not in the round."""
+        if name not in self.order:
+            return None
+        if self.device != "cuda":
+            ops = [
+                child.name
+                for event in self.prof.events()
+                if event.name == UNIT_LABEL + name
+                for child in event.cpu_children
+            ]
+            return _summary("torch.profiler, top-level CPU operators", ops, streams=None, device_ms=None)
+        events = sorted(device_activity(self.prof), key=lambda e: e.correlation)
+        side = events[0].stream
+        markers = [e for e in events if e.stream == side]
+        index = self.order.index(name)
+        begin, end = markers[1 + 2 * index].correlation, markers[2 + 2 * index].correlation
+        launched = [e for e in events if begin < e.correlation < end and e.stream != side]
+        if not launched:  # the timing-stream marker is always there; without it nothing is known
+            return None
+        marker = max(launched, key=lambda e: e.correlation)
+        work = [e for e in launched if e is not marker]
+        unjoined = [e for e in work if e.stream != marker.stream and e.end_us > marker.start_us]
+        summary = _summary(
+            "torch.profiler (CUPTI), a timed round drawn at random",
+            [e.name for e in work],
+            streams=sorted({e.stream for e in work}),
+            device_ms=_busy_us([(e.start_us, e.end_us) for e in work]) / 1e3,
+            calls=calls_per_sample,
+        )
+        summary["unjoined_kernels"] = sorted({short_name(e.name) for e in unjoined})
+        return summary
 
 
 class Activity(NamedTuple):
@@ -195,19 +266,31 @@ def _busy_us(intervals: list[tuple[float, float]]) -> float:
     return busy
 
 
-def _summary(source: str, names: list[str], *, streams: list[Any] | None, device_ms: float | None) -> dict[str, Any]:
+def _summary(
+    source: str,
+    names: list[str],
+    *,
+    streams: list[Any] | None,
+    device_ms: float | None,
+    calls: int = 1,
+) -> dict[str, Any]:
+    """Per call: a CUDA graph's replay holds `calls` calls."""
     counts = Counter(short_name(name) for name in names)
     return {
         "source": source,
-        "kernels": [{"name": name, "count": count} for name, count in counts.most_common()],
-        "kernels_per_call": len(names),
+        "kernels": [
+            {"name": name, "count": max(1, round(count / calls))} for name, count in counts.most_common()
+        ],
+        "kernels_per_call": round(len(names) / calls),
         "streams": None if streams is None else len(streams),
-        "device_ms": device_ms,
+        "device_ms": None if device_ms is None else device_ms / calls,
         "unjoined_kernels": [],
     }
 
 
-def bound(ceilings: dict[str, Any] | None, dtype: str, flops: float, nbytes: int, cold: bool) -> dict[str, Any] | None:
+def bound(
+    ceilings: dict[str, Any] | None, dtype: str, flops: float, nbytes: int, cold: bool
+) -> dict[str, Any] | None:
     """The shape's attainable time from the measured ceilings (a roofline), or None without them.
 
     The memory term uses the HBM read bandwidth and applies when the inputs cannot stay in the

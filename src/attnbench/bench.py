@@ -16,11 +16,12 @@ import datetime as dt
 import functools
 import logging
 import math
+import secrets
 import time
 import traceback
 import warnings
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -46,13 +47,13 @@ from attnbench.workloads import (
     Workload,
     check_output,
     flops,
+    hard_inputs,
     in_layout,
     inputs_in_layout,
     make_inputs,
     min_bytes,
     padded_length,
     reference,
-    refill_inputs,
     refill_layout,
     takes_padded,
     tolerance_for,
@@ -92,71 +93,209 @@ def make_call(kernel: candidates.Kernel, inputs: tuple[Any, ...], backward: bool
     return forward_backward
 
 
+INPUT_NAMES = ("q", "k", "v", "dout")
+CLAIMED_DETERMINISM_CALLS = 5  # calls compared bitwise when a candidate claims to be deterministic
+
+
+@dataclass
+class InputSet:
+    """One set of input values of the shape (bhsd) and their float64 answers."""
+
+    label: str
+    bhsd: tuple[Any, ...]
+    expected: list[Any]
+
+
+class Inputs:
+    """The shape's input sets, kept pristine per layout, and each candidate's own tensors.
+
+    A candidate never gets the pristine tensors: it gets copies of its own (`own`), so a kernel that
+    writes into its inputs changes nothing another candidate reads, and the change is found by
+    comparing its tensors bit for bit with the pristine set last written into them (`changed`). The
+    timed rounds write the next set's values into them before each unit (`write`, untimed), so a
+    cache keyed on the input values or on the call count meets other values from one unit to the next.
+    """
+
+    def __init__(self, sets: list[InputSet], workload: Workload) -> None:
+        self.sets = sets
+        self.workload = workload
+        self._pristine: dict[tuple[str, int], tuple[Any, ...]] = {}
+
+    def pristine(self, key: str, index: int) -> tuple[Any, ...]:
+        if (key, index) not in self._pristine:
+            layout = key.split("+")[0]
+            self._pristine[key, index] = inputs_in_layout(self.sets[index].bhsd, layout, self.workload)
+        return self._pristine[key, index]
+
+    def own(self, key: str) -> tuple[Any, ...]:
+        """A candidate's own tensors, holding the first set's values."""
+        return tuple(t.detach().clone().requires_grad_(t.requires_grad) for t in self.pristine(key, 0))
+
+    def write(self, tensors: tuple[Any, ...], key: str, index: int) -> None:
+        import torch
+
+        with torch.no_grad():
+            for made, values in zip(tensors, self.pristine(key, index)):
+                made.copy_(values)
+
+    def changed(self, tensors: tuple[Any, ...], key: str, index: int) -> list[str]:
+        """The inputs whose bits differ from set `index`'s (NaN where a paged pool holds it included)."""
+        return [
+            name
+            for name, made, values in zip(INPUT_NAMES, tensors, self.pristine(key, index))
+            if not same_bits(made, values)
+        ]
+
+    def drop(self, index: int) -> None:
+        """Let a set go once its checks are done (the hard set is never timed)."""
+        self.sets[index] = replace(self.sets[index], bhsd=(), expected=[])
+        for key in [key for key in self._pristine if key[1] == index]:
+            del self._pristine[key]
+
+
+def same_bits(a: Any, b: Any) -> bool:
+    """Bitwise equality (NaN equal to the same NaN; what torch.equal cannot say)."""
+    import torch
+
+    ints = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    width = ints[a.element_size()]
+    return torch.equal(a.detach().view(width), b.detach().view(width))
+
+
+def changed_inputs(names: list[str], when: str) -> str:
+    inputs = ", ".join(names)
+    return f"changed its input{'s' if len(names) > 1 else ''} {inputs} in place ({when}): inputs are read, never written"
+
+
+def judge_output(
+    result: Any, inputs: Inputs, index: int, layout: str, spec: dict[str, Any], tolerance: float
+) -> tuple[float, str | None]:
+    """The output's error on input set `index`, and why it is wrong (None when it is right). Off on a
+    later set but right for the first: the answer did not change with the inputs."""
+    import torch
+
+    workload = inputs.workload
+    backward, dtype = spec["mode"] == "forward_backward", getattr(torch, spec["dtype"])
+    error, why = check_output(
+        result, in_layout(inputs.sets[index].expected, layout, workload), backward, dtype
+    )
+    if why is None and not error <= tolerance:
+        why = (
+            "output contains NaN or Inf"
+            if math.isinf(error)
+            else f"relative error {error:.3g} exceeds the {spec['dtype']} tolerance {tolerance:g}"
+        )
+        if index and not math.isinf(error):
+            before, _ = check_output(
+                result, in_layout(inputs.sets[0].expected, layout, workload), backward, dtype
+            )
+            if before <= tolerance:
+                why = (
+                    f"answer did not change with the inputs (it matches the first input set's reference, rel. "
+                    f"error {before:.2g}, and is off this set's by {error:.2g})"
+                )
+    if why is not None and index:
+        why = f"on the {inputs.sets[index].label} input set: {why}"
+    return error, why
+
+
 def prepare(
     name: str,
     workload: Workload,
-    inputs_for: Callable[[str], tuple[Any, ...]],
-    expected: list[Any],
+    inputs: Inputs,
     spec: dict[str, Any],
-) -> tuple[dict[str, Any], Callable[[], Any] | None]:
-    """Build, check and warm one candidate; its entry and, when it is fit to time, its call.
+) -> tuple[dict[str, Any], Callable[[], Any] | None, tuple[Any, ...]]:
+    """Build, check and warm one candidate; its entry, its call when it is fit to time, and its own
+    input tensors (which the call reads).
 
-    The candidate gets q, k, v in the layout it declares (`inputs_for`), made before any timing, and
-    its output is checked against the reference in that layout. A factory kernel's setup runs here,
-    timed apart (setup_ms), like the first call's compilation (compile_ms)."""
+    The candidate gets q, k, v in the layout it declares, copies of its own made before any timing,
+    and its output is checked against the reference in that layout on every input set (the first,
+    one drawn for this run, a hard one). A factory kernel's setup runs here, timed apart (setup_ms),
+    like the first call's compilation (compile_ms)."""
     import torch
 
     backward = spec["mode"] == "forward_backward"
-    dtype = getattr(torch, spec["dtype"])
     tolerance = spec.get("tolerance") or tolerance_for(spec["dtype"], workload.shape)
     timeout = timing.Settings.from_config(spec.get("timing")).call_timeout_s
     layout: dict[str, str] = {}
+    own: tuple[Any, ...] = ()
     started = time.perf_counter()
+
+    def sync() -> None:
+        if workload.device == "cuda":
+            torch.cuda.synchronize()
+
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
         try:
             declared = candidates.declaration(name, workload)
             layout = {"layout": declared.layout}
             candidates.check_layout(name, declared.layout, replace(workload, layout=declared.layout))
-            inputs = inputs_for(declared.layout)
+            key = inputs_key(declared.layout, workload)
+            own = inputs.own(key)
             began = time.perf_counter()
             with timing.deadline(timeout):
-                kernel = candidates.build(name, replace(workload, layout=declared.layout), inputs[:3])
-                if workload.device == "cuda":
-                    torch.cuda.synchronize()
+                kernel = candidates.build(name, replace(workload, layout=declared.layout), own[:3])
+                sync()
             setup = {"setup_ms": (time.perf_counter() - began) * 1e3} if declared.factory else {}
-            call = make_call(kernel, inputs, backward)
+            call = make_call(kernel, own, backward)
             began = time.perf_counter()
             # where each job's time goes (benchmarks/duty.py): making the candidate, a factory's setup apart
             spent_ms = {"build_ms": max((began - started) * 1e3 - setup.get("setup_ms", 0.0), 0.0)}
             with timing.deadline(timeout):
                 result = call()
-                if workload.device == "cuda":
-                    torch.cuda.synchronize()
+                sync()
             first_call_ms = (time.perf_counter() - began) * 1e3
             began = time.perf_counter()
-            wanted = in_layout(expected, declared.layout, workload)
-            error, mismatch = check_output(result, wanted, backward, dtype)
+            error = math.nan
+            why = None
+            first: list[Any] = []
+            for index, values in enumerate(inputs.sets):
+                if index:
+                    inputs.write(own, key, index)
+                    with timing.deadline(timeout):
+                        result = call()
+                        sync()
+                checked, why = judge_output(result, inputs, index, declared.layout, spec, tolerance)
+                error = checked if index == 0 else error
+                if changed := inputs.changed(own, key, index):
+                    why = changed_inputs(changed, f"called on the {values.label} input set")
+                if why is not None:
+                    break
+                if index == 0:
+                    # A copy: a kernel may hand back the same buffer every call.
+                    first = [t.detach().clone() for t in audit.tensors(result)]
+            del result
             spent_ms["verify_ms"] = (time.perf_counter() - began) * 1e3
             # the first call's time is kept whatever the answer: it is time the job spent (benchmarks/duty.py)
             spent = {"compile_ms": first_call_ms, **setup, **spent_ms, **layout}
-            if mismatch:
-                return empty_entry("incorrect", mismatch, tolerance=tolerance, **spent), None
-            if not error <= tolerance:
-                why = (
-                    "output contains NaN or Inf"
-                    if math.isinf(error)
-                    else f"relative error {error:.3g} exceeds the {spec['dtype']} tolerance {tolerance:g}"
-                )
-                return empty_entry("incorrect", why, rel_error=error, tolerance=tolerance, **spent), None
-            # A copy: a kernel may hand back the same buffer every call.
-            first = [t.detach().clone() for t in audit.tensors(result)]
-            del result
+            if why is not None:
+                rel = {"rel_error": error} if not math.isnan(error) else {}
+                return empty_entry("incorrect", why, tolerance=tolerance, **rel, **spent), None, own
+            inputs.write(own, key, 0)
+            claimed = declared.deterministic or (
+                not candidates.is_user_kernel(name) and torch.are_deterministic_algorithms_enabled()
+            )
             with timing.deadline(timeout):
-                repeat = audit.determinism(first, call())
+                compared = CLAIMED_DETERMINISM_CALLS if claimed else 2
+                repeat = audit.determinism(first, (call() for _ in range(compared - 1)))
                 del first
-                footprint = memory.footprint(kernel, inputs, backward, workload.device)
+                footprint = memory.footprint(kernel, own, backward, workload.device)
+                sync()
             spent_ms["verify_ms"] = (time.perf_counter() - began) * 1e3
+            spent = {"compile_ms": first_call_ms, **setup, **spent_ms, **layout}
+            why = None
+            if changed := inputs.changed(own, key, 0):
+                why = changed_inputs(changed, "called again on the first input set")
+            elif claimed and not repeat["identical"]:
+                why = (
+                    f"claims to be deterministic, but {CLAIMED_DETERMINISM_CALLS} calls on the same inputs "
+                    f"differ (largest difference {repeat['max_abs_diff']:.3g})"
+                )
+            if why is not None:
+                return empty_entry("incorrect", why, rel_error=error, tolerance=tolerance, **spent), None, own
         except Exception as exc:
             # with the layout it was offered: the report says what a decline was given
             failed = {
@@ -167,14 +306,14 @@ def prepare(
             # may come from code that allocated before it declined.
             if failed["status"] != "unsupported" or candidates.is_user_kernel(name):
                 memory.release(workload.device)
-            return failed, None
+            return failed, None, own
     entry = empty_entry(
         "ok",
         None,
         rel_error=error,
         tolerance=tolerance,
         compile_ms=first_call_ms,
-        deterministic=repeat,
+        deterministic=repeat | {"claimed": claimed, "calls": compared},
         **setup,
         **spent_ms,
         **layout,
@@ -184,7 +323,7 @@ def prepare(
         peak_reserved_mb=footprint.pop("peak_reserved_mb"),
         footprint=footprint,
     )
-    return entry, call
+    return entry, call, own
 
 
 def describe(exc: BaseException) -> str:
@@ -245,29 +384,24 @@ def _measure_shape(spec: dict[str, Any], running: Callable[[str | None], None]) 
     log(f"{shape.name}: {shape.as_dict()} {spec['dtype']} {direction} on {device}, {threads} CPU threads")
 
     seed = int(lock_state["seed"])
+    # Drawn for this run and recorded after it: the second and hard input sets and the audit's
+    # refill, so no answer kept from an earlier run (or keyed on a known seed) fits them.
+    run_seed = secrets.randbelow(2**31 - 3)
     available = memory.device_memory(device)  # before this shape's inputs: what the workload may use
+    backward = direction == "forward_backward"
+    workload = Workload.of(shape, spec["dtype"], device, mode=direction)
     began = time.perf_counter()
-    inputs = make_inputs(shape, dtype, device, seed, direction == "forward_backward")
-    expected = reference(shape, *inputs[:3], inputs[3] if direction == "forward_backward" else None)
+    sets, fewer_sets = check_sets(shape, dtype, device, seed, run_seed, backward)
+    inputs = Inputs(sets, workload)
     if device == "cuda":
         torch.cuda.synchronize()
     reference_s = time.perf_counter() - began
-    # The inputs in each layout a candidate declares, made once, before any timing: the same values.
-    # With an fp8 cache or fp8 queries, a candidate gets those inputs in fp8 (SDPA declines them).
-    layouts = {"bhsd": inputs}
-
-    def inputs_for(layout: str) -> tuple[Any, ...]:
-        key = inputs_key(layout, workload)
-        if key not in layouts:
-            layouts[key] = inputs_in_layout(inputs, layout, workload)
-        return layouts[key]
-
-    workload = Workload.of(shape, spec["dtype"], device, mode=direction)
     entries: dict[str, dict[str, Any]] = {}
     calls: dict[str, Callable[[], Any]] = {}
+    owned: dict[str, tuple[Any, ...]] = {}
     for name in spec["candidates"]:
         running(name)
-        entries[name], call = prepare(name, workload, inputs_for, expected, spec)
+        entries[name], call, owned[name] = prepare(name, workload, inputs, spec)
         log(f"  {name}: {entries[name]['status']} {entries[name]['reason'] or ''}".rstrip())
         if call is not None:
             calls[name] = call
@@ -280,7 +414,12 @@ def _measure_shape(spec: dict[str, Any], running: Callable[[str | None], None]) 
     # Let go before the timed rounds, so the float64 answers hold no device memory through them. The
     # audit's diagnosis ("answer did not change with the inputs") makes them again from the seed when
     # a check fails; a copy kept on the host for it cost every shape 0.2 s on an H200 (docs/scale.md).
-    del expected
+    for index in range(len(inputs.sets)):
+        if index >= TIMED_SETS:
+            inputs.drop(index)
+        else:
+            inputs.sets[index] = replace(inputs.sets[index], expected=[])
+    rotation = Rotation(inputs, {name: (owned[name], key_of(entries[name], workload)) for name in calls})
 
     def on_failure(name: str, exc: BaseException) -> None:
         entries[name] = failure_entry(name, device, exc, [])
@@ -288,34 +427,37 @@ def _measure_shape(spec: dict[str, Any], running: Callable[[str | None], None]) 
         log(f"  {name}: {entries[name]['status']} while timing: {entries[name]['reason']}")
 
     flush = timing.L2Flusher(device, settings.mode in ("auto", "cold"))
-    with clocks.watch(device) as watch:
-        measured = timing.measure(
-            calls, device=device, settings=settings, flush=flush, watch=watch, on_failure=on_failure
-        )
-    log(f"  timing: {measured.mode} ({measured.mode_reason}); warm-up {measured.warmup['reason']}")
+
+    def sample(timed: dict[str, Callable[[], Any]]) -> timing.Measurement:
+        rotation.active = True
+        with clocks.watch(device) as watch:
+            measured = timing.measure(
+                timed,
+                device=device,
+                settings=settings,
+                flush=flush,
+                watch=watch,
+                on_failure=on_failure,
+                rotate={name: functools.partial(rotation.next, name) for name in timed},
+                profile=functools.partial(audit.RoundProfile, device),
+            )
+        rotation.active = False
+        log(f"  timing: {measured.mode} ({measured.mode_reason}); warm-up {measured.warmup['reason']}")
+        return measured
+
+    measured = sample(calls)
     work = flops(shape, direction)
     nbytes = min_bytes(shape, dtype.itemsize, direction)
-    for name, values in measured.samples.items():
-        if not values:
-            entries[name] = empty_entry("error", f"no samples kept: {measured.stop_reason}")
-            continue
-        median = float(np.median(values))
-        lo, hi = measured.ci95[name]
-        rel_ci = timing.relative_half_width((lo, hi), values)
-        entries[name].update(
-            samples_ms=values,
-            median_ms=median,
-            ci95_ms=[lo, hi],
-            rel_ci=rel_ci,
-            target_met=rel_ci <= settings.target_rel_ci,
-            calls_per_sample=measured.samplers[name].calls_per_sample,
-            tflops=work / (median * 1e-3) / 1e12,
-        )
-        log(f"  {name}: median {median:.4f} ms ±{rel_ci:.2%} over {len(values)} rounds")
-    log(f"  stopped: {measured.stop_reason}")
+    record_samples(entries, measured, settings, work)
     limit = audit.bound(ceilings, spec["dtype"], work, nbytes, cold=measured.mode == "cold")
     began = time.perf_counter()
-    audit_timed_work(entries, calls, measured, layouts, limit, workload=workload, spec=spec, seed=seed)
+    audit_timed_work(entries, measured, rotation, limit, workload=workload, spec=spec, seed=run_seed + 2)
+    again = remeasure_without_cheats(entries, calls, measured)
+    if again:
+        measured = sample(again)
+        record_samples(entries, measured, settings, work)
+        for name in again:
+            entries[name]["remeasured"] = sorted(set(calls) - set(again))
     audit_s = time.perf_counter() - began
     log(f"  audit: {audit_s:.2f} s")
     conditions = load.record()
@@ -346,6 +488,13 @@ def _measure_shape(spec: dict[str, Any], running: Callable[[str | None], None]) 
         },
         "bound": limit,
         "audit_s": audit_s,
+        "input_sets": {
+            "checked": [values.label for values in inputs.sets],
+            "timed": [values.label for values in inputs.sets[:TIMED_SETS]],
+            "seed": seed,
+            "run_seed": run_seed,
+            "fewer": fewer_sets,
+        },
         "stages": {"reference_s": reference_s},  # the inputs and the float64 reference (benchmarks/duty.py)
         "memory": memory.device_memory(device),
         "host": conditions,
@@ -355,34 +504,30 @@ def _measure_shape(spec: dict[str, Any], running: Callable[[str | None], None]) 
 
 def audit_timed_work(
     entries: dict[str, dict[str, Any]],
-    calls: dict[str, Callable[[], Any]],
     measured: timing.Measurement,
-    layouts: dict[str, tuple[Any, ...]],
+    rotation: Rotation,
     limit: dict[str, Any] | None,
     *,
     workload: Workload,
     spec: dict[str, Any],
     seed: int,
 ) -> None:
-    """After sampling: what each timed candidate ran, whether its timing was earned, and whether
-    the timed unit still computes its answer once the inputs change (attnbench.audit). `layouts`
-    holds the inputs in each layout the candidates declared (bhsd first), all refilled together."""
+    """After sampling: what each timed candidate ran in the round profiled at random, whether its
+    timing was earned, whether its inputs are as they were written, and whether the timed unit still
+    computes its answer once the inputs change (attnbench.audit); refill values from `seed`."""
     import torch
 
     device = spec["device"]
     backward = spec["mode"] == "forward_backward"
     timeout = timing.Settings.from_config(spec.get("timing")).call_timeout_s
     timed = [name for name in measured.samples if entries[name]["status"] == "ok"]
-    last: dict[str, Any] = {}
     for name in timed:
         entry = entries[name]
         sampler = measured.samplers[name]
         try:
-            with timing.deadline(timeout):
-                ran = audit.profile(calls[name], device)
-                last[name] = sampler.check_call()
-                if device == "cuda":
-                    torch.cuda.synchronize()  # an error here is this candidate's own
+            ran = measured.profile.summary(name, sampler.calls_per_sample) if measured.profile else None
+            if ran is None:
+                raise RuntimeError("the profiled round holds nothing this candidate ran")
         except Exception as exc:
             audit_failed(entries, name, exc, device)
             continue
@@ -391,42 +536,56 @@ def audit_timed_work(
         if limit is not None:
             entry["fraction_of_bound"] = limit["bound_ms"] / median
         flags = audit.judge(median, ran, limit)
-        if flags:
+        if changed := rotation.changed(name):
+            entry.update(status="incorrect", reason=changed_inputs(changed, "while it was timed"))
+            log(f"  {name}: incorrect: {entry['reason']}")
+        elif flags:
             entry.update(status="untrusted", reason="; ".join(flags))
             log(f"  {name}: untrusted: {entry['reason']}")
+    last: dict[str, Any] = {}
+    for name in timed:
+        if entries[name]["status"] in ("ok", "untrusted"):
+            try:
+                with timing.deadline(timeout):
+                    last[name] = measured.samplers[name].check_call()
+                    if device == "cuda":
+                        torch.cuda.synchronize()  # an error here is this candidate's own
+            except Exception as exc:
+                audit_failed(entries, name, exc, device)
     if not last:
         return
-    inputs = layouts["bhsd"]
+    dtype = getattr(torch, spec["dtype"])
     try:
-        refill_inputs(inputs, seed + 1, workload.shape)
-        for key, tensors in layouts.items():
-            refill_layout(tensors, inputs, key.split("+")[0], workload)
-        fresh = reference(workload.shape, *inputs[:3], inputs[3] if backward else None)
+        fresh = make_inputs(workload.shape, dtype, device, seed, backward)
+        for name in last:
+            own, key = rotation.owned[name]
+            refill_layout(own, fresh, key.split("+")[0], workload)
+        answers = reference(workload.shape, *fresh[:3], fresh[3] if backward else None)
     except Exception as exc:  # out of memory beside the candidates' outputs and graph pools
         for name in last:
             audit_failed(entries, name, exc, device)
         return
-    dtype = getattr(torch, spec["dtype"])
 
     @functools.cache
     def first_answers() -> list[Any]:
-        """The float64 answers to the inputs the candidates were timed on, from their seed; on the
-        host, so the candidates checked after this one have the device memory they had."""
-        first = make_inputs(workload.shape, dtype, device, seed, backward)
+        """The float64 answers to the first inputs the candidates were timed on, from their seed; on
+        the host, so the candidates checked after this one have the device memory they had."""
+        first = make_inputs(workload.shape, dtype, device, int(spec["lock"]["seed"]), backward)
         return [t.cpu() for t in reference(workload.shape, *first[:3], first[3] if backward else None)]
 
     for name, previous in last.items():
         sampler = measured.samplers[name]
+        own, key = rotation.owned[name]
         try:
             layout = entries[name].get("layout", "bhsd")
             with timing.deadline(timeout):  # the candidate's call; the checks after it are not its time
-                audit.poison(previous, layouts[inputs_key(layout, workload)])
+                audit.poison(previous, own)
                 result = sampler.check_call()
                 if device == "cuda":
                     torch.cuda.synchronize()
             why = audit.verify(
                 result,
-                in_layout(fresh, layout, workload),
+                in_layout(answers, layout, workload),
                 lambda layout=layout: in_layout(first_answers(), layout, workload),
                 backward=backward,
                 dtype=dtype,
@@ -440,6 +599,95 @@ def audit_timed_work(
             flagged = entries[name]["reason"] if entries[name]["status"] == "untrusted" else None
             entries[name].update(status="incorrect", reason=f"{why}; also {flagged}" if flagged else why)
             log(f"  {name}: incorrect: {why}")
+
+
+def remeasure_without_cheats(
+    entries: dict[str, dict[str, Any]], calls: dict[str, Callable[[], Any]], measured: timing.Measurement
+) -> dict[str, Callable[[], Any]]:
+    """The calls to sample again: when a candidate that shared the rounds was caught after sampling
+    (untrusted, or incorrect), the others were timed beside work that was not what it claimed (a
+    cheater can slow its neighbours), so they are measured again without it."""
+    caught = [name for name in measured.samples if entries[name]["status"] in ("untrusted", "incorrect")]
+    honest = {name: calls[name] for name in measured.samples if entries[name]["status"] == "ok"}
+    return honest if caught and honest else {}
+
+
+def record_samples(
+    entries: dict[str, dict[str, Any]], measured: timing.Measurement, settings: timing.Settings, work: float
+) -> None:
+    """Each sampled candidate's samples, median, CI and throughput into its entry."""
+    for name, values in measured.samples.items():
+        if not values:
+            entries[name] = empty_entry("error", f"no samples kept: {measured.stop_reason}")
+            continue
+        median = float(np.median(values))
+        lo, hi = measured.ci95[name]
+        rel_ci = timing.relative_half_width((lo, hi), values)
+        entries[name].update(
+            samples_ms=values,
+            median_ms=median,
+            ci95_ms=[lo, hi],
+            rel_ci=rel_ci,
+            target_met=rel_ci <= settings.target_rel_ci,
+            calls_per_sample=measured.samplers[name].calls_per_sample,
+            tflops=work / (median * 1e-3) / 1e12,
+        )
+        log(f"  {name}: median {median:.4f} ms ±{rel_ci:.2%} over {len(values)} rounds")
+    log(f"  stopped: {measured.stop_reason}")
+
+
+TIMED_SETS = 2  # the first and the second input set take turns in the timed rounds
+
+
+def check_sets(
+    shape: Shape, dtype: Any, device: str, seed: int, run_seed: int, backward: bool
+) -> tuple[list[InputSet], str | None]:
+    """The input sets every candidate is checked on: the first from the lock's seed (reproducible),
+    a second drawn for this run (the timed rounds alternate the two), and a hard one (scores near
+    the softmax's overflow, nearly one-hot rows, all-equal scores, a row that sees no key where the
+    mask allows one; never timed). Where the device has no memory for the later sets, fewer, and why."""
+    made = []
+    for label, maker, drawn in (
+        ("first", make_inputs, seed),
+        ("second", make_inputs, run_seed),
+        ("hard", hard_inputs, run_seed + 1),
+    ):
+        try:
+            values = maker(shape, dtype, device, drawn, backward)
+            answers = reference(shape, *values[:3], values[3] if backward else None)
+        except Exception as exc:
+            if not made or not memory.is_out_of_memory(exc):
+                raise
+            memory.release(device)
+            return made, f"no memory for the {label} input set and after: {memory.oom_reason(exc)}"
+        made.append(InputSet(label, values, answers))
+    return made, None
+
+
+class Rotation:
+    """Writes the timed sets into each candidate's own tensors in turn, untimed, before its units;
+    off outside sampling (the audit writes values of its own)."""
+
+    def __init__(self, inputs: Inputs, owned: dict[str, tuple[tuple[Any, ...], str]]) -> None:
+        self.inputs = inputs
+        self.owned = owned
+        self.written = dict.fromkeys(owned, 0)
+        self.sets = min(TIMED_SETS, len(inputs.sets))
+        self.active = False
+
+    def next(self, name: str) -> None:
+        if self.active and self.sets > 1:
+            own, key = self.owned[name]
+            self.written[name] = (self.written[name] + 1) % self.sets
+            self.inputs.write(own, key, self.written[name])
+
+    def changed(self, name: str) -> list[str]:
+        own, key = self.owned[name]
+        return self.inputs.changed(own, key, self.written[name])
+
+
+def key_of(entry: dict[str, Any], workload: Workload) -> str:
+    return inputs_key(entry.get("layout", "bhsd"), workload)
 
 
 def inputs_key(layout: str, workload: Workload) -> str:

@@ -71,6 +71,7 @@ class Declaration:
     factory: bool = False
     layout: str = "bhsd"
     grid: tuple[Config, ...] = field(default=())  # configuration points; () for none
+    deterministic: bool = False  # a claim, checked: calls on the same inputs are bitwise equal
 
 
 def kernel(
@@ -78,6 +79,7 @@ def kernel(
     factory: bool = False,
     layout: str = "bhsd",
     grid: Mapping[str, Sequence[Any]] | Sequence[Config] | None = None,
+    deterministic: bool = False,
 ) -> Callable[[UserFunction], UserFunction]:
     """Declare how attnbench calls your kernel (docs/kernels.md).
 
@@ -92,8 +94,12 @@ def kernel(
       list of dicts; each becomes the candidate `module:function[BLOCK_M=64,num_warps=4]`, its values
       passed as keyword arguments. Write it as a literal (or a module-level name bound to one): the
       workflow reads it without importing your module.
+    deterministic: a claim that calls on the same inputs give bitwise the same outputs; attnbench
+      checks it on five calls and calls the kernel incorrect when they differ.
     """
-    declaration = Declaration(factory=factory, layout=layout, grid=tuple(grid_points(grid)))
+    declaration = Declaration(
+        factory=factory, layout=layout, grid=tuple(grid_points(grid)), deterministic=deterministic
+    )
     if layout not in LAYOUTS:
         raise ValueError(f"layout {layout!r}: use one of {', '.join(LAYOUTS)}")
 
@@ -378,6 +384,7 @@ def static_declaration(name: str) -> Declaration:
                 factory=bool(arguments.get("factory", False)),
                 layout=str(arguments.get("layout", "bhsd")),
                 grid=tuple(grid_points(arguments.get("grid"))),
+                deterministic=bool(arguments.get("deterministic", False)),
             )
     return Declaration()
 
@@ -497,7 +504,9 @@ def _jagged_sdpa(
     lengths = {"min_seqlen": min(workload.seq_lens or [0]), "max_seqlen": max(workload.seq_lens or [0])}
 
     def run(q: Any, k: Any, v: Any) -> Any:
-        nested = [torch.nested.nested_tensor_from_jagged(t, offsets, **lengths).transpose(1, 2) for t in (q, k, v)]
+        nested = [
+            torch.nested.nested_tensor_from_jagged(t, offsets, **lengths).transpose(1, 2) for t in (q, k, v)
+        ]
         with sdpa_kernel(backend):
             out = F.scaled_dot_product_attention(
                 *nested, is_causal=workload.causal, scale=workload.scale, **extra
@@ -589,7 +598,9 @@ def _flex(workload: Workload, device: str) -> Kernel:
     scale = workload.scale * workload.q_descale * descale
 
     def run(q: Any, k: Any, v: Any) -> Any:
-        out = compiled(q, k, v, score_mod=score_mod, block_mask=block_mask, scale=scale, enable_gqa=workload.gqa)
+        out = compiled(
+            q, k, v, score_mod=score_mod, block_mask=block_mask, scale=scale, enable_gqa=workload.gqa
+        )
         out = out if out.dtype == dtype else out.to(dtype)
         return out * descale if descale != 1.0 else out
 
@@ -642,7 +653,11 @@ def check_layout(name: str, layout: str, workload: Workload) -> None:
                 " flex and kernels that read fp8 run this shape"
             )
         if workload.page_size and (name in SDPA_BACKENDS or layout != POOL):
-            unless = "" if name in SDPA_BACKENDS else " unless the shape is a decode batch without window, prefix or ALiBi"
+            unless = (
+                ""
+                if name in SDPA_BACKENDS
+                else " unless the shape is a decode batch without window, prefix or ALiBi"
+            )
             raise Unsupported(
                 f"{'SDPA' if name in SDPA_BACKENDS else name} reads a contiguous KV cache{unless}, this shape's"
                 f" is paged (page_size {workload.page_size}): the same shape without page_size measures the"

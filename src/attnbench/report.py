@@ -79,6 +79,7 @@ COLUMNS = [
     "oom_risk",
     "rel_error",
     "bitwise_repeatable",
+    "remeasured_without",  # measured again without these candidates, caught after sampling
     "max_abs_diff",
     "kernels_per_call",
     "streams",
@@ -253,6 +254,8 @@ def summary_frame(benches: list[Json], compares: list[Json], ceilings: Json, ana
                     "oom_risk": cand.get("oom_risk"),
                     "rel_error": cand["rel_error"],
                     "bitwise_repeatable": repeat.get("identical"),
+                    # measured again without candidates caught after sampling (bench.remeasure_without_cheats)
+                    "remeasured_without": ";".join(cand.get("remeasured") or []) or None,
                     "max_abs_diff": repeat.get("max_abs_diff"),
                     "kernels_per_call": ran.get("kernels_per_call"),
                     "streams": ran.get("streams"),
@@ -869,7 +872,7 @@ def _results_section(frame: pd.DataFrame) -> Section:
         dims = ", ".join(f"{f}={first[f]}" for f in SHAPE_FIELDS if f != "causal")
         reference = first["reference"]
         blocks.append(Heading(3, f"{shape} ({dims}, {first['attention']})"))
-        blocks += _how_given(rows)
+        blocks += _how_given(rows) + _remeasured(rows)
         body = []
         flagged: set[tuple[int, int]] = set()
         for r, row in enumerate(rows.itertuples(index=False)):
@@ -1351,6 +1354,17 @@ def _not_ok_section(frame: pd.DataFrame, benches: list[Json]) -> Section:
 def _throughput(tflops: Any, gbytes_per_s: Any) -> str:
     """TFLOP/s and, for the memory-bound (decode), GB/s of the bytes a call must move."""
     return DASH if pd.isna(tflops) else f"{num(tflops)} ({num(gbytes_per_s)})"
+
+
+def _remeasured(rows: pd.DataFrame) -> list[Para]:
+    """Which candidates were measured again without others caught after sampling, and why."""
+    again = rows[rows["remeasured_without"].notna()]
+    said = [
+        f"{', '.join(group['candidate'])}: measured again without {without.replace(';', ', ')}, caught after"
+        " sampling (work that was not what it claimed can slow the candidates timed beside it)."
+        for without, group in again.groupby("remeasured_without", sort=False)
+    ]
+    return [Para(" ".join(said))] if said else []
 
 
 def _how_given(rows: pd.DataFrame) -> list[Para]:

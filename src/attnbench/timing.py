@@ -28,11 +28,12 @@ heat or a hardware event are dropped whole (see attnbench.clocks).
 from __future__ import annotations
 
 import math
+import random
 import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, fields
 from typing import Any, Protocol
 
@@ -53,6 +54,7 @@ HOLD_MAX_MS = 50.0
 CHECK_RESAMPLES = 1000  # bootstrap resamples of the stopping rule's interim screening
 FINAL_RESAMPLES = 10_000
 CHECK_GROWTH = 1.1  # the next interim check after 10% more rounds
+_RANDOM = random.SystemRandom()  # which round is profiled: from the OS, not a seed a kernel could read
 
 
 @dataclass(frozen=True)
@@ -104,16 +106,25 @@ class L2Flusher:
     """Evicts the L2 between samples by reading a buffer twice its size, so each call reads its
     inputs from device memory (cold). Reading, not writing: a write flush (triton's zero_, nvbench's
     memset) leaves the L2 full of dirty lines whose write-back lands inside the next sample
-    (measured on an H100: +2.4 us on a 0.11 ms kernel, and a per-process offset of up to 2%)."""
+    (measured on an H100: +2.4 us on a 0.11 ms kernel, and a per-process offset of up to 2%).
+
+    A sweep does not evict lines a kernel made persisting (a stream's access policy window over its
+    inputs; llm.c PR #851, nvbench #458), so the persisting set-aside is held at zero: reset at the
+    start, and whenever a flush finds it raised since (a kernel's doing), the device is drained, the
+    persisting lines reset to normal and the set-aside put back to zero before the sweep (`resets`)."""
 
     def __init__(self, device: str, enabled: bool) -> None:
         self.buffer = self.sink = None
+        self.resets = 0
+        self.persisting = PersistingL2.open() if device == "cuda" and enabled else None
         if device == "cuda" and enabled:
             import torch
 
             l2 = torch.cuda.get_device_properties(torch.cuda.current_device()).L2_cache_size
             self.buffer = torch.ones(2 * l2 // 4, dtype=torch.float32, device="cuda")
             self.sink = torch.empty((), dtype=torch.float32, device="cuda")
+            if self.persisting is not None:
+                self.persisting.reset()
 
     @property
     def nbytes(self) -> int | None:
@@ -123,7 +134,49 @@ class L2Flusher:
         if self.buffer is not None:
             import torch
 
+            if self.persisting is not None and self.persisting.raised():
+                torch.cuda.synchronize()  # the lines are set when the kernels run, not when launched
+                self.persisting.reset()
+                self.resets += 1
             torch.sum(self.buffer, dim=0, out=self.sink)
+
+
+class PersistingL2:
+    """The CUDA runtime's persisting-L2 controls, through the libcudart torch loaded (ctypes)."""
+
+    LIMIT = 0x06  # cudaLimitPersistingL2CacheSize
+
+    def __init__(self, runtime: Any) -> None:
+        self.runtime = runtime
+
+    @classmethod
+    def open(cls) -> PersistingL2 | None:
+        """None where no CUDA runtime library is loaded in this process (the result says so)."""
+        import ctypes
+
+        try:
+            with open("/proc/self/maps") as maps:
+                paths = {line.split()[-1] for line in maps if "libcudart" in line}
+        except OSError:
+            paths = set()
+        for path in sorted(paths):
+            try:
+                return cls(ctypes.CDLL(path))
+            except OSError:
+                continue
+        return None
+
+    def raised(self) -> bool:
+        import ctypes
+
+        size = ctypes.c_size_t(0)
+        return self.runtime.cudaDeviceGetLimit(ctypes.byref(size), self.LIMIT) == 0 and size.value > 0
+
+    def reset(self) -> None:
+        import ctypes
+
+        self.runtime.cudaDeviceSetLimit(self.LIMIT, ctypes.c_size_t(0))
+        self.runtime.cudaCtxResetPersistingL2Cache()
 
 
 @dataclass
@@ -162,6 +215,13 @@ class Clock(Protocol):
     def wait(self) -> None: ...
 
     def recalibrate(self) -> None: ...
+
+
+class RoundProfile(Protocol):
+    """Watches one timed round (attnbench.audit.RoundProfile): `unit(name)` wraps a candidate's timed
+    unit, after its untimed `before`."""
+
+    def unit(self, name: str) -> AbstractContextManager[None]: ...
 
 
 class HostClock:
@@ -217,8 +277,6 @@ class CudaClock:
 
     def stamp(self, sampler: Sampler) -> Any:
         start, end = self._events()
-        if sampler.before is not None:
-            sampler.before()
         start.record()
         sampler.unit()
         end.record()
@@ -262,15 +320,20 @@ class _Rounds:
                 sampler.before()
             sampler.unit()
 
-    def run(self) -> dict[str, float]:
+    def run(self, profile: RoundProfile | None = None) -> dict[str, float]:
+        """One round; under `profile`, each unit is marked for it (outside the timed interval)."""
         self.clock.hold(self.enqueue_ms * HOLD_MARGIN)
         began = time.perf_counter()
         stamps = {}
         self._guard()
         for name in round_order(list(self.samplers), self.index):
+            sampler = self.samplers[name]
             try:
                 with deadline(self.timeout_s):
-                    stamps[name] = self.clock.stamp(self.samplers[name])
+                    if sampler.before is not None:
+                        sampler.before()  # untimed: next inputs, L2 flush
+                    with profile.unit(name) if profile is not None else nullcontext():
+                        stamps[name] = self.clock.stamp(sampler)
             except Exception as exc:
                 del self.samplers[name]
                 self.on_failure(name, exc)
@@ -303,6 +366,9 @@ class Measurement:
     clock_log: clocks.ClockLog
     flush_bytes: int | None
     elapsed_s: float = 0.0
+    profile: Any = None  # the finished RoundProfile of the round drawn at random, if asked for
+    persisting_l2: dict[str, Any] | None = None
+    profiled_round: int | None = None
 
     def record(self, settings: Settings, device: str) -> dict[str, Any]:
         """The `timing` block of a bench result."""
@@ -314,6 +380,7 @@ class Measurement:
             "graph_below_ms": GRAPH_BELOW_MS,
             "flush_l2": self.flush_bytes is not None,
             "flush_bytes": self.flush_bytes,
+            "persisting_l2": self.persisting_l2,
             "warmup": self.warmup,
             "min_rounds": settings.min_rounds,
             "max_rounds": settings.max_rounds,
@@ -321,6 +388,7 @@ class Measurement:
             "max_time_s": settings.max_time_s,
             "rounds_run": self.rounds_run,
             "rounds_kept": max((len(v) for v in self.samples.values()), default=0),
+            "profiled_round": self.profiled_round,
             "stop_reason": self.stop_reason,
             "elapsed_s": self.elapsed_s,
             "discard_throttled": settings.discard_throttled,
@@ -408,6 +476,7 @@ def _graph_samplers(
     calls: dict[str, Call],
     estimates: dict[str, float],
     on_failure: Callable[[str, BaseException], None] | None,
+    rotate: dict[str, Call],
 ) -> dict[str, Sampler]:
     """Graph samplers; a failed capture drops the candidate (on_failure) or, without it, raises."""
     samplers = {}
@@ -419,7 +488,22 @@ def _graph_samplers(
             if on_failure is None:
                 raise
             on_failure(name, RuntimeError(f"cannot be captured in a CUDA graph: {type(exc).__name__}: {exc}"))
+            continue
+        samplers[name].before = rotate.get(name)
     return samplers
+
+
+def _before(*steps: Call | None) -> Call | None:
+    """The untimed steps before a unit, in order (the next input set, then the L2 flush)."""
+    chosen = [step for step in steps if step is not None]
+    if len(chosen) < 2:
+        return chosen[0] if chosen else None
+
+    def before() -> None:
+        for step in chosen:
+            step()
+
+    return before
 
 
 def _choose_samplers(
@@ -430,14 +514,17 @@ def _choose_samplers(
     rounds: _Rounds,
     watch: clocks.ClockWatch,
     on_failure: Callable[[str, BaseException], None],
+    rotate: dict[str, Call],
 ) -> tuple[str, str, dict[str, Any]]:
     """Warm up in the mode's per-call form, then switch to graphs where the mode asks for them."""
     if device != "cuda":
         warmup, _ = _warm_up(rounds, watch, settings)
         return "warm", "the CPU has no L2 flush or CUDA graphs: wall time of one call", warmup
     per_call_mode = "warm" if settings.mode == "warm" else "cold"
-    before = flush if per_call_mode == "cold" else None
-    rounds.samplers = {name: Sampler(call, 1, before) for name, call in calls.items()}
+    flushing = flush if per_call_mode == "cold" else None
+    rounds.samplers = {
+        name: Sampler(call, 1, _before(rotate.get(name), flushing)) for name, call in calls.items()
+    }
     warmup, estimates = _warm_up(rounds, watch, settings)
     fastest = min(estimates.values(), default=math.inf)
     if settings.mode in ("cold", "warm"):
@@ -446,11 +533,11 @@ def _choose_samplers(
         return "cold", f"auto: fastest candidate {fastest:.3g} ms >= {GRAPH_BELOW_MS} ms", warmup
     alive = {name: calls[name] for name in rounds.samplers}
     if settings.mode == "graph":
-        rounds.samplers = _graph_samplers(alive, estimates, on_failure)
+        rounds.samplers = _graph_samplers(alive, estimates, on_failure, rotate)
         why = "as configured"
     else:
         try:
-            rounds.samplers = _graph_samplers(alive, estimates, None)
+            rounds.samplers = _graph_samplers(alive, estimates, None, rotate)
         except Exception as exc:
             return (
                 "cold",
@@ -491,15 +578,26 @@ def measure(
     watch: clocks.ClockWatch,
     on_failure: Callable[[str, BaseException], None],
     clock: Clock | None = None,
+    rotate: dict[str, Call] | None = None,
+    profile: Callable[[], AbstractContextManager[RoundProfile]] | None = None,
 ) -> Measurement:
     """Warm up, choose the mode, then sample interleaved rounds until the stopping rule holds.
-    `clock` times the units: by default CUDA events on a GPU, perf_counter_ns on the CPU."""
+    `clock` times the units: by default CUDA events on a GPU, perf_counter_ns on the CPU.
+    `rotate[name]`, untimed before each of that candidate's units, writes its next input set.
+    `profile` makes a session that watches one sampling round chosen at random (not a separate
+    call a kernel could recognise); that round's samples are not kept (the profiler's own cost)."""
     if clock is None:
         clock = CudaClock() if device == "cuda" else HostClock()
+    rotate = rotate or {}
     rounds = _Rounds(
-        {name: Sampler(call) for name, call in calls.items()}, clock, on_failure, settings.call_timeout_s
+        {name: Sampler(call, 1, rotate.get(name)) for name, call in calls.items()},
+        clock,
+        on_failure,
+        settings.call_timeout_s,
     )
-    mode, mode_reason, warmup = _choose_samplers(calls, settings, device, flush, rounds, watch, on_failure)
+    mode, mode_reason, warmup = _choose_samplers(
+        calls, settings, device, flush, rounds, watch, on_failure, rotate
+    )
     clock.recalibrate()
     log = watch.log()
     kept: dict[str, list[float]] = {name: [] for name in rounds.samplers}
@@ -508,6 +606,10 @@ def measure(
     previous_reasons = watch.read().reasons
     stop_reason = "every candidate failed"
     intervals = None
+    profiled_at = (
+        _RANDOM.randrange(max(1, min(settings.min_rounds, settings.max_rounds))) if profile else None
+    )
+    session = None
     while rounds.samplers:
         if len(log.sm_mhz) >= settings.max_rounds:
             stop_reason = f"max_rounds ({settings.max_rounds}) reached before the CI target"
@@ -515,6 +617,9 @@ def measure(
         if time.perf_counter() - began > settings.max_time_s:
             stop_reason = f"max_time_s ({settings.max_time_s:g} s) reached before the CI target"
             break
+        if profile is not None and session is None and len(log.sm_mhz) == profiled_at:
+            session = _profiled_round(rounds, profile)
+            continue
         sample = rounds.run()
         reading = watch.read()
         slowed = bool((previous_reasons | reading.reasons) & clocks.DISCARDED) and settings.discard_throttled
@@ -531,6 +636,10 @@ def measure(
                 stop_reason = f"every median's 95% CI within ±{settings.target_rel_ci:.2%}"
                 break
             next_check = math.ceil(n * CHECK_GROWTH) + 1
+    if profile is not None and session is None and rounds.samplers:
+        profiled_at = len(log.sm_mhz)  # sampling stopped before the round drawn: the next one
+        session = _profiled_round(rounds, profile)
+    kept = {name: kept[name] for name in rounds.samplers}
     if intervals is None:
         intervals = {
             name: stats.bootstrap_ci(v, n_resamples=FINAL_RESAMPLES) for name, v in kept.items() if v
@@ -547,4 +656,16 @@ def measure(
         clock_log=log,
         flush_bytes=flush.nbytes if mode == "cold" else None,
         elapsed_s=time.perf_counter() - began,
+        persisting_l2=None
+        if flush.buffer is None
+        else {"held_at_zero": flush.persisting is not None, "resets": flush.resets},
+        profile=session,
+        profiled_round=profiled_at if session is not None else None,
     )
+
+
+def _profiled_round(rounds: _Rounds, profile: Callable[[], AbstractContextManager[RoundProfile]]) -> Any:
+    """One round under a profiling session; its samples are dropped. The session, finished."""
+    with profile() as session:
+        rounds.run(session)
+    return session

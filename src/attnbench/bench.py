@@ -16,6 +16,7 @@ import datetime as dt
 import functools
 import logging
 import math
+import random
 import secrets
 import time
 import traceback
@@ -103,7 +104,50 @@ class InputSet:
 
     label: str
     bhsd: tuple[Any, ...]
-    expected: list[Any]
+    expected: Sealed | None
+
+
+class TamperedAnswers(RuntimeError):
+    """The float64 answers attnbench holds changed while a candidate ran: it wrote into them."""
+
+
+class Sealed:
+    """Float64 answers kept where a kernel that scans the process for them (gc.get_objects, its
+    callers' frames: pygpubench's gc_copy and heap_sig_scan) does not find them as what it looks for:
+    one flat buffer behind a random-length prefix, scaled by a factor drawn at random. `open()` gives
+    them back only for a check, after the candidate's call has returned, and first checks that no
+    one wrote into the buffer (gc_nan, gpu_scan_zeros: an answer zeroed so a zero output passes).
+    This defeats scans for tensors of the output's shape and values; a kernel that reads attnbench's
+    own code to undo it is out of scope (docs/exploits.md)."""
+
+    def __init__(self, answers: list[Any]) -> None:
+        import torch
+
+        device = answers[0].device
+        self.shapes = [tuple(t.shape) for t in answers]
+        self.factor = 1.0 + _RANDOM.random()
+        self.prefix = _RANDOM.randrange(1, 4096)
+        generator = torch.Generator(device=device).manual_seed(_RANDOM.randrange(2**62))
+        pieces = [torch.rand(self.prefix, generator=generator, device=device, dtype=torch.float64)]
+        pieces += [t.detach().reshape(-1) * self.factor for t in answers]
+        self.buffer = torch.cat(pieces)
+        del pieces
+        self.digest = self._digest()
+
+    def _digest(self) -> int:
+        import torch
+
+        return int(self.buffer.view(torch.int64).sum().item())
+
+    def open(self) -> list[Any]:
+        if self._digest() != self.digest:
+            raise TamperedAnswers("wrote into attnbench's float64 reference answers while it ran")
+        answers, start = [], self.prefix
+        for shape in self.shapes:
+            count = math.prod(shape)
+            answers.append((self.buffer[start : start + count] / self.factor).view(shape))
+            start += count
+        return answers
 
 
 class Inputs:
@@ -131,26 +175,52 @@ class Inputs:
         """A candidate's own tensors, holding the first set's values."""
         return tuple(t.detach().clone().requires_grad_(t.requires_grad) for t in self.pristine(key, 0))
 
-    def write(self, tensors: tuple[Any, ...], key: str, index: int) -> None:
+    def write(self, tensors: tuple[Any, ...], key: str, index: int, q_scale: float = 1.0) -> None:
+        """Set `index`'s values into `tensors`, q times `q_scale` (values no call has met before)."""
         import torch
 
         with torch.no_grad():
-            for made, values in zip(tensors, self.pristine(key, index)):
-                made.copy_(values)
+            for role, (made, values) in enumerate(zip(tensors, self.pristine(key, index))):
+                made.copy_(scaled(values, q_scale) if role == 0 else values)
 
-    def changed(self, tensors: tuple[Any, ...], key: str, index: int) -> list[str]:
-        """The inputs whose bits differ from set `index`'s (NaN where a paged pool holds it included)."""
-        return [
-            name
-            for name, made, values in zip(INPUT_NAMES, tensors, self.pristine(key, index))
-            if not same_bits(made, values)
-        ]
+    def changed(self, tensors: tuple[Any, ...], key: str, index: int, q_scale: float = 1.0) -> list[str]:
+        """The inputs whose bits differ from what `write` put there (NaN where a paged pool holds it
+        included)."""
+        import torch
+
+        with torch.no_grad():
+            return [
+                name
+                for role, (name, made, values) in enumerate(
+                    zip(INPUT_NAMES, tensors, self.pristine(key, index))
+                )
+                if not same_bits(made, scaled(values, q_scale) if role == 0 else values)
+            ]
+
+    def answer_again(self) -> None:
+        """Every kept set's answers made again (a candidate wrote into them)."""
+        backward = self.workload.mode == "forward_backward"
+        for index, values in enumerate(self.sets):
+            if values.expected is not None:
+                answers = reference(
+                    self.workload.shape, *values.bhsd[:3], values.bhsd[3] if backward else None
+                )
+                self.sets[index] = replace(values, expected=Sealed(answers))
 
     def drop(self, index: int) -> None:
         """Let a set go once its checks are done (the hard set is never timed)."""
-        self.sets[index] = replace(self.sets[index], bhsd=(), expected=[])
+        self.sets[index] = replace(self.sets[index], bhsd=(), expected=None)
         for key in [key for key in self._pristine if key[1] == index]:
             del self._pristine[key]
+
+
+def scaled(values: Any, factor: float) -> Any:
+    """`values` times `factor` in its own dtype (through float32 for fp8, which has no arithmetic)."""
+    if factor == 1.0:
+        return values
+    if values.element_size() == 1:
+        return (values.float() * factor).to(values.dtype)
+    return values * factor
 
 
 def same_bits(a: Any, b: Any) -> bool:
@@ -169,6 +239,11 @@ def changed_inputs(names: list[str], when: str) -> str:
     return f"changed its input{'s' if len(names) > 1 else ''} {inputs} in place ({when}): inputs are read, never written"
 
 
+def answers_of(values: InputSet) -> list[Any]:
+    assert values.expected is not None, f"the {values.label} input set's answers were let go"
+    return values.expected.open()
+
+
 def judge_output(
     result: Any, inputs: Inputs, index: int, layout: str, spec: dict[str, Any], tolerance: float
 ) -> tuple[float, str | None]:
@@ -179,7 +254,7 @@ def judge_output(
     workload = inputs.workload
     backward, dtype = spec["mode"] == "forward_backward", getattr(torch, spec["dtype"])
     error, why = check_output(
-        result, in_layout(inputs.sets[index].expected, layout, workload), backward, dtype
+        result, in_layout(answers_of(inputs.sets[index]), layout, workload), backward, dtype
     )
     if why is None and not error <= tolerance:
         why = (
@@ -189,7 +264,7 @@ def judge_output(
         )
         if index and not math.isinf(error):
             before, _ = check_output(
-                result, in_layout(inputs.sets[0].expected, layout, workload), backward, dtype
+                result, in_layout(answers_of(inputs.sets[0]), layout, workload), backward, dtype
             )
             if before <= tolerance:
                 why = (
@@ -297,6 +372,8 @@ def prepare(
             if why is not None:
                 return empty_entry("incorrect", why, rel_error=error, tolerance=tolerance, **spent), None, own
         except Exception as exc:
+            if isinstance(exc, TamperedAnswers):
+                inputs.answer_again()  # for the candidates checked after this one
             # with the layout it was offered: the report says what a decline was given
             failed = {
                 **failure_entry(name, workload.device, exc, [str(w.message) for w in seen], culprit=name),
@@ -342,6 +419,8 @@ def failure_entry(
         raise isolation.ContextLost(describe(exc), culprit) from exc
     if isinstance(exc, timing.CandidateTimeout):
         return empty_entry("timeout", str(exc))
+    if isinstance(exc, TamperedAnswers):
+        return empty_entry("untrusted", str(exc))
     if memory.is_out_of_memory(exc):
         return empty_entry("oom", memory.oom_reason(exc))
     declined = candidates.unsupported_reason(name, device, exc, warnings_seen)
@@ -418,7 +497,7 @@ def _measure_shape(spec: dict[str, Any], running: Callable[[str | None], None]) 
         if index >= TIMED_SETS:
             inputs.drop(index)
         else:
-            inputs.sets[index] = replace(inputs.sets[index], expected=[])
+            inputs.sets[index] = replace(inputs.sets[index], expected=None)
     rotation = Rotation(inputs, {name: (owned[name], key_of(entries[name], workload)) for name in calls})
 
     def on_failure(name: str, exc: BaseException) -> None:
@@ -560,18 +639,20 @@ def audit_timed_work(
         for name in last:
             own, key = rotation.owned[name]
             refill_layout(own, fresh, key.split("+")[0], workload)
-        answers = reference(workload.shape, *fresh[:3], fresh[3] if backward else None)
+        answers = Sealed(reference(workload.shape, *fresh[:3], fresh[3] if backward else None))
     except Exception as exc:  # out of memory beside the candidates' outputs and graph pools
         for name in last:
             audit_failed(entries, name, exc, device)
         return
 
     @functools.cache
-    def first_answers() -> list[Any]:
+    def first_answers() -> Sealed:
         """The float64 answers to the first inputs the candidates were timed on, from their seed; on
         the host, so the candidates checked after this one have the device memory they had."""
         first = make_inputs(workload.shape, dtype, device, int(spec["lock"]["seed"]), backward)
-        return [t.cpu() for t in reference(workload.shape, *first[:3], first[3] if backward else None)]
+        return Sealed(
+            [t.cpu() for t in reference(workload.shape, *first[:3], first[3] if backward else None)]
+        )
 
     for name, previous in last.items():
         sampler = measured.samplers[name]
@@ -585,8 +666,8 @@ def audit_timed_work(
                     torch.cuda.synchronize()
             why = audit.verify(
                 result,
-                in_layout(answers, layout, workload),
-                lambda layout=layout: in_layout(first_answers(), layout, workload),
+                in_layout(answers.open(), layout, workload),
+                lambda layout=layout: in_layout(first_answers().open(), layout, workload),
                 backward=backward,
                 dtype=dtype,
                 tolerance=entries[name]["tolerance"],
@@ -594,6 +675,9 @@ def audit_timed_work(
             )
         except Exception as exc:
             audit_failed(entries, name, exc, device)
+            if isinstance(exc, TamperedAnswers):  # made again for the candidates after this one
+                answers = Sealed(reference(workload.shape, *fresh[:3], fresh[3] if backward else None))
+                first_answers.cache_clear()
             continue
         if why:
             flagged = entries[name]["reason"] if entries[name]["status"] == "untrusted" else None
@@ -637,6 +721,8 @@ def record_samples(
 
 
 TIMED_SETS = 2  # the first and the second input set take turns in the timed rounds
+Q_SCALES = (0.9, 1.0)  # each timed unit's q is its set's times a factor drawn from this range
+_RANDOM = random.SystemRandom()  # the factors: from the OS, not from a seed a kernel could read
 
 
 def check_sets(
@@ -660,30 +746,34 @@ def check_sets(
                 raise
             memory.release(device)
             return made, f"no memory for the {label} input set and after: {memory.oom_reason(exc)}"
-        made.append(InputSet(label, values, answers))
+        made.append(InputSet(label, values, Sealed(answers)))
+        del answers
     return made, None
 
 
 class Rotation:
-    """Writes the timed sets into each candidate's own tensors in turn, untimed, before its units;
-    off outside sampling (the audit writes values of its own)."""
+    """New input values for every timed unit, written untimed into the candidate's own tensors before
+    it: the timed sets in turn, q scaled by a factor drawn for each unit, so no two units meet the
+    same values (a cache keyed on the values, or kept from an earlier run, never answers a timed
+    call). Off outside sampling (the audit writes values of its own)."""
 
     def __init__(self, inputs: Inputs, owned: dict[str, tuple[tuple[Any, ...], str]]) -> None:
         self.inputs = inputs
         self.owned = owned
-        self.written = dict.fromkeys(owned, 0)
+        self.written = {name: (0, 1.0) for name in owned}
         self.sets = min(TIMED_SETS, len(inputs.sets))
         self.active = False
 
     def next(self, name: str) -> None:
-        if self.active and self.sets > 1:
+        if self.active:
             own, key = self.owned[name]
-            self.written[name] = (self.written[name] + 1) % self.sets
-            self.inputs.write(own, key, self.written[name])
+            index = (self.written[name][0] + 1) % self.sets
+            self.written[name] = (index, Q_SCALES[0] + _RANDOM.random() * (Q_SCALES[1] - Q_SCALES[0]))
+            self.inputs.write(own, key, *self.written[name])
 
     def changed(self, name: str) -> list[str]:
         own, key = self.owned[name]
-        return self.inputs.changed(own, key, self.written[name])
+        return self.inputs.changed(own, key, *self.written[name])
 
 
 def key_of(entry: dict[str, Any], workload: Workload) -> str:

@@ -78,7 +78,8 @@ def test_a_kernel_that_writes_into_its_inputs_is_incorrect_and_changes_nothing_o
     assert later["status"] == "incorrect" and later["samples_ms"]
     assert later["reason"].startswith("changed its input q in place (while it was timed)")
     # each candidate has tensors of its own: math saw the values it would have seen alone
-    assert entries["math"]["status"] == "ok" and entries["math"]["rel_error"] == alone["rel_error"]
+    assert entries["math"]["status"] == "ok"
+    assert entries["math"]["rel_error"] == pytest.approx(alone["rel_error"], rel=1e-6)  # answers sealed: scaled and back
 
 
 def test_the_first_inputs_answers_are_made_again_only_when_a_check_after_sampling_fails(kernels, monkeypatch):

@@ -33,6 +33,7 @@ from attnbench import (
     candidates,
     clocks,
     files,
+    guard,
     host,
     isolation,
     lock,
@@ -251,6 +252,8 @@ def judge_output(
     later set but right for the first: the answer did not change with the inputs."""
     import torch
 
+    if problem := guard.plain_output_problem(result):
+        return math.nan, problem
     workload = inputs.workload
     backward, dtype = spec["mode"] == "forward_backward", getattr(torch, spec["dtype"])
     error, why = check_output(
@@ -478,9 +481,15 @@ def _measure_shape(spec: dict[str, Any], running: Callable[[str | None], None]) 
     entries: dict[str, dict[str, Any]] = {}
     calls: dict[str, Callable[[], Any]] = {}
     owned: dict[str, tuple[Any, ...]] = {}
+    process_changes: list[str] = []
     for name in spec["candidates"]:
         running(name)
+        before = guard.snapshot()
         entries[name], call, owned[name] = prepare(name, workload, inputs, spec)
+        if changed := put_back(before):
+            process_changes += [f"{name}: {line}" for line in changed]
+            entries[name] = changed_process(entries[name], changed)
+            call = None  # it would change the process again in the rounds, beside the others
         log(f"  {name}: {entries[name]['status']} {entries[name]['reason'] or ''}".rstrip())
         if call is not None:
             calls[name] = call
@@ -524,7 +533,10 @@ def _measure_shape(spec: dict[str, Any], running: Callable[[str | None], None]) 
         log(f"  timing: {measured.mode} ({measured.mode_reason}); warm-up {measured.warmup['reason']}")
         return measured
 
+    before = guard.snapshot()
     measured = sample(calls)
+    if changed := put_back(before):
+        process_changes += find_who_changed(calls, changed, entries)
     work = flops(shape, direction)
     nbytes = min_bytes(shape, dtype.itemsize, direction)
     record_samples(entries, measured, settings, work)
@@ -567,6 +579,7 @@ def _measure_shape(spec: dict[str, Any], running: Callable[[str | None], None]) 
         },
         "bound": limit,
         "audit_s": audit_s,
+        "process_changes": process_changes,
         "input_sets": {
             "checked": [values.label for values in inputs.sets],
             "timed": [values.label for values in inputs.sets[:TIMED_SETS]],
@@ -683,6 +696,41 @@ def audit_timed_work(
             flagged = entries[name]["reason"] if entries[name]["status"] == "untrusted" else None
             entries[name].update(status="incorrect", reason=f"{why}; also {flagged}" if flagged else why)
             log(f"  {name}: incorrect: {why}")
+
+
+def put_back(before: guard.ProcessState) -> list[str]:
+    """What was changed in the process since `before` (functions, timers, environment, threads,
+    children, flags...), each put back."""
+    changed = list(dict.fromkeys([*guard.changes(before, guard.snapshot()), *guard.replaced_timers()]))
+    if changed:
+        left = guard.restore(before)
+        changed += [f"could not put back: {line}" for line in left]
+    return changed
+
+
+def changed_process(entry: dict[str, Any], changed: list[str]) -> dict[str, Any]:
+    """`entry` made untrusted for changing the process (its samples, if any, kept for inspection)."""
+    reason = f"changed the process it shares with the other candidates: {'; '.join(changed)} (put back)"
+    return {**entry, "status": "untrusted", "reason": reason}
+
+
+def find_who_changed(
+    calls: dict[str, Callable[[], Any]], changed: list[str], entries: dict[str, dict[str, Any]]
+) -> list[str]:
+    """After the timed rounds changed the process (`changed`, already put back): call each timed
+    candidate once more, alone, to find which one does it; those are untrusted. Without one that
+    does it again, the change is the shape's, unattributed."""
+    found = []
+    for name, call in calls.items():
+        before = guard.snapshot()
+        try:
+            call()
+        except Exception:  # its failure is the rounds' business, already recorded
+            pass
+        if again := put_back(before):
+            entries[name] = changed_process(entries[name], again)
+            found += [f"{name}: {line}" for line in again]
+    return found or [f"during the timed rounds (no candidate did it again alone): {line}" for line in changed]
 
 
 def remeasure_without_cheats(

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from attnbench import masks
+from attnbench import guard, masks
 from attnbench.formatting import clip
 from attnbench.workloads import (
     LAYOUTS,
@@ -199,6 +199,7 @@ def _working_directory_on_path() -> None:
 
 
 def import_user_module(module: str) -> Any:
+    guard.bind()  # torch's clocks bound before any user module runs
     _working_directory_on_path()
     return importlib.import_module(module)
 

@@ -31,7 +31,6 @@ import math
 import random
 import signal
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, fields
@@ -39,7 +38,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from attnbench import clocks, stats
+from attnbench import clocks, guard, stats
 
 Call = Callable[[], Any]
 
@@ -230,9 +229,9 @@ class HostClock:
     framed = False
 
     def stamp(self, sampler: Sampler) -> Any:
-        begin = time.perf_counter_ns()
+        begin = guard.perf_counter_ns()
         sampler.unit()
-        return time.perf_counter_ns() - begin
+        return guard.perf_counter_ns() - begin
 
     def ms(self, stamp: Any) -> float:
         return stamp / 1e6
@@ -248,48 +247,50 @@ class HostClock:
 
 
 class CudaClock:
-    """CUDA events around each unit; one synchronisation per round, never one per call."""
+    """CUDA events around each unit; one synchronisation per round, never one per call. Through
+    torch.cuda's functions as bound before any user module ran (attnbench.guard): a kernel that
+    replaces Event.elapsed_time changes nothing this clock reads."""
 
     framed = True
 
     def __init__(self) -> None:
-        import torch
-
-        self.torch = torch
+        self.cuda = guard.cuda_timers()
         self.ms_per_cycle = self._calibrate_sleep()
 
     def _calibrate_sleep(self) -> float:
         cycles = 200_000
         start, end = self._events()
-        start.record()
-        self.torch.cuda._sleep(cycles)
-        end.record()
-        self.torch.cuda.synchronize()
-        return start.elapsed_time(end) / cycles
+        self._record(start)
+        self.cuda.sleep(cycles)
+        self._record(end)
+        self.cuda.synchronize()
+        return self.cuda.elapsed_time(start, end) / cycles
 
     def recalibrate(self) -> None:
         """The spin kernel counts cycles, so its length moves with the clock: measure it warm."""
         self.ms_per_cycle = self._calibrate_sleep()
 
     def _events(self) -> tuple[Any, Any]:
-        event = self.torch.cuda.Event
-        return event(enable_timing=True), event(enable_timing=True)
+        return self.cuda.Event(enable_timing=True), self.cuda.Event(enable_timing=True)
+
+    def _record(self, event: Any) -> None:
+        self.cuda.record(event, self.cuda.current_stream())
 
     def stamp(self, sampler: Sampler) -> Any:
         start, end = self._events()
-        start.record()
+        self._record(start)
         sampler.unit()
-        end.record()
+        self._record(end)
         return start, end
 
     def ms(self, stamp: Any) -> float:
-        return stamp[0].elapsed_time(stamp[1])
+        return self.cuda.elapsed_time(stamp[0], stamp[1])
 
     def hold(self, ms: float) -> None:
-        self.torch.cuda._sleep(int(min(ms, HOLD_MAX_MS) / self.ms_per_cycle))
+        self.cuda.sleep(int(min(ms, HOLD_MAX_MS) / self.ms_per_cycle))
 
     def wait(self) -> None:
-        self.torch.cuda.synchronize()
+        self.cuda.synchronize()
 
 
 def round_order(names: list[str], index: int) -> list[str]:
@@ -323,7 +324,7 @@ class _Rounds:
     def run(self, profile: RoundProfile | None = None) -> dict[str, float]:
         """One round; under `profile`, each unit is marked for it (outside the timed interval)."""
         self.clock.hold(self.enqueue_ms * HOLD_MARGIN)
-        began = time.perf_counter()
+        began = guard.perf_counter()
         stamps = {}
         self._guard()
         for name in round_order(list(self.samplers), self.index):
@@ -338,7 +339,7 @@ class _Rounds:
                 del self.samplers[name]
                 self.on_failure(name, exc)
         self._guard()
-        self.enqueue_ms = (time.perf_counter() - began) * 1e3
+        self.enqueue_ms = (guard.perf_counter() - began) * 1e3
         self.clock.wait()
         self.index += 1
         sample = {
@@ -425,7 +426,7 @@ def _warm_up(
     the SM clock within 1% of its previous reading (three settled batches in a row also do, for a
     clock that keeps moving under the power cap); never shorter than `warmup` rounds, never longer
     than `warmup_max_s`."""
-    began = time.perf_counter()
+    began = guard.perf_counter()
     calls, streak, previous, previous_mhz = 0, 0, None, None
     while rounds.samplers:
         batch: dict[str, list[float]] = {name: [] for name in rounds.samplers}
@@ -442,7 +443,7 @@ def _warm_up(
         clock_settled = mhz is None or (
             previous_mhz is not None and abs(mhz - previous_mhz) <= CLOCK_SETTLED * previous_mhz
         )
-        elapsed = time.perf_counter() - began
+        elapsed = guard.perf_counter() - began
         if calls >= settings.warmup and streak and (clock_settled or streak >= 3):
             why = "timings and SM clock settled" if mhz is not None and clock_settled else "timings settled"
             return {
@@ -465,7 +466,7 @@ def _warm_up(
         previous, previous_mhz = medians, mhz
     return {
         "rounds": calls,
-        "seconds": time.perf_counter() - began,
+        "seconds": guard.perf_counter() - began,
         "settled": False,
         "reason": "every candidate failed",
         "sm_mhz": None,
@@ -601,7 +602,7 @@ def measure(
     clock.recalibrate()
     log = watch.log()
     kept: dict[str, list[float]] = {name: [] for name in rounds.samplers}
-    began = time.perf_counter()
+    began = guard.perf_counter()
     next_check = settings.min_rounds
     previous_reasons = watch.read().reasons
     stop_reason = "every candidate failed"
@@ -614,7 +615,7 @@ def measure(
         if len(log.sm_mhz) >= settings.max_rounds:
             stop_reason = f"max_rounds ({settings.max_rounds}) reached before the CI target"
             break
-        if time.perf_counter() - began > settings.max_time_s:
+        if guard.perf_counter() - began > settings.max_time_s:
             stop_reason = f"max_time_s ({settings.max_time_s:g} s) reached before the CI target"
             break
         if profile is not None and session is None and len(log.sm_mhz) == profiled_at:
@@ -655,7 +656,7 @@ def measure(
         rounds_run=len(log.sm_mhz),
         clock_log=log,
         flush_bytes=flush.nbytes if mode == "cold" else None,
-        elapsed_s=time.perf_counter() - began,
+        elapsed_s=guard.perf_counter() - began,
         persisting_l2=None
         if flush.buffer is None
         else {"held_at_zero": flush.persisting is not None, "resets": flush.resets},

@@ -386,9 +386,13 @@ def _whereabouts() -> str:
 
 
 def _retires(command: str, answer: dict[str, Any]) -> bool:
-    """After an error or a lost CUDA context, or a benchmark where a candidate ended in error or timeout
-    (its CUDA context may be poisoned)."""
+    """After an error or a lost CUDA context, a benchmark where a candidate ended in error or timeout
+    (its CUDA context may be poisoned), or a document whose `process_changes` says that user code changed
+    the process (attnbench.guard): what guard restored may not be all it changed, and a warm worker
+    must never carry one job's patched functions, variables or threads into the next."""
     if "result" not in answer:
+        return True
+    if answer["result"].get("process_changes"):
         return True
     if command != "benchmark":  # other documents have no statuses (the report's `candidates` are tallies)
         return False

@@ -59,7 +59,7 @@ def compiled_kernel(**compile_options: Any) -> str:
     """A user kernel module whose attention is torch.compile'd with a backend that counts the graphs
     dynamo compiles (`compiles.frame_count`) and runs them eagerly: no Inductor, so cheap."""
     options = "".join(f", {key}={value!r}" for key, value in compile_options.items())
-    return f'''
+    return f"""
 import torch
 from torch._dynamo.testing import CompileCounter
 
@@ -73,7 +73,31 @@ def _attend(q, k, v, scale):
 
 def attention(q, k, v, *, causal, scale):
     return _attend(q, k, v, scale)
-'''
+"""
+
+
+# One small causal shape, what a benchmark job's tests measure when the shape does not matter.
+TINY_SHAPE = {
+    "name": "tiny",
+    "batch": 1,
+    "heads": 2,
+    "kv_heads": 2,
+    "seq": 64,
+    "seq_kv": 64,
+    "dim": 16,
+    "causal": True,
+}
+# A GPU shape that fills the device and is timed per call (cold) in auto mode: the GPU audit tests'.
+GPU_SHAPE = {
+    "name": "g",
+    "batch": 4,
+    "heads": 16,
+    "kv_heads": 16,
+    "seq": 2048,
+    "seq_kv": 2048,
+    "dim": 128,
+    "causal": False,
+}
 
 
 def bench_spec(default_shape: dict, candidates: list[str], rounds: int = 4, **overrides) -> dict:

@@ -3,28 +3,19 @@
 import json
 
 import pytest
-from helpers import ROOT, SCHEMAS
+from helpers import GPU_SHAPE, ROOT, SCHEMAS, TINY_SHAPE, bench_spec
 
 from attnbench import SCHEMA_VERSION, audit, autotune, files
 from attnbench.bench import run_shape
 from attnbench.report import summary_frame
 from attnbench.stats import compare_shape
 
-SHAPE = {"name": "tiny", "batch": 1, "heads": 2, "kv_heads": 2, "seq": 64, "seq_kv": 64, "dim": 16, "causal": True}
-FAST = {"warmup": 1, "warmup_max_s": 0.2, "min_rounds": 4, "max_rounds": 4}
+SHAPE = TINY_SHAPE
 
 
-def spec(candidates, device="cpu", dtype="float32", timing=None, **overrides):
-    return {
-        "shape": SHAPE,
-        "device": device,
-        "dtype": dtype,
-        "mode": "forward",
-        "candidates": candidates,
-        "timing": {**FAST, **(timing or {})},
-        "lock": {"seed": 0},
-        **overrides,
-    }
+def spec(candidates, timing=None, **overrides):
+    spec = bench_spec(SHAPE, candidates, **overrides)
+    return {**spec, "timing": {**spec["timing"], **(timing or {})}}
 
 
 @pytest.fixture
@@ -33,12 +24,21 @@ def kernels(monkeypatch, locked_env):
 
 
 def check_schema(result):
-    files.validate({"schema": SCHEMA_VERSION, **files.jsonable(result)}, SCHEMAS / "bench.schema.yaml", source="result")
+    files.validate(
+        {"schema": SCHEMA_VERSION, **files.jsonable(result)}, SCHEMAS / "bench.schema.yaml", source="result"
+    )
 
 
 def test_kernels_that_keep_their_answer_are_incorrect_with_what_was_seen(kernels):
     result = run_shape(
-        spec(["math", "dishonest_kernels:keeps_answer", "dishonest_kernels:writes_once", "dishonest_kernels:honest"])
+        spec(
+            [
+                "math",
+                "dishonest_kernels:keeps_answer",
+                "dishonest_kernels:writes_once",
+                "dishonest_kernels:honest",
+            ]
+        )
     )
     check_schema(result)
     entries = result["candidates"]
@@ -48,7 +48,9 @@ def test_kernels_that_keep_their_answer_are_incorrect_with_what_was_seen(kernels
     # only the first
     for name in ("dishonest_kernels:keeps_answer", "dishonest_kernels:writes_once"):
         assert entries[name]["status"] == "incorrect"
-        assert entries[name]["reason"].startswith("on the second input set: answer did not change with the inputs")
+        assert entries[name]["reason"].startswith(
+            "on the second input set: answer did not change with the inputs"
+        )
         assert not entries[name]["samples_ms"]  # never timed
 
 
@@ -79,7 +81,9 @@ def test_a_kernel_that_writes_into_its_inputs_is_incorrect_and_changes_nothing_o
     assert later["reason"].startswith("changed its input q in place (while it was timed)")
     # each candidate has tensors of its own: math saw the values it would have seen alone
     assert entries["math"]["status"] == "ok"
-    assert entries["math"]["rel_error"] == pytest.approx(alone["rel_error"], rel=1e-6)  # answers sealed: scaled and back
+    assert entries["math"]["rel_error"] == pytest.approx(
+        alone["rel_error"], rel=1e-6
+    )  # answers sealed: scaled and back
 
 
 def test_the_first_inputs_answers_are_made_again_only_when_a_check_after_sampling_fails(kernels, monkeypatch):
@@ -105,7 +109,10 @@ def test_the_first_inputs_answers_are_made_again_only_when_a_check_after_samplin
 
 @pytest.mark.parametrize(
     "refusal",
-    ["CUDA out of memory. Tried to allocate 2.00 GiB", "[enforce fail at alloc_cpu.cpp:117] can't allocate memory"],
+    [
+        "CUDA out of memory. Tried to allocate 2.00 GiB",
+        "[enforce fail at alloc_cpu.cpp:117] can't allocate memory",
+    ],
 )
 def test_a_diagnosis_without_memory_still_calls_the_output_wrong(refusal):
     import torch
@@ -178,7 +185,10 @@ def test_bounds_follow_the_roofline_and_the_cache():
     big = audit.bound(ceilings, "bfloat16", 1e9, 10**9, cold=False)
     assert big["limited_by"] == "memory" and big["bound_ms"] == pytest.approx(1.0)
     assert big["intensity"] == pytest.approx(1.0) and big["ceiling_rel_ci"] == 0.02
-    assert big["margin"] == 0.10 and audit.bound({**ceilings, "device": "cpu"}, "bfloat16", 1e9, 10**9, cold=True)["margin"] == 1.0
+    assert (
+        big["margin"] == 0.10
+        and audit.bound({**ceilings, "device": "cpu"}, "bfloat16", 1e9, 10**9, cold=True)["margin"] == 1.0
+    )
     # inputs that fit in the L2 may stay there between warm calls: no memory term then...
     small = audit.bound(ceilings, "bfloat16", 1e9, 10**6, cold=False)
     assert small["limited_by"] == "compute" and small["memory_term"] is False
@@ -212,8 +222,14 @@ def test_busy_time_counts_overlapping_kernels_once():
 @pytest.mark.parametrize(
     "raw, short",
     [
-        ("void at::native::(anonymous namespace)::cunn_SoftMaxForward<4, float>(float*, float const*, int)", "cunn_SoftMaxForward"),
-        ("void flash::flash_fwd_kernel<Flash_fwd_kernel_traits<128, 128>, true>(Flash_fwd_params)", "flash_fwd_kernel"),
+        (
+            "void at::native::(anonymous namespace)::cunn_SoftMaxForward<4, float>(float*, float const*, int)",
+            "cunn_SoftMaxForward",
+        ),
+        (
+            "void flash::flash_fwd_kernel<Flash_fwd_kernel_traits<128, 128>, true>(Flash_fwd_params)",
+            "flash_fwd_kernel",
+        ),
         ("triton_tem_fused_0", "triton_tem_fused_0"),
         ("aten::softmax", "softmax"),
     ],
@@ -244,17 +260,24 @@ def test_poison_spares_the_inputs():
 
 # --------------------------------------------------------------------------------------- on a GPU
 
-GPU_SHAPE = {"name": "g", "batch": 4, "heads": 16, "kv_heads": 16, "seq": 2048, "seq_kv": 2048, "dim": 128, "causal": False}
-
 
 def gpu_spec(candidates, mode):
-    return spec(candidates, device="cuda", dtype="bfloat16", timing={"mode": mode, "max_time_s": 2}, shape=GPU_SHAPE)
+    return spec(
+        candidates, device="cuda", dtype="bfloat16", timing={"mode": mode, "max_time_s": 2}, shape=GPU_SHAPE
+    )
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("mode", ["cold", "warm", "graph"])
 def test_gpu_dishonest_kernels_are_caught_and_honest_ones_pass(kernels, mode):
-    names = ["flash", "cudnn", "efficient", "flex", "dishonest_kernels:keeps_answer", "dishonest_kernels:skips_graph_capture"]
+    names = [
+        "flash",
+        "cudnn",
+        "efficient",
+        "flex",
+        "dishonest_kernels:keeps_answer",
+        "dishonest_kernels:skips_graph_capture",
+    ]
     if mode != "graph":  # a stream that never joins cannot be captured into a graph at all
         names.append("dishonest_kernels:unjoined_stream")
     result = run_shape(gpu_spec(names, mode))
@@ -311,7 +334,9 @@ def test_the_profiled_call_is_a_timed_round_drawn_at_random(kernels, monkeypatch
         return real(n)
 
     monkeypatch.setattr(timing._RANDOM, "randrange", spy)
-    result = run_shape(spec(["math", "examples.kernels:naive_attention"], timing={"min_rounds": 6, "max_rounds": 6}))
+    result = run_shape(
+        spec(["math", "examples.kernels:naive_attention"], timing={"min_rounds": 6, "max_rounds": 6})
+    )
     assert drawn == [6]
     assert 0 <= result["timing"]["profiled_round"] < 6
     assert result["timing"]["rounds_run"] == 6  # the profiled round is not one of them
@@ -353,7 +378,10 @@ def test_gpu_the_profilers_events_hold_what_a_chrome_trace_of_the_same_session_h
             for e in events
             if e.get("cat") in ("kernel", "gpu_memcpy", "gpu_memset")
         )
-        read = sorted((a.correlation, a.name, a.stream, round(a.end_us - a.start_us, 1)) for a in audit.device_activity(prof))
+        read = sorted(
+            (a.correlation, a.name, a.stream, round(a.end_us - a.start_us, 1))
+            for a in audit.device_activity(prof)
+        )
         assert [row[:3] for row in read] == [row[:3] for row in traced]
         assert [row[3] for row in read] == pytest.approx([row[3] for row in traced], abs=0.11)
         assert "spin_kernel" in read[-1][1]  # the marker, launched last

@@ -1,21 +1,12 @@
 """Every candidate status on the CPU: ok, unsupported, incorrect, error, oom; nothing lost."""
 
 import pytest
-from helpers import ROOT, SCHEMAS, bench_spec
+from helpers import ROOT, SCHEMAS, TINY_SHAPE, bench_spec
 
 from attnbench import SCHEMA_VERSION, files
 from attnbench.bench import run_shape
 
-SHAPE = {
-    "name": "tiny",
-    "batch": 1,
-    "heads": 2,
-    "kv_heads": 2,
-    "seq": 64,
-    "seq_kv": 64,
-    "dim": 16,
-    "causal": True,
-}
+SHAPE = TINY_SHAPE
 
 
 def spec(candidates, **overrides):

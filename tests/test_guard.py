@@ -19,21 +19,12 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import bench_spec
+from helpers import TINY_SHAPE, bench_spec
 
 from attnbench import audit, bench, guard, timing
 from attnbench.worker import _retires
 
-SHAPE = {
-    "name": "tiny",
-    "batch": 1,
-    "heads": 2,
-    "kv_heads": 2,
-    "seq": 64,
-    "seq_kv": 64,
-    "dim": 16,
-    "causal": True,
-}
+SHAPE = TINY_SHAPE
 
 
 @pytest.fixture

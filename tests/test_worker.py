@@ -458,7 +458,11 @@ def test_a_kernel_that_changes_directory_does_not_lose_the_documents_schema(work
     (worker_env / "chdir_kernel.py").write_text(CHDIR_KERNEL)
     spec = benchmark_spec(["math", "chdir_kernel:attention"], 0.3)
     document, _ = worker.run("benchmark", spec, worker_env, log=print, schemas="workflow/schemas")
-    assert document["candidates"]["chdir_kernel:attention"]["status"] == "ok"
+    # validated and returned; the kernel itself is untrusted for it (issue 29: the process is put back)
+    changed = document["candidates"]["chdir_kernel:attention"]
+    assert changed["status"] == "untrusted" and "working directory" in changed["reason"]
+    assert document["candidates"]["math"]["status"] == "ok"
+    assert any("working directory" in line for line in document["process_changes"])
 
 
 @pytest.mark.parametrize("served_by", [None, {"pid": 1, "log": None, "jobs_before": 0, "connected_at": 0.0}])

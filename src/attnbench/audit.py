@@ -79,7 +79,7 @@ def verify(
     """Why the output of the check unit (run after the inputs were refilled) is wrong, or None.
     `expected_before` makes the answers to the inputs before the refill, asked only to tell a kept
     answer from a wrong one (making them takes device memory and time every shape would pay)."""
-    error, mismatch = check_output(result, expected_now, backward, dtype)
+    error, mismatch = check_output(result, expected_now, backward, dtype, tolerance=tolerance)
     if mismatch:
         return f"timed work not verified: after the inputs were refilled, {mismatch}"
     if error <= tolerance:
@@ -93,7 +93,7 @@ def verify(
     from attnbench.memory import is_out_of_memory
 
     try:
-        before, _ = check_output(result, expected_before(), backward, dtype)
+        before, _ = check_output(result, expected_before(), backward, dtype, tolerance=tolerance)
     except Exception as exc:  # out of memory beside the candidates' outputs and graphs: no diagnosis
         if not is_out_of_memory(exc):
             raise
@@ -164,7 +164,7 @@ class RoundProfile:
         cuda = self.device == "cuda"
         if cuda:
             torch.cuda.synchronize()
-            self._side = torch.cuda.Stream()
+            self._side = torch.cuda.Stream(priority=-1)  # a pool kernels rarely draw from
         self.prof = torch_profile(activities=[ProfilerActivity.CUDA if cuda else ProfilerActivity.CPU])
         self.prof.__enter__()
         if cuda:
@@ -186,7 +186,8 @@ class RoundProfile:
 
     @contextmanager
     def unit(self, name: str) -> Iterator[None]:
-        """Around one candidate's timed unit (outside its timing events)."""
+        """Around one candidate's timed unit (outside its timing events). The closing markers are
+        launched even when the unit raises, so the next units' windows stay their own."""
         import torch
 
         self.order.append(name)
@@ -195,9 +196,11 @@ class RoundProfile:
                 yield
             return
         self._mark_side()
-        yield
-        torch.cuda._sleep(1)  # on the timing stream, after the unit's end event
-        self._mark_side()
+        try:
+            yield
+        finally:
+            torch.cuda._sleep(1)  # on the timing stream, after the unit's end event
+            self._mark_side()
 
     def summary(self, name: str, calls_per_sample: int = 1) -> dict[str, Any] | None:
         """What candidate `name`'s unit ran, per call; None when it was not in the round."""
@@ -212,8 +215,17 @@ class RoundProfile:
             ]
             return _summary("torch.profiler, top-level CPU operators", ops, streams=None, device_ms=None)
         events = sorted(device_activity(self.prof), key=lambda e: e.correlation)
+        if not events:  # the profiler saw no device activity at all (CUPTI taken by nsys or ncu)
+            return _summary("torch.profiler (CUPTI)", [], streams=[], device_ms=0.0)
         side = events[0].stream
         markers = [e for e in events if e.stream == side]
+        if len(markers) != 1 + 2 * len(self.order):
+            # a candidate launched work on the profile's own stream (torch hands streams out of a
+            # pool): its markers cannot be told apart, so the round says nothing about this one
+            raise RuntimeError(
+                f"the profiled round's markers are not the {1 + 2 * len(self.order)} launched "
+                f"({len(markers)} on their stream)"
+            )
         index = self.order.index(name)
         begin, end = markers[1 + 2 * index].correlation, markers[2 + 2 * index].correlation
         launched = [e for e in events if begin < e.correlation < end and e.stream != side]

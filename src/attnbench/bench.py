@@ -108,6 +108,9 @@ class InputSet:
     expected: Sealed | None
 
 
+TAMPERED = "wrote into attnbench's float64 reference answers while it ran"
+
+
 class TamperedAnswers(RuntimeError):
     """The float64 answers attnbench holds changed while a candidate ran: it wrote into them."""
 
@@ -129,11 +132,22 @@ class Sealed:
         self.factor = 1.0 + _RANDOM.random()
         self.prefix = _RANDOM.randrange(1, 4096)
         generator = torch.Generator(device=device).manual_seed(_RANDOM.randrange(2**62))
-        pieces = [torch.rand(self.prefix, generator=generator, device=device, dtype=torch.float64)]
-        pieces += [t.detach().reshape(-1) * self.factor for t in answers]
-        self.buffer = torch.cat(pieces)
-        del pieces
+        # filled in place: the answers and one buffer their size at the peak, never more
+        self.buffer = torch.empty(
+            self.prefix + sum(t.numel() for t in answers), dtype=torch.float64, device=device
+        )
+        self.buffer[: self.prefix].uniform_(generator=generator)
+        start = self.prefix
+        for answer in answers:
+            piece = self.buffer[start : start + answer.numel()]
+            piece.copy_(answer.detach().reshape(-1))
+            piece.mul_(self.factor)
+            start += answer.numel()
         self.digest = self._digest()
+
+    @property
+    def intact(self) -> bool:
+        return self._digest() == self.digest
 
     def _digest(self) -> int:
         import torch
@@ -141,8 +155,8 @@ class Sealed:
         return int(self.buffer.view(torch.int64).sum().item())
 
     def open(self) -> list[Any]:
-        if self._digest() != self.digest:
-            raise TamperedAnswers("wrote into attnbench's float64 reference answers while it ran")
+        if not self.intact:
+            raise TamperedAnswers(TAMPERED)
         answers, start = [], self.prefix
         for shape in self.shapes:
             count = math.prod(shape)
@@ -164,6 +178,7 @@ class Inputs:
     def __init__(self, sets: list[InputSet], workload: Workload) -> None:
         self.sets = sets
         self.workload = workload
+        self.roles = 4 if workload.mode == "forward_backward" else 3  # the output gradient: backward only
         self._pristine: dict[tuple[str, int], tuple[Any, ...]] = {}
 
     def pristine(self, key: str, index: int) -> tuple[Any, ...]:
@@ -181,7 +196,7 @@ class Inputs:
         import torch
 
         with torch.no_grad():
-            for role, (made, values) in enumerate(zip(tensors, self.pristine(key, index))):
+            for role, (made, values) in enumerate(zip(tensors[: self.roles], self.pristine(key, index))):
                 made.copy_(scaled(values, q_scale) if role == 0 else values)
 
     def changed(self, tensors: tuple[Any, ...], key: str, index: int, q_scale: float = 1.0) -> list[str]:
@@ -193,10 +208,15 @@ class Inputs:
             return [
                 name
                 for role, (name, made, values) in enumerate(
-                    zip(INPUT_NAMES, tensors, self.pristine(key, index))
+                    zip(INPUT_NAMES[: self.roles], tensors, self.pristine(key, index))
                 )
                 if not same_bits(made, scaled(values, q_scale) if role == 0 else values)
             ]
+
+    @property
+    def intact(self) -> bool:
+        """No one wrote into any kept set's answers."""
+        return all(values.expected is None or values.expected.intact for values in self.sets)
 
     def answer_again(self) -> None:
         """Every kept set's answers made again (a candidate wrote into them)."""
@@ -267,7 +287,11 @@ def judge_output(
         )
         if index and not math.isinf(error):
             before, _ = check_output(
-                result, in_layout(answers_of(inputs.sets[0]), layout, workload), backward, dtype
+                result,
+                in_layout(answers_of(inputs.sets[0]), layout, workload),
+                backward,
+                dtype,
+                tolerance=tolerance,
             )
             if before <= tolerance:
                 why = (
@@ -375,8 +399,6 @@ def prepare(
             if why is not None:
                 return empty_entry("incorrect", why, rel_error=error, tolerance=tolerance, **spent), None, own
         except Exception as exc:
-            if isinstance(exc, TamperedAnswers):
-                inputs.answer_again()  # for the candidates checked after this one
             # with the layout it was offered: the report says what a decline was given
             failed = {
                 **failure_entry(name, workload.device, exc, [str(w.message) for w in seen], culprit=name),
@@ -490,6 +512,12 @@ def _measure_shape(spec: dict[str, Any], running: Callable[[str | None], None]) 
             process_changes += [f"{name}: {line}" for line in changed]
             entries[name] = changed_process(entries[name], changed)
             call = None  # it would change the process again in the rounds, beside the others
+        if not inputs.intact:  # whatever set it wrote into: its own doing, not the next candidate's
+            entries[name] = {**entries[name], "status": "untrusted", "reason": TAMPERED}
+            inputs.answer_again()
+            call = None
+        if call is None:
+            owned.pop(name)
         log(f"  {name}: {entries[name]['status']} {entries[name]['reason'] or ''}".rstrip())
         if call is not None:
             calls[name] = call
@@ -542,11 +570,14 @@ def _measure_shape(spec: dict[str, Any], running: Callable[[str | None], None]) 
     record_samples(entries, measured, settings, work)
     limit = audit.bound(ceilings, spec["dtype"], work, nbytes, cold=measured.mode == "cold")
     began = time.perf_counter()
-    audit_timed_work(entries, measured, rotation, limit, workload=workload, spec=spec, seed=run_seed + 2)
+    audit_timed_work(
+        entries, measured, rotation, limit, workload=workload, spec=spec, seed=run_seed + 2, first_seed=seed
+    )
     again = remeasure_without_cheats(entries, calls, measured)
     if again:
         measured = sample(again)
         record_samples(entries, measured, settings, work)
+        judge_timed(entries, measured, rotation, limit, [name for name in again if name in measured.samples])
         for name in again:
             entries[name]["remeasured"] = sorted(set(calls) - set(again))
     audit_s = time.perf_counter() - began
@@ -594,26 +625,16 @@ def _measure_shape(spec: dict[str, Any], running: Callable[[str | None], None]) 
     }
 
 
-def audit_timed_work(
+def judge_timed(
     entries: dict[str, dict[str, Any]],
     measured: timing.Measurement,
     rotation: Rotation,
     limit: dict[str, Any] | None,
-    *,
-    workload: Workload,
-    spec: dict[str, Any],
-    seed: int,
+    names: list[str],
 ) -> None:
-    """After sampling: what each timed candidate ran in the round profiled at random, whether its
-    timing was earned, whether its inputs are as they were written, and whether the timed unit still
-    computes its answer once the inputs change (attnbench.audit); refill values from `seed`."""
-    import torch
-
-    device = spec["device"]
-    backward = spec["mode"] == "forward_backward"
-    timeout = timing.Settings.from_config(spec.get("timing")).call_timeout_s
-    timed = [name for name in measured.samples if entries[name]["status"] == "ok"]
-    for name in timed:
+    """What each of `names` ran in the round profiled at random, whether its timing was earned (the
+    profile and the bound) and whether its inputs still hold what was last written into them."""
+    for name in names:
         entry = entries[name]
         sampler = measured.samplers[name]
         try:
@@ -621,7 +642,7 @@ def audit_timed_work(
             if ran is None:
                 raise RuntimeError("the profiled round holds nothing this candidate ran")
         except Exception as exc:
-            audit_failed(entries, name, exc, device)
+            audit_failed(entries, name, exc, rotation.inputs.workload.device)
             continue
         median = entry["median_ms"]
         entry["ran"] = ran | {"device_share": None if ran["device_ms"] is None else ran["device_ms"] / median}
@@ -634,6 +655,29 @@ def audit_timed_work(
         elif flags:
             entry.update(status="untrusted", reason="; ".join(flags))
             log(f"  {name}: untrusted: {entry['reason']}")
+
+
+def audit_timed_work(
+    entries: dict[str, dict[str, Any]],
+    measured: timing.Measurement,
+    rotation: Rotation,
+    limit: dict[str, Any] | None,
+    *,
+    workload: Workload,
+    spec: dict[str, Any],
+    seed: int,
+    first_seed: int,
+) -> None:
+    """After sampling: what each timed candidate ran in the round profiled at random, whether its
+    timing was earned, whether its inputs are as they were written, and whether the timed unit still
+    computes its answer once the inputs change (attnbench.audit); refill values from `seed`."""
+    import torch
+
+    device = spec["device"]
+    backward = spec["mode"] == "forward_backward"
+    timeout = timing.Settings.from_config(spec.get("timing")).call_timeout_s
+    timed = [name for name in measured.samples if entries[name]["status"] == "ok"]
+    judge_timed(entries, measured, rotation, limit, timed)
     last: dict[str, Any] = {}
     for name in timed:
         if entries[name]["status"] in ("ok", "untrusted"):
@@ -662,7 +706,7 @@ def audit_timed_work(
     def first_answers() -> Sealed:
         """The float64 answers to the first inputs the candidates were timed on, from their seed; on
         the host, so the candidates checked after this one have the device memory they had."""
-        first = make_inputs(workload.shape, dtype, device, int(spec["lock"]["seed"]), backward)
+        first = make_inputs(workload.shape, dtype, device, first_seed, backward)
         return Sealed(
             [t.cpu() for t in reference(workload.shape, *first[:3], first[3] if backward else None)]
         )
@@ -673,7 +717,10 @@ def audit_timed_work(
         try:
             layout = entries[name].get("layout", "bhsd")
             with timing.deadline(timeout):  # the candidate's call; the checks after it are not its time
-                audit.poison(previous, own)
+                if sampler.outputs is not None:
+                    # a graph's static outputs: a replay that launches nothing leaves the NaN. Per
+                    # call, no poison: a NaN output would tell a kernel that this call is checked
+                    audit.poison(previous, own)
                 result = sampler.check_call()
                 if device == "cuda":
                     torch.cuda.synchronize()
@@ -788,14 +835,13 @@ def check_sets(
     ):
         try:
             values = maker(shape, dtype, device, drawn, backward)
-            answers = reference(shape, *values[:3], values[3] if backward else None)
+            sealed = Sealed(reference(shape, *values[:3], values[3] if backward else None))
         except Exception as exc:
             if not made or not memory.is_out_of_memory(exc):
                 raise
             memory.release(device)
             return made, f"no memory for the {label} input set and after: {memory.oom_reason(exc)}"
-        made.append(InputSet(label, values, Sealed(answers)))
-        del answers
+        made.append(InputSet(label, values, sealed))
     return made, None
 
 

@@ -122,8 +122,8 @@ class L2Flusher:
             l2 = torch.cuda.get_device_properties(torch.cuda.current_device()).L2_cache_size
             self.buffer = torch.ones(2 * l2 // 4, dtype=torch.float32, device="cuda")
             self.sink = torch.empty((), dtype=torch.float32, device="cuda")
-            if self.persisting is not None:
-                self.persisting.reset()
+            if self.persisting is not None and not self.persisting.reset():
+                self.persisting = None  # no persisting L2 on this GPU: nothing to hold at zero
 
     @property
     def nbytes(self) -> int | None:
@@ -169,13 +169,21 @@ class PersistingL2:
         import ctypes
 
         size = ctypes.c_size_t(0)
-        return self.runtime.cudaDeviceGetLimit(ctypes.byref(size), self.LIMIT) == 0 and size.value > 0
+        if self.runtime.cudaDeviceGetLimit(ctypes.byref(size), self.LIMIT) != 0:
+            self.runtime.cudaGetLastError()  # not left for torch's next launch check to raise
+            return False
+        return size.value > 0
 
-    def reset(self) -> None:
+    def reset(self) -> bool:
+        """Whether the set-aside is zero and the persisting lines normal (False: a GPU without
+        persisting L2; the error is cleared, not left for torch's next launch check to raise)."""
         import ctypes
 
-        self.runtime.cudaDeviceSetLimit(self.LIMIT, ctypes.c_size_t(0))
-        self.runtime.cudaCtxResetPersistingL2Cache()
+        done = self.runtime.cudaDeviceSetLimit(self.LIMIT, ctypes.c_size_t(0)) == 0
+        done = done and self.runtime.cudaCtxResetPersistingL2Cache() == 0
+        if not done:
+            self.runtime.cudaGetLastError()
+        return done
 
 
 @dataclass

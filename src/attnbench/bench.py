@@ -582,6 +582,8 @@ def _measure_shape(spec: dict[str, Any], running: Callable[[str | None], None]) 
             entries[name]["remeasured"] = sorted(set(calls) - set(again))
     audit_s = time.perf_counter() - began
     log(f"  audit: {audit_s:.2f} s")
+    for line in process_changes:  # a warm worker retires after this job (attnbench.worker)
+        log(f"  process changed: {line}")
     conditions = load.record()
     if conditions["busy"]:
         log(f"  busy host: {conditions['why']}")

@@ -12,7 +12,8 @@ What a shape still gets to itself:
   process dynamo's recompile limit would silently turn FlexAttention eager after 8 shapes);
 - the allocator's cache emptied after it;
 - a fresh worker after any shape where a candidate ended in `error` or `timeout` (its CUDA context may
-  be poisoned), after `IDLE_S` without a request, and for any change of interpreter, environment,
+  be poisoned), or changed the process (the document's `process_changes`, attnbench.guard: what was
+  put back may not be all it changed), after `IDLE_S` without a request, and for any change of interpreter, environment,
   attnbench source or working directory (all part of the worker's key, hence of its socket's name);
 - the user's current code without a fresh worker: a user kernel is not part of the key. Before each
   request the worker re-imports the modules it imported from files under its working directory whose

@@ -165,6 +165,12 @@ class Sealed:
         return answers
 
 
+def sealed_answers(shape: Shape, values: tuple[Any, ...], backward: bool) -> Sealed:
+    """The float64 answers to q, k, v (and, with `backward`, the gradients for the output gradient),
+    sealed (Sealed)."""
+    return Sealed(reference(shape, *values[:3], values[3] if backward else None))
+
+
 class Inputs:
     """The shape's input sets, kept pristine per layout, and each candidate's own tensors.
 
@@ -223,10 +229,18 @@ class Inputs:
         backward = self.workload.mode == "forward_backward"
         for index, values in enumerate(self.sets):
             if values.expected is not None:
-                answers = reference(
-                    self.workload.shape, *values.bhsd[:3], values.bhsd[3] if backward else None
+                self.sets[index] = replace(
+                    values, expected=sealed_answers(self.workload.shape, values.bhsd, backward)
                 )
-                self.sets[index] = replace(values, expected=Sealed(answers))
+
+    def keep_timed_values_only(self) -> None:
+        """Before the timed rounds: the timed sets' values, no answers (they hold no device memory
+        through the rounds), and nothing of the sets that are never timed."""
+        for index in range(len(self.sets)):
+            if index >= TIMED_SETS:
+                self.drop(index)
+            else:
+                self.sets[index] = replace(self.sets[index], expected=None)
 
     def drop(self, index: int) -> None:
         """Let a set go once its checks are done (the hard set is never timed)."""
@@ -371,11 +385,14 @@ def prepare(
                     first = [t.detach().clone() for t in audit.tensors(result)]
             del result
             spent_ms["verify_ms"] = (time.perf_counter() - began) * 1e3
+
             # the first call's time is kept whatever the answer: it is time the job spent (benchmarks/duty.py)
-            spent = {"compile_ms": first_call_ms, **setup, **spent_ms, **layout}
+            def spent() -> dict[str, Any]:  # read when an entry is made: verify_ms grows with the checks
+                return {"compile_ms": first_call_ms, **setup, **spent_ms, **layout}
+
             if why is not None:
                 rel = {"rel_error": error} if not math.isnan(error) else {}
-                return empty_entry("incorrect", why, tolerance=tolerance, **rel, **spent), None, own
+                return empty_entry("incorrect", why, tolerance=tolerance, **rel, **spent()), None, own
             inputs.write(own, key, 0)
             claimed = declared.deterministic or (
                 not candidates.is_user_kernel(name) and torch.are_deterministic_algorithms_enabled()
@@ -387,7 +404,6 @@ def prepare(
                 footprint = memory.footprint(kernel, own, backward, workload.device)
                 sync()
             spent_ms["verify_ms"] = (time.perf_counter() - began) * 1e3
-            spent = {"compile_ms": first_call_ms, **setup, **spent_ms, **layout}
             why = None
             if changed := inputs.changed(own, key, 0):
                 why = changed_inputs(changed, "called again on the first input set")
@@ -397,7 +413,11 @@ def prepare(
                     f"differ (largest difference {repeat['max_abs_diff']:.3g})"
                 )
             if why is not None:
-                return empty_entry("incorrect", why, rel_error=error, tolerance=tolerance, **spent), None, own
+                return (
+                    empty_entry("incorrect", why, rel_error=error, tolerance=tolerance, **spent()),
+                    None,
+                    own,
+                )
         except Exception as exc:
             # with the layout it was offered: the report says what a decline was given
             failed = {
@@ -530,11 +550,7 @@ def _measure_shape(spec: dict[str, Any], running: Callable[[str | None], None]) 
     # Let go before the timed rounds, so the float64 answers hold no device memory through them. The
     # audit's diagnosis ("answer did not change with the inputs") makes them again from the seed when
     # a check fails; a copy kept on the host for it cost every shape 0.2 s on an H200 (docs/scale.md).
-    for index in range(len(inputs.sets)):
-        if index >= TIMED_SETS:
-            inputs.drop(index)
-        else:
-            inputs.sets[index] = replace(inputs.sets[index], expected=None)
+    inputs.keep_timed_values_only()
     rotation = Rotation(inputs, {name: (owned[name], key_of(entries[name], workload)) for name in calls})
 
     def on_failure(name: str, exc: BaseException) -> None:
@@ -698,7 +714,7 @@ def audit_timed_work(
         for name in last:
             own, key = rotation.owned[name]
             refill_layout(own, fresh, key.split("+")[0], workload)
-        answers = Sealed(reference(workload.shape, *fresh[:3], fresh[3] if backward else None))
+        answers = sealed_answers(workload.shape, fresh, backward)
     except Exception as exc:  # out of memory beside the candidates' outputs and graph pools
         for name in last:
             audit_failed(entries, name, exc, device)
@@ -738,7 +754,7 @@ def audit_timed_work(
         except Exception as exc:
             audit_failed(entries, name, exc, device)
             if isinstance(exc, TamperedAnswers):  # made again for the candidates after this one
-                answers = Sealed(reference(workload.shape, *fresh[:3], fresh[3] if backward else None))
+                answers = sealed_answers(workload.shape, fresh, backward)
                 first_answers.cache_clear()
             continue
         if why:
@@ -837,7 +853,7 @@ def check_sets(
     ):
         try:
             values = maker(shape, dtype, device, drawn, backward)
-            sealed = Sealed(reference(shape, *values[:3], values[3] if backward else None))
+            sealed = sealed_answers(shape, values, backward)
         except Exception as exc:
             if not made or not memory.is_out_of_memory(exc):
                 raise

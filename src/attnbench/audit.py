@@ -24,6 +24,7 @@ inspection, but it is never ranked, never in autotune and never a ratchet improv
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections import Counter
@@ -202,6 +203,11 @@ class RoundProfile:
             torch.cuda._sleep(1)  # on the timing stream, after the unit's end event
             self._mark_side()
 
+    @functools.cached_property
+    def _device_events(self) -> list[Activity]:
+        """The round's device activity in launch order, parsed once for every candidate's summary."""
+        return sorted(device_activity(self.prof), key=lambda e: e.correlation)
+
     def summary(self, name: str, calls_per_sample: int = 1) -> dict[str, Any] | None:
         """What candidate `name`'s unit ran, per call; None when it was not in the round."""
         if name not in self.order:
@@ -214,7 +220,7 @@ class RoundProfile:
                 for child in event.cpu_children
             ]
             return _summary("torch.profiler, top-level CPU operators", ops, streams=None, device_ms=None)
-        events = sorted(device_activity(self.prof), key=lambda e: e.correlation)
+        events = self._device_events
         if not events:  # the profiler saw no device activity at all (CUPTI taken by nsys or ncu)
             return _summary("torch.profiler (CUPTI)", [], streams=[], device_ms=0.0)
         side = events[0].stream

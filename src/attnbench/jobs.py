@@ -293,9 +293,14 @@ REPORT_FILES = {
 # are specs too (a change reruns them): built here as well, defaults applied.
 
 
+# The `stats:` keys the comparison reads; the others are accepted from older configs and unused.
+STATS_KEYS = ("alpha", "threshold", "resolution")
+
+
 def stats_settings(run: dict[str, Any]) -> Spec:
-    """The `stats:` section as given; stats.compare's signature holds each default once."""
-    return dict(run.get("stats") or {})
+    """The `stats:` section's comparison settings as given; stats.compare's signature holds each
+    default once."""
+    return {key: value for key, value in (run.get("stats") or {}).items() if key in STATS_KEYS}
 
 
 def ratchet_settings(run: dict[str, Any]) -> Spec:

@@ -65,7 +65,10 @@ def _with_common(rng: np.random.Generator, common: np.ndarray, own: Noise | None
     trials, rounds = common.shape[0], common.shape[1] // 2
     a, b = _slots(trials, rounds)
     rows = np.arange(trials)[:, None]
-    own_b, own_c = own or (rng.normal(0.0, OWN_SD, (trials, rounds)), rng.normal(0.0, OWN_SD, (trials, rounds)))
+    own_b, own_c = own or (
+        rng.normal(0.0, OWN_SD, (trials, rounds)),
+        rng.normal(0.0, OWN_SD, (trials, rounds)),
+    )
     return common[rows, a] + own_b, common[rows, b] + own_c
 
 
@@ -178,7 +181,9 @@ def main() -> None:
     rows = simulate(args.trials, args.seed)
     print(table(rows, args.trials))
     if args.json:
-        args.json.write_text(json.dumps({"trials": args.trials, "seed": args.seed, "cells": rows}, indent=1) + "\n")
+        args.json.write_text(
+            json.dumps({"trials": args.trials, "seed": args.seed, "cells": rows}, indent=1) + "\n"
+        )
 
 
 if __name__ == "__main__":

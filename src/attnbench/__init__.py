@@ -3,7 +3,7 @@
 from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 __all__ = ["SCHEMA_VERSION", "Unsupported", "Workload", "__version__", "compare", "kernel"]
 

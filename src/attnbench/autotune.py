@@ -1,13 +1,16 @@
-"""The run-wide statistics: Holm across every comparison with the reference, autotune, configurations.
+"""The run-wide statistics: every comparison with the reference corrected across the run, autotune,
+configurations.
 
-Only this step sees every comparison of the run at once, so it applies Holm's correction across all
-of them (per-shape tests alone would inflate false claims). Autotune then names each shape's fastest
-correct candidate and compares it with every other correct candidate by stats.compare on the bench
-samples, with the settings the shape's compare file records, Holm across the run's autotune
-comparisons. For every kernel with a grid of configurations (two or more in the run; candidates
-named `module:function[K=V,...]`, candidates.family), it does the same within the family: each
-shape's fastest configuration and those tied with it (Holm across the run's configuration
-comparisons), and one configuration to use on every shape, the minimax choice (configurations).
+Only this step sees every comparison of the run at once, so it corrects across all of them
+(per-shape tests alone would inflate false claims): stats.adjust, Bonferroni on the interval and the
+p-value alike, so each adjusted verdict agrees with the adjusted interval printed beside it. Autotune
+then names each shape's fastest correct candidate and compares it with every other correct candidate
+by stats.compare on the bench samples, with the settings the shape's compare file records, corrected
+across the run's autotune comparisons. For every kernel with a grid of configurations (two or more in
+the run; candidates named `module:function[K=V,...]`, candidates.family), it does the same within the
+family: each shape's fastest configuration and those tied with it (corrected across the run's
+configuration comparisons), and one configuration to use on every shape, the minimax choice
+(configurations).
 The report only renders what this module writes (autotune.json, autotune.csv).
 """
 
@@ -23,7 +26,7 @@ import pandas as pd
 from attnbench.candidates import split_name
 from attnbench.files import atomic_write_text, read_json
 from attnbench.jobs import schema_file
-from attnbench.stats import ALPHA, holm, practically_different
+from attnbench.stats import ALPHA, adjust
 from attnbench.stats import compare as compare_samples
 
 Json = dict[str, Any]
@@ -40,23 +43,23 @@ CSV_COLUMNS = [
     "family",
     "recommended",
     "slowdown",
-    "slowdown_ci95_lo",
-    "slowdown_ci95_hi",
+    "slowdown_ci_lo",
+    "slowdown_ci_hi",
 ]
 # the `shape` of a family's run-wide row in autotune.csv: no shape name can be it (names are
 # [A-Za-z0-9_.-]+, bench.schema.yaml)
 ALL_SHAPES = "(all shapes)"
 # the compare files' `method` keys that are stats.compare arguments: autotune reruns the same test
-COMPARE_SETTINGS = ("alpha", "threshold", "resolution", "n_resamples", "confidence", "seed")
+COMPARE_SETTINGS = ("alpha", "threshold", "resolution")
 # a configuration of the family that is not in a shape's bench file at all
 ABSENT = "absent"
 WORST_CI_METHOD = (
     "[max over the shapes of the lower bounds, max over the shapes of the upper bounds] of the "
-    "per-shape confidence intervals of the slowdown (the configuration's median over the shape's "
-    "fastest configuration's: the inverted bounds of stats.compare's block-bootstrap CI of the "
-    "speedup, 1 exactly where it is the fastest); it covers the true worst slowdown whenever every "
-    "shape's interval covers that shape's slowdown, which for K shapes of 95% intervals holds with "
-    "probability at least 1 - 0.05 K (Bonferroni), usually more"
+    "per-shape confidence intervals of the slowdown (the configuration against the shape's fastest "
+    "configuration: the inverted bounds of the speedup's interval, corrected across the run's "
+    "configuration comparisons, 1 exactly where it is the fastest); it covers the true worst "
+    "slowdown whenever every shape's interval covers that shape's slowdown, which the correction "
+    "makes hold together with probability at least 1 - alpha (Bonferroni)"
 )
 
 Cache = dict[tuple[str, str, str], Json]
@@ -86,8 +89,9 @@ def build(
 def analyse(benches: list[Json], compares: list[Json], *, alpha: float = ALPHA) -> Json:
     """The document autotune.json holds (without its schema version)."""
     winners = {bench["shape"]["name"]: fastest(bench) for bench in benches}
+    in_run = family_size(benches, compares, winners)
     cache: Cache = {}  # stats.compare's results by (shape, fastest, candidate): each pair is tested once
-    rivals = rival_comparisons(benches, compares, winners, alpha, cache=cache)
+    rivals = rival_comparisons(benches, compares, winners, alpha, in_run, cache=cache)
     shapes = []
     for bench in benches:
         name, winner = bench["shape"]["name"], winners[bench["shape"]["name"]]
@@ -102,35 +106,70 @@ def analyse(benches: list[Json], compares: list[Json], *, alpha: float = ALPHA) 
         )
     return {
         "alpha": alpha,
-        "reference": reference_comparisons(compares, alpha),
+        "family": in_run,
+        "reference": reference_comparisons(compares, alpha, in_run),
         "n_autotune_comparisons": len(rivals),
         "shapes": shapes,
-        "configurations": configurations(benches, compares, alpha, cache=cache),
+        "configurations": configurations(benches, compares, alpha, in_run, cache=cache),
     }
 
 
-def reference_comparisons(compares: list[Json], alpha: float) -> Json:
-    """Holm across every comparison in the compare files; one entry per comparison with the reference.
+def family_size(benches: list[Json], compares: list[Json], winners: Mapping[str, str | None]) -> int:
+    """How many distinct comparisons the run makes: with the reference (the compare files), with each
+    shape's fastest, and within each kernel's configurations; a pair counted once however many of
+    these make it. Every run-wide interval is corrected for all of them, so one pair shows one
+    verdict wherever it appears (the headline's speedup over the reference and its ties)."""
+    pairs = {
+        (compare["shape"], frozenset((comp["baseline"], comp["candidate"])))
+        for compare in compares
+        for comp in compare["comparisons"]
+    }
+    kernels = [set(names) for names in families(benches).values()]
+    for bench in benches:
+        shape = bench["shape"]["name"]
+        leaders = [(winners.get(shape), None)] + [(fastest(bench, names), names) for names in kernels]
+        for best, among in leaders:
+            pairs |= {
+                (shape, frozenset((best, name)))
+                for name, cand in bench["candidates"].items()
+                if best is not None and name != best and _timed(cand) and (among is None or name in among)
+            }
+    return max(1, len(pairs))
 
-    significant_holm: the Holm-adjusted p is below alpha and the practical threshold is met.
-    """
+
+def reference_comparisons(compares: list[Json], alpha: float, in_run: int) -> Json:
+    """Every comparison in the compare files corrected for the `in_run` comparisons of the run (stats.adjust, each
+    with its shape's threshold and resolution); one entry per comparison with the reference: its
+    corrected interval, p-value and verdict."""
     flat = [(compare, comp) for compare in compares for comp in compare["comparisons"]]
-    adjusted = holm([comp["p_value"] for _, comp in flat])
+    methods = [{**comp, **_band(compare.get("method"))} for compare, comp in flat]
     entries = []
-    for (compare, comp), p_holm in zip(flat, adjusted):
-        threshold = compare.get("method", {}).get("threshold")
-        practical = threshold is None or practically_different(comp["speedup"], threshold)
+    for (compare, comp), adjusted in zip(flat, adjust(methods, alpha=alpha, family=in_run)):
         if comp["baseline"] == compare["reference"]:
             entries.append(
                 {
                     "shape": compare["shape"],
                     "candidate": comp["candidate"],
                     "p_value": comp["p_value"],
-                    "p_holm": float(p_holm),
-                    "significant_holm": bool(p_holm < alpha and practical),
+                    **_adjusted(adjusted),
                 }
             )
     return {"n_comparisons": len(flat), "comparisons": entries}
+
+
+def _band(method: Json | None) -> Json:
+    """A compare file's threshold and resolution, where it records them (stats.adjust's keys)."""
+    return {k: v for k, v in (method or {}).items() if k in ("threshold", "resolution") and v is not None}
+
+
+def _adjusted(outcome: Json) -> Json:
+    """What a run-wide entry shows of stats.decide's corrected outcome."""
+    return {
+        "speedup_ci": outcome["speedup_ci"],
+        "confidence": outcome["confidence"],
+        "p_adjusted": outcome["p_value"],
+        "verdict": outcome["verdict"],
+    }
 
 
 def fastest(bench: Json, among: set[str] | None = None) -> str | None:
@@ -150,16 +189,17 @@ def rival_comparisons(
     compares: list[Json],
     winners: Mapping[str, str | None],
     alpha: float,
+    in_run: int,
     *,
     cache: Cache | None = None,
 ) -> list[Json]:
     """Every other correct candidate of a shape against the shape's fastest (`winners`).
 
-    One entry per comparison: speedup = fastest's median / candidate's median (at most 1), its CI,
-    p and Holm's p across all the run's autotune comparisons. `tied` holds unless the candidate is
-    significantly (Holm-adjusted p < alpha) AND practically slower: stats.compare's verdict "same",
-    judged on the adjusted p. Each shape is compared with the settings its compare file records
-    (stats.compare's defaults, and `alpha`, where there is none).
+    One entry per comparison: the speedup of the candidate over the fastest (at most about 1), its
+    interval, p and verdict corrected across all the run's autotune comparisons (stats.adjust).
+    `tied` holds unless the corrected verdict is "slower": a tied candidate's interval meets the
+    practical band, an untied one's lies below the resolution band. Each shape is compared with the
+    settings its compare file records (stats.compare's defaults, and `alpha`, where there is none).
     """
     settings = shape_settings(compares, alpha)
     cache = {} if cache is None else cache
@@ -170,7 +210,7 @@ def rival_comparisons(
             if name == best or not _timed(cand):
                 continue
             rows.append(_compared(bench, best, name, settings.get(shape, {"alpha": alpha}), cache))
-    return _holm_ties(rows, alpha)
+    return _ties(rows, alpha, in_run)
 
 
 def shape_settings(compares: list[Json], alpha: float) -> dict[str, Json]:
@@ -200,17 +240,21 @@ def _compared(bench: Json, best: str, name: str, settings: Json, cache: Cache) -
         "median_ms": cand["median_ms"],
         "ci95_ms": cand["ci95_ms"],
         "speedup": result["speedup"],
-        "speedup_ci95": result["speedup_ci95"],
         "p_value": result["p_value"],
-        "practical": bool(result["practical"]),
+        "rounds": result["rounds"],
+        "estimate": result["estimate"],
+        **_band(settings),
     }
 
 
-def _holm_ties(rows: list[Json], alpha: float) -> list[Json]:
-    """Holm across `rows`; `tied` unless significantly (adjusted p < alpha) and practically slower."""
-    for row, p_holm in zip(rows, holm([r["p_value"] for r in rows])):
-        row["p_holm"] = float(p_holm)
-        row["tied"] = not (p_holm < alpha and row["practical"])
+def _ties(rows: list[Json], alpha: float, in_run: int) -> list[Json]:
+    """`rows` corrected for the `in_run` comparisons of the run (stats.adjust); `tied` unless the corrected verdict is
+    slower. The estimate and band each row carried for the correction are not part of the document."""
+    for row, adjusted in zip(rows, adjust(rows, alpha=alpha, family=in_run)):
+        for key in ("estimate", "threshold", "resolution"):
+            row.pop(key, None)
+        row.update(_adjusted(adjusted))
+        row["tied"] = adjusted["verdict"] != "slower"
     return rows
 
 
@@ -238,22 +282,22 @@ def _split(name: str) -> tuple[str, Json]:
 
 
 def configurations(
-    benches: list[Json], compares: list[Json], alpha: float, *, cache: Cache | None = None
+    benches: list[Json], compares: list[Json], alpha: float, in_run: int, *, cache: Cache | None = None
 ) -> Json:
     """Per kernel with configurations: per shape its fastest configuration and the configurations
     tied with it, and the one configuration recommended for every shape (`recommend`).
 
     The ties are autotune's rule within the family: each other ok configuration against the shape's
-    fastest configuration by stats.compare with the shape's settings, Holm across every configuration
-    comparison of the run (all kernels, all shapes), tied unless significantly and practically slower.
-    Where the family's fastest is the shape's fastest candidate, the comparisons are autotune's own
-    (`cache`), tested once; only their Holm correction is the configurations' own.
+    fastest configuration by stats.compare with the shape's settings, corrected across every
+    configuration comparison of the run (all kernels, all shapes), tied unless slower after the
+    correction. Where the family's fastest is the shape's fastest candidate, the comparisons are
+    autotune's own (`cache`), estimated once; only their correction is the configurations' own.
     """
     cache = {} if cache is None else cache
     settings = shape_settings(compares, alpha)
     found = families(benches)
     per_family: dict[str, list[Json]] = {}
-    rows: list[Json] = []  # every configuration comparison of the run, for one Holm correction
+    rows: list[Json] = []  # every configuration comparison of the run, for one correction
     for family, names in found.items():
         members = set(names)
         entries = []
@@ -278,7 +322,7 @@ def configurations(
                 }
             )
         per_family[family] = entries
-    _holm_ties(rows, alpha)
+    _ties(rows, alpha, in_run)
     out = []
     for family, entries in per_family.items():
         for entry in entries:
@@ -299,18 +343,19 @@ def configurations(
 
 def slowdowns(entry: Json) -> dict[str, Json]:
     """One shape of a family: every ok configuration's slowdown against the shape's fastest
-    configuration (median over its median, at least 1), its CI and whether it is tied (the fastest
-    itself: 1 exactly, tied)."""
+    configuration (the inverse of the comparison's speedup), its corrected interval and whether it
+    is tied (the fastest itself: 1 exactly, tied)."""
     best = entry["fastest"]
     if best is None:
         return {}
-    found = {best["candidate"]: {"slowdown": 1.0, "slowdown_ci95": [1.0, 1.0], "tied": True}}
+    found = {best["candidate"]: {"slowdown": 1.0, "slowdown_ci": [1.0, 1.0], "tied": True}}
     for row in entry["rivals"]:
-        lo, hi = row["speedup_ci95"] or (None, None)
+        lo, hi = row["speedup_ci"] or (None, None)
         found[row["candidate"]] = {
-            "slowdown": _inverse(row["speedup"]),
-            # a percentile bootstrap interval maps through 1/x: the slowdown's interval is exact
-            "slowdown_ci95": None if lo is None else [_inverse(hi), _inverse(lo)],
+            # too few rounds for an estimate: the medians' ratio ranks it, with no interval
+            "slowdown": _inverse(row["speedup"]) or row["median_ms"] / best["median_ms"],
+            # the interval is symmetric in logs: through 1/x it is the slowdown's own
+            "slowdown_ci": None if lo is None else [_inverse(hi), _inverse(lo)],
             "tied": row["tied"],
         }
     return found
@@ -331,7 +376,7 @@ def rank(names: list[str], entries: list[Json]) -> list[Json]:
             if name not in per_shape[e["shape"]]
         ]
         worst_shape, worst = max(ran, key=lambda item: item[1]["slowdown"], default=(None, None))
-        cis = [s["slowdown_ci95"] for _, s in ran]
+        cis = [s["slowdown_ci"] for _, s in ran]
         known = bool(cis) and all(ci is not None for ci in cis)
         ranked.append(
             (
@@ -344,7 +389,7 @@ def rank(names: list[str], entries: list[Json]) -> list[Json]:
                     "everywhere": bool(ran) and not missing,
                     "shapes_ok": len(ran),
                     "worst_slowdown": None if worst is None else worst["slowdown"],
-                    "worst_slowdown_ci95": [max(ci[0] for ci in cis), max(ci[1] for ci in cis)]
+                    "worst_slowdown_ci": [max(ci[0] for ci in cis), max(ci[1] for ci in cis)]
                     if known
                     else None,
                     "worst_shape": worst_shape,
@@ -383,7 +428,7 @@ def recommend(names: list[str], entries: list[Json], ranking: list[Json]) -> Jso
             "n_eligible": len(eligible),
             "n_configurations": len(names),
             "worst_slowdown": best["worst_slowdown"],
-            "worst_slowdown_ci95": best["worst_slowdown_ci95"],
+            "worst_slowdown_ci": best["worst_slowdown_ci"],
             "worst_shape": best["worst_shape"],
             "tied_shapes": best["tied_shapes"],
             "slower_shapes": [shape for shape in counted if shape not in best["tied_shapes"]],
@@ -443,10 +488,10 @@ def csv_frame(document: Json) -> pd.DataFrame:
             lo, hi = best.get("ci95_ms") or (None, None)
             names = ";".join(r["candidate"] for r in ties(shape))
             slow = on_shape.get(shape["shape"], {})
-            s_lo, s_hi = slow.get("slowdown_ci95") or (None, None)
+            s_lo, s_hi = slow.get("slowdown_ci") or (None, None)
             rows.append([shape["shape"], best.get("candidate"), best.get("median_ms"), lo, hi, names,
                          family["family"], recommended.get("candidate"), slow.get("slowdown"), s_lo, s_hi])  # fmt: skip
-        w_lo, w_hi = recommended.get("worst_slowdown_ci95") or (None, None)
+        w_lo, w_hi = recommended.get("worst_slowdown_ci") or (None, None)
         rows.append([ALL_SHAPES, None, None, None, None, None, family["family"], recommended.get("candidate"),
                      recommended.get("worst_slowdown"), w_lo, w_hi])  # fmt: skip
     return pd.DataFrame(rows, columns=CSV_COLUMNS)

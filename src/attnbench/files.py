@@ -89,6 +89,14 @@ def validate(data: Any, schema_path: str | os.PathLike[str] | None, *, source: s
     import jsonschema
 
     schema = load_schema(schema_path)
+    version = schema.get("properties", {}).get("schema", {})
+    readable = version.get("enum") or [version["const"]] if ("enum" in version or "const" in version) else None
+    if readable and isinstance(data, dict) and data.get("schema") not in readable:
+        raise ResultFileError(
+            f"{source}: written with result schema {data.get('schema')}; this attnbench reads schema "
+            f"{' or '.join(map(str, readable))} here: run the step that wrote it again (Snakemake does "
+            "when the step's spec names the new version)"
+        )
     validator = jsonschema.Draft202012Validator(schema)
     error = jsonschema.exceptions.best_match(validator.iter_errors(data))
     if error is not None:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from attnbench import lock
+from attnbench import SCHEMA_VERSION, lock
 
 Running = Callable[[str | None], None]
 Spec = dict[str, Any]
@@ -135,7 +135,10 @@ def _compare_spec(run: dict[str, Any], name: str | None) -> Spec:
     return {
         "bench": output("benchmark", name),
         "reference": run["reference"],
-        "stats": run.get("stats", {}),
+        "stats": stats_settings(run),
+        # the run-wide steps' specs name the version of the documents they write, so files of an
+        # older schema are written again instead of failing the next step that reads them
+        "schema": SCHEMA_VERSION,
     }
 
 
@@ -149,7 +152,7 @@ def _shape_outputs(run: dict[str, Any]) -> dict[str, list[str]]:
 
 
 def _autotune_spec(run: dict[str, Any], name: str | None) -> Spec:
-    return {**_shape_outputs(run), "stats": stats_settings(run), "csv": AUTOTUNE_CSV}
+    return {**_shape_outputs(run), "stats": stats_settings(run), "csv": AUTOTUNE_CSV, "schema": SCHEMA_VERSION}
 
 
 def _report_spec(run: dict[str, Any], name: str | None) -> Spec:
@@ -160,6 +163,7 @@ def _report_spec(run: dict[str, Any], name: str | None) -> Spec:
         "autotune": JOBS["autotune"].output,
         "title": report_title(run),
         "outputs": REPORT_FILES,
+        "schema": SCHEMA_VERSION,
     }
 
 

@@ -305,20 +305,40 @@ def decide(
         raise ValueError(f"resolution {resolution} exceeds the practical threshold {threshold}")
     confidence = 1.0 - alpha / family
     if est is None:
-        return {"speedup": None, "speedup_ci": None, "confidence": confidence, "p_value": None,
-                "significant": False, "practical": False, "verdict": TOO_FEW_ROUNDS}
+        return {
+            "speedup": None,
+            "speedup_ci": None,
+            "confidence": confidence,
+            "p_value": None,
+            "significant": False,
+            "practical": False,
+            "verdict": TOO_FEW_ROUNDS,
+        }
     speedup = math.exp(float(est.log_speedup))
     lo, hi = (float(end) for end in est.interval(confidence))
     p_value = min(1.0, family * float(est.p_beyond(resolution)))
     significant = lo > 1.0 + resolution or hi < 1.0 / (1.0 + resolution)
     practical = practically_different(speedup, threshold)
     verdict = ("faster" if speedup > 1.0 else "slower") if significant and practical else "same"
-    return {"speedup": speedup, "speedup_ci": [lo, hi], "confidence": confidence, "p_value": p_value,
-            "significant": significant, "practical": practical, "verdict": verdict}
+    return {
+        "speedup": speedup,
+        "speedup_ci": [lo, hi],
+        "confidence": confidence,
+        "p_value": p_value,
+        "significant": significant,
+        "practical": practical,
+        "verdict": verdict,
+    }
 
 
-def rounds_to_decide(est: Estimate | None, rounds: int, *, alpha: float = ALPHA,
-                     threshold: float = THRESHOLD, resolution: float = RESOLUTION) -> int | None:
+def rounds_to_decide(
+    est: Estimate | None,
+    rounds: int,
+    *,
+    alpha: float = ALPHA,
+    threshold: float = THRESHOLD,
+    resolution: float = RESOLUTION,
+) -> int | None:
     """About how many rounds in all would let the interval leave the resolution band or fit inside the
     practical one, at the spread measured so far; MIN_ROUNDS when there is no estimate yet, None
     when the comparison is decided already. A forecast from the sample spread, not a promise."""
@@ -378,12 +398,14 @@ def compare(
     }
 
 
-def adjust(comparisons: list[Mapping[str, Any]], *, alpha: float = ALPHA) -> list[dict[str, Any]]:
-    """`decide` again for each comparison of a run-wide family of len(comparisons): its interval,
-    p-value, significance and verdict with the Bonferroni correction, from the `estimate` each
-    carries (stats.compare's). Each comparison keeps its own threshold and resolution where it
-    records them (`threshold`, `resolution` keys), else the defaults."""
-    family = max(1, len(comparisons))
+def adjust(
+    comparisons: list[Mapping[str, Any]], *, alpha: float = ALPHA, family: int | None = None
+) -> list[dict[str, Any]]:
+    """`decide` again for each comparison of a run-wide family of `family` comparisons (default: these):
+    its interval, p-value, significance and verdict with the Bonferroni correction, from the
+    `estimate` each carries (stats.compare's). Each comparison keeps its own threshold and
+    resolution where it records them (`threshold`, `resolution` keys), else the defaults."""
+    family = max(1, len(comparisons) if family is None else family)
     adjusted = []
     for comp in comparisons:
         raw = comp.get("estimate")

@@ -44,7 +44,7 @@ def code_defaults() -> dict[str, Any]:
         "shapes[].causal": Shape.from_config(SHAPE).causal,
         "calibrate.reuse": jobs.CALIBRATE_REUSE,
         **{f"lock.{key}": value for key, value in lock.DEFAULT_LOCK.items()},
-        **{f"stats.{key}": compare[key].default for key in ("alpha", "threshold", "resolution", "n_resamples", "confidence", "seed")},
+        **{f"stats.{key}": compare[key].default for key in ("alpha", "threshold", "resolution")},
         **{f"ratchet.{key}": value for key, value in ratchet.DEFAULTS.items()},
         **{f"timing.{key}": value for key, value in settings.items()},
     }

@@ -13,16 +13,19 @@ import scipy.stats
 
 from attnbench import SCHEMA_VERSION
 from attnbench.files import jsonable, validate
+from attnbench import stats
 from attnbench.stats import (
     TEST_PAIRED,
     TEST_UNPAIRED,
+    TOO_FEW_ROUNDS,
+    adjust,
     block_length,
     bootstrap_ci,
     cliffs_delta,
     compare,
     compare_shape,
+    decide,
     hedges_g,
-    holm,
 )
 
 COMPARE_SCHEMA = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "compare.schema.yaml"
@@ -138,20 +141,39 @@ def test_cliffs_delta_sign_and_bounds():
         cliffs_delta([], [1.0])
 
 
-# --- holm ---------------------------------------------------------------------------------------
+# --- the run-wide correction ---------------------------------------------------------------------
 
 
-def test_holm_hand_computed_example():
-    adjusted = holm([0.01, 0.04, 0.03, 0.005])
-    np.testing.assert_allclose(adjusted, [0.03, 0.06, 0.06, 0.02], rtol=1e-12)
+def test_adjust_widens_the_interval_and_scales_the_p_value_alike():
+    rng = np.random.default_rng(4)
+    base = rng.lognormal(0.0, 0.03, 40)
+    comparisons = [compare(base, base / s * rng.lognormal(0.0, 0.03, 40)) for s in (1.0, 1.03, 1.5)]
+    adjusted = adjust(comparisons, alpha=0.05)
+    for raw, fixed in zip(comparisons, adjusted):
+        assert fixed["confidence"] == pytest.approx(1 - 0.05 / 3)
+        assert fixed["p_value"] == pytest.approx(min(1.0, 3 * raw["p_value"]))
+        assert fixed["speedup_ci"][0] <= raw["speedup_ci"][0] and fixed["speedup_ci"][1] >= raw["speedup_ci"][1]
+        lo, hi = fixed["speedup_ci"]
+        outside = lo > 1 + stats.RESOLUTION or hi < 1 / (1 + stats.RESOLUTION)
+        assert fixed["significant"] is outside is (fixed["p_value"] < 0.05)
+    assert adjusted[2]["verdict"] == "faster"
+    assert adjust(comparisons, family=1) == [
+        {k: c[k] for k in ("speedup", "speedup_ci", "confidence", "p_value", "significant", "practical", "verdict")}
+        for c in comparisons
+    ]
 
 
-def test_holm_caps_at_one_keeps_order_and_handles_empty():
-    adjusted = holm([0.5, 0.001, 0.9])
-    np.testing.assert_allclose(adjusted, [1.0, 0.003, 1.0])
-    assert holm([]).shape == (0,)
-    with pytest.raises(ValueError):
-        holm([0.2, 1.5])
+def test_adjust_keeps_too_few_rounds_and_each_comparisons_band():
+    few = compare([1.0, 1.1], [2.0, 2.2])
+    clear = {**compare([1.0, 1.01, 0.99, 1.0], [0.97, 0.98, 0.96, 0.97]), "threshold": 0.05, "resolution": 0.01}
+    first, second = adjust([few, clear], family=1)
+    assert first["verdict"] == TOO_FEW_ROUNDS and first["speedup_ci"] is None
+    assert second["practical"] is False and second["verdict"] == "same"  # 3% is under its 5% threshold
+
+
+def test_a_resolution_above_the_threshold_is_refused():
+    with pytest.raises(ValueError, match="exceeds the practical threshold"):
+        decide(None, threshold=0.01, resolution=0.02)
 
 
 # --- compare ------------------------------------------------------------------------------------
@@ -171,14 +193,14 @@ def test_compare_detects_ten_percent_slowdown():
     assert out["test"] == TEST_PAIRED
     assert out["significant"] is True and out["practical"] is True and out["verdict"] == "slower"
     assert out["speedup"] == pytest.approx(1 / 1.1, rel=0.01)
-    lo, hi = out["speedup_ci95"]
+    lo, hi = out["speedup_ci"]
     assert lo <= 1 / 1.1 <= hi
     assert lo <= out["speedup"] <= hi
     assert out["hedges_g"] < 0 and out["cliffs_delta"] < 0  # candidate slower
     assert out["p_value"] < 1e-6
     # plain Python types only, so the result is JSON-serialisable as is
     json.dumps(out, allow_nan=False)
-    assert all(type(v) in (float, bool, str, list) for v in out.values())
+    assert all(type(v) in (float, bool, str, list, int, dict, type(None)) for v in out.values())
 
 
 def test_compare_false_positive_rate_in_aa_trials():
@@ -189,8 +211,8 @@ def test_compare_false_positive_rate_in_aa_trials():
         drift = np.exp(np.cumsum(rng.normal(0.0, 0.01, n)))  # random-walk clock drift per round
         base = _rounds(rng, n, 1.0, 0.03, drift)
         cand = _rounds(rng, n, 1.0, 0.03, drift)
-        hits_plain += compare(base, cand, n_resamples=50, resolution=0.0)["significant"]
-        verdicts += compare(base, cand, n_resamples=50)["verdict"] != "same"
+        hits_plain += compare(base, cand, resolution=0.0)["significant"]
+        verdicts += compare(base, cand)["verdict"] != "same"
     assert hits_plain / n_trials <= 0.08  # the test itself is calibrated
     assert verdicts <= hits_plain
 
@@ -216,19 +238,57 @@ def test_compare_unpaired_when_lengths_differ():
 def test_compare_degenerate_inputs():
     same = compare([1.0] * 10, [1.0] * 10)
     assert same["p_value"] == 1.0 and same["significant"] is False
-    assert same["speedup"] == 1.0 and same["speedup_ci95"] == [1.0, 1.0]
+    assert same["speedup"] == 1.0 and same["speedup_ci"] == [1.0, 1.0]
     assert same["hedges_g"] == 0.0 and same["cliffs_delta"] == 0.0
 
     constant_diff = compare([2.0] * 10, [1.0] * 10)
     assert compare([1.002] * 10, [1.0] * 10)["significant"] is False  # inside the resolution
-    assert constant_diff["speedup"] == 2.0 and constant_diff["speedup_ci95"] == [2.0, 2.0]
+    assert constant_diff["speedup"] == 2.0 and constant_diff["speedup_ci"] == [2.0, 2.0]
     assert math.isnan(constant_diff["hedges_g"]) and constant_diff["cliffs_delta"] == 1.0
-    assert constant_diff["significant"] is True
+    assert constant_diff["significant"] is True and constant_diff["p_value"] == 0.0
 
-    single = compare([2.0], [1.0])
-    assert single["p_value"] == 1.0 and single["significant"] is False
-    assert single["speedup"] == 2.0 and single["speedup_ci95"] == [2.0, 2.0]
-    assert math.isnan(single["hedges_g"]) and single["cliffs_delta"] == 1.0
+
+@pytest.mark.parametrize("rounds", [1, 2])
+def test_below_the_fewest_rounds_there_is_no_interval_and_the_verdict_says_so(rounds):
+    """Issue 30: two rounds once gave `0.850x [0.704, 1.06] slower`; now no guess is printed."""
+    out = compare([2.0, 2.1][:rounds], [1.0, 1.2][:rounds])
+    assert out["verdict"] == TOO_FEW_ROUNDS
+    assert out["speedup"] is None and out["speedup_ci"] is None and out["p_value"] is None
+    assert out["significant"] is False and out["rounds"] == rounds
+    assert out["rounds_to_decide"] == stats.MIN_ROUNDS
+    assert math.isnan(out["hedges_g"]) or rounds == 2
+    unpaired = compare([2.0, 2.1, 1.9, 2.0], [1.0, 1.1], paired=False)
+    assert unpaired["verdict"] == TOO_FEW_ROUNDS  # a side with fewer than MIN_ROUNDS samples
+
+
+def test_the_verdict_and_p_value_follow_from_the_interval_printed_beside_them():
+    """The two contradictions of issue 30, rebuilt: a wide interval and a 'slower' verdict cannot
+    meet, nor an interval below the practical band and 'same'."""
+    rng = np.random.default_rng(3)
+    for trial in range(300):
+        n = int(rng.integers(3, 60))
+        base = rng.lognormal(0.0, rng.uniform(0.005, 0.2), n)
+        cand = base * rng.uniform(0.6, 1.5) * rng.lognormal(0.0, rng.uniform(0.005, 0.2), n)
+        out = compare(base, cand)
+        lo, hi = out["speedup_ci"]
+        outside = lo > 1 + stats.RESOLUTION or hi < 1 / (1 + stats.RESOLUTION)
+        assert out["significant"] is outside is (out["p_value"] < stats.ALPHA)
+        assert lo <= out["speedup"] <= hi
+        if out["verdict"] == "same":
+            assert lo <= 1 + stats.THRESHOLD and hi >= 1 / (1 + stats.THRESHOLD)  # meets the band
+        else:
+            assert outside and (out["verdict"] == "faster") is (lo > 1)
+
+
+def test_rounds_to_decide_forecasts_the_rounds_that_narrow_the_interval_enough():
+    rng = np.random.default_rng(8)
+    base = rng.lognormal(0.0, 0.05, 6)
+    cand = base / 1.04 * rng.lognormal(0.0, 0.05, 6)
+    out = compare(base, cand)
+    assert out["verdict"] == "same" and out["rounds_to_decide"] > 6
+    more = rng.lognormal(0.0, 0.05, out["rounds_to_decide"] * 2)
+    decided = compare(more, more / 1.04 * rng.lognormal(0.0, 0.05, more.size))
+    assert decided["rounds_to_decide"] is None and decided["verdict"] == "faster"
 
 
 @pytest.mark.parametrize("bad", [[1.0, 0.0], [1.0, -2.0], [1.0, float("nan")], []])
@@ -289,12 +349,12 @@ def _validate(doc: dict) -> None:
 
 
 def test_compare_shape_compares_ok_candidates_and_skips_the_rest():
-    doc = compare_shape(_bench(), "sdpa_math", n_resamples=500)
+    doc = compare_shape(_bench(), "sdpa_math")
     assert "schema" not in doc
     assert doc["shape"] == "b1_h8_s1024_d64" and doc["reference"] == "sdpa_math"
     assert doc["reason"] is None
     assert doc["method"]["test"] == TEST_PAIRED
-    assert doc["method"]["pairing"] == "rounds" and doc["method"]["n_resamples"] == 500
+    assert doc["method"]["pairing"] == "rounds" and doc["method"]["min_rounds"] == stats.MIN_ROUNDS
     assert [c["candidate"] for c in doc["comparisons"]] == ["flash"]
     flash = doc["comparisons"][0]
     assert flash["baseline"] == "sdpa_math"
@@ -351,7 +411,7 @@ def _aa_rates(phi: float, n: int, trials: int = 500) -> tuple[float, float]:
         shared = _ar1(rng, n, 0.99, 0.02)  # clock and thermal drift: both candidates of a round
         a = np.exp(shared + _ar1(rng, n, phi, 0.01))
         b = np.exp(shared + _ar1(rng, n, phi, 0.01))
-        ours += compare(a, b, n_resamples=100, resolution=0.0)["significant"]
+        ours += compare(a, b, resolution=0.0)["significant"]
         naive += scipy.stats.wilcoxon(np.log(a) - np.log(b)).pvalue < 0.05
     return ours / trials, naive / trials
 
@@ -362,12 +422,11 @@ def test_block_test_holds_its_alpha_on_autocorrelated_rounds_where_a_per_round_t
     assert naive >= 0.15
 
 
-def test_block_length_gives_ten_to_nineteen_even_blocks():
-    assert block_length(3) == 1
-    for n in (4, 20, 50, 199, 400, 5000):
+def test_block_length_gives_ten_to_nineteen_even_blocks_from_twenty_rounds():
+    assert [block_length(n) for n in (3, 5, 19)] == [1, 1, 1]  # below 20: each round its own block
+    for n in (20, 39, 50, 199, 400, 5000):
         size = block_length(n)
-        assert size % 2 == 0 and (n // size >= 10 or size == 2)
-        assert n // size < 20 or size == 2
+        assert size % 2 == 0 and 10 <= n // size < 20
 
 
 def test_bootstrap_ci_widens_for_autocorrelated_samples():

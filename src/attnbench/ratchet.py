@@ -2,8 +2,9 @@
 
 A baseline is promoted only by an explicit `attnbench baseline save`; nothing here ever replaces it
 (a "best ever" baseline drifts towards lucky runs). Runs are compared with the product's own test
-on raw samples, unpaired (two processes share no rounds), with Holm's correction across every test
-of the run. Two processes measuring the same kernel differ by up to ~1.7% on an H100
+on raw samples, unpaired (two processes share no rounds), each interval and p-value corrected for
+every comparison of the run (stats.adjust, Bonferroni), the verdict read from the corrected
+interval: a regression's interval lies wholly below the resolution band. Two processes measuring the same kernel differ by up to ~1.7% on an H100
 (docs/methodology.md, repro), so the test's resolution defaults to the 2% threshold: a regression
 is a slowdown shown to exceed 2%, not one that merely might.
 
@@ -22,14 +23,12 @@ from typing import Any
 from attnbench import __version__, files, stats
 from attnbench.formatting import DASH, md, num, signed_pct
 
-VERDICTS = ("regression", "improvement", "unchanged", "new", "missing", "failed", "incomparable")
+VERDICTS = ("regression", "improvement", "unchanged", "undecided", "new", "missing", "failed", "incomparable")
 MARKER = "<!-- attnbench-ratchet -->"
 DEFAULTS = {
     "alpha": stats.ALPHA,
     "threshold": 0.02,
     "resolution": 0.02,
-    "n_resamples": 10_000,
-    "seed": 0,
     "strict": ["device", "gpu", "driver", "torch", "cuda", "cudnn", "lock"],
 }
 EXIT_OK, EXIT_REGRESSION, EXIT_UNUSABLE = 0, 1, 2
@@ -80,7 +79,8 @@ def save_baseline(results_dir: str | Path, schema_dir: str | Path) -> Json:
 
 
 def compare_shape(bench: Json, baseline: Json | None, config: Mapping[str, Any]) -> Json:
-    """This shape's candidates against the baseline's; p-values uncorrected (the run applies Holm)."""
+    """This shape's candidates against the baseline's; intervals and p-values uncorrected (the run
+    corrects them, `verdict`)."""
     opts = settings(config)
     name = bench["shape"]["name"]
     before = (baseline or {}).get("shapes", {}).get(name)
@@ -112,8 +112,6 @@ def compare_shape(bench: Json, baseline: Json | None, config: Mapping[str, Any])
                 alpha=opts["alpha"],
                 threshold=opts["threshold"],
                 resolution=opts["resolution"],
-                n_resamples=opts["n_resamples"],
-                seed=opts["seed"],
             )
             row.update(kind="compared", reason=None, **outcome)
         rows.append(row)
@@ -179,7 +177,8 @@ def verdict(
     config: Mapping[str, Any],
     baseline_path: str,
 ) -> Json:
-    """One verdict per (shape, candidate), Holm across every test of the run."""
+    """One verdict per (shape, candidate), each interval and p-value corrected for every comparison
+    of the run (stats.adjust), the verdict read from that corrected interval."""
     opts = settings(config)
     if baseline is None:
         return _document([], opts, baseline_path, None, [], usable=False, reason=baseline_error)
@@ -191,8 +190,14 @@ def verdict(
         for candidate, then in baseline["shapes"][name]["candidates"].items():
             entries.append(_missing(name, candidate, then["status"], "shape not in this run"))
     tested = [e for e in entries if e["kind"] == "compared"]
-    for entry, p_holm in zip(tested, stats.holm([e["p_value"] for e in tested])):
-        entry["p_holm"] = float(p_holm)
+    band = {"threshold": opts["threshold"], "resolution": opts["resolution"]}
+    for entry, adjusted in zip(tested, stats.adjust([{**e, **band} for e in tested], alpha=opts["alpha"])):
+        entry.update(
+            speedup_ci=adjusted["speedup_ci"],
+            confidence=adjusted["confidence"],
+            p_adjusted=adjusted["p_value"],
+            adjusted_verdict=adjusted["verdict"],
+        )
     for entry in entries:
         entry["verdict"] = _classify(entry, opts, blocking)
     return _document(entries, opts, baseline_path, baseline, differences, usable=True, reason=None)
@@ -204,9 +209,11 @@ def _classify(entry: Json, opts: Json, blocking: list[str]) -> str:
     if blocking:
         entry["reason"] = "environment differs from the baseline: " + ", ".join(blocking)
         return "incomparable"
-    if entry["p_holm"] < opts["alpha"] and stats.practically_different(entry["speedup"], opts["threshold"]):
-        return "improvement" if entry["speedup"] > 1.0 else "regression"
-    return "unchanged"
+    found = entry.pop("adjusted_verdict")
+    if found == stats.TOO_FEW_ROUNDS:
+        entry["reason"] = f"{stats.TOO_FEW_ROUNDS} to compare (fewer than {stats.MIN_ROUNDS} on a side)"
+        return "undecided"
+    return {"faster": "improvement", "slower": "regression"}.get(found, "unchanged")
 
 
 def _document(
@@ -246,7 +253,8 @@ def environment_name(fp: Json) -> str:
 
 def gate(document: Json) -> tuple[int, str]:
     """Exit code and a one-line reason: an unusable baseline is 2, then any regression is 1, then any
-    failed benchmark is 2; a crash is never counted as a regression."""
+    failed benchmark or comparison with too few rounds to decide is 2 (a gate that cannot tell does
+    not pass); a crash is never counted as a regression."""
     counts = document["counts"]
     if not document["baseline"]["usable"]:
         return EXIT_UNUSABLE, f"baseline unusable: {document['baseline']['reason']}"
@@ -254,6 +262,8 @@ def gate(document: Json) -> tuple[int, str]:
         return EXIT_REGRESSION, f"{counts['regression']} regression(s)"
     if counts["failed"]:
         return EXIT_UNUSABLE, f"{counts['failed']} benchmark(s) failed in this run"
+    if counts.get("undecided"):
+        return EXIT_UNUSABLE, f"{counts['undecided']} comparison(s) had too few rounds to decide"
     return EXIT_OK, "no regression"
 
 
@@ -261,22 +271,22 @@ def gate(document: Json) -> tuple[int, str]:
 
 
 def _change(entry: Json) -> str:
-    """The change in time, now against the baseline (1 / speedup - 1), with its 95% CI."""
-    if entry.get("speedup") is None:
+    """The change in time, now against the baseline (1 / speedup - 1), with its corrected interval."""
+    if entry.get("speedup") is None or entry.get("speedup_ci") is None:
         return DASH
-    lo, hi = entry["speedup_ci95"]
+    lo, hi = entry["speedup_ci"]
     return f"{signed_pct(1 / entry['speedup'] - 1)} [{signed_pct(1 / hi - 1)}, {signed_pct(1 / lo - 1)}]"
 
 
 def _table(entries: list[Json]) -> list[str]:
     lines = [
-        "| shape | candidate | verdict | time change [95% CI] | Hedges' g | p (Holm) | now ms | baseline ms | note |",
+        "| shape | candidate | verdict | time change [corrected interval] | Hedges' g | p (corrected) | now ms | baseline ms | note |",
         "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | --- |",
     ]
     for e in entries:
         lines.append(
             f"| {md(e['shape'])} | {md(e['candidate'])} | {e['verdict']} | {_change(e)} | "
-            f"{num(e.get('hedges_g'), 2)} | {num(e.get('p_holm'), 2)} | "
+            f"{num(e.get('hedges_g'), 2)} | {num(e.get('p_adjusted'), 2)} | "
             f"{num(e['median_ms'], 4)} | {num(e['baseline_median_ms'], 4)} | {md(e.get('reason') or '')} |"
         )
     return lines
@@ -295,11 +305,11 @@ def comment(document: Json) -> str:
         lines.append(f"The baseline {md(base['path'])} could not be used: {md(base['reason'])}")
         return "\n".join(lines) + "\n"
     s = document["settings"]
+    compared = counts["regression"] + counts["improvement"] + counts["unchanged"] + counts["undecided"]
     lines.append(
         f"Against the baseline of {md(base['created'])} on {md(base['gpu'])}. A regression is a slowdown of "
-        f"at least {s['threshold']:.0%} whose test (Welch's t on block means, null: a change of at most "
-        f"{s['resolution']:.0%}) stays significant at α = {s['alpha']} after Holm's correction across all "
-        f"{counts['regression'] + counts['improvement'] + counts['unchanged']} comparisons."
+        f"at least {s['threshold']:.0%} whose interval (Welch's t on block means, corrected for all "
+        f"{compared} comparisons at α = {s['alpha']}) lies wholly beyond a change of {s['resolution']:.0%}."
     )
     lines += ["", "| " + " | ".join(VERDICTS) + " |", "|" + " ---: |" * len(VERDICTS)]
     lines.append("| " + " | ".join(str(counts[v]) for v in VERDICTS) + " |")

@@ -52,11 +52,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
-from scipy import special
 
 TEST_PAIRED = "t_test_on_block_means_of_log_ratios"
 TEST_UNPAIRED = "welch_t_test_on_block_means_of_log_latencies"
@@ -199,22 +199,6 @@ def cliffs_delta(baseline: ArrayLike, candidate: ArrayLike) -> float:
     return float((below.sum() - above.sum()) / (b.size * c.size))
 
 
-def holm(p_values: ArrayLike) -> np.ndarray:
-    """Holm-Bonferroni adjusted p-values in input order: controls the family-wise error rate
-    across many shapes and candidates without assuming the tests are independent."""
-    p = np.asarray(p_values, dtype=float).ravel()
-    if p.size == 0:
-        return np.empty(0, dtype=float)
-    if np.any(np.isnan(p)) or np.any((p < 0) | (p > 1)):
-        raise ValueError(f"p-values must be in [0, 1], got {p.tolist()!r}")
-    order = np.argsort(p, kind="stable")
-    scaled = (p.size - np.arange(p.size)) * p[order]
-    adjusted_sorted = np.minimum(np.maximum.accumulate(scaled), 1.0)
-    adjusted = np.empty_like(adjusted_sorted)
-    adjusted[order] = adjusted_sorted
-    return adjusted
-
-
 def _block_means(x: np.ndarray, block: int) -> np.ndarray:
     """Means of consecutive blocks along the last axis; a trailing partial block is dropped so every
     block weighs alike."""
@@ -239,12 +223,16 @@ class Estimate:
 
     def interval(self, confidence: float) -> tuple[Number, Number]:
         """The speedup's two-sided t interval at `confidence` (in speedup units, not logs)."""
+        from scipy import special  # here: printing a stored headline needs no scipy
+
         half = special.stdtrit(self.df, 0.5 + confidence / 2.0) * self.se
         return np.exp(self.log_speedup - half), np.exp(self.log_speedup + half)
 
     def p_beyond(self, resolution: float) -> Number:
         """Two-sided p of H0: |log speedup| <= log(1 + resolution), by the two one-sided t-tests the
         interval inverts: p < 1 - confidence exactly when that interval lies outside the band."""
+        from scipy import special
+
         excess = np.abs(self.log_speedup) - math.log1p(resolution)
         with np.errstate(divide="ignore", invalid="ignore"):
             p = 2.0 * special.stdtr(self.df, -excess / self.se)
@@ -354,7 +342,7 @@ def rounds_to_decide(
     gap = max(point - math.log1p(resolution), math.log1p(threshold) - point)
     if gap <= 0:
         return None  # the point sits where neither can happen: more rounds move the point, not the width
-    z = float(special.ndtri(1.0 - alpha / 2.0))
+    z = float(NormalDist().inv_cdf(1.0 - alpha / 2.0))
     return max(rounds + 1, math.ceil(rounds * (se * z / gap) ** 2))
 
 

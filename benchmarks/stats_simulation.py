@@ -36,7 +36,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from attnbench import stats  # noqa: E402
+from attnbench import stats
 
 ROUNDS = (3, 5, 10, 30, 100)
 SPEEDUPS = (1.0, 1.01, 1.02, 1.05, 2.0, 8.0)

@@ -11,9 +11,8 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from attnbench import SCHEMA_VERSION
+from attnbench import SCHEMA_VERSION, stats
 from attnbench.files import jsonable, validate
-from attnbench import stats
 from attnbench.stats import (
     TEST_PAIRED,
     TEST_UNPAIRED,
@@ -265,7 +264,7 @@ def test_the_verdict_and_p_value_follow_from_the_interval_printed_beside_them():
     """The two contradictions of issue 30, rebuilt: a wide interval and a 'slower' verdict cannot
     meet, nor an interval below the practical band and 'same'."""
     rng = np.random.default_rng(3)
-    for trial in range(300):
+    for _ in range(300):
         n = int(rng.integers(3, 60))
         base = rng.lognormal(0.0, rng.uniform(0.005, 0.2), n)
         cand = base * rng.uniform(0.6, 1.5) * rng.lognormal(0.0, rng.uniform(0.005, 0.2), n)

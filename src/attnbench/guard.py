@@ -103,8 +103,12 @@ OWN = "attnbench"
 CONFIGS = ("torch._inductor.config", "torch._dynamo.config", "torch._functorch.config")
 # Inductor's compile worker (SubprocPool's sidecar, and the pool it runs): torch's own, kept for reuse.
 TORCH_PROCESS_MARKERS = ("torch/_inductor/compile_worker",)
-# Packages whose own threads, processes and environment writes are not a candidate's.
-OWN_PACKAGES = ("torch", "triton", "attnbench")
+# Packages whose own threads, processes and environment writes are not a candidate's. tqdm: its
+# monitor thread (started with the first progress bar, by inductor's autotuning among others, and
+# kept for the process's life) runs no caller's code.
+OWN_PACKAGES = ("torch", "triton", "attnbench", "tqdm")
+# The warnings module's record of the warnings a module has shown, added to that module on the first.
+WARNINGS_REGISTRY = "__warningregistry__"
 
 _PROCESS_EVENTS = frozenset({"os.fork", "os.forkpty", "os.posix_spawn", "subprocess.Popen", "os.system"})
 _SCALARS = (bool, int, float, complex, str, bytes, type(None))
@@ -835,18 +839,26 @@ def _namespace_changes(before: ProcessState, after: ProcessState) -> list[str]:
             value = new.get(name, _MISSING)
             if value is _MISSING:
                 lines.append(f"deleted {space}.{name}")
+            elif _filled_lazily(space, name, old[name]) or name == WARNINGS_REGISTRY:
+                continue
             elif not _same(old[name], value) and not _torch_wrapped(old[name], value):
                 lines.append(
                     f"replaced {space}.{name}"
                     if callable(old[name])
                     else f"set {space}.{name} to {_show(value)} (was {_show(old[name])})"
                 )
-        added = sorted(new.keys() - old.keys())
+        added = sorted(new.keys() - old.keys() - {WARNINGS_REGISTRY})
         if space in before.own:
             lines += [f"added {space}.{name}" for name in added if not _submodule(space, name, new)]
         else:
             lines += [f"replaced {space}.{name}" for name in added if _shadows(before.objects[space], name)]
     return lines
+
+
+def _filled_lazily(space: str, name: str, old: Any) -> bool:
+    """A private cache of torch's that was empty and is filled on first use (torch.cuda's
+    _cached_device_count, by the first flex compile): torch's own doing, as new names on its modules."""
+    return old is None and name.startswith("_") and space.split(".")[0] == "torch"
 
 
 def _shadows(owner: Any, name: str) -> bool:

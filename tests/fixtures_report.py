@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -91,12 +92,14 @@ AUTOTUNE_NAMES = {"json": "report/autotune.json", "csv": "report/autotune.csv"}
 def _candidate(status: str, tflops: float | None, reason: str | None, quadratic: bool,
                shape: dict[str, Any], flops: float, min_bytes: int, device: str,
                rng: np.random.Generator, *, missed: bool = False,
-               calls_per_sample: int = 1) -> dict[str, Any]:  # fmt: skip
+               calls_per_sample: int = 1, rounds: int = ROUNDS,
+               samples: list[float] | None = None) -> dict[str, Any]:  # fmt: skip
     if tflops is None:
         return {"status": status, "reason": reason, "samples_ms": [], "median_ms": None,
                 "ci95_ms": None, "rel_ci": None, "target_met": None, "calls_per_sample": None,
                 "tflops": None, "peak_mem_mb": None, "rel_error": None}  # fmt: skip
-    samples = flops / (tflops * 1e12) * 1e3 * rng.lognormal(0.0, 0.03, size=ROUNDS)
+    drawn = flops / (tflops * 1e12) * 1e3 * rng.lognormal(0.0, 0.03, size=rounds)
+    samples = drawn if samples is None else np.asarray(samples, dtype=float)
     med = float(np.median(samples))
     rel_ci = 0.014 if missed else 0.004
     scores = shape["batch"] * shape["heads"] * shape["seq"] * shape["seq_kv"] * 2 if quadratic else 0
@@ -141,8 +144,9 @@ def _candidate(status: str, tflops: float | None, reason: str | None, quadratic:
     }
 
 
-def _timing(device: str, conditions: dict[str, Any]) -> dict[str, Any]:
-    """A timing block as timing.Measurement.record writes it: clean and cold unless told otherwise."""
+def _timing(device: str, conditions: dict[str, Any], rounds: int = ROUNDS) -> dict[str, Any]:
+    """A timing block as timing.Measurement.record writes it: clean and cold unless told otherwise;
+    `rounds` kept, 2.5 s of sampling."""
     cuda = device == "cuda"
     discarded = conditions.get("discarded_rounds", 0) if cuda else 0
     settled = conditions.get("settled", True)
@@ -161,7 +165,7 @@ def _timing(device: str, conditions: dict[str, Any]) -> dict[str, Any]:
                    else "not settled after 5 s (last batch moved by more than 2%)",
                    "sm_mhz": 1980 if cuda else None},
         "min_rounds": 20, "max_rounds": 5000, "target_rel_ci": TARGET, "max_time_s": 30.0,
-        "rounds_run": ROUNDS + discarded, "rounds_kept": ROUNDS,
+        "rounds_run": rounds + discarded, "rounds_kept": rounds,
         "stop_reason": conditions.get("stop_reason", f"every median's 95% CI within ±{TARGET:.2%}"),
         "elapsed_s": 2.5, "discard_throttled": True,
         "clocks": {
@@ -173,7 +177,7 @@ def _timing(device: str, conditions: dict[str, Any]) -> dict[str, Any]:
             "throttled_rounds": conditions.get("throttled_rounds", 0) if cuda else 0,
             "discarded_rounds": discarded if cuda else 0,
             "events": conditions.get("events", {}) if cuda else {},
-            "sm_mhz_per_round": [1980 if cuda else None] * (ROUNDS + discarded),
+            "sm_mhz_per_round": [1980 if cuda else None] * (rounds + discarded),
         },
         "order": "interleaved rounds, alternating direction",
     }  # fmt: skip
@@ -191,6 +195,8 @@ def write_run(
     missed: set[tuple[str, str]] | None = None,
     shape_candidates: dict[str, dict[str, tuple[str, float | None, str | None, bool]]] | None = None,
     hosts: dict[str, dict[str, Any]] | None = None,
+    rounds: dict[str, int] | None = None,
+    samples: dict[tuple[str, str], list[float]] | None = None,
 ) -> dict[str, Any]:
     """Write a run under `root`; return build_report's keyword arguments for it (build runs both steps).
 
@@ -199,7 +205,8 @@ def write_run(
     `conditions` (default CONDITIONS) and `missed` (default MISSED) say which shapes were measured
     under less than clean conditions, so the report has something to flag. `hosts`: the optional
     per-shape `host` block (threads, load, busy) of the shapes it names; EXTRAS add reason_detail and
-    traceback to the candidates they name.
+    traceback to the candidates they name. `rounds`: the rounds kept on the shapes it names (ROUNDS
+    elsewhere); `samples`: the samples of the (shape, candidate) pairs it names, instead of drawn ones.
     """
     rng = np.random.default_rng(0)
     shapes = SHAPES if shapes is None else shapes
@@ -213,9 +220,11 @@ def write_run(
         flops = 4.0 * batch * heads * seq * seq_kv * dim * (0.5 if causal else 1.0)
         min_bytes = 2 * batch * dim * (2 * heads * seq + 2 * kv_heads * seq_kv)
         cond = conditions.get(name, {})
+        n = (rounds or {}).get(name, ROUNDS)
         entries = {
             c: _candidate(*spec, shape, flops, min_bytes, device, rng, missed=(name, c) in missed,
-                          calls_per_sample=cond.get("calls_per_sample", 1))
+                          calls_per_sample=cond.get("calls_per_sample", 1), rounds=n,
+                          samples=(samples or {}).get((name, c)))
             for c, spec in (shape_candidates or {}).get(name, candidates).items()
         }  # fmt: skip
         for c, extra in EXTRAS.items():
@@ -228,7 +237,7 @@ def write_run(
             "shape": shape, "device": device, "dtype": "float16", "mode": "forward",
             "device_info": {"name": "NVIDIA H100 80GB HBM3" if device == "cuda" else "Xeon",
                             "index": 0 if device == "cuda" else None, "uuid": None},
-            "timing": _timing(device, cond),
+            "timing": _timing(device, cond, n),
             "lock": {"tf32": False}, "flops": flops,
             "min_bytes": min_bytes,
             "candidates": entries,
@@ -239,7 +248,7 @@ def write_run(
         bench_paths.append(str(path))
         if not with_compare:
             continue
-        compare = compare_shape(bench, REFERENCE, n_resamples=200)
+        compare = compare_shape(bench, REFERENCE)
         path = root / "compare" / f"{name}.json"
         write_json(path, compare, SCHEMAS / "compare.schema.yaml")
         compare_paths.append(str(path))
@@ -327,3 +336,58 @@ def configuration_candidates(
             )
         out[shape[0]] = entries
     return out
+
+
+# A candidate 3% faster than the reference on the first shape, by per-round ratios built so that its
+# 95% interval clears the resolution band (the compare file says "faster") while the interval
+# corrected for the run's comparisons does not (the report says "same"): the verdict printed must
+# follow the interval printed beside it. The last shape keeps FEW_ROUNDS rounds: "too few rounds".
+EDGE = "edge"
+EDGE_SPEEDUP = 1.03
+EDGE_SE = 0.0095  # the standard error of the mean log ratio: decided alone at 95%, not corrected
+FEW_ROUNDS = 2
+VERDICT_SHAPES = {SHAPES[0][0]: {**CANDIDATES, EDGE: ("ok", 60.0, None, False)}}
+
+
+def edge_samples(median_ms: float = 0.285, rounds: int = ROUNDS) -> dict[tuple[str, str], list[float]]:
+    """The reference's and EDGE's samples on the first shape: a common drift per round, and per
+    2-round block (stats.block_length(30)) a log ratio of log(EDGE_SPEEDUP) + the block's deviation,
+    the deviations scaled to give the mean a standard error of exactly EDGE_SE."""
+    blocks = rounds // 2
+    z = np.sin(np.arange(1, blocks + 1) * 2.4)
+    z = (z - z.mean()) / z.std(ddof=1)
+    ratios = np.repeat(np.log(EDGE_SPEEDUP) + EDGE_SE * np.sqrt(blocks) * z, 2)
+    drift = median_ms * np.exp(0.002 * np.sin(np.arange(rounds)))
+    return {
+        (SHAPES[0][0], REFERENCE): drift.tolist(),
+        (SHAPES[0][0], EDGE): (drift / np.exp(ratios)).tolist(),
+    }
+
+
+def write_verdict_run(root: Path) -> dict[str, Any]:
+    """write_run with EDGE on the first shape and FEW_ROUNDS rounds on the last."""
+    return write_run(
+        root,
+        shape_candidates=VERDICT_SHAPES,
+        samples=edge_samples(),
+        rounds={SHAPES[-1][0]: FEW_ROUNDS},
+    )
+
+
+def printed_speedup(text: str) -> tuple[float, float, float]:
+    """`1.03× [0.998, 1.06]` anywhere in `text`: the speedup and its interval as printed."""
+    match = re.search(r"([\d.,]+)× \[([\d.,]+), ([\d.,]+)\]", text)
+    assert match, text
+    point, lo, hi = (float(g.replace(",", "")) for g in match.groups())
+    return point, lo, hi
+
+
+def agrees(verdict: str, text: str, threshold: float = 0.02) -> bool:
+    """The verdict and the interval printed in `text` agree: faster (slower) lies wholly above (below)
+    1 with the speedup past the practical threshold; same meets the practical band."""
+    point, lo, hi = printed_speedup(text)
+    if verdict == "faster":
+        return lo > 1 and point >= 1 + threshold
+    if verdict == "slower":
+        return hi < 1 and point <= 1 / (1 + threshold)
+    return verdict == "same" and lo <= 1 + threshold and hi >= 1 / (1 + threshold)

@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
@@ -40,7 +41,7 @@ def compared():
             shapes=["b1_h2_s64_d16"],
             device="cpu",
             timing=SHORT,
-            stats={"n_resamples": 2000},
+            stats={"threshold": 0.03},
             threads=1,
         )
         after = torch.get_float32_matmul_precision(), torch.random.get_rng_state(), torch.get_num_threads()
@@ -77,11 +78,16 @@ def test_speedups_and_intervals_agree_with_the_medians(compared):
     for name in ("mine", "sdpa"):
         row = rows.loc[name]
         assert row["ci95_lo_ms"] <= row["median_ms"] <= row["ci95_hi_ms"]
-        assert row["speedup"] == pytest.approx(rows.loc["math", "median_ms"] / row["median_ms"])
-        assert row["speedup_ci95_lo"] <= row["speedup"] <= row["speedup_ci95_hi"]
+        # the geometric mean of the per-round speedups: near the medians' ratio, not equal to it
+        assert row["speedup"] == pytest.approx(rows.loc["math", "median_ms"] / row["median_ms"], rel=0.2)
+        assert row["speedup_ci_lo"] <= row["speedup"] <= row["speedup_ci_hi"]
+        assert row["confidence"] == pytest.approx(0.95) and row["rounds"] >= 10
         assert row["verdict"] in ("faster", "slower", "same")
-        if row["verdict"] != "same":
+        if row["verdict"] != "same":  # decided: the interval clears the resolution band on its side
             assert row["significant"] and (row["speedup"] > 1) == (row["verdict"] == "faster")
+            assert row["speedup_ci_lo"] > 1.005 or row["speedup_ci_hi"] < 1 / 1.005
+        else:
+            assert row["speedup_ci_lo"] <= 1.03 and row["speedup_ci_hi"] >= 1 / 1.03
         assert row["tflops"] > 0
 
 
@@ -91,7 +97,17 @@ def test_the_documents_are_the_workflows(compared):
     bench, compare = frame.attrs["bench"]["b1_h2_s64_d16"], frame.attrs["compare"]["b1_h2_s64_d16"]
     assert bench["kernel_hashes"] == {"mine": "in-process", "wrong": "in-process", "declines": "in-process"}
     assert bench["bound"] is None  # no ceilings on the CPU by default
-    assert compare["method"]["n_resamples"] == 2000
+    assert compare["method"]["threshold"] == 0.03  # the caller's stats settings reach the compare job
+    for comp in compare["comparisons"]:
+        row = frame.set_index("candidate").loc["sdpa" if comp["candidate"] == "flash" else comp["candidate"]]
+        assert (
+            row["speedup"] == comp["speedup"]
+            and [row["speedup_ci_lo"], row["speedup_ci_hi"]] == comp["speedup_ci"]
+        )
+        if comp["rounds_to_decide"] is None:
+            assert pd.isna(row["rounds_to_decide"])
+        else:
+            assert row["rounds_to_decide"] == comp["rounds_to_decide"] > row["rounds"]
     assert {c["candidate"] for c in compare["comparisons"]} == {"mine", "flash"}
     json.dumps(compare)  # plain types, as written to results/compare
 
@@ -126,7 +142,9 @@ def test_mistakes_are_named_and_leave_no_registration():
     assert "mine" not in candidates._REGISTERED
     # found in review: two lambdas are both <lambda>, and one silently replaced the other
     with pytest.raises(ValueError, match="two candidates named '<lambda>'"):
-        attnbench.compare([lambda q, k, v, **_: q, lambda q, k, v, **_: k], shapes=["b1_h2_s32_d16"], device="cpu")
+        attnbench.compare(
+            [lambda q, k, v, **_: q, lambda q, k, v, **_: k], shapes=["b1_h2_s32_d16"], device="cpu"
+        )
     with pytest.raises(ValueError, match="given twice"):
         attnbench.compare({"a": "flash", "b": "flash"}, shapes=["b1_h2_s32_d16"], device="cpu")
 
@@ -143,7 +161,9 @@ def test_an_interrupted_compare_returns_the_shapes_measured_before(monkeypatch):
 
     monkeypatch.setattr(api, "_measure", measure)
     with pytest.warns(UserWarning, match="compare stopped at shape b1_h2_s48_d16"):
-        frame = attnbench.compare([mine], shapes=["b1_h2_s32_d16", "b1_h2_s48_d16"], device="cpu", timing=SHORT)
+        frame = attnbench.compare(
+            [mine], shapes=["b1_h2_s32_d16", "b1_h2_s48_d16"], device="cpu", timing=SHORT
+        )
     assert set(frame["shape"]) == {"b1_h2_s32_d16"} and set(frame["status"]) == {"ok"}
     assert "mine" not in candidates._REGISTERED
 
@@ -159,7 +179,9 @@ def test_ceilings_are_calibrated_once_per_process(monkeypatch):
     monkeypatch.setattr(api.jobs, "run", calibrate)
     monkeypatch.setattr(api, "_CEILINGS", {})
     shapes = [quick.parse_shape("b1_h2_s32_d16")]
-    run = api.run_config.effective({"device": "cpu", "candidates": ["math"], "reference": "math", "shapes": shapes})
+    run = api.run_config.effective(
+        {"device": "cpu", "candidates": ["math"], "reference": "math", "shapes": shapes}
+    )
     first, second = api._ceilings(run, True), api._ceilings(run, True)
     assert first == second and json.loads(first.read_text())["device"] == "cpu"
     assert calls == ["calibrate"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -25,17 +26,10 @@ from fixtures_report import (
 
 from attnbench import autotune
 from attnbench.files import ResultFileError, read_json, validate
-from attnbench.stats import compare, holm
+from attnbench.stats import TOO_FEW_ROUNDS, adjust, compare
 
 KERNEL = "kern:attn"
-SETTINGS = {
-    "alpha": 0.05,
-    "threshold": 0.02,
-    "resolution": 0.005,
-    "n_resamples": 1000,
-    "confidence": 0.95,
-    "seed": 0,
-}
+SETTINGS = {"alpha": 0.05, "threshold": 0.02, "resolution": 0.005}
 
 
 def name(block_m: int, kernel: str = KERNEL) -> str:
@@ -78,7 +72,7 @@ def family(document: dict[str, Any], kernel: str = KERNEL) -> dict[str, Any]:
 
 def valid(document: dict[str, Any]) -> None:
     validate(
-        {"schema": 2, **json.loads(json.dumps(document))}, SCHEMAS / "autotune.schema.yaml", source="test"
+        {"schema": 3, **json.loads(json.dumps(document))}, SCHEMAS / "autotune.schema.yaml", source="test"
     )
 
 
@@ -131,41 +125,83 @@ def test_ties_among_configurations_use_autotunes_rule() -> None:
         assert tied == {name(64), name(128)} - {shape["fastest"]["candidate"]}
         slower = [r for r in shape["rivals"] if not r["tied"]]
         assert [r["candidate"] for r in slower] == [name(256)]
-        assert slower[0]["speedup"] == pytest.approx(1 / 1.1, rel=0.01) and slower[0]["p_holm"] < 0.05
+        assert slower[0]["speedup"] == pytest.approx(1 / 1.1, rel=0.01) and slower[0]["p_adjusted"] < 0.05
+        assert slower[0]["verdict"] == "slower" and slower[0]["speedup_ci"][1] < 1 / 1.005
         assert shape["not_ok"] == [{"candidate": name(512), "status": "error"}]
-    # the same numbers by hand: stats.compare with the shape's settings, Holm across the run's 4
+    # the same numbers by hand: stats.compare with the shape's settings, corrected (stats.adjust) for
+    # the run's 12 comparisons: flash against math and each configuration, and within the kernel
+    assert document["family"] == 12
     pairs = []
     for b, shape in zip(benches, found["shapes"]):
         best = b["candidates"][shape["fastest"]["candidate"]]["samples_ms"]
         for row in shape["rivals"]:
             result = compare(best, b["candidates"][row["candidate"]]["samples_ms"], **SETTINGS)
-            assert (row["speedup"], row["speedup_ci95"], row["p_value"]) == (
-                result["speedup"], result["speedup_ci95"], result["p_value"],
+            assert (row["speedup"], row["p_value"], row["rounds"]) == (
+                result["speedup"], result["p_value"], result["rounds"],
             )  # fmt: skip
-            pairs.append(row)
+            pairs.append((row, result))
     assert document["configurations"]["n_comparisons"] == len(pairs) == 4
-    assert [r["p_holm"] for r in pairs] == pytest.approx(list(holm([r["p_value"] for r in pairs])))
+    for (row, _), corrected in zip(pairs, adjust([r for _, r in pairs], family=12)):
+        assert row["speedup_ci"] == pytest.approx(corrected["speedup_ci"])
+        assert (row["p_adjusted"], row["verdict"]) == (
+            pytest.approx(corrected["p_value"]),
+            corrected["verdict"],
+        )
+        assert row["confidence"] == pytest.approx(1 - 0.05 / 12) and row["tied"] == (
+            row["verdict"] != "slower"
+        )
 
 
-def test_configuration_ties_are_holm_corrected_across_the_run(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Four configuration comparisons at p = 0.02, 10% slower: significant alone, tied after Holm."""
+def _estimate(speedup: float, p_value: float, df: float = 14.0) -> dict[str, float]:
+    """A stats.compare estimate whose uncorrected p-value (against the 0.5% resolution band) is `p_value`."""
+    from scipy import special
+
+    excess = abs(math.log(speedup)) - math.log1p(0.005)
+    return {"log_speedup": math.log(speedup), "se": excess / -special.stdtrit(df, p_value / 2), "df": df}
+
+
+def test_configuration_ties_are_corrected_across_the_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Four configuration comparisons, 10% slower at p = 0.02: significant alone, tied after the
+    correction for the run's 4 comparisons (p = 0.08, the interval meets the resolution band); slower
+    at p = 0.01 (0.04 corrected)."""
     calls = []
 
     def fake(baseline: Any, candidate: Any, **settings: Any) -> dict[str, Any]:
         calls.append(settings)
-        return {"speedup": 0.9, "speedup_ci95": [0.85, 0.95], "p_value": p_value, "practical": True}
+        return {"speedup": 0.9, "p_value": p_value, "rounds": 30, "estimate": _estimate(0.9, p_value)}
 
     monkeypatch.setattr(autotune, "compare_samples", fake)
     medians = {name(64): 1.0, name(128): 1.1, name(256): 1.1}
     benches = [bench(s, medians, seed=i) for i, s in enumerate(["s1", "s2"])]
     p_value = 0.02
-    found = family(analyse(benches))
+    document = analyse(benches)
+    found = family(document)
     # the kernel's fastest is the shapes' fastest: its comparisons are autotune's own, tested once
-    assert len(calls) == 4 and calls[0] == SETTINGS
-    assert all(r["tied"] and r["p_holm"] == pytest.approx(0.08) for s in found["shapes"] for r in s["rivals"])
+    assert len(calls) == 4 and calls[0] == SETTINGS and document["family"] == 4
+    rivals = [r for s in found["shapes"] for r in s["rivals"]]
+    assert all(
+        r["tied"] and r["p_adjusted"] == pytest.approx(0.08) and r["verdict"] == "same" for r in rivals
+    )
+    assert all(r["speedup_ci"][1] > 1 / 1.005 for r in rivals)  # the corrected interval agrees: tied
     p_value = 0.01
-    found = family(analyse(benches))
-    assert not any(r["tied"] for s in found["shapes"] for r in s["rivals"])
+    rivals = [r for s in family(analyse(benches))["shapes"] for r in s["rivals"]]
+    assert not any(r["tied"] for r in rivals)
+    assert all(r["verdict"] == "slower" and r["speedup_ci"][1] < 1 / 1.005 for r in rivals)
+
+
+def test_too_few_rounds_are_tied_with_no_interval() -> None:
+    """Two rounds: no estimate, so no interval and no p-value; "too few rounds" is not "slower", so
+    the candidate stays tied, and the slowdown falls back on the medians' ratio."""
+    document = analyse([bench("s1", {name(64): 1.0, name(128): 1.5}, rounds=2)])
+    valid(document)
+    (rival,) = family(document)["shapes"][0]["rivals"]
+    assert rival["verdict"] == TOO_FEW_ROUNDS and rival["tied"] and rival["rounds"] == 2
+    assert rival["speedup"] is None and rival["speedup_ci"] is None and rival["p_adjusted"] is None
+    fastest = family(document)["shapes"][0]["fastest"]
+    assert fastest["candidate"] == name(64)
+    ranking = {r["candidate"]: r for r in family(document)["ranking"]}
+    assert ranking[name(128)]["worst_slowdown"] == pytest.approx(rival["median_ms"] / fastest["median_ms"])
+    assert ranking[name(128)]["worst_slowdown_ci"] is None
 
 
 def test_comparisons_are_not_repeated_when_the_kernels_fastest_is_not_the_shapes() -> None:
@@ -207,23 +243,23 @@ def test_minimax_recommendation_and_its_interval() -> None:
     slow = {s["shape"]: s for s in rec["per_shape"]}
     for shape in found["shapes"]:
         if shape["fastest"]["candidate"] == name(128):
-            assert slow[shape["shape"]] == {"shape": shape["shape"], "slowdown": 1.0, "slowdown_ci95": [1.0, 1.0],
+            assert slow[shape["shape"]] == {"shape": shape["shape"], "slowdown": 1.0, "slowdown_ci": [1.0, 1.0],
                                             "tied": True}  # fmt: skip
             continue
         (row,) = [r for r in shape["rivals"] if r["candidate"] == name(128)]
         assert slow[shape["shape"]]["slowdown"] == pytest.approx(1 / row["speedup"])
-        assert slow[shape["shape"]]["slowdown_ci95"] == pytest.approx(
-            [1 / row["speedup_ci95"][1], 1 / row["speedup_ci95"][0]]
+        assert slow[shape["shape"]]["slowdown_ci"] == pytest.approx(
+            [1 / row["speedup_ci"][1], 1 / row["speedup_ci"][0]]
         )
     worst = max(rec["per_shape"], key=lambda s: s["slowdown"])
     assert rec["worst_shape"] == worst["shape"] and rec["worst_slowdown"] == worst["slowdown"]
     assert rec["worst_slowdown"] == pytest.approx(1.05, rel=0.01)
     # the worst ratio's interval: [max of the lower bounds, max of the upper bounds] over the shapes
-    assert rec["worst_slowdown_ci95"] == [
-        max(s["slowdown_ci95"][0] for s in rec["per_shape"]),
-        max(s["slowdown_ci95"][1] for s in rec["per_shape"]),
+    assert rec["worst_slowdown_ci"] == [
+        max(s["slowdown_ci"][0] for s in rec["per_shape"]),
+        max(s["slowdown_ci"][1] for s in rec["per_shape"]),
     ]
-    assert rec["worst_slowdown_ci95"][0] <= rec["worst_slowdown"] <= rec["worst_slowdown_ci95"][1]
+    assert rec["worst_slowdown_ci"][0] <= rec["worst_slowdown"] <= rec["worst_slowdown_ci"][1]
     # 5% slower, significantly: tied nowhere
     assert rec["tied_shapes"] == [] and rec["slower_shapes"] == ["s1", "s2", "s3"]
     # the ranking: everyone ran everywhere, smallest worst slowdown first
@@ -348,20 +384,20 @@ def test_autotune_json_and_csv(tmp_path: Path) -> None:
         slow = next(s for s in rec["per_shape"] if s["shape"] == row.shape)
         assert [
             float(row.slowdown),
-            float(row.slowdown_ci95_lo),
-            float(row.slowdown_ci95_hi),
-        ] == pytest.approx([slow["slowdown"], *slow["slowdown_ci95"]])
+            float(row.slowdown_ci_lo),
+            float(row.slowdown_ci_hi),
+        ] == pytest.approx([slow["slowdown"], *slow["slowdown_ci"]])
     overall = rows.iloc[-1]
     assert overall["fastest"] == "" and overall["tied"] == ""
     assert [
         float(overall["slowdown"]),
-        float(overall["slowdown_ci95_lo"]),
-        float(overall["slowdown_ci95_hi"]),
-    ] == (pytest.approx([rec["worst_slowdown"], *rec["worst_slowdown_ci95"]]))
+        float(overall["slowdown_ci_lo"]),
+        float(overall["slowdown_ci_hi"]),
+    ] == (pytest.approx([rec["worst_slowdown"], *rec["worst_slowdown_ci"]]))
 
 
 def test_autotune_json_without_configurations_stays_readable(tmp_path: Path) -> None:
-    """autotune.json files written before configurations lack the section: still schema 2, still valid."""
+    """autotune.json files written before configurations lack the section: still valid."""
     run = write_run(tmp_path, shapes=SHAPES[:1])
     out = autotune_out(run)
     run_autotune(run)
@@ -380,8 +416,8 @@ def test_autotune_json_without_configurations_stays_readable(tmp_path: Path) -> 
 
 
 def test_forty_configurations_on_three_shapes(tmp_path: Path) -> None:
-    """40 configurations x 3 shapes (one of them failing on one shape), 100 paired rounds each, with
-    the compare files' n_resamples of 1,000: both autotunes, every CI, in seconds."""
+    """40 configurations x 3 shapes (one of them failing on one shape), 100 paired rounds each: both
+    autotunes, every interval, in seconds."""
     grid = list(itertools.product([32, 64, 128, 256, 512], [2, 4, 8, 16], [2, 3]))
     names = [f"{KERNEL}[BLOCK_M={m},num_warps={w},num_stages={s}]" for m, w, s in grid]
     assert len(names) == 40
@@ -408,5 +444,5 @@ def test_forty_configurations_on_three_shapes(tmp_path: Path) -> None:
     assert rec["worst_slowdown"] == min(r["worst_slowdown"] for r in eligible)
     frame = autotune.csv_frame(document)
     assert len(frame) == 3 + 3 + 1
-    # 240 comparisons of 100 rounds with 1,000 resamples: 5 s on a shared 2-core machine (10,000: 33 s)
-    assert elapsed < 60, elapsed
+    # 240 comparisons of 100 rounds, each one t interval, no resampling: well under a second
+    assert elapsed < 30, elapsed

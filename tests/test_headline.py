@@ -54,11 +54,20 @@ def test_names_the_fastest_correct_candidate_and_its_speedup(
     assert summary["reference"] == "math"
     assert [s["shape"] for s in summary["shapes"]] == [s[0] for s in SHAPES]  # the run's order
     compares = {c["shape"]: c for c in _read(run["compare_paths"])}
+    analysis = json.loads((_results(run) / "report" / "autotune.json").read_text())
+    corrected = {(c["shape"], c["candidate"]): c for c in analysis["reference"]["comparisons"]}
+    assert summary["family"] == analysis["family"] > 1
     for shape in summary["shapes"]:
         assert shape["fastest"] in ("flash", TWIN)  # never the faster but incorrect EVIL
         (comp,) = [c for c in compares[shape["shape"]]["comparisons"] if c["candidate"] == shape["fastest"]]
-        assert shape["speedup"] == comp["speedup"] and shape["ci95"] == comp["speedup_ci95"]
-        assert shape["significant"] is True and shape["verdict"] == "faster"
+        assert shape["speedup"] == comp["speedup"]
+        # the interval beside the run-wide verdict is the corrected one, wider than the compare file's
+        run_wide = corrected[(shape["shape"], shape["fastest"])]
+        assert shape["ci"] == run_wide["speedup_ci"] and shape["confidence"] == run_wide["confidence"]
+        assert shape["ci"][0] < comp["speedup_ci"][0] and shape["confidence"] == pytest.approx(
+            1 - 0.05 / analysis["family"]
+        )
+        assert shape["significant"] is True and shape["verdict"] == run_wide["verdict"] == "faster"
     json.dumps(summary)  # JSON-able as a whole
 
 
@@ -109,7 +118,11 @@ def test_partial_run_without_compare_or_autotune_files(run: dict[str, Any], tmp_
     assert shapes["s4096_d64"]["fastest"] in ("flash", TWIN) and shapes["s4096_d64"]["speedup"] is None
     assert len(shapes["s4096_d64"]["tied"]) == 1  # autotune.analyse ran here, without autotune.json
     empty = headline.load(tmp_path / "nothing")
-    assert empty["shapes"] == [] and empty["failures"] == [] and headline.terminal(empty) == "no shape measured yet"
+    assert (
+        empty["shapes"] == []
+        and empty["failures"] == []
+        and headline.terminal(empty) == "no shape measured yet"
+    )
 
 
 def test_an_autotune_file_older_than_a_shape_is_not_used(run: dict[str, Any], tmp_path: Path) -> None:
@@ -120,7 +133,9 @@ def test_an_autotune_file_older_than_a_shape_is_not_used(run: dict[str, Any], tm
     before = {s["shape"]: s["fastest"] for s in headline.load(results)["shapes"]}
     bench_path = results / "bench" / "s1024_d64.json"
     bench = json.loads(bench_path.read_text())
-    bench["candidates"][before["s1024_d64"]].update(status="error", reason="RuntimeError: boom", median_ms=None)
+    bench["candidates"][before["s1024_d64"]].update(
+        status="error", reason="RuntimeError: boom", median_ms=None
+    )
     bench_path.write_text(json.dumps(bench))  # written after autotune.json
     after = {s["shape"]: s["fastest"] for s in headline.load(results)["shapes"]}
     assert after["s1024_d64"] != before["s1024_d64"] and after["s1024_d64"] is not None
@@ -188,4 +203,6 @@ def test_the_terminal_gives_a_kernel_with_configurations_one_line_and_its_recomm
     ]
     assert f"one configuration of {CONFIG_KERNEL} for every shape:" in lines
     pick = lines[lines.index(f"one configuration of {CONFIG_KERNEL} for every shape:") + 1]
-    assert pick.startswith("  [BLOCK_M=128,num_warps=8]  at worst ") and pick.endswith("the fastest's time (on s4096_d64)")
+    assert pick.startswith("  [BLOCK_M=128,num_warps=8]  at worst ") and pick.endswith(
+        "the fastest's time (on s4096_d64)"
+    )

@@ -5,8 +5,10 @@ rendered Markdown and HTML of the fixture run are pinned by one snapshot each (t
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ import yaml
 from fixtures_report import (
     CANDIDATES,
     CONFIG_KERNEL,
+    EDGE,
     EVIL,
     EVIL_REASON,
     MISSED,
@@ -24,19 +27,21 @@ from fixtures_report import (
     SHAPES,
     TIED_CANDIDATES,
     TWIN,
+    agrees,
     autotune_out,
     build,
     configuration,
     configuration_candidates,
     write_run,
+    write_verdict_run,
 )
 
-from attnbench import autotune, formatting, report
+from attnbench import autotune, formatting, headline, quality, report
 from attnbench.autotune import CSV_COLUMNS as AUTOTUNE_COLUMNS
 from attnbench.files import ResultFileError
 from attnbench.formatting import num
 from attnbench.report import COLUMNS, Heading, Para, Section, Table, build_report
-from attnbench.stats import compare, holm
+from attnbench.stats import TOO_FEW_ROUNDS, adjust, compare
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -156,16 +161,31 @@ def test_fastest_is_the_fastest_correct_candidate(run: dict[str, Any]) -> None:
     assert not frame.loc[frame["status"] != "ok", "fastest"].any()
 
 
-def test_holm_is_applied_across_the_whole_run(run: dict[str, Any]) -> None:
+def test_bonferroni_is_applied_across_the_whole_run(run: dict[str, Any]) -> None:
+    """summary.csv's interval, confidence, adjusted p and verdict are the run-wide correction's:
+    stats.adjust over the run's `family` comparisons, from the compare files' estimates."""
     frame = pd.read_csv(run["out"]["csv"])
-    compared = frame[frame["p_value"].notna()]
-    raw = [c["p_value"] for p in run["compare_paths"] for c in json.loads(Path(p).read_text())["comparisons"]]
-    assert len(compared) == len(raw) == 2 * len(SHAPES)  # flash and flex against math
-    assert (compared["p_holm"] >= compared["p_value"]).all()
-    assert sorted(compared["p_holm"]) == pytest.approx(sorted(holm(raw)))
-    significant = compared.set_index(["shape", "candidate"])["significant_holm"].astype(bool)
-    assert significant.xs("flash", level="candidate").all()  # ~7x faster
-    assert not significant.xs("flex", level="candidate").any()  # as fast as the reference
+    compared = frame[frame["p_value"].notna()].set_index(["shape", "candidate"])
+    comparisons = [
+        (c["shape"], comp)
+        for c in (json.loads(Path(p).read_text()) for p in run["compare_paths"])
+        for comp in c["comparisons"]
+    ]
+    assert len(compared) == len(comparisons) == 2 * len(SHAPES)  # flash and flex against math
+    family = _analysis(run)["family"]
+    assert family == 9  # 6 with the reference, and flex against each shape's fastest, flash
+    for (shape, comp), corrected in zip(comparisons, adjust([c for _, c in comparisons], family=family)):
+        row = compared.loc[(shape, comp["candidate"])]
+        assert row["speedup"] == pytest.approx(comp["speedup"])
+        assert [row["speedup_ci_lo"], row["speedup_ci_hi"]] == pytest.approx(corrected["speedup_ci"])
+        assert row["confidence"] == pytest.approx(1 - 0.05 / family)
+        assert row["p_value"] == pytest.approx(comp["p_value"])
+        assert row["p_adjusted"] == pytest.approx(min(1.0, family * comp["p_value"]))
+        assert row["verdict"] == corrected["verdict"]
+        # wider than the compare file's own interval at 95%
+        assert row["speedup_ci_lo"] < comp["speedup_ci"][0] and row["speedup_ci_hi"] > comp["speedup_ci"][1]
+    assert (compared.xs("flash", level="candidate")["verdict"] == "faster").all()  # ~7x faster
+    assert (compared.xs("flex", level="candidate")["verdict"] == "same").all()  # as fast as the reference
     assert frame.loc[frame["candidate"] == "math", "speedup"].isna().all()  # the reference itself
 
 
@@ -184,7 +204,10 @@ def test_markdown_lists_failures_and_escapes_tables(run: dict[str, Any]) -> None
         assert len(widths) == 1, block
     for link in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md):
         assert (Path(run["out"]["md"]).parent / link).is_file(), link
-    assert "Holm-corrected across all 6 comparisons" in text(sections(run)["Method"])
+    assert (
+        "are corrected as one family (Bonferroni for the run's 9 comparisons: intervals at 99.4%, "
+        "p-values times 9, capped at 1)" in text(sections(run)["Method"])
+    )
 
 
 def test_cpu_run_without_comparisons(tmp_path: Path) -> None:
@@ -222,7 +245,7 @@ def test_single_shape_without_an_ok_candidate(tmp_path: Path) -> None:
     assert autotune.to_dict("records") == [
         {"shape": SHAPES[0][0], "fastest": "", "fastest_median_ms": "", "fastest_ci95_lo_ms": "",
          "fastest_ci95_hi_ms": "", "tied": "", "family": "", "recommended": "", "slowdown": "",
-         "slowdown_ci95_lo": "", "slowdown_ci95_hi": ""}
+         "slowdown_ci_lo": "", "slowdown_ci_hi": ""}
     ]  # fmt: skip
     for key in ("latency", "roofline", "speedup", "memory"):
         assert Path(kwargs["out"][key]).read_bytes().startswith(PNG_MAGIC)
@@ -230,7 +253,7 @@ def test_single_shape_without_an_ok_candidate(tmp_path: Path) -> None:
     # unsupported on every shape for one reason: one line in the headline, not a row per shape
     assert "Unsupported on every shape, left out below: math: needs a GPU" in text(found["Headline"])
     assert "needs a GPU" not in str(tables(found["Candidates that did not produce a valid result"])[0].rows)
-    assert "across all 0 comparisons" in text(found["Method"])
+    assert "The run made no comparison, so there was nothing to correct across it." in text(found["Method"])
 
 
 def test_dollar_names_are_plotted_literally(tmp_path: Path) -> None:
@@ -331,7 +354,11 @@ def test_flags_throttled_and_discarded_rounds(run: dict[str, Any]) -> None:
     assert row[6] == "⚠ warm-up not settled; 3 rounds discarded for slowdowns"
     assert flagged(table, r) == {3, 6}
     c = row_of(clocks, "s4096_d128_causal_gqa")
-    assert clocks.rows[c][1:] == ["1,755 MHz (1,410–1,980)", "12 (hw_thermal_slowdown: 3, sw_power_cap: 9)", "3"]
+    assert clocks.rows[c][1:] == [
+        "1,755 MHz (1,410–1,980)",
+        "12 (hw_thermal_slowdown: 3, sw_power_cap: 9)",
+        "3",
+    ]
     assert flagged(clocks, c) == {3}
     assert not flagged(table, row_of(table, "s1024_d64", 1, "graph (24 calls per sample)"))
     (summary,) = [b for b in found["Headline"].blocks if isinstance(b, Para) and "Measurement" in b.text]
@@ -363,11 +390,17 @@ def test_method_describes_sampling_and_the_test(run: dict[str, Any]) -> None:
         "until every candidate's timing and the SM clock had settled",
         "within ±1.0% of it, or at 30 s or 5000 rounds per shape",
         "thermal or hardware slowdown were discarded whole",
-        "t_test_on_block_means_of_log_ratios at alpha 0.05",
+        "by one estimate (t_test_on_block_means_of_log_ratios)",
+        "its interval is the t interval exp(mean ± t(1 − α/2, df) × se), at confidence 1 − α (α = 0.05)",
+        "The p-value is that interval's inversion against the resolution band",
         "a difference of at most 0.005",
-        "practical threshold was 0.02",
+        "practical threshold of 0.02",
+        'With fewer than 3 rounds there is no interval and no p-value: the verdict is "too few rounds"',
+        "Bonferroni for the run's 9 comparisons: intervals at 99.4%, p-values times 9",
     ):
         assert phrase in method, phrase
+    assert "Holm" not in method and "bootstrap" not in method.split("Each candidate was compared")[1]
+    assert "Welch" not in method  # every comparison of this run was paired
 
 
 # ---------------------------------------------------------------------------------------- autotune
@@ -394,7 +427,7 @@ def test_autotune_lists_candidates_within_noise(tied_run: dict[str, Any]) -> Non
     fastest, tied = (TWIN, "flash") if autotune.loc["s4096_d64", "fastest"] == TWIN else ("flash", TWIN)
     assert row[1] == fastest and re.match(r"0\.6\d+ \[", row[2])
     assert re.fullmatch(
-        rf"{re.escape(tied)}: \d\.\d%, [01]\.\d+× \[[01]\.\d+, [01]\.\d+\], p [\d.e-]+", row[3]
+        rf"{re.escape(tied)}: -?\d\.\d%, [01]\.\d+× \[[01]\.\d+, [01]\.\d+\], p [\d.e-]+", row[3]
     )
     assert row[4] == "math, flex"  # significantly and practically slower
 
@@ -408,7 +441,10 @@ def test_autotune_has_no_ties_when_one_is_clearly_faster(run: dict[str, Any]) ->
     assert [row[1] for row in table.rows] == ["flash"] * len(SHAPES)
     assert [row[3:] for row in table.rows] == [["none", "math, flex"]] * len(SHAPES)
     (note,) = [b.text for b in section.blocks if isinstance(b, Para)]  # said once, not once per shape
-    assert "Holm across the 6 autotune comparisons of the run" in note
+    assert (
+        "corrected with the rest of the run (Bonferroni for the run's 9 comparisons: intervals at 99.4%"
+        in note
+    )
 
 
 def test_autotune_csv_matches_the_summary(run: dict[str, Any], tied_run: dict[str, Any]) -> None:
@@ -430,7 +466,7 @@ def test_autotune_csv_matches_the_summary(run: dict[str, Any], tied_run: dict[st
 
 
 def test_autotune_recomputes_the_run_comparisons(tied_run: dict[str, Any]) -> None:
-    """Fastest vs every other ok candidate with the compare files' settings, Holm across the run."""
+    """Fastest vs every other ok candidate with the compare files' settings, corrected across the run."""
     benches = [json.loads(Path(p).read_text()) for p in tied_run["bench_paths"]]
     compares = [json.loads(Path(p).read_text()) for p in tied_run["compare_paths"]]
     methods = {c["shape"]: c["method"] for c in compares}
@@ -439,16 +475,14 @@ def test_autotune_recomputes_the_run_comparisons(tied_run: dict[str, Any]) -> No
         ok = {n: c for n, c in bench["candidates"].items() if c["status"] == "ok"}
         best = min(ok, key=lambda n: ok[n]["median_ms"])
         method = methods[bench["shape"]["name"]]
-        settings = {
-            k: method[k] for k in ("alpha", "threshold", "resolution", "n_resamples", "confidence", "seed")
-        }
+        settings = {k: method[k] for k in ("alpha", "threshold", "resolution")}
         for name in ok.keys() - {best}:
             result = compare(ok[best]["samples_ms"], ok[name]["samples_ms"], **settings)
-            pairs.append((bench["shape"]["name"], name, result["p_value"], result["practical"]))
-    adjusted = holm([p for _, _, p, _ in pairs])
+            pairs.append((bench["shape"]["name"], name, result))
+    adjusted = adjust([result for *_, result in pairs], family=_analysis(tied_run)["family"])
     expected = {shape: set() for shape, *_ in pairs}
-    for (shape, name, _, practical), p_holm in zip(pairs, adjusted):
-        if not (p_holm < 0.05 and practical):
+    for (shape, name, _), corrected in zip(pairs, adjusted):
+        if corrected["verdict"] != "slower":
             expected[shape].add(name)
     autotune = _autotune(tied_run)
     assert {
@@ -456,27 +490,47 @@ def test_autotune_recomputes_the_run_comparisons(tied_run: dict[str, Any]) -> No
     } == expected
 
 
-def test_autotune_applies_holm_across_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Four comparisons at p = 0.02, each 10% slower: significant alone, not after Holm (p = 0.08)."""
+def _estimate(speedup: float, p_value: float, df: float = 14.0) -> dict[str, float]:
+    """A stats.compare estimate whose uncorrected p-value (against the 0.5% resolution band) is `p_value`."""
+    from scipy import special
+
+    excess = abs(math.log(speedup)) - math.log1p(0.005)
+    return {"log_speedup": math.log(speedup), "se": excess / -special.stdtrit(df, p_value / 2), "df": df}
+
+
+def test_autotune_corrects_across_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Autotune's comparisons, each 10% slower at p = 0.02: significant alone, not after the
+    correction for the run's 6 comparisons (p = 0.12): tied; at p = 0.005 (0.03 corrected): slower."""
     calls = []
 
     def fake(baseline: Any, candidate: Any, **settings: Any) -> dict[str, Any]:
         calls.append(settings)
-        return {"speedup": 0.9, "speedup_ci95": [0.85, 0.95], "p_value": p_value, "practical": True}
+        est = _estimate(0.9, p_value)
+        return {"speedup": 0.9, "p_value": p_value, "rounds": 30, "estimate": est}
 
     monkeypatch.setattr(autotune, "compare_samples", fake)
     kwargs = write_run(tmp_path, shapes=SHAPES[:2])
     p_value = 0.02
     build(kwargs)
     assert len(calls) == 4  # math and flex against flash, on two shapes
-    assert calls[0] == {"alpha": 0.05, "threshold": 0.02, "resolution": 0.005, "n_resamples": 200,
-                        "confidence": 0.95, "seed": 0}  # fmt: skip
+    assert calls[0] == {"alpha": 0.05, "threshold": 0.02, "resolution": 0.005}
+    analysis = _analysis(kwargs)
+    assert analysis["family"] == 6  # flash and flex against math, and flex against flash, per shape
+    rivals = [r for s in analysis["shapes"] for r in s["rivals"]]
+    assert all(r["p_adjusted"] == pytest.approx(0.12) and r["verdict"] == "same" for r in rivals)
+    assert all(r["confidence"] == pytest.approx(1 - 0.05 / 6) for r in rivals)
+    # the printed interval is the corrected one, which meets the resolution band: tied
+    assert all(r["speedup_ci"][1] > 1 / 1.005 for r in rivals)
     tied = _autotune(kwargs)["tied"]
     assert sorted(tied["s1024_d64"].split(";")) == ["flex", "math"]
     assert sorted(tied["s4096_d64"].split(";")) == ["flex", "math"]
-    p_value = 0.01  # Holm: 0.04 < 0.05, significant and practical: slower, not tied
+    (table,) = tables(sections(kwargs)["Autotune"])
+    assert re.fullmatch(r"(math|flex): 11\.1%, 0\.900× \[0\.\d+, 1\.\d+\], p 0\.12; .*", table.rows[0][3])
+    p_value = 0.005  # corrected: 0.03 < 0.05, significant and practical: slower, not tied
     build(kwargs)
     assert _autotune(kwargs)["tied"].tolist() == ["", ""]
+    rivals = [r for s in _analysis(kwargs)["shapes"] for r in s["rivals"]]
+    assert all(r["verdict"] == "slower" and r["speedup_ci"][1] < 1 / 1.005 for r in rivals)
 
 
 def test_autotune_escapes_candidate_names(tied_run: dict[str, Any]) -> None:
@@ -532,6 +586,109 @@ def test_what_ran_shows_kernels_streams_and_bitwise_repeatability(run: dict[str,
     assert summary.loc[summary["status"] == "ok", "compile_ms"].notna().all()
     # the roofline is stated per result: a share of the attainable bound, with the binding roof
     assert summary["intensity"].notna().all()
+
+
+# ------------------------------------------------------------------------ verdicts and intervals
+
+
+@pytest.fixture(scope="module")
+def verdict_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """EDGE decided alone but not across the run on the first shape; 2 rounds on the last shape."""
+    kwargs = write_verdict_run(tmp_path_factory.mktemp("verdicts"))
+    build(kwargs)
+    return kwargs
+
+
+def _speedup_cells(found: dict[str, Section]) -> list[tuple[str, str, str, str]]:
+    """Every speedup over the reference the report prints: (where, shape, candidate, text)."""
+    cells = []
+    winners, _ = tables(found["Headline"])
+    cells += [("headline", row[0], row[1], row[2]) for row in winners.rows]
+    (matrix,) = tables(found["Speedup per shape and candidate"])
+    cells += [
+        ("matrix", row[0], name, cell)
+        for row in matrix.rows
+        for name, cell in zip(matrix.headers[1:], row[1:])
+    ]
+    for shape, *_ in SHAPES:
+        (table,) = [b for b in under(found["Results per shape"], f"{shape} ") if isinstance(b, Table)]
+        speedup = table.headers.index("speedup vs math [interval]")
+        cells += [("results", shape, row[0].removesuffix(" (fastest)"), row[speedup]) for row in table.rows]
+    return cells
+
+
+def test_every_verdict_printed_agrees_with_the_interval_beside_it(verdict_run: dict[str, Any]) -> None:
+    """The headline, the matrix and the results tables print the run-wide verdict (the mark *) beside
+    the run-wide, corrected interval: EDGE, "faster" in its compare file (its 95% interval clears the
+    resolution band), is unmarked beside a corrected interval that reaches below 1. A comparison with
+    too few rounds says so, and how many rounds would decide it."""
+    analysis = _analysis(verdict_run)
+    corrected = {(c["shape"], c["candidate"]): c for c in analysis["reference"]["comparisons"]}
+    own = {
+        (c["shape"], comp["candidate"]): comp
+        for c in (json.loads(Path(p).read_text()) for p in verdict_run["compare_paths"])
+        for comp in c["comparisons"]
+    }
+    first, last = SHAPES[0][0], SHAPES[-1][0]
+    assert own[(first, EDGE)]["verdict"] == "faster" and own[(first, EDGE)]["speedup_ci"][0] > 1.005
+    assert corrected[(first, EDGE)]["verdict"] == "same" and corrected[(first, EDGE)]["speedup_ci"][0] < 1
+    cells = _speedup_cells(sections(verdict_run))
+    checked = Counter()
+    for where, shape, candidate, text in cells:
+        if (shape, candidate) not in corrected:
+            continue
+        run_wide, comp = corrected[(shape, candidate)], own[(shape, candidate)]
+        checked[where] += 1
+        if run_wide["verdict"] == TOO_FEW_ROUNDS:
+            assert text.startswith(TOO_FEW_ROUNDS) and "×" not in text, (where, text)
+            if where != "matrix":  # the matrix stays compact
+                assert f"about {comp['rounds_to_decide']} rounds would decide, ~1.2 s more sampling" in text
+            continue
+        interval = formatting.interval(comp["speedup"], *run_wide["speedup_ci"], "×", mark=1.0)
+        mark = " *" if run_wide["verdict"] in ("faster", "slower") else ""
+        assert text.split(": ")[-1] == interval + mark, (where, shape, candidate, text)
+        assert agrees(run_wide["verdict"], text), (where, text)
+    assert checked == {"headline": 3, "matrix": 7, "results": 7}
+    (edge,) = [text for where, shape, name, text in cells if (where, shape, name) == ("matrix", first, EDGE)]
+    assert edge == "1.03× [0.998, 1.06]"
+    # summary.csv: the corrected interval beside the corrected verdict, in numbers
+    frame = pd.read_csv(verdict_run["out"]["csv"]).dropna(subset=["verdict"])
+    for row in frame.itertuples(index=False):
+        lo, hi = row.speedup_ci_lo, row.speedup_ci_hi
+        if row.verdict == TOO_FEW_ROUNDS:
+            assert pd.isna(lo) and pd.isna(row.speedup) and row.rounds_to_decide == 3
+            assert row.seconds_to_decide == pytest.approx(2.5 / 2)
+        else:
+            assert {"faster": lo > 1.005, "slower": hi < 1 / 1.005, "same": lo <= 1.02 and hi >= 1 / 1.02}[
+                row.verdict
+            ]
+    # Autotune: the ties on the last shape have too few rounds, said without a number
+    (table,) = tables(sections(verdict_run)["Autotune"])
+    assert (
+        table.rows[row_of(table, last)][3]
+        == "flex: too few rounds (2 rounds); math: too few rounds (2 rounds)"
+    )
+
+
+def test_the_first_screen_counts_the_comparisons_with_too_few_rounds(verdict_run: dict[str, Any]) -> None:
+    found = sections(verdict_run)
+    (said,) = [b for b in found["Headline"].blocks if isinstance(b, Para) and "Measurement" in b.text]
+    assert said.css == "warning"
+    assert said.text.endswith(
+        "; 2 comparisons with too few rounds for an interval (see Measurement conditions)."
+    )
+
+
+def test_a_corrected_confidence_never_prints_as_100_percent() -> None:
+    """With 100 comparisons and more, 1 - 0.05 / m rounds to 100% at 3 digits: a reader would take the
+    interval for a certainty."""
+    assert quality.level(0.95) == "95%" and quality.level(1 - 0.05 / 9) == "99.4%"
+    assert quality.level(1 - 0.05 / 100) == "99.95%" and quality.level(1 - 0.05 / 250) == "99.98%"
+    assert (
+        report._intervals([1 - 0.05 / 250] * 3, 250)
+        == "99.98% intervals, corrected for the run's 250 comparisons"
+    )
+    assert report._intervals([0.95], None) == "95% intervals" and report._intervals([], 4) == "no intervals"
 
 
 # ---------------------------------------------------------------------------------- rendering
@@ -691,7 +848,7 @@ def test_configurations_table_and_recommendation(config_run: dict[str, Any]) -> 
     blocks = under(section, f"{CONFIG_KERNEL} (6 configurations")
     table, ranking = [b for b in blocks if isinstance(b, Table)]
     assert table.headers == ["shape", "fastest configuration", "median ms [95% CI]", "tied with it",
-                             "recommended [BLOCK_M=128,num_warps=8]: slowdown [95% CI]", "not ok"]  # fmt: skip
+                             "recommended [BLOCK_M=128,num_warps=8]: slowdown [interval]", "not ok"]  # fmt: skip
     assert [row[0] for row in table.rows] == [s[0] for s in SHAPES]
     for row, shape in zip(table.rows, found["shapes"]):
         fastest = shape["fastest"]["candidate"]
@@ -707,7 +864,7 @@ def test_configurations_table_and_recommendation(config_run: dict[str, Any]) -> 
     assert [row[5] for row in table.rows] == ["1: unsupported ×1", "none", "1: error ×1"]
     rec = found["recommendation"]
     (sentence,) = [b.text for b in blocks if isinstance(b, Para) and b.text.startswith("Recommended")]
-    worst = formatting.interval(rec["worst_slowdown"], *rec["worst_slowdown_ci95"], "×", mark=1.0)
+    worst = formatting.interval(rec["worst_slowdown"], *rec["worst_slowdown_ci"], "×", mark=1.0)
     assert sentence.startswith(
         f"Recommended for every shape: {configuration(128, 8)}. Its worst slowdown against a shape's "
         f"fastest configuration is {worst} ("
@@ -719,25 +876,39 @@ def test_configurations_table_and_recommendation(config_run: dict[str, Any]) -> 
         "cannot be recommended for all shapes: [BLOCK_M=128,num_warps=4] (error on s4096_d128_causal_gqa); "
         "[BLOCK_M=256,num_warps=8] (unsupported on s1024_d64)." in sentence
     )
-    assert ranking.headers == ["configuration", "worst slowdown [95% CI]", "on", "fastest or tied on"]
+    assert ranking.headers == ["configuration", "worst slowdown [interval]", "on", "fastest or tied on"]
     assert ranking.rows[0][0] == "[BLOCK_M=128,num_warps=8]" and len(ranking.rows) == 4
     intro = text(section)
-    assert f"Holm across the {_analysis(config_run)['configurations']['n_comparisons']} configuration comparisons" in intro
-    assert "[the largest lower bound, the largest upper bound] of the per-shape 95% intervals" in intro
-    assert "with 3 shapes holds with probability at least 85% (Bonferroni)" in intro
+    analysis = _analysis(config_run)
+    n, family = analysis["configurations"]["n_comparisons"], analysis["family"]
+    level = f"{100 * (1 - 0.05 / family):.3g}%"
+    assert (
+        f"its {n} configuration comparisons corrected with the rest of the run: Bonferroni for the run's "
+        f"{family} comparisons: intervals at {level}, p-values times {family}" in intro
+    )
+    assert "[the largest lower bound, the largest upper bound] of the per-shape corrected intervals" in intro
+    assert "which the correction makes hold together with probability at least 95% (Bonferroni)" in intro
 
 
-def test_the_matrix_and_plots_collapse_a_kernel_to_its_fastest_configuration(config_run: dict[str, Any]) -> None:
+def test_the_matrix_and_plots_collapse_a_kernel_to_its_fastest_configuration(
+    config_run: dict[str, Any],
+) -> None:
     (found,) = _analysis(config_run)["configurations"]["families"]
     chosen = [s["fastest"]["candidate"] for s in found["shapes"]]
     (matrix,) = tables(sections(config_run)["Speedup per shape and candidate"])
     assert matrix.headers == ["shape", "math", "flash", f"{CONFIG_KERNEL} (fastest configuration)"]
     for row, name in zip(matrix.rows, chosen):
-        assert re.fullmatch(rf"{re.escape(name.removeprefix(CONFIG_KERNEL))}: \d\.\d+× \[.*\] \*", row[3]), row[3]
+        assert re.fullmatch(rf"{re.escape(name.removeprefix(CONFIG_KERNEL))}: \d\.\d+× \[.*\] \*", row[3]), (
+            row[3]
+        )
     assert 3 in matrix.text_cols and 3 not in matrix.numeric  # a long configuration may wrap
     frame = report.plot_frame(pd.read_csv(config_run["out"]["csv"]), _analysis(config_run))
     plotted = frame[frame["candidate"] == f"{CONFIG_KERNEL} (fastest configuration)"]
-    assert len(plotted) == len(SHAPES) and set(frame["candidate"]) == {"math", "flash", plotted["candidate"].iloc[0]}
+    assert len(plotted) == len(SHAPES) and set(frame["candidate"]) == {
+        "math",
+        "flash",
+        plotted["candidate"].iloc[0],
+    }
     assert plotted["median_ms"].tolist() == [s["fastest"]["median_ms"] for s in found["shapes"]]
     plots = sections(config_run)["Plots"]
     assert "Each kernel with configurations (kern:attn) is drawn as one candidate" in text(plots)
@@ -763,7 +934,9 @@ def test_forty_configurations_stay_readable(tmp_path: Path) -> None:
     kwargs = write_run(tmp_path, shape_candidates=configuration_candidates(specs))
     build(kwargs)
     found = sections(kwargs)
-    unavailable = [b.text for b in found["Headline"].blocks if isinstance(b, Para) and "Unsupported" in b.text]
+    unavailable = [
+        b.text for b in found["Headline"].blocks if isinstance(b, Para) and "Unsupported" in b.text
+    ]
     assert unavailable == [
         f"Unsupported on every shape, left out below: 4 configurations of {CONFIG_KERNEL}: needs 300 KB of "
         "shared memory (4)"
@@ -771,12 +944,21 @@ def test_forty_configurations_stay_readable(tmp_path: Path) -> None:
     (matrix,) = tables(found["Speedup per shape and candidate"])
     assert len(matrix.headers) == 4
     winners, tallies = tables(found["Headline"])
-    assert len(tallies.rows) <= 2 + 1 + 3  # math, flash, the rest of the kernel in one row, its winners
+    # math, flash, the rest of the kernel in one row, and its configurations fastest or tied somewhere
+    tally = headline.summarize(
+        [json.loads(Path(p).read_text()) for p in kwargs["bench_paths"]],
+        [json.loads(Path(p).read_text()) for p in kwargs["compare_paths"]],
+        _analysis(kwargs),
+    )["candidates"]
+    placed = [n for n, t in tally.items() if n.startswith(CONFIG_KERNEL) and (t["wins"] or t["ties"])]
+    assert len(tallies.rows) == 2 + 1 + len(placed) < 2 + 40
     collapsed = [row for row in tallies.rows if "other configurations" in row[0]]
     assert len(collapsed) == 1 and collapsed[0][0].startswith(f"{CONFIG_KERNEL}: ")
     autotune_table = tables(found["Autotune"])[0]
     assert all(len(row[4]) < 80 for row in autotune_table.rows)  # "math, 40 configurations of kern:attn"
-    assert re.fullmatch(rf"math, (39|40) configurations of {re.escape(CONFIG_KERNEL)}", autotune_table.rows[1][4])
+    assert re.fullmatch(
+        rf"math, (39|40) configurations of {re.escape(CONFIG_KERNEL)}", autotune_table.rows[1][4]
+    )
     family_table = tables(found["Autotune"])[1]
     for row in family_table.rows:  # ties counted, five named
         count = int(row[3].split(":")[0]) if row[3] != "none" else 0

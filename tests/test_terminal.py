@@ -4,6 +4,7 @@ end, and the exit decision for fail_on_failed_candidates."""
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import shutil
 import subprocess
@@ -12,9 +13,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fixtures_report import EVIL, build, write_run
+from fixtures_report import (
+    EDGE,
+    EVIL,
+    FEW_ROUNDS,
+    SHAPES,
+    agrees,
+    build,
+    printed_speedup,
+    write_run,
+    write_verdict_run,
+)
 
-from attnbench import __version__, headline, jobs, terminal
+from attnbench import __version__, formatting, headline, jobs, quality, report, terminal
+from attnbench.stats import MIN_ROUNDS, TOO_FEW_ROUNDS
 
 
 @pytest.fixture(scope="module")
@@ -32,13 +44,23 @@ def test_each_candidate_gets_one_line_with_its_numbers_or_its_reason(run: dict[s
     bench_path, compare_path = run["bench_paths"][0], run["compare_paths"][0]
     bench, compare = (json.loads(Path(p).read_text()) for p in (bench_path, compare_path))
     lines = terminal.candidate_lines(bench, compare)
-    assert lines[0] == f"{compare['shape']} (reference {compare['reference']}):"
+    assert (
+        lines[0] == f"{compare['shape']} (reference {compare['reference']}; 95% intervals, this shape alone):"
+    )
     assert len(lines) == 1 + len(bench["candidates"])
     by_name = {line.split()[0]: line for line in lines[1:]}
     assert by_name["math"].split()[1] == "ok" and by_name["math"].endswith("reference")
     flash = next(c for c in compare["comparisons"] if c["candidate"] == "flash")
     assert f"{bench['candidates']['flash']['median_ms']:.4g} ms ±" in by_name["flash"]
-    assert "× [" in by_name["flash"] and by_name["flash"].endswith(flash["verdict"])
+    printed = formatting.interval(flash["speedup"], *flash["speedup_ci"], "×", mark=1.0)
+    assert by_name["flash"].endswith(f"  {printed} faster") and flash["verdict"] == "faster"
+    # undecided: "same", and about how many rounds in all would decide it, at the shape's pace
+    flex = next(c for c in compare["comparisons"] if c["candidate"] == "flex")
+    assert flex["verdict"] == "same" and flex["rounds_to_decide"] > flex["rounds"]
+    seconds = (flex["rounds_to_decide"] - flex["rounds"]) * 2.5 / bench["timing"]["rounds_kept"]
+    assert by_name["flex"].endswith(
+        f" same (about {flex['rounds_to_decide']} rounds would decide, ~{quality.seconds(seconds)} s more sampling)"
+    )
     for name, entry in bench["candidates"].items():
         if entry["status"] != "ok":
             assert entry["status"] in by_name[name] and entry["reason"].split()[0] in by_name[name]
@@ -49,8 +71,11 @@ def test_the_end_of_a_run_prints_the_answer_and_decides_the_exit(run, capsys, mo
     report = Path(run["out"]["html"])
     assert terminal.finished(results, report, fail_on_failed=False) is None
     printed = capsys.readouterr().out
-    assert printed.strip() == headline.terminal(headline.load(results), report).strip()
-    assert EVIL in printed and f"report: {report}" in printed
+    # the headline, then one line on the measurement's quality, then the report's path
+    lines = printed.strip().splitlines()
+    assert lines[:-2] == headline.terminal(headline.load(results)).splitlines()
+    assert lines[-2].startswith("⚠ measurement: ") and lines[-1] == f"report: {report}"
+    assert EVIL in printed
     why = terminal.finished(results, report, fail_on_failed=True)
     assert why is not None and "fail_on_failed_candidates is on" in why
     monkeypatch.setenv(terminal.HEADLINE_VARIABLE, "1")  # attnbench run prints it itself
@@ -98,3 +123,113 @@ def test_a_ctrl_c_while_a_job_starts_ends_it_with_one_line() -> None:
     assert "interrupted (Ctrl-C) while starting" in ran.stderr
     assert "Traceback" not in ran.stderr and "Fatal Python error" not in ran.stderr
     assert __version__ not in ran.stdout  # ended before it did anything
+
+
+# ------------------------------------------------------------------ measurement quality, verdicts
+
+
+def _line(run: dict[str, Any]) -> str | None:
+    return terminal.quality_line(_results(run))
+
+
+def test_the_end_of_a_run_tells_the_measurements_quality_in_one_line(run: dict[str, Any]) -> None:
+    """What the report's first screen says about the measurement, the same facts in the same words."""
+    line = _line(run)
+    assert line == (
+        "⚠ measurement: 1 of 12 timed results missed their ±1.0% CI target; throttled rounds on 1 of 3 "
+        "shapes (3 rounds discarded for thermal or hardware slowdowns); warm-up did not settle on 1 of 3 shapes"
+    )
+    inputs = {key: value for key, value in run.items() if key != "out"}
+    (headline_section, *_) = report.document(report.read_run(**inputs))
+    (said,) = [
+        b.text for b in headline_section.blocks if getattr(b, "text", "").startswith("⚠ Measurement: ")
+    ]
+    facts = line.removeprefix("⚠ measurement: ")
+    assert said == f"⚠ Measurement: {facts[0].upper()}{facts[1:]} (see Measurement conditions)."
+
+
+def test_the_quality_line_names_a_busy_host_and_is_plain_when_all_is_well(tmp_path: Path) -> None:
+    busy = {"threads": 1, "cpus": 2, "load_before": 0.1, "load_after": 3.5, "other_cores": 1.6,
+            "busy": True, "why": "other processes kept 1.6 of 2 cores busy"}  # fmt: skip
+    noisy = write_run(tmp_path / "busy", device="cpu", hosts={"s4096_d64": busy}, conditions={}, missed=set())
+    line = terminal.quality_line(Path(noisy["out"]["html"]).parents[1])
+    assert line == (
+        "⚠ measurement: all 12 timed results met their ±1.0% CI target; GPU clocks not monitored (cpu); "
+        "the host was busy with other work during 1 of 3 shapes"
+    )
+    clean = write_run(tmp_path / "clean", shapes=SHAPES[1:], conditions={}, missed=set())
+    results = Path(clean["out"]["html"]).parents[1]
+    assert terminal.quality_line(results) == (
+        "measurement: all 8 timed results met their ±1.0% CI target; no throttled rounds"
+    )
+    assert terminal.quality_line(tmp_path / "nothing") is None  # no bench file: no line
+
+
+@pytest.fixture(scope="module")
+def verdict_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    kwargs = write_verdict_run(tmp_path_factory.mktemp("verdicts"))
+    build(kwargs)
+    return kwargs
+
+
+def _shape_lines(run: dict[str, Any], shape: str) -> tuple[list[str], dict[str, Any], dict[str, Any]]:
+    results = _results(run)
+    bench, compare = (
+        json.loads((results / kind / f"{shape}.json").read_text()) for kind in ("bench", "compare")
+    )
+    return terminal.candidate_lines(bench, compare), bench, compare
+
+
+def test_too_few_rounds_say_what_would_decide_and_how_the_shape_was_measured(verdict_run) -> None:
+    shape = SHAPES[-1][0]
+    lines, bench, compare = _shape_lines(verdict_run, shape)
+    assert lines[0] == f"{shape} (reference math):"  # no interval on this shape
+    assert {c["verdict"] for c in compare["comparisons"]} == {TOO_FEW_ROUNDS}
+    by_name = {line.split()[0]: line for line in lines[1:-1]}
+    for comp in compare["comparisons"]:
+        assert comp["rounds"] == FEW_ROUNDS and comp["rounds_to_decide"] == MIN_ROUNDS
+        seconds = quality.seconds((MIN_ROUNDS - FEW_ROUNDS) * 2.5 / FEW_ROUNDS)
+        assert by_name[comp["candidate"]].endswith(
+            f"  too few rounds (2 rounds; at least 3 rounds would give an interval, ~{seconds} s more sampling)"
+        )
+        assert "×" not in by_name[comp["candidate"]]  # no speedup without an interval
+    # the shape's measurement, as its Measurement conditions row flags it
+    assert lines[-1] == (
+        "  ⚠ measurement: 2 of 5 rounds kept in 2.5 s, stopped: every median's 95% CI within ±1.00%; "
+        "warm-up not settled; 3 rounds discarded for slowdowns"
+    )
+    # and the end of the run counts them
+    assert _line(verdict_run).endswith("; 2 comparisons with too few rounds for an interval")
+    # a shape where every comparison has an interval has no such line
+    first, _, _ = _shape_lines(verdict_run, SHAPES[0][0])
+    assert not any("measurement:" in line for line in first)
+
+
+def test_each_shapes_lines_print_the_compare_files_own_interval_beside_its_verdict(verdict_run) -> None:
+    """EDGE is decided alone (95%, "faster") but not across the run: the per-shape line says faster,
+    with the compare file's interval, which clears 1."""
+    for shape, *_ in SHAPES[:2]:
+        lines, _, compare = _shape_lines(verdict_run, shape)
+        by_name = {line.split()[0]: line for line in lines[1:]}
+        for comp in compare["comparisons"]:
+            line = by_name[comp["candidate"]]
+            assert formatting.interval(comp["speedup"], *comp["speedup_ci"], "×", mark=1.0) in line
+            verdict = re.search(r"\] (faster|slower|same)", line).group(1)
+            assert verdict == comp["verdict"] and agrees(verdict, line), line
+    lines, _, compare = _shape_lines(verdict_run, SHAPES[0][0])
+    (edge,) = [line for line in lines if line.split()[0] == EDGE]
+    assert edge.endswith(" faster") and printed_speedup(edge)[1] > 1
+
+
+def test_the_end_of_a_run_marks_only_what_its_interval_shows(verdict_run) -> None:
+    """headline.terminal's per-shape lines: the mark * stands beside an interval that clears 1."""
+    text = headline.terminal(headline.load(_results(verdict_run)))
+    rows = [line for line in text.splitlines() if line.startswith("  s")]
+    assert len(rows) == len(SHAPES)
+    for line in rows:
+        if TOO_FEW_ROUNDS in line:
+            assert "×" not in line and not line.endswith("*")
+        else:
+            point = printed_speedup(line)[0]
+            verdict = ("faster" if point > 1 else "slower") if line.endswith(" *") else "same"
+            assert agrees(verdict, line), line

@@ -114,7 +114,7 @@ def test_the_terminal_shows_each_candidate_and_ends_with_the_answer(finished_run
     out = (finished_run / "first-run.out").read_text()
     assert "Benchmark s64: check every candidate" in out
     assert "--spec" not in out and "python -m attnbench" not in out
-    assert "s96_causal (reference math):" in out
+    assert "s96_causal (reference math; 95% intervals, this shape alone):" in out
     lines = out.splitlines()
     naive = next(line for line in lines if line.split()[:2] == ["examples.kernels:naive_attention", "ok"])
     assert " ms ±" in naive and "× [" in naive  # median with its CI, speedup with its CI

@@ -53,11 +53,14 @@ COLUMNS = [
     "rel_ci",
     "target_met",
     "speedup",
-    "speedup_ci95_lo",
-    "speedup_ci95_hi",
+    "speedup_ci_lo",  # the speedup's interval at `confidence` (1 - alpha), this shape's comparison alone
+    "speedup_ci_hi",
+    "confidence",
     "significant",
-    "verdict",
+    "verdict",  # faster, slower, same, "too few rounds" (then no speedup, interval or p-value)
     "p_value",
+    "rounds",
+    "rounds_to_decide",  # about how many rounds in all would decide an undecided comparison
     "rel_error",
     "tflops",
     "reference",
@@ -81,7 +84,9 @@ def _candidate_names(candidates: Mapping[str, Any] | Iterable[Any]) -> dict[str,
             if label is None:
                 raise TypeError(f"candidate {item!r}: give it a name, e.g. compare({{'mine': fn}}, ...)")
             if label in named:  # two lambdas are both <lambda>: one would silently replace the other
-                raise ValueError(f"two candidates named {label!r}: name them, e.g. compare({{'a': f, 'b': g}}, ...)")
+                raise ValueError(
+                    f"two candidates named {label!r}: name them, e.g. compare({{'a': f, 'b': g}}, ...)"
+                )
             named[label] = item
     if not named:
         raise ValueError("compare needs at least one candidate")
@@ -156,7 +161,7 @@ def _rows(
     for name, entry in bench["candidates"].items():
         ci = entry.get("ci95_ms") or [None, None]
         outcome = comparisons.get(name, {})
-        speedup_ci = outcome.get("speedup_ci95") or [None, None]
+        speedup_ci = outcome.get("speedup_ci") or [None, None]
         reason = entry.get("reason")
         if entry["status"] == "ok" and name in skipped:  # ok, but the reference was not
             reason = skipped[name]["reason"]
@@ -172,11 +177,14 @@ def _rows(
                 "rel_ci": entry.get("rel_ci"),
                 "target_met": entry.get("target_met"),
                 "speedup": outcome.get("speedup"),
-                "speedup_ci95_lo": speedup_ci[0],
-                "speedup_ci95_hi": speedup_ci[1],
+                "speedup_ci_lo": speedup_ci[0],
+                "speedup_ci_hi": speedup_ci[1],
+                "confidence": outcome.get("confidence"),
                 "significant": outcome.get("significant"),
                 "verdict": "reference" if name == reference else outcome.get("verdict"),
                 "p_value": outcome.get("p_value"),
+                "rounds": outcome.get("rounds"),
+                "rounds_to_decide": outcome.get("rounds_to_decide"),
                 "rel_error": entry.get("rel_error"),
                 "tflops": entry.get("tflops"),
                 "reference": None if reference is None else labels.get(reference, reference),
@@ -205,7 +213,9 @@ def compare(
 ) -> Any:
     """Measure every candidate on every shape and compare each with `reference`; a pandas DataFrame,
     one row per (shape, candidate), columns COLUMNS. Raw documents (samples, audit, timing record)
-    are in `df.attrs["bench"]` and `df.attrs["compare"]`, by shape name.
+    are in `df.attrs["bench"]` and `df.attrs["compare"]`, by shape name. Each row's interval, p-value
+    and verdict are its shape's comparison alone, at confidence 1 - alpha (the compare job's), not
+    corrected across the shapes and candidates as the workflow's report corrects them.
 
     candidates: {label: callable or candidate name} (flash, efficient, cudnn, math, flex,
         "module:function"), or a list of names and callables (named by __name__). A callable is
@@ -273,8 +283,11 @@ def compare(
                     bench = _measure(run, name, ceilings_path)
                 except (KeyboardInterrupt, isolation.ContextLost) as exc:
                     # In this process nothing isolates a crash: keep the shapes already measured.
-                    warnings.warn(f"compare stopped at shape {name} ({type(exc).__name__}: {exc}); "
-                                  f"returning the {len(benches)} shapes measured before it", stacklevel=2)
+                    warnings.warn(
+                        f"compare stopped at shape {name} ({type(exc).__name__}: {exc}); "
+                        f"returning the {len(benches)} shapes measured before it",
+                        stacklevel=2,
+                    )
                     break
                 benches[name] = bench
                 if reference_name is not None:

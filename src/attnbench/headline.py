@@ -4,7 +4,9 @@ the reference it is, how many shapes each candidate wins or ties, what failed, a
 The report leads with it and the command line prints it at the end of a run, so the analysis lives
 here once, on the result files alone; rendering (report.py, `terminal`) only formats it. The fastest
 candidate and its ties are autotune's (autotune.json, or autotune.analyse when the step has not run),
-the speedups and their CIs the compare files', significance Holm's across the run where known.
+the speedups the compare files', their intervals and verdicts corrected across the run (autotune's
+stats.adjust) where known, else the compare file's own: each from the same object, so a verdict
+never contradicts the interval beside it.
 """
 
 from __future__ import annotations
@@ -15,15 +17,16 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from attnbench import candidates
+from attnbench import candidates, quality
 from attnbench.formatting import DASH, clip, interval
+from attnbench.stats import TOO_FEW_ROUNDS
 
 Json = dict[str, Any]
 
 # statuses that mean something went wrong with a candidate (unsupported is a choice of the library)
 FAILURE_STATUSES = ("error", "incorrect", "oom", "timeout", "crashed", "untrusted")
 MAX_TERMINAL_FAILURES = 20
-SIGNIFICANT_MARK = "*"  # significantly faster or slower than the reference (Holm where known)
+SIGNIFICANT_MARK = "*"  # significantly faster or slower than the reference (corrected where known)
 
 
 def summarize(benches: list[Json], compares: list[Json], autotune: Json | None) -> Json:
@@ -37,7 +40,7 @@ def summarize(benches: list[Json], compares: list[Json], autotune: Json | None) 
     if autotune is None and benches:
         autotune = autotune_step.analyse(benches, compares)
     chosen = {s["shape"]: s for s in (autotune or {}).get("shapes", [])}
-    holm = {
+    corrected = {
         (c["shape"], c["candidate"]): c for c in (autotune or {}).get("reference", {}).get("comparisons", [])
     }
     references = {c["shape"]: c["reference"] for c in compares}
@@ -49,19 +52,20 @@ def summarize(benches: list[Json], compares: list[Json], autotune: Json | None) 
     }
 
     def comparison(shape: str, candidate: str) -> Json:
-        """The candidate against the shape's reference: speedup, CI, significance (Holm where known)."""
+        """The candidate against the shape's reference: speedup, interval, verdict (corrected where
+        known), the interval and the verdict from one object."""
         if candidate == references.get(shape):
-            return {"speedup": 1.0, "ci95": None, "significant": False, "verdict": "reference"}
+            return {**_NO_COMPARISON, "speedup": 1.0, "significant": False, "verdict": "reference"}
         comp = against_reference.get((shape, candidate))
         if comp is None:
-            return {"speedup": None, "ci95": None, "significant": None, "verdict": None}
-        adjusted = holm.get((shape, candidate))
-        significant = adjusted["significant_holm"] if adjusted else comp["verdict"] != "same"
+            return _NO_COMPARISON
+        source = corrected.get((shape, candidate)) or comp
         return {
             "speedup": comp["speedup"],
-            "ci95": list(comp["speedup_ci95"]),
-            "significant": bool(significant),
-            "verdict": comp["verdict"],
+            "ci": source["speedup_ci"],
+            "confidence": source["confidence"],
+            "significant": source["verdict"] in ("faster", "slower"),
+            "verdict": source["verdict"],
         }
 
     shapes, rows = [], []
@@ -86,6 +90,7 @@ def summarize(benches: list[Json], compares: list[Json], autotune: Json | None) 
     unavailable = _unavailable(benches)
     return {
         "reference": _one_reference(references.values()),
+        "family": (autotune or {}).get("family"),
         "shapes": shapes,
         "candidates": _tally(benches, shapes),
         "failures": [
@@ -110,7 +115,7 @@ def summarize(benches: list[Json], compares: list[Json], autotune: Json | None) 
     }
 
 
-_NO_COMPARISON: Json = {"speedup": None, "ci95": None, "significant": None, "verdict": None}
+_NO_COMPARISON: Json = {"speedup": None, "ci": None, "confidence": None, "significant": None, "verdict": None}
 
 
 def _fastest_and_ties(bench: Json, chosen: Json | None) -> tuple[str | None, list[str]]:
@@ -221,11 +226,25 @@ def _run_order(benches: list[Json], autotune: Json | None) -> list[Json]:
     return sorted(benches, key=lambda b: b.get("created") or "")
 
 
-def speedup_text(speedup: Any, ci95: list[float] | None, significant: bool | None) -> str:
-    """`2.31× [2.25, 2.38] *`: the speedup, its CI, and the mark when it is significant."""
-    lo, hi = ci95 or (None, None)
+def speedup_text(speedup: Any, ci: list[float] | None, significant: bool | None, verdict: str | None = None) -> str:
+    """`2.31× [2.25, 2.38] *`: the speedup, its interval, and the mark when it is significant; a
+    comparison with too few rounds says so instead of a number."""
+    if verdict == TOO_FEW_ROUNDS:
+        return TOO_FEW_ROUNDS
+    lo, hi = ci or (None, None)
     text = interval(speedup, lo, hi, "×", mark=1.0)
     return f"{text} {SIGNIFICANT_MARK}" if significant else text
+
+
+def confidence_text(summary: Json) -> str:
+    """How sure the headline's intervals are: `99.8% intervals, corrected for the run's 24 comparisons`."""
+    levels = {s["confidence"] for s in summary["shapes"] if s.get("confidence") is not None}
+    if not levels:
+        return "no intervals"
+    level = quality.level(min(levels)) if len(levels) == 1 else f"{quality.level(min(levels))} to {quality.level(max(levels))}"
+    family = summary.get("family")
+    corrected = f", corrected for the run's {family} comparisons" if family and family > 1 else ""
+    return f"{level} intervals{corrected}"
 
 
 def _family_sizes(summary: Json) -> Counter[str]:
@@ -238,15 +257,15 @@ def terminal(summary: Json, report: Path | None = None) -> str:
     if not summary["shapes"]:
         return "no shape measured yet" + (f"\nreport: {report}" if report is not None else "")
     reference = summary["reference"] or "the reference"
-    lines = [f"fastest correct candidate per shape (speedup vs {reference} [95% CI]; "
-             f"{SIGNIFICANT_MARK} significant):"]  # fmt: skip
+    lines = [f"fastest correct candidate per shape (speedup vs {reference} [interval]; "
+             f"{SIGNIFICANT_MARK} significant;", f"  {confidence_text(summary)}):"]  # fmt: skip
     width = max((len(s["shape"]) for s in summary["shapes"]), default=0)
     for shape in summary["shapes"]:
         if shape["fastest"] is None:
             lines.append(f"  {shape['shape']:<{width}}  {DASH} nothing timed ok")
             continue
         ties = f"  (tied: {', '.join(shape['tied'])})" if shape["tied"] else ""
-        speed = speedup_text(shape["speedup"], shape["ci95"], shape["significant"])
+        speed = speedup_text(shape["speedup"], shape["ci"], shape["significant"], shape["verdict"])
         lines.append(f"  {shape['shape']:<{width}}  {shape['fastest']}  {speed}{ties}")
     shown: dict[str, Json] = {}
     sizes = _family_sizes(summary)
@@ -269,7 +288,7 @@ def terminal(summary: Json, report: Path | None = None) -> str:
                 clip(f"one configuration of {rec['family']} for every shape: none ({rec['reason']})")
             )
             continue
-        lo, hi = rec["worst_slowdown_ci95"]
+        lo, hi = rec["worst_slowdown_ci"] or (None, None)
         lines.append(clip(f"one configuration of {rec['family']} for every shape:"))
         lines.append(
             clip(

@@ -20,6 +20,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
 
 from attnbench.formatting import num
+from attnbench.stats import TOO_FEW_ROUNDS
 
 Json = dict[str, Any]
 
@@ -28,7 +29,7 @@ PLOTS = ("latency", "roofline", "speedup", "memory")
 ALT = {
     "latency": "Median latency against sequence length per candidate, 95% CI error bars, log-log",
     "roofline": "Roofline: achieved TFLOP/s against arithmetic intensity, with the measured ceilings",
-    "speedup": "Speedup against the reference per shape and candidate; * marks Holm-significant",
+    "speedup": "Speedup against the reference per shape and candidate; * marks a verdict of faster or slower, corrected across the run",
     "memory": "Workspace per call in MB (beyond inputs and output) per shape and candidate, against the device's memory",
 }
 MAX_FIG_WIDTH = 12.5  # inches at 110 dpi: about the HTML page's width, so text stays full size
@@ -330,10 +331,12 @@ def _speedup_figure(frame: pd.DataFrame) -> Figure:
             row = cells.loc[(shape, name)]
             if pd.notna(row["speedup"]):
                 speedup[i, j] = float(row["speedup"])
-                star = "*" if row["significant_holm"] else ""
+                star = "*" if row["verdict"] in ("faster", "slower") else ""
                 text[i][j] = f"{speedup[i, j]:.2f}×{star}"
             elif row["reference"] == name:
                 text[i][j] = "ref"
+            elif row["verdict"] == TOO_FEW_ROUNDS:
+                text[i][j] = "few rounds"
             else:
                 text[i][j] = "—" if row["status"] == "ok" else str(row["status"])
     log2 = np.log2(speedup)
@@ -361,7 +364,7 @@ def _speedup_figure(frame: pd.DataFrame) -> Figure:
     ax.set_xlabel("candidate")
     ax.set_ylabel("shape")
     references = ", ".join(sorted(str(r) for r in frame["reference"].dropna().unique()))
-    ax.set_title(_label(f"Speedup vs reference ({references}); >1 is faster; * Holm-significant"))
+    ax.set_title(_label(f"Speedup vs reference ({references}); >1 is faster; * faster or slower (corrected)"))
     bar = fig.colorbar(image, ax=ax, label="speedup (log scale)")
     ticks = np.arange(math.ceil(-bound), math.floor(bound) + 1)
     ticks = ticks if len(ticks) >= 3 else np.linspace(-bound, bound, 5)

@@ -301,7 +301,7 @@ def _headline(results: Path, report: Path | None, finished: bool) -> tuple[str |
 
     try:
         summary = headline.load(results)
-        return headline.terminal(summary, report=report), headline.failed(summary)
+        return terminal.answer(summary, results, report), headline.failed(summary)
     except Exception as exc:
         if finished:
             raise

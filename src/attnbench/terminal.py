@@ -1,7 +1,8 @@
 """What a run says in the terminal, where Snakemake shows it: after each shape, one line per
 candidate (printed by the shape's compare job, which has both its measurements and its
-comparisons), and at the end the answer (attnbench.headline), the failures and the report's path,
-or, when the run stopped early, what finished and how to resume.
+comparisons), and at the end the answer (attnbench.headline), the failures, the measurement's
+quality in one line (as the report's first screen states it, attnbench.quality) and the report's
+path, or, when the run stopped early, what finished and how to resume.
 
 Imported by the Snakefile and by every job's process: it must stay cheap to import.
 
@@ -12,6 +13,7 @@ silence with exit 0.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -28,10 +30,19 @@ HEADLINE_VARIABLE = "ATTNBENCH_RUN_PRINTS_HEADLINE"
 
 def candidate_lines(bench: dict[str, Any], compare: dict[str, Any]) -> list[str]:
     """The shape's name, then one line per candidate: status, median and the half-width of its 95% CI,
-    and its speedup over the reference with that CI and the shape's own verdict (the run's end marks
-    significance after Holm's correction across all shapes), or why it has no numbers."""
-    by_candidate = {c["candidate"]: c for c in compare.get("comparisons", [])}
-    lines = [f"{compare['shape']} (reference {compare['reference']}):"]
+    and its speedup over the reference with the shape's own interval and verdict (those of this
+    comparison alone, at 1 - alpha; the run's end prints them corrected across the run), or why it
+    has no numbers. An undecided comparison says about how many rounds would decide it, and how many
+    seconds of sampling that is; a shape with a comparison of too few rounds ends with a line on how
+    it was measured (quality.shape_issues)."""
+    from attnbench import quality  # numpy: imported by the compare job anyway, not at the Snakefile's parse
+    from attnbench.stats import TOO_FEW_ROUNDS
+
+    comparisons = compare.get("comparisons", [])
+    by_candidate = {c["candidate"]: c for c in comparisons}
+    levels = sorted({c["confidence"] for c in comparisons if c.get("speedup_ci") is not None})
+    said = f"; {'/'.join(quality.level(c) for c in levels)} intervals, this shape alone" if levels else ""
+    lines = [f"{compare['shape']} (reference {compare['reference']}{said}):"]
     if compare.get("reason"):  # the reference itself has no result: nothing was compared
         lines.append(clip(f"  no speedups: {compare['reason']}"))
     width = max(map(len, bench["candidates"]), default=0)
@@ -42,12 +53,35 @@ def candidate_lines(bench: dict[str, Any], compare: dict[str, Any]) -> list[str]
         if name == compare["reference"]:
             text += "  reference"
         elif (versus := by_candidate.get(name)) is not None:
-            speedup = interval(versus["speedup"], *versus["speedup_ci95"], suffix="×", mark=1.0)
-            text += f"  {speedup} {versus['verdict']}"
+            need = quality.to_decide_text(quality.to_decide(versus, bench))
+            if versus["verdict"] == TOO_FEW_ROUNDS:
+                rounds = f"{versus['rounds']} round{'' if versus['rounds'] == 1 else 's'}"
+                text += f"  {TOO_FEW_ROUNDS} ({rounds}" + (f"; {need})" if need else ")")
+            else:
+                lo, hi = versus["speedup_ci"] or (None, None)
+                text += f"  {interval(versus['speedup'], lo, hi, suffix='×', mark=1.0)} {versus['verdict']}"
+                if versus["verdict"] == "same" and need:
+                    text += f" ({need})"
         if entry.get("reason"):
             text += f"  {entry['reason']}"
         lines.append(clip(f"  {name:<{width}}  {text}", LINE_WIDTH))
+    if any(c["verdict"] == TOO_FEW_ROUNDS for c in comparisons):
+        lines.append(clip(f"  {shape_line(bench)}", LINE_WIDTH))
     return lines
+
+
+def shape_line(bench: dict[str, Any]) -> str:
+    """How a shape was sampled, for a shape whose rounds did not suffice: rounds kept and run, the
+    seconds, why sampling stopped, and what the report's Measurement conditions flag for it."""
+    from attnbench import quality
+
+    timing = bench["timing"]
+    text = f"measurement: {timing['rounds_kept']} of {timing['rounds_run']} rounds kept"
+    if timing.get("elapsed_s") is not None:
+        text += f" in {quality.seconds(timing['elapsed_s'])} s"
+    text += f", stopped: {timing['stop_reason']}"
+    issues = quality.shape_issues(bench)
+    return f"{quality.FLAG} {text}; {'; '.join(issues)}" if issues else text
 
 
 def print_shape(bench_path: str | Path, compare: dict[str, Any]) -> None:
@@ -61,11 +95,51 @@ def finished(results: Path, report: Path, *, fail_on_failed: bool) -> str | None
 
     summary = headline.load(results)
     if not os.environ.get(HEADLINE_VARIABLE):
-        print(headline.terminal(summary, report if report.exists() else None), flush=True)
+        print(answer(summary, results, report if report.exists() else None), flush=True)
     failures = headline.failed(summary)
     if failures and fail_on_failed:
-        return f"{len(failures)} candidate result(s) failed (listed above) and fail_on_failed_candidates is on"
+        return (
+            f"{len(failures)} candidate result(s) failed (listed above) and fail_on_failed_candidates is on"
+        )
     return None
+
+
+def answer(summary: dict[str, Any], results: Path, report: Path | None) -> str:
+    """What the end of a run prints: the headline (headline.terminal), then in one line the
+    measurement quality the report's first screen states (`quality_line`), then the report's path."""
+    from attnbench import headline
+
+    lines = [headline.terminal(summary)]
+    if summary["shapes"] and (line := quality_line(results)):
+        lines.append(line)
+    if report is not None:
+        lines.append(f"report: {report}")
+    return "\n".join(lines)
+
+
+def quality_line(results: Path) -> str | None:
+    """The run's measurement quality in one line, as the report's first screen says it (quality.text
+    on the bench and compare files under `results`): CI targets missed, throttled or discarded
+    rounds, warm-ups not settled, a busy host, comparisons with too few rounds. None without bench
+    files."""
+    from attnbench import quality
+
+    benches = [_read(p) for p in sorted((Path(results) / "bench").glob("*.json"))]
+    if not benches:
+        return None
+    shapes = {b["shape"]["name"] for b in benches}
+    compares = [
+        c
+        for c in (_read(p) for p in sorted((Path(results) / "compare").glob("*.json")))
+        if c["shape"] in shapes
+    ]
+    summary = quality.summarize(benches, compares)
+    text = f"measurement: {quality.text(summary)}"
+    return f"{quality.FLAG} {text}" if summary["warn"] else text
+
+
+def _read(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def stopped(results: Path, shapes: list[str]) -> None:

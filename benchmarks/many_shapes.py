@@ -61,7 +61,6 @@ def config(n: int, first: int | None = None) -> dict:
         "reference": "math",
         "timing": {"warmup": 1, "warmup_max_s": 0.2, "min_rounds": 6, "max_time_s": 1},
         "calibrate": {"matmul_size": 128, "copy_mb": 8, "rounds": 3},
-        "stats": {"n_resamples": 2000},
         "shapes": shapes(n)[:first] if first else shapes(n),
     }
 

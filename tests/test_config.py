@@ -384,3 +384,25 @@ def test_a_sweep_makes_one_named_shape_per_combination():
         _run_with_shapes([{"name": "x", "preset": "llama-3.1-8b", "sweep": {"batch": [1], "cache_lens": [[300] * 16]}}])
     with pytest.raises(run_config.ConfigError, match="missing batch and seq"):
         _run_with_shapes([{"name": "x", "preset": "llama-3.1-8b", "sweep": {"batch": [1, 2]}}])
+
+
+def test_older_stats_settings_still_run_and_a_contradicting_one_is_refused(monkeypatch):
+    """Issue 30: n_resamples and seed no longer do anything (accepted so older configs run); the
+    interval's confidence is 1 - alpha, so a config asking for another is refused before the run, as
+    is a resolution above the threshold (a `same` beside an interval wholly outside the band)."""
+    monkeypatch.setattr(device, "cuda_unusable_reason", lambda: "no GPU")
+    config = default_config()
+    config["stats"] = {"alpha": 0.05, "n_resamples": 2000, "seed": 3, "confidence": 0.95}
+    run_config.validate(config, SCHEMA)
+    run = run_config.effective(config)
+    assert jobs.stats_settings(run) == {"alpha": 0.05}
+    config["stats"] = {"alpha": 0.05, "confidence": 0.9}
+    with pytest.raises(run_config.ConfigError, match=r"stats: confidence 0.9 is not 1 - alpha \(0.95\)"):
+        run_config.effective(config)
+    config["stats"] = {"threshold": 0.01, "resolution": 0.02}
+    with pytest.raises(run_config.ConfigError, match="stats: resolution 0.02 exceeds threshold 0.01"):
+        run_config.effective(config)
+    config["stats"] = {}
+    config["ratchet"] = {"threshold": 0.01}  # its default resolution, 2%, is above that
+    with pytest.raises(run_config.ConfigError, match="ratchet: resolution 0.02 exceeds threshold 0.01"):
+        run_config.effective(config)

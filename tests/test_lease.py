@@ -118,7 +118,7 @@ def test_workflow_runs_one_benchmark_job_per_fake_gpu(tmp_path):
     workdir = tmp_path / "wf"
     workdir.mkdir()
     copy_workflow(workdir)
-    config = helpers.CPU_CONFIG | {"stats": {"n_resamples": 200}}
+    config = dict(helpers.CPU_CONFIG)
     config["cpu"] = config["cpu"] | {
         "candidates": ["flash", "math"],
         "shapes": [{**helpers.CPU_SHAPES[0], "name": f"s{i}"} for i in range(6)],

@@ -244,7 +244,7 @@ def test_every_mask_kind_runs_through_the_whole_workflow(tmp_path):
         "timing": {"warmup": 1, "warmup_max_s": 0.2, "min_rounds": 6, "max_time_s": 1},
         "calibrate": {"matmul_size": 128, "copy_mb": 8, "rounds": 3},
     }
-    config = {"device": "cpu", **section, "cpu": section, "stats": {"n_resamples": 500}}
+    config = {"device": "cpu", **section, "cpu": section}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     snakemake(tmp_path)
     statuses = {}

@@ -235,7 +235,6 @@ def test_the_ratchet_loop_through_the_workflow(tmp_path):
         **section,
         "cpu": section,
         "ratchet": {"threshold": 0.5, "resolution": 0.5},
-        "stats": {"n_resamples": 1000},
     }
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     snakemake(tmp_path)

@@ -35,7 +35,6 @@ CONFIG["cpu"].update(
     shapes=SHAPES,
     timing={"warmup": 1, "warmup_max_s": 0.2, "min_rounds": 100000, "max_rounds": 100000, "max_time_s": 1.5},
 )
-CONFIG["stats"] = {"n_resamples": 1000}
 COMMAND = [sys.executable, "-m", "snakemake", "--cores", "1", "--resources", "gpu=1"]
 START_TIMEOUT_S = 240  # until the kill: fingerprint, calibrate, one shape, the start of the next
 POLL_S = 0.02

@@ -151,20 +151,29 @@ def test_adjust_widens_the_interval_and_scales_the_p_value_alike():
     for raw, fixed in zip(comparisons, adjusted):
         assert fixed["confidence"] == pytest.approx(1 - 0.05 / 3)
         assert fixed["p_value"] == pytest.approx(min(1.0, 3 * raw["p_value"]))
-        assert fixed["speedup_ci"][0] <= raw["speedup_ci"][0] and fixed["speedup_ci"][1] >= raw["speedup_ci"][1]
+        assert (
+            fixed["speedup_ci"][0] <= raw["speedup_ci"][0] and fixed["speedup_ci"][1] >= raw["speedup_ci"][1]
+        )
         lo, hi = fixed["speedup_ci"]
         outside = lo > 1 + stats.RESOLUTION or hi < 1 / (1 + stats.RESOLUTION)
         assert fixed["significant"] is outside is (fixed["p_value"] < 0.05)
     assert adjusted[2]["verdict"] == "faster"
     assert adjust(comparisons, family=1) == [
-        {k: c[k] for k in ("speedup", "speedup_ci", "confidence", "p_value", "significant", "practical", "verdict")}
+        {
+            k: c[k]
+            for k in ("speedup", "speedup_ci", "confidence", "p_value", "significant", "practical", "verdict")
+        }
         for c in comparisons
     ]
 
 
 def test_adjust_keeps_too_few_rounds_and_each_comparisons_band():
     few = compare([1.0, 1.1], [2.0, 2.2])
-    clear = {**compare([1.0, 1.01, 0.99, 1.0], [0.97, 0.98, 0.96, 0.97]), "threshold": 0.05, "resolution": 0.01}
+    clear = {
+        **compare([1.0, 1.01, 0.99, 1.0], [0.97, 0.98, 0.96, 0.97]),
+        "threshold": 0.05,
+        "resolution": 0.01,
+    }
     first, second = adjust([few, clear], family=1)
     assert first["verdict"] == TOO_FEW_ROUNDS and first["speedup_ci"] is None
     assert second["practical"] is False and second["verdict"] == "same"  # 3% is under its 5% threshold

@@ -260,25 +260,27 @@ def check(run: dict[str, Any], where: Callable[[str], str] = str) -> None:
         problem = _shape_problem(shape)
         if problem:
             raise ConfigError(f"{where('shapes')}: {shape['name']}: {problem}")
-    for section in ("stats", "ratchet"):
-        problem = _stats_problem(run.get(section) or {})
+    from attnbench import ratchet, stats
+
+    defaults = {"stats": (stats.ALPHA, stats.THRESHOLD, stats.RESOLUTION)}
+    defaults["ratchet"] = tuple(ratchet.DEFAULTS[key] for key in ("alpha", "threshold", "resolution"))
+    for section, (alpha, threshold, resolution) in defaults.items():
+        given = run.get(section) or {}
+        problem = _stats_problem(
+            given.get("alpha", alpha), given.get("threshold", threshold), given.get("resolution", resolution),
+            given.get("confidence"),
+        )
         if problem:
             raise ConfigError(f"{where(section)}: {problem}")
 
 
-def _stats_problem(settings: Mapping[str, Any]) -> str | None:
+def _stats_problem(alpha: float, threshold: float, resolution: float, confidence: float | None) -> str | None:
     """What a comparison's settings say that would let a verdict contradict its interval, or None."""
-    from attnbench import stats
-
-    alpha = settings.get("alpha", stats.ALPHA)
-    threshold = settings.get("threshold", stats.THRESHOLD)
-    resolution = settings.get("resolution", stats.RESOLUTION)
     if resolution > threshold:
         return (
             f"resolution {resolution} exceeds threshold {threshold}: a verdict of 'same' could then sit "
             "beside an interval wholly outside the practical band; make resolution at most threshold"
         )
-    confidence = settings.get("confidence")
     if confidence is not None and not math.isclose(confidence, 1.0 - alpha):
         return (
             f"confidence {confidence} is not 1 - alpha ({1.0 - alpha:g}): the interval is the one the test "

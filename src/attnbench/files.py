@@ -90,7 +90,9 @@ def validate(data: Any, schema_path: str | os.PathLike[str] | None, *, source: s
 
     schema = load_schema(schema_path)
     version = schema.get("properties", {}).get("schema", {})
-    readable = version.get("enum") or [version["const"]] if ("enum" in version or "const" in version) else None
+    readable = (
+        version.get("enum") or [version["const"]] if ("enum" in version or "const" in version) else None
+    )
     if readable and isinstance(data, dict) and "schema" in data and data["schema"] not in readable:
         raise ResultFileError(
             f"{source}: written with result schema {data.get('schema')}; this attnbench reads schema "

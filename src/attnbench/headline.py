@@ -226,7 +226,9 @@ def _run_order(benches: list[Json], autotune: Json | None) -> list[Json]:
     return sorted(benches, key=lambda b: b.get("created") or "")
 
 
-def speedup_text(speedup: Any, ci: list[float] | None, significant: bool | None, verdict: str | None = None) -> str:
+def speedup_text(
+    speedup: Any, ci: list[float] | None, significant: bool | None, verdict: str | None = None
+) -> str:
     """`2.31× [2.25, 2.38] *`: the speedup, its interval, and the mark when it is significant; a
     comparison with too few rounds says so instead of a number."""
     if verdict == TOO_FEW_ROUNDS:
@@ -241,7 +243,11 @@ def confidence_text(summary: Json) -> str:
     levels = {s["confidence"] for s in summary["shapes"] if s.get("confidence") is not None}
     if not levels:
         return "no intervals"
-    level = quality.level(min(levels)) if len(levels) == 1 else f"{quality.level(min(levels))} to {quality.level(max(levels))}"
+    level = (
+        quality.level(min(levels))
+        if len(levels) == 1
+        else f"{quality.level(min(levels))} to {quality.level(max(levels))}"
+    )
     family = summary.get("family")
     corrected = f", corrected for the run's {family} comparisons" if family and family > 1 else ""
     return f"{level} intervals{corrected}"

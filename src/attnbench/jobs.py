@@ -152,7 +152,12 @@ def _shape_outputs(run: dict[str, Any]) -> dict[str, list[str]]:
 
 
 def _autotune_spec(run: dict[str, Any], name: str | None) -> Spec:
-    return {**_shape_outputs(run), "stats": stats_settings(run), "csv": AUTOTUNE_CSV, "schema": SCHEMA_VERSION}
+    return {
+        **_shape_outputs(run),
+        "stats": stats_settings(run),
+        "csv": AUTOTUNE_CSV,
+        "schema": SCHEMA_VERSION,
+    }
 
 
 def _report_spec(run: dict[str, Any], name: str | None) -> Spec:
@@ -261,7 +266,7 @@ JOBS: dict[str, Job] = {
         # with snakemake, scipy, pandas and matplotlib each time, 7 of the 19 s of an H200 edit loop.
         Job(
             "autotune",
-            "rank each shape's candidates and apply Holm across the run (results/report/autotune.json, .csv)",
+            "rank each shape's candidates and correct every comparison across the run (results/report/autotune.json, .csv)",
             "results/report/autotune.json",
             "autotune",
             False,

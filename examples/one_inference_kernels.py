@@ -4,11 +4,12 @@ Both are plain attnbench kernels, called as f(q, k, v, causal=..., scale=...) wi
 (batch, heads, seq, dim) and k, v of shape (batch, kv_heads, seq_kv, dim); they return the output
 shaped like q, in q's dtype. Causal is top-left (SDPA's is_causal), the only mask they are given.
 
-sdpa_wrapper      PyTorch's SDPA behind one more Python call: about as fast as the backend PyTorch
-                  picks, so its comparisons land near 1x (the "same" side of the rule).
+sdpa_wrapper      PyTorch's SDPA behind one more Python call: as fast as the backend PyTorch picks
+                  (flash on the CPU), so autotune's comparison of the two lands near 1x, the "same"
+                  side of the rule.
 explicit_softmax  The textbook formula, softmax(Q K^T * scale) V, written out step by step in
-                  float32 (max, exp, sum and divide as separate tensors): several times slower than
-                  any fused backend, so its comparisons land far below 1x (the "slower" side).
+                  float32 (max, exp, sum and divide as separate tensors): slower than every fused
+                  backend, and than math once the score matrix outgrows the caches (the "slower" side).
 """
 
 import torch

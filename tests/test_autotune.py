@@ -148,7 +148,7 @@ def test_ties_among_configurations_use_autotunes_rule() -> None:
             corrected["verdict"],
         )
         assert row["confidence"] == pytest.approx(1 - 0.05 / 12) and row["tied"] == (
-            row["verdict"] != "slower"
+            row["verdict"] == "same"
         )
 
 
@@ -189,19 +189,22 @@ def test_configuration_ties_are_corrected_across_the_run(monkeypatch: pytest.Mon
     assert all(r["verdict"] == "slower" and r["speedup_ci"][1] < 1 / 1.005 for r in rivals)
 
 
-def test_too_few_rounds_are_tied_with_no_interval() -> None:
-    """Two rounds: no estimate, so no interval and no p-value; "too few rounds" is not "slower", so
-    the candidate stays tied, and the slowdown falls back on the medians' ratio."""
+def test_too_few_rounds_are_neither_tied_nor_slower_and_have_no_interval() -> None:
+    """Two rounds: no estimate, so no interval and no p-value; "too few rounds" is neither "slower"
+    nor a tie (a tie is a claim the interval must back), and the slowdown falls back on the medians'
+    ratio; the recommendation does not count the shape as one where it is slower."""
     document = analyse([bench("s1", {name(64): 1.0, name(128): 1.5}, rounds=2)])
     valid(document)
     (rival,) = family(document)["shapes"][0]["rivals"]
-    assert rival["verdict"] == TOO_FEW_ROUNDS and rival["tied"] and rival["rounds"] == 2
+    assert rival["verdict"] == TOO_FEW_ROUNDS and not rival["tied"] and rival["rounds"] == 2
     assert rival["speedup"] is None and rival["speedup_ci"] is None and rival["p_adjusted"] is None
     fastest = family(document)["shapes"][0]["fastest"]
     assert fastest["candidate"] == name(64)
     ranking = {r["candidate"]: r for r in family(document)["ranking"]}
     assert ranking[name(128)]["worst_slowdown"] == pytest.approx(rival["median_ms"] / fastest["median_ms"])
     assert ranking[name(128)]["worst_slowdown_ci"] is None
+    recommendation = family(document)["recommendation"]
+    assert recommendation["candidate"] == name(64) and recommendation["slower_shapes"] == []
 
 
 def test_comparisons_are_not_repeated_when_the_kernels_fastest_is_not_the_shapes() -> None:

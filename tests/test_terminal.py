@@ -52,7 +52,7 @@ def test_each_candidate_gets_one_line_with_its_numbers_or_its_reason(run: dict[s
     assert by_name["math"].split()[1] == "ok" and by_name["math"].endswith("reference")
     flash = next(c for c in compare["comparisons"] if c["candidate"] == "flash")
     assert f"{bench['candidates']['flash']['median_ms']:.4g} ms ±" in by_name["flash"]
-    printed = formatting.interval(flash["speedup"], *flash["speedup_ci"], "×", mark=1.0)
+    printed = formatting.speedup_interval(flash["speedup"], *flash["speedup_ci"])
     assert by_name["flash"].endswith(f"  {printed} faster") and flash["verdict"] == "faster"
     # undecided: "same", and about how many rounds in all would decide it, at the shape's pace
     flex = next(c for c in compare["comparisons"] if c["candidate"] == "flex")
@@ -213,7 +213,7 @@ def test_each_shapes_lines_print_the_compare_files_own_interval_beside_its_verdi
         by_name = {line.split()[0]: line for line in lines[1:]}
         for comp in compare["comparisons"]:
             line = by_name[comp["candidate"]]
-            assert formatting.interval(comp["speedup"], *comp["speedup_ci"], "×", mark=1.0) in line
+            assert formatting.speedup_interval(comp["speedup"], *comp["speedup_ci"]) in line
             verdict = re.search(r"\] (faster|slower|same)", line).group(1)
             assert verdict == comp["verdict"] and agrees(verdict, line), line
     lines, _, compare = _shape_lines(verdict_run, SHAPES[0][0])

@@ -26,7 +26,7 @@ import pandas as pd
 from attnbench.candidates import split_name
 from attnbench.files import atomic_write_text, read_json
 from attnbench.jobs import schema_file
-from attnbench.stats import ALPHA, adjust
+from attnbench.stats import ALPHA, TOO_FEW_ROUNDS, adjust
 from attnbench.stats import compare as compare_samples
 
 Json = dict[str, Any]
@@ -197,8 +197,8 @@ def rival_comparisons(
 
     One entry per comparison: the speedup of the candidate over the fastest (at most about 1), its
     interval, p and verdict corrected across all the run's autotune comparisons (stats.adjust).
-    `tied` holds unless the corrected verdict is "slower": a tied candidate's interval meets the
-    practical band, an untied one's lies below the resolution band. Each shape is compared with the
+    `tied` holds when the corrected verdict is "same": a tied candidate's interval meets the practical
+    band; a slower one's lies below the resolution band; one with too few rounds is neither. Each shape is compared with the
     settings its compare file records (stats.compare's defaults, and `alpha`, where there is none).
     """
     settings = shape_settings(compares, alpha)
@@ -248,13 +248,13 @@ def _compared(bench: Json, best: str, name: str, settings: Json, cache: Cache) -
 
 
 def _ties(rows: list[Json], alpha: float, in_run: int) -> list[Json]:
-    """`rows` corrected for the `in_run` comparisons of the run (stats.adjust); `tied` unless the corrected verdict is
-    slower. The estimate and band each row carried for the correction are not part of the document."""
+    """`rows` corrected for the `in_run` comparisons of the run (stats.adjust); `tied` when the
+    corrected verdict is "same" (not when it is slower, nor with too few rounds to tell). The estimate and band each row carried for the correction are not part of the document."""
     for row, adjusted in zip(rows, adjust(rows, alpha=alpha, family=in_run)):
         for key in ("estimate", "threshold", "resolution"):
             row.pop(key, None)
         row.update(_adjusted(adjusted))
-        row["tied"] = adjusted["verdict"] != "slower"
+        row["tied"] = adjusted["verdict"] == "same"  # too few rounds: neither tied nor slower, undecided
     return rows
 
 
@@ -348,7 +348,7 @@ def slowdowns(entry: Json) -> dict[str, Json]:
     best = entry["fastest"]
     if best is None:
         return {}
-    found = {best["candidate"]: {"slowdown": 1.0, "slowdown_ci": [1.0, 1.0], "tied": True}}
+    found = {best["candidate"]: {"slowdown": 1.0, "slowdown_ci": [1.0, 1.0], "tied": True, "undecided": False}}
     for row in entry["rivals"]:
         lo, hi = row["speedup_ci"] or (None, None)
         found[row["candidate"]] = {
@@ -357,6 +357,7 @@ def slowdowns(entry: Json) -> dict[str, Json]:
             # the interval is symmetric in logs: through 1/x it is the slowdown's own
             "slowdown_ci": None if lo is None else [_inverse(hi), _inverse(lo)],
             "tied": row["tied"],
+            "undecided": row["verdict"] == TOO_FEW_ROUNDS,
         }
     return found
 
@@ -431,7 +432,9 @@ def recommend(names: list[str], entries: list[Json], ranking: list[Json]) -> Jso
             "worst_slowdown_ci": best["worst_slowdown_ci"],
             "worst_shape": best["worst_shape"],
             "tied_shapes": best["tied_shapes"],
-            "slower_shapes": [shape for shape in counted if shape not in best["tied_shapes"]],
+            "slower_shapes": [
+                shape for shape in counted if not (per_shape[shape]["tied"] or per_shape[shape]["undecided"])
+            ],
             "per_shape": [{"shape": shape, **per_shape[shape]} for shape in counted],
             "shapes_without_ok": [e["shape"] for e in entries if e["fastest"] is None],
         },

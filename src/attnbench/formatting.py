@@ -11,6 +11,8 @@ import math
 import re
 from typing import Any
 
+from attnbench.stats import RESOLUTION, THRESHOLD
+
 DASH = "—"
 
 # CommonMark reads these as markup anywhere in a line (GitHub adds $ for math and ~ for strikethrough);
@@ -68,31 +70,64 @@ def _side(value: float, of: float) -> int:
     return (value > of) - (value < of)
 
 
-def bound_digits(centre: float, bounds: tuple[float, ...], mark: float | None = None, digits: int = 3) -> int:
+# Where a verdict read from a speedup's interval changes, at the default settings: its bounds
+# against 1 and the resolution band's and practical band's edges, its centre against the practical
+# band's (speedup_interval).
+PRACTICAL_MARKS = (1.0 + THRESHOLD, 1.0 / (1.0 + THRESHOLD))
+BOUND_MARKS = (1.0, 1.0 + RESOLUTION, 1.0 / (1.0 + RESOLUTION), *PRACTICAL_MARKS)
+
+
+def bound_digits(
+    centre: float,
+    bounds: tuple[float, ...],
+    marks: tuple[float, ...] = (),
+    digits: int = 3,
+    centre_marks: tuple[float, ...] = (),
+) -> int:
     """The fewest significant digits (at least `digits`) at which every printed bound stays on its
-    side of the printed centre and of `mark` (1 for a speedup): rounding must not turn the bound
-    0.9996 of a significant slowdown into 1.00, nor a bound that differs into the centre."""
+    side of the printed centre and of each of `marks`, and the centre on its side of each of
+    `centre_marks`: rounding must not turn the bound 0.9996 of a significant slowdown into 1.00, a
+    bound 0.99503 beside "slower" into 0.995, a speedup of 1.0196 beside "same" into 1.02, nor a
+    bound that differs into the centre."""
+
+    def kept(value: float, mark: float, candidate: int) -> bool:
+        return _side(_value(num(value, candidate)), mark) == _side(value, mark)
+
     for candidate in range(digits, MAX_DIGITS + 1):
         printed = _value(num(centre, candidate))
-        if all(
-            _side(_value(num(bound, candidate)), printed) == _side(bound, centre)
-            and (mark is None or _side(_value(num(bound, candidate)), mark) == _side(bound, mark))
-            for bound in bounds
+        if (
+            all(_side(_value(num(bound, candidate)), printed) == _side(bound, centre) for bound in bounds)
+            and all(kept(bound, mark, candidate) for bound in bounds for mark in marks)
+            and all(kept(centre, mark, candidate) for mark in centre_marks)
         ):
             return candidate
     return MAX_DIGITS
 
 
-def interval(centre: Any, lo: Any, hi: Any, suffix: str = "", mark: float | None = None) -> str:
+def interval(
+    centre: Any,
+    lo: Any,
+    hi: Any,
+    suffix: str = "",
+    marks: tuple[float, ...] = (),
+    centre_marks: tuple[float, ...] = (),
+) -> str:
     """`centre [lo, hi]`, or the centre alone when the interval is unknown; with as many digits as
-    it takes for the bounds to print on their true side of the centre and of `mark` (bound_digits)."""
+    it takes for the bounds to print on their true side of the centre and of `marks`, and the
+    centre on its side of `centre_marks` (bound_digits)."""
     if missing(centre):
         return DASH
     if missing(lo) or missing(hi):
         return f"{num(centre)}{suffix}"
-    digits = bound_digits(float(centre), (float(lo), float(hi)), mark)
+    digits = bound_digits(float(centre), (float(lo), float(hi)), marks, centre_marks=centre_marks)
     centre_text, lo_text, hi_text = (_trimmed(v, digits) for v in (centre, lo, hi))
     return f"{centre_text}{suffix} [{lo_text}, {hi_text}]"
+
+
+def speedup_interval(centre: Any, lo: Any, hi: Any) -> str:
+    """`1.23× [1.10, 1.40]`: a speedup beside the verdict read from it, never rounded across a mark
+    where that verdict changes (BOUND_MARKS, PRACTICAL_MARKS)."""
+    return interval(centre, lo, hi, "×", BOUND_MARKS, PRACTICAL_MARKS)
 
 
 def _significant(text: str) -> int:

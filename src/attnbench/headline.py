@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from attnbench import candidates, quality
-from attnbench.formatting import DASH, clip, interval
+from attnbench.formatting import DASH, clip, interval, speedup_interval
 from attnbench.stats import TOO_FEW_ROUNDS
 
 Json = dict[str, Any]
@@ -234,13 +234,13 @@ def speedup_text(
     if verdict == TOO_FEW_ROUNDS:
         return TOO_FEW_ROUNDS
     lo, hi = ci or (None, None)
-    text = interval(speedup, lo, hi, "×", mark=1.0)
+    text = speedup_interval(speedup, lo, hi)
     return f"{text} {SIGNIFICANT_MARK}" if significant else text
 
 
 def confidence_text(summary: Json) -> str:
     """How sure the headline's intervals are: `99.8% intervals, corrected for the run's 24 comparisons`."""
-    levels = {s["confidence"] for s in summary["shapes"] if s.get("confidence") is not None}
+    levels = {s["confidence"] for s in summary["shapes"] if s.get("ci") is not None}
     if not levels:
         return "no intervals"
     level = (

@@ -28,7 +28,7 @@ import pandas as pd
 from attnbench import autotune, formatting, headline, jobs, memory, quality
 from attnbench.candidates import JAGGED_BACKENDS, SDPA_BACKENDS
 from attnbench.files import atomic_write_bytes, atomic_write_text, read_json
-from attnbench.formatting import DASH, interval, num, pct, pm
+from attnbench.formatting import BOUND_MARKS, DASH, interval, num, pct, pm, speedup_interval
 from attnbench.plots import ALT, PLOTS, figures, positive
 from attnbench.stats import BLOCKS, MIN_ROUNDS, TOO_FEW_ROUNDS
 from attnbench.workloads import PADDED, POOL, describe_mask
@@ -1074,7 +1074,9 @@ def _autotune_section(frame: pd.DataFrame, analysis: Json) -> Section:
                 parts.append(f"{len(members)} configurations of {family} (see below)")
                 continue
             parts += [_tie(ties[name]) for name in members]
-        slower = [r["candidate"] for r in compared if not r["tied"]]
+        # neither tied nor slower: too few rounds to tell, said in the ties' column without a number
+        parts += [_tie(r) for r in compared if r["verdict"] == TOO_FEW_ROUNDS]
+        slower = [r["candidate"] for r in compared if r["verdict"] == "slower"]
         rows.append(
             [str(shape), best["candidate"], _ci_interval(best["median_ms"], best["ci95_ms"]), "; ".join(parts) or "none",
              _names(slower, family_of) or "none"]
@@ -1090,7 +1092,7 @@ def _tie(rival: Json) -> str:
         return f"{rival['candidate']}: {TOO_FEW_ROUNDS} ({_plural(rival['rounds'], 'round')})"
     return (
         f"{rival['candidate']}: {_slower(rival['speedup'])}, "
-        f"{_ci_interval(rival['speedup'], rival['speedup_ci'], '×', 1.0)}, p {num(rival['p_adjusted'], 2)}"
+        f"{speedup_interval(rival['speedup'], *(rival['speedup_ci'] or (None, None)))}, p {num(rival['p_adjusted'], 2)}"
     )
 
 
@@ -1200,7 +1202,7 @@ def _family_blocks(family: Json) -> list[Block]:
             Table(
                 ["configuration", "worst slowdown [interval]", "on", "fastest or tied on"],
                 [[_configuration(r["candidate"], name),
-                  _ci_interval(r["worst_slowdown"], r["worst_slowdown_ci"], "×", 1.0),
+                  _ci_interval(r["worst_slowdown"], r["worst_slowdown_ci"], "×", (1.0,)),
                   str(r["worst_shape"]), f"{len(r['tied_shapes'])} of {len(counted)}"] for r in top],
                 numeric={1, 3},
                 text_cols={0},
@@ -1213,7 +1215,7 @@ def _recommended_on(slow: Json, fastest: bool) -> str:
     """The recommended configuration on one shape: fastest there, or its slowdown [CI] and whether tied."""
     if fastest:
         return "fastest"
-    text = f"{_ci_interval(slow['slowdown'], slow['slowdown_ci'], '×', 1.0)}"
+    text = f"{_ci_interval(slow['slowdown'], slow['slowdown_ci'], '×', BOUND_MARKS)}"
     return f"{text}, tied" if slow["tied"] else text
 
 
@@ -1244,7 +1246,7 @@ def _recommendation_text(family: Json) -> str:
     if rec["worst_slowdown"] <= 1.0:
         text += f"It is the fastest configuration on {'every shape' if shapes > 1 else 'the shape'}"
     else:
-        worst = _ci_interval(rec["worst_slowdown"], rec["worst_slowdown_ci"], "×", 1.0)
+        worst = _ci_interval(rec["worst_slowdown"], rec["worst_slowdown_ci"], "×", (1.0,))
         tied = rec["tied_shapes"]
         text += (
             f"Its worst slowdown against a shape's fastest configuration is {worst} "
@@ -1267,10 +1269,10 @@ def _recommendation_text(family: Json) -> str:
     return text
 
 
-def _ci_interval(centre: Any, ci: list[float] | None, suffix: str = "", mark: float | None = None) -> str:
+def _ci_interval(centre: Any, ci: list[float] | None, suffix: str = "", marks: tuple[float, ...] = ()) -> str:
     """formatting.interval for a [lo, hi] pair as the result files hold it (None when unknown)."""
     lo, hi = ci or (None, None)
-    return interval(centre, lo, hi, suffix, mark)
+    return interval(centre, lo, hi, suffix, marks)
 
 
 def _slower(speedup: Any) -> str:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from attnbench import files
-from attnbench.formatting import clip, interval
+from attnbench.formatting import clip, speedup_interval
 
 LINE_WIDTH = 160  # a candidate's line: its numbers and the start of its reason (the report has the rest)
 
@@ -59,7 +59,7 @@ def candidate_lines(bench: dict[str, Any], compare: dict[str, Any]) -> list[str]
                 text += f"  {TOO_FEW_ROUNDS} ({rounds}" + (f"; {need})" if need else ")")
             else:
                 lo, hi = versus["speedup_ci"] or (None, None)
-                text += f"  {interval(versus['speedup'], lo, hi, suffix='×', mark=1.0)} {versus['verdict']}"
+                text += f"  {speedup_interval(versus['speedup'], lo, hi)} {versus['verdict']}"
                 if versus["verdict"] == "same" and need:
                     text += f" ({need})"
         if entry.get("reason"):

@@ -1,5 +1,5 @@
-# The run-wide statistics, once every shape is compared: Holm across all comparisons with the
-# reference, and autotune (each shape's fastest correct candidate against the others). The report
+# The run-wide statistics, once every shape is compared: every comparison corrected for all the run
+# makes, and autotune (each shape's fastest correct candidate against the others). The report
 # renders what this writes (src/attnbench/autotune.py). Through `python -m attnbench`, in the warm
 # worker like compare (jobs.py says why).
 rule autotune:
@@ -19,6 +19,6 @@ rule autotune:
         spec=jobs.spec("autotune", RUN),
         schemas=str(SCHEMAS),
     message:
-        "Rank each shape's candidates (autotune) and correct for multiple comparisons (Holm)"
+        "Rank each shape's candidates (autotune) and correct every comparison for the run's many (Bonferroni)"
     shell:
         "{params.attnbench} autotune --spec {params.spec:q} --out {output.json} --schemas {params.schemas:q} 2> {log}"

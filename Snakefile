@@ -6,6 +6,10 @@ from attnbench import config as run_config
 
 min_version("9.0")
 
+# Before Snakemake loads config.yaml: a file beyond attnbench's bounds (size, a value's length, values
+# counted through YAML aliases) is refused in milliseconds instead of expanding (attnbench.configfile).
+run_config.check_files(["config.yaml", *workflow.config_settings.configfiles])
+
 
 configfile: "config.yaml"
 
@@ -31,5 +35,6 @@ rule all:
     input:
         REPORT_OUTPUTS.values(),
         RATCHET_OUTPUTS.values(),
+        RESULTS,
     message:
         "Done"

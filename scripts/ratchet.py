@@ -10,7 +10,10 @@ sys.stderr = open(snakemake.log[0], "w")
 schemas = Path(snakemake.params.schema_dir)
 shapes = [files.read_json(path, schemas / "ratchet.schema.yaml") for path in snakemake.input.shapes]
 try:
-    baseline, error = files.read_json(snakemake.input.baseline, schemas / "baseline.schema.yaml"), None
+    baseline, warning = ratchet.load_baseline(snakemake.input.baseline, schemas)
+    error = None
+    if warning:  # saved before digests: accepted, and the comment says it is unverified
+        print(f"attnbench ratchet: warning: {warning}", file=sys.stderr)
 except files.ResultFileError as exc:
     baseline, error = None, str(exc)
 fingerprint = files.read_json(snakemake.input.fingerprint, schemas / "fingerprint.schema.yaml")

@@ -10,7 +10,7 @@ sys.stderr = open(snakemake.log[0], "w")
 schemas = Path(snakemake.params.schema_dir)
 bench = files.read_json(snakemake.input.bench, schemas / "bench.schema.yaml")
 try:
-    baseline, error = files.read_json(snakemake.input.baseline, schemas / "baseline.schema.yaml"), None
+    baseline, error = ratchet.load_baseline(snakemake.input.baseline, schemas)[0], None
 except files.ResultFileError as exc:  # the run's verdict reports an unusable baseline; no shape fails
     baseline, error = None, str(exc)
 document = ratchet.compare_shape(bench, baseline, snakemake.params.settings) | {"baseline_error": error}

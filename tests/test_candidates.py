@@ -152,3 +152,102 @@ def test_a_module_importing_nothing_local_hashes_as_it_always_did():
     assert candidates.user_kernel_source_hash("examples.kernels:naive_attention") == hashlib.sha256(
         source.read_bytes()
     ).hexdigest()[:16]
+
+
+@pytest.mark.parametrize(
+    ("name", "refused"),
+    [
+        ("os:system", "os"),
+        ("builtins:eval", "builtins"),
+        ("subprocess:run", "subprocess"),
+        ("os.path:join", "os.path"),
+        ("importlib:import_module", "importlib"),
+    ],
+)
+def test_standard_library_and_builtin_modules_are_refused_as_such(name, refused):
+    """Issue 31: `os:system` and `builtins:eval` were reported "not found" (they exist), and
+    `subprocess:run` was accepted and called with the inputs."""
+    problem = candidates.user_kernel_problem(name)
+    assert problem is not None and problem.startswith(f"refused: {refused} is not a kernel module ("), problem
+    assert "standard library" in problem
+
+
+def test_a_job_never_imports_a_refused_module():
+    """A spec not made from a checked config (a hand-written replay) is refused too, before import."""
+    with pytest.raises(ValueError, match="refused: subprocess is not a kernel module"):
+        candidates.declaration("subprocess:run")
+
+
+@pytest.mark.parametrize(
+    ("source", "name", "why"),
+    [
+        ("def attn(q, k, v):\n    return q\n", "mine:attn", "it has no parameter 'causal'"),
+        ("def attn(q, k):\n    return q\n", "mine:attn", "it takes 2 positional arguments, attnbench passes 3"),
+        (
+            "def attn(q, k, v, *, causal, scale, window):\n    return q\n",
+            "mine:attn",
+            "it requires 'window', which attnbench does not pass",
+        ),
+        ("def attn(q, k, v, causal, scale, /):\n    return q\n", "mine:attn", "'causal' is positional-only there"),
+        ("attn = lambda q, k, v: q\n", "mine:attn", "lambda q, k, v cannot be called"),
+        ("async def attn(q, k, v, *, causal, scale):\n    return q\n", "mine:attn", "is async def"),
+        ("import torch\n\n@torch.compile\ndef attn(q, k, v):\n    return q\n", "mine:attn", "no parameter 'causal'"),
+        (  # a factory is prepare(workload, q, k, v)
+            "from attnbench import kernel\n\n@kernel(factory=True)\ndef attn(q, k, v):\n    return None\n",
+            "mine:attn",
+            "attn(workload, q, k, v)",
+        ),
+        (  # each configuration of a grid is passed as keyword arguments
+            "import attnbench\n\n@attnbench.kernel(grid={'BLOCK': [64, 128]})\n"
+            "def attn(q, k, v, *, causal, scale):\n    return q\n",
+            "mine:attn",
+            "it has no parameter 'BLOCK'",
+        ),
+        ("def attn(q, k, v, *, causal, scale):\n    return q\n", "mine:attn[TILE=4]", "no parameter 'TILE'"),
+    ],
+)
+def test_a_kernel_whose_signature_cannot_take_the_call_is_refused_at_parse(tmp_path, monkeypatch, source, name, why):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mine.py").write_text(source)
+    problem = candidates.user_kernel_problem(name)
+    assert problem is not None and problem.startswith("refused: ") and why in problem, problem
+    assert "cannot be called as attnbench calls it" in problem or "async" in problem
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "def attn(q, k, v, causal, scale):\n    return q\n",
+        "def attn(q, k, v, causal=False, scale=None, extra=1):\n    return q\n",
+        "def attn(q, k, v, **options):\n    return q\n",
+        "def attn(*args, **kwargs):\n    return args[0]\n",
+        "attn = lambda q, k, v, *, causal, scale: q\n",
+        # decorated by what may change its parameters: taken on trust
+        "import functools\n\n@functools.lru_cache\ndef attn(x):\n    return x\n",
+        # bound by something other than a def: taken on trust
+        "from torch.nn.functional import scaled_dot_product_attention as attn\n",
+        "def _impl(q):\n    return q\n\nattn = _impl\n",
+        "from attnbench import kernel\n\n@kernel(factory=True, grid=[{'BLOCK_M': 16}, {'BLOCK_M': 32, 'stages': 2}])\n"
+        "def attn(workload, q, k, v, *, BLOCK_M, stages=3):\n    return None\n",
+    ],
+)
+def test_a_kernel_whose_signature_takes_the_call_is_accepted(tmp_path, monkeypatch, source):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mine.py").write_text(source)
+    assert candidates.user_kernel_problem("mine:attn") is None
+
+
+def test_the_repository_kernels_take_the_call():
+    for name in ("examples.kernels:naive_attention", "examples.decode_kernels:paged_decode",
+                 "examples.triton_flash:attention", "examples.triton_flash:attention_bshd"):
+        assert candidates.user_kernel_problem(name) is None, name
+
+
+def test_a_registered_callable_whose_signature_cannot_take_the_call_is_refused():
+    candidates.register("mine", lambda q, k, v: q)
+    try:
+        problem = candidates.user_kernel_problem("mine")
+    finally:
+        candidates.unregister("mine")
+    assert problem is not None and problem.startswith("refused: mine(q, k, v) cannot be called"), problem
+    assert "causal" in problem

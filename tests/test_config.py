@@ -1,15 +1,17 @@
 import copy
 import json
 import re
+import subprocess
+import sys
 
 import pytest
 import yaml
 from helpers import ROOT, SCHEMAS, copy_workflow, snakemake
 from snakemake.exceptions import WorkflowError
-from snakemake.utils import validate
+from snakemake.utils import update_config, validate
 
+from attnbench import capacity, configfile, device, jobs, presets
 from attnbench import config as run_config
-from attnbench import device, jobs, presets
 from attnbench.workloads import Shape
 
 SCHEMA = str(SCHEMAS / "config.schema.yaml")
@@ -115,6 +117,18 @@ def test_a_misspelt_shape_key_is_named_with_a_suggestion_and_no_schema_dump():
             lambda c: c.update(fail_on_failed_candidates="true"),
             "fail_on_failed_candidates: 'true' is not of type 'boolean' (on --config, write True: Snakemake reads other spellings as text)",
         ),
+        (  # issue 31: passed validation, then every candidate failed with "timestamp out of range", exit 0
+            lambda c: c["timing"].update(call_timeout_s=1e10),
+            "timing.call_timeout_s: 10000000000.0 is greater than the maximum of 3600",
+        ),
+        (
+            lambda c: c["cpu"]["timing"].update(max_time_s=1e6),
+            "cpu.timing.max_time_s: 1000000.0 is greater than the maximum of 86400",
+        ),
+        (
+            lambda c: c.update(calibrate={"warmup_max_s": 7200}),
+            "calibrate.warmup_max_s: 7200 is greater than the maximum of 3600",
+        ),
     ],
 )
 def test_schema_errors_name_the_path_and_suggest(mutate, message):
@@ -123,6 +137,80 @@ def test_schema_errors_name_the_path_and_suggest(mutate, message):
     with pytest.raises(run_config.ConfigError) as raised:
         run_config.validate(config, SCHEMA)
     assert str(raised.value) == message
+
+
+def _shared(levels: int, width: int = 10) -> list:
+    """What YAML aliases load as: each level a list of `width` references to the one below, so
+    `width ** levels` values in a few kilobytes."""
+    value: list = ["x"] * width
+    for _ in range(levels - 1):
+        value = [value] * width
+    return value
+
+
+def test_a_config_of_shared_values_beyond_the_node_budget_is_refused_before_the_schema():
+    """Issue 31: an alias bomb inside a validated value hung for over 150 s: jsonschema's message takes
+    the repr of the whole expanded value. A million values here (the old code listed them all); the
+    same check ends a billion (below, in a child process that would otherwise hang)."""
+    config = default_config()
+    config["report"] = {"title": _shared(6)}
+    with pytest.raises(run_config.ConfigError) as raised:
+        run_config.validate(config, SCHEMA)
+    assert str(raised.value) == f"the config uses more than {configfile.MAX_NODES:,} nodes through aliases"
+
+
+def test_a_billion_shared_values_are_refused_in_milliseconds():
+    code = (
+        "import time, yaml\n"
+        "from attnbench import config\n"
+        "value = ['x'] * 10\n"
+        "for _ in range(8):\n    value = [value] * 10\n"
+        "given = yaml.safe_load(open('config.yaml'))\n"
+        "given['report'] = {'title': value}\n"
+        "began = time.perf_counter()\n"
+        "for check in (lambda: config.validate(given, 'workflow/schemas/config.schema.yaml'), lambda: config.effective(given)):\n"
+        "    try:\n        check()\n    except config.ConfigError as exc:\n        print(exc)\n"
+        "print(time.perf_counter() - began < 1.0)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.stdout.splitlines() == ["the config uses more than 100,000 nodes through aliases"] * 2 + ["True"], (
+        proc.stdout + proc.stderr
+    )
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (
+            lambda c: c.update(report={"title": "x" * 20_000}),
+            "the config: report.title: a value of 20,000 characters, more than the 10,000 a config value may have",
+        ),
+        (
+            lambda c: c["cpu"]["shapes"][0].update(name="n" * 50_000),
+            "the config: cpu.shapes[0].name: a value of 50,000 characters, more than the 10,000",
+        ),
+    ],
+)
+def test_a_value_beyond_its_bound_is_refused_before_the_schema(mutate, message):
+    config = default_config()
+    mutate(config)
+    with pytest.raises(run_config.ConfigError) as raised:
+        run_config.validate(config, SCHEMA)
+    assert str(raised.value).startswith(message)
+
+
+def test_a_schema_error_shows_a_bounded_part_of_the_value():
+    """Found by trying it: an unknown key of 5,000 characters was printed whole."""
+    config = default_config()
+    config["k" * 5_000] = 1
+    config["lock"] = {"tf32": list(range(500))}
+    with pytest.raises(run_config.ConfigError) as raised:
+        run_config.validate(config, SCHEMA)
+    lines = str(raised.value).splitlines()
+    assert lines[0].startswith("top level: unknown key 'kkkkk") and len(lines[0]) <= run_config.MAX_LINE_CHARS
+    assert all(len(line) <= run_config.MAX_LINE_CHARS for line in lines), lines
+    shown = run_config._short(_shared(9))  # a billion values: a bounded part of them
+    assert shown.startswith("[[[[...], [...], [...]") and len(shown) <= run_config.SHOWN_CHARS
 
 
 def test_many_schema_errors_are_listed_up_to_a_limit():
@@ -405,4 +493,87 @@ def test_older_stats_settings_still_run_and_a_contradicting_one_is_refused(monke
     config["stats"] = {}
     config["ratchet"] = {"threshold": 0.01}  # its default resolution, 2%, is above that
     with pytest.raises(run_config.ConfigError, match="ratchet: resolution 0.02 exceeds threshold 0.01"):
+        run_config.effective(config)
+
+
+def test_a_shape_that_cannot_fit_in_memory_is_refused_before_any_job(monkeypatch):
+    """Issue 31: `batch: 10**12` was accepted, ran calibrate and the fingerprint, then failed with a
+    66-line error and "run the same command again", which failed the same way."""
+    monkeypatch.setattr(device, "cuda_unusable_reason", lambda: "no GPU")
+    config = default_config()
+    config["cpu"]["shapes"][0]["batch"] = 10**12
+    with pytest.raises(run_config.ConfigError) as raised:
+        run_config.effective(config)
+    message = str(raised.value)
+    assert message.startswith("cpu.shapes: b2_h8_s128_d64: needs at least ")
+    has = capacity.host_bytes()
+    assert f"more than the {capacity.gib(has)} ({has:,} bytes) this host has" in message
+    assert "inputs " in message and "float64 reference " in message and "math's own inputs" in message
+    assert "\n" not in message
+
+
+def test_a_gpu_shape_is_checked_against_the_gpus_memory(monkeypatch):
+    monkeypatch.setattr(capacity, "gpu_bytes", lambda: 80 * 2**30)
+    config = default_config()
+    config["device"] = "cuda"
+    run_config.effective(config)  # every default shape fits an 80 GiB GPU
+    # math's score matrix alone: 16 x 131072^2 bfloat16 values, 512 GiB
+    config["shapes"].append({"name": "long", "batch": 1, "heads": 16, "seq": 131072, "dim": 128})
+    with pytest.raises(run_config.ConfigError, match=r"^shapes: long: needs at least 5\d\d GiB \(\d[\d,]+ bytes\) of GPU"
+                       r" memory .* more than the 80 GiB \(85,899,345,920 bytes\) the largest GPU here has"):
+        run_config.effective(config)
+    # where there is no GPU to ask, the GPU section is held to what any GPU has
+    monkeypatch.setattr(device, "cuda_unusable_reason", lambda: "no GPU")
+    config["device"] = "auto"
+    config["shapes"][-1]["batch"] = 10**12
+    with pytest.raises(run_config.ConfigError, match=r"^shapes: long: .* any GPU made has"):
+        run_config.effective(config)
+
+
+@pytest.mark.parametrize("example", ["decode.yaml", "triton_flash.yaml", None])
+def test_the_default_and_example_shapes_fit_an_80_gib_gpu(monkeypatch, example):
+    monkeypatch.setattr(capacity, "gpu_bytes", lambda: 80 * 2**30)
+    config = default_config()
+    if example:
+        update_config(config, yaml.safe_load((ROOT / "examples" / example).read_text()))
+    config["device"] = "cuda"
+    run = run_config.effective(config)
+    for shape in run["shapes"]:
+        assert capacity.need(shape, run["dtype"], run["mode"], run["reference"]).total < 20 * 2**30
+
+
+def test_the_memory_bound_counts_what_every_job_holds():
+    """A lower bound: one input set (q, k, v, the output gradient), float64 copies of them with the
+    reference's output and a chunk of its scores, and math's score matrix."""
+    shape = {"name": "s", "batch": 2, "heads": 4, "seq": 256, "dim": 32}
+    need = capacity.need(shape, "float32", "forward", "math")
+    elements = 2 * 4 * 256 * 32
+    assert need.inputs == 4 * elements * 4
+    assert need.reference == 4 * elements * 8 + 2 * 4 * 256 * 256 * 8
+    # its answers, own inputs, output, opened answers, the output in float64, the score matrix
+    assert need.candidate == elements * 8 + 4 * elements * 4 + elements * 4 + 2 * elements * 8 + 2 * 4 * 256 * 256 * 4
+    assert need.total == need.inputs + max(need.reference, need.candidate)
+    assert capacity.need(shape, "float32", "forward", "flash").candidate == need.candidate - 2 * 4 * 256 * 256 * 4
+    # a drawn decode batch counts each request's cache at its minimum, never drawing the lengths
+    decode = {"name": "d", "batch": 10**9, "heads": 8, "dim": 64, "cache_lens": {"min": 1024, "max": 4096, "mean": 2048}}
+    assert capacity.need(decode, "bfloat16", "forward", "math").inputs >= 10**9 * 1024 * 8 * 64 * 2 * 2
+
+
+def test_a_standard_library_kernel_is_refused_as_such_at_parse():
+    config = default_config()
+    config["candidates"].append("os:system")
+    with pytest.raises(run_config.ConfigError, match=r"^candidates: 'os:system': refused: os is not a kernel module"):
+        run_config.effective(config)
+
+
+def test_a_kernel_whose_signature_cannot_take_the_call_is_refused_at_parse(tmp_path, monkeypatch):
+    (tmp_path / "mykernels.py").write_text("def attn(q, k, v):\n    return q\n")
+    monkeypatch.chdir(tmp_path)
+    config = default_config()
+    config["candidates"].append("mykernels:attn")
+    with pytest.raises(
+        run_config.ConfigError,
+        match=r"^candidates: 'mykernels:attn': refused: attn\(q, k, v\) cannot be called as attnbench calls it,"
+        r" attn\(q, k, v, causal=..., scale=...\): it has no parameter 'causal'$",
+    ):
         run_config.effective(config)

@@ -97,7 +97,7 @@ def test_git_outside_a_repository(tmp_path: Path) -> None:
 def test_git_not_installed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
     git = env.fingerprint("cpu", {}, workflow_dir=tmp_path)["git"]
-    assert git == {"commit": None, "dirty": None, "reason": "git is not installed"}
+    assert git == {"commit": None, "dirty": None, "diff_digest": None, "reason": "git is not installed"}
 
 
 @needs_git
@@ -125,6 +125,10 @@ def test_git_commit_and_dirty(tmp_path: Path) -> None:
     tracked.write_text("two\n")
     dirty = env.fingerprint("cpu", {}, workflow_dir=tmp_path)["git"]
     assert dirty["dirty"] is True and dirty["commit"] == clean["commit"]
+    assert clean["diff_digest"] is None and re.fullmatch(r"sha256:[0-9a-f]{64}", dirty["diff_digest"])
+    tracked.write_text("three\n")
+    assert env.git_state(tmp_path)["diff_digest"] != dirty["diff_digest"]
+    assert env.git_key(tmp_path) == f"{clean['commit']} dirty {env.git_state(tmp_path)['diff_digest']}"
 
 
 # NVML faked: torch device 0 is NVML device 1 (as with CUDA_VISIBLE_DEVICES=1), which exercises

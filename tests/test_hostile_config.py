@@ -8,11 +8,14 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 from helpers import ROOT, copy_workflow
+
+from attnbench import configfile
 
 
 def cpu_shape(config: dict) -> dict:
@@ -69,6 +72,31 @@ CASES = {
     "name escaping results/": (lambda c: cpu_shape(c).update(name="../../etc"), ["'../../etc'", "name"]),
     "name with markup": (lambda c: cpu_shape(c).update(name="<img src=x>"), ["'<img src=x>'", "name"]),
     "device cuda without CUDA": (lambda c: c.update(device="cuda"), ["device: 'cuda', but", "device: auto"]),
+    # Issue 31: passed validation, then every candidate, the reference too, failed ("timestamp out of
+    # range") and the run exited 0.
+    "call timeout beyond its bound": (
+        lambda c: c["cpu"]["timing"].update(call_timeout_s=1e10),
+        ["cpu.timing.call_timeout_s: 10000000000.0 is greater than the maximum of 3600"],
+    ),
+    # Issue 31: accepted, ran calibrate and the fingerprint, then a 66-line error and "run the same
+    # command again", which failed the same way.
+    "shape that cannot fit in memory": (
+        lambda c: cpu_shape(c).update(batch=10**12),
+        ["cpu.shapes: b2_h8_s128_d64: needs at least ", "bytes) this host has: make it smaller"],
+    ),
+    # Issue 31: reported "not found" (they exist), or accepted and called with the inputs.
+    "standard-library kernel": (
+        lambda c: c["cpu"]["candidates"].append("os:system"),
+        ["cpu.candidates: 'os:system': refused: os is not a kernel module"],
+    ),
+    "built-in module kernel": (
+        lambda c: c["cpu"]["candidates"].append("builtins:eval"),
+        ["cpu.candidates: 'builtins:eval': refused: builtins is not a kernel module"],
+    ),
+    "subprocess kernel": (
+        lambda c: c["cpu"]["candidates"].append("subprocess:run"),
+        ["cpu.candidates: 'subprocess:run': refused: subprocess is not a kernel module"],
+    ),
 }
 
 
@@ -103,3 +131,111 @@ def test_bad_config_stops_before_any_job(workdir, case):
         assert fragment in output, output
     assert "Failed validating" not in output and len(output.splitlines()) <= 12, output
     assert not (workdir / "results").exists(), "a job ran or wrote results"
+
+
+def _bomb(levels: int = 9, indent: str = "    ") -> str:
+    """A YAML list whose items are lists of aliases to the item before: 10 ** levels values in ~600
+    bytes (issue 31's was 1.3 KB)."""
+    lines = [f"{indent}- &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"{indent}- &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, levels)]
+    return "\n".join(lines) + "\n"
+
+
+def _mapping_bomb(levels: int = 9) -> str:
+    """Mappings of aliases, which Snakemake's update_config copies key by key: 10 ** levels of them."""
+    lines = ["bomb0: &m0 {" + ", ".join(f"k{j}: x" for j in range(10)) + "}"]
+    lines += [
+        f"bomb{i}: &m{i} {{" + ", ".join(f"k{j}: *m{i - 1}" for j in range(10)) + "}"
+        for i in range(1, levels)
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _default_text() -> str:
+    return yaml.safe_dump(yaml.safe_load((ROOT / "config.yaml").read_text()), sort_keys=False)
+
+
+# Raw config files, each refused in seconds (the old code hung on the first two for minutes).
+FILE_CASES = {
+    "alias bomb inside a validated value": (
+        lambda: _default_text() + "report:\n  title:\n" + _bomb(),
+        [],
+        ["config.yaml uses more than 100,000 nodes through aliases"],
+    ),
+    "alias bomb of mappings": (
+        lambda: _default_text() + _mapping_bomb(),
+        [],
+        ["config.yaml uses more than 100,000 nodes through aliases"],
+    ),
+    "alias bomb in a --configfile": (
+        lambda: "report:\n  title:\n" + _bomb(),
+        ["--configfile", "other.yaml"],
+        ["other.yaml uses more than 100,000 nodes through aliases"],
+    ),
+    "file beyond its bound": (
+        lambda: _default_text() + "report: {title: " + "x" * (2 * 2**20) + "}\n",
+        [],
+        ["config.yaml is 2 MiB, more than the 1 MiB a config file may be"],
+    ),
+    "value beyond its bound": (
+        lambda: _default_text() + "report: {title: " + "x" * 20_000 + "}\n",
+        [],
+        ["config.yaml line ", ": a value of 20,000 characters, more than the 10,000 a config value may have"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", FILE_CASES, ids=list(FILE_CASES))
+def test_a_hostile_config_file_stops_in_seconds(workdir, case):
+    """Issue 31: a 1.3 KB alias bomb inside a validated value hung for over 150 s, a 50 MB string value
+    over 300 s. Now: refused before Snakemake's loader (config.yaml) or its schema (a --configfile,
+    which Snakemake loads before the workflow runs) see them."""
+    text, args, expected = FILE_CASES[case]
+    (workdir / "config.yaml").write_text(_default_text())
+    target = workdir / (args[-1] if args else "config.yaml")
+    target.write_text(text())
+    shutil.rmtree(workdir / "results", ignore_errors=True)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    began = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--cores", "1", "--resources", "gpu=1", *args],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0, output
+    for fragment in expected:
+        assert fragment in output, output
+    assert len(output.splitlines()) <= 12 and len(output) < 4000, output
+    assert not (workdir / "results").exists(), "a job ran or wrote results"
+    assert time.monotonic() - began < 60
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("a: &a [x, *a]\n", "config.yaml line 1: an alias refers to a value that contains it"),
+        ("a: " + "[" * 70 + "]" * 70 + "\n", "config.yaml line 1: nested more than 64 levels deep"),
+        (
+            "a: &s " + "y" * 9_000 + "\nb: [" + ", ".join(["*s"] * 200) + "]\n",
+            "config.yaml expands through aliases to more than 1 MiB of text",
+        ),
+        ('{"title": "' + "j" * 10_001 + '"}', "config.yaml: title: a value of 10,001 characters"),
+        ("a: [" + ", ".join(["1"] * 100_001) + "]\n", "config.yaml uses more than 100,000 nodes"),
+    ],
+)
+def test_a_config_file_beyond_a_bound_is_refused_without_being_loaded(tmp_path, text, message):
+    (tmp_path / "config.yaml").write_text(text)
+    began = time.monotonic()
+    with pytest.raises(configfile.Unbounded) as raised:
+        configfile.check_file(tmp_path / "config.yaml")
+    assert str(raised.value).startswith(str(tmp_path / message)), str(raised.value)
+    assert time.monotonic() - began < 5
+
+
+def test_the_repositorys_config_files_are_within_the_bounds():
+    configfile.check_files([ROOT / "config.yaml", *sorted((ROOT / "examples").glob("*.yaml"))])
+    configfile.check_value(yaml.safe_load((ROOT / "examples" / "decode.yaml").read_text()))

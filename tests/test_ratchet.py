@@ -44,16 +44,20 @@ def bench(shape: str, times: dict[str, float | str], seed: int) -> dict:
     return {"shape": {"name": shape}, "candidates": candidates}
 
 
-def baseline_of(*benches: dict, fingerprint: dict = FINGERPRINT) -> dict:
-    return {
+def baseline_of(*benches: dict, fingerprint: dict = FINGERPRINT, digest: bool = True) -> dict:
+    """A baseline as `baseline save` writes it (with its digest), or as an older attnbench did."""
+    baseline = {
         "kind": "attnbench-baseline",
         "created": "2026-11-24T00:00:00+00:00",
-        "fingerprint": fingerprint,
+        "fingerprint": copy.deepcopy(fingerprint),
         "shapes": {
-            b["shape"]["name"]: {"shape": b["shape"], "config": {}, "candidates": b["candidates"]}
+            b["shape"]["name"]: {"shape": b["shape"], "config": {}, "candidates": copy.deepcopy(b["candidates"])}
             for b in benches
         },
     }
+    if digest:
+        baseline["digest"] = ratchet.content_digest(baseline)
+    return baseline
 
 
 def judge(baseline: dict, *benches: dict, fingerprint: dict = FINGERPRINT, **settings) -> dict:
@@ -126,6 +130,7 @@ def test_a_changed_environment_field_makes_results_incomparable_and_says_which()
 def test_a_shape_whose_sizes_or_timing_mode_changed_under_the_same_name_is_incomparable():
     base = baseline_of(*BASE)
     base["shapes"]["s1"]["config"] = {"dtype": "bfloat16", "timing": {"mode": "graph"}}
+    base["digest"] = ratchet.content_digest(base)
     now = bench("s1", {"flash": 1.0, "math": 3.0}, seed=11)
     now.update(dtype="bfloat16", timing={"mode": "cold"})
     now["shape"] = {"name": "s1", "batch": 2}
@@ -133,6 +138,13 @@ def test_a_shape_whose_sizes_or_timing_mode_changed_under_the_same_name_is_incom
     assert {v for (shape, _), v in verdicts(document).items() if shape == "s1"} == {"incomparable"}
     reason = document["entries"][0]["reason"]
     assert "batch None -> 2" in reason and "timing mode graph -> cold" in reason
+    code, why = ratchet.gate(document)  # s1 changed, s2 not run: nothing the gate could judge
+    assert code == 2 and "2 result(s) incomparable: shape s1 changed" in why and "--allow-missing" in why
+    # allowed, nothing is left that was compared: a gate that compared nothing does not pass
+    assert ratchet.gate(document, allow_missing=True) == (
+        2,
+        "nothing was compared with the baseline (2 missing, 2 incomparable)",
+    )
 
 
 def test_removed_candidates_and_shapes_are_missing_added_ones_are_new():
@@ -181,6 +193,171 @@ def test_names_cannot_break_the_comment_table():
     base = bench("s1", {hostile: 1.0}, seed=1)
     text = ratchet.comment(judge(baseline_of(base), bench("s1", {hostile: 3.0}, seed=2)))
     assert "<script>" not in text and "evil\\|&lt;script&gt;" in text
+
+
+# --- nothing the gate could not judge passes it (issue 31) ---------------------------------------
+
+THREE = [*BASE, bench("s3", {"flash": 4.0, "math": 12.0}, seed=3)]
+
+
+def gate_cli(tmp_path, document: dict, *flags: str) -> int:
+    path = tmp_path / "verdict.json"
+    files.write_json(path, document, SCHEMAS / "verdict.schema.yaml")
+    return cli.main(["gate", str(path), "--schemas", str(SCHEMAS), *flags])
+
+
+@pytest.mark.parametrize(
+    ("field", "moved"),
+    [
+        ("torch", {"torch": {**FINGERPRINT["torch"], "version": "2.10.0+cu128"}}),
+        ("gpu", {"gpu": {**FINGERPRINT["gpu"], "name": "NVIDIA A100-SXM4-80GB"}}),
+    ],
+)
+def test_a_baseline_from_another_torch_build_or_gpu_fails_the_gate_unless_the_change_is_allowed(
+    tmp_path, capsys, field, moved
+):
+    """6 of 6 results incomparable used to print "no regression (exit 0)"."""
+    now = [bench("s1", {"flash": 3.0, "math": 3.0}, seed=11), *THREE[1:]]  # s1/flash 3x slower
+    other = {**FINGERPRINT, **moved}
+    document = judge(baseline_of(*THREE, fingerprint=other), *now)
+    assert document["counts"]["incomparable"] == 6
+    code, why = ratchet.gate(document)
+    assert code == 2 and why.startswith("the environment differs from the baseline's: ")
+    assert f"6 result(s) not compared (allow with --allow-env-change {field})" in why
+    text = ratchet.comment(document)
+    assert text.split("\n")[2] == f"## attnbench ratchet: {why} (gate exit 2)"
+    # allowed: the comparisons made across the change are read, and the slowdown is found
+    assert ratchet.gate(document, allow_env_change=[field])[0] == 1
+    assert ratchet.gate(document, allow_env_change=["driver"])[0] == 2  # another field allows nothing
+    assert gate_cli(tmp_path, document) == 2
+    assert gate_cli(tmp_path, document, "--allow-env-change", field) == 1
+    assert "attnbench gate: 1 regression(s) (exit 1)" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        gate_cli(tmp_path, document, "--allow-env-change", "torch_version")
+    assert "'torch_version' is not one of device, gpu" in capsys.readouterr().err
+    # the same allowance in the config: the comment the workflow writes agrees with the gate
+    allowed = judge(baseline_of(*THREE, fingerprint=other), *THREE, allow_env_change=[field])
+    assert set(verdicts(allowed).values()) == {"unchanged"}
+    code, why = ratchet.gate(allowed)
+    assert code == 0 and why.startswith(f"no regression; {field} ") and why.endswith(", allowed")
+    assert "(gate exit 0)" in ratchet.comment(allowed) and "no (allowed: compared)" in ratchet.comment(allowed)
+
+
+def test_a_baseline_from_another_config_fails_the_gate_unless_missing_results_are_allowed(tmp_path):
+    """2 unchanged, 4 new, 6 missing used to exit 0."""
+    base = [
+        bench("s1", {"flash": 1.0, "math": 3.0, "a": 2.0, "b": 2.0}, seed=1),
+        bench("s2", {"flash": 2.0, "math": 6.0}, seed=2),
+        bench("s3", {"flash": 4.0, "math": 12.0}, seed=3),
+    ]
+    now = [
+        bench("s1", {"flash": 1.0, "math": 3.0}, seed=11),
+        bench("s4", {"flash": 1.0, "math": 3.0, "x": 1.0, "y": 1.0}, seed=14),
+    ]
+    document = judge(baseline_of(*base), *now)
+    counts = document["counts"]
+    assert (counts["unchanged"], counts["new"], counts["missing"]) == (2, 4, 6)
+    assert ratchet.gate(document) == (
+        2,
+        "6 result(s) of the baseline missing from this run (allow with --allow-missing)",
+    )
+    text = ratchet.comment(document)
+    assert "### Not compared: missing or changed since the baseline" in text
+    assert "- s2 / flash: missing: shape not in this run" in text and "- s1 / a: missing: not in this run" in text
+    assert ratchet.gate(document, allow_missing=True) == (
+        0,
+        "no regression; 4 new, not in the baseline; 6 missing, allowed",
+    )
+    assert gate_cli(tmp_path, document) == 2 and gate_cli(tmp_path, document, "--allow-missing") == 0
+    allowed = judge(baseline_of(*base), *now, allow_missing=True)  # ratchet.allow_missing in the config
+    assert ratchet.gate(allowed)[0] == 0 and "(gate exit 0)" in ratchet.comment(allowed)
+    # a new shape or candidate has nothing to compare with and passes; a run that compared nothing fails
+    failed_before = bench("s1", {"flash": "error", "math": "oom"}, seed=1)
+    nothing = judge(baseline_of(failed_before), bench("s1", {"flash": 1.0, "math": 3.0}, seed=11))
+    assert ratchet.gate(nothing) == (2, "nothing was compared with the baseline (2 new)")
+
+
+def test_the_environment_fields_are_named_alike_by_the_comparison_the_config_and_the_gate():
+    ratchet_keys = yaml.safe_load((SCHEMAS / "config.schema.yaml").read_text())["properties"]["ratchet"]
+    names = ratchet_keys["properties"]
+    assert tuple(names["allow_env_change"]["items"]["enum"]) == ratchet.ENVIRONMENT_FIELDS
+    assert tuple(names["strict"]["items"]["enum"]) == ratchet.ENVIRONMENT_FIELDS
+    nothing_alike = {"device": "cpu", "cpu": {"model": "Epyc"}, "torch": {"version": "2.0", "triton": "2"}}
+    found = ratchet.environment_differences(FINGERPRINT, nothing_alike, [])
+    assert tuple(d["field"] for d in found) == ratchet.ENVIRONMENT_FIELDS
+
+
+def edited(baseline: dict, shape: str, candidate: str, **fields) -> dict:
+    changed = copy.deepcopy(baseline)
+    changed["shapes"][shape]["candidates"][candidate].update(fields)
+    return changed
+
+
+@pytest.mark.parametrize("digest", [True, False], ids=["with-digest", "saved-before-digests"])
+def test_a_baseline_median_that_is_not_its_samples_median_is_refused_naming_it(tmp_path, digest):
+    """median_ms edited to 0.001, samples untouched, used to be compared as "unchanged +0.0%"."""
+    baseline = edited(baseline_of(*BASE, digest=digest), "s1", "flash", median_ms=0.001)
+    path = tmp_path / "baseline.json"
+    files.write_json(path, baseline, SCHEMAS / "baseline.schema.yaml")
+    docs = [ratchet.compare_shape(b, baseline, {}) for b in BASE]
+    document = ratchet.verdict(docs, baseline, None, FINGERPRINT, {}, str(path))
+    code, why = ratchet.gate(document)
+    assert code == 2 and "shapes/s1/candidates/flash/median_ms" in why
+    assert "could not be used" in ratchet.comment(document)
+    with pytest.raises(files.ResultFileError) as error:
+        ratchet.load_baseline(path, SCHEMAS)
+    assert str(error.value).startswith(
+        f"{path}: field 'shapes/s1/candidates/flash/median_ms': 0.001 is not the median of its 200 samples_ms ("
+    )
+
+
+def test_a_baseline_edited_after_it_was_saved_is_refused_by_its_digest(tmp_path):
+    base = baseline_of(*BASE)
+    slowest = list(base["shapes"]["s1"]["candidates"]["flash"]["samples_ms"])
+    slowest[slowest.index(max(slowest))] *= 2
+    # a sample moved without moving the median (the slowest, slower still), and a fingerprint made to match
+    changes = {
+        "sample": edited(base, "s1", "flash", samples_ms=slowest),
+        "fingerprint": {**base, "fingerprint": {**base["fingerprint"], "torch": {"version": "2.10.0"}}},
+    }
+    path = tmp_path / "baseline.json"
+    for changed in changes.values():
+        files.write_json(path, changed, SCHEMAS / "baseline.schema.yaml")
+        with pytest.raises(files.ResultFileError, match=r"field 'digest': sha256:[0-9a-f]{64} is not the digest"):
+            ratchet.load_baseline(path, SCHEMAS)
+        document = ratchet.verdict([], changed, None, FINGERPRINT, {}, str(path))
+        assert ratchet.gate(document)[0] == 2
+    files.write_json(path, base, SCHEMAS / "baseline.schema.yaml")
+    assert ratchet.load_baseline(path, SCHEMAS) == (json.loads(path.read_text()), None)
+
+
+def test_a_baseline_saved_before_digests_is_accepted_and_said_unverified(tmp_path):
+    old = baseline_of(*BASE, digest=False)
+    path = tmp_path / "baseline.json"
+    files.write_json(path, old, SCHEMAS / "baseline.schema.yaml")
+    _, warning = ratchet.load_baseline(path, SCHEMAS)
+    assert warning.startswith(f"{path}: unverified (no digest): ") and "attnbench baseline save" in warning
+    document = judge(old, *BASE)
+    assert document["baseline"]["verified"] is False
+    assert ratchet.gate(document) == (0, "no regression; baseline unverified (no digest)")
+    assert "Baseline unverified (no digest)" in ratchet.comment(document)
+    assert judge(baseline_of(*BASE), *BASE)["baseline"]["verified"] is True
+
+
+def test_baseline_save_records_a_digest_that_reading_verifies_and_refuses_a_result_at_odds(tmp_path):
+    from fixtures_report import write_run
+
+    write_run(tmp_path / "results")
+    saved = tmp_path / "b.json"
+    assert cli.main(["baseline", "save", str(tmp_path / "results"), str(saved), "--schemas", str(SCHEMAS)]) == 0
+    baseline, warning = ratchet.load_baseline(saved, SCHEMAS)
+    assert warning is None and baseline["digest"] == ratchet.content_digest(baseline)
+    path = tmp_path / "results" / "bench" / "s1024_d64.json"
+    result = json.loads(path.read_text())
+    result["candidates"]["flash"]["median_ms"] *= 0.5
+    path.write_text(json.dumps(result))
+    with pytest.raises(files.ResultFileError, match="shapes/s1024_d64/candidates/flash/median_ms: .* not saved"):
+        ratchet.save_baseline(tmp_path / "results", SCHEMAS)
 
 
 def test_baseline_save_and_gate_on_the_command_line(tmp_path, capsys):
@@ -273,7 +450,10 @@ def test_the_ratchet_loop_through_the_workflow(tmp_path):
     verdict = json.loads((tmp_path / "results/ratchet/verdict.json").read_text())
     counts = verdict["counts"]
     assert counts["missing"] == 2 and counts["unchanged"] + counts["improvement"] + counts["regression"] == 2
-    assert subprocess.run(gate, cwd=tmp_path).returncode == (1 if counts["regression"] else 0)  # missing passes
+    allowed = subprocess.run([*gate, "--allow-missing"], cwd=tmp_path).returncode
+    assert allowed == (1 if counts["regression"] else 0)
+    # missing results fail the gate (exit 2) unless allowed; a regression found still says 1
+    assert subprocess.run(gate, cwd=tmp_path).returncode == (1 if counts["regression"] else 2)
 
 
 def test_a_hand_edited_baseline_names_the_file_and_the_field(tmp_path):

@@ -346,7 +346,11 @@ def prepare(
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
         try:
-            declared = candidates.declaration(name, workload)
+            try:  # a user kernel's module is imported here: bounded like a call
+                with timing.deadline(timeout):
+                    declared = candidates.declaration(name, workload)
+            except timing.CandidateTimeout as exc:
+                raise timing.CandidateTimeout(f"importing its module: {exc}") from None
             layout = {"layout": declared.layout}
             candidates.check_layout(name, declared.layout, replace(workload, layout=declared.layout))
             key = inputs_key(declared.layout, workload)

@@ -17,6 +17,7 @@ import difflib
 import hashlib
 import importlib
 import importlib.util
+import inspect
 import itertools
 import logging
 import os
@@ -207,12 +208,37 @@ def import_user_module(module: str) -> Any:
 def _module_source(module: str) -> Path | None:
     _working_directory_on_path()
     try:
-        spec = importlib.util.find_spec(module)
-    except (ImportError, ValueError):  # a parent package that does not exist, or an empty name
+        spec = _find_spec(module)
+    except (ImportError, ValueError):  # an empty name, or a finder that refuses it
         return None
     if spec is None or spec.origin is None or not Path(spec.origin).is_file():
         return None
     return Path(spec.origin)
+
+
+def _find_spec(module: str) -> importlib.machinery.ModuleSpec | None:
+    """importlib.util.find_spec without importing the parent packages of a dotted name: that runs their
+    code, here in the process that checks the config (Snakemake's), where nothing bounds it (found by
+    trying it, issue 31: a package whose __init__ hangs hung the run before any job)."""
+    if module in sys.modules:
+        return getattr(sys.modules[module], "__spec__", None)
+    path = None
+    parts = module.split(".")
+    for depth in range(1, len(parts) + 1):
+        name = ".".join(parts[:depth])
+        loaded = sys.modules.get(name)
+        spec = getattr(loaded, "__spec__", None) if loaded is not None else None
+        for finder in sys.meta_path if spec is None else ():
+            find = getattr(finder, "find_spec", None)
+            spec = find(name, path) if find is not None else None
+            if spec is not None:
+                break
+        if spec is None or depth == len(parts):
+            return spec
+        if spec.submodule_search_locations is None:  # not a package: it has no submodules
+            return None
+        path = list(spec.submodule_search_locations)
+    return None
 
 
 def user_kernel_source_hash(name: str) -> str:
@@ -291,20 +317,37 @@ def _module_files(module: str, root: Path) -> list[Path]:
     return files
 
 
+def refused_module(module: str) -> str | None:
+    """Why `module` may not be a kernel module, or None: the standard library and Python's built-in
+    modules are not kernels (found by trying it: `os:system` and `builtins:eval` were reported "not
+    found", and `subprocess:run` was accepted and called with the inputs)."""
+    top = module.split(".")[0]
+    if top in sys.stdlib_module_names or top in sys.builtin_module_names:
+        which = "it is" if top == module else f"{top} is"
+        return (
+            f"refused: {module} is not a kernel module ({which} Python's standard library; a kernel's file"
+            " must not take a standard-library name)"
+        )
+    return None
+
+
 def user_kernel_problem(name: str) -> str | None:
-    """Why the user kernel `module:function` cannot be found, or None: checked before any job runs,
+    """Why the user kernel `module:function` cannot be run, or None: checked before any job runs,
     without importing the module (the workflow parses its config in every job on a cluster). The
-    module must exist and parse, and define or import `function` at top level (a module that
-    star-imports is given the benefit of the doubt)."""
+    module must not be the standard library's, must exist and parse, and define or import `function`
+    at top level (a module that star-imports is given the benefit of the doubt); a function defined
+    there must take the call attnbench makes (`signature_problem`)."""
     try:
-        base, _ = split_name(name)
+        base, given = split_name(name)
     except ValueError as exc:
         return str(exc)
     if base in _REGISTERED:
-        return None
+        return _registered_signature_problem(name, base, given)
     module, _, function = base.partition(":")
     if not module or not function.isidentifier():
         return f"{name!r} is not module:function"
+    if refused := refused_module(module):
+        return refused
     source = _module_source(module)
     if source is None:
         return f"module {module!r} not found (looked in the working directory {os.getcwd()} and PYTHONPATH)"
@@ -330,13 +373,120 @@ def user_kernel_problem(name: str) -> str | None:
             )
     if function in defined:
         try:
-            static_declaration(base)
+            declared = static_declaration(base)
         except ValueError as exc:
             return str(exc)
-        return None
+        return signature_problem(tree, function, declared, _configurations(declared, given))
     close = difflib.get_close_matches(function, sorted(d for d in defined if not d.startswith("_")), n=1)
     hint = f"; did you mean {module}:{close[0]}?" if close else ""
     return f"module {module!r} ({source}) defines no {function!r}{hint}"
+
+
+# Decorators that leave a function's parameters as written, so its definition says how it can be
+# called; under any other decorator (functools.partial, a JIT's launcher...) it is taken on trust.
+SIGNATURE_KEEPING = ("kernel", "compile", "no_grad", "inference_mode", "enable_grad")
+
+
+def call_form(declared: Declaration, config: Config) -> tuple[list[str], list[str]]:
+    """(positional, keyword) argument names of the call attnbench makes (attnbench.candidates._user):
+    prepare(workload, q, k, v, **config) for a factory, function(q, k, v, causal=..., scale=...,
+    **config) otherwise."""
+    if declared.factory:
+        return ["workload", "q", "k", "v"], list(config)
+    return ["q", "k", "v"], ["causal", "scale", *config]
+
+
+def _configurations(declared: Declaration, given: Config) -> list[Config]:
+    """The configurations a candidate is called with: the one its name gives, else its grid's."""
+    return [given] if given else list(declared.grid) or [{}]
+
+
+def signature_problem(
+    tree: ast.Module, function: str, declared: Declaration, configs: list[Config]
+) -> str | None:
+    """Why `function`, as the module's top level last binds it, cannot take the call attnbench makes
+    with any of `configs`, or None (also when it is not bound by a plain def or lambda there, or is
+    decorated by what may change its parameters: taken on trust)."""
+    bound = None
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            bound = node if node.name == function else bound
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            if any((alias.asname or alias.name).split(".")[0] == function for alias in node.names):
+                bound = node
+        elif any(
+            (isinstance(n, ast.Name) and n.id == function and isinstance(n.ctx, ast.Store))
+            or (isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and n.name == function)
+            for n in ast.walk(node)
+        ):
+            bound = node  # an assignment, or a definition under a guard (taken on trust)
+    if isinstance(bound, ast.Assign) and isinstance(bound.value, ast.Lambda) and len(bound.targets) == 1:
+        arguments, shown = bound.value.args, f"lambda {ast.unparse(bound.value.args)}"
+    elif isinstance(bound, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        for decorator in bound.decorator_list:
+            called = decorator.func if isinstance(decorator, ast.Call) else decorator
+            if (getattr(called, "attr", None) or getattr(called, "id", None)) not in SIGNATURE_KEEPING:
+                return None
+        arguments, shown = bound.args, f"{function}({ast.unparse(bound.args)})"
+        if isinstance(bound, ast.AsyncFunctionDef):
+            return f"refused: {shown} is async def: calling it returns a coroutine, not the output"
+    else:
+        return None
+    for config in configs:
+        positional, keywords = call_form(declared, config)
+        why = _unbindable(arguments, positional, keywords)
+        if why:
+            call = ", ".join([*positional, *(f"{key}=..." for key in keywords)])
+            return f"refused: {shown} cannot be called as attnbench calls it, {function}({call}): {why}"
+    return None
+
+
+def _unbindable(arguments: ast.arguments, positional: list[str], keywords: list[str]) -> str | None:
+    """Why Python would raise TypeError binding these arguments to these parameters, or None."""
+    params = [a.arg for a in [*arguments.posonlyargs, *arguments.args]]
+    only = {a.arg for a in arguments.posonlyargs}
+    if len(positional) > len(params) and arguments.vararg is None:
+        return f"it takes {len(params)} positional arguments, attnbench passes {len(positional)}"
+    filled = set(params[: len(positional)])
+    keyword_only = {a.arg for a in arguments.kwonlyargs}
+    for key in keywords:
+        if key in params and key not in only:
+            if key in filled:
+                return f"it would get {key!r} twice, by position and by keyword"
+            filled.add(key)
+        elif key in keyword_only:
+            filled.add(key)
+        elif arguments.kwarg is None:
+            return (
+                f"{key!r} is positional-only there, attnbench passes it by keyword"
+                if key in only
+                else f"it has no parameter {key!r}"
+            )
+    required = params[: len(params) - len(arguments.defaults)]
+    required += [a.arg for a, default in zip(arguments.kwonlyargs, arguments.kw_defaults) if default is None]
+    missing = [name for name in required if name not in filled]
+    if missing:
+        return f"it requires {', '.join(map(repr, missing))}, which attnbench does not pass"
+    return None
+
+
+def _registered_signature_problem(name: str, base: str, given: Config) -> str | None:
+    """signature_problem for a callable registered in this process (attnbench.compare), read with
+    inspect; a callable whose signature cannot be read is taken on trust."""
+    fn = _REGISTERED[base]
+    declared = declaration(base)
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return None
+    for config in _configurations(declared, given):
+        positional, keywords = call_form(declared, config)
+        try:
+            signature.bind(*positional, **dict.fromkeys(keywords))
+        except TypeError as exc:
+            call = ", ".join([*positional, *(f"{key}=..." for key in keywords)])
+            return f"refused: {name}{signature} cannot be called as attnbench calls it, ({call}): {exc}"
+    return None
 
 
 def static_declaration(name: str) -> Declaration:
@@ -407,6 +557,8 @@ def _user_function(base: str) -> UserFunction:
     if base in _REGISTERED:
         return _REGISTERED[base]
     module, function = base.split(":", 1)
+    if refused := refused_module(module):  # a spec not made from a checked config
+        raise ValueError(refused)
     return getattr(import_user_module(module), function)
 
 

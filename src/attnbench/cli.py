@@ -103,11 +103,37 @@ def _parser(for_job: bool = False) -> argparse.ArgumentParser:
     )
     replay.add_argument("--spec", required=True, help="JSON job specification")
     gate = commands.add_parser(
-        "gate", help="exit 1 on a regression, 2 if the baseline is unusable or a benchmark failed, else 0"
+        "gate",
+        help="exit 1 on a regression; 2 when it could not judge (the baseline unusable or its environment "
+        "different, a result missing, incomparable, failed or undecided, nothing compared); else 0",
     )
     gate.add_argument("verdict", metavar="VERDICT.json")
     gate.add_argument("--schemas", default=SCHEMAS, help="directory of the JSON schemas")
+    gate.add_argument(
+        "--allow-missing",
+        action="store_true",
+        help="pass although results of the baseline are missing from this run or their shape changed "
+        "(as ratchet.allow_missing in the config)",
+    )
+    gate.add_argument(
+        "--allow-env-change",
+        action="append",
+        default=[],
+        type=_environment_field,
+        metavar="FIELD",
+        help="repeatable: this environment field may differ from the baseline's; the comparisons made "
+        "across it count (as ratchet.allow_env_change): a field of the comment's environment table "
+        "(device, gpu, driver, torch, cuda, cudnn, triton, lock, power_limit_w)",
+    )
     return parser
+
+
+def _environment_field(name: str) -> str:
+    from attnbench import ratchet  # here, not at the top: numpy, and only when the flag is given
+
+    if name not in ratchet.ENVIRONMENT_FIELDS:
+        raise argparse.ArgumentTypeError(f"{name!r} is not one of {', '.join(ratchet.ENVIRONMENT_FIELDS)}")
+    return name
 
 
 def process_started_at() -> float | None:
@@ -167,8 +193,9 @@ def _log(command: str) -> Callable[[str], None]:
 def _benchmark(
     spec: dict[str, Any], in_worker: bool, schemas: str | None, log: Callable[[str], None]
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """Never measured in this process: a candidate that crashes the process measuring the shape costs
-    only its own result (attnbench.isolation)."""
+    """Never measured in this process: a candidate that crashes the process measuring the shape, or
+    hangs it past the watchdog (which this process keeps: attnbench.worker.Watchdog), costs only its
+    own result (attnbench.isolation). The limits it kept are in the document (`watchdog`)."""
     in_child = functools.partial(worker.run_child, "benchmark", log=log)
 
     def measure(spec: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
@@ -176,7 +203,13 @@ def _benchmark(
             return worker.run("benchmark", spec, lease.lease_dir(), log=log, schemas=schemas)
         return in_child(spec), None
 
-    return isolation.supervise(spec, measure, in_child, log=log)
+    limits = isolation.limits(spec)
+    if limits is not None:
+        log(f"watchdog: {round(limits.limit_s):d} s at most for the shape ({limits.explain('request')})")
+    document, served_by = isolation.supervise(spec, measure, in_child, log=log)
+    if limits is not None:
+        document["watchdog"] = limits.record()
+    return document, served_by
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -210,12 +243,16 @@ def main(argv: list[str] | None = None) -> int:
             schemas = Path(args.schemas)
             document = save_baseline(args.results_dir, schemas)
             files.write_json(args.out, document, schemas / "baseline.schema.yaml")
-            print(f"saved {len(document['shapes'])} shapes to {args.out}")
+            print(f"saved {len(document['shapes'])} shapes to {args.out} ({document['digest']})")
             return 0
         if args.command == "gate":
             from attnbench.ratchet import gate
 
-            code, why = gate(files.read_json(args.verdict, Path(args.schemas) / "verdict.schema.yaml"))
+            code, why = gate(
+                files.read_json(args.verdict, Path(args.schemas) / "verdict.schema.yaml"),
+                allow_missing=args.allow_missing,
+                allow_env_change=args.allow_env_change,
+            )
             print(f"attnbench gate: {why} (exit {code})")
             return code
         if args.command == "worker":
@@ -235,6 +272,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         job = jobs.get(args.command)
         log = _log(job.command)
+        # Before the job changes its spec (threads): the commit, spec and source it was made from.
+        made_from = jobs.provenance(spec)
         # Held until this process exits: the GPU is this job's alone while it runs.
         want_gpu = job.gpu and spec.get("device") == "cuda"
         placement = lease.for_job(f"{job.command} {args.out}", want_gpu=want_gpu, log=log)
@@ -252,10 +291,10 @@ def main(argv: list[str] | None = None) -> int:
         # From the process's creation (interpreter start and imports included) to now: what one
         # process per job costs against one long-lived worker (docs/scale.md).
         process = {"started_at": process_started_at(), "finished_at": time.time(), "worker": served_by}
-        document |= {"placement": placement.record(), "process": process}
+        document |= {"placement": placement.record(), "process": process, "provenance": made_from}
         # A warm worker validated its document (worker.run); this process checks one it made or
         # changed itself, and spares the import of jsonschema otherwise (0.1 s of every job's start).
-        checked = served_by is not None and not (job.command == "benchmark" and isolation.crashed(document))
+        checked = served_by is not None and not (job.command == "benchmark" and isolation.rewritten(document))
         files.write_json(args.out, document, None if checked else jobs.output_schema(job.command, args.schemas))
         if job.command == "compare":
             try:  # the result is written: a failure to show it must not fail the job

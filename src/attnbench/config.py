@@ -14,6 +14,7 @@ import itertools
 import math
 import os
 import re
+import reprlib
 import shlex
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -22,7 +23,7 @@ import jsonschema
 import yaml
 from snakemake.utils import update_config
 
-from attnbench import candidates, device, files, lock, presets
+from attnbench import candidates, capacity, configfile, device, files, lock, presets
 
 # Keys that the `cpu:` section may override when the run falls back to the CPU.
 CPU_OVERRIDABLE = ("dtype", "mode", "candidates", "reference", "shapes", "timing", "calibrate")
@@ -57,8 +58,31 @@ def _short_traceback(function: Callable[..., Any]) -> Callable[..., Any]:
 
 # How many problems a config error lists; most configs have one or two.
 MAX_LISTED = 10
+# How long one of its lines may be, and how much of a value it shows.
+MAX_LINE_CHARS = 300
+SHOWN_CHARS = 60
 # Unknown keys first, missing keys last (validate's docstring says why).
 _RANK = {"additionalProperties": 0, "required": 2}
+
+
+@_short_traceback
+def check_files(paths: Iterable[str | os.PathLike[str]]) -> None:
+    """Refuse a config file beyond attnbench.configfile's bounds (its size, a value's length, its values
+    counted through its aliases): the Snakefile calls it on config.yaml and each --configfile before its
+    `configfile:` directive has Snakemake load them."""
+    try:
+        configfile.check_files(paths)
+    except configfile.Unbounded as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _bounded(config: Any, name: str = "the config") -> None:
+    """The bounds of a config file, on a config in memory (--config values, a config built in Python):
+    nothing below walks it as a tree or takes its repr before this."""
+    try:
+        configfile.check_value(config, name)
+    except configfile.Unbounded as exc:
+        raise ConfigError(str(exc)) from None
 
 
 @_short_traceback
@@ -66,11 +90,13 @@ def validate(config: Mapping[str, Any], schema_path: str | os.PathLike[str]) -> 
     """Check `config` against the schema and list what is wrong, each with its path and, for a
     misspelt key, enum value or candidate, the closest valid one. Snakemake's own validate (which the
     Snakefile calls next, to fill the defaults) reports one error, in jsonschema's terms, followed by
-    the schema and the whole offending value: hundreds of lines."""
+    the schema and the whole offending value: hundreds of lines. A config beyond attnbench.configfile's
+    bounds is refused first: jsonschema's messages take the repr of the value."""
+    _bounded(config)
     validator = jsonschema.Draft202012Validator(files.load_schema(schema_path))
     # Most useful first: a misspelt key usually explains a missing required one next to it.
     errors = sorted(validator.iter_errors(config), key=lambda e: _RANK.get(e.validator, 1))
-    lines = [line for error in errors for line in _describe(config, error)]
+    lines = [_clipped(line) for error in errors for line in _describe(config, error)]
     if lines:
         hidden = len(lines) - MAX_LISTED
         raise ConfigError("\n".join(lines[:MAX_LISTED] + [f"... and {hidden} more"] * (hidden > 0)))
@@ -80,7 +106,7 @@ def _describe(config: Mapping[str, Any], error: jsonschema.ValidationError) -> l
     where, value, schema = _where(config, error.absolute_path), error.instance, error.validator_value
     if error.validator == "additionalProperties":
         known = sorted(error.schema.get("properties", {}))
-        return [f"{where}: unknown key {key!r}{_suggest(key, known)}" for key in value if key not in known]
+        return [f"{where}: unknown key {_short(key)}{_suggest(key, known)}" for key in value if key not in known]
     if error.validator == "required":
         return [f"{where}: missing required key {key!r}" for key in schema if key not in value]
     if error.validator == "anyOf" and all(set(option) == {"required"} for option in schema):
@@ -130,9 +156,21 @@ def _suggest(word: Any, choices: Iterable[Any]) -> str:
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
-def _short(value: Any, limit: int = 60) -> str:
-    text = repr(value)
+def _short(value: Any, limit: int = SHOWN_CHARS) -> str:
+    """The repr of `value`, at most `limit` characters: taken of a bounded part of it (a string's first
+    characters, a few items of a list or mapping), never of the whole."""
+    if isinstance(value, str):
+        text = repr(value[:limit])
+    else:
+        shown = reprlib.Repr()
+        shown.maxlevel, shown.maxstring, shown.maxother = 3, limit, limit
+        shown.maxlist = shown.maxtuple = shown.maxdict = shown.maxset = 6
+        text = shown.repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _clipped(line: str) -> str:
+    return line if len(line) <= MAX_LINE_CHARS else line[: MAX_LINE_CHARS - 3] + "..."
 
 
 def _unknown_candidate(where: str, name: Any) -> str:
@@ -158,6 +196,8 @@ def effective(config: Mapping[str, Any], overrides: Mapping[str, Any] | None = N
     machine does not run is found here too, not on the cluster. `device: cuda` on a machine where torch
     cannot use a GPU fails here, at parse time, before any job.
     """
+    _bounded(config)
+    _bounded(overrides or {}, "--config")
     overrides = {key: value for key, value in (overrides or {}).items() if key != "cpu"}
     config = copy.deepcopy({**DEFAULTS, **config})
     update_config(config, copy.deepcopy(dict(overrides)))
@@ -167,13 +207,24 @@ def effective(config: Mapping[str, Any], overrides: Mapping[str, Any] | None = N
     update_config(cpu_view, copy.deepcopy(overrides))
     for view, where in ((gpu_view, "shapes"), (cpu_view, "cpu.shapes" if "shapes" in cpu_section else "shapes")):
         view["shapes"] = _with_presets(_swept(view["shapes"], where), where)
+    cpu_where: Callable[[str], str] = (
+        (lambda key: f"cpu.{key}" if key in cpu_section and key not in overrides else key) if cpu_section else str
+    )
     check(gpu_view)
     if cpu_section:
-        check(cpu_view, lambda key: f"cpu.{key}" if key in cpu_section and key not in overrides else key)
+        check(cpu_view, cpu_where)
     requested = config["device"]
     if requested == "cuda" and (reason := device.cuda_unusable_reason()):
         raise ConfigError(f"device: 'cuda', but {reason}; use device: auto (falls back to the CPU) or cpu")
     resolved = device.resolve(requested)
+    # Impossible shapes before any job: the view that runs here against this device's memory; on the
+    # CPU with device: auto, the GPU view against any GPU's (it runs where there is one).
+    if resolved == "cuda":
+        _fits(gpu_view, "cuda", str)
+    else:
+        _fits(cpu_view, "cpu", cpu_where)
+        if requested == "auto":
+            _fits(gpu_view, "any GPU", str)
     run = cpu_view if resolved == "cpu" else gpu_view
     run |= {"device": resolved, "requested_device": requested}
     # Built once per parse, not once per job: a sweep can have thousands of jobs.
@@ -195,6 +246,16 @@ def effective(config: Mapping[str, Any], overrides: Mapping[str, Any] | None = N
         c: sources[candidates.family(c)] for c in run["candidates"] if candidates.is_user_kernel(c)
     }
     return run
+
+
+def _fits(view: dict[str, Any], on: str, where: Callable[[str], str]) -> None:
+    """Refuse the first shape of `view` whose lower bound on memory (attnbench.capacity) exceeds what
+    `on` has, with the numbers."""
+    has, what = capacity.available(on)
+    for shape in view["shapes"]:
+        direction = shape.get("mode", view["mode"])
+        if why := capacity.problem(shape, view["dtype"], direction, view["reference"], on, has, what):
+            raise ConfigError(f"{where('shapes')}: {shape['name']}: {why}")
 
 
 # How a swept key shows in the shape names it makes (sweep: {batch: [1, 16]} -> name_b1, name_b16).

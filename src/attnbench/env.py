@@ -6,6 +6,7 @@ and lock; the fingerprint lets a reader check that instead of assuming it.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import os
 import platform
@@ -69,7 +70,7 @@ def fingerprint(
         **machine,
         "requested_device": requested_device or device,
         "gpu_reason": gpu_reason,
-        "git": _git(workflow_dir),
+        "git": git_state(workflow_dir),
         "lock": lock_state,
     }
 
@@ -218,28 +219,53 @@ def _package_version(name: str) -> str | None:
         return None
 
 
-def _git(workflow_dir: str | Path) -> dict[str, Any]:
-    """The commit, and whether tracked files differ from it (untracked files are not code run)."""
+# Results are not code that ran: a checkout that tracks its results/ stays clean while a run writes them
+# (else each run would change the diff the fingerprint's param holds, and rerun it, forever).
+GIT_SCOPE = (":(top)", ":(exclude)results")
+GIT_TIMEOUT_S = 20
 
-    def git(*args: str) -> str:
+
+def git_state(workflow_dir: str | Path = ".") -> dict[str, Any]:
+    """The commit checked out, whether tracked files differ from it (untracked files are not code
+    run; results/ is not code), and the digest of that difference ("sha256:..." of `git diff HEAD`;
+    None when clean): what a result was measured at. `reason` says why commit is None."""
+
+    def git(*args: str) -> bytes:
         return subprocess.run(
             ["git", "-C", str(workflow_dir), *args],  # cmd[3:] names the step that failed
             capture_output=True,
-            text=True,
             check=True,
-            timeout=60,
+            timeout=GIT_TIMEOUT_S,
         ).stdout
 
     try:
-        commit = git("rev-parse", "HEAD").strip()
-        dirty = bool(git("status", "--porcelain", "--untracked-files=no").strip())
+        commit = git("rev-parse", "HEAD").decode().strip()
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no", "--", *GIT_SCOPE).strip())
+        diff = (
+            git("-c", "core.quotepath=off", "diff", "--no-ext-diff", "--no-textconv", "--no-color", "--binary",
+                "HEAD", "--", *GIT_SCOPE)
+            if dirty
+            else None
+        )  # fmt: skip
     except FileNotFoundError:
-        return {"commit": None, "dirty": None, "reason": "git is not installed"}
+        return {"commit": None, "dirty": None, "diff_digest": None, "reason": "git is not installed"}
     except subprocess.CalledProcessError as exc:
-        failed = "git " + " ".join(exc.cmd[3:])
+        failed = "git " + " ".join(exc.cmd[3:5])
         # git's first line says what is wrong; the hints after it only add noise.
-        detail = (exc.stderr or "").strip().splitlines()[:1] or [f"exit status {exc.returncode}"]
-        return {"commit": None, "dirty": None, "reason": f"{failed} failed: {detail[0]}"}
+        stderr = (exc.stderr or b"").decode(errors="replace")
+        detail = stderr.strip().splitlines()[:1] or [f"exit status {exc.returncode}"]
+        return {"commit": None, "dirty": None, "diff_digest": None, "reason": f"{failed} failed: {detail[0]}"}
     except subprocess.TimeoutExpired:
-        return {"commit": None, "dirty": None, "reason": "git timed out"}
-    return {"commit": commit, "dirty": dirty, "reason": None}
+        return {"commit": None, "dirty": None, "diff_digest": None, "reason": "git timed out"}
+    digest = None if diff is None else "sha256:" + hashlib.sha256(diff).hexdigest()
+    return {"commit": commit, "dirty": dirty, "diff_digest": digest, "reason": None}
+
+
+
+def git_key(workflow_dir: str | Path = ".") -> str:
+    """git_state in one line, the fingerprint rule's param: a commit, or an edit to a tracked file,
+    changes it, so Snakemake runs the fingerprint (and the report) again; no measurement reads it."""
+    state = git_state(workflow_dir)
+    if state["commit"] is None:
+        return f"no commit: {state['reason']}"
+    return state["commit"] + (f" dirty {state['diff_digest']}" if state["dirty"] else "")

@@ -1,4 +1,5 @@
-"""Reading and writing result files: atomic writes, schema versions, schema validation."""
+"""Reading and writing result files: atomic writes, schema versions, schema validation, and each
+document's content digest and internal consistency, checked when it is read (`read_json`)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,12 @@ import functools
 import glob
 import hashlib
 import json
+import logging
 import math
 import os
 import tempfile
+import time
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +24,22 @@ os.umask(_UMASK)
 
 
 class ResultFileError(ValueError):
-    """A result, baseline or config file is unreadable or does not match its schema."""
+    """A result, baseline or config file is unreadable, does not match its schema, or disagrees with
+    itself (`verify`). `path`: the file, when one is to blame (a reader may move it aside)."""
+
+    def __init__(self, message: str, path: str | os.PathLike[str] | None = None) -> None:
+        super().__init__(message)
+        self.path = None if path is None else str(path)
+
+
+# Every document write_json writes carries this field: "sha256:" and the hex digest of the canonical
+# JSON (sorted keys, no spaces) of the document without it. read_json recomputes it for the kinds
+# whose schema names the field. Not a signature (anyone can recompute it): it tells a file damaged or
+# edited after attnbench wrote it from the one written.
+DIGEST = "content_digest"
+# How far a stored median may sit from its samples' median: float rounding of another JSON writer.
+MEDIAN_REL_TOLERANCE = 1e-9
+log = logging.getLogger("attnbench.files")
 
 
 def jsonable(value: Any) -> Any:
@@ -111,13 +130,26 @@ def stamped(data: dict[str, Any]) -> dict[str, Any]:
     return jsonable({"schema": SCHEMA_VERSION, **data})
 
 
+def content_digest(document: Mapping[str, Any]) -> str:
+    """"sha256:" and the digest of `document`'s canonical JSON, its DIGEST field left out. The same
+    for the document written and the one read back: JSON floats round-trip exactly."""
+    content = {key: value for key, value in document.items() if key != DIGEST}
+    try:
+        text = json.dumps(content, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    except ValueError as exc:  # NaN or infinity: not a number JSON has, so not one write_json wrote
+        raise ValueError(f"a number that JSON does not have ({exc})") from None
+    return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 def write_json(
     path: str | os.PathLike[str],
     data: dict[str, Any],
     schema_path: str | os.PathLike[str] | None = None,
 ) -> None:
-    """Stamp the schema version, validate (unless `schema_path` is None), and write atomically."""
-    payload = stamped(data)
+    """Stamp the schema version and the content digest, validate (unless `schema_path` is None), and
+    write atomically."""
+    payload = stamped({key: value for key, value in data.items() if key != DIGEST})
+    payload[DIGEST] = content_digest(payload)
     validate(payload, schema_path, source=str(path))
     atomic_write_text(path, json.dumps(payload, indent=1, sort_keys=False) + "\n")
 
@@ -125,12 +157,128 @@ def write_json(
 def read_json(
     path: str | os.PathLike[str], schema_path: str | os.PathLike[str] | None = None
 ) -> dict[str, Any]:
+    """The document at `path`, validated against `schema_path` and checked against itself (`verify`);
+    ResultFileError naming the file (`path`) and the field otherwise."""
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
-        raise ResultFileError(f"{path}: cannot be read as JSON: {exc}") from exc
-    validate(data, schema_path, source=str(path))
+        raise ResultFileError(f"{path}: cannot be read as JSON: {exc}", path) from exc
+    try:
+        validate(data, schema_path, source=str(path))
+    except ResultFileError as exc:
+        raise ResultFileError(str(exc), path) from None
+    if schema_path is not None:
+        verify(data, schema_path, source=str(path))
     return data
+
+
+def verify(data: Any, schema_path: str | os.PathLike[str], *, source: str) -> None:
+    """Refuse (ResultFileError, naming the file and field) a document that disagrees with itself: its
+    content digest, where its schema names DIGEST, and the invariants of its kind (CHECKS, by the
+    schema's file name). A document without a digest was written before digests: accepted, with a
+    warning, after its invariants held; one without a digest that records its provenance (written
+    since) had it removed, and is refused."""
+    if not isinstance(data, dict):
+        return
+    kind = Path(schema_path).name.split(".", 1)[0]
+    problems = list(CHECKS[kind](data)) if kind in CHECKS else []
+    if DIGEST in load_schema(schema_path).get("properties", {}):
+        recorded = data.get(DIGEST)
+        if recorded is None and "provenance" in data:
+            problems.append((DIGEST, "missing from a file that records its provenance: removed after it was written"))
+        elif recorded is None:
+            log.warning("%s: %s", source, UNVERIFIED)
+        else:
+            try:
+                found = content_digest(data)
+            except ValueError as exc:
+                problems.append((DIGEST, str(exc)))
+            else:
+                if recorded != found:
+                    problems.append(
+                        (DIGEST, f"{recorded} is not the digest of the content ({found}): changed after it was written")
+                    )
+    if problems:
+        shown = "; ".join(f"field '{field}': {why}" for field, why in problems[:3])
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise ResultFileError(f"{source}: {shown}{more}: refused, not what attnbench wrote", source)
+
+
+UNVERIFIED = "no content digest (written by an attnbench older than digests): read unverified"
+
+
+def verified(data: Mapping[str, Any]) -> bool:
+    """Whether the document carries its content digest (read_json checked it where its schema names it)."""
+    return DIGEST in data
+
+
+def _bench_problems(bench: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    """A benchmark document's numbers against each other, as (field, why): each candidate's median
+    is its samples' median and lies in its ci95_ms, and no result with status ok is faster than the
+    shape's bound allows (the audit would have made it untrusted; attnbench.audit.judge)."""
+    limit = bench.get("bound")
+    for name, entry in (bench.get("candidates") or {}).items():
+        field = f"candidates/{name}"
+        samples, median, ci = entry.get("samples_ms") or [], entry.get("median_ms"), entry.get("ci95_ms")
+        if median is None:
+            if entry.get("status") == "ok" and samples:
+                yield f"{field}/median_ms", f"missing beside {len(samples)} samples_ms, for a result with status ok"
+            continue
+        if not samples:
+            yield f"{field}/median_ms", f"{median:.6g} with no samples_ms"
+            continue
+        expected = _median(samples)
+        if not math.isclose(median, expected, rel_tol=MEDIAN_REL_TOLERANCE):
+            yield f"{field}/median_ms", f"{median:.6g} is not the median of its {len(samples)} samples_ms ({expected:.6g})"
+        if ci is not None:
+            low, high = ci
+            slack = abs(median) * MEDIAN_REL_TOLERANCE
+            if not low - slack <= median <= high + slack:
+                yield f"{field}/ci95_ms", f"[{low:.6g}, {high:.6g}] does not hold its median_ms {median:.6g}"
+        if limit and entry.get("status") == "ok":
+            margin = limit.get("margin")
+            if margin is None:  # files written before the bound recorded it
+                from attnbench.audit import BOUND_MARGIN
+
+                margin = BOUND_MARGIN[bench.get("device", "cuda")]
+            allowed = 1.0 + margin + (limit.get("ceiling_rel_ci") or 0.0)
+            fraction = limit["bound_ms"] / median if median > 0 else math.inf
+            if fraction > allowed * (1 + MEDIAN_REL_TOLERANCE):
+                yield (
+                    f"{field}/median_ms",
+                    f"{median:.6g} ms, with status ok, is {fraction:.0%} of the shape's bound "
+                    f"({limit['bound_ms']:.4g} ms, {limit.get('limited_by')}-bound; at most {allowed:.0%}): "
+                    "faster than measured physics, which the audit makes untrusted",
+                )
+
+
+def _median(values: list[float]) -> float:
+    """As numpy's: the middle value, or the mean of the two middle ones."""
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+# The invariants of each document kind, by its schema's file name (verify).
+CHECKS = {"bench": _bench_problems}
+
+
+def set_aside(path: str | os.PathLike[str]) -> Path | None:
+    """Move a refused or unreadable file out of the way, beside itself as NAME.refused-TIME (kept for
+    inspection; no reader or rule names it), so that the step that makes it runs again: the path
+    it moved to, or None when there was no file."""
+    source = Path(path)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    target = source.with_name(f"{source.name}.refused-{stamp}")
+    n = 1
+    while target.exists():
+        n += 1
+        target = source.with_name(f"{source.name}.refused-{stamp}-{n}")
+    try:
+        os.replace(source, target)
+    except FileNotFoundError:
+        return None
+    return target
 
 
 PACKAGE_DIR = Path(__file__).parent

@@ -21,6 +21,15 @@ reports a sticky error (it stops measuring at once: bench raises ContextLost):
 
 A crash while the shape is set up, before any candidate ran (inputs, the float64 reference), is no
 candidate's: the job fails with it, as any other error of the harness does.
+
+A hang is found the same way. `call_timeout_s` is cooperative: SIGALRM raises in the measuring process,
+and a kernel that catches it (`except BaseException` in a loop) keeps that process busy for ever. So the
+job keeps a watchdog from outside it (`Limits`, enforced by attnbench.worker): each phase of the request
+has a wall-clock limit derived from the config, and when one passes, the job kills the measuring
+process (the warm worker's process group, or its child) and raises `Hung`, a Crash: the candidate
+whose checks were running, or the one that hangs when replayed alone, ends `timeout` with the limit in
+its reason, and the shape is measured again without it. Before any candidate ran, the job fails with
+the limit named.
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 # CUDA errors after which the context is unusable (cudaGetErrorString's words), and the library errors
@@ -97,6 +107,119 @@ class Crash(RuntimeError):
         return None
 
 
+class Hung(Crash):
+    """The process measuring a shape ran past the job's watchdog (`Limits`) and the job killed it: `what`
+    names the limit. Its culprit ends `timeout`, not `crashed`."""
+
+
+# The watchdog's limits (Limits): what a benchmark request legitimately spends, from its config.
+# Before any candidate: a fresh process's interpreter and torch (worker.START_TIMEOUT_S allows as much
+# for a slow shared file system), the user's changed modules reloaded, the inputs and their float64 reference.
+SETUP_S = 300.0
+# The scopes of one candidate's checks that call_timeout_s bounds each (bench.prepare): its module's
+# import, its build (a factory's setup), the first call, the second and hard input sets, the calls for
+# determinism and memory; and one more for the checks' own work between them (a comparison with the
+# float64 answer costs less than a call), plus a fixed allowance.
+CHECK_CALLS = 7
+CHECK_SLACK_S = 5.0
+# The timed phase: a warm-up ends after the batch of rounds (timing.WARMUP_BATCH_ROUNDS) that passes
+# warmup_max_s, on CUDA once per call form (per call, then graphs); sampling after the round that passes
+# max_time_s, and one round is profiled; the audit calls each candidate twice; a candidate caught by the
+# audit has the shape sampled a second time. Each call is bounded by call_timeout_s.
+WARMUP_OVERRUN_ROUNDS = 3
+SAMPLING_OVERRUN_ROUNDS = 2
+SAMPLING_PASSES = 2
+AUDIT_CALLS = 2
+# attnbench's own work in the timed phase: the profiled round's profiler, the final statistics, and per
+# candidate and round of max_rounds the bootstraps of its median (1.25 s for 5000 samples on a 2-core CI
+# machine, run up to twice a pass: the stopping rule's last check, then the result's); the audit's
+# float64 answers are allowed the time the setup's took (worker.Watchdog adds it).
+TIMED_SLACK_S = 10.0
+STATS_S_PER_ROUND = 1e-3
+
+
+@dataclass(frozen=True)
+class Limits:
+    """A benchmark request's wall-clock limits, enforced by the job from outside the measuring process
+    (attnbench.worker): `setup_s` until the first candidate's checks start, `checks_s` for each
+    candidate's checks, `timed_s` (plus what the setup took, at most `setup_s`) for the timed rounds and
+    the audit; `limit_s`, their sum, for the whole request."""
+
+    call_timeout_s: float
+    candidates: int
+    setup_s: float
+    checks_s: float
+    timed_s: float
+    timed_formula: str
+
+    @property
+    def limit_s(self) -> float:
+        return 2 * self.setup_s + self.candidates * self.checks_s + self.timed_s
+
+    def explain(self, phase: str) -> str:
+        """How the limit of `phase` (setup, checks, timed, request) is made."""
+        checks = f"{CHECK_CALLS} x call_timeout_s {self.call_timeout_s:g} s + {CHECK_SLACK_S:g} s"
+        if phase == "setup":
+            return f"{self.setup_s:g} s for the interpreter, torch, the inputs and the float64 reference"
+        if phase == "checks":
+            return checks
+        if phase == "timed":
+            return f"{self.timed_formula}, plus the setup's own time"
+        return (
+            f"2 x {self.setup_s:g} s for the setup and the audit's float64 answers"
+            f" + {self.candidates} candidates x ({checks})"
+            f" + {seconds(self.timed_s)} s for the timed rounds and the audit ({self.timed_formula})"
+        )
+
+    def record(self) -> dict[str, Any]:
+        """The bench document's `watchdog` (bench.schema.yaml)."""
+        return {
+            "limit_s": round(self.limit_s, 3),
+            "setup_s": self.setup_s,
+            "checks_s": round(self.checks_s, 3),
+            "timed_s": round(self.timed_s, 3),
+            "call_timeout_s": self.call_timeout_s,
+            "formula": self.explain("request"),
+        }
+
+
+def seconds(value: float) -> str:
+    """A limit as the reasons and the log say it: to a tenth of a second, never in e-notation."""
+    return f"{value:.1f}".removesuffix(".0")
+
+
+def limits(spec: dict[str, Any]) -> Limits | None:
+    """The watchdog's limits for measuring `spec`, from its timing settings and candidates; None when
+    its calls have no timeout (a hand-made spec)."""
+    from attnbench import timing  # here: numpy, and only for a benchmark
+
+    settings = timing.Settings.from_config(spec.get("timing"))
+    call_s = settings.call_timeout_s
+    if not call_s:
+        return None
+    n = max(len(spec.get("candidates") or ()), 1)
+    round_s = n * call_s
+    warmups = 2 if spec.get("device") == "cuda" else 1
+    warmup_s = settings.warmup_max_s + WARMUP_OVERRUN_ROUNDS * round_s
+    sampling_s = warmups * warmup_s + settings.max_time_s + SAMPLING_OVERRUN_ROUNDS * round_s
+    slack_s = TIMED_SLACK_S + n * settings.max_rounds * STATS_S_PER_ROUND
+    timed_s = SAMPLING_PASSES * sampling_s + AUDIT_CALLS * round_s + slack_s
+    rounds = WARMUP_OVERRUN_ROUNDS * warmups + SAMPLING_OVERRUN_ROUNDS
+    formula = (
+        f"{SAMPLING_PASSES} x ({warmups} x warmup_max_s {settings.warmup_max_s:g} s + max_time_s"
+        f" {settings.max_time_s:g} s + {rounds} rounds) + {AUDIT_CALLS} rounds + {seconds(slack_s)} s,"
+        f" a round being {n} candidates x call_timeout_s {call_s:g} s"
+    )
+    return Limits(
+        call_timeout_s=call_s,
+        candidates=n,
+        setup_s=SETUP_S,
+        checks_s=CHECK_CALLS * call_s + CHECK_SLACK_S,
+        timed_s=timed_s,
+        timed_formula=formula,
+    )
+
+
 def exit_status(returncode: int) -> str:
     if returncode < 0:
         return f"was killed by {signal.Signals(-returncode).name}"
@@ -110,26 +233,30 @@ Replay = Callable[..., dict[str, Any]]
 def supervise(
     spec: dict[str, Any], measure: Measure, replay: Replay, *, log: Callable[[str], None]
 ) -> tuple[dict[str, Any], Any]:
-    """The shape's document, measured by `measure(spec)` again without each candidate that crashed it;
-    `replay(spec, variables=...)` measures in a fresh process of its own. Both raise Crash."""
-    crashed: dict[str, dict[str, Any]] = {}
+    """The shape's document, measured by `measure(spec)` again without each candidate that crashed it or
+    hung (Hung: ran past the watchdog); `replay(spec, variables=...)` measures in a fresh process of its
+    own. Both raise Crash."""
+    culprits: dict[str, dict[str, Any]] = {}
     while True:
-        remaining = [name for name in spec["candidates"] if name not in crashed]
+        remaining = [name for name in spec["candidates"] if name not in culprits]
         try:
             document, served_by = measure({**spec, "candidates": remaining})
             break
         except Crash as crash:
             name, entry = _culprit(crash, {**spec, "candidates": remaining}, replay, log)
-            crashed[name] = entry
-            log(f"{name} crashed: {entry['reason']}; measuring {spec['shape']['name']} again without it")
+            culprits[name] = entry
+            verb = "timed out" if entry["status"] == "timeout" else "crashed"
+            log(f"{name} {verb}: {entry['reason']}; measuring {spec['shape']['name']} again without it")
     measured = document["candidates"]
-    document["candidates"] = {name: crashed.get(name) or measured[name] for name in spec["candidates"]}
+    document["candidates"] = {name: culprits.get(name) or measured[name] for name in spec["candidates"]}
     return document, served_by
 
 
-def crashed(document: dict[str, Any]) -> list[str]:
-    """The candidates whose entries `supervise` wrote into a shape's document: only it makes them."""
-    return [name for name, entry in document["candidates"].items() if entry["status"] == "crashed"]
+def rewritten(document: dict[str, Any]) -> list[str]:
+    """The candidates whose entries `supervise` may have written into a shape's document (crashed, or
+    timeout after the watchdog): the job validates such a document itself."""
+    entries = document["candidates"].items()
+    return [name for name, entry in entries if entry["status"] in ("crashed", "timeout")]
 
 
 def _culprit(
@@ -149,20 +276,26 @@ def _culprit(
         except Crash as alone:
             if error := alone.no_candidate_ran(spec["shape"]["name"]):
                 raise error from crash
-            return name, _entry(name, alone, spec, "replayed alone in a fresh process, it crashed")
+            did = "ran past its watchdog" if isinstance(alone, Hung) else "crashed"
+            return name, _entry(name, alone, spec, f"replayed alone in a fresh process, it {did}")
     raise RuntimeError(
         f"shape {spec['shape']['name']}: {crash} during the timed rounds or the audit, and no candidate "
-        f"crashed when replayed alone ({', '.join(spec['candidates']) or 'none left'})"
+        f"crashed or hung when replayed alone ({', '.join(spec['candidates']) or 'none left'})"
     )
 
 
 def _entry(name: str, crash: Crash, spec: dict[str, Any], found_by: str) -> dict[str, Any]:
-    """The culprit's entry (bench.schema.yaml: status crashed, `crash`)."""
+    """The culprit's entry (bench.schema.yaml: status crashed, `crash`; or timeout, after Hung)."""
     # bench imports this module; and the job loads numpy only once a crash is recorded.
     from attnbench import lock
     from attnbench.bench import empty_entry
 
     phase = "its checks" if crash.candidate is not None else "the timed rounds or the audit"
+    if isinstance(crash, Hung):
+        alone = " (replayed alone in a fresh process)" if found_by.startswith("replayed") else ""
+        return empty_entry(
+            "timeout", f"in {phase}, its process {crash.what}{alone}: it did not stop at its call_timeout_s"
+        )
     command = replay_command({**spec, "candidates": [name]})
     variables = [f"{k}={v}" for k, v in sorted(lock.job_env(spec.get("lock")).items())]
     return empty_entry(

@@ -14,14 +14,16 @@ plans no job. Schemas reach a job one way, as a directory relative to its workin
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
+import re
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from attnbench import SCHEMA_VERSION, lock
+from attnbench import SCHEMA_VERSION, __version__, files, lock
 
 Running = Callable[[str | None], None]
 Spec = dict[str, Any]
@@ -354,5 +356,43 @@ def run(
     command: str, spec: Spec, schemas: str | Path | None = None, running: Running | None = None
 ) -> dict[str, Any]:
     """One job's document, computed in this process (a job's own, or a worker's); `running` hears
-    whose checks start (bench.run_shape)."""
-    return get(command).run(spec, None if schemas is None else Path(schemas), running)
+    whose checks start (bench.run_shape). A result it reads that is refused or unreadable (files.
+    read_json) is moved aside, and the error says so: the same command then makes it again."""
+    try:
+        return get(command).run(spec, None if schemas is None else Path(schemas), running)
+    except files.ResultFileError as exc:
+        made_by = producer(exc.path)
+        if made_by is None:  # not a result of the workflow's (a baseline, a scratch file): left alone
+            raise
+        aside = files.set_aside(exc.path)
+        where = f"moved aside to {aside}" if aside else "missing"
+        again = "measure the shape again" if made_by == "benchmark" else f"make it again ({made_by})"
+        raise files.ResultFileError(f"{exc}; {where}: run the same command again to {again}", exc.path) from exc
+
+
+def producer(path: str | None) -> str | None:
+    """The job whose output `path` is, as a spec names it (relative to the working directory), or None."""
+    for job in JOBS.values():
+        pattern = re.escape(job.output).replace(re.escape("{name}"), r"[A-Za-z0-9_.-]+")
+        if path is not None and re.fullmatch(pattern, path):
+            return job.command
+    return None
+
+
+def spec_digest(spec: Spec) -> str:
+    """"sha256:" and the digest of the spec's canonical JSON: the settings a document was made with."""
+    text = json.dumps(spec, sort_keys=True, separators=(",", ":"))
+    return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def provenance(spec: Spec) -> dict[str, Any]:
+    """What made a job's document, taken when the job starts: the commit of the working directory's
+    checkout, whether tracked files differed from it and the digest of that difference (env.git_state),
+    the digest of the job's spec as its rule gave it, and attnbench's version and source digest."""
+    from attnbench import env
+
+    return {
+        "git": env.git_state("."),
+        "spec_digest": spec_digest(spec),
+        "attnbench": {"version": __version__, "source_digest": files.source_digest()},
+    }

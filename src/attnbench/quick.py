@@ -38,7 +38,7 @@ from typing import Any
 import yaml
 
 from attnbench import config as run_config
-from attnbench import terminal
+from attnbench import configfile, terminal
 
 SHAPE_SYNTAX = (
     "b<batch>_h<heads>_s<seq>_d<dim>[_kv<kv_heads>][_skv<seq_kv>][_causal] (tokens in any order), "
@@ -236,8 +236,9 @@ def given_config(args: Any) -> dict[str, Any]:
     given: dict[str, Any] = {}
     if args.file is not None:
         try:
+            configfile.check_file(args.file)  # bounded before any YAML is built (issue 31)
             loaded = yaml.safe_load(Path(args.file).read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as exc:
+        except (OSError, yaml.YAMLError, configfile.Unbounded) as exc:
             raise QuickRunError(f"cannot read {args.file}: {exc}") from exc
         if not isinstance(loaded, dict):
             raise QuickRunError(

@@ -10,15 +10,26 @@ is a slowdown shown to exceed 2%, not one that merely might.
 
 A candidate that failed in this run is `failed`, never a regression; results from a different GPU,
 driver, torch, cuDNN or lock are `incomparable`, naming the fields.
+
+Nothing the gate could not judge passes it: an incomparable, missing, failed or undecided result, a
+baseline environment that differs, or a run that compared nothing exits 2 unless the user names what
+may differ (`allow_missing`, `allow_env_change`, in the config's ratchet section or on the gate's
+command line). A baseline carries a digest of its own content, checked whenever it is read, and each
+median must be its samples' median: a baseline edited by hand is refused, naming what is wrong.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
+import math
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from attnbench import __version__, files, stats
 from attnbench.formatting import DASH, md, num, signed_pct
@@ -30,8 +41,17 @@ DEFAULTS = {
     "threshold": 0.02,
     "resolution": 0.02,
     "strict": ["device", "gpu", "driver", "torch", "cuda", "cudnn", "lock"],
+    # What the gate lets pass although it could not judge it (also `attnbench gate --allow-...`):
+    "allow_missing": False,  # results of the baseline not in this run, or measured on a changed shape
+    "allow_env_change": [],  # environment fields that may differ: their comparisons count
 }
+# The fields environment_differences compares, as the comment's table and the gate's flags name them.
+ENVIRONMENT_FIELDS = ("device", "gpu", "driver", "torch", "cuda", "cudnn", "triton", "lock", "power_limit_w")
 EXIT_OK, EXIT_REGRESSION, EXIT_UNUSABLE = 0, 1, 2
+# How far a stored median may sit from its samples' median (float rounding of another JSON writer).
+MEDIAN_REL_TOLERANCE = 1e-6
+NO_DIGEST = "unverified (no digest)"
+NOT_COMPARED_LISTED = 20  # the comment's list of missing and changed results; the table has them all
 
 Json = dict[str, Any]
 
@@ -65,14 +85,94 @@ def save_baseline(results_dir: str | Path, schema_dir: str | Path) -> Json:
                 for name, entry in bench["candidates"].items()
             },
         }
-    return {
+    document = {
         "kind": "attnbench-baseline",
         "attnbench_version": __version__,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "source": str(results),
-        "fingerprint": fingerprint,
-        "shapes": shapes,
+        "fingerprint": files.jsonable(fingerprint),
+        "shapes": files.jsonable(shapes),
     }
+    for field, why in _disagreements(document):  # a result that disagrees with itself is not promoted
+        raise files.ResultFileError(
+            f"{results / 'bench'}: {field}: {why}: not saved as a baseline; measure the shape again"
+        )
+    document["digest"] = content_digest(document)
+    return document
+
+
+def content_digest(baseline: Json) -> str:
+    """sha256 of what a comparison reads from a baseline: every shape's sizes and settings, each
+    candidate's status, samples, median and interval, and the environment fingerprint, as canonical
+    JSON. Not a signature (anyone can recompute it): it tells a baseline edited or damaged after
+    `baseline save` from the one saved."""
+    content = {key: baseline.get(key) for key in ("fingerprint", "shapes")}
+    try:
+        text = json.dumps(content, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    except ValueError as exc:  # NaN or infinity: not a number JSON has, so not one `baseline save` wrote
+        raise files.ResultFileError(f"a number that JSON does not have: {exc}") from exc
+    return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _median_problem(result: Json) -> tuple[str, str] | None:
+    """What makes one candidate's stored result disagree with itself, as (field, why), or None."""
+    values = result.get("samples_ms") or []
+    median = result.get("median_ms")
+    ok = result.get("status") == "ok"
+    if ok and not values:
+        return "samples_ms", "none, for a result with status ok"
+    if median is None:
+        return ("median_ms", "missing beside its samples, for a result with status ok") if ok else None
+    if not values:
+        return "median_ms", f"{median:g} with no samples_ms"
+    expected = float(np.median(values))
+    if not math.isclose(median, expected, rel_tol=MEDIAN_REL_TOLERANCE):
+        return "median_ms", f"{median:g} is not the median of its {len(values)} samples_ms ({expected:g})"
+    return None
+
+
+def _disagreements(baseline: Json) -> Iterable[tuple[str, str]]:
+    """('shapes/SHAPE/candidates/CANDIDATE/FIELD', why) for each stored result that disagrees with itself."""
+    for shape, entry in baseline["shapes"].items():
+        for candidate, result in entry["candidates"].items():
+            problem = _median_problem(result)
+            if problem:
+                yield f"shapes/{shape}/candidates/{candidate}/{problem[0]}", problem[1]
+
+
+def check_baseline(baseline: Json, source: str) -> str | None:
+    """Refuse (files.ResultFileError) a baseline whose numbers do not hold together: each median must
+    be its samples' median (named by shape, candidate and field), and a recorded digest must be the
+    content's. A baseline saved before digests is accepted: the answer is then a warning line naming
+    it unverified; None for a verified one."""
+    again = "save the baseline again from the run's results (attnbench baseline save)"
+    for field, why in _disagreements(baseline):
+        raise files.ResultFileError(f"{source}: field '{field}': {why}: edited after it was saved; {again}")
+    try:
+        found = content_digest(baseline)
+    except files.ResultFileError as exc:
+        raise files.ResultFileError(f"{source}: {exc}; {again}") from exc
+    recorded = baseline.get("digest")
+    if recorded is None:
+        return (
+            f"{source}: {NO_DIGEST}: saved by an attnbench older than digests; its medians agree with "
+            f"its samples, but edits to them cannot be told; {again} to add one"
+        )
+    if recorded != found:
+        raise files.ResultFileError(
+            f"{source}: field 'digest': {recorded} is not the digest of the content ({found}): samples, "
+            "medians, statuses, shape settings or the fingerprint were edited after `attnbench baseline "
+            f"save`; {again} (to compare across an environment change, allow it: `attnbench gate "
+            "--allow-env-change FIELD` or ratchet.allow_env_change, never an edited fingerprint)"
+        )
+    return None
+
+
+def load_baseline(path: str | Path, schema_dir: str | Path) -> tuple[Json, str | None]:
+    """The baseline at `path`, checked against its schema and itself (check_baseline), and the
+    warning line for one saved without a digest (else None)."""
+    baseline = files.read_json(path, Path(schema_dir) / "baseline.schema.yaml")
+    return baseline, check_baseline(baseline, str(path))
 
 
 # --- per shape ---------------------------------------------------------------------------------
@@ -147,9 +247,12 @@ def _missing(shape: str, candidate: str, status: str | None, reason: str) -> Jso
 # --- the run's verdict -------------------------------------------------------------------------
 
 
-def environment_differences(baseline_fp: Json, current_fp: Json, strict: Iterable[str]) -> list[Json]:
-    """Fields that can move timings, baseline against now; `strict` ones make results incomparable."""
-    strict = set(strict)
+def environment_differences(
+    baseline_fp: Json, current_fp: Json, strict: Iterable[str], allowed: Iterable[str] = ()
+) -> list[Json]:
+    """Fields that can move timings, baseline against now; `strict` ones make results incomparable
+    unless `allowed` names them (then compared, and reported as allowed)."""
+    strict, allowed = set(strict), set(allowed)
     fields = {
         "device": lambda fp: fp.get("device"),
         "gpu": lambda fp: (fp.get("gpu") or {}).get("name") or (fp.get("cpu") or {}).get("model"),
@@ -165,7 +268,15 @@ def environment_differences(baseline_fp: Json, current_fp: Json, strict: Iterabl
     for field, read in fields.items():
         then, now = read(baseline_fp), read(current_fp)
         if then != now:
-            differences.append({"field": field, "baseline": then, "current": now, "strict": field in strict})
+            differences.append(
+                {
+                    "field": field,
+                    "baseline": then,
+                    "current": now,
+                    "strict": field in strict,
+                    "allowed": field in allowed,
+                }
+            )
     return differences
 
 
@@ -182,8 +293,14 @@ def verdict(
     opts = settings(config)
     if baseline is None:
         return _document([], opts, baseline_path, None, [], usable=False, reason=baseline_error)
-    differences = environment_differences(baseline["fingerprint"], fingerprint, opts["strict"])
-    blocking = [d["field"] for d in differences if d["strict"]]
+    try:
+        check_baseline(baseline, baseline_path)
+    except files.ResultFileError as exc:
+        return _document([], opts, baseline_path, None, [], usable=False, reason=str(exc))
+    differences = environment_differences(
+        baseline["fingerprint"], fingerprint, opts["strict"], opts["allow_env_change"]
+    )
+    blocking = [d["field"] for d in differences if d["strict"] and not d["allowed"]]
     entries = [dict(entry) for doc in shape_docs for entry in doc["entries"]]
     shapes_now = {doc["shape"] for doc in shape_docs}
     for name in sorted(set(baseline["shapes"]) - shapes_now):
@@ -204,16 +321,22 @@ def verdict(
 
 
 def _classify(entry: Json, opts: Json, blocking: list[str]) -> str:
+    """The entry's verdict. One compared across a strict environment difference is `incomparable`,
+    naming the fields (blocked_by), and keeps the verdict its corrected interval gives
+    (compared_verdict): `attnbench gate --allow-env-change FIELD` reads that one."""
     if entry["kind"] != "compared":
         return entry["kind"]  # new, missing, failed, unchanged, or incomparable for a changed shape
-    if blocking:
-        entry["reason"] = "environment differs from the baseline: " + ", ".join(blocking)
-        return "incomparable"
     found = entry.pop("adjusted_verdict")
     if found == stats.TOO_FEW_ROUNDS:
         entry["reason"] = f"{stats.TOO_FEW_ROUNDS} to compare (fewer than {stats.MIN_ROUNDS} on a side)"
-        return "undecided"
-    return {"faster": "improvement", "slower": "regression"}.get(found, "unchanged")
+        read = "undecided"
+    else:
+        read = {"faster": "improvement", "slower": "regression"}.get(found, "unchanged")
+    if blocking:
+        entry["reason"] = "environment differs from the baseline: " + ", ".join(blocking)
+        entry.update(blocked_by=list(blocking), compared_verdict=read)
+        return "incomparable"
+    return read
 
 
 def _document(
@@ -235,8 +358,14 @@ def _document(
             "reason": reason,
             "created": None if baseline is None else baseline.get("created"),
             "gpu": None if baseline is None else environment_name(baseline["fingerprint"]),
+            # verified: the recorded digest is the content's (verdict checked it); else saved without one
+            "digest": None if baseline is None else content_digest(baseline),
+            "verified": baseline is not None and "digest" in baseline,
         },
-        "settings": {k: opts[k] for k in ("alpha", "threshold", "resolution", "strict")},
+        "settings": {
+            k: opts[k]
+            for k in ("alpha", "threshold", "resolution", "strict", "allow_missing", "allow_env_change")
+        },
         "test": stats.TEST_UNPAIRED,
         "environment_differences": differences,
         "counts": {name: counts.get(name, 0) for name in VERDICTS},
@@ -251,20 +380,95 @@ def environment_name(fp: Json) -> str:
     return f"{(fp.get('cpu') or {}).get('model', 'cpu')} (torch {fp['torch'].get('version')})"
 
 
-def gate(document: Json) -> tuple[int, str]:
-    """Exit code and a one-line reason: an unusable baseline is 2, then any regression is 1, then any
-    failed benchmark or comparison with too few rounds to decide is 2 (a gate that cannot tell does
-    not pass); a crash is never counted as a regression."""
-    counts = document["counts"]
-    if not document["baseline"]["usable"]:
-        return EXIT_UNUSABLE, f"baseline unusable: {document['baseline']['reason']}"
-    if counts["regression"]:
-        return EXIT_REGRESSION, f"{counts['regression']} regression(s)"
-    if counts["failed"]:
-        return EXIT_UNUSABLE, f"{counts['failed']} benchmark(s) failed in this run"
-    if counts.get("undecided"):
-        return EXIT_UNUSABLE, f"{counts['undecided']} comparison(s) had too few rounds to decide"
-    return EXIT_OK, "no regression"
+def gate(
+    document: Json, *, allow_missing: bool = False, allow_env_change: Iterable[str] = ()
+) -> tuple[int, str]:
+    """Exit code and a one-line reason. An unusable baseline is 2; then any regression is 1; then 2
+    for whatever the gate could not judge: a strict environment difference, a result incomparable
+    (its shape changed) or missing, a failed benchmark (a crash is never counted as a regression), a
+    comparison with too few rounds, or a run that compared nothing. `allow_missing` and
+    `allow_env_change` (joined with those in the verdict's settings, from the config's ratchet
+    section) let what they name pass: allowed environment fields' comparisons are then read. A new
+    result (a shape or candidate the baseline lacks) passes, counted in the line: a change that adds
+    one has nothing to compare it with until the baseline is saved again."""
+    base = document["baseline"]
+    if not base["usable"]:
+        return EXIT_UNUSABLE, f"baseline unusable: {base['reason']}"
+    opts = document["settings"]
+    allow_missing = allow_missing or bool(opts.get("allow_missing"))
+    allowed = set(allow_env_change) | set(opts.get("allow_env_change") or ())
+    entries = [(entry, _judged(entry, allowed)) for entry in document["entries"]]
+    found = Counter(verdict for _, verdict in entries)
+    differences = document["environment_differences"]
+    blocking = [d for d in differences if d["strict"] and not d.get("allowed") and d["field"] not in allowed]
+    # incomparable: a shape changed under its name (kind), or compared across the environment (verdict)
+    changed = [e["shape"] for e, v in entries if v == "incomparable" and e.get("kind") == "incomparable"]
+    unjudged = sum(v == "incomparable" and e.get("kind") != "incomparable" for e, v in entries)
+    compared = sum(
+        e.get("kind") == "compared" and v in ("regression", "improvement", "unchanged") for e, v in entries
+    )
+    problems = []
+    if blocking:
+        flags = " ".join(f"--allow-env-change {d['field']}" for d in blocking)
+        left = f", {unjudged} result(s) not compared" if unjudged else ""
+        problems.append(
+            f"the environment differs from the baseline's: {', '.join(map(_difference, blocking))}{left} "
+            f"(allow with {flags})"
+        )
+    elif unjudged:  # a verdict written before compared_verdict was kept: run the ratchet again
+        problems.append(f"{unjudged} result(s) not compared: the environment differs from the baseline's")
+    if changed and not allow_missing:
+        problems.append(
+            f"{len(changed)} result(s) incomparable: shape {', '.join(sorted(set(changed)))} changed since "
+            "the baseline (allow with --allow-missing)"
+        )
+    if found["missing"] and not allow_missing:
+        problems.append(
+            f"{found['missing']} result(s) of the baseline missing from this run (allow with --allow-missing)"
+        )
+    if found["failed"]:
+        problems.append(f"{found['failed']} benchmark(s) failed in this run")
+    if found["undecided"]:
+        problems.append(f"{found['undecided']} comparison(s) had too few rounds to decide")
+    if not problems and not compared:
+        problems.append(f"nothing was compared with the baseline ({_tally(found)})")
+    if found["regression"]:
+        return EXIT_REGRESSION, f"{found['regression']} regression(s)" + "".join(f"; {p}" for p in problems)
+    if problems:
+        return EXIT_UNUSABLE, "; ".join(problems)
+    notes = [f"{found['new']} new, not in the baseline"] if found["new"] else []
+    if found["missing"]:
+        notes.append(f"{found['missing']} missing, allowed")
+    if changed:
+        notes.append(f"shape {', '.join(sorted(set(changed)))} changed, allowed")
+    for d in differences:
+        if d["strict"]:
+            notes.append(f"{_difference(d)}, allowed")
+        else:
+            notes.append(f"{_difference(d)}, reported only (not in ratchet.strict)")
+    if not base.get("verified", True):
+        notes.append(f"baseline {NO_DIGEST}")
+    return EXIT_OK, "; ".join(["no regression", *notes])
+
+
+def _judged(entry: Json, allowed: set[str]) -> str:
+    """The entry's verdict once the environment fields in `allowed` may differ."""
+    blocked = entry.get("blocked_by")
+    if entry["verdict"] == "incomparable" and blocked and set(blocked) <= allowed:
+        return entry.get("compared_verdict") or "incomparable"
+    return entry["verdict"]
+
+
+def _difference(d: Json) -> str:
+    """An environment difference in a few words: `torch 2.10.0 -> 2.11.0`, or the field alone."""
+    then, now = d["baseline"], d["current"]
+    if any(isinstance(v, (dict, list)) or len(str(v)) > 40 for v in (then, now)):
+        return f"{d['field']} changed"
+    return f"{d['field']} {then} -> {now}"
+
+
+def _tally(counts: Mapping[str, int]) -> str:
+    return ", ".join(f"{counts[v]} {v}" for v in VERDICTS if counts.get(v)) or "no results"
 
 
 # --- the pull-request comment ------------------------------------------------------------------
@@ -311,6 +515,14 @@ def comment(document: Json) -> str:
         f"at least {s['threshold']:.0%} whose interval (Welch's t on block means, corrected for all "
         f"{compared} comparisons at α = {s['alpha']}) lies wholly beyond a change of {s['resolution']:.0%}."
     )
+    if base.get("verified", True):
+        lines += ["", f"Baseline digest `{base.get('digest')}`: verified."]
+    else:
+        lines += [
+            "",
+            f"Baseline {NO_DIGEST}: saved by an older attnbench; its medians agree with its samples, but "
+            "edits to them cannot be told. Save it again (`attnbench baseline save`) to add one.",
+        ]
     lines += ["", "| " + " | ".join(VERDICTS) + " |", "|" + " ---: |" * len(VERDICTS)]
     lines.append("| " + " | ".join(str(counts[v]) for v in VERDICTS) + " |")
     regressions = [e for e in document["entries"] if e["verdict"] == "regression"]
@@ -325,15 +537,28 @@ def comment(document: Json) -> str:
         ]
         lines.append("| --- | --- | --- | --- |")
         for d in document["environment_differences"]:
-            lines.append(
-                f"| {d['field']} | {md(d['baseline'])} | {md(d['current'])} | {'yes' if d['strict'] else 'no'} |"
-            )
+            strict = "no (allowed: compared)" if d.get("allowed") else "yes" if d["strict"] else "no"
+            lines.append(f"| {d['field']} | {md(d['baseline'])} | {md(d['current'])} | {strict} |")
     failed = [e for e in document["entries"] if e["verdict"] == "failed"]
     if failed:
         lines += ["", "### Failed in this run (not counted as regressions)", ""]
         lines += [
             f"- {md(e['shape'])} / {md(e['candidate'])}: {md(e['status'])}: {md(e['reason'])}" for e in failed
         ]
+    unjudged = [
+        e
+        for e in document["entries"]
+        if e["verdict"] == "missing" or (e["verdict"] == "incomparable" and not e.get("blocked_by"))
+    ]
+    if unjudged:
+        allowed = " (allowed: ratchet.allow_missing)" if s.get("allow_missing") else ""
+        lines += ["", f"### Not compared: missing or changed since the baseline{allowed}", ""]
+        lines += [
+            f"- {md(e['shape'])} / {md(e['candidate'])}: {e['verdict']}: {md(e.get('reason') or '')}"
+            for e in unjudged[:NOT_COMPARED_LISTED]
+        ]
+        if len(unjudged) > NOT_COMPARED_LISTED:
+            lines.append(f"- and {len(unjudged) - NOT_COMPARED_LISTED} more (all results below)")
     lines += ["", f"<details><summary>All {len(document['entries'])} results</summary>", ""]
     lines += _table(document["entries"])
     lines += ["", "</details>", ""]

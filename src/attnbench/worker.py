@@ -40,6 +40,11 @@ Protocol: one request per connection on a Unix socket, JSON lines. Job -> worker
 are done}..., then {"result": document}, {"error": text} or {"lost": {"error", "candidate"}} (a
 sticky CUDA error). A job that runs without a worker (ATTNBENCH_WORKER=0, SLURM) measures its shape in
 a child that serves this one request on a socket it inherits (`run_child`), so a crash costs the child.
+
+A benchmark request runs under the job's `Watchdog` (limits: isolation.Limits): a kernel that catches
+its call_timeout_s, or a module that hangs at import, would otherwise keep the worker, and the job
+waiting on it, busy for ever. The job kills the worker's process group (or its child, with their
+descendants) when a phase of the request runs past its limit, and raises isolation.Hung.
 """
 
 from __future__ import annotations
@@ -54,6 +59,7 @@ import json
 import linecache
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -74,6 +80,7 @@ IDLE_VARIABLE = "ATTNBENCH_WORKER_IDLE_S"
 IDLE_S = 60.0
 START_TIMEOUT_S = 300.0  # import torch and a CUDA context, on a slow shared file system
 HELLO_TIMEOUT_S = 10.0
+CHILD_EXIT_S = 30.0  # a child's exit after its answer (torch's teardown), before it is killed
 # Variables that change what a worker would measure; a job whose values differ gets its own worker.
 KEY_PREFIXES = ("PYTHON", "CUDA", "CUBLAS", "CUDNN", "NVIDIA", "TORCH", "TRITON", "OMP", "MKL", "LD_")
 RETIRING_STATUSES = ("error", "timeout")
@@ -116,7 +123,8 @@ def run(
     schemas: str | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Run the job in the worker for its key, starting one if none listens: the document, validated
-    there against the job's output schema when `schemas` is given, and the worker.
+    there against the job's output schema when `schemas` is given, and the worker. A benchmark runs
+    under the watchdog (isolation.Hung when it kills the worker).
 
     Jobs that share a worker take turns on a lock next to its socket; on a GPU the lease already
     makes them take turns, on the CPU it queues them (which also keeps their timings apart)."""
@@ -145,7 +153,8 @@ def _request(
     connection = _connect(path, log)
     worker_log = path.with_suffix(".log")
     written = worker_log.stat().st_size if worker_log.exists() else 0
-    return _exchange(connection, request, log, lambda: _last_words(worker_log, written))
+    watchdog = Watchdog.of(request["command"], request["spec"], connection)
+    return _exchange(connection, request, log, lambda: _last_words(worker_log, written), watchdog)
 
 
 def _last_words(worker_log: Path, offset: int) -> str:
@@ -169,7 +178,8 @@ def run_child(
     variables: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Run the job in a fresh child of this process, with `variables` added to its environment: the
-    document. A crash there costs the child (isolation.Crash says how it ended), never the job."""
+    document. A crash there costs the child (isolation.Crash says how it ended), never the job; so
+    does a hang (isolation.Hung: the watchdog killed it)."""
     request = {"command": command, "spec": spec, "directory": identity()}
     ours, theirs = socket.socketpair()
     with theirs:
@@ -179,22 +189,52 @@ def run_child(
             pass_fds=[theirs.fileno()],
             env={**os.environ, **(variables or {})},
         )
+    watchdog = Watchdog.of(command, spec, ours, process.pid)  # from its start: its interpreter is the setup's
     try:
-        return _exchange(ours, request, log, lambda: isolation.exit_status(process.wait()))[0]
+        return _exchange(ours, request, log, lambda: isolation.exit_status(process.wait()), watchdog)[0]
     finally:
         ours.close()
-        process.wait()
+        try:  # it exits once it sees the job's end of the socket close (or has answered)
+            process.wait(timeout=CHILD_EXIT_S)
+        except subprocess.TimeoutExpired:
+            _kill(process.pid)
+            process.wait()
 
 
 def _exchange(
-    connection: socket.socket, request: dict[str, Any], log: Callable[[str], None], ended: Callable[[], str]
+    connection: socket.socket,
+    request: dict[str, Any],
+    log: Callable[[str], None],
+    ended: Callable[[], str],
+    watchdog: Watchdog | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Send the request and follow the answer: the document and the worker, or isolation.Crash when the
-    worker dies (`ended()` says how) or loses its CUDA context."""
+    worker dies (`ended()` says how) or loses its CUDA context, isolation.Hung when `watchdog` killed it."""
+    try:
+        return _follow(connection, request, log, ended, watchdog)
+    finally:
+        if watchdog is not None:
+            watchdog.stop()
+
+
+def _follow(
+    connection: socket.socket,
+    request: dict[str, Any],
+    log: Callable[[str], None],
+    ended: Callable[[], str],
+    watchdog: Watchdog | None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
     with connection, connection.makefile("rw", encoding="utf-8") as stream:
-        hello = json.loads(stream.readline() or "{}")
+        try:
+            hello = json.loads(stream.readline() or "{}")
+        except OSError:  # the watchdog shut the connection
+            hello = {}
         if "hello" not in hello:
+            if watchdog is not None and (why := watchdog.stop()):
+                raise isolation.Hung(why, None, "the process that was to measure it", False)
             raise WorkerError("the worker did not answer")
+        if watchdog is not None:
+            watchdog.watch(hello["hello"])
         worker = {
             "pid": hello["hello"],
             "log": hello["log"],
@@ -219,8 +259,10 @@ def _exchange(
                 elif "running" in message:
                     running = message["running"]
                     checked = running is None
+                    if watchdog is not None:
+                        watchdog.running(running)
                 elif "result" in message:
-                    return message["result"], worker
+                    return message["result"], worker  # whole: a watchdog that fired meanwhile took nothing
                 elif "lost" in message:
                     what = f"lost the CUDA context ({message['lost']['error']})"
                     raise isolation.Crash(what, message["lost"]["candidate"], where, checked)
@@ -235,9 +277,135 @@ def _exchange(
                     raise StaleWorker(f"worker pid {worker['pid']} {message['restart']}")
                 else:
                     raise WorkerError(f"worker pid {worker['pid']}: {message.get('error')}")
-        except ConnectionResetError:
+        except OSError:  # reset by the worker's death, or shut by the watchdog
             pass
+    if watchdog is not None and (why := watchdog.stop()):
+        raise isolation.Hung(why, running, where, checked)
     raise isolation.Crash(ended(), running, where, checked)
+
+
+class Watchdog:
+    """The job's wall-clock limits on one benchmark request (isolation.Limits), kept from outside the
+    process that runs user code: a thread of the job that kills that process (`_kill`: the warm
+    worker's process group, or the job's child, with their descendants) and shuts the connection when
+    the phase it is in runs past its limit. Phases: from the start until the first candidate's checks
+    (setup_s), each candidate's checks (checks_s, from its {"running": name}), the timed rounds and the
+    audit (timed_s plus the setup's own time, from {"running": null}); never past limit_s in all.
+
+    `stop()` ends the watch: why it fired (a line naming the limit, for isolation.Hung), or None."""
+
+    def __init__(self, limits: isolation.Limits, connection: socket.socket, pid: int | None = None) -> None:
+        self.limits = limits
+        self.connection = connection
+        self.pid = pid
+        self.began = time.monotonic()
+        self.overall = self.began + limits.limit_s
+        self.setup_taken: float | None = None
+        self.phase = "setup"
+        self.budget = limits.setup_s
+        self.deadline = min(self.began + self.budget, self.overall)
+        self.fired: str | None = None
+        self._done = False
+        self._lock = threading.Lock()
+        self._changed = threading.Event()
+        threading.Thread(target=self._watch, name="attnbench-watchdog", daemon=True).start()
+
+    @classmethod
+    def of(
+        cls, command: str, spec: dict[str, Any], connection: socket.socket, pid: int | None = None
+    ) -> Watchdog | None:
+        """A benchmark's watchdog; other jobs run no user code."""
+        if command != "benchmark":
+            return None
+        found = isolation.limits(spec)
+        return None if found is None else cls(found, connection, pid)
+
+    def watch(self, pid: int) -> None:
+        """The process to kill: the worker that said hello."""
+        with self._lock:
+            self.pid = pid
+
+    def running(self, name: str | None) -> None:
+        """A phase starts: `name`'s checks, or (None) the timed rounds once the checks are done."""
+        now = time.monotonic()
+        with self._lock:
+            if self.setup_taken is None:
+                self.setup_taken = min(now - self.began, self.limits.setup_s)
+            if name is not None:
+                self.phase, self.budget = "checks", self.limits.checks_s
+            else:
+                self.phase, self.budget = "timed", self.limits.timed_s + self.setup_taken
+            self.deadline = min(now + self.budget, self.overall)
+        self._changed.set()
+
+    def stop(self) -> str | None:
+        with self._lock:
+            self._done = True
+        self._changed.set()
+        return self.fired
+
+    def _why(self) -> str:
+        words = {
+            "setup": "setting up the shape",
+            "checks": "a candidate's checks",
+            "timed": "the timed rounds and the audit",
+        }[self.phase]
+        if self.deadline >= self.overall and self.phase != "setup":
+            limit = isolation.seconds(self.limits.limit_s)
+            return (
+                f"ran past the job's watchdog limit of {limit} s for the whole request"
+                f" ({self.limits.explain('request')}) and was killed"
+            )
+        return (
+            f"ran past the job's watchdog limit of {isolation.seconds(self.budget)} s for {words}"
+            f" ({self.limits.explain(self.phase)}) and was killed"
+        )
+
+    def _watch(self) -> None:
+        while True:
+            with self._lock:
+                if self._done:
+                    return
+                left = self.deadline - time.monotonic()
+                if left <= 0:
+                    self.fired = self._why()
+                    pid = self.pid
+                    break
+                self._changed.clear()
+            self._changed.wait(left)
+        logging.getLogger("attnbench.worker").info(
+            f"watchdog: the process measuring the shape (pid {pid}) {self.fired}"
+        )
+        if pid is not None:
+            _kill(pid)
+        try:  # the job's read ends even if a descendant we could not see still holds the other end
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
+def _kill(pid: int) -> None:
+    """SIGKILL `pid` and its descendants, and its whole process group when it leads one (a warm worker,
+    started in a session of its own) other than the job's."""
+    import psutil
+
+    try:
+        descendants = psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        descendants = []
+    try:
+        group = os.getpgid(pid)
+        if group == pid and group != os.getpgrp():
+            os.killpg(group, signal.SIGKILL)
+        else:
+            os.kill(pid, signal.SIGKILL)
+    except OSError:  # gone already
+        pass
+    for process in descendants:
+        try:
+            process.kill()
+        except psutil.Error:
+            pass
 
 
 def _connect(path: Path, log: Callable[[str], None]) -> socket.socket:
@@ -368,8 +536,15 @@ def _serve_one(
 def _refresh(modules: _UserModules, stream: TextIO, spec: dict[str, Any]) -> str | None:
     """Reload the user's changed modules before a request: why this worker must retire instead, or None.
     Says what was reloaded in the job's log, and to the job (its `process.worker` record)."""
+    from attnbench import timing
+
     try:
-        with _logs_to(stream):
+        # Re-imports run user code: bounded like a call (a module that catches that too is the job's
+        # watchdog's, which kills this worker).
+        with (
+            _logs_to(stream),
+            timing.deadline(timing.Settings.from_config(spec.get("timing")).call_timeout_s),
+        ):
             reloaded, why = modules.refresh(spec)
     except Exception as exc:  # whatever went wrong, a fresh worker imports everything anew
         reloaded, why = [], f"could not check the user's modules for changes ({type(exc).__name__}: {exc})"

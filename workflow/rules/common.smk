@@ -2,6 +2,7 @@ import os
 from pathlib import Path
 
 from attnbench import config as run_config
+from attnbench import env as run_env
 from attnbench import jobs
 
 RUN = run_config.effective(config, overrides=workflow.config_settings.config)
@@ -15,6 +16,16 @@ ATTNBENCH = jobs.launcher()
 SCHEMAS = Path(os.path.relpath(Path(workflow.basedir) / "workflow" / "schemas"))
 # calibrate's output; every benchmark job reads it to bound its results (src/attnbench/audit.py)
 CEILINGS = jobs.output("calibrate")
+# The commit checked out here, and a digest of the edits to tracked files: the fingerprint's param, so
+# a commit or an edit records the environment again (and rewrites the report), never a measurement.
+GIT_STATE = run_env.git_key(".")
+# Every shape's results and the fingerprint: targets of `all`, so that one deleted (or moved aside by
+# a step that refused it, attnbench.jobs.run) is made again by the same command. As intermediate
+# files only, Snakemake would leave them missing while the report made from them is present.
+RESULTS = [
+    *(jobs.output(command, name) for command in ("benchmark", "compare") for name in SHAPES),
+    jobs.output("fingerprint"),
+]
 
 REPORT_OUTPUTS = {key: jobs.REPORT_FILES[key] for key in ("html", "md", "csv")}
 BASELINE = RUN.get("baseline")

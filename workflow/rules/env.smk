@@ -17,6 +17,8 @@ rule env_fingerprint:
         spec=lambda wildcards: jobs.spec("fingerprint", RUN),
         schemas=str(SCHEMAS),
         env=JOB_ENV,
+        # not in the spec, and not in any benchmark's: a new commit reruns this job alone (and the report)
+        git=GIT_STATE,
     message:
         "Record the environment (results/env/fingerprint.json)"
     shell:

@@ -11,7 +11,9 @@ def test_write_json_stamps_schema_and_replaces_nan(tmp_path):
     path = tmp_path / "sub" / "out.json"
     files.write_json(path, {"value": float("nan"), "inf": float("inf"), "ok": 1.5})
     data = json.loads(path.read_text())
+    digest = data.pop(files.DIGEST)
     assert data == {"schema": SCHEMA_VERSION, "value": None, "inf": None, "ok": 1.5}
+    assert digest == files.content_digest(data)
 
 
 def test_atomic_write_leaves_old_file_when_writing_fails(tmp_path, monkeypatch):

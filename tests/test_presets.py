@@ -15,8 +15,8 @@ import pytest
 import yaml
 from helpers import ROOT, SCHEMAS
 
+from attnbench import capacity, device, presets
 from attnbench import config as run_config
-from attnbench import device, presets
 from attnbench.workloads import Shape
 
 PRESETS = presets.load()
@@ -286,7 +286,10 @@ def test_the_sweeps_hold_the_values_asked_for():
 
 @pytest.fixture
 def cuda_usable(monkeypatch):
+    """A GPU, and memory enough for every sweep's largest shape: the capacity check at parse is
+    tested in test_config; here only the expansion is."""
     monkeypatch.setattr(device, "cuda_unusable_reason", lambda: None)
+    monkeypatch.setattr(capacity, "available", lambda on: (1 << 50, "this test's host has"))
 
 
 @pytest.mark.parametrize("name", sorted(SWEEPS))

@@ -261,7 +261,6 @@ def git_state(workflow_dir: str | Path = ".") -> dict[str, Any]:
     return {"commit": commit, "dirty": dirty, "diff_digest": digest, "reason": None}
 
 
-
 def git_key(workflow_dir: str | Path = ".") -> str:
     """git_state in one line, the fingerprint rule's param: a commit, or an edit to a tracked file,
     changes it, so Snakemake runs the fingerprint (and the report) again; no measurement reads it."""

@@ -37,8 +37,10 @@ class ResultFileError(ValueError):
 # whose schema names the field. Not a signature (anyone can recompute it): it tells a file damaged or
 # edited after attnbench wrote it from the one written.
 DIGEST = "content_digest"
+UNVERIFIED = "no content digest (written by an attnbench older than digests): read unverified"
 # How far a stored median may sit from its samples' median: float rounding of another JSON writer.
 MEDIAN_REL_TOLERANCE = 1e-9
+SHOWN = 2  # problems a refusal's line names
 log = logging.getLogger("attnbench.files")
 
 
@@ -131,7 +133,7 @@ def stamped(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def content_digest(document: Mapping[str, Any]) -> str:
-    """"sha256:" and the digest of `document`'s canonical JSON, its DIGEST field left out. The same
+    """The "sha256:" digest of `document`'s canonical JSON, its DIGEST field left out. The same
     for the document written and the one read back: JSON floats round-trip exactly."""
     content = {key: value for key, value in document.items() if key != DIGEST}
     try:
@@ -185,7 +187,9 @@ def verify(data: Any, schema_path: str | os.PathLike[str], *, source: str) -> No
     if DIGEST in load_schema(schema_path).get("properties", {}):
         recorded = data.get(DIGEST)
         if recorded is None and "provenance" in data:
-            problems.append((DIGEST, "missing from a file that records its provenance: removed after it was written"))
+            problems.append(
+                (DIGEST, "missing from a file that records its provenance: removed after it was written")
+            )
         elif recorded is None:
             log.warning("%s: %s", source, UNVERIFIED)
         else:
@@ -196,15 +200,17 @@ def verify(data: Any, schema_path: str | os.PathLike[str], *, source: str) -> No
             else:
                 if recorded != found:
                     problems.append(
-                        (DIGEST, f"{recorded} is not the digest of the content ({found}): changed after it was written")
+                        (
+                            DIGEST,
+                            f"{recorded} is not the digest of the content ({found}): changed after it was written",
+                        )
                     )
     if problems:
-        shown = "; ".join(f"field '{field}': {why}" for field, why in problems[:3])
-        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
-        raise ResultFileError(f"{source}: {shown}{more}: refused, not what attnbench wrote", source)
-
-
-UNVERIFIED = "no content digest (written by an attnbench older than digests): read unverified"
+        shown = "; ".join(f"field '{field}': {why}" for field, why in problems[:SHOWN])
+        more = f" (and {len(problems) - SHOWN} more)" if len(problems) > SHOWN else ""
+        raise ResultFileError(
+            f"{source}: {shown}{more}: refused, changed or damaged since it was written", source
+        )
 
 
 def verified(data: Mapping[str, Any]) -> bool:
@@ -222,14 +228,20 @@ def _bench_problems(bench: dict[str, Any]) -> Iterator[tuple[str, str]]:
         samples, median, ci = entry.get("samples_ms") or [], entry.get("median_ms"), entry.get("ci95_ms")
         if median is None:
             if entry.get("status") == "ok" and samples:
-                yield f"{field}/median_ms", f"missing beside {len(samples)} samples_ms, for a result with status ok"
+                yield (
+                    f"{field}/median_ms",
+                    f"missing beside {len(samples)} samples_ms, for a result with status ok",
+                )
             continue
         if not samples:
             yield f"{field}/median_ms", f"{median:.6g} with no samples_ms"
             continue
         expected = _median(samples)
         if not math.isclose(median, expected, rel_tol=MEDIAN_REL_TOLERANCE):
-            yield f"{field}/median_ms", f"{median:.6g} is not the median of its {len(samples)} samples_ms ({expected:.6g})"
+            yield (
+                f"{field}/median_ms",
+                f"{median:.6g} is not the median of its {len(samples)} samples_ms ({expected:.6g})",
+            )
         if ci is not None:
             low, high = ci
             slack = abs(median) * MEDIAN_REL_TOLERANCE

@@ -367,7 +367,9 @@ def run(
         aside = files.set_aside(exc.path)
         where = f"moved aside to {aside}" if aside else "missing"
         again = "measure the shape again" if made_by == "benchmark" else f"make it again ({made_by})"
-        raise files.ResultFileError(f"{exc}; {where}: run the same command again to {again}", exc.path) from exc
+        raise files.ResultFileError(
+            f"{exc}; {where}: run the same command again to {again}", exc.path
+        ) from exc
 
 
 def producer(path: str | None) -> str | None:
@@ -380,7 +382,7 @@ def producer(path: str | None) -> str | None:
 
 
 def spec_digest(spec: Spec) -> str:
-    """"sha256:" and the digest of the spec's canonical JSON: the settings a document was made with."""
+    """The "sha256:" digest of the spec's canonical JSON: the settings a document was made with."""
     text = json.dumps(spec, sort_keys=True, separators=(",", ":"))
     return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
 

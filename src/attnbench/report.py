@@ -27,7 +27,7 @@ import pandas as pd
 
 from attnbench import autotune, formatting, headline, jobs, memory, quality
 from attnbench.candidates import JAGGED_BACKENDS, SDPA_BACKENDS
-from attnbench.files import atomic_write_bytes, atomic_write_text, read_json
+from attnbench.files import atomic_write_bytes, atomic_write_text, read_json, verified
 from attnbench.formatting import BOUND_MARKS, DASH, interval, num, pct, pm, speedup_interval
 from attnbench.plots import ALT, PLOTS, figures, positive
 from attnbench.stats import BLOCKS, MIN_ROUNDS, TOO_FEW_ROUNDS
@@ -161,6 +161,7 @@ class Run:
     frame: pd.DataFrame
     summary: Json  # headline.summarize: the answer the report leads with
     growth: Json  # memory.growth: per candidate, the exponent of its workspace against seq
+    provenance: Json = field(default_factory=dict)  # `provenance`: which checkout measured which shapes
 
 
 def read_run(
@@ -177,16 +178,41 @@ def read_run(
     compares = [read_json(p, jobs.schema_file(schemas, "compare")) for p in compare_paths]
     ceilings = read_json(ceilings_path, jobs.schema_file(schemas, "ceilings"))
     analysis = read_json(autotune_path, jobs.schema_file(schemas, "autotune"))
+    fingerprint = read_json(fingerprint_path, jobs.schema_file(schemas, "fingerprint"))
     return Run(
         benches=benches,
         compares=compares,
-        fingerprint=read_json(fingerprint_path, jobs.schema_file(schemas, "fingerprint")),
+        fingerprint=fingerprint,
         ceilings=ceilings,
         analysis=analysis,
         frame=summary_frame(benches, compares, ceilings, analysis),
         summary=headline.summarize(benches, compares, analysis),
         growth=memory.growth(benches),
+        provenance=provenance(benches, fingerprint),
     )
+
+
+def provenance(benches: list[Json], fingerprint: Json) -> Json:
+    """Which checkout measured which shapes: the bench files grouped by the commit, dirty flag and
+    diff digest they record (provenance.git), in run order, each with its label; whether the report
+    must say so (`several` checkouts, or one `elsewhere` than the fingerprint's, which the Environment
+    section names); and the shapes whose files carry no content digest (`unverified`: written before
+    digests, read with their numbers checked against each other only)."""
+    groups: dict[str, Json] = {}
+    for bench in benches:
+        git = (bench.get("provenance") or {}).get("git")
+        label = _git_commit(git) if git is not None else "not recorded (written before provenance)"
+        groups.setdefault(label, {"label": label, "recorded": git is not None, "shapes": []})
+        groups[label]["shapes"].append(bench["shape"]["name"])
+    current = _git_commit(fingerprint["git"])
+    recorded = [group for group in groups.values() if group["recorded"]]
+    return {
+        "groups": list(groups.values()),
+        "current": current,
+        "several": len(recorded) > 1,
+        "elsewhere": any(group["label"] != current for group in recorded),
+        "unverified": [bench["shape"]["name"] for bench in benches if not verified(bench)],
+    }
 
 
 # --------------------------------------------------------------------------------------- the table
@@ -460,6 +486,7 @@ def document(run: Run) -> list[Section]:
         _ran_section(frame),
         _run_summary(frame, benches, run.fingerprint),
         _fingerprint_section(run.fingerprint),
+        *_provenance_section(run.provenance),
         _ceilings_section(run.ceilings, benches),
         _method_section(benches, run.compares, run.analysis),
     ]
@@ -845,7 +872,40 @@ def _fingerprint_section(fp: Json) -> Section:
 def _git_commit(git: Json) -> str:
     if git["commit"] is None:
         return f"unknown: {git.get('reason') or 'not recorded'}"
-    return f"{git['commit']}{' (dirty)' if git['dirty'] else ''}"
+    if not git["dirty"]:
+        return git["commit"]
+    diff = git.get("diff_digest")
+    return f"{git['commit']} (dirty{f', diff {diff[:19]}' if diff else ''})"
+
+
+def _provenance_section(provenance: Json) -> list[Section]:
+    """Where the results came from, when that is not simply the fingerprint's checkout: which shapes
+    each checkout measured, and the result files read without a digest. Nothing otherwise."""
+    blocks: list[Block] = []
+    if provenance.get("several") or provenance.get("elsewhere"):
+        groups = provenance["groups"]
+        blocks += [
+            Para(
+                f"The shapes were measured at {_plural(len(groups), 'checkout')}; the Environment above is "
+                f"the fingerprint's, taken at {provenance['current']}."
+            ),
+            Table(
+                ["measured at", "shapes"],
+                [[group["label"], ", ".join(group["shapes"])] for group in groups],
+                text_cols={0, 1},
+            ),
+        ]
+    if provenance.get("unverified"):
+        names = provenance["unverified"]
+        blocks.append(
+            Para(
+                f"{FLAG} {_plural(len(names), 'result file')} {'carries' if len(names) == 1 else 'carry'} no content digest (written by an attnbench "
+                f"older than digests; their medians and intervals were checked against their samples, but an "
+                f"edit cannot be told): {', '.join(names)}. Measure them again to verify them.",
+                css="warning",
+            )
+        )
+    return [Section("Provenance", blocks)] if blocks else []
 
 
 def _ceilings_section(ceilings: Json, benches: list[Json]) -> Section:

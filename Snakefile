@@ -1,14 +1,21 @@
+import sys
 from pathlib import Path
 
 from snakemake.utils import min_version, validate
 
 from attnbench import config as run_config
+from attnbench import faults
 
 min_version("9.0")
 
 # Before Snakemake loads config.yaml: a file beyond attnbench's bounds (size, a value's length, values
 # counted through YAML aliases) is refused in milliseconds instead of expanding (attnbench.configfile).
 run_config.check_files(["config.yaml", *workflow.config_settings.configfiles])
+# A disk too full for the run stops here, with attnbench's line alone (Snakemake's own log cannot be
+# written on it), not in Snakemake's lock or metadata.
+if full := faults.free_space_problem("."):
+    print(full, file=sys.stderr)
+    raise SystemExit(1)
 
 
 configfile: "config.yaml"

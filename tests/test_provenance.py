@@ -154,9 +154,8 @@ def test_each_result_records_its_commit_and_a_new_commit_records_the_environment
     assert json.loads((results / "env" / "fingerprint.json").read_text())["git"]["commit"] == first
     assert planned_jobs(workdir, env=env) == {}  # results/ is not code: writing it made nothing dirty
 
-    (workdir / "notes.txt").write_text(
-        "two\n"
-    )  # an edit: the environment is recorded again, nothing measured
+    # an edit: the environment is recorded again, nothing measured
+    (workdir / "notes.txt").write_text("two\n")
     assert planned_jobs(workdir, env=env) == {"env_fingerprint": 1, "report": 1}
     git(workdir, "commit", "-q", "-am", "second")
     second = git(workdir, "rev-parse", "HEAD")

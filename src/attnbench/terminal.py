@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from attnbench import files
+from attnbench import faults, files
 from attnbench.formatting import clip, speedup_interval
 
 LINE_WIDTH = 160  # a candidate's line: its numbers and the start of its reason (the report has the rest)
@@ -142,8 +142,16 @@ def _read(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def stopped(results: Path, shapes: list[str]) -> None:
-    """One line when a run ends early (a failed job or Ctrl-C): what finished, and how to resume."""
+def stopped(results: Path, shapes: list[str], log: str | None = None) -> None:
+    """One line when a run ends early (a failed job or Ctrl-C): what finished, and how to resume;
+    before it, when Snakemake's `log` shows a fault from outside attnbench (a full disk, a deleted
+    input, a failed metadata record), attnbench's line for it, and the outputs left without a
+    record removed (attnbench.faults)."""
+    text = Path(log).read_text(encoding="utf-8", errors="replace") if log and Path(log).is_file() else ""
+    if said := faults.cause(text):
+        print(said, flush=True)
+    for output in faults.remove_unrecorded(results.parent):
+        print(f"attnbench: removed {output}: made by a job whose metadata record failed", flush=True)
     done = [name for name in shapes if (results / "bench" / f"{name}.json").exists()]
     print(
         f"attnbench: stopped with {len(done)} of {len(shapes)} shapes measured; their results are kept"

@@ -17,4 +17,4 @@ onsuccess:
 
 
 onerror:
-    terminal.stopped(Path("results"), SHAPES)
+    terminal.stopped(Path("results"), SHAPES, log)

@@ -194,3 +194,16 @@ def wait_until(condition, timeout=15.0):
             return True
         time.sleep(0.1)
     return False
+
+
+def job_environment(tmp_path: Path, monkeypatch) -> Path:
+    """A benchmark job's environment in `tmp_path`: the lock's variable, the fixtures importable,
+    sockets of its own, a short-lived worker."""
+    monkeypatch.setenv("PYTHONHASHSEED", "0")
+    # prepended, not replacing: packages may come from PYTHONPATH (the GPU machine's snakemake wheels)
+    paths = [str(ROOT / "src"), str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, paths)))
+    monkeypatch.setenv("ATTNBENCH_LEASE_DIR", str(tmp_path / "sockets"))
+    monkeypatch.setenv("ATTNBENCH_WORKER_IDLE_S", "10")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path

@@ -50,15 +50,7 @@ def spec(candidates, **overrides):
 
 @pytest.fixture
 def job_env(tmp_path, monkeypatch):
-    """A benchmark job's environment: the lock's variable, the fixtures importable, sockets of its own."""
-    monkeypatch.setenv("PYTHONHASHSEED", "0")
-    # prepended, not replacing: packages may come from PYTHONPATH (the GPU machine's snakemake wheels)
-    paths = [str(ROOT / "src"), str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")]
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, paths)))
-    monkeypatch.setenv("ATTNBENCH_LEASE_DIR", str(tmp_path / "sockets"))
-    monkeypatch.setenv("ATTNBENCH_WORKER_IDLE_S", "10")
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
+    return helpers.job_environment(tmp_path, monkeypatch)
 
 
 def benchmark(job_spec, out, **variables):

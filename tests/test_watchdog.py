@@ -22,7 +22,7 @@ import time
 import jsonschema
 import pytest
 import yaml
-from helpers import ROOT, SCHEMAS, alive, wait_until
+from helpers import ROOT, SCHEMAS, alive, job_environment, wait_until
 
 from attnbench import files, isolation, worker
 
@@ -98,12 +98,7 @@ def spec(candidates, **timing):
 @pytest.fixture
 def job_env(tmp_path, monkeypatch):
     """A benchmark job's environment, in a directory that holds the kernels (user kernels resolve from it)."""
-    monkeypatch.setenv("PYTHONHASHSEED", "0")
-    paths = [str(ROOT / "src"), str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")]
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, paths)))
-    monkeypatch.setenv("ATTNBENCH_LEASE_DIR", str(tmp_path / "sockets"))
-    monkeypatch.setenv("ATTNBENCH_WORKER_IDLE_S", "10")
-    monkeypatch.chdir(tmp_path)
+    job_environment(tmp_path, monkeypatch)
     (tmp_path / "hangs.py").write_text(KERNELS)
     (tmp_path / "sleeps_at_import.py").write_text(SLEEPS_AT_IMPORT)
     (tmp_path / "swallows_at_import.py").write_text(SWALLOWS_AT_IMPORT)

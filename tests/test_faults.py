@@ -75,7 +75,7 @@ def test_outputs_whose_record_failed_are_removed_with_the_record(tmp_path: Path)
 def test_a_stopped_run_says_the_cause_then_what_finished(tmp_path: Path, capsys) -> None:
     log = tmp_path / "snakemake.log"
     log.write_text(f"Select jobs to execute...\n{DELETED}\n")
-    terminal.stopped(tmp_path / "results", ["s64"], str(log))
+    terminal.stopped(tmp_path / "results", ["s64"], [str(log)])  # as Snakemake 9's onerror passes it
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("attnbench: a file the run needed was deleted while it ran")
     assert lines[1].startswith("attnbench: stopped with 0 of 1 shapes measured")

@@ -136,13 +136,13 @@ def test_drawn_lengths_are_the_same_everywhere_and_add_up():
     assert Shape.from_config(a.as_dict()) == a  # the spec holds the explicit list
 
 
-def _bench(shape_entry, names, mode="forward"):
+def _bench(shape_entry, names, mode="forward", **overrides):
     from helpers import bench_spec
 
     from attnbench.bench import run_shape
 
     shape = Shape.from_config({"name": "m", **shape_entry}).as_dict()
-    result = run_shape(bench_spec(shape, names, rounds=3, mode=mode))
+    result = run_shape(bench_spec(shape, names, rounds=3, mode=mode, **overrides))
     return {name: (entry["status"], entry["reason"]) for name, entry in result["candidates"].items()}, result
 
 
@@ -397,6 +397,9 @@ def test_fp8_queries_reach_the_kernels_that_read_them_checked_at_the_formats_rou
     assert fp8_decode["rel_error"] < 1e-5  # float32 compute
     assert got["math"][0] == "unsupported" and got["math"][1].startswith("SDPA takes no")
     assert result["min_bytes"] == 1 * (3 * 2 * 4 * 16) + 4 * (3 * 2 * 4 * 16) + 2 * 2 * 112 * 16  # q, out, cache
+    # a tolerance set for the run dtype (config `tolerance:`) keeps the format's roundoff on top
+    _, result = _bench(decode, ["examples.decode_kernels:fp8_decode"], tolerance=1e-3)
+    assert result["candidates"]["examples.decode_kernels:fp8_decode"]["tolerance"] == 1e-3 + FP8_ROUNDOFF[fp8]
     paged, result = _bench({**decode, "page_size": 8}, ["examples.decode_kernels:paged_decode"])
     assert paged["examples.decode_kernels:paged_decode"] == ("ok", None), paged
 

@@ -333,7 +333,7 @@ def prepare(
     import torch
 
     backward = spec["mode"] == "forward_backward"
-    tolerance = spec.get("tolerance") or tolerance_for(spec["dtype"], workload.shape)
+    tolerance = tolerance_for(spec["dtype"], workload.shape, spec.get("tolerance"))
     timeout = timing.Settings.from_config(spec.get("timing")).call_timeout_s
     layout: dict[str, str] = {}
     own: tuple[Any, ...] = ()

@@ -702,10 +702,11 @@ def reference(shape: Shape, q: Any, k: Any, v: Any, dout: Any | None) -> list[An
     return [out, *grads]
 
 
-def tolerance_for(dtype: str, shape: Shape) -> float:
-    """||out - ref|| / ||ref|| a candidate must meet: the run dtype's (DEFAULT_TOLERANCE), plus with fp8
-    queries that format's rounding of an fp8 output (FP8_ROUNDOFF)."""
-    run = DEFAULT_TOLERANCE[dtype]
+def tolerance_for(dtype: str, shape: Shape, given: float | None = None) -> float:
+    """||out - ref|| / ||ref|| a candidate must meet: the run dtype's (`given` in the config's
+    `tolerance:`, else DEFAULT_TOLERANCE), plus with fp8 queries that format's rounding of an fp8 output
+    (FP8_ROUNDOFF), which a tolerance set for the dtype does not cover."""
+    run = given or DEFAULT_TOLERANCE[dtype]
     return run + FP8_ROUNDOFF[shape.q_dtype] if shape.q_dtype else run
 
 

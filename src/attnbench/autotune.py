@@ -24,12 +24,10 @@ from typing import Any
 import pandas as pd
 
 from attnbench.candidates import split_name
-from attnbench.files import atomic_write_text, read_json
+from attnbench.files import Json, atomic_write_text, read_json
 from attnbench.jobs import schema_file
 from attnbench.stats import ALPHA, TOO_FEW_ROUNDS, adjust
 from attnbench.stats import compare as compare_samples
-
-Json = dict[str, Any]
 
 # autotune.csv: the first six columns, one row per shape, are as they always were; the rest are
 # filled only on the configuration rows (csv_frame), which runs without configurations never have.

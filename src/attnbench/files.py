@@ -37,6 +37,7 @@ class ResultFileError(ValueError):
 # whose schema names the field. Not a signature (anyone can recompute it): it tells a file damaged or
 # edited after attnbench wrote it from the one written.
 DIGEST = "content_digest"
+Json = dict[str, Any]  # a result document as read_json gives it (one alias for every reader)
 UNVERIFIED = "no content digest (written by an attnbench older than digests): read unverified"
 # How far a stored median may sit from its samples' median: float rounding of another JSON writer.
 MEDIAN_REL_TOLERANCE = 1e-9

@@ -18,10 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from attnbench import candidates, quality
+from attnbench.files import Json
 from attnbench.formatting import DASH, clip, interval, speedup_interval
 from attnbench.stats import TOO_FEW_ROUNDS
-
-Json = dict[str, Any]
 
 # statuses that mean something went wrong with a candidate (unsupported is a choice of the library)
 FAILURE_STATUSES = ("error", "incorrect", "oom", "timeout", "crashed", "untrusted")

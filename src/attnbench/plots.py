@@ -19,10 +19,9 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
 
+from attnbench.files import Json
 from attnbench.formatting import num
 from attnbench.stats import TOO_FEW_ROUNDS
-
-Json = dict[str, Any]
 
 PLOTS = ("latency", "roofline", "speedup", "memory")
 # alt text and caption of each figure in the report

@@ -13,10 +13,9 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from attnbench.clocks import DISCARDED, reason_names
+from attnbench.files import Json
 from attnbench.formatting import pm
 from attnbench.stats import TOO_FEW_ROUNDS
-
-Json = dict[str, Any]
 
 # NVML reasons that make a round unrepresentative (thermal, hardware); the power cap is normal load
 SLOWDOWNS = frozenset(reason_names(DISCARDED))

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from attnbench import __version__, files, stats
+from attnbench.files import Json
 from attnbench.formatting import DASH, md, num, signed_pct
 
 VERDICTS = ("regression", "improvement", "unchanged", "undecided", "new", "missing", "failed", "incomparable")
@@ -53,7 +54,6 @@ MEDIAN_REL_TOLERANCE = 1e-6
 NO_DIGEST = "unverified (no digest)"
 NOT_COMPARED_LISTED = 20  # the comment's list of missing and changed results; the table has them all
 
-Json = dict[str, Any]
 
 
 def settings(section: Mapping[str, Any] | None) -> Json:

@@ -27,13 +27,11 @@ import pandas as pd
 
 from attnbench import autotune, formatting, headline, jobs, memory, quality
 from attnbench.candidates import JAGGED_BACKENDS, SDPA_BACKENDS
-from attnbench.files import atomic_write_bytes, atomic_write_text, read_json, verified
+from attnbench.files import Json, atomic_write_bytes, atomic_write_text, read_json, verified
 from attnbench.formatting import BOUND_MARKS, DASH, interval, num, pct, pm, speedup_interval
 from attnbench.plots import ALT, PLOTS, figures, positive
 from attnbench.stats import BLOCKS, MIN_ROUNDS, TOO_FEW_ROUNDS
 from attnbench.workloads import PADDED, POOL, describe_mask
-
-Json = dict[str, Any]
 
 SHAPE_FIELDS = ("batch", "heads", "kv_heads", "seq", "seq_kv", "dim", "causal")
 OUTPUT_KEYS = ("html", "md", "csv", *PLOTS)

@@ -3,7 +3,8 @@ the run used it, Snakemake failing to record what a job made. Snakemake's own me
 ("ensure write permissions", "filesystem latency") send a user the wrong way, and a failed metadata
 record leaves the job's outputs behind as if they were made.
 
-Imported by the Snakefile (terminal.stopped): stdlib only, cheap to import.
+Imported by the Snakefile (the free-space check, terminal.stopped): nothing beyond what terminal
+imports already.
 """
 
 from __future__ import annotations

@@ -133,15 +133,20 @@ def stamped(data: dict[str, Any]) -> dict[str, Any]:
     return jsonable({"schema": SCHEMA_VERSION, **data})
 
 
-def content_digest(document: Mapping[str, Any]) -> str:
-    """The "sha256:" digest of `document`'s canonical JSON, its DIGEST field left out. The same
-    for the document written and the one read back: JSON floats round-trip exactly."""
-    content = {key: value for key, value in document.items() if key != DIGEST}
-    try:
-        text = json.dumps(content, sort_keys=True, separators=(",", ":"), allow_nan=False)
-    except ValueError as exc:  # NaN or infinity: not a number JSON has, so not one write_json wrote
-        raise ValueError(f"a number that JSON does not have ({exc})") from None
+def canonical_digest(content: Any) -> str:
+    """The "sha256:" digest of `content`'s canonical JSON (sorted keys, no spaces); ValueError for NaN
+    or infinity, numbers JSON does not have. The same for a document written and read back: JSON
+    floats round-trip exactly."""
+    text = json.dumps(content, sort_keys=True, separators=(",", ":"), allow_nan=False)
     return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def content_digest(document: Mapping[str, Any]) -> str:
+    """canonical_digest of `document`, its DIGEST field left out."""
+    try:
+        return canonical_digest({key: value for key, value in document.items() if key != DIGEST})
+    except ValueError as exc:  # NaN or infinity: not one write_json wrote
+        raise ValueError(f"a number that JSON does not have ({exc})") from None
 
 
 def write_json(

@@ -21,8 +21,6 @@ median must be its samples' median: a baseline edited by hand is refused, naming
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import json
 import math
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -53,7 +51,6 @@ EXIT_OK, EXIT_REGRESSION, EXIT_UNUSABLE = 0, 1, 2
 MEDIAN_REL_TOLERANCE = 1e-6
 NO_DIGEST = "unverified (no digest)"
 NOT_COMPARED_LISTED = 20  # the comment's list of missing and changed results; the table has them all
-
 
 
 def settings(section: Mapping[str, Any] | None) -> Json:
@@ -106,12 +103,10 @@ def content_digest(baseline: Json) -> str:
     candidate's status, samples, median and interval, and the environment fingerprint, as canonical
     JSON. Not a signature (anyone can recompute it): it tells a baseline edited or damaged after
     `baseline save` from the one saved."""
-    content = {key: baseline.get(key) for key in ("fingerprint", "shapes")}
     try:
-        text = json.dumps(content, sort_keys=True, separators=(",", ":"), allow_nan=False)
+        return files.canonical_digest({key: baseline.get(key) for key in ("fingerprint", "shapes")})
     except ValueError as exc:  # NaN or infinity: not a number JSON has, so not one `baseline save` wrote
         raise files.ResultFileError(f"a number that JSON does not have: {exc}") from exc
-    return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def _median_problem(result: Json) -> tuple[str, str] | None:

@@ -144,11 +144,13 @@ def _read(path: Path) -> dict[str, Any]:
 
 def stopped(results: Path, shapes: list[str], log: str | list[str] | None = None) -> None:
     """One line when a run ends early (a failed job or Ctrl-C): what finished, and how to resume;
-    before it, when Snakemake's `log` (its log file, or the list of them) shows a fault from outside attnbench (a full disk, a deleted
-    input, a failed metadata record), attnbench's line for it, and the outputs left without a
-    record removed (attnbench.faults)."""
+    before it, when Snakemake's `log` (its log file, or the list of them) shows a fault from outside
+    attnbench (a full disk, a deleted input, a failed metadata record), attnbench's line for it, and
+    the outputs left without a record removed (attnbench.faults)."""
     logs = [log] if isinstance(log, str) else log or []  # Snakemake 9 passes its log files as a list
-    text = "".join(Path(path).read_text(encoding="utf-8", errors="replace") for path in logs if Path(path).is_file())
+    text = "".join(
+        Path(path).read_text(encoding="utf-8", errors="replace") for path in logs if Path(path).is_file()
+    )
     if said := faults.cause(text):
         print(said, flush=True)
     for output in faults.remove_unrecorded(results.parent):

@@ -206,7 +206,7 @@ def main() -> int:
 
     sys.path.insert(0, str(ROOT / "src"))  # this checkout's attnbench, as in the jobs
     from attnbench import device as devices
-    from attnbench.quick import parse_shape
+    from attnbench.shape_syntax import parse_shape
 
     resolved = devices.resolve(args.device)
     shape = parse_shape(args.shape or SHAPES[resolved])

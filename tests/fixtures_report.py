@@ -10,7 +10,8 @@ import numpy as np
 
 from attnbench import autotune
 from attnbench.files import write_json
-from attnbench.report import build_report
+from attnbench.jobs import REPORT_TITLE
+from attnbench.report import build_report, read_run
 from attnbench.stats import compare_shape
 
 SCHEMAS = Path(__file__).resolve().parents[1] / "workflow" / "schemas"
@@ -288,7 +289,13 @@ def write_run(
         "autotune_path": str(root / AUTOTUNE_NAMES["json"]),
         "out": {key: str(root / rel) for key, rel in OUT_NAMES.items()},
         "schema_dir": SCHEMAS,
+        "title": REPORT_TITLE,
     }
+
+
+def read_back(run: dict[str, Any]) -> Any:
+    """report.read_run on a run from write_run: what the report is made from."""
+    return read_run(**{key: value for key, value in run.items() if key not in ("out", "title")})
 
 
 def autotune_out(run: dict[str, Any]) -> dict[str, str]:
@@ -310,7 +317,7 @@ def run_autotune(run: dict[str, Any]) -> dict[str, Any]:
 def build(run: dict[str, Any], **options: Any) -> dict[str, Any]:
     """The workflow's last two steps on a run from write_run: autotune, then the report; the headline."""
     run_autotune(run)
-    return build_report(**run, **options)
+    return build_report(**{**run, **options})
 
 
 def configuration(block_m: int, num_warps: int, kernel: str = CONFIG_KERNEL) -> str:

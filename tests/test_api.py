@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 import attnbench
-from attnbench import api, candidates, quick
+from attnbench import api, candidates, shape_syntax
 
 
 def mine(q, k, v, *, causal, scale):
@@ -135,7 +135,7 @@ def test_mistakes_are_named_and_leave_no_registration():
         attnbench.compare({"x": 3}, shapes=["b1_h2_s32_d16"], device="cpu")
     with pytest.raises(ValueError, match="at least one shape"):
         attnbench.compare({"mine": mine}, shapes=[], device="cpu")
-    with pytest.raises(quick.ShapeError, match="missing dim"):
+    with pytest.raises(shape_syntax.ShapeError, match="missing dim"):
         attnbench.compare({"mine": mine}, shapes=["b1_h2_s32"], device="cpu")
     with pytest.raises(FileNotFoundError, match="ceilings"):
         attnbench.compare({"mine": mine}, shapes=["b1_h2_s32_d16"], device="cpu", ceilings="nowhere.json")
@@ -178,7 +178,7 @@ def test_ceilings_are_calibrated_once_per_process(monkeypatch):
 
     monkeypatch.setattr(api.jobs, "run", calibrate)
     monkeypatch.setattr(api, "_CEILINGS", {})
-    shapes = [quick.parse_shape("b1_h2_s32_d16")]
+    shapes = [shape_syntax.parse_shape("b1_h2_s32_d16")]
     run = api.run_config.effective(
         {"device": "cpu", "candidates": ["math"], "reference": "math", "shapes": shapes}
     )

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from helpers import ROOT
 
-from attnbench import cli, quick
+from attnbench import cli, quick, shape_syntax
 
 
 @pytest.mark.parametrize(
@@ -29,11 +29,11 @@ from attnbench import cli, quick
     ],
 )
 def test_a_compact_shape_keeps_its_name_and_reads_its_fields(text, fields):
-    assert quick.parse_shape(text) == {"name": text, **fields}
+    assert shape_syntax.parse_shape(text) == {"name": text, **fields}
 
 
 def test_a_key_value_shape_is_named_from_its_fields():
-    entry = quick.parse_shape("batch=2,heads=8,seq=1024,dim=64,causal=true,kv_heads=2")
+    entry = shape_syntax.parse_shape("batch=2,heads=8,seq=1024,dim=64,causal=true,kv_heads=2")
     assert entry == {
         "name": "b2_h8_kv2_s1024_d64_causal",
         "batch": 2,
@@ -43,17 +43,17 @@ def test_a_key_value_shape_is_named_from_its_fields():
         "causal": True,
         "kv_heads": 2,
     }
-    assert quick.parse_shape("batch=1, heads=2, seq=64, dim=16, name=tiny")["name"] == "tiny"
+    assert shape_syntax.parse_shape("batch=1, heads=2, seq=64, dim=16, name=tiny")["name"] == "tiny"
     # a derived name reads back as the same shape
-    assert quick.parse_shape(entry["name"]) == entry
+    assert shape_syntax.parse_shape(entry["name"]) == entry
 
 
 def test_shapes_from_dicts_and_shapes_are_named_and_checked():
     from attnbench.workloads import Shape
 
-    assert quick.shape_entry({"batch": 1, "heads": 2, "seq": 64, "dim": 16})["name"] == "b1_h2_s64_d16"
+    assert shape_syntax.shape_entry({"batch": 1, "heads": 2, "seq": 64, "dim": 16})["name"] == "b1_h2_s64_d16"
     shape = Shape.from_config({"name": "mine", "batch": 1, "heads": 4, "kv_heads": 2, "seq": 8, "dim": 16})
-    assert quick.shape_entry(shape) == {**shape.as_dict(), "name": "mine"}
+    assert shape_syntax.shape_entry(shape) == {**shape.as_dict(), "name": "mine"}
 
 
 @pytest.mark.parametrize(
@@ -72,8 +72,8 @@ def test_shapes_from_dicts_and_shapes_are_named_and_checked():
     ],
 )
 def test_a_shape_that_cannot_be_read_says_why(text, says):
-    with pytest.raises(quick.ShapeError, match=None) as caught:
-        quick.parse_shape(text)
+    with pytest.raises(shape_syntax.ShapeError, match=None) as caught:
+        shape_syntax.parse_shape(text)
     assert says in str(caught.value)
 
 
@@ -105,7 +105,7 @@ def test_what_the_user_gives_applies_on_the_cpu_too():
     assert "baseline" not in config  # the checkout's baseline belongs to its own runs
     # the reference is measured even when not named among the candidates
     assert config["candidates"] == ["flash", "mine:attn", "math"]
-    assert config["shapes"] == [quick.parse_shape("b1_h2_s32_d16")]
+    assert config["shapes"] == [shape_syntax.parse_shape("b1_h2_s32_d16")]
     assert config["timing"] == {"min_rounds": 50, "max_time_s": 1.0}
     cpu = config["cpu"]
     assert "candidates" not in cpu and "shapes" not in cpu  # the user's apply on the CPU

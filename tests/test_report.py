@@ -32,6 +32,7 @@ from fixtures_report import (
     build,
     configuration,
     configuration_candidates,
+    read_back,
     write_run,
     write_verdict_run,
 )
@@ -75,8 +76,7 @@ def _text(run: dict[str, Any], key: str) -> str:
 
 def sections(run: dict[str, Any]) -> dict[str, Section]:
     """The report's sections by title, as report.document builds them for the templates."""
-    inputs = {key: value for key, value in run.items() if key != "out"}
-    return {section.title: section for section in report.document(report.read_run(**inputs))}
+    return {section.title: section for section in report.document(read_back(run))}
 
 
 def tables(section: Section) -> list[Table]:

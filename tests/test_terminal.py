@@ -21,6 +21,7 @@ from fixtures_report import (
     agrees,
     build,
     printed_speedup,
+    read_back,
     write_run,
     write_verdict_run,
 )
@@ -139,8 +140,7 @@ def test_the_end_of_a_run_tells_the_measurements_quality_in_one_line(run: dict[s
         "⚠ measurement: 1 of 12 timed results missed their ±1.0% CI target; throttled rounds on 1 of 3 "
         "shapes (3 rounds discarded for thermal or hardware slowdowns); warm-up did not settle on 1 of 3 shapes"
     )
-    inputs = {key: value for key, value in run.items() if key != "out"}
-    (headline_section, *_) = report.document(report.read_run(**inputs))
+    (headline_section, *_) = report.document(read_back(run))
     (said,) = [
         b.text for b in headline_section.blocks if getattr(b, "text", "").startswith("⚠ Measurement: ")
     ]

@@ -170,11 +170,11 @@ def test_a_file_that_no_step_makes_is_refused_but_left_in_place(bench_path: Path
 
 
 def test_each_result_path_names_the_step_that_makes_it() -> None:
-    assert jobs.producer("results/bench/b2_h8_s512_d64.json") == "benchmark"
-    assert jobs.producer("results/compare/x.y-z.json") == "compare"
-    assert jobs.producer("results/env/ceilings.json") == "calibrate"
-    assert jobs.producer("results/env/fingerprint.json") == "fingerprint"
-    assert jobs.producer("results/report/autotune.json") == "autotune"
+    assert jobs.producer("results/bench/b2_h8_s512_d64.json") is jobs.JOBS["benchmark"]
+    assert jobs.producer("results/compare/x.y-z.json") is jobs.JOBS["compare"]
+    assert jobs.producer("results/env/ceilings.json") is jobs.JOBS["calibrate"]
+    assert jobs.producer("results/env/fingerprint.json") is jobs.JOBS["fingerprint"]
+    assert jobs.producer("results/report/autotune.json") is jobs.JOBS["autotune"]
     assert jobs.producer("baseline.json") is None
     assert jobs.producer("/abs/results/bench/x.json") is None
     assert jobs.producer("results/bench/a/b.json") is None

@@ -308,7 +308,7 @@ def test_the_jobs_threads_travel_in_its_spec_to_the_worker(command, monkeypatch,
 
     handed: list[dict] = []
 
-    def measure(spec, in_worker, schemas, log):  # stands in for the worker
+    def measure(job, spec, in_worker, schemas, log):  # stands in for the worker
         handed.append(spec)
         return {"candidates": {}}, None
 
@@ -316,7 +316,7 @@ def test_the_jobs_threads_travel_in_its_spec_to_the_worker(command, monkeypatch,
         handed.append(spec)
         return {"device": "cpu"}, None
 
-    monkeypatch.setattr(cli, "_benchmark", measure)
+    monkeypatch.setattr(cli, "_isolated", measure)
     monkeypatch.setattr(cli.worker, "run", run)
     monkeypatch.setattr(cli.worker, "enabled", lambda env, source: True)
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
@@ -472,7 +472,7 @@ def test_a_document_the_worker_did_not_check_as_written_is_checked_by_the_job(tm
     from attnbench import cli
 
     crashed = {"status": "crashed", "reason": "its process ended"}  # no samples, no fields: invalid
-    monkeypatch.setattr(cli, "_benchmark", lambda *args: ({"candidates": {"k": crashed}}, served_by))
+    monkeypatch.setattr(cli, "_isolated", lambda *args: ({"candidates": {"k": crashed}}, served_by))
     monkeypatch.setenv("ATTNBENCH_LEASE_DIR", str(tmp_path))
     out = tmp_path / "bench.json"
     spec = json.dumps(benchmark_spec(["k"], 0.1))

@@ -37,7 +37,8 @@ from typing import Any
 from attnbench import candidates as candidate_registry
 from attnbench import config as run_config
 from attnbench import files, isolation, jobs, lock
-from attnbench.quick import shape_entry
+from attnbench.results import Status
+from attnbench.shape_syntax import shape_entry
 
 # A notebook wants an answer in seconds: like the workflow's `cpu:` section, with less sampling time.
 CPU_TIMING = {"warmup": 3, "warmup_max_s": 1, "min_rounds": 20, "target_rel_ci": 0.02, "max_time_s": 3}
@@ -163,7 +164,7 @@ def _rows(
         outcome = comparisons.get(name, {})
         speedup_ci = outcome.get("speedup_ci") or [None, None]
         reason = entry.get("reason")
-        if entry["status"] == "ok" and name in skipped:  # ok, but the reference was not
+        if entry["status"] == Status.OK and name in skipped:  # ok, but the reference was not
             reason = skipped[name]["reason"]
         rows.append(
             {
@@ -223,7 +224,7 @@ def compare(
         (batch, kv_heads, seq_kv, dim); it declines a shape by raising attnbench.Unsupported.
         One decorated with attnbench.kernel (factory form, bshd layout, a grid) is called as it
         declares, each configuration of its grid a row of its own: "label[K=V,...]" (docs/kernels.md).
-    shapes: "b2_h8_s512_d64[_causal]" strings (attnbench.quick's syntax), dicts with the config's
+    shapes: "b2_h8_s512_d64[_causal]" strings (attnbench.shape_syntax), dicts with the config's
         fields {batch, heads, seq, dim, causal, kv_heads, seq_kv, name} (named if unnamed), or Shapes.
     reference: a built-in candidate, a label of `candidates`, or None (no comparison; speedup empty).
         It is measured even when it is not among `candidates`.

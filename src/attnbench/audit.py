@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, NamedTuple
 
+from attnbench.memory import is_out_of_memory, tensors
 from attnbench.workloads import check_output
 
 # Profiled device time of one call above this multiple of the measured median (plus PROFILE_SLACK_MS)
@@ -47,12 +48,6 @@ PROFILE_SLACK_MS = 0.005
 # busy 2-core machine, so there only a result twice as fast as its bound is called impossible.
 BOUND_MARGIN = {"cuda": 0.10, "cpu": 1.0}
 NAME_CHARS = 60
-
-
-def tensors(result: Any) -> list[Any]:
-    """The tensors among a call's outputs (one tensor, or a tuple of output and gradients)."""
-    items = result if isinstance(result, (tuple, list)) else [result]
-    return [item for item in items if hasattr(item, "untyped_storage")]
 
 
 def poison(result: Any, inputs: tuple[Any, ...]) -> None:
@@ -91,8 +86,6 @@ def verify(
             f"timed work not verified: output not rewritten by {made} (it still holds the NaN "
             "written into it before that call)"
         )
-    from attnbench.memory import is_out_of_memory
-
     try:
         before, _ = check_output(result, expected_before(), backward, dtype, tolerance=tolerance)
     except Exception as exc:  # out of memory beside the candidates' outputs and graphs: no diagnosis

@@ -24,8 +24,8 @@ from typing import Any
 import pandas as pd
 
 from attnbench.candidates import split_name
-from attnbench.files import Json, atomic_write_text, read_json
-from attnbench.jobs import schema_file
+from attnbench.files import Json, atomic_write_text, read_json, schema_file
+from attnbench.results import Status
 from attnbench.stats import ALPHA, TOO_FEW_ROUNDS, adjust
 from attnbench.stats import compare as compare_samples
 
@@ -505,4 +505,4 @@ def ties(shape: Json) -> list[Json]:
 
 
 def _timed(candidate: Json | None) -> bool:
-    return candidate is not None and candidate["status"] == "ok" and candidate["median_ms"] is not None
+    return candidate is not None and candidate["status"] == Status.OK and candidate["median_ms"] is not None

@@ -44,6 +44,7 @@ from attnbench import (
     device as device_module,
 )
 from attnbench.env import device_summary
+from attnbench.results import Status, empty_entry
 from attnbench.workloads import (
     Shape,
     Workload,
@@ -62,23 +63,6 @@ from attnbench.workloads import (
 )
 
 log = logging.getLogger(__name__).info
-
-
-def empty_entry(status: str, reason: str | None, **fields: Any) -> dict[str, Any]:
-    return {
-        "status": status,
-        "reason": reason,
-        "samples_ms": [],
-        "median_ms": None,
-        "ci95_ms": None,
-        "tflops": None,
-        "peak_mem_mb": None,
-        "rel_error": None,
-        "rel_ci": None,
-        "target_met": None,
-        "calls_per_sample": None,
-        **fields,
-    }
 
 
 def make_call(kernel: candidates.Kernel, inputs: tuple[Any, ...], backward: bool) -> Callable[[], Any]:
@@ -386,7 +370,7 @@ def prepare(
                     break
                 if index == 0:
                     # A copy: a kernel may hand back the same buffer every call.
-                    first = [t.detach().clone() for t in audit.tensors(result)]
+                    first = [t.detach().clone() for t in memory.tensors(result)]
             del result
             spent_ms["verify_ms"] = (time.perf_counter() - began) * 1e3
 
@@ -396,7 +380,7 @@ def prepare(
 
             if why is not None:
                 rel = {"rel_error": error} if not math.isnan(error) else {}
-                return empty_entry("incorrect", why, tolerance=tolerance, **rel, **spent()), None, own
+                return empty_entry(Status.INCORRECT, why, tolerance=tolerance, **rel, **spent()), None, own
             inputs.write(own, key, 0)
             claimed = declared.deterministic or (
                 not candidates.is_user_kernel(name) and torch.are_deterministic_algorithms_enabled()
@@ -418,7 +402,7 @@ def prepare(
                 )
             if why is not None:
                 return (
-                    empty_entry("incorrect", why, rel_error=error, tolerance=tolerance, **spent()),
+                    empty_entry(Status.INCORRECT, why, rel_error=error, tolerance=tolerance, **spent()),
                     None,
                     own,
                 )
@@ -430,11 +414,11 @@ def prepare(
             }
             # A built-in's decline leaves nothing to collect (0.3 s a time on the H200); a user kernel's
             # may come from code that allocated before it declined.
-            if failed["status"] != "unsupported" or candidates.is_user_kernel(name):
+            if failed["status"] != Status.UNSUPPORTED or candidates.is_user_kernel(name):
                 memory.release(workload.device)
             return failed, None, own
     entry = empty_entry(
-        "ok",
+        Status.OK,
         None,
         rel_error=error,
         tolerance=tolerance,
@@ -467,18 +451,18 @@ def failure_entry(
     if isolation.is_sticky(exc):
         raise isolation.ContextLost(describe(exc), culprit) from exc
     if isinstance(exc, timing.CandidateTimeout):
-        return empty_entry("timeout", str(exc))
+        return empty_entry(Status.TIMEOUT, str(exc))
     if isinstance(exc, TamperedAnswers):
-        return empty_entry("untrusted", str(exc))
+        return empty_entry(Status.UNTRUSTED, str(exc))
     if memory.is_out_of_memory(exc):
-        return empty_entry("oom", memory.oom_reason(exc))
+        return empty_entry(Status.OOM, memory.oom_reason(exc))
     declined = candidates.unsupported_reason(name, device, exc, warnings_seen)
     if declined is not None:
         reason, detail = declined
-        return empty_entry("unsupported", reason, reason_detail=detail)
+        return empty_entry(Status.UNSUPPORTED, reason, reason_detail=detail)
     trace = "".join(traceback.format_exception(exc)).rstrip()
     log(f"  {name}: {trace}")
-    return empty_entry("error", describe(exc), traceback=trace)
+    return empty_entry(Status.ERROR, describe(exc), traceback=trace)
 
 
 def run_shape(spec: dict[str, Any], running: Callable[[str | None], None] | None = None) -> dict[str, Any]:
@@ -537,7 +521,7 @@ def _measure_shape(spec: dict[str, Any], running: Callable[[str | None], None]) 
             entries[name] = changed_process(entries[name], changed)
             call = None  # it would change the process again in the rounds, beside the others
         if not inputs.intact:  # whatever set it wrote into: its own doing, not the next candidate's
-            entries[name] = {**entries[name], "status": "untrusted", "reason": TAMPERED}
+            entries[name] = {**entries[name], "status": Status.UNTRUSTED, "reason": TAMPERED}
             inputs.answer_again()
             call = None
         if call is None:
@@ -672,10 +656,10 @@ def judge_timed(
             entry["fraction_of_bound"] = limit["bound_ms"] / median
         flags = audit.judge(median, ran, limit)
         if changed := rotation.changed(name):
-            entry.update(status="incorrect", reason=changed_inputs(changed, "while it was timed"))
+            entry.update(status=Status.INCORRECT, reason=changed_inputs(changed, "while it was timed"))
             log(f"  {name}: incorrect: {entry['reason']}")
         elif flags:
-            entry.update(status="untrusted", reason="; ".join(flags))
+            entry.update(status=Status.UNTRUSTED, reason="; ".join(flags))
             log(f"  {name}: untrusted: {entry['reason']}")
 
 
@@ -698,11 +682,11 @@ def audit_timed_work(
     device = spec["device"]
     backward = spec["mode"] == "forward_backward"
     timeout = timing.Settings.from_config(spec.get("timing")).call_timeout_s
-    timed = [name for name in measured.samples if entries[name]["status"] == "ok"]
+    timed = [name for name in measured.samples if entries[name]["status"] == Status.OK]
     judge_timed(entries, measured, rotation, limit, timed)
     last: dict[str, Any] = {}
     for name in timed:
-        if entries[name]["status"] in ("ok", "untrusted"):
+        if entries[name]["status"] in (Status.OK, Status.UNTRUSTED):
             try:
                 with timing.deadline(timeout):
                     last[name] = measured.samplers[name].check_call()
@@ -762,8 +746,8 @@ def audit_timed_work(
                 first_answers.cache_clear()
             continue
         if why:
-            flagged = entries[name]["reason"] if entries[name]["status"] == "untrusted" else None
-            entries[name].update(status="incorrect", reason=f"{why}; also {flagged}" if flagged else why)
+            flagged = entries[name]["reason"] if entries[name]["status"] == Status.UNTRUSTED else None
+            entries[name].update(status=Status.INCORRECT, reason=f"{why}; also {flagged}" if flagged else why)
             log(f"  {name}: incorrect: {why}")
 
 
@@ -780,7 +764,7 @@ def put_back(before: guard.ProcessState) -> list[str]:
 def changed_process(entry: dict[str, Any], changed: list[str]) -> dict[str, Any]:
     """`entry` made untrusted for changing the process (its samples, if any, kept for inspection)."""
     reason = f"changed the process it shares with the other candidates: {'; '.join(changed)} (put back)"
-    return {**entry, "status": "untrusted", "reason": reason}
+    return {**entry, "status": Status.UNTRUSTED, "reason": reason}
 
 
 def find_who_changed(
@@ -808,8 +792,8 @@ def remeasure_without_cheats(
     """The calls to sample again: when a candidate that shared the rounds was caught after sampling
     (untrusted, or incorrect), the others were timed beside work that was not what it claimed (a
     cheater can slow its neighbours), so they are measured again without it."""
-    caught = [name for name in measured.samples if entries[name]["status"] in ("untrusted", "incorrect")]
-    honest = {name: calls[name] for name in measured.samples if entries[name]["status"] == "ok"}
+    caught = [name for name in measured.samples if entries[name]["status"] in (Status.UNTRUSTED, Status.INCORRECT)]
+    honest = {name: calls[name] for name in measured.samples if entries[name]["status"] == Status.OK}
     return honest if caught and honest else {}
 
 
@@ -819,7 +803,7 @@ def record_samples(
     """Each sampled candidate's samples, median, CI and throughput into its entry."""
     for name, values in measured.samples.items():
         if not values:
-            entries[name] = empty_entry("error", f"no samples kept: {measured.stop_reason}")
+            entries[name] = empty_entry(Status.ERROR, f"no samples kept: {measured.stop_reason}")
             continue
         median = float(np.median(values))
         lo, hi = measured.ci95[name]

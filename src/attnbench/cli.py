@@ -25,7 +25,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from attnbench import __version__, files, host, isolation, jobs, lease, terminal, worker
+from attnbench import __version__, files, host, isolation, jobs, lease, worker
+from attnbench.shape_syntax import SHAPE_SYNTAX, ShapeError
 
 SCHEMAS = "workflow/schemas"
 INTERNAL = "internal, run by the workflow: "
@@ -45,7 +46,7 @@ def _run_parser(commands: Any) -> None:
         "file", nargs="?", metavar="FILE.yaml", help="config keys (candidates, shapes, ...); flags override it"
     )
     run.add_argument(
-        "--shape", dest="shapes", action="append", metavar="SHAPE", help=f"repeatable: {quick.SHAPE_SYNTAX}"
+        "--shape", dest="shapes", action="append", metavar="SHAPE", help=f"repeatable: {SHAPE_SYNTAX}"
     )
     run.add_argument(
         "--candidates",
@@ -190,17 +191,18 @@ def _log(command: str) -> Callable[[str], None]:
     return logging.getLogger(f"attnbench.job.{command}").info
 
 
-def _benchmark(
-    spec: dict[str, Any], in_worker: bool, schemas: str | None, log: Callable[[str], None]
+def _isolated(
+    job: jobs.Job, spec: dict[str, Any], in_worker: bool, schemas: str | None, log: Callable[[str], None]
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """Never measured in this process: a candidate that crashes the process measuring the shape, or
-    hangs it past the watchdog (which this process keeps: attnbench.worker.Watchdog), costs only its
-    own result (attnbench.isolation). The limits it kept are in the document (`watchdog`)."""
-    in_child = functools.partial(worker.run_child, "benchmark", log=log)
+    """A job that runs user code is never run in this process: a candidate that crashes the process
+    measuring the shape, or hangs it past the watchdog (which this process keeps: attnbench.worker.
+    Watchdog), costs only its own result (attnbench.isolation). The limits it kept are in the document
+    (`watchdog`)."""
+    in_child = functools.partial(worker.run_child, job.command, log=log)
 
     def measure(spec: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
         if in_worker:
-            return worker.run("benchmark", spec, lease.lease_dir(), log=log, schemas=schemas)
+            return worker.run(job.command, spec, lease.lease_dir(), log=log, schemas=schemas)
         return in_child(spec), None
 
     limits = isolation.limits(spec)
@@ -210,6 +212,103 @@ def _benchmark(
     if limits is not None:
         document["watchdog"] = limits.record()
     return document, served_by
+
+
+def _job(args: argparse.Namespace) -> int:
+    """One of the workflow's jobs: lease, run (in a warm worker where one serves), stamp, write."""
+    job = jobs.get(args.command)
+    spec = json.loads(args.spec)
+    log = _log(job.command)
+    # Before the job changes its spec (threads): the commit, spec and source it was made from.
+    made_from = jobs.provenance(spec)
+    # Held until this process exits: the GPU is this job's alone while it runs.
+    want_gpu = job.gpu and spec.get("device") == "cuda"
+    placement = lease.for_job(f"{job.command} {args.out}", want_gpu=want_gpu, log=log)
+    served_by = None
+    in_worker = worker.enabled(os.environ, placement.source)
+    if job.own_threads:
+        spec.setdefault("threads", host.job_threads(None))
+    if job.runs_user_code:
+        document, served_by = _isolated(job, spec, in_worker, args.schemas, log)
+    elif in_worker:
+        document, served_by = worker.run(job.command, spec, lease.lease_dir(), log=log, schemas=args.schemas)
+    else:
+        document = jobs.run(job.command, spec, args.schemas)
+    # From the process's creation (interpreter start and imports included) to now: what one
+    # process per job costs against one long-lived worker (docs/scale.md).
+    process = {"started_at": process_started_at(), "finished_at": time.time(), "worker": served_by}
+    document |= {"placement": placement.record(), "process": process, "provenance": made_from}
+    # A warm worker validated its document (worker.run); this process checks one it made or
+    # changed itself, and spares the import of jsonschema otherwise (0.1 s of every job's start).
+    checked = served_by is not None and not (job.runs_user_code and isolation.rewritten(document))
+    files.write_json(args.out, document, None if checked else jobs.output_schema(job.command, args.schemas))
+    if job.after_writing is not None:
+        try:  # the result is written: a failure to show it must not fail the job
+            job.after_writing(spec, document)
+        except Exception as exc:
+            log(f"could not show what it wrote: {type(exc).__name__}: {exc}")
+    return 0
+
+
+def _run(args: argparse.Namespace, passed_on: list[str]) -> int:
+    from attnbench import quick
+
+    try:
+        return quick.run(args, passed_on)
+    except (quick.QuickRunError, ShapeError) as exc:
+        print(f"attnbench run: {exc}", file=sys.stderr)
+        return 2
+
+
+def _save_baseline(args: argparse.Namespace) -> int:
+    from attnbench.ratchet import save_baseline
+
+    schemas = Path(args.schemas)
+    document = save_baseline(args.results_dir, schemas)
+    files.write_json(args.out, document, schemas / "baseline.schema.yaml")
+    print(f"saved {len(document['shapes'])} shapes to {args.out} ({document['digest']})")
+    return 0
+
+
+def _gate(args: argparse.Namespace) -> int:
+    """Exit 2, not 1, when the verdict cannot be read: 1 means a regression."""
+    from attnbench.ratchet import gate
+
+    try:
+        verdict = files.read_json(args.verdict, Path(args.schemas) / "verdict.schema.yaml")
+        code, why = gate(verdict, allow_missing=args.allow_missing, allow_env_change=args.allow_env_change)
+    except (RuntimeError, files.ResultFileError) as exc:
+        _log(args.command)(f"error: {exc}")
+        return 2
+    print(f"attnbench gate: {why} (exit {code})")
+    return code
+
+
+def _serve(args: argparse.Namespace) -> int:
+    # A candidate that kills the process leaves its Python traceback in the log (the job's, for a child).
+    faulthandler.enable()
+    if args.fd is not None:
+        worker.serve_child(args.fd)
+    else:
+        worker.serve(args.socket, float(os.environ.get(worker.IDLE_VARIABLE) or worker.IDLE_S))
+    return 0
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from attnbench.bench import run_shape
+
+    for name, entry in run_shape(json.loads(args.spec))["candidates"].items():
+        print(f"{name}: {entry['status']} {entry['reason'] or ''}".rstrip())
+    return 0
+
+
+# The commands besides the workflow's jobs (attnbench.jobs), each a function of the parsed arguments.
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "baseline": _save_baseline,
+    "gate": _gate,
+    "worker": _serve,
+    "replay": _replay,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -228,87 +327,17 @@ def main(argv: list[str] | None = None) -> int:
     if passed_on and args.command != "run":
         _parser().error("arguments after -- are only for `attnbench run`")
     configure_logging()
-    if args.command == "run":
-        from attnbench import quick
-
-        try:
-            return quick.run(args, passed_on)
-        except (quick.QuickRunError, quick.ShapeError) as exc:
-            print(f"attnbench run: {exc}", file=sys.stderr)
-            return 2
+    if args.command == "run":  # a Snakemake run of its own: it reports its own Ctrl-C and errors
+        return _run(args, passed_on)
     try:
-        if args.command == "baseline":
-            from attnbench.ratchet import save_baseline
-
-            schemas = Path(args.schemas)
-            document = save_baseline(args.results_dir, schemas)
-            files.write_json(args.out, document, schemas / "baseline.schema.yaml")
-            print(f"saved {len(document['shapes'])} shapes to {args.out} ({document['digest']})")
-            return 0
-        if args.command == "gate":
-            from attnbench.ratchet import gate
-
-            code, why = gate(
-                files.read_json(args.verdict, Path(args.schemas) / "verdict.schema.yaml"),
-                allow_missing=args.allow_missing,
-                allow_env_change=args.allow_env_change,
-            )
-            print(f"attnbench gate: {why} (exit {code})")
-            return code
-        if args.command == "worker":
-            # A candidate that kills the process leaves its Python traceback in the log (the job's, for a child).
-            faulthandler.enable()
-            if args.fd is not None:
-                worker.serve_child(args.fd)
-            else:
-                worker.serve(args.socket, float(os.environ.get(worker.IDLE_VARIABLE) or worker.IDLE_S))
-            return 0
-        spec = json.loads(args.spec)
-        if args.command == "replay":
-            from attnbench.bench import run_shape
-
-            for name, entry in run_shape(spec)["candidates"].items():
-                print(f"{name}: {entry['status']} {entry['reason'] or ''}".rstrip())
-            return 0
-        job = jobs.get(args.command)
-        log = _log(job.command)
-        # Before the job changes its spec (threads): the commit, spec and source it was made from.
-        made_from = jobs.provenance(spec)
-        # Held until this process exits: the GPU is this job's alone while it runs.
-        want_gpu = job.gpu and spec.get("device") == "cuda"
-        placement = lease.for_job(f"{job.command} {args.out}", want_gpu=want_gpu, log=log)
-        served_by = None
-        in_worker = worker.enabled(os.environ, placement.source)
-        if job.command in ("benchmark", "calibrate"):
-            # This job's threads, not those of the job that started the warm worker (attnbench.host).
-            spec.setdefault("threads", host.job_threads(None))
-        if job.command == "benchmark":
-            document, served_by = _benchmark(spec, in_worker, args.schemas, log)
-        elif in_worker:
-            document, served_by = worker.run(job.command, spec, lease.lease_dir(), log=log, schemas=args.schemas)
-        else:
-            document = jobs.run(job.command, spec, args.schemas)
-        # From the process's creation (interpreter start and imports included) to now: what one
-        # process per job costs against one long-lived worker (docs/scale.md).
-        process = {"started_at": process_started_at(), "finished_at": time.time(), "worker": served_by}
-        document |= {"placement": placement.record(), "process": process, "provenance": made_from}
-        # A warm worker validated its document (worker.run); this process checks one it made or
-        # changed itself, and spares the import of jsonschema otherwise (0.1 s of every job's start).
-        checked = served_by is not None and not (job.command == "benchmark" and isolation.rewritten(document))
-        files.write_json(args.out, document, None if checked else jobs.output_schema(job.command, args.schemas))
-        if job.command == "compare":
-            try:  # the result is written: a failure to show it must not fail the job
-                terminal.print_shape(spec["bench"], document)
-            except Exception as exc:
-                log(f"could not print the shape's lines: {type(exc).__name__}: {exc}")
+        return COMMANDS.get(args.command, _job)(args)
     except KeyboardInterrupt:
         # Ctrl-C reaches every job of the run: one line, no traceback; the run's own line says what finished.
         _log(args.command)("interrupted (Ctrl-C); this job wrote nothing")
         return 130
     except (RuntimeError, files.ResultFileError) as exc:
         _log(args.command)(f"error: {exc}")
-        return 2 if args.command == "gate" else 1
-    return 0
+        return 1
 
 
 if __name__ == "__main__":

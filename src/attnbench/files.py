@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from attnbench import SCHEMA_VERSION
+from attnbench.results import Status
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -81,6 +82,11 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def schema_file(schemas: Path | None, name: str) -> Path | None:
+    """The schema `name` in the directory `schemas`; None (no validation) without a directory."""
+    return None if schemas is None else schemas / f"{name}.schema.yaml"
 
 
 def load_schema(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -233,7 +239,7 @@ def _bench_problems(bench: dict[str, Any]) -> Iterator[tuple[str, str]]:
         field = f"candidates/{name}"
         samples, median, ci = entry.get("samples_ms") or [], entry.get("median_ms"), entry.get("ci95_ms")
         if median is None:
-            if entry.get("status") == "ok" and samples:
+            if entry.get("status") == Status.OK and samples:
                 yield (
                     f"{field}/median_ms",
                     f"missing beside {len(samples)} samples_ms, for a result with status ok",
@@ -253,7 +259,7 @@ def _bench_problems(bench: dict[str, Any]) -> Iterator[tuple[str, str]]:
             slack = abs(median) * MEDIAN_REL_TOLERANCE
             if not low - slack <= median <= high + slack:
                 yield f"{field}/ci95_ms", f"[{low:.6g}, {high:.6g}] does not hold its median_ms {median:.6g}"
-        if limit and entry.get("status") == "ok":
+        if limit and entry.get("status") == Status.OK:
             margin = limit.get("margin")
             if margin is None:  # files written before the bound recorded it
                 from attnbench.audit import BOUND_MARGIN

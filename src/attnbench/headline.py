@@ -20,10 +20,9 @@ from typing import Any
 from attnbench import candidates, quality
 from attnbench.files import Json
 from attnbench.formatting import DASH, clip, interval, speedup_interval
+from attnbench.results import FAILURES, Status
 from attnbench.stats import TOO_FEW_ROUNDS
 
-# statuses that mean something went wrong with a candidate (unsupported is a choice of the library)
-FAILURE_STATUSES = ("error", "incorrect", "oom", "timeout", "crashed", "untrusted")
 MAX_TERMINAL_FAILURES = 20
 SIGNIFICANT_MARK = "*"  # significantly faster or slower than the reference (corrected where known)
 
@@ -82,7 +81,7 @@ def summarize(benches: list[Json], compares: list[Json], autotune: Json | None) 
                 "rel_error": result["rel_error"],
                 "fastest": candidate == fastest,
                 "tied": candidate in tied,
-                **(comparison(name, candidate) if result["status"] == "ok" else _NO_COMPARISON),
+                **(comparison(name, candidate) if result["status"] == Status.OK else _NO_COMPARISON),
             }
         rows.append({"shape": name, "reference": references.get(name), "cells": cells})
 
@@ -96,7 +95,7 @@ def summarize(benches: list[Json], compares: list[Json], autotune: Json | None) 
             {"shape": bench["shape"]["name"], "candidate": name, "status": c["status"], "reason": c["reason"]}
             for bench in benches
             for name, c in bench["candidates"].items()
-            if c["status"] in FAILURE_STATUSES
+            if c["status"] in FAILURES
         ],
         "unavailable": unavailable,
         "recommendations": [
@@ -150,9 +149,9 @@ def _tally(benches: list[Json], shapes: list[Json]) -> Json:
     for bench in benches:
         for name, result in bench["candidates"].items():
             status = result["status"]
-            if status in ("ok", "unsupported"):
+            if status in (Status.OK, Status.UNSUPPORTED):
                 tally[name][status] += 1
-            elif status in FAILURE_STATUSES:
+            elif status in FAILURES:
                 tally[name]["failed"] += 1
     return tally
 
@@ -164,7 +163,7 @@ def _unavailable(benches: list[Json]) -> dict[str, str]:
     for bench in benches:
         for name, result in bench["candidates"].items():
             reasons.setdefault(name, set()).add(
-                result["reason"] if result["status"] == "unsupported" else _RAN
+                result["reason"] if result["status"] == Status.UNSUPPORTED else _RAN
             )
     return {
         name: str(next(iter(found)))

@@ -45,6 +45,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from attnbench.results import Status, empty_entry
+
 # CUDA errors after which the context is unusable (cudaGetErrorString's words), and the library errors
 # that a kernel launched into a lost context reports.
 STICKY_ERRORS = (
@@ -245,7 +247,7 @@ def supervise(
         except Crash as crash:
             name, entry = _culprit(crash, {**spec, "candidates": remaining}, replay, log)
             culprits[name] = entry
-            verb = "timed out" if entry["status"] == "timeout" else "crashed"
+            verb = "timed out" if entry["status"] == Status.TIMEOUT else "crashed"
             log(f"{name} {verb}: {entry['reason']}; measuring {spec['shape']['name']} again without it")
     measured = document["candidates"]
     document["candidates"] = {name: culprits.get(name) or measured[name] for name in spec["candidates"]}
@@ -256,7 +258,7 @@ def rewritten(document: dict[str, Any]) -> list[str]:
     """The candidates whose entries `supervise` may have written into a shape's document (crashed, or
     timeout after the watchdog): the job validates such a document itself."""
     entries = document["candidates"].items()
-    return [name for name, entry in entries if entry["status"] in ("crashed", "timeout")]
+    return [name for name, entry in entries if entry["status"] in (Status.CRASHED, Status.TIMEOUT)]
 
 
 def _culprit(
@@ -286,20 +288,19 @@ def _culprit(
 
 def _entry(name: str, crash: Crash, spec: dict[str, Any], found_by: str) -> dict[str, Any]:
     """The culprit's entry (bench.schema.yaml: status crashed, `crash`; or timeout, after Hung)."""
-    # bench imports this module; and the job loads numpy only once a crash is recorded.
+    # the job loads numpy (attnbench.lock) only once a crash is recorded
     from attnbench import lock
-    from attnbench.bench import empty_entry
 
     phase = "its checks" if crash.candidate is not None else "the timed rounds or the audit"
     if isinstance(crash, Hung):
         alone = " (replayed alone in a fresh process)" if found_by.startswith("replayed") else ""
         return empty_entry(
-            "timeout", f"in {phase}, its process {crash.what}{alone}: it did not stop at its call_timeout_s"
+            Status.TIMEOUT, f"in {phase}, its process {crash.what}{alone}: it did not stop at its call_timeout_s"
         )
     command = replay_command({**spec, "candidates": [name]})
     variables = [f"{k}={v}" for k, v in sorted(lock.job_env(spec.get("lock")).items())]
     return empty_entry(
-        "crashed",
+        Status.CRASHED,
         f"in {phase}, its process {crash.what}; {DEBUG_HINT[spec['device']]}",
         crash={
             "what": crash.what,

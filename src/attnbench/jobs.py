@@ -31,6 +31,9 @@ Spec = dict[str, Any]
 
 @dataclass(frozen=True)
 class Job:
+    """A job and what the processes that run it (attnbench.cli, attnbench.worker) do for it: they
+    ask the job, never its name."""
+
     command: str
     help: str
     output: str  # relative to the working directory; {name} is the shape
@@ -38,6 +41,18 @@ class Job:
     gpu: bool  # leases a GPU when its spec's device is cuda
     build_spec: Callable[[dict[str, Any], str | None], Spec]
     run: Callable[[Spec, Path | None, Running | None], dict[str, Any]]
+    # Measures with this job's threads (host.job_threads), not those of the job that started the
+    # warm worker.
+    own_threads: bool = False
+    # Calls user code: measured in a supervised process (attnbench.isolation) under a watchdog, and a
+    # warm worker retires after a candidate ended in a RETIRING status (its CUDA context may be poisoned).
+    runs_user_code: bool = False
+    # Shown once the document is written (a failure to show it does not fail the job).
+    after_writing: Callable[[Spec, dict[str, Any]], None] | None = None
+
+    def remake(self) -> str:
+        """What running the same command again does for a missing output of this job."""
+        return "measure the shape again" if self.runs_user_code else f"make it again ({self.command})"
 
 
 @dataclass(frozen=True)
@@ -67,14 +82,9 @@ def launcher() -> Launcher:
     return Launcher(("env --block-signal=INT " if held else "") + "python -m attnbench")
 
 
-def schema_file(schemas: Path | None, name: str) -> Path | None:
-    """The schema `name` in the directory `schemas`; None (no validation) without a directory."""
-    return None if schemas is None else schemas / f"{name}.schema.yaml"
-
-
 def output_schema(command: str, schemas: str | Path | None) -> Path | None:
     """The schema the document of the job `command` must match; None (no validation) without a directory."""
-    return schema_file(None if schemas is None else Path(schemas), get(command).schema)
+    return files.schema_file(None if schemas is None else Path(schemas), get(command).schema)
 
 
 def _fingerprint_spec(run: dict[str, Any], name: str | None) -> Spec:
@@ -206,7 +216,7 @@ def _compare(spec: Spec, schemas: Path | None, running: Running | None) -> dict[
     from attnbench import files
     from attnbench.stats import compare_shape
 
-    bench = files.read_json(spec["bench"], schema_file(schemas, JOBS["benchmark"].schema))
+    bench = files.read_json(spec["bench"], files.schema_file(schemas, JOBS["benchmark"].schema))
     return compare_shape(bench, spec["reference"], **spec["stats"])
 
 
@@ -216,6 +226,12 @@ def _autotune(spec: Spec, schemas: Path | None, running: Running | None) -> dict
     return autotune.build(
         spec["bench"], spec["compare"], spec["csv"], schema_dir=schemas, settings=spec["stats"]
     )
+
+
+def _print_shape(spec: Spec, document: dict[str, Any]) -> None:
+    from attnbench import terminal
+
+    terminal.print_shape(spec["bench"], document)
 
 
 def _report(spec: Spec, schemas: Path | None, running: Running | None) -> dict[str, Any]:
@@ -245,6 +261,7 @@ JOBS: dict[str, Job] = {
             True,
             _calibrate_spec,
             _calibrate,
+            own_threads=True,
         ),
         Job(
             "benchmark",
@@ -254,6 +271,8 @@ JOBS: dict[str, Job] = {
             True,
             _benchmark_spec,
             _benchmark,
+            own_threads=True,
+            runs_user_code=True,
         ),
         Job(
             "compare",
@@ -263,6 +282,7 @@ JOBS: dict[str, Job] = {
             False,
             _compare_spec,
             _compare,
+            after_writing=_print_shape,
         ),
         # The run-wide steps run in the warm worker too: as Snakemake scripts they paid for a Python
         # with snakemake, scipy, pandas and matplotlib each time, 7 of the 19 s of an H200 edit loop.
@@ -366,18 +386,17 @@ def run(
             raise
         aside = files.set_aside(exc.path)
         where = f"moved aside to {aside}" if aside else "missing"
-        again = "measure the shape again" if made_by == "benchmark" else f"make it again ({made_by})"
         raise files.ResultFileError(
-            f"{exc}; {where}: run the same command again to {again}", exc.path
+            f"{exc}; {where}: run the same command again to {made_by.remake()}", exc.path
         ) from exc
 
 
-def producer(path: str | None) -> str | None:
+def producer(path: str | None) -> Job | None:
     """The job whose output `path` is, as a spec names it (relative to the working directory), or None."""
     for job in JOBS.values():
         pattern = re.escape(job.output).replace(re.escape("{name}"), r"[A-Za-z0-9_.-]+")
         if path is not None and re.fullmatch(pattern, path):
-            return job.command
+            return job
     return None
 
 

@@ -24,10 +24,24 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from attnbench.workloads import Shape
+
+class Shape(Protocol):
+    """What of a workload's shape (attnbench.workloads.Shape) its mask and score modification read:
+    a protocol, so this module stands below workloads, which builds its inputs from it."""
+
+    heads: int
+    seq: int
+    seq_kv: int
+    causal: bool
+    causal_alignment: str | None
+    window: tuple[int | None, int | None] | None
+    prefix: int
+    softcap: float
+    alibi: bool
+    seq_lens: tuple[int, ...] | None
+    seq_lens_kv: tuple[int, ...] | None
 
 ALIGNMENTS = ("top_left", "bottom_right")
 

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from attnbench.results import Status
+
 MB = 2**20
 OOM_RISK_FRACTION = 0.85
 # The CPU allocator keeps no counters; torch.profiler's memory events see its allocations.
@@ -132,6 +134,12 @@ def tensor_bytes(tensors: Any) -> int:
     return sum(seen.values())
 
 
+def tensors(result: Any) -> list[Any]:
+    """The tensors among a call's outputs (one tensor, or a tuple of output and gradients)."""
+    items = result if isinstance(result, (tuple, list)) else [result]
+    return [item for item in items if hasattr(item, "untyped_storage")]
+
+
 def _mb(nbytes: int | None) -> float | None:
     return None if nbytes is None else nbytes / MB
 
@@ -142,8 +150,6 @@ def footprint(kernel: Any, inputs: tuple[Any, ...], backward: bool, device: str)
     `backward`, the activations the forward saved for it and the backward's own workspace (its
     gradients excluded). `projected_mb` adds the inputs: the memory the workload needs on its own."""
     import torch
-
-    from attnbench.audit import tensors
 
     q, k, v, dout = inputs
     inputs_bytes = tensor_bytes([q, k, v, *([dout] if backward else [])])
@@ -208,7 +214,7 @@ def growth(benches: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         shape = bench["shape"]
         for name, entry in bench["candidates"].items():
             workspace = (entry.get("footprint") or {}).get("workspace_mb")
-            if entry["status"] == "ok" and workspace is not None and workspace >= FIT_FLOOR_MB:
+            if entry["status"] == Status.OK and workspace is not None and workspace >= FIT_FLOOR_MB:
                 points.setdefault(name, []).append((shape["seq"], workspace / (shape["batch"] * shape["heads"])))
     fits: dict[str, dict[str, Any]] = {}
     for name, found in points.items():

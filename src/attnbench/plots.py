@@ -21,6 +21,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
 
 from attnbench.files import Json
 from attnbench.formatting import num
+from attnbench.results import Status
 from attnbench.stats import TOO_FEW_ROUNDS
 
 PLOTS = ("latency", "roofline", "speedup", "memory")
@@ -63,7 +64,7 @@ def _label(text: Any) -> str:
 
 def _ok(frame: pd.DataFrame, column: str) -> pd.DataFrame:
     """Plots show correct candidates only, so that no figure suggests a wrong kernel is a result."""
-    rows = frame[(frame["status"] == "ok") & frame[column].notna()]
+    rows = frame[(frame["status"] == Status.OK) & frame[column].notna()]
     return rows.astype({column: float})
 
 
@@ -238,7 +239,7 @@ def _roofline_figure(frame: pd.DataFrame, ceilings: Json) -> Figure:
     ceiling of each dtype and read bandwidth x intensity. Untrusted results are drawn as crosses:
     they are the ones above a roof."""
     data = frame[
-        frame["status"].isin(["ok", "untrusted"]) & frame["tflops"].notna() & frame["intensity"].notna()
+        frame["status"].isin([Status.OK, Status.UNTRUSTED]) & frame["tflops"].notna() & frame["intensity"].notna()
     ]
     if data.empty:
         return _empty("Roofline: no candidate has status ok with a throughput")
@@ -247,7 +248,7 @@ def _roofline_figure(frame: pd.DataFrame, ceilings: Json) -> Figure:
     fig = Figure(figsize=(9.0, 5.6), layout="constrained")
     ax = fig.add_subplot()
     for (name, status), group in data.groupby(["candidate", "status"], sort=False):
-        untrusted = status == "untrusted"
+        untrusted = status == Status.UNTRUSTED
         ax.scatter(
             group["intensity"],
             group["tflops"],
@@ -337,7 +338,7 @@ def _speedup_figure(frame: pd.DataFrame) -> Figure:
             elif row["verdict"] == TOO_FEW_ROUNDS:
                 text[i][j] = "few rounds"
             else:
-                text[i][j] = "—" if row["status"] == "ok" else str(row["status"])
+                text[i][j] = "—" if row["status"] == Status.OK else str(row["status"])
     log2 = np.log2(speedup)
     bound = max(0.25, float(np.nanmax(np.abs(log2))))
     norm = Normalize(-bound, bound)

@@ -32,6 +32,7 @@ import numpy as np
 from attnbench import __version__, files, stats
 from attnbench.files import Json
 from attnbench.formatting import DASH, md, num, signed_pct
+from attnbench.results import Status
 
 VERDICTS = ("regression", "improvement", "unchanged", "undecided", "new", "missing", "failed", "incomparable")
 MARKER = "<!-- attnbench-ratchet -->"
@@ -113,7 +114,7 @@ def _median_problem(result: Json) -> tuple[str, str] | None:
     """What makes one candidate's stored result disagree with itself, as (field, why), or None."""
     values = result.get("samples_ms") or []
     median = result.get("median_ms")
-    ok = result.get("status") == "ok"
+    ok = result.get("status") == Status.OK
     if ok and not values:
         return "samples_ms", "none, for a result with status ok"
     if median is None:
@@ -191,10 +192,10 @@ def compare_shape(bench: Json, baseline: Json | None, config: Mapping[str, Any])
             "median_ms": now.get("median_ms"),
             "baseline_median_ms": None if then is None else then.get("median_ms"),
         }
-        if now["status"] != "ok":
-            unchanged = then is not None and then["status"] == now["status"] == "unsupported"
+        if now["status"] != Status.OK:
+            unchanged = then is not None and then["status"] == now["status"] == Status.UNSUPPORTED
             row.update(kind="unchanged" if unchanged else "failed", reason=now.get("reason"))
-        elif then is None or then["status"] != "ok":
+        elif then is None or then["status"] != Status.OK:
             why = "not in the baseline" if then is None else f"baseline status {then['status']}"
             row.update(kind="new", reason=why)
         elif changed:

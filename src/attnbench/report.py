@@ -25,11 +25,12 @@ from typing import Any, ClassVar
 import jinja2
 import pandas as pd
 
-from attnbench import autotune, formatting, headline, jobs, memory, quality
+from attnbench import autotune, formatting, headline, memory, quality
 from attnbench.candidates import JAGGED_BACKENDS, SDPA_BACKENDS
-from attnbench.files import Json, atomic_write_bytes, atomic_write_text, read_json, verified
+from attnbench.files import Json, atomic_write_bytes, atomic_write_text, read_json, schema_file, verified
 from attnbench.formatting import BOUND_MARKS, DASH, interval, num, pct, pm, speedup_interval
 from attnbench.plots import ALT, PLOTS, figures, positive
+from attnbench.results import Status
 from attnbench.stats import BLOCKS, MIN_ROUNDS, TOO_FEW_ROUNDS
 from attnbench.workloads import PADDED, POOL, describe_mask
 
@@ -121,7 +122,7 @@ def build_report(
     out: dict[str, str],
     *,
     schema_dir: str | Path | None,
-    title: str = jobs.REPORT_TITLE,
+    title: str,
 ) -> Json:
     """Validate every input against its schema (in `schema_dir`), write the outputs named in `out`, and
     return the headline the report leads with (the report job's document, which the run's end prints)."""
@@ -172,11 +173,11 @@ def read_run(
     schema_dir: str | Path | None,
 ) -> Run:
     schemas = None if schema_dir is None else Path(schema_dir)
-    benches = [read_json(p, jobs.schema_file(schemas, "bench")) for p in bench_paths]
-    compares = [read_json(p, jobs.schema_file(schemas, "compare")) for p in compare_paths]
-    ceilings = read_json(ceilings_path, jobs.schema_file(schemas, "ceilings"))
-    analysis = read_json(autotune_path, jobs.schema_file(schemas, "autotune"))
-    fingerprint = read_json(fingerprint_path, jobs.schema_file(schemas, "fingerprint"))
+    benches = [read_json(p, schema_file(schemas, "bench")) for p in bench_paths]
+    compares = [read_json(p, schema_file(schemas, "compare")) for p in compare_paths]
+    ceilings = read_json(ceilings_path, schema_file(schemas, "ceilings"))
+    analysis = read_json(autotune_path, schema_file(schemas, "autotune"))
+    fingerprint = read_json(fingerprint_path, schema_file(schemas, "fingerprint"))
     return Run(
         benches=benches,
         compares=compares,
@@ -742,7 +743,7 @@ def _matrix_section(summary: Json, analysis: Json | None = None) -> Section:
             cell = None if name is None else row["cells"].get(name)
             if cell is None:
                 line.append(_none_ok(row["cells"], members) if family is not None else DASH)
-            elif cell["status"] != "ok":
+            elif cell["status"] != Status.OK:
                 line.append(str(cell["status"]))
                 css[(r, c)] = f"status status-{cell['status']}"
             elif cell["verdict"] == "reference":
@@ -1459,7 +1460,7 @@ def _flagged_table(rows: list[dict[str, tuple[str, bool]]]) -> Table:
 def _not_ok_section(frame: pd.DataFrame, benches: list[Json]) -> Section:
     """One row per distinct (candidate, status, reason), the library's whole text and the traceback
     collapsed below. Candidates that cannot run here at all are in the headline, not repeated."""
-    bad = frame[frame["status"] != "ok"]
+    bad = frame[frame["status"] != Status.OK]
     title = "Candidates that did not produce a valid result"
     if bad.empty:
         return Section(title, [Para("Every other candidate ran and matched the reference on every shape.")])
@@ -1500,7 +1501,7 @@ def _how_given(rows: pd.DataFrame) -> list[Para]:
         PADDED: "the requests as a padded batch with a key-padding mask (each request's cache padded to the longest)",
     }
     said = []
-    took = rows[rows["status"] != "unsupported"]
+    took = rows[rows["status"] != Status.UNSUPPORTED]
     dense = took[took["dense_mask_work"].notna()]
     for layout, group in dense.groupby(dense["layout"].fillna("bhsd"), sort=False):  # none: older files
         said.append(

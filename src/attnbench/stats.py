@@ -58,6 +58,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
+from attnbench.results import Status
+
 TEST_PAIRED = "t_test_on_block_means_of_log_ratios"
 TEST_UNPAIRED = "welch_t_test_on_block_means_of_log_latencies"
 # Resamples are drawn in chunks of at most this many indices, so 10,000 resamples of a long run
@@ -430,7 +432,7 @@ def compare_shape(
     reason: str | None = None
     if ref is None:
         reason = f"reference {reference} is missing from the bench result"
-    elif ref_status != "ok":
+    elif ref_status != Status.OK:
         reason = f"reference {reference} is {ref_status}: {ref.get('reason')}"
 
     comparisons: list[dict[str, Any]] = []
@@ -440,13 +442,13 @@ def compare_shape(
         if name == reference:
             continue
         status = result["status"]
-        if status != "ok":
+        if status != Status.OK:
             skipped.append({"candidate": name, "status": status, "reason": result.get("reason")})
-        elif ref is None or ref_status != "ok":
+        elif ref is None or ref_status != Status.OK:
             skipped.append(
                 {
                     "candidate": name,
-                    "status": "ok",
+                    "status": Status.OK,
                     "reason": f"reference {reference} is {ref_status}",
                 }
             )

@@ -72,6 +72,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, TextIO
 
 from attnbench import files, isolation, jobs
+from attnbench.results import Status
 
 # ATTNBENCH_WORKER=0 runs each job without a worker (as under SLURM, where it always does): a benchmark job
 # measures its shape in a fresh child of its own, the others in their own process.
@@ -83,7 +84,7 @@ HELLO_TIMEOUT_S = 10.0
 CHILD_EXIT_S = 30.0  # a child's exit after its answer (torch's teardown), before it is killed
 # Variables that change what a worker would measure; a job whose values differ gets its own worker.
 KEY_PREFIXES = ("PYTHON", "CUDA", "CUBLAS", "CUDNN", "NVIDIA", "TORCH", "TRITON", "OMP", "MKL", "LD_")
-RETIRING_STATUSES = ("error", "timeout")
+RETIRING_STATUSES = (Status.ERROR, Status.TIMEOUT)
 
 
 class WorkerError(RuntimeError):
@@ -314,8 +315,8 @@ class Watchdog:
     def of(
         cls, command: str, spec: dict[str, Any], connection: socket.socket, pid: int | None = None
     ) -> Watchdog | None:
-        """A benchmark's watchdog; other jobs run no user code."""
-        if command != "benchmark":
+        """The watchdog of a job that runs user code (attnbench.jobs.Job.runs_user_code); None for another."""
+        if not jobs.get(command).runs_user_code:
             return None
         found = isolation.limits(spec)
         return None if found is None else cls(found, connection, pid)
@@ -570,7 +571,7 @@ def _retires(command: str, answer: dict[str, Any]) -> bool:
         return True
     if answer["result"].get("process_changes"):
         return True
-    if command != "benchmark":  # other documents have no statuses (the report's `candidates` are tallies)
+    if not jobs.get(command).runs_user_code:  # no statuses (the report's `candidates` are tallies)
         return False
     statuses = {entry["status"] for entry in answer["result"].get("candidates", {}).values()}
     return bool(statuses & set(RETIRING_STATUSES))

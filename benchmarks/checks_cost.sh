@@ -7,8 +7,10 @@ set -euo pipefail
 runs=${1:-2}; before=${2:-9841d62}
 work=$(mktemp -d); root=$(pwd)
 for arm in after before; do mkdir -p "$work/$arm"; done
-tar -c Snakefile workflow scripts envs profiles examples config.yaml src | tar -x -C "$work/after"
-git archive "$before" -- Snakefile workflow scripts envs profiles examples config.yaml src | tar -x -C "$work/before"
+# the workflow of each commit, in either layout (root Snakefile and config.yaml before f52e9ed's successor)
+layout='^(Snakefile|workflow|scripts|envs|profiles|examples|config|config.yaml|src)$'
+tar -c $(ls | grep -E "$layout") | tar -x -C "$work/after"
+git archive "$before" -- $(git ls-tree --name-only "$before" | grep -E "$layout") | tar -x -C "$work/before"
 for ((i = 1; i <= runs; i++)); do
   for arm in after before; do
     (cd "$work/$arm" && rm -rf results .snakemake &&

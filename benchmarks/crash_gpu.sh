@@ -12,7 +12,8 @@ out=$(realpath -m "${1:?usage: crash_gpu.sh OUT_DIR}")
 root=$(pwd)
 work=$(mktemp -d)
 cp tests/triton_kernels.py "$work/"
-cat >"$work/config.yaml" <<'YAML'
+mkdir -p "$work/config"
+cat >"$work/config/config.yaml" <<'YAML'
 device: cuda
 dtype: bfloat16
 candidates: [flash, cudnn, math, "triton_kernels:stores_out_of_bounds", "triton_kernels:stores_out_of_bounds_while_timed"]
@@ -25,7 +26,7 @@ shapes:
 YAML
 mkdir -p "$out/bench" "$out/logs"
 code=0
-snakemake -s "$root/Snakefile" --directory "$work" --cores 1 --resources gpu=1 >"$out/run.log" 2>&1 || code=$?
+snakemake -s "$root/workflow/Snakefile" --directory "$work" --cores 1 --resources gpu=1 >"$out/run.log" 2>&1 || code=$?
 echo "snakemake exit code: $code" | tee -a "$out/run.log"
 cp "$work"/results/bench/*.json "$out/bench/" || true
 cp "$work"/results/logs/bench/*.log "$out/logs/" || true

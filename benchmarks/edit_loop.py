@@ -44,7 +44,7 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-WORKFLOW_FILES = ("Snakefile", "workflow", "scripts", "envs", "profiles")
+WORKFLOW_FILES = ("workflow", "profiles")
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "--cores", "1", "--resources", "gpu=1"]
 KERNEL = "edit_kernel"
 # The user kernel: SDPA over its heads in SPLIT chunks. Each edit flips SPLIT between 1 and 2 (another call
@@ -219,7 +219,8 @@ def main() -> int:
     for name in WORKFLOW_FILES:
         source = ROOT / name
         (shutil.copytree if source.is_dir() else shutil.copy)(source, work / name)
-    (work / "config.yaml").write_text(yaml.safe_dump(config(args.device, shape), sort_keys=False))
+    (work / "config").mkdir(exist_ok=True)
+    (work / "config" / "config.yaml").write_text(yaml.safe_dump(config(args.device, shape), sort_keys=False))
     kernel = work / f"{KERNEL}.py"
     kernel.write_text(KERNEL_SOURCE)
 

@@ -402,7 +402,7 @@ def print_by_dtype(table: list[dict[str, Any]]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", nargs="+", default=["config.yaml"], help="configs whose shapes to run")
+    parser.add_argument("--config", nargs="+", default=["config/config.yaml"], help="configs whose shapes to run")
     parser.add_argument(
         "--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu"
     )

@@ -15,7 +15,7 @@
 #   OUT=${TMPDIR:-/tmp}/attnbench-many-shapes  (exports, logs, machine.txt; kept)
 #   KEEP=1  keep the temporary workflow copies (printed), otherwise they are deleted.
 #
-# Method. Everything runs in temporary copies of the workflow (Snakefile workflow scripts envs
+# Method. Everything runs in temporary copies of the workflow (workflow config profiles examples
 # profiles examples, the files tests/test_workflow.py copies), so the checkout's results/ and
 # .snakemake/ are untouched; attnbench itself is imported from the active environment. The
 # copy's profiles/default applies as in any run (rerun-triggers: params, input, software-env).
@@ -72,7 +72,7 @@ fail() { echo "FAIL: $*" >&2; exit 1; }
 
 copy_workflow() {  # copy_workflow DIR
     mkdir -p "$1"
-    for name in Snakefile workflow scripts envs profiles examples; do cp -r "$ROOT/$name" "$1/"; done
+    for name in workflow profiles examples; do cp -r "$ROOT/$name" "$1/"; done; mkdir -p "$1/config"
 }
 
 time_it() {  # time_it NAME DIR COMMAND
@@ -88,13 +88,13 @@ time_it() {  # time_it NAME DIR COMMAND
     echo "snakemake: $(snakemake --version)"
     echo "python: $(python --version 2>&1 | cut -d' ' -f2)"
     echo "hyperfine: $(hyperfine --version | cut -d' ' -f2)"
-    echo "attnbench commit: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet HEAD -- src workflow Snakefile scripts profiles 2>/dev/null || echo ' (+ uncommitted changes)')"
+    echo "attnbench commit: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet HEAD -- src workflow config profiles 2>/dev/null || echo ' (+ uncommitted changes)')"
     echo "shapes: $N"
 } | tee "$OUT/machine.txt"
 
 step "0. smoke: the real workflow on $SMOKE shapes"
 copy_workflow "$WORK/smoke"
-python "$HELPER" config "$N" "$WORK/smoke/config.yaml" --first "$SMOKE"
+python "$HELPER" config "$N" "$WORK/smoke/config/config.yaml" --first "$SMOKE"
 start=$(date +%s)
 (cd "$WORK/smoke" && "${SM[@]}" >"$OUT/smoke_run.log" 2>&1) || { tail -30 "$OUT/smoke_run.log"; fail "real run"; }
 echo "real run: $(grep -o '[0-9]* of [0-9]* steps (100%) done' "$OUT/smoke_run.log") in $(( $(date +%s) - start )) s"
@@ -104,13 +104,13 @@ echo "real run: $(grep -o '[0-9]* of [0-9]* steps (100%) done' "$OUT/smoke_run.l
 step "1. (a) dry run, fresh copy, $N shapes"
 WF=$WORK/wf
 copy_workflow "$WF"
-python "$HELPER" config "$N" "$WF/config.yaml"
+python "$HELPER" config "$N" "$WF/config/config.yaml"
 (cd "$WF" && "${SM[@]}" --dry-run 2>&1 | sed -n '/^Job stats/,/^total/p')
 time_it dryrun_fresh "$WF" "${SM[*]} --dry-run"
 
 step "2.i real jobs for the first $REAL shapes, fingerprint and calibration"
 real_targets=(results/env/fingerprint.json results/env/ceilings.json)
-for name in $(python -c "import yaml,sys; print(*[s['name'] for s in yaml.safe_load(open(sys.argv[1]))['shapes'][:int(sys.argv[2])]])" "$WF/config.yaml" "$REAL"); do
+for name in $(python -c "import yaml,sys; print(*[s['name'] for s in yaml.safe_load(open(sys.argv[1]))['shapes'][:int(sys.argv[2])]])" "$WF/config/config.yaml" "$REAL"); do
     real_targets+=("results/bench/$name.json" "results/compare/$name.json")
 done
 start=$(date +%s)
@@ -149,7 +149,7 @@ time_it rerun_noop "$WF" "${SM[*]}"
 (cd "$WF" && "${SM[@]}" 2>&1 | tail -1)
 
 step "4. control: one shape's dim changed under the same name"
-changed=$(python "$HELPER" mutate "$WF/config.yaml" "$WORK/changed.yaml")
+changed=$(python "$HELPER" mutate "$WF/config/config.yaml" "$WORK/changed.yaml")
 echo "changed: $changed"
 (cd "$WF" && "${SM[@]}" --dry-run --configfile "$WORK/changed.yaml" >"$OUT/control.log" 2>&1)
 stats=$(sed -n '/^Job stats/,/^total/p' "$OUT/control.log")

@@ -14,7 +14,7 @@ out=${1:-docs/validation/one-inference-cpu}
 case $out in /*) ;; *) out=$root/$out ;; esac
 work=$(mktemp -d "${TMPDIR:-/tmp}/one-inference.XXXXXX")
 trap 'rm -rf "$work"' EXIT
-tar -c Snakefile workflow scripts envs profiles examples config.yaml src | tar -x -C "$work"
+tar -c workflow config profiles examples src | tar -x -C "$work"
 mkdir -p "$out"
 
 cd "$work"

@@ -1,12 +1,12 @@
 """What one process per job costs: the pipeline's wall time against one process that does the same
 work (issue 5; docs/scale.md has the results).
 
-    python benchmarks/process_cost.py [--config config.yaml] [--out docs/process-cost/GPU.json]
+    python benchmarks/process_cost.py [--config config/config.yaml] [--out docs/process-cost/GPU.json]
 
 From the repository root, with snakemake, attnbench and torch importable. Two arms, one after the
 other, on the same device:
   pipeline  `snakemake --cores 1 --resources gpu=1` on the config, in a fresh working directory
-            (-s Snakefile --directory WORK): fingerprint, calibrate, one benchmark job per shape,
+            (-s workflow/Snakefile --directory WORK): fingerprint, calibrate, one benchmark job per shape,
             compare, report. Set ATTNBENCH_WORKER=0 to measure it without the per-GPU worker.
   loop      one Python process that calls the same library functions on the same specs, in the
             same order, and writes the same files; each shape through attnbench.jobs.run("benchmark", ...),
@@ -114,7 +114,7 @@ def arm_env(work: Path, arm: str) -> dict[str, str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", type=Path, default=ROOT / "config.yaml")
+    parser.add_argument("--config", type=Path, default=ROOT / "config" / "config.yaml")
     parser.add_argument("--out", type=Path, help="JSON of the measurement (default: print only)")
     parser.add_argument("--work", type=Path, help="working directory (default: a new temporary one)")
     parser.add_argument("--loop-arm", nargs=2, type=Path, metavar=("CONFIG", "OUT_DIR"), help=argparse.SUPPRESS)
@@ -123,16 +123,16 @@ def main() -> None:
         return loop(*args.loop_arm)
 
     work = args.work or Path(tempfile.mkdtemp(prefix="attnbench-process-cost-"))
-    (work / "pipeline").mkdir(parents=True, exist_ok=True)
+    (work / "pipeline" / "config").mkdir(parents=True, exist_ok=True)
     (work / "config.yaml").write_text(args.config.read_text())
-    (work / "pipeline" / "config.yaml").write_text(args.config.read_text())
+    (work / "pipeline" / "config" / "config.yaml").write_text(args.config.read_text())
     print(f"working in {work}", file=sys.stderr, flush=True)
 
     # Untimed: read the libraries into the page cache once, so that the first arm does not pay for the
     # cold disk on the second's behalf.
     warm = "torch, torch._dynamo, torch._inductor.compile_fx, torch.nn.attention.flex_attention, scipy.stats, pandas, matplotlib.pyplot, snakemake"
     subprocess.run([sys.executable, "-c", f"import {warm}"], check=True)
-    snakemake = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory",
+    snakemake = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "workflow" / "Snakefile"), "--directory",
                  str(work / "pipeline"), "--cores", "1", "--resources", "gpu=1"]  # fmt: skip
     pipeline_wall, _ = timed(snakemake, work / "pipeline.log", arm_env(work, "pipeline"))
     print(f"pipeline: {pipeline_wall:.1f} s", file=sys.stderr, flush=True)

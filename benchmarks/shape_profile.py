@@ -6,7 +6,7 @@ job, its document validated and serialised as the worker sends it), under cProfi
 paused inside timing.measure (warm-up and sampling, what duty counts as measuring), and prints per
 shape the job's wall time, the time measuring and the functions that took the most of the rest.
 
-    python3 benchmarks/shape_profile.py [--config config.yaml] [--candidates flash,efficient,...]
+    python3 benchmarks/shape_profile.py [--config config/config.yaml] [--candidates flash,efficient,...]
         [--shapes NAME,NAME] [--top 20] [--out profile.json]
 
 Run it from the repository root on the machine whose numbers it explains; cProfile slows Python
@@ -111,7 +111,7 @@ def _print(shape: dict[str, Any]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default=str(ROOT / "config.yaml"))
+    parser.add_argument("--config", default=str(ROOT / "config" / "config.yaml"))
     parser.add_argument("--candidates", help="comma-separated; default the config's")
     parser.add_argument("--shapes", help="comma-separated shape names; default all of the config's")
     parser.add_argument("--top", type=int, default=20)

@@ -16,7 +16,7 @@ watch, adaptive stopping), attnbench.stats.compare (the significance test) and, 
 * canaries: each dishonest kernel of tests/dishonest_kernels.py among cuDNN, in each timing mode it
   can run in, through attnbench.bench.run_shape: it must end `incorrect` or `untrusted` with the
   reason the check gives, and cuDNN must stay `ok`.
-* false_alarms: the default config.yaml's GPU sweep through the benchmark job's own code
+* false_alarms: the default config/config.yaml's GPU sweep through the benchmark job's own code
   (attnbench.jobs.run("benchmark", ...) on the spec attnbench.jobs builds), against ceilings measured
   by attnbench.calibrate: every result that is `untrusted`, or `incorrect` only after sampling, is
   a false alarm (target 0); with the largest fraction of the bound and of profiled over measured time.
@@ -427,7 +427,7 @@ def canaries(folder: Path) -> list[dict[str, Any]]:
 def false_alarms(folder: Path) -> dict[str, Any]:
     import yaml
 
-    run = run_config.effective(yaml.safe_load((ROOT / "config.yaml").read_text()))
+    run = run_config.effective(yaml.safe_load((ROOT / "config" / "config.yaml").read_text()))
     ceilings = str(ceilings_file(folder))
     results, alarms, shares, fractions, audit_s = 0, [], [], [], []
     for name in run_config.shape_names(run):
@@ -446,7 +446,7 @@ def false_alarms(folder: Path) -> dict[str, Any]:
         say(f"false_alarms {name}: {len(alarms)} so far, audit {document['audit_s']:.2f} s")
     top_fraction, top_share = max(fractions), max(shares)
     return {
-        "config": "config.yaml (default GPU sweep)",
+        "config": "config/config.yaml (default GPU sweep)",
         "results": results,
         "false_alarms": len(alarms),
         "alarms": alarms,

@@ -16,12 +16,15 @@ from typing import Any
 
 import numpy as np
 import pytest
+import yaml
 
-from attnbench import files
+from attnbench import config, files
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMAS = ROOT / "workflow" / "schemas"
-WORKFLOW_FILES = ("Snakefile", "workflow", "scripts", "envs", "profiles", "examples")
+WORKFLOW_FILES = ("workflow", "profiles", "examples")
+# The checkout's config (Snakemake's standard layout), and where a run's config goes in its folder.
+CONFIG = ROOT / config.CONFIG_FILE
 
 
 def copy_workflow(dest: Path) -> Path:
@@ -30,6 +33,14 @@ def copy_workflow(dest: Path) -> Path:
         source = ROOT / name
         (shutil.copytree if source.is_dir() else shutil.copy)(source, dest / name)
     return dest
+
+
+def write_config(workdir: Path, run_config: dict[str, Any]) -> Path:
+    """`run_config` as the config of the workflow run in `workdir` (copy_workflow's folder)."""
+    path = workdir / config.CONFIG_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(run_config, sort_keys=False))
+    return path
 
 
 # A small CPU run of the whole workflow (device: auto on a machine without CUDA).

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 import yaml
-from helpers import ROOT, SCHEMAS, copy_workflow, snakemake
+from helpers import CONFIG, ROOT, SCHEMAS, copy_workflow, snakemake, write_config
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import update_config, validate
 
@@ -24,7 +24,7 @@ def cuda_usable(monkeypatch):
 
 
 def default_config():
-    return yaml.safe_load((ROOT / "config.yaml").read_text())
+    return yaml.safe_load(CONFIG.read_text())
 
 
 def test_default_config_is_valid_and_fills_defaults():
@@ -165,7 +165,7 @@ def test_a_billion_shared_values_are_refused_in_milliseconds():
         "from attnbench import config\n"
         "value = ['x'] * 10\n"
         "for _ in range(8):\n    value = [value] * 10\n"
-        "given = yaml.safe_load(open('config.yaml'))\n"
+        "given = yaml.safe_load(open('config/config.yaml'))\n"
         "given['report'] = {'title': value}\n"
         "began = time.perf_counter()\n"
         "for check in (lambda: config.validate(given, 'workflow/schemas/config.schema.yaml'), lambda: config.effective(given)):\n"
@@ -329,7 +329,7 @@ def planned_specs(workdir, *args) -> list[dict]:
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
     workdir = copy_workflow(tmp_path_factory.mktemp("overrides"))
-    (workdir / "config.yaml").write_text((ROOT / "config.yaml").read_text())
+    write_config(workdir, yaml.safe_load(CONFIG.read_text()))
     return workdir
 
 

@@ -2,7 +2,7 @@
 
 import pytest
 import yaml
-from helpers import ROOT, SCHEMAS, bench_spec
+from helpers import CONFIG, ROOT, SCHEMAS, bench_spec
 
 from attnbench import candidates, config, files
 from attnbench.bench import run_shape
@@ -129,7 +129,7 @@ def test_builtin_candidates_take_the_same_workload_object():
 
 def _run_config(tmp_path, monkeypatch, names, reference="math"):
     monkeypatch.chdir(tmp_path)
-    given = yaml.safe_load((ROOT / "config.yaml").read_text())
+    given = yaml.safe_load(CONFIG.read_text())
     given.update(device="cpu", candidates=names, reference=reference)
     given.pop("cpu", None)
     return config.effective(given)

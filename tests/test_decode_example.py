@@ -8,7 +8,7 @@ checks as in a run (the float64 reference, the refilled inputs, the NaN slots of
 
 import pytest
 import yaml
-from helpers import ROOT, SCHEMAS, bench_spec
+from helpers import CONFIG, ROOT, SCHEMAS, bench_spec
 from snakemake.utils import update_config
 
 from attnbench import candidates, device, presets
@@ -29,7 +29,7 @@ def at_root(monkeypatch, locked_env):
 
 def example_config():
     """examples/decode.yaml merged into config.yaml, as `snakemake --configfile` merges it."""
-    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    config = yaml.safe_load(CONFIG.read_text())
     update_config(config, yaml.safe_load((ROOT / "examples" / "decode.yaml").read_text()))
     return config
 

@@ -10,8 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
-from helpers import CPU_CONFIG, CPU_SHAPES, ROOT, copy_workflow, snakemake
+from helpers import CPU_CONFIG, CPU_SHAPES, ROOT, copy_workflow, snakemake, write_config
 
 SCRIPT = ROOT / "benchmarks" / "duty.py"
 TOLERANCE_S = 0.05  # the clocks' resolution: the process's creation to 10 ms, file mtimes coarser than 1 ms
@@ -33,7 +32,7 @@ def finished_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("duty_run")
     copy_workflow(workdir)
     config = copy.deepcopy(CPU_CONFIG)
-    (workdir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    write_config(workdir, config)
     snakemake(workdir)
     return workdir
 

@@ -12,8 +12,7 @@ from collections import namedtuple
 from pathlib import Path
 
 import pytest
-import yaml
-from helpers import CPU_CONFIG, copy_workflow, run_snakemake
+from helpers import CPU_CONFIG, copy_workflow, run_snakemake, write_config
 
 from attnbench import faults, terminal
 
@@ -118,7 +117,7 @@ def test_a_full_disk_stops_the_run_with_attnbenchs_line_and_leaves_nothing(small
     workdir = small_disk / "run"
     workdir.mkdir()
     copy_workflow(workdir)
-    (workdir / "config.yaml").write_text(yaml.safe_dump(CPU_CONFIG, sort_keys=False))
+    write_config(workdir, CPU_CONFIG)
     free = shutil.disk_usage(small_disk).free
     (small_disk / "filler").write_bytes(b"\0" * (free - (1 << 20)))
     ran = run_snakemake(workdir)

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import ROOT, copy_workflow
+from helpers import CONFIG, ROOT, copy_workflow, write_config
 
 from attnbench import configfile
+from attnbench.config import CONFIG_FILE
 
 
 def cpu_shape(config: dict) -> dict:
@@ -67,7 +68,7 @@ CASES = {
     ),
     "duplicate shape names": (
         lambda c: c["cpu"]["shapes"].append(dict(cpu_shape(c))),
-        ["duplicate shape names", cpu_shape(yaml.safe_load((ROOT / "config.yaml").read_text()))["name"]],
+        ["duplicate shape names", cpu_shape(yaml.safe_load(CONFIG.read_text()))["name"]],
     ),
     "name escaping results/": (lambda c: cpu_shape(c).update(name="../../etc"), ["'../../etc'", "name"]),
     "name with markup": (lambda c: cpu_shape(c).update(name="<img src=x>"), ["'<img src=x>'", "name"]),
@@ -112,9 +113,9 @@ def test_bad_config_stops_before_any_job(workdir, case):
     if case == "device cuda without CUDA" and torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     mutate, expected = CASES[case]
-    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    config = yaml.safe_load(CONFIG.read_text())
     mutate(config)
-    (workdir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    write_config(workdir, config)
     shutil.rmtree(workdir / "results", ignore_errors=True)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     proc = subprocess.run(
@@ -152,7 +153,7 @@ def _mapping_bomb(levels: int = 9) -> str:
 
 
 def _default_text() -> str:
-    return yaml.safe_dump(yaml.safe_load((ROOT / "config.yaml").read_text()), sort_keys=False)
+    return yaml.safe_dump(yaml.safe_load(CONFIG.read_text()), sort_keys=False)
 
 
 # Raw config files, each refused in seconds (the old code hung on the first two for minutes).
@@ -191,8 +192,9 @@ def test_a_hostile_config_file_stops_in_seconds(workdir, case):
     over 300 s. Now: refused before Snakemake's loader (config.yaml) or its schema (a --configfile,
     which Snakemake loads before the workflow runs) see them."""
     text, args, expected = FILE_CASES[case]
-    (workdir / "config.yaml").write_text(_default_text())
-    target = workdir / (args[-1] if args else "config.yaml")
+    (workdir / CONFIG_FILE).parent.mkdir(exist_ok=True)
+    (workdir / CONFIG_FILE).write_text(_default_text())
+    target = workdir / (args[-1] if args else CONFIG_FILE)
     target.write_text(text())
     shutil.rmtree(workdir / "results", ignore_errors=True)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
@@ -237,5 +239,5 @@ def test_a_config_file_beyond_a_bound_is_refused_without_being_loaded(tmp_path, 
 
 
 def test_the_repositorys_config_files_are_within_the_bounds():
-    configfile.check_files([ROOT / "config.yaml", *sorted((ROOT / "examples").glob("*.yaml"))])
+    configfile.check_files([CONFIG, *sorted((ROOT / "examples").glob("*.yaml"))])
     configfile.check_value(yaml.safe_load((ROOT / "examples" / "decode.yaml").read_text()))

@@ -17,8 +17,7 @@ import sys
 
 import helpers
 import pytest
-import yaml
-from helpers import ROOT, SCHEMAS, alive, copy_workflow, wait_until
+from helpers import ROOT, SCHEMAS, alive, copy_workflow, wait_until, write_config
 
 from attnbench import config, files, host, isolation, jobs
 from attnbench.bench import run_shape
@@ -195,7 +194,7 @@ def test_a_kernel_that_kills_its_process_costs_only_its_own_result(tmp_path):
     shutil.copy(ROOT / "tests" / "crashing_kernels.py", tmp_path)
     config = copy.deepcopy(helpers.CPU_CONFIG)
     config["cpu"]["candidates"] = ["math", "flash", "crashing_kernels:exits"]
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    write_config(tmp_path, config)
     helpers.snakemake(tmp_path)  # exits 0: every job wrote its result
     results = tmp_path / "results"
     for shape in helpers.CPU_SHAPES:

@@ -13,8 +13,7 @@ import time
 
 import helpers
 import pytest
-import yaml
-from helpers import copy_workflow
+from helpers import copy_workflow, write_config
 
 from attnbench import files, lease
 
@@ -123,7 +122,7 @@ def test_workflow_runs_one_benchmark_job_per_fake_gpu(tmp_path):
         "candidates": ["flash", "math"],
         "shapes": [{**helpers.CPU_SHAPES[0], "name": f"s{i}"} for i in range(6)],
     }
-    (workdir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    write_config(workdir, config)
     env = {"ATTNBENCH_GPUS": "fake0,fake1,fake2", "ATTNBENCH_LEASE_DIR": str(tmp_path / "leases")}
     helpers.snakemake(workdir, gpus=3, env=env)
 

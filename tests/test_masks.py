@@ -230,8 +230,7 @@ def test_every_mask_kind_runs_through_the_whole_workflow(tmp_path):
     import json
     import shutil
 
-    import yaml
-    from helpers import ROOT, copy_workflow, snakemake
+    from helpers import ROOT, copy_workflow, snakemake, write_config
 
     copy_workflow(tmp_path)
     shutil.copy(ROOT / "tests" / "contract_kernels.py", tmp_path)
@@ -245,7 +244,7 @@ def test_every_mask_kind_runs_through_the_whole_workflow(tmp_path):
         "calibrate": {"matmul_size": 128, "copy_mb": 8, "rounds": 3},
     }
     config = {"device": "cpu", **section, "cpu": section}
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    write_config(tmp_path, config)
     snakemake(tmp_path)
     statuses = {}
     for shape in WORKFLOW_SHAPES:

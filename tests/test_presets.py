@@ -13,7 +13,7 @@ from importlib import resources
 import jsonschema
 import pytest
 import yaml
-from helpers import ROOT, SCHEMAS
+from helpers import CONFIG, SCHEMAS
 
 from attnbench import capacity, device, presets
 from attnbench import config as run_config
@@ -294,7 +294,7 @@ def cuda_usable(monkeypatch):
 
 @pytest.mark.parametrize("name", sorted(SWEEPS))
 def test_every_sweep_expands_with_a_preset_into_shapes_the_config_takes(name, cuda_usable):
-    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    config = yaml.safe_load(CONFIG.read_text())
     config["device"] = "cpu"
     config["cpu"]["shapes"] = [{"name": "llama", "preset": "llama-3.1-8b", "sweep": name}]
     run_config.validate(config, str(SCHEMAS / "config.schema.yaml"))

@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from fixtures_report import SCHEMAS, build, write_run
-from helpers import CPU_CONFIG, copy_workflow, planned_jobs, snakemake
+from helpers import CPU_CONFIG, copy_workflow, planned_jobs, snakemake, write_config
 
 from attnbench import files, jobs, report
 from attnbench.report import Para, Table
@@ -132,7 +131,7 @@ def test_each_result_records_its_commit_and_a_new_commit_records_the_environment
     workdir = tmp_path / "checkout"
     workdir.mkdir()
     copy_workflow(workdir)
-    (workdir / "config.yaml").write_text(yaml.safe_dump(CPU_CONFIG, sort_keys=False))
+    write_config(workdir, CPU_CONFIG)
     (workdir / "notes.txt").write_text("one\n")
     env = {
         "GIT_CONFIG_GLOBAL": "/dev/null",

@@ -12,6 +12,7 @@ import yaml
 from helpers import ROOT
 
 from attnbench import cli, quick, shape_syntax
+from attnbench.config import CONFIG_FILE
 
 
 @pytest.mark.parametrize(
@@ -146,7 +147,7 @@ def test_the_workflow_runs_from_the_checkout_with_its_profile(tmp_path, monkeypa
     monkeypatch.delenv(quick.CHECKOUT_VARIABLE, raising=False)
     assert quick.checkout() == ROOT  # the editable install's
     command = quick.snakemake_command(ROOT, tmp_path, 1, ["-n"])
-    assert command[command.index("--snakefile") + 1] == str(ROOT / "Snakefile")
+    assert command[command.index("--snakefile") + 1] == str(ROOT / quick.SNAKEFILE)
     assert command[command.index("--workflow-profile") + 1] == str(ROOT / "profiles" / "default")
     assert command[command.index("--directory") + 1] == str(tmp_path)
     assert command[-1] == "-n"
@@ -165,7 +166,7 @@ def test_without_a_checkout_run_says_what_to_do(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv(quick.CHECKOUT_VARIABLE, str(tmp_path))
     assert cli.main(["run", "--shape", "b1_h2_s32_d16"]) == 2
     err = capsys.readouterr().err
-    assert "no Snakefile" in err and "pip install -e ." in err and quick.CHECKOUT_VARIABLE in err
+    assert f"no {quick.SNAKEFILE}" in err and "pip install -e ." in err and quick.CHECKOUT_VARIABLE in err
 
 
 def test_a_bad_shape_or_config_stops_before_the_workflow(tmp_path, monkeypatch, capsys):
@@ -240,7 +241,7 @@ def test_attnbench_run_end_to_end_on_the_cpu(tmp_path):
     report = workdir / "results" / "report" / "report.html"
     assert report.stat().st_size > 0 and str(report) in out
     assert "b1_h2_s64_d16" in out.rsplit("working directory", 1)[1]
-    config = yaml.safe_load((workdir / "config.yaml").read_text())
+    config = yaml.safe_load((workdir / CONFIG_FILE).read_text())
     assert config["cpu"]["timing"]["max_time_s"] == 1
     bench = yaml.safe_load((workdir / "results" / "bench" / "b1_h2_s64_d16.json").read_text())
     statuses = {name: entry["status"] for name, entry in bench["candidates"].items()}

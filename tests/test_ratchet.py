@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 import yaml
-from helpers import ROOT, SCHEMAS, copy_workflow, snakemake
+from helpers import ROOT, SCHEMAS, copy_workflow, snakemake, write_config
 
 from attnbench import SCHEMA_VERSION, cli, files, ratchet
 
@@ -416,7 +416,7 @@ def test_the_ratchet_loop_through_the_workflow(tmp_path):
         "cpu": section,
         "ratchet": {"threshold": 0.5, "resolution": 0.5},
     }
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    write_config(tmp_path, config)
     snakemake(tmp_path)
     gate = [sys.executable, "-m", "attnbench", "gate", "results/ratchet/verdict.json"]
     subprocess.run(
@@ -448,7 +448,7 @@ def test_the_ratchet_loop_through_the_workflow(tmp_path):
     assert "| s256 | kernels_under_test:mine | regression | +" in comment
 
     config["candidates"] = config["cpu"]["candidates"] = ["math"]
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    write_config(tmp_path, config)
     snakemake(tmp_path, "--config", "baseline=baseline.json")
     verdict = json.loads((tmp_path / "results/ratchet/verdict.json").read_text())
     counts = verdict["counts"]

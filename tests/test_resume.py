@@ -16,8 +16,7 @@ from pathlib import Path
 
 import helpers
 import pytest
-import yaml
-from helpers import SCHEMAS, copy_workflow, snakemake
+from helpers import SCHEMAS, copy_workflow, snakemake, write_config
 
 from attnbench import files
 
@@ -153,7 +152,7 @@ def start_then_kill_inside_a_benchmark(workdir: Path) -> str:
 
 def test_kill_9_inside_a_benchmark_then_unlock_and_rerun_completes(tmp_path):
     copy_workflow(tmp_path)
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(CONFIG, sort_keys=False))
+    write_config(tmp_path, CONFIG)
     results = tmp_path / "results"
     watcher = Watcher(results)
     watcher.start()

@@ -16,8 +16,7 @@ from pathlib import Path
 
 import helpers
 import pytest
-import yaml
-from helpers import ROOT, copy_workflow
+from helpers import ROOT, copy_workflow, write_config
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -57,7 +56,7 @@ def slurm_run(tmp_path_factory):
     if why:
         pytest.skip(f"no SLURM controller answers: {why}")
     workdir = copy_workflow(tmp_path_factory.mktemp("slurm"))
-    (workdir / "config.yaml").write_text(yaml.safe_dump(helpers.CPU_CONFIG, sort_keys=False))
+    write_config(workdir, helpers.CPU_CONFIG)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     # Snakemake ignores SIGTERM while jobs run; on SIGINT it cancels its SLURM jobs (scancel), and -k kills
     # it if that hangs. --foreground: one SIGINT to Snakemake alone; timeout's default also signals the

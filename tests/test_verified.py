@@ -15,9 +15,8 @@ from typing import Any
 
 import pandas as pd
 import pytest
-import yaml
 from fixtures_report import SCHEMAS, write_run
-from helpers import CPU_CONFIG, check_finished_run, copy_workflow, run_snakemake, snakemake
+from helpers import CPU_CONFIG, check_finished_run, copy_workflow, run_snakemake, snakemake, write_config
 
 from attnbench import files, jobs
 
@@ -188,7 +187,7 @@ def test_each_result_path_names_the_step_that_makes_it() -> None:
 def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     workdir = tmp_path_factory.mktemp("verified")
     copy_workflow(workdir)
-    (workdir / "config.yaml").write_text(yaml.safe_dump(CPU_CONFIG, sort_keys=False))
+    write_config(workdir, CPU_CONFIG)
     snakemake(workdir)
     return workdir
 

@@ -20,9 +20,11 @@ from helpers import (
     run_snakemake,
     snakemake,
     wait_until,
+    write_config,
 )
 
 from attnbench import files, headline
+from attnbench.config import CONFIG_FILE
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +34,7 @@ pytestmark = pytest.mark.slow
 def finished_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("workflow")
     copy_workflow(workdir)
-    (workdir / "config.yaml").write_text(yaml.safe_dump(CPU_CONFIG, sort_keys=False))
+    write_config(workdir, CPU_CONFIG)
     (workdir / "first-run.out").write_text(snakemake(workdir))
     return workdir
 
@@ -73,9 +75,9 @@ def test_a_finished_run_moved_to_another_path_reruns_nothing(finished_run, tmp_p
 
 
 def test_editing_one_shape_reruns_only_that_shape_and_the_report(finished_run):
-    config = yaml.safe_load((finished_run / "config.yaml").read_text())
+    config = yaml.safe_load((finished_run / CONFIG_FILE).read_text())
     config["cpu"]["shapes"][0]["batch"] = 2
-    (finished_run / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    write_config(finished_run, config)
     assert planned_jobs(finished_run) == {"benchmark": 1, "compare": 1, "autotune": 1, "report": 1}
     out = snakemake(finished_run, "--dry-run")
     assert "Benchmark s64:" in out
@@ -129,7 +131,7 @@ def _with_a_failed_candidate(finished_run, tmp_path):
     test edits s64's config)."""
     workdir = tmp_path / "run"
     shutil.copytree(finished_run, workdir, symlinks=True)
-    (workdir / "config.yaml").write_text(yaml.safe_dump(CPU_CONFIG, sort_keys=False))  # the run's own
+    write_config(workdir, CPU_CONFIG)  # the run's own
     bench = workdir / "results" / "bench" / "s96_causal.json"
     document = json.loads(bench.read_text())
     document["candidates"]["flash"].update(status="error", reason="RuntimeError: boom", samples_ms=[],
@@ -151,7 +153,7 @@ def test_a_failed_candidate_is_listed_and_fails_the_run_only_when_asked(finished
 
 def test_ctrl_c_ends_with_one_line_and_the_same_command_resumes(tmp_path):
     workdir = copy_workflow(tmp_path)
-    (workdir / "config.yaml").write_text(yaml.safe_dump(CPU_CONFIG, sort_keys=False))
+    write_config(workdir, CPU_CONFIG)
     run = subprocess.Popen(
         [sys.executable, "-m", "snakemake", "--cores", "1", "--resources", "gpu=1"],
         cwd=workdir,

@@ -25,6 +25,9 @@ from snakemake.utils import update_config
 
 from attnbench import candidates, capacity, configfile, device, files, lock, presets
 
+# The run's config, relative to its working directory (Snakemake's standard layout): the workflow's
+# `configfile:`, and the file `attnbench run` writes.
+CONFIG_FILE = "config/config.yaml"
 # Keys that the `cpu:` section may override when the run falls back to the CPU.
 CPU_OVERRIDABLE = ("dtype", "mode", "candidates", "reference", "shapes", "timing", "calibrate")
 # The top-level defaults of workflow/schemas/config.schema.yaml (tests/test_defaults.py keeps them

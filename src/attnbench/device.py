@@ -145,7 +145,7 @@ def require(device: str) -> None:
     if device not in DEVICES:
         raise ValueError(f"device must be one of {DEVICES}, not {device!r}")
     if device == "cuda" and (reason := no_cuda_reason()) is not None:
-        raise RuntimeError(f"device is cuda but {reason}; set device: auto or cpu in config.yaml")
+        raise RuntimeError(f"device is cuda but {reason}; set device: auto or cpu in config/config.yaml")
 
 
 def torch_uuid(props: Any) -> str:

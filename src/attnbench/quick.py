@@ -1,6 +1,6 @@
 """`attnbench run`: the quick path. Shapes and candidates from the command line or a small YAML file
-become a config.yaml in a working directory of the run's own, where the same Snakemake workflow runs
-(`snakemake -s <checkout>/Snakefile -d <workdir>`); the headline and the report's path are printed
+become the config/config.yaml of a working directory of the run's own, where the same Snakemake workflow
+runs (`snakemake -s <checkout>/workflow/Snakefile -d <workdir>`); the headline and the report's path are printed
 at the end.
 
 Why the workflow and not a shortcut: the jobs, the statistics and the report are then those of every
@@ -9,7 +9,7 @@ working directory, named by a hash of its config).
 
 Shapes have a compact syntax, shared with the Python API (attnbench.shape_syntax).
 
-Defaults are the checkout's config.yaml (its shapes too, when none is given), `cpu:` section included;
+Defaults are the checkout's config/config.yaml (its shapes too, when none is given), `cpu:` section included;
 what you give applies on the GPU and on the CPU alike. The reference (default math) is always measured.
 The run's directory is attnbench-runs/<hash of its config> under the current directory (--workdir
 names another); user kernels module:function are imported from the current directory or PYTHONPATH.
@@ -33,7 +33,7 @@ from attnbench import config as run_config
 from attnbench import configfile, terminal
 from attnbench.shape_syntax import parse_shape, shape_entry
 
-# Keys of the checkout's config.yaml that a quick run starts from; a baseline, the ratchet and the
+# Keys of the checkout's config/config.yaml that a quick run starts from; a baseline, the ratchet and the
 # report's title belong to that run, not to this one.
 BASE_KEYS = (
     "device",
@@ -49,6 +49,8 @@ BASE_KEYS = (
     "cpu",
 )
 RUNS_DIR = "attnbench-runs"
+# Snakemake's standard layout (the config file in a run's working directory: config.CONFIG_FILE).
+SNAKEFILE = "workflow/Snakefile"
 # A checkout of attnbench whose workflow `attnbench run` runs, instead of the editable install's.
 CHECKOUT_VARIABLE = "ATTNBENCH_CHECKOUT"
 
@@ -58,16 +60,16 @@ class QuickRunError(RuntimeError):
 
 
 def checkout() -> Path:
-    """The checkout holding the Snakefile: the quick path runs the workflow from there. An editable
+    """The checkout holding the workflow: the quick path runs the workflow from there. An editable
     install (`pip install -e .`) keeps it next to the package; CHECKOUT_VARIABLE names another (a
     clone, for an installed package)."""
     import attnbench
 
     named = os.environ.get(CHECKOUT_VARIABLE)
     root = Path(named).resolve() if named else Path(attnbench.__file__).resolve().parents[2]
-    if not (root / "Snakefile").is_file():
+    if not (root / SNAKEFILE).is_file():
         raise QuickRunError(
-            f"no Snakefile in {root}: `attnbench run` runs the workflow of a checkout of attnbench; install "
+            f"no {SNAKEFILE} in {root}: `attnbench run` runs the workflow of a checkout of attnbench; install "
             f"from one with `pip install -e .`, or set {CHECKOUT_VARIABLE} to one "
             "(or, in Python, use attnbench.compare, which needs none)"
         )
@@ -153,9 +155,9 @@ def snakemake_command(root: Path, workdir: Path, gpus: int, extra: list[str]) ->
     directory before the Snakefile's, and the caller's directory may hold another."""
     return [
         sys.executable, "-m", "snakemake",
-        "--snakefile", str(root / "Snakefile"),
+        "--snakefile", str(root / SNAKEFILE),
         "--directory", str(workdir),
-        "--configfile", str(workdir / "config.yaml"),
+        "--configfile", str(workdir / run_config.CONFIG_FILE),
         "--workflow-profile", str(root / "profiles" / "default"),
         "--cores", str(gpus),
         "--resources", f"gpu={gpus}",
@@ -211,7 +213,7 @@ def run(args: Any, snakemake_args: list[str]) -> int:
     and a failed candidate; else 0."""
     root = checkout()
     cwd = Path.cwd()
-    base_file = root / "config.yaml"
+    base_file = root / run_config.CONFIG_FILE
     base = yaml.safe_load(base_file.read_text(encoding="utf-8")) if base_file.is_file() else {}
     config = build_config(base or {}, given_config(args))
     # Checked here, where the user's modules resolve as they will in the jobs: a mistake is one line,
@@ -229,7 +231,8 @@ def run(args: Any, snakemake_args: list[str]) -> int:
     workdir = Path(args.workdir).resolve() if args.workdir else workdir_for(config, cwd)
     workdir.mkdir(parents=True, exist_ok=True)
     command = snakemake_command(root, workdir, args.gpus, snakemake_args)
-    (workdir / "config.yaml").write_text(
+    (workdir / run_config.CONFIG_FILE).parent.mkdir(exist_ok=True)
+    (workdir / run_config.CONFIG_FILE).write_text(
         f"# written by `attnbench run` in {cwd}; run again with the same command, or (PYTHONPATH as there):\n"
         f"# {shlex.join(['python', *command[1:]])}\n" + yaml.safe_dump(config, sort_keys=False),
         encoding="utf-8",

@@ -41,7 +41,7 @@ FP8_ROUNDOFF = {"float8_e4m3fn": 2.0**-4, "float8_e5m2": 2.0**-3}
 # keys against its last). fp8 queries add FP8_ROUNDOFF to both relative bounds, as tolerance_for does to the
 # norm-wise one; an fp8 cache adds nothing (its dequantised values are the inputs every kernel and the
 # reference share). Set from the worst cases that `python benchmarks/error_bounds.py --device cpu` (and
-# `--device cuda`) measured for every built-in and example kernel on the shapes of config.yaml and
+# `--device cuda`) measured for every built-in and example kernel on the shapes of config/config.yaml and
 # examples/*.yaml, standard and hard inputs (hard_inputs), forward and backward, with a margin: its tables
 # are docs/validation/error-bounds-cpu.txt and error-bounds-h100-earlier-hard-set.txt (an earlier hard set).
 ROW_TOLERANCE = {"float32": 1e-3, "float16": 0.04, "bfloat16": 0.3}

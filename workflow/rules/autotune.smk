@@ -4,8 +4,8 @@
 # worker like compare (jobs.py says why).
 rule autotune:
     input:
-        bench=expand("results/bench/{name}.json", name=SHAPES),
-        compare=expand("results/compare/{name}.json", name=SHAPES),
+        bench=expand(rules.benchmark.output[0], name=SHAPES),
+        compare=expand(rules.compare.output[0], name=SHAPES),
     output:
         json=jobs.output("autotune"),
         csv=jobs.AUTOTUNE_CSV,
@@ -13,7 +13,7 @@ rule autotune:
         "results/logs/autotune.log",
     localrule: True
     conda:
-        "../../envs/attnbench.yaml"
+        "../envs/attnbench.yaml"
     params:
         attnbench=ATTNBENCH,
         spec=jobs.spec("autotune", RUN),
@@ -21,4 +21,4 @@ rule autotune:
     message:
         "Rank each shape's candidates (autotune) and correct every comparison for the run's many (Bonferroni)"
     shell:
-        "{params.attnbench} autotune --spec {params.spec:q} --out {output.json} --schemas {params.schemas:q} 2> {log}"
+        job_shell("autotune", out="{output.json}", env=False)

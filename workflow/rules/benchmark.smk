@@ -6,7 +6,7 @@ rule benchmark:
     log:
         "results/logs/bench/{name}.log",
     conda:
-        "../../envs/attnbench.yaml"
+        "../envs/attnbench.yaml"
     resources:
         gpu=1,
     params:
@@ -17,5 +17,4 @@ rule benchmark:
     message:
         "Benchmark {wildcards.name}: check every candidate against float64, then time them"
     shell:
-        "{params.env} {params.attnbench} benchmark --spec {params.spec:q}"
-        " --out {output} --schemas {params.schemas:q} 2> {log}"
+        job_shell("benchmark")

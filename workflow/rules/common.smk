@@ -13,7 +13,16 @@ JOB_ENV = run_config.job_env(RUN)
 ATTNBENCH = jobs.launcher()
 # Relative to the working directory: no job's params or command line depends on where the checkout
 # is, so a finished run copied to another path plans no job.
-SCHEMAS = Path(os.path.relpath(Path(workflow.basedir) / "workflow" / "schemas"))
+SCHEMAS = Path(os.path.relpath(Path(workflow.basedir) / "schemas"))
+
+
+def job_shell(command, out="{output}", env=True):
+    """The shell line of a job run through `python -m attnbench` (attnbench.jobs: the command names the
+    job, the spec its settings); `env` puts the lock's start-up variables before it (GPU jobs)."""
+    line = f"{{params.attnbench}} {command} --spec {{params.spec:q}} --out {out} --schemas {{params.schemas:q}} 2> {{log}}"
+    return ("{params.env} " if env else "") + line
+
+
 # calibrate's output; every benchmark job reads it to bound its results (src/attnbench/audit.py)
 CEILINGS = jobs.output("calibrate")
 # The commit checked out here, and a digest of the edits to tracked files: the fingerprint's param, so

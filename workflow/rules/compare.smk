@@ -9,7 +9,7 @@ rule compare:
         "results/logs/compare/{name}.log",
     localrule: True
     conda:
-        "../../envs/attnbench.yaml"
+        "../envs/attnbench.yaml"
     params:
         attnbench=ATTNBENCH,
         spec=lambda wildcards: jobs.spec("compare", RUN, wildcards.name),
@@ -17,4 +17,4 @@ rule compare:
     message:
         "Compare {wildcards.name}'s candidates with the reference"
     shell:
-        "{params.attnbench} compare --spec {params.spec:q} --out {output} --schemas {params.schemas:q} 2> {log}"
+        job_shell("compare", env=False)

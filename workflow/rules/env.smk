@@ -9,7 +9,7 @@ rule env_fingerprint:
     log:
         "results/logs/env_fingerprint.log",
     conda:
-        "../../envs/attnbench.yaml"
+        "../envs/attnbench.yaml"
     resources:
         gpu=1,
     params:
@@ -22,8 +22,7 @@ rule env_fingerprint:
     message:
         "Record the environment (results/env/fingerprint.json)"
     shell:
-        "{params.env} {params.attnbench} fingerprint --spec {params.spec:q}"
-        " --out {output} --schemas {params.schemas:q} 2> {log}"
+        job_shell("fingerprint")
 
 
 rule calibrate:
@@ -32,7 +31,7 @@ rule calibrate:
     log:
         "results/logs/calibrate.log",
     conda:
-        "../../envs/attnbench.yaml"
+        "../envs/attnbench.yaml"
     resources:
         gpu=1,
     params:
@@ -43,5 +42,4 @@ rule calibrate:
     message:
         "Measure the device's ceilings (matmul, copy, read and write bandwidth), or reuse those measured here within a week"
     shell:
-        "{params.env} {params.attnbench} calibrate --spec {params.spec:q}"
-        " --out {output} --schemas {params.schemas:q} 2> {log}"
+        job_shell("calibrate")

@@ -13,31 +13,31 @@ if BASELINE:
             "results/logs/ratchet/{name}.log",
         localrule: True
         conda:
-            "../../envs/attnbench.yaml"
+            "../envs/attnbench.yaml"
         params:
             settings=jobs.ratchet_settings(RUN),
             schema_dir=str(SCHEMAS),
         message:
             "Compare {wildcards.name} with the baseline"
         script:
-            "../../scripts/ratchet_shape.py"
+            "../scripts/ratchet_shape.py"
 
     rule ratchet:
         input:
             shapes=expand("results/ratchet/shapes/{name}.json", name=SHAPES),
             baseline=BASELINE,
-            fingerprint="results/env/fingerprint.json",
+            fingerprint=rules.env_fingerprint.output[0],
         output:
             **RATCHET_OUTPUTS,
         log:
             "results/logs/ratchet.log",
         localrule: True
         conda:
-            "../../envs/attnbench.yaml"
+            "../envs/attnbench.yaml"
         params:
             settings=jobs.ratchet_settings(RUN),
             schema_dir=str(SCHEMAS),
         message:
             "Decide the ratchet's verdict against the baseline"
         script:
-            "../../scripts/ratchet.py"
+            "../scripts/ratchet.py"

@@ -2,10 +2,10 @@
 # leads with, which the run's end prints (summary.smk). In the warm worker, like autotune.
 rule report:
     input:
-        bench=expand("results/bench/{name}.json", name=SHAPES),
-        compare=expand("results/compare/{name}.json", name=SHAPES),
-        fingerprint=jobs.output("fingerprint"),
-        ceilings=CEILINGS,
+        bench=rules.autotune.input.bench,
+        compare=rules.autotune.input.compare,
+        fingerprint=rules.env_fingerprint.output[0],
+        ceilings=rules.calibrate.output[0],
         autotune=rules.autotune.output.json,
     output:
         headline=jobs.output("report"),
@@ -36,7 +36,7 @@ rule report:
         "results/logs/report.log",
     localrule: True
     conda:
-        "../../envs/attnbench.yaml"
+        "../envs/attnbench.yaml"
     params:
         attnbench=ATTNBENCH,
         spec=jobs.spec("report", RUN),
@@ -44,4 +44,4 @@ rule report:
     message:
         "Write the report (results/report/report.html)"
     shell:
-        "{params.attnbench} report --spec {params.spec:q} --out {output.headline} --schemas {params.schemas:q} 2> {log}"
+        job_shell("report", out="{output.headline}", env=False)

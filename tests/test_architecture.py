@@ -1,7 +1,10 @@
 """The package's structure: its modules import each other without a loop, counting every import
 (a function-local one and one under TYPE_CHECKING too), so no module stands both above and below
-another. `from attnbench import NAME` counts as importing the module NAME where there is one; the
-package's __init__ only hands names on (lazily) and is not a module of the graph."""
+another. Sub-packages count too: the module attnbench.report.data is the node `report.data`, the
+sub-package's __init__ the node `report`. `from attnbench.report import NAME` counts as importing
+`report` and the module `report.NAME` where there is one (so `from attnbench import NAME`, the module
+NAME); importing a sub-package's module does not count its __init__, which Python runs first but which
+only hands names on. The package's own __init__ hands names on (lazily) and is not a node."""
 
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ PACKAGE = ROOT / "src" / "attnbench"
 
 
 def imported_modules(path: Path, modules: set[str]) -> set[str]:
-    """The package's modules that the file at `path` imports, anywhere in it."""
+    """The package's modules (dotted below attnbench) that the file at `path` imports, anywhere in it."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
@@ -25,15 +28,27 @@ def imported_modules(path: Path, modules: set[str]) -> set[str]:
         else:
             continue
         for name in names:
-            parts = name.split(".")
-            if parts[0] == "attnbench" and len(parts) > 1 and parts[1] in modules:
-                found.add(parts[1])
+            package, _, module = name.partition(".")
+            if package == "attnbench" and module in modules:
+                found.add(module)
     return found
 
 
+def package_modules() -> dict[str, Path]:
+    """Every module of the package, sub-packages' included, by its dotted name below attnbench."""
+    modules = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = path.relative_to(PACKAGE).with_suffix("").parts
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        if parts:  # attnbench/__init__.py: not a node
+            modules[".".join(parts)] = path
+    return modules
+
+
 def import_graph() -> dict[str, set[str]]:
-    modules = {path.stem for path in PACKAGE.glob("*.py") if path.stem != "__init__"}
-    return {name: imported_modules(PACKAGE / f"{name}.py", modules) - {name} for name in modules}
+    modules = package_modules()
+    return {name: imported_modules(path, set(modules)) - {name} for name, path in modules.items()}
 
 
 def test_the_graph_sees_a_function_local_import(tmp_path: Path) -> None:
@@ -44,9 +59,18 @@ def test_the_graph_sees_a_function_local_import(tmp_path: Path) -> None:
     assert imported_modules(module, {"bench", "stats", "jobs"}) == {"bench", "stats"}
 
 
+def test_the_graph_sees_a_sub_package(tmp_path: Path) -> None:
+    module = tmp_path / "m.py"
+    module.write_text(
+        "from attnbench.report import build_report, data\nimport attnbench.report.sections.overview\n"
+    )
+    modules = {"report", "report.data", "report.sections", "report.sections.overview", "data"}
+    assert imported_modules(module, modules) == {"report", "report.data", "report.sections.overview"}
+
+
 def test_the_package_imports_without_a_cycle() -> None:
     graph = import_graph()
-    assert {"bench", "jobs", "report", "workloads"} <= graph.keys()
+    assert {"bench", "jobs", "report", "report.data", "report.sections.overview", "workloads"} <= graph.keys()
     try:
         order = list(graphlib.TopologicalSorter(graph).static_order())
     except graphlib.CycleError as exc:

@@ -713,7 +713,7 @@ def test_report_matches_its_snapshot(run: dict[str, Any], key: str) -> None:
 
 
 def test_every_status_has_a_colour() -> None:
-    css = (Path(report.__file__).parent / "templates" / "report.css").read_text(encoding="utf-8")
+    css = (Path(report.__file__).parents[1] / "templates" / "report.css").read_text(encoding="utf-8")
     statuses = yaml.safe_load((SCHEMAS / "bench.schema.yaml").read_text())["$defs"]["candidate"]["properties"]
     for status in statuses["status"]["enum"]:
         assert re.search(rf"td\.status-{status}\b[^{{]*\{{ background: #", css), status

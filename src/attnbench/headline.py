@@ -2,7 +2,7 @@
 the reference it is, how many shapes each candidate wins or ties, what failed, and what cannot run.
 
 The report leads with it and the command line prints it at the end of a run, so the analysis lives
-here once, on the result files alone; rendering (report.py, `terminal`) only formats it. The fastest
+here once, on the result files alone; rendering (attnbench.report, `terminal`) only formats it. The fastest
 candidate and its ties are autotune's (autotune.json, or autotune.analyse when the step has not run),
 the speedups the compare files', their intervals and verdicts corrected across the run (autotune's
 stats.adjust) where known, else the compare file's own: each from the same object, so a verdict

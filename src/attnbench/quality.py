@@ -1,6 +1,6 @@
 """How far a run's measurements can be trusted, from its result files alone: CI targets missed,
 throttled or discarded rounds, warm-ups that did not settle, a busy host, comparisons with too few
-rounds. The report's first screen says it (report._measurement_summary), and so does the end of a
+rounds. The report's first screen says it (report.sections.overview.measurement_summary), and so does the end of a
 run in the terminal (terminal.quality_line), from the same `summarize`; per shape, `shape_issues`
 (the report's Measurement conditions, the terminal's line after a shape with too few rounds).
 

@@ -1,0 +1,42 @@
+"""The report's sections, in the order a reader needs them: the answer first, how it was measured
+last. Each module turns the facts of report.data into one section's headings, prose and tables."""
+
+from __future__ import annotations
+
+from attnbench.report.data import Run, family_of
+from attnbench.report.model import Section
+from attnbench.report.sections.autotune import autotune_section
+from attnbench.report.sections.conditions import conditions_section, ran_section
+from attnbench.report.sections.environment import (
+    ceilings_section,
+    fingerprint_section,
+    provenance_section,
+    run_summary,
+)
+from attnbench.report.sections.failures import not_ok_section
+from attnbench.report.sections.memory import memory_section
+from attnbench.report.sections.method import method_section
+from attnbench.report.sections.overview import headline_section, matrix_section, plots_section
+from attnbench.report.sections.results import results_section
+
+
+def document(run: Run) -> list[Section]:
+    """The report once, as sections; the Markdown and HTML templates only differ in syntax."""
+    frame, benches, summary = run.frame, run.benches, run.summary
+    available = frame[~frame["candidate"].isin(set(summary["unavailable"]))]
+    return [
+        headline_section(frame, benches, summary, family_of(run.analysis), run.compares),
+        matrix_section(summary, run.analysis),
+        plots_section(run.analysis),
+        results_section(available, run.analysis.get("family")),
+        memory_section(frame, run.growth),
+        autotune_section(frame, run.analysis),
+        not_ok_section(available, benches),
+        conditions_section(benches),
+        ran_section(frame),
+        run_summary(frame, benches, run.fingerprint),
+        fingerprint_section(run.fingerprint),
+        *provenance_section(run.provenance),
+        ceilings_section(run.ceilings, benches),
+        method_section(benches, run.compares, run.analysis),
+    ]

@@ -76,3 +76,36 @@ def test_the_package_imports_without_a_cycle() -> None:
     except graphlib.CycleError as exc:
         raise AssertionError(f"import cycle: {' -> '.join(exc.args[1])}") from None
     assert order.index("results") < order.index("bench") < order.index("jobs")
+
+
+def job_name_branches(path: Path, commands: set[str]) -> list[str]:
+    """Comparisons of a `command` (a name or attribute so called) with a job's name: behaviour that
+    belongs to the registry (attnbench.jobs.Job), decided elsewhere by the job's name."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if not isinstance(node, ast.Compare):
+            continue
+        sides = [node.left, *node.comparators]
+        named = any(getattr(side, "id", getattr(side, "attr", None)) == "command" for side in sides)
+        constants = {
+            item.value
+            for side in sides
+            for item in (side.elts if isinstance(side, (ast.Tuple, ast.List, ast.Set)) else [side])
+            if isinstance(item, ast.Constant)
+        }
+        if named and constants & commands:
+            found.append(f"{path.name}:{node.lineno}")
+    return found
+
+
+def test_a_job_name_branch_is_seen(tmp_path: Path) -> None:
+    module = tmp_path / "m.py"
+    module.write_text('if job.command in ("benchmark", "calibrate"):\n    pass\nif args.command == "run":\n    pass\n')
+    assert job_name_branches(module, {"benchmark", "compare"}) == ["m.py:1"]
+
+
+def test_only_the_registry_branches_on_a_job_name() -> None:
+    from attnbench import jobs
+
+    outside = [path for name, path in package_modules().items() if name != "jobs"]
+    assert [hit for path in outside for hit in job_name_branches(path, set(jobs.JOBS))] == []

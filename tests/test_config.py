@@ -333,6 +333,7 @@ def workdir(tmp_path_factory):
     return workdir
 
 
+@pytest.mark.slow
 def test_a_config_override_on_the_command_line_takes_effect_on_the_cpu(workdir):
     """Found by trying it: `--config candidates=[...]` on a CPU machine was replaced by the cpu: section."""
     specs = planned_specs(workdir, "--config", "device=cpu", "candidates=[flash,math]", "timing={mode: warm}")
@@ -345,6 +346,7 @@ def test_a_config_override_on_the_command_line_takes_effect_on_the_cpu(workdir):
         )
 
 
+@pytest.mark.slow
 def test_a_configfile_is_not_a_command_line_override(workdir, tmp_path):
     """--configfile replaces config.yaml's keys; its own cpu: section still applies on the CPU."""
     config = default_config()

@@ -113,6 +113,7 @@ def small_disk(tmp_path: Path):
     subprocess.run(["umount", "-l", str(mount)], check=True)
 
 
+@pytest.mark.slow
 def test_a_full_disk_stops_the_run_with_attnbenchs_line_and_leaves_nothing(small_disk: Path) -> None:
     workdir = small_disk / "run"
     workdir.mkdir()

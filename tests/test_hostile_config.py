@@ -106,6 +106,7 @@ def workdir(tmp_path_factory) -> Path:
     return copy_workflow(tmp_path_factory.mktemp("hostile"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", CASES, ids=list(CASES))
 def test_bad_config_stops_before_any_job(workdir, case):
     import torch
@@ -186,6 +187,7 @@ FILE_CASES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", FILE_CASES, ids=list(FILE_CASES))
 def test_a_hostile_config_file_stops_in_seconds(workdir, case):
     """Issue 31: a 1.3 KB alias bomb inside a validated value hung for over 150 s, a 50 MB string value

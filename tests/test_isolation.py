@@ -128,6 +128,7 @@ def test_a_sticky_error_stops_the_shape_and_names_the_candidate_whose_checks_rai
     assert lost.value.candidate is None
 
 
+@pytest.mark.slow
 def test_without_a_worker_the_job_names_the_signal_and_replays_to_find_a_crash_in_the_rounds(job_env):
     """ATTNBENCH_WORKER=0 (and SLURM): the shape is measured in a child of the job, never the job itself."""
     names = ["math", "crashing_kernels:segfaults_while_timed", "crashing_kernels:aborts"]
@@ -156,6 +157,7 @@ def test_without_a_worker_the_job_names_the_signal_and_replays_to_find_a_crash_i
     assert replayed == spec(["crashing_kernels:segfaults_while_timed"]) | {"threads": host.job_threads(None)}
 
 
+@pytest.mark.slow
 def test_a_lost_context_in_the_rounds_is_replayed_alone_sanitized_and_retires_the_worker(job_env):
     sanitizer = job_env / "bin" / "compute-sanitizer"
     sanitizer.parent.mkdir()

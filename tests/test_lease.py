@@ -45,6 +45,7 @@ def finished(proc):
     return {**first, **second}
 
 
+@pytest.mark.slow
 def test_concurrent_jobs_get_distinct_slots_and_never_share_one(tmp_path):
     # Six jobs on three fake GPUs: three run at once, the others wait for a slot to come free.
     jobs = [finished(p) for p in [start_job(f"job{i}", 1.0, tmp_path) for i in range(6)]]

@@ -13,6 +13,7 @@ def run(*command):
     return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_snakemake_lint_is_clean():
     proc = run(sys.executable, "-m", "snakemake", "--lint")
     assert proc.returncode == 0 and "Congratulations" in proc.stdout + proc.stderr, proc.stdout + proc.stderr

@@ -224,6 +224,7 @@ WORKFLOW_SHAPES = [
 BACKWARD = {shape["name"] for shape in WORKFLOW_SHAPES if shape.get("mode") == "forward_backward"}
 
 
+@pytest.mark.slow
 def test_every_mask_kind_runs_through_the_whole_workflow(tmp_path):
     """On the CPU, from the config to the report: each shape checked against float64, each candidate
     with a result or a one-line reason."""

@@ -130,6 +130,7 @@ def statuses(document):
     return {name: entry["status"] for name, entry in document["candidates"].items()}
 
 
+@pytest.mark.slow
 def test_a_kernel_that_catches_its_timeout_is_killed_with_its_worker_and_the_others_are_measured(job_env):
     names = ["math", "hangs:swallows_its_timeout", "hangs:honest"]
     document, log, seconds = benchmark(spec(names), job_env / "out.json")
@@ -151,6 +152,7 @@ def test_a_kernel_that_catches_its_timeout_is_killed_with_its_worker_and_the_oth
     assert seconds < watchdog["limit_s"]
 
 
+@pytest.mark.slow
 def test_without_a_worker_a_module_that_catches_its_timeout_at_import_costs_its_child(job_env):
     """ATTNBENCH_WORKER=0 (and SLURM): the job kills its child, and measures the rest in another."""
     names = ["math", "swallows_at_import:attn"]
@@ -163,6 +165,7 @@ def test_without_a_worker_a_module_that_catches_its_timeout_at_import_costs_its_
     assert not alive(child)
 
 
+@pytest.mark.slow
 def test_a_module_that_sleeps_at_import_times_out_at_call_timeout_s(job_env):
     """The import is the candidate's, bounded as a call is: found by trying it, a 60 s sleep at import
     was waited out."""

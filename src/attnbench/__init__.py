@@ -11,7 +11,7 @@ __all__ = ["SCHEMA_VERSION", "Unsupported", "Workload", "__version__", "compare"
 # shape; `kernel` declares its form, layout and grid; a factory kernel is handed a Workload
 # (docs/kernels.md); `compare` (attnbench.api) needs torch and pandas. `import attnbench` stays
 # cheap: the Snakefile imports the package at parse time, and every job's process starts with it
-# (candidates and workloads alone were 90 ms of a job's start, docs/scale.md).
+# (docs/scale.md, "Measurements behind the code").
 _LAZY = {"Unsupported": "candidates", "kernel": "candidates", "Workload": "workloads", "compare": "api"}
 
 if TYPE_CHECKING:  # what type checkers and IDEs see

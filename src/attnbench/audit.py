@@ -44,8 +44,8 @@ PROFILE_SLACK_MS = 0.005
 # A median faster than the roofline bound by more than this (plus the binding ceiling's own 95% CI)
 # is impossible. On a GPU the best honest attention kernels reach 84-87% of the measured bound
 # (docs/methodology.md, section 7). A CPU's ceilings are measured in seconds on cores that others
-# share: a disturbed calibration reads low, and the same shape has moved 1.8x between two runs on a
-# busy 2-core machine, so there only a result twice as fast as its bound is called impossible.
+# share: a disturbed calibration reads low, and the same shape moves far between two runs on a busy
+# machine (docs/scale.md), so there only a result twice as fast as its bound is called impossible.
 BOUND_MARGIN = {"cuda": 0.10, "cpu": 1.0}
 NAME_CHARS = 60
 

@@ -20,8 +20,8 @@ from attnbench.env import device_summary
 
 log = logging.getLogger(__name__).info
 
-# The CPU's time bounds: a shared CPU seldom meets the 1% CI target, and calibrate took 30 s of a
-# one-minute `attnbench run` (20 s of sampling, 5 s of warm-up); each ceiling still gets its CI.
+# The CPU's time bounds: a shared CPU seldom meets the 1% CI target, and without them calibrate took
+# half of a one-minute `attnbench run` (docs/scale.md); each ceiling still gets its CI.
 DEFAULT_CALIBRATION = {
     "cuda": {"matmul_size": 8192, "copy_mb": 2048, "rounds": 20, "max_time_s": 20.0, "warmup_max_s": 5.0},
     "cpu": {"matmul_size": 1024, "copy_mb": 256, "rounds": 10, "max_time_s": 5.0, "warmup_max_s": 1.0},

@@ -239,7 +239,7 @@ def _job(args: argparse.Namespace) -> int:
     process = {"started_at": process_started_at(), "finished_at": time.time(), "worker": served_by}
     document |= {"placement": placement.record(), "process": process, "provenance": made_from}
     # A warm worker validated its document (worker.run); this process checks one it made or
-    # changed itself, and spares the import of jsonschema otherwise (0.1 s of every job's start).
+    # changed itself, and spares the import of jsonschema otherwise (part of every job's start).
     checked = served_by is not None and not (job.runs_user_code and isolation.rewritten(document))
     files.write_json(args.out, document, None if checked else jobs.output_schema(job.command, args.schemas))
     if job.after_writing is not None:

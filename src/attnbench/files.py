@@ -112,8 +112,8 @@ def validate(data: Any, schema_path: str | os.PathLike[str] | None, *, source: s
     """Raise ResultFileError naming the file and the offending field."""
     if schema_path is None:
         return
-    # Here, not at the top: 0.1 s of every job's start, and a job served by a warm worker has its
-    # document validated there (cli.main, docs/scale.md).
+    # Here, not at the top: its import is a visible part of every job's start, and a job served by a
+    # warm worker has its document validated there (cli.main, docs/scale.md).
     import jsonschema
 
     schema = load_schema(schema_path)

@@ -133,8 +133,8 @@ SAMPLING_OVERRUN_ROUNDS = 2
 SAMPLING_PASSES = 2
 AUDIT_CALLS = 2
 # attnbench's own work in the timed phase: the profiled round's profiler, the final statistics, and per
-# candidate and round of max_rounds the bootstraps of its median (1.25 s for 5000 samples on a 2-core CI
-# machine, run up to twice a pass: the stopping rule's last check, then the result's); the audit's
+# candidate and round of max_rounds the bootstraps of its median (run up to twice a pass: the stopping
+# rule's last check, then the result's; docs/scale.md has their cost); the audit's
 # float64 answers are allowed the time the setup's took (worker.Watchdog adds it).
 TIMED_SLACK_S = 10.0
 STATS_S_PER_ROUND = 1e-3

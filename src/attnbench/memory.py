@@ -154,7 +154,7 @@ def footprint(kernel: Any, inputs: tuple[Any, ...], backward: bool, device: str)
     q, k, v, dout = inputs
     inputs_bytes = tensor_bytes([q, k, v, *([dout] if backward else [])])
     # In the grad mode the timed call runs in: a compiled kernel guards on it, so another mode would
-    # compile it again (2 s a shape for FlexAttention on an H200) and measure another compilation.
+    # compile it again (seconds a shape for FlexAttention) and measure another compilation.
     with _phase(device) as forward:
         out = kernel(q, k, v)
     out_bytes = tensor_bytes(tensors(out))

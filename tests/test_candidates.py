@@ -7,7 +7,8 @@ import sys
 import pytest
 from helpers import ROOT
 
-from attnbench import Unsupported, candidates
+from attnbench import Unsupported, candidates, usercode
+from attnbench.usercode import CandidateName
 
 
 @pytest.fixture
@@ -53,10 +54,10 @@ def test_a_missing_package_is_a_missing_module(kernel_dir):
 def test_a_registered_callable_is_a_known_candidate():
     candidates.register("mine", lambda q, k, v, *, causal, scale: q)
     try:
-        assert candidates.known("mine") and candidates.user_kernel_problem("mine") is None
+        assert CandidateName.parse("mine").is_user and candidates.user_kernel_problem("mine") is None
     finally:
         candidates.unregister("mine")
-    assert not candidates.known("mine")
+    assert not CandidateName.parse("mine").is_user
     with pytest.raises(ValueError, match="built-in"):
         candidates.register("flash", print)
 
@@ -121,35 +122,35 @@ def wrapped(tmp_path, monkeypatch):
 
 def test_editing_a_module_the_kernel_imports_changes_its_hash(wrapped):
     """Found by trying it: editing the module a `wrap:attn` imported its kernel from reran nothing."""
-    assert {p.name for p in candidates.local_imports(wrapped / "wrap.py", wrapped)} == {
+    assert {p.name for p in usercode.local_imports(wrapped / "wrap.py", wrapped)} == {
         "real.py", "__init__.py", "tiles.py", "sizes.py"  # numpy is not local: never followed
     }
-    before = candidates.user_kernel_source_hash("wrap:attn")
+    before = usercode.user_kernel_source_hash("wrap:attn")
     (wrapped / "unrelated.py").write_text("X = 2\n")
-    assert candidates.user_kernel_source_hash("wrap:attn") == before
+    assert usercode.user_kernel_source_hash("wrap:attn") == before
     for edited in ("real.py", "kernels/sizes.py"):  # directly, and through a relative import
         (wrapped / edited).write_text((wrapped / edited).read_text() + "# tuned\n")
-        after = candidates.user_kernel_source_hash("wrap:attn")
+        after = usercode.user_kernel_source_hash("wrap:attn")
         assert after != before
         before = after
 
 
 def test_a_kernel_hash_does_not_depend_on_where_the_checkout_is(wrapped, tmp_path_factory, monkeypatch):
-    here = candidates.user_kernel_source_hash("wrap:attn")
+    here = usercode.user_kernel_source_hash("wrap:attn")
     moved = tmp_path_factory.mktemp("elsewhere") / "checkout"
     shutil.copytree(wrapped, moved)
     monkeypatch.chdir(moved)
     monkeypatch.syspath_prepend(str(moved))
     for module in ("wrap", "real"):
         sys.modules.pop(module, None)
-    assert candidates.user_kernel_source_hash("wrap:attn") == here
+    assert usercode.user_kernel_source_hash("wrap:attn") == here
 
 
 def test_a_module_importing_nothing_local_hashes_as_it_always_did():
     """Existing runs keep their parameters: no benchmark reruns because this hash learnt imports."""
     source = ROOT / "examples" / "kernels.py"
-    assert candidates.local_imports(source, ROOT) == set()
-    assert candidates.user_kernel_source_hash("examples.kernels:naive_attention") == hashlib.sha256(
+    assert usercode.local_imports(source, ROOT) == set()
+    assert usercode.user_kernel_source_hash("examples.kernels:naive_attention") == hashlib.sha256(
         source.read_bytes()
     ).hexdigest()[:16]
 
@@ -251,3 +252,35 @@ def test_a_registered_callable_whose_signature_cannot_take_the_call_is_refused()
         candidates.unregister("mine")
     assert problem is not None and problem.startswith("refused: mine(q, k, v) cannot be called"), problem
     assert "causal" in problem
+
+
+@pytest.mark.parametrize(
+    ("text", "parts", "user"),
+    [
+        ("flash", ("flash", "", "", {}), False),
+        ("mod:fn", ("mod:fn", "mod", "fn", {}), True),
+        ("pkg.mod:fn[BLOCK_M=64,stages=3]", ("pkg.mod:fn", "pkg.mod", "fn", {"BLOCK_M": 64, "stages": 3}), True),
+    ],
+)
+def test_a_candidate_name_is_parsed_once_and_gives_back_its_text(text, parts, user):
+    name = CandidateName.parse(text)
+    assert str(name) == text and name == CandidateName.parse(text) and hash(name) == hash(CandidateName.parse(text))
+    assert (name.family, name.module, name.function, name.configuration) == parts
+    assert name.is_user is user and name.is_builtin is not user
+
+
+def test_a_registered_name_is_a_user_kernel():
+    candidates.register("mine", lambda q, k, v, *, causal, scale: q)
+    try:
+        assert CandidateName.parse("mine").is_user and not CandidateName.parse("mine").is_builtin
+    finally:
+        candidates.unregister("mine")
+    assert not CandidateName.parse("mine").is_user
+
+
+def test_an_invalid_candidate_name_is_refused_with_the_same_words():
+    with pytest.raises(ValueError) as refused:
+        CandidateName.parse("m:f[128]")
+    assert str(refused.value) == "'m:f[128]': '128' is not KEY=VALUE" == candidates.user_kernel_problem("m:f[128]")
+    lenient = CandidateName.parse("m:f[128]", strict=False)  # for the config's check, which says what is wrong
+    assert (lenient.family, lenient.configuration, lenient.is_user) == ("m:f", {}, True)

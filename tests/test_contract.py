@@ -6,6 +6,7 @@ from helpers import CONFIG, ROOT, SCHEMAS, bench_spec
 
 from attnbench import candidates, config, files
 from attnbench.bench import run_shape
+from attnbench.usercode import CandidateName
 from attnbench.workloads import Shape, Workload
 
 SHAPE = {"name": "tiny", "batch": 2, "heads": 4, "kv_heads": 2, "seq": 48, "seq_kv": 40, "dim": 16, "causal": True}
@@ -24,12 +25,12 @@ def contract_kernels(monkeypatch, locked_env):
 def test_names_carry_a_configuration_and_read_back():
     name = candidates.configured_name("m:f", {"BLOCK_M": 128, "num_warps": 8, "fast": True, "mode": "tma"})
     assert name == "m:f[BLOCK_M=128,num_warps=8,fast=True,mode=tma]"
-    assert candidates.split_name(name) == ("m:f", {"BLOCK_M": 128, "num_warps": 8, "fast": True, "mode": "tma"})
-    assert candidates.split_name("flash") == ("flash", {}) and candidates.family(name) == "m:f"
-    assert candidates.is_user_kernel(name) and candidates.known(name)
+    parsed = CandidateName.parse(name)
+    assert (parsed.family, parsed.configuration) == ("m:f", {"BLOCK_M": 128, "num_warps": 8, "fast": True, "mode": "tma"})
+    assert CandidateName.parse("flash").configuration == {} and parsed.is_user
     assert candidates.configured_name("m:f", {}) == "m:f"
     with pytest.raises(ValueError, match="KEY=VALUE"):
-        candidates.split_name("m:f[128]")
+        CandidateName.parse("m:f[128]")
     with pytest.raises(ValueError, match="identifiers"):
         candidates.configured_name("m:f", {"BLOCK M": 1})
 

@@ -17,6 +17,7 @@ import torch
 from helpers import ROOT
 
 from attnbench import Unsupported, candidates
+from attnbench.usercode import CandidateName
 from attnbench.workloads import Shape, Workload
 
 BHSD = "examples.triton_flash:attention"
@@ -62,7 +63,7 @@ def test_the_grid_is_read_without_importing_the_module(at_root):
     assert configured(BHSD, 128, 64, 8, 3) in names
     assert candidates.user_kernel_problem(BHSD) is None and candidates.user_kernel_problem(BSHD) is None
     for name in names:
-        assert candidates.split_name(name)[1] in bhsd.grid
+        assert CandidateName.parse(name).configuration in bhsd.grid
 
 
 def test_without_triton_the_module_imports_and_every_candidate_declines():

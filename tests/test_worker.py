@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from helpers import alive, wait_until
 
-from attnbench import worker
+from attnbench import usercode, worker
 
 ROOT = Path(__file__).resolve().parents[1]
 FINGERPRINT = {"device": "cpu", "requested_device": "cpu", "lock": {"seed": 0}}
@@ -32,6 +32,7 @@ def worker_env(tmp_path, monkeypatch):
     return tmp_path
 
 
+@pytest.mark.slow
 def test_jobs_reuse_one_warm_worker(worker_env):
     first, by_first = worker.run("fingerprint", FINGERPRINT, worker_env, log=print)
     second, by_second = worker.run("fingerprint", FINGERPRINT, worker_env, log=print)
@@ -47,6 +48,7 @@ def benchmark_spec(candidates, max_time_s):
             "shape": shape, "timing": timing, "lock": {"seed": 0}}  # fmt: skip
 
 
+@pytest.mark.slow
 def test_worker_stops_when_its_job_dies(worker_env, tmp_path):
     """kill -9 of the job mid-shape: the worker exits too, instead of measuring for nobody."""
     spec = benchmark_spec(["math"], max_time_s=120)
@@ -69,6 +71,7 @@ def test_worker_stops_when_its_job_dies(worker_env, tmp_path):
     assert not (tmp_path / "o.json").exists()
 
 
+@pytest.mark.slow
 def test_a_failed_candidate_retires_the_worker(worker_env):
     document, by = worker.run("benchmark", benchmark_spec(["math", "user_kernels:raises"], 0.5), worker_env, log=print)
     assert document["candidates"]["user_kernels:raises"]["status"] == "error"
@@ -94,6 +97,7 @@ def moved(directory):
     directory.rename(directory.with_name("moved"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("replace", [shutil.rmtree, moved], ids=["removed", "moved"])
 def test_a_directory_replaced_at_the_same_path_gets_a_fresh_worker(worker_env, replace):
     """Found on an H200: a CI workspace wiped and recreated at the same path while the last run's worker
@@ -131,6 +135,7 @@ def attention(q, k, v, *, causal, scale):
 """
 
 
+@pytest.mark.slow
 def test_directories_with_the_same_files_never_share_a_worker(worker_env, monkeypatch):
     """Same kernel source, same spec: only the directory tells the jobs apart, and its data file
     decides whether the kernel is correct."""
@@ -168,6 +173,7 @@ def status(document, name):
     return document["candidates"][name]["status"]
 
 
+@pytest.mark.slow
 def test_an_edited_kernel_is_reloaded_by_the_same_worker(worker_env):
     """The edit loop: a user kernel edited between two jobs runs as edited, in the same warm worker; a
     `touch` is not an edit. Each edit keeps the file's size and lands within a second: a .pyc would
@@ -193,6 +199,7 @@ def test_an_edited_kernel_is_reloaded_by_the_same_worker(worker_env):
 WRAPPER = "from real_kernel import attention  # the kernel the config names is wrap_kernel:attention\n"
 
 
+@pytest.mark.slow
 def test_an_edited_module_that_the_kernel_imports_is_reloaded(worker_env):
     """`from real_kernel import attention` in the kernel's module: editing real_kernel.py reloads both
     (the wrapper's `attention` is the new one), in the job as the workflow runs it (its result names
@@ -231,6 +238,7 @@ sys._edit_kernel_registered = True
 """
 
 
+@pytest.mark.slow
 def test_a_module_that_cannot_be_reloaded_gets_a_fresh_worker(worker_env):
     """A re-import that raises: the worker retires rather than run half-reloaded code, and the job's
     fresh worker imports the module anew (a correct result) or fails to (a clear error)."""
@@ -256,6 +264,7 @@ def test_a_module_that_cannot_be_reloaded_gets_a_fresh_worker(worker_env):
     assert status(broken, "math") == "ok"
 
 
+@pytest.mark.slow
 def test_a_changed_module_outside_the_working_directory_gets_a_fresh_worker(worker_env, monkeypatch):
     """A kernel found on PYTHONPATH, not under the working directory, is not reloaded: a fresh worker
     imports it as edited."""
@@ -279,7 +288,7 @@ def test_a_kernel_changed_where_the_worker_does_not_reload_retires_it(tmp_path):
     the spec, for a module loaded in the worker, means a fresh worker, as when the hash was in the key."""
     import json as loaded  # noqa: F401  (loaded in this process, as in a worker that ran the kernel)
 
-    modules = worker._UserModules(tmp_path)
+    modules = usercode.UserModules(tmp_path)
     assert modules.refresh({"kernel_hashes": {"json:dumps": "a"}}) == ([], None)
     assert modules.refresh({"kernel_hashes": {"json:dumps": "a"}}) == ([], None)
     reloaded, why = modules.refresh({"kernel_hashes": {"json:dumps": "b"}})
@@ -333,7 +342,7 @@ def user_modules(tmp_path, monkeypatch):
     """A worker's module tracking in this process, undone after the test."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
-    modules = worker._UserModules(tmp_path)
+    modules = usercode.UserModules(tmp_path)
     modules.install()
     before = set(sys.modules)
     yield modules
@@ -410,6 +419,7 @@ def test_only_a_benchmark_with_a_failed_candidate_retires_the_worker() -> None:
 SCHEMAS = ROOT / "workflow" / "schemas"
 
 
+@pytest.mark.slow
 def test_a_job_the_worker_serves_writes_a_valid_document_without_importing_jsonschema(worker_env):
     """A job's own process is only a client of the warm worker: jsonschema, psutil and the candidates'
     module were 0.2 s of each job's start (docs/scale.md, issue 21); the worker validates instead."""
@@ -429,6 +439,7 @@ def test_a_job_the_worker_serves_writes_a_valid_document_without_importing_jsons
     assert document["process"]["worker"]["pid"] > 0  # served by the worker, not in the job's process
 
 
+@pytest.mark.slow
 def test_the_worker_validates_the_document_it_answers_with(worker_env):
     """The job writes what the worker validated: a document the schema refuses fails the job, naming the field."""
     strict = worker_env / "schemas"
@@ -451,6 +462,7 @@ def attention(q, k, v, *, causal, scale):
 """
 
 
+@pytest.mark.slow
 def test_a_kernel_that_changes_directory_does_not_lose_the_documents_schema(worker_env):
     """The worker validates after the job ran, against the job's relative --schemas: resolved before
     the kernel runs, not after (a review found the validation failing with FileNotFoundError)."""

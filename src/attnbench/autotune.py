@@ -7,7 +7,7 @@ p-value alike, so each adjusted verdict agrees with the adjusted interval printe
 then names each shape's fastest correct candidate and compares it with every other correct candidate
 by stats.compare on the bench samples, with the settings the shape's compare file records, corrected
 across the run's autotune comparisons. For every kernel with a grid of configurations (two or more in
-the run; candidates named `module:function[K=V,...]`, candidates.family), it does the same within the
+the run; candidates named `module:function[K=V,...]`, usercode.CandidateName), it does the same within the
 family: each shape's fastest configuration and those tied with it (corrected across the run's
 configuration comparisons), and one configuration to use on every shape, the minimax choice
 (configurations).
@@ -23,11 +23,11 @@ from typing import Any
 
 import pandas as pd
 
-from attnbench.candidates import split_name
 from attnbench.files import Json, atomic_write_text, read_json, schema_file
 from attnbench.results import Status
 from attnbench.stats import ALPHA, TOO_FEW_ROUNDS, adjust
 from attnbench.stats import compare as compare_samples
+from attnbench.usercode import CandidateName
 
 # autotune.csv: the first six columns, one row per shape, are as they always were; the rest are
 # filled only on the configuration rows (csv_frame), which runs without configurations never have.
@@ -265,18 +265,10 @@ def families(benches: list[Json]) -> dict[str, list[str]]:
     found: dict[str, dict[str, None]] = {}
     for bench in benches:
         for name in bench["candidates"]:
-            base, config = _split(name)
-            if config:
-                found.setdefault(base, {})[name] = None
+            parsed = CandidateName.parse(name, strict=False)  # brackets that are no configuration: none
+            if parsed.configuration:
+                found.setdefault(parsed.family, {})[name] = None
     return {family: list(names) for family, names in found.items() if len(names) >= 2}
-
-
-def _split(name: str) -> tuple[str, Json]:
-    """candidates.split_name, or (name, {}) for a name whose brackets are no configuration."""
-    try:
-        return split_name(name)
-    except ValueError:
-        return name, {}
 
 
 def configurations(

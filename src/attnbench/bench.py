@@ -412,7 +412,7 @@ def prepare(
                 **failure_entry(name, workload.device, exc, [str(w.message) for w in seen], culprit=name),
                 **layout,
             }
-            # A built-in's decline leaves nothing to collect (0.3 s a time on the H200); a user kernel's
+            # A built-in's decline leaves nothing to collect (a collection costs time); a user kernel's
             # may come from code that allocated before it declined.
             if failed["status"] != Status.UNSUPPORTED or candidates.is_user_kernel(name):
                 memory.release(workload.device)
@@ -537,7 +537,7 @@ def _measure_shape(spec: dict[str, Any], running: Callable[[str | None], None]) 
     running(None)
     # Let go before the timed rounds, so the float64 answers hold no device memory through them. The
     # audit's diagnosis ("answer did not change with the inputs") makes them again from the seed when
-    # a check fails; a copy kept on the host for it cost every shape 0.2 s on an H200 (docs/scale.md).
+    # a check fails; a copy kept on the host for it cost every shape time (docs/scale.md).
     inputs.keep_timed_values_only()
     rotation = Rotation(inputs, {name: (owned[name], key_of(entries[name], workload)) for name in calls})
 

@@ -14,22 +14,30 @@ from __future__ import annotations
 
 import ast
 import difflib
-import hashlib
-import importlib
-import importlib.util
 import inspect
 import itertools
 import logging
 import os
 import re
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from attnbench import guard, masks
+from attnbench import masks
 from attnbench.formatting import clip
+from attnbench.usercode import (
+    BUILTIN,
+    SDPA_BACKENDS,
+    CandidateName,
+    UserFunction,
+    module_source,
+    refused_module,
+    user_function,
+)
+from attnbench.usercode import REGISTERED as _REGISTERED
+from attnbench.usercode import register as register  # the Python API's (attnbench.api)
+from attnbench.usercode import unregister as unregister
+from attnbench.usercode import user_kernel_source_hash as user_kernel_source_hash  # the config's
 from attnbench.workloads import (
     LAYOUTS,
     PADDED,
@@ -43,20 +51,15 @@ from attnbench.workloads import (
     takes_padded,
 )
 
-SDPA_BACKENDS = ("flash", "efficient", "cudnn", "math")
-BUILTIN = (*SDPA_BACKENDS, "flex")
 # SDPA backends that PyTorch implements only for CUDA: on the CPU they decline every shape.
 CUDA_ONLY = ("efficient", "cudnn")
 # How long a status reason may be; the library's whole text is kept beside it (reason_detail).
 REASON_CHARS = 200
 
 Kernel = Callable[[Any, Any, Any], Any]
-UserFunction = Callable[..., Any]
 Config = dict[str, Any]
 # The attribute the `kernel` decorator sets on a function.
 DECLARATION_ATTRIBUTE = "__attnbench__"
-# "module:function" with an optional configuration: "module:function[BLOCK_M=128,num_warps=8]"
-_CONFIGURED = re.compile(r"^(?P<base>[^\[\]]+)\[(?P<config>[^\[\]]*)\]$")
 _CONFIG_VALUE = re.compile(r"^[A-Za-z0-9_.+-]+$")
 
 
@@ -145,190 +148,10 @@ def configured_name(base: str, config: Mapping[str, Any]) -> str:
     return f"{base}[{','.join(parts)}]"
 
 
-def split_name(name: str) -> tuple[str, Config]:
-    """(base, configuration) of a candidate name: "m:f[BLOCK_M=128,mode=fast]" -> ("m:f", {...})."""
-    match = _CONFIGURED.match(name)
-    if match is None:
-        return name, {}
-    config: Config = {}
-    for item in filter(None, (part.strip() for part in match["config"].split(","))):
-        key, equals, text = item.partition("=")
-        if not equals or not key.strip().isidentifier():
-            raise ValueError(f"{name!r}: {item!r} is not KEY=VALUE")
-        try:
-            value = ast.literal_eval(text.strip())
-        except (ValueError, SyntaxError):
-            value = text.strip()
-        config[key.strip()] = value
-    return match["base"], config
-
-
-def family(name: str) -> str:
-    """The kernel a configured candidate is a configuration of (the name itself otherwise)."""
-    return split_name(name)[0]
-
-
-# Kernels given as Python callables (attnbench.api), by name, in this process only.
-_REGISTERED: dict[str, UserFunction] = {}
-
-
-def register(name: str, fn: UserFunction) -> None:
-    """Make `fn` a candidate named `name` in this process (called as fn(q, k, v, causal=..., scale=...))."""
-    if name in BUILTIN:
-        raise ValueError(f"{name!r} is a built-in candidate: give your kernel another name")
-    _REGISTERED[name] = fn
-
-
-def unregister(name: str) -> None:
-    _REGISTERED.pop(name, None)
-
-
 def is_user_kernel(name: str) -> bool:
-    base = name.split("[", 1)[0]
-    return ":" in base or base in _REGISTERED
-
-
-def known(name: str) -> bool:
-    return name in BUILTIN or is_user_kernel(name)
-
-
-def _working_directory_on_path() -> None:
-    """User kernels resolve from the working directory or PYTHONPATH, as with `python -c`."""
-    cwd = os.getcwd()
-    if cwd not in sys.path:
-        sys.path.insert(0, cwd)
-
-
-def import_user_module(module: str) -> Any:
-    guard.bind()  # torch's clocks bound before any user module runs
-    _working_directory_on_path()
-    return importlib.import_module(module)
-
-
-def _module_source(module: str) -> Path | None:
-    _working_directory_on_path()
-    try:
-        spec = _find_spec(module)
-    except (ImportError, ValueError):  # an empty name, or a finder that refuses it
-        return None
-    if spec is None or spec.origin is None or not Path(spec.origin).is_file():
-        return None
-    return Path(spec.origin)
-
-
-def _find_spec(module: str) -> importlib.machinery.ModuleSpec | None:
-    """importlib.util.find_spec without importing the parent packages of a dotted name: that runs their
-    code, here in the process that checks the config (Snakemake's), where nothing bounds it (found by
-    trying it, issue 31: a package whose __init__ hangs hung the run before any job)."""
-    if module in sys.modules:
-        return getattr(sys.modules[module], "__spec__", None)
-    path = None
-    parts = module.split(".")
-    for depth in range(1, len(parts) + 1):
-        name = ".".join(parts[:depth])
-        loaded = sys.modules.get(name)
-        spec = getattr(loaded, "__spec__", None) if loaded is not None else None
-        for finder in sys.meta_path if spec is None else ():
-            find = getattr(finder, "find_spec", None)
-            spec = find(name, path) if find is not None else None
-            if spec is not None:
-                break
-        if spec is None or depth == len(parts):
-            return spec
-        if spec.submodule_search_locations is None:  # not a package: it has no submodules
-            return None
-        path = list(spec.submodule_search_locations)
-    return None
-
-
-def user_kernel_source_hash(name: str) -> str:
-    """Content hash of a user kernel's module and of the local modules it imports, directly or not,
-    so that editing any of them reruns exactly the benchmarks that use the kernel. Found by trying
-    it: a `wrap:attn` whose file only imported the real kernel from another local module reran
-    nothing when that module changed. A module that imports nothing local hashes as it always did."""
-    if family(name) in _REGISTERED:
-        return "in-process"
-    source = _module_source(family(name).split(":", 1)[0])
-    if source is None:
-        return "unresolved"
-    root = Path.cwd().resolve()
-    local = local_imports(source, root)
-    if not local:
-        return hashlib.sha256(source.read_bytes()).hexdigest()[:16]
-    digest = hashlib.sha256(source.read_bytes())
-    for path in sorted(local):  # named relative to the working directory: a moved checkout reruns nothing
-        digest.update(b"\0" + path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()[:16]
-
-
-def local_imports(source: Path, root: Path) -> set[Path]:
-    """The files under `root` (the working directory: where user kernels live, never site-packages)
-    that `source` imports, directly or through each other, found by reading their imports (nothing
-    is imported). A module that does not parse counts with its text alone."""
-    root = root.resolve()
-    found: set[Path] = set()
-    pending = [source.resolve()]
-    while pending:
-        path = pending.pop()
-        try:
-            tree = ast.parse(path.read_bytes(), filename=str(path))
-        except (SyntaxError, ValueError):
-            continue
-        for module in imported_modules(tree, path, root):
-            for candidate in _module_files(module, root):
-                if candidate != source.resolve() and candidate not in found:
-                    found.add(candidate)
-                    pending.append(candidate)
-    return found
-
-
-def imported_modules(tree: ast.Module, path: Path, root: Path) -> list[str]:
-    """Dotted names an AST imports, relative imports resolved against `path`'s package under `root`;
-    `from a import b` names both a and a.b (b may be a submodule)."""
-    names: list[str] = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names += [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                package = path.parent
-                for _ in range(node.level - 1):
-                    package = package.parent
-                if not package.is_relative_to(root):
-                    continue
-                prefix = ".".join(package.relative_to(root).parts)
-                base = ".".join(part for part in (prefix, base) if part)
-            names += [base, *(f"{base}.{alias.name}" if base else alias.name for alias in node.names)]
-    return [name for name in names if name]
-
-
-def _module_files(module: str, root: Path) -> list[Path]:
-    """The files under `root` that importing `module` runs: each package's __init__.py on the way,
-    and the module's own file."""
-    files: list[Path] = []
-    parts = module.split(".")
-    for depth in range(1, len(parts) + 1):
-        base = root.joinpath(*parts[:depth])
-        for candidate in (base / "__init__.py", base.with_suffix(".py")):
-            if candidate.is_file():
-                files.append(candidate.resolve())
-                break
-    return files
-
-
-def refused_module(module: str) -> str | None:
-    """Why `module` may not be a kernel module, or None: the standard library and Python's built-in
-    modules are not kernels (found by trying it: `os:system` and `builtins:eval` were reported "not
-    found", and `subprocess:run` was accepted and called with the inputs)."""
-    top = module.split(".")[0]
-    if top in sys.stdlib_module_names or top in sys.builtin_module_names:
-        which = "it is" if top == module else f"{top} is"
-        return (
-            f"refused: {module} is not a kernel module ({which} Python's standard library; a kernel's file"
-            " must not take a standard-library name)"
-        )
-    return None
+    """Whether `name` is a user kernel's, even with a malformed configuration (user_kernel_problem
+    says what is wrong with it)."""
+    return CandidateName.parse(name, strict=False).is_user
 
 
 def user_kernel_problem(name: str) -> str | None:
@@ -338,17 +161,18 @@ def user_kernel_problem(name: str) -> str | None:
     at top level (a module that star-imports is given the benefit of the doubt); a function defined
     there must take the call attnbench makes (`signature_problem`)."""
     try:
-        base, given = split_name(name)
+        parsed = CandidateName.parse(name)
     except ValueError as exc:
         return str(exc)
+    base, given = parsed.family, parsed.configuration
     if base in _REGISTERED:
         return _registered_signature_problem(name, base, given)
-    module, _, function = base.partition(":")
+    module, function = parsed.module, parsed.function
     if not module or not function.isidentifier():
         return f"{name!r} is not module:function"
     if refused := refused_module(module):
         return refused
-    source = _module_source(module)
+    source = module_source(module)
     if source is None:
         return f"module {module!r} not found (looked in the working directory {os.getcwd()} and PYTHONPATH)"
     try:
@@ -494,11 +318,11 @@ def static_declaration(name: str) -> Declaration:
     workflow parses its config on every job); the defaults when it is not decorated, or when it is
     registered in this process (its function carries the declaration). ValueError when a decorator
     argument is not a literal."""
-    base = family(name)
+    parsed = CandidateName.parse(name)
+    base, function = parsed.family, parsed.function
     if base in _REGISTERED:
         return declaration(base)
-    module, _, function = base.partition(":")
-    source = _module_source(module)
+    source = module_source(parsed.module)
     if source is None:
         return Declaration()
     tree = ast.parse(source.read_bytes(), filename=str(source))
@@ -545,21 +369,13 @@ def expand(names: Sequence[str]) -> list[str]:
     configuration, stands for every configuration of its grid; everything else for itself."""
     expanded: list[str] = []
     for name in names:
-        if is_user_kernel(name) and "[" not in name:
+        parsed = CandidateName.parse(name, strict=False)
+        if parsed.is_user and parsed.family == name:
             points = static_declaration(name).grid
             expanded += [configured_name(name, point) for point in points] if points else [name]
         else:
             expanded.append(name)
     return list(dict.fromkeys(expanded))
-
-
-def _user_function(base: str) -> UserFunction:
-    if base in _REGISTERED:
-        return _REGISTERED[base]
-    module, function = base.split(":", 1)
-    if refused := refused_module(module):  # a spec not made from a checked config
-        raise ValueError(refused)
-    return getattr(import_user_module(module), function)
 
 
 def declaration(name: str, workload: Workload | None = None) -> Declaration:
@@ -576,7 +392,7 @@ def declaration(name: str, workload: Workload | None = None) -> Declaration:
         if workload is not None and name in (*SDPA_BACKENDS, "flex") and takes_padded(workload):
             return Declaration(layout=PADDED)
         return Declaration()
-    found = getattr(_user_function(family(name)), DECLARATION_ATTRIBUTE, None)
+    found = getattr(user_function(CandidateName.parse(name)), DECLARATION_ATTRIBUTE, None)
     return found if isinstance(found, Declaration) else Declaration()
 
 
@@ -831,8 +647,9 @@ def check_layout(name: str, layout: str, workload: Workload) -> None:
 
 
 def _user(name: str, workload: Workload, inputs: Sequence[Any]) -> Kernel:
-    base, config = split_name(name)
-    fn = _user_function(base)
+    parsed = CandidateName.parse(name)
+    base, config = parsed.family, parsed.configuration
+    fn = user_function(parsed)
 
     if declaration(name).factory:
         run = fn(workload, *inputs[:3], **config)

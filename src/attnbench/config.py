@@ -24,6 +24,7 @@ import yaml
 from snakemake.utils import update_config
 
 from attnbench import candidates, capacity, configfile, device, files, lock, presets
+from attnbench.usercode import CandidateName
 
 # The run's config, relative to its working directory (Snakemake's standard layout): the workflow's
 # `configfile:`, and the file `attnbench run` writes.
@@ -235,19 +236,17 @@ def effective(config: Mapping[str, Any], overrides: Mapping[str, Any] | None = N
     # A kernel that declares a grid stands for its configurations (attnbench.candidates.expand).
     run["candidates"] = candidates.expand(run["candidates"])
     if run["reference"] not in run["candidates"]:
-        configurations = [c for c in run["candidates"] if candidates.family(c) == run["reference"]]
+        configurations = [c for c in run["candidates"] if CandidateName.parse(c).family == run["reference"]]
         raise ConfigError(
             f"reference: {run['reference']!r} declares a grid of {len(configurations)} configurations; the"
             f" reference must be one candidate: name one configuration, e.g. {configurations[0]!r}"
         )
     # Once per kernel, not per configuration: a grid of 64 reads and hashes its sources once.
+    kernels = [name for name in map(CandidateName.parse, run["candidates"]) if name.is_user]
     sources = {
-        base: candidates.user_kernel_source_hash(base)
-        for base in dict.fromkeys(candidates.family(c) for c in run["candidates"] if candidates.is_user_kernel(c))
+        base: candidates.user_kernel_source_hash(base) for base in dict.fromkeys(k.family for k in kernels)
     }
-    run["kernel_hashes"] = {
-        c: sources[candidates.family(c)] for c in run["candidates"] if candidates.is_user_kernel(c)
-    }
+    run["kernel_hashes"] = {str(kernel): sources[kernel.family] for kernel in kernels}
     return run
 
 
@@ -316,9 +315,10 @@ def check(run: dict[str, Any], where: Callable[[str], str] = str) -> None:
             f"{where('reference')}: {run['reference']!r} is not one of candidates {run['candidates']}"
         )
     for name in run["candidates"]:
-        if not candidates.known(name):
+        parsed = CandidateName.parse(name, strict=False)  # a malformed configuration: user_kernel_problem's
+        if not (parsed.is_builtin or parsed.is_user):
             raise ConfigError(_unknown_candidate(where("candidates"), name))
-        if candidates.is_user_kernel(name) and (problem := candidates.user_kernel_problem(name)):
+        if parsed.is_user and (problem := candidates.user_kernel_problem(name)):
             raise ConfigError(f"{where('candidates')}: {name!r}: {problem}")
     for shape in run["shapes"]:
         problem = _shape_problem(shape)

@@ -17,11 +17,12 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from attnbench import candidates, quality
+from attnbench import quality
 from attnbench.files import Json
 from attnbench.formatting import DASH, clip, interval, speedup_interval
 from attnbench.results import FAILURES, Status
 from attnbench.stats import TOO_FEW_ROUNDS
+from attnbench.usercode import CandidateName
 
 MAX_TERMINAL_FAILURES = 20
 SIGNIFICANT_MARK = "*"  # significantly faster or slower than the reference (corrected where known)
@@ -253,7 +254,7 @@ def confidence_text(summary: Json) -> str:
 
 def _family_sizes(summary: Json) -> Counter[str]:
     """How many configurations each kernel has in the run (1 for a kernel without a grid)."""
-    return Counter(candidates.family(name) for name in summary["candidates"])
+    return Counter(CandidateName.parse(name).family for name in summary["candidates"])
 
 
 def terminal(summary: Json, report: Path | None = None) -> str:
@@ -275,7 +276,7 @@ def terminal(summary: Json, report: Path | None = None) -> str:
     sizes = _family_sizes(summary)
     for name, t in summary["candidates"].items():  # a kernel's configurations on one line
         if name not in summary["unavailable"]:
-            family = candidates.family(name)
+            family = CandidateName.parse(name).family
             key = f"{family} ({sizes[family]} configurations)" if sizes[family] > 1 else name
             total = shown.setdefault(key, {"wins": 0, "ties": 0, "failed": 0})
             for field in total:

@@ -285,7 +285,7 @@ JOBS: dict[str, Job] = {
             after_writing=_print_shape,
         ),
         # The run-wide steps run in the warm worker too: as Snakemake scripts they paid for a Python
-        # with snakemake, scipy, pandas and matplotlib each time, 7 of the 19 s of an H200 edit loop.
+        # with snakemake, scipy, pandas and matplotlib each time, a third of an edit loop (docs/scale.md).
         Job(
             "autotune",
             "rank each shape's candidates and correct every comparison across the run (results/report/autotune.json, .csv)",
@@ -341,8 +341,8 @@ def ratchet_settings(run: dict[str, Any]) -> Spec:
 
 
 # The report's title unless the config's report.title says otherwise. Here, not in attnbench.report:
-# the Snakefile reads it at parse time, and importing the report's module (scipy, matplotlib) cost
-# every parse 2 s.
+# the Snakefile reads it at parse time, and importing the report's package (scipy, matplotlib) would
+# slow every parse (docs/scale.md).
 REPORT_TITLE = "attnbench report"
 
 

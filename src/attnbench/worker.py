@@ -18,7 +18,7 @@ What a shape still gets to itself:
 - the user's current code without a fresh worker: a user kernel is not part of the key. Before each
   request the worker re-imports the modules it imported from files under its working directory whose
   content changed (a content hash: a `touch` is not an edit), with every such module that imports one
-  of them, directly or not; the job's log says which (`_UserModules`). Where that is not safe (a
+  of them, directly or not; the job's log says which (usercode.UserModules). Where that is not safe (a
   changed file that is not Python source, a changed user module outside the working directory, a
   changed kernel from site-packages, or a re-import that raises) it retires and the job starts a
   fresh worker, as for a stale one;
@@ -49,14 +49,9 @@ descendants) when a phase of the request runs past its limit, and raises isolati
 
 from __future__ import annotations
 
-import ast
 import fcntl
 import hashlib
-import importlib
-import importlib.abc
-import importlib.machinery
 import json
-import linecache
 import logging
 import os
 import signal
@@ -65,13 +60,12 @@ import subprocess
 import sys
 import threading
 import time
-import types
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NamedTuple, TextIO
+from typing import Any, TextIO
 
-from attnbench import files, isolation, jobs
+from attnbench import files, isolation, jobs, usercode
 from attnbench.results import Status
 
 # ATTNBENCH_WORKER=0 runs each job without a worker (as under SLURM, where it always does): a benchmark job
@@ -108,7 +102,8 @@ def identity(directory: int | str = ".") -> list[int]:
 
 def key(environ: Mapping[str, str]) -> str:
     """Which warm worker may serve this job: interpreter, user, environment, attnbench's own source and
-    the working directory. Not the user kernels: the worker reloads those that changed (`_UserModules`)."""
+    the working directory. Not the user kernels: the worker reloads those that changed
+    (usercode.UserModules)."""
     digest = hashlib.sha256(f"{sys.executable} {os.getuid()} {files.source_digest()}".encode())
     relevant = sorted((k, v) for k, v in environ.items() if k.startswith(KEY_PREFIXES))
     digest.update(json.dumps([relevant, os.getcwd()]).encode())
@@ -471,7 +466,7 @@ def serve(path: Path, idle_s: float) -> None:
     # Held open, the directory keeps its inode even if it is removed: no other directory can take it.
     home = os.open(".", os.O_RDONLY | os.O_DIRECTORY)
     hello = {"hello": os.getpid(), "log": str(path.with_suffix(".log")), "served": 0}
-    modules = _UserModules(Path.cwd())
+    modules = usercode.UserModules(Path.cwd())
     modules.install()
 
     def stop_listening() -> None:
@@ -510,7 +505,7 @@ def _serve_one(
     home: int,
     hello: dict[str, Any],
     stop_listening: Callable[[], None],
-    modules: _UserModules | None = None,
+    modules: usercode.UserModules | None = None,
 ) -> bool:
     """Answer the request on `connection`; whether the worker retires after it. A warm worker first
     brings the user's modules up to date (`modules`; a child imports them fresh)."""
@@ -534,7 +529,7 @@ def _serve_one(
     return retire
 
 
-def _refresh(modules: _UserModules, stream: TextIO, spec: dict[str, Any]) -> str | None:
+def _refresh(modules: usercode.UserModules, stream: TextIO, spec: dict[str, Any]) -> str | None:
     """Reload the user's changed modules before a request: why this worker must retire instead, or None.
     Says what was reloaded in the job's log, and to the job (its `process.worker` record)."""
     from attnbench import timing
@@ -638,249 +633,3 @@ def _logs_to(stream: TextIO) -> Iterator[None]:
         yield
     finally:
         sys.stderr = saved
-
-
-class _Imported(NamedTuple):
-    """A user module as the worker imported it: its file, that file's content hash then, whether it is
-    Python source compiled by the worker (`source`) or anything else (an extension, bytecode), and
-    whether it lies under the worker's working directory (`local`: reloadable)."""
-
-    path: str
-    digest: str
-    source: bool
-    local: bool
-
-
-def _digest(content: bytes) -> str:
-    return hashlib.sha256(content).hexdigest()
-
-
-def _current_digest(path: str) -> str | None:
-    try:
-        return _digest(Path(path).read_bytes())
-    except OSError:  # removed, or unreadable: changed
-        return None
-
-
-def _library_dirs() -> list[Path]:
-    """Where the interpreter's and installed packages' modules live, and attnbench's own: never the user's."""
-    import site
-    import sysconfig
-
-    import attnbench
-
-    paths = sysconfig.get_paths()
-    found = [paths[name] for name in ("stdlib", "platstdlib", "purelib", "platlib") if name in paths]
-    found += [*site.getsitepackages(), site.getusersitepackages(), str(Path(attnbench.__file__).parent)]
-    return [Path(path).resolve() for path in dict.fromkeys(found)]
-
-
-class _UserModules(importlib.abc.MetaPathFinder):
-    """The user's modules that a warm worker imported, and their reload when their files change.
-
-    Installed on sys.meta_path just before the PathFinder, it sees each module imported from a file
-    on sys.path that is not the interpreter's, an installed package's or attnbench's: a user module.
-    Python source is compiled by `_SourceLoader`, which records the hash of exactly the bytes it
-    compiled (never a .pyc: its check is the file's mtime in whole seconds and its size, which an edit
-    within a second that keeps the size passes); anything else is hashed when it is found.
-
-    `refresh` (before each request): the modules still loaded whose files' content changed, with every
-    user module that imports one of them, directly or through others (named in its import statements,
-    a function's included, or found among its globals: a module, or an object defined in one, that is
-    reloaded), and every submodule of a reloaded package, are dropped from sys.modules and imported
-    again, in the order they were first imported (a module whose file is gone is only dropped). The
-    worker retires instead (a fresh worker imports everything anew) when a changed file is not Python
-    source or lies outside the working directory, a re-import raises, or a user kernel's source hash
-    in the spec changed while its module, loaded here, is not one the worker reloads (an installed
-    package's, say).
-
-    Not seen: modules loaded other than through sys.path (importlib.util.spec_from_file_location),
-    and references to the old code that outlive the reload in modules that are not the user's (a
-    registry in an installed library). Those need a fresh worker: ATTNBENCH_WORKER_IDLE_S=0 or a new
-    working directory.
-    """
-
-    def __init__(self, root: Path) -> None:
-        self.root = root.resolve()
-        self.libraries = _library_dirs()
-        self.imported: dict[str, _Imported] = {}
-        self.kernel_hashes: dict[str, str] = {}
-        self._library_entries: dict[str, bool] = {}  # a package's __path__ entry: in a library?
-
-    def install(self) -> None:
-        finders = [type(finder) if not isinstance(finder, type) else finder for finder in sys.meta_path]
-        at = finders.index(importlib.machinery.PathFinder) if importlib.machinery.PathFinder in finders else 0
-        sys.meta_path.insert(at, self)
-
-    def _place(self, origin: str) -> bool | None:
-        """None for a library's file (or attnbench's), else whether it is under the working directory."""
-        path = Path(origin).resolve()
-        if any(path.is_relative_to(library) for library in self.libraries):
-            return None
-        return path.is_relative_to(self.root)
-
-    def _in_library(self, entry: str) -> bool:
-        if entry not in self._library_entries:
-            self._library_entries[entry] = self._place(entry) is None
-        return self._library_entries[entry]
-
-    def find_spec(
-        self, fullname: str, path: Any = None, target: Any = None
-    ) -> importlib.machinery.ModuleSpec | None:
-        if path is not None and all(self._in_library(str(entry)) for entry in path):
-            return None  # a library's submodule (torch imports hundreds during a first shape): not searched twice
-        spec = importlib.machinery.PathFinder.find_spec(fullname, path, target)
-        if spec is None or not spec.has_location or spec.origin is None:
-            return None  # not found, or a namespace package: the PathFinder's own answer stands
-        local = self._place(spec.origin)
-        if local is None:
-            return None
-        if type(spec.loader) is importlib.machinery.SourceFileLoader:
-            spec.loader = _SourceLoader(fullname, spec.origin, self, local)
-        else:
-            digest = _current_digest(spec.origin)
-            if digest is not None:
-                self.imported[fullname] = _Imported(spec.origin, digest, False, local)
-        return spec
-
-    def record(self, name: str, path: str, content: bytes, local: bool) -> None:
-        self.imported[name] = _Imported(path, _digest(content), True, local)
-
-    def _loaded(self) -> dict[str, _Imported]:
-        """The recorded modules that are still in sys.modules, as recorded (not re-imported otherwise)."""
-        return {
-            name: entry
-            for name, entry in self.imported.items()
-            if getattr(sys.modules.get(name), "__file__", None) == entry.path
-        }
-
-    def refresh(self, spec: dict[str, Any]) -> tuple[list[str], str | None]:
-        """(modules reloaded, why the worker must retire instead, or None)."""
-        loaded = self._loaded()
-        changed = sorted(
-            name for name, entry in loaded.items() if _current_digest(entry.path) != entry.digest
-        )
-        reloaded: list[str] = []
-        if changed:
-            unsafe = [name for name in changed if not (loaded[name].source and loaded[name].local)]
-            if unsafe:
-                return [], (
-                    f"cannot reload changed module(s) {', '.join(unsafe)}: only Python source under its working"
-                    f" directory {self.root} is reloaded"
-                )
-            why, reloaded = self._reload(changed, loaded)
-            if why is not None:
-                return [], why
-            edited = [name for name in changed if name in reloaded]
-            others = [name for name in reloaded if name not in changed]
-            gone = [name for name in changed if name not in reloaded]
-            logging.getLogger("attnbench.worker").info(
-                f"worker pid {os.getpid()} reloaded changed module(s) {', '.join(edited) or 'none'}"
-                + (f" and the module(s) that import them: {', '.join(others)}" if others else "")
-                + (f"; dropped removed module(s) {', '.join(gone)}" if gone else "")
-            )
-        why = self._kernel_outside(spec)
-        return (reloaded, None) if why is None else ([], why)
-
-    def _reload(self, changed: list[str], loaded: dict[str, _Imported]) -> tuple[str | None, list[str]]:
-        from attnbench import candidates
-
-        drop = set(changed)
-        imports = {name: _imported_names(entry, self.root) for name, entry in loaded.items()}
-
-        def uses_dropped(name: str) -> bool:
-            within = tuple(f"{dropped}." for dropped in drop)
-            imported = any(other in drop or other.startswith(within) for other in imports[name])
-            return imported or _holds(sys.modules[name], drop)
-
-        growing = True
-        while growing:  # until no other module imports or holds what is dropped, directly or not
-            users = {name for name in loaded.keys() - drop if uses_dropped(name)}
-            drop |= users
-            growing = bool(users)
-        compiled = sorted(name for name in drop if not loaded[name].source)
-        if compiled:  # an extension that holds a changed module's objects cannot be imported again
-            return (
-                f"cannot reload module(s) {', '.join(compiled)} (not Python source) that use changed ones",
-                [],
-            )
-        packages = tuple(f"{name}." for name in drop)
-        removed = [name for name in sys.modules if name in drop or name.startswith(packages)]
-        for name in removed:
-            module = sys.modules.pop(name)
-            # Else a traceback, or inspect.getsource (which Triton's JIT compiles), may show the old lines.
-            linecache.cache.pop(getattr(module, "__file__", None) or "", None)
-        importlib.invalidate_caches()
-        # A module whose file is gone stays dropped: a module that still imports it fails below.
-        again = [name for name in removed if name not in loaded or Path(loaded[name].path).is_file()]
-        for name in again:
-            try:
-                candidates.import_user_module(name)
-            except (Exception, SystemExit) as exc:
-                why = f"could not reload changed module(s) {', '.join(changed)}: importing {name} raised"
-                return f"{why} {type(exc).__name__}: {exc}", []
-        return None, again
-
-    def _kernel_outside(self, spec: dict[str, Any]) -> str | None:
-        """A user kernel whose source hash changed, in a module loaded here that `refresh` does not
-        reload (an installed package, say): the key used to hold these hashes, so this keeps its word."""
-        from attnbench import candidates
-
-        hashes = spec.get("kernel_hashes") or {}
-        for name, digest in hashes.items():
-            module = candidates.family(name).partition(":")[0]
-            before = self.kernel_hashes.get(name)
-            entry = self.imported.get(module)
-            reloadable = entry is not None and entry.source and entry.local
-            if before not in (None, digest) and module in sys.modules and not reloadable:
-                return (
-                    f"cannot reload user kernel {name}: its source changed, and its module {module} is not"
-                    f" Python source under its working directory {self.root}"
-                )
-        self.kernel_hashes.update(hashes)
-        return None
-
-
-def _imported_names(entry: _Imported, root: Path) -> set[str]:
-    """The modules that a user module's source imports, anywhere in it (a function's own imports too),
-    relative imports resolved under `root`; none for a file that is not source or does not parse."""
-    from attnbench import candidates
-
-    if not entry.source:
-        return set()
-    try:
-        tree = ast.parse(Path(entry.path).read_bytes(), filename=entry.path)
-    except (OSError, SyntaxError, ValueError):
-        return set()
-    return set(candidates.imported_modules(tree, Path(entry.path), root))
-
-
-def _holds(module: types.ModuleType, names: set[str]) -> bool:
-    """Whether `module`'s globals hold one of the modules `names`, or an object defined in one (a
-    function, class or instance), other than its own submodules (which the import system sets there)."""
-    own = f"{module.__name__}."
-    for attribute, value in list(vars(module).items()):
-        try:
-            if isinstance(value, types.ModuleType):
-                if value.__name__ in names and value.__name__ != own + attribute:
-                    return True
-            elif getattr(value, "__module__", None) in names:
-                return True
-        except Exception:  # an object whose attributes raise: it holds nothing we know of
-            continue
-    return False
-
-
-class _SourceLoader(importlib.machinery.SourceFileLoader):
-    """Compiles a user module from its source, always, and records the hash of what it compiled."""
-
-    def __init__(self, fullname: str, path: str, modules: _UserModules, local: bool) -> None:
-        super().__init__(fullname, path)
-        self._modules = modules
-        self._local = local
-
-    def get_code(self, fullname: str) -> Any:
-        path = self.get_filename(fullname)
-        source = self.get_data(path)
-        self._modules.record(fullname, path, source, self._local)
-        return self.source_to_code(source, path)

@@ -21,18 +21,15 @@ median must be its samples' median: a baseline edited by hand is refused, naming
 from __future__ import annotations
 
 import datetime as dt
-import math
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from attnbench import __version__, files, stats
 from attnbench.files import Json
 from attnbench.formatting import DASH, md, num, signed_pct
-from attnbench.results import Status
+from attnbench.results import Status, median_problem
 
 VERDICTS = ("regression", "improvement", "unchanged", "undecided", "new", "missing", "failed", "incomparable")
 MARKER = "<!-- attnbench-ratchet -->"
@@ -48,8 +45,6 @@ DEFAULTS = {
 # The fields environment_differences compares, as the comment's table and the gate's flags name them.
 ENVIRONMENT_FIELDS = ("device", "gpu", "driver", "torch", "cuda", "cudnn", "triton", "lock", "power_limit_w")
 EXIT_OK, EXIT_REGRESSION, EXIT_UNUSABLE = 0, 1, 2
-# How far a stored median may sit from its samples' median (float rounding of another JSON writer).
-MEDIAN_REL_TOLERANCE = 1e-6
 NO_DIGEST = "unverified (no digest)"
 NOT_COMPARED_LISTED = 20  # the comment's list of missing and changed results; the table has them all
 
@@ -111,20 +106,11 @@ def content_digest(baseline: Json) -> str:
 
 
 def _median_problem(result: Json) -> tuple[str, str] | None:
-    """What makes one candidate's stored result disagree with itself, as (field, why), or None."""
-    values = result.get("samples_ms") or []
-    median = result.get("median_ms")
-    ok = result.get("status") == Status.OK
-    if ok and not values:
+    """What makes one candidate's stored result disagree with itself, as (field, why), or None: a
+    baseline's result with status ok must keep its samples (the comparison is made from them)."""
+    if result.get("status") == Status.OK and not result.get("samples_ms"):
         return "samples_ms", "none, for a result with status ok"
-    if median is None:
-        return ("median_ms", "missing beside its samples, for a result with status ok") if ok else None
-    if not values:
-        return "median_ms", f"{median:g} with no samples_ms"
-    expected = float(np.median(values))
-    if not math.isclose(median, expected, rel_tol=MEDIAN_REL_TOLERANCE):
-        return "median_ms", f"{median:g} is not the median of its {len(values)} samples_ms ({expected:g})"
-    return None
+    return median_problem(result)
 
 
 def _disagreements(baseline: Json) -> Iterable[tuple[str, str]]:

@@ -7,8 +7,14 @@ member is the string itself in a document and compares equal to the string read 
 
 from __future__ import annotations
 
+import math
+import statistics
 from enum import StrEnum
 from typing import Any
+
+# How far a stored median may sit from its samples' median, relative: float rounding of another JSON
+# writer (a baseline passed through other tools), far below any edit that would change a verdict.
+MEDIAN_REL_TOLERANCE = 1e-6
 
 
 class Status(StrEnum):
@@ -47,3 +53,20 @@ def empty_entry(status: Status, reason: str | None, **fields: Any) -> dict[str, 
         "calls_per_sample": None,
         **fields,
     }
+
+
+def median_problem(entry: dict[str, Any]) -> tuple[str, str] | None:
+    """(field, why) when a candidate's stored median_ms is not what its samples_ms say, else None: a
+    result file or baseline edited after it was written (attnbench.files, attnbench.ratchet)."""
+    samples, median = entry.get("samples_ms") or [], entry.get("median_ms")
+    if median is None:
+        if entry.get("status") == Status.OK and samples:
+            return "median_ms", f"missing beside {len(samples)} samples_ms, for a result with status ok"
+        return None
+    if not samples:
+        return "median_ms", f"{median:.6g} with no samples_ms"
+    expected = statistics.median(samples)
+    if not math.isclose(median, expected, rel_tol=MEDIAN_REL_TOLERANCE):
+        return "median_ms", f"{median:.6g} is not the median of its {len(samples)} samples_ms ({expected:.6g})"
+    return None
+

@@ -338,15 +338,15 @@ def bench_process(shape_: Shape, out: Path) -> dict[str, Any]:
         json.dumps(spec),
         "--out",
         str(out),
-        "--schema",
-        str(BENCH_SCHEMA),
+        "--schemas",
+        str(BENCH_SCHEMA.parent),
     ]
     env = {
         **os.environ,
         **lock.job_env(None),
         "PYTHONPATH": f"{ROOT / 'src'}:{os.environ.get('PYTHONPATH', '')}",
     }
-    subprocess.run(command, check=True, env=env, stderr=subprocess.DEVNULL)
+    subprocess.run(command, check=True, env=env)
     return files.read_json(out, BENCH_SCHEMA)
 
 

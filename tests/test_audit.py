@@ -104,7 +104,9 @@ def test_the_first_inputs_answers_are_made_again_only_when_a_check_after_samplin
     made.clear()
     caught = run_shape(spec(["math", "dishonest_kernels:keeps_answer_once_timed"]))
     assert caught["candidates"]["dishonest_kernels:keeps_answer_once_timed"]["status"] == "incorrect"
-    assert len(made) == 5  # and once more, for the kept answer's diagnosis only
+    # once more for the kept answer's diagnosis, and once for the audit of the candidates measured
+    # again without the one caught (bench.remeasure_without_cheats)
+    assert len(made) == 6 and caught["candidates"]["math"]["remeasured"] == ["dishonest_kernels:keeps_answer_once_timed"]
 
 
 @pytest.mark.parametrize(

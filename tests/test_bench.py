@@ -183,3 +183,36 @@ def test_unsupported_combinations_say_why_and_the_run_goes_on(locked_env):
         assert result["candidates"][name]["reason"].startswith("needs CUDA")
         assert "No viable backend" in result["candidates"][name]["reason_detail"]
     assert statuses(result)["flash"] == statuses(result)["math"] == "ok"
+
+
+def test_a_candidate_whose_inputs_changed_beside_a_cheat_is_measured_again_not_blamed():
+    """On an H100 (2026-12-07) flash was called incorrect, "changed its input q in place (while it was
+    timed)", in rounds it shared with a kernel whose side stream never joined (untrusted): that work's
+    stray writes can land in memory the allocator has since given to a neighbour. Such a candidate is
+    now measured again without the candidates caught, alone if none was, and its own calls decide; a
+    candidate that had the rounds to itself is its own culprit."""
+    from types import SimpleNamespace
+
+    from attnbench.bench import remeasure_without_cheats
+    from attnbench.results import Status
+
+    def entries(**statuses):
+        return {name: {"status": status, "reason": None if status == Status.OK else "..."} for name, status in statuses.items()}
+
+    def rounds(found):
+        return SimpleNamespace(samples={name: [1.0] for name in found})
+
+    shared = entries(flash=Status.INCORRECT, cheat=Status.UNTRUSTED, math=Status.OK)
+    again = remeasure_without_cheats(shared, dict.fromkeys(shared), rounds(shared), ["flash"])
+    assert sorted(again) == ["flash", "math"]
+    assert shared["flash"] == {"status": Status.OK, "reason": None} and shared["cheat"]["status"] == Status.UNTRUSTED
+
+    none_caught = entries(flash=Status.INCORRECT, math=Status.OK)
+    assert sorted(remeasure_without_cheats(none_caught, dict.fromkeys(none_caught), rounds(none_caught), ["flash"])) == ["flash"]
+
+    alone = entries(flash=Status.INCORRECT)
+    assert remeasure_without_cheats(alone, dict.fromkeys(alone), rounds(alone), ["flash"]) == {}
+    assert alone["flash"]["status"] == Status.INCORRECT
+
+    honest = entries(flash=Status.OK, math=Status.OK)
+    assert remeasure_without_cheats(honest, dict.fromkeys(honest), rounds(honest), []) == {}

@@ -574,16 +574,21 @@ def _measure_shape(spec: dict[str, Any], running: Callable[[str | None], None]) 
     record_samples(entries, measured, settings, work)
     limit = audit.bound(ceilings, spec["dtype"], work, nbytes, cold=measured.mode == "cold")
     began = time.perf_counter()
-    audit_timed_work(
+    changed_while_timed = audit_timed_work(
         entries, measured, rotation, limit, workload=workload, spec=spec, seed=run_seed + 2, first_seed=seed
     )
-    again = remeasure_without_cheats(entries, calls, measured)
+    again = remeasure_without_cheats(entries, calls, measured, changed_while_timed)
     if again:
         measured = sample(again)
         record_samples(entries, measured, settings, work)
-        judge_timed(entries, measured, rotation, limit, [name for name in again if name in measured.samples])
+        # the whole audit again, on refill values of their own: a candidate measured again as a
+        # suspect was not verified after the first rounds
+        audit_timed_work(
+            entries, measured, rotation, limit, workload=workload, spec=spec, seed=run_seed + 3, first_seed=seed
+        )
         for name in again:
             entries[name]["remeasured"] = sorted(set(calls) - set(again))
+    flush.release()
     audit_s = time.perf_counter() - began
     log(f"  audit: {audit_s:.2f} s")
     for line in process_changes:  # a warm worker retires after this job (attnbench.worker)
@@ -639,7 +644,9 @@ def judge_timed(
     names: list[str],
 ) -> None:
     """What each of `names` ran in the round profiled at random, whether its timing was earned (the
-    profile and the bound) and whether its inputs still hold what was last written into them."""
+    profile and the bound) and whether its inputs still hold what was last written into them; the
+    names whose inputs did not."""
+    changed_while_timed = []
     for name in names:
         entry = entries[name]
         sampler = measured.samplers[name]
@@ -658,9 +665,11 @@ def judge_timed(
         if changed := rotation.changed(name):
             entry.update(status=Status.INCORRECT, reason=changed_inputs(changed, "while it was timed"))
             log(f"  {name}: incorrect: {entry['reason']}")
+            changed_while_timed.append(name)
         elif flags:
             entry.update(status=Status.UNTRUSTED, reason="; ".join(flags))
             log(f"  {name}: untrusted: {entry['reason']}")
+    return changed_while_timed
 
 
 def audit_timed_work(
@@ -673,17 +682,18 @@ def audit_timed_work(
     spec: dict[str, Any],
     seed: int,
     first_seed: int,
-) -> None:
+) -> list[str]:
     """After sampling: what each timed candidate ran in the round profiled at random, whether its
     timing was earned, whether its inputs are as they were written, and whether the timed unit still
-    computes its answer once the inputs change (attnbench.audit); refill values from `seed`."""
+    computes its answer once the inputs change (attnbench.audit); refill values from `seed`. The
+    names whose inputs changed while they were timed."""
     import torch
 
     device = spec["device"]
     backward = spec["mode"] == "forward_backward"
     timeout = timing.Settings.from_config(spec.get("timing")).call_timeout_s
     timed = [name for name in measured.samples if entries[name]["status"] == Status.OK]
-    judge_timed(entries, measured, rotation, limit, timed)
+    changed_while_timed = judge_timed(entries, measured, rotation, limit, timed)
     last: dict[str, Any] = {}
     for name in timed:
         if entries[name]["status"] in (Status.OK, Status.UNTRUSTED):
@@ -695,7 +705,7 @@ def audit_timed_work(
             except Exception as exc:
                 audit_failed(entries, name, exc, device)
     if not last:
-        return
+        return changed_while_timed
     dtype = getattr(torch, spec["dtype"])
     try:
         fresh = make_inputs(workload.shape, dtype, device, seed, backward)
@@ -706,7 +716,7 @@ def audit_timed_work(
     except Exception as exc:  # out of memory beside the candidates' outputs and graph pools
         for name in last:
             audit_failed(entries, name, exc, device)
-        return
+        return changed_while_timed
 
     @functools.cache
     def first_answers() -> Sealed:
@@ -749,6 +759,7 @@ def audit_timed_work(
             flagged = entries[name]["reason"] if entries[name]["status"] == Status.UNTRUSTED else None
             entries[name].update(status=Status.INCORRECT, reason=f"{why}; also {flagged}" if flagged else why)
             log(f"  {name}: incorrect: {why}")
+    return changed_while_timed
 
 
 def put_back(before: guard.ProcessState) -> list[str]:
@@ -787,14 +798,31 @@ def find_who_changed(
 
 
 def remeasure_without_cheats(
-    entries: dict[str, dict[str, Any]], calls: dict[str, Callable[[], Any]], measured: timing.Measurement
+    entries: dict[str, dict[str, Any]],
+    calls: dict[str, Callable[[], Any]],
+    measured: timing.Measurement,
+    changed_while_timed: list[str],
 ) -> dict[str, Callable[[], Any]]:
     """The calls to sample again: when a candidate that shared the rounds was caught after sampling
     (untrusted, or incorrect), the others were timed beside work that was not what it claimed (a
-    cheater can slow its neighbours), so they are measured again without it."""
-    caught = [name for name in measured.samples if entries[name]["status"] in (Status.UNTRUSTED, Status.INCORRECT)]
-    honest = {name: calls[name] for name in measured.samples if entries[name]["status"] == Status.OK}
-    return honest if caught and honest else {}
+    cheater can slow its neighbours), so they are measured again without it.
+
+    A candidate whose inputs changed while it shared the rounds with others is not yet to blame:
+    work a neighbour left running (a stream never joined) writes into memory the allocator has since
+    given to it. It is measured again too, without the candidates caught (alone if none was), and
+    its inputs then decide (judge_timed)."""
+    shared = len(measured.samples) > 1
+    suspects = [name for name in changed_while_timed if shared]
+    caught = [
+        name
+        for name in measured.samples
+        if entries[name]["status"] in (Status.UNTRUSTED, Status.INCORRECT) and name not in suspects
+    ]
+    for name in suspects:
+        entries[name].update(status=Status.OK, reason=None)
+    if not caught:
+        return {name: calls[name] for name in suspects}
+    return {name: calls[name] for name in measured.samples if entries[name]["status"] == Status.OK}
 
 
 def record_samples(

@@ -139,6 +139,15 @@ class L2Flusher:
                 self.resets += 1
             torch.sum(self.buffer, dim=0, out=self.sink)
 
+    def release(self) -> None:
+        """The set-aside put back to zero once the shape is measured, if a kernel raised it after the
+        last cold unit (its audit's calls): the next shape, and the process, start as this one did."""
+        if self.persisting is not None and self.persisting.raised():
+            import torch
+
+            torch.cuda.synchronize()
+            self.persisting.reset()
+
 
 class PersistingL2:
     """The CUDA runtime's persisting-L2 controls, through the libcudart torch loaded (ctypes)."""

@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -183,7 +184,7 @@ def test_ceilings_are_calibrated_once_per_process(monkeypatch):
         {"device": "cpu", "candidates": ["math"], "reference": "math", "shapes": shapes}
     )
     first, second = api._ceilings(run, True), api._ceilings(run, True)
-    assert first == second and json.loads(first.read_text())["device"] == "cpu"
+    assert first is second and first["device"] == "cpu"
     assert calls == ["calibrate"]
     assert api._ceilings(run, "auto") is None  # the CPU: no calibration unless asked
 
@@ -195,3 +196,26 @@ def test_import_attnbench_stays_cheap():
         "from attnbench.api import compare; assert attnbench.compare is compare"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_compare_writes_no_file(monkeypatch, tmp_path):
+    """It wrote each benchmark document to a scratch directory for the compare job to read back, and
+    the ceilings it calibrated to another: the job functions now take documents (jobs.compared,
+    bench.run_shape's ceilings), so a notebook's compare writes nothing but the calibrate job's
+    memory of this machine's ceilings (calibrate.REMEMBERED, reused across runs on purpose)."""
+    from attnbench import calibrate, files
+
+    kept = calibrate.REMEMBERED.path("x").parent
+    writers = {name: getattr(files, name) for name in ("write_json", "atomic_write_text", "atomic_write_bytes")}
+
+    def refusing(name):
+        def write(path, *args, **kwargs):
+            assert Path(path).parent == kept, f"attnbench.compare wrote {path}"
+            return writers[name](path, *args, **kwargs)
+
+        return write
+
+    for name in writers:
+        monkeypatch.setattr(files, name, refusing(name))
+    frame = attnbench.compare([mine], shapes=["b1_h2_s32_d16"], device="cpu", timing=SHORT, ceilings=True)
+    assert set(frame["status"]) == {"ok"} and frame.attrs["bench"]["b1_h2_s32_d16"]["bound"] is not None

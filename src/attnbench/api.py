@@ -4,7 +4,8 @@ on a few shapes and returns a pandas DataFrame, one row per (shape, candidate).
 Why not a shortcut of its own: the numbers must mean what the workflow's mean. Each shape's spec is
 built by attnbench.jobs from a run config made by attnbench.config.effective, measured by
 attnbench.bench.run_shape (checks against float64, interleaved rounds, stopping rule, audit) and
-compared by the workflow's compare job (attnbench.jobs.run("compare", ...), i.e. stats.compare_shape).
+compared as the workflow's compare job compares (attnbench.jobs.compared, i.e. stats.compare_shape), all on
+documents in memory: nothing is written to disk.
 
 What differs from the workflow, on purpose:
 - Measurement runs in the caller's process: no crash isolation (a kernel that segfaults takes the
@@ -28,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
@@ -70,8 +70,7 @@ COLUMNS = [
     "mode",
 ]
 # Ceilings measured in this process, by calibrate spec: calibrating costs seconds to a minute.
-_CEILINGS: dict[str, Path] = {}
-_CEILINGS_DIR: tempfile.TemporaryDirectory[str] | None = None
+_CEILINGS: dict[str, dict[str, Any]] = {}
 
 
 def _candidate_names(candidates: Mapping[str, Any] | Iterable[Any]) -> dict[str, Any]:
@@ -100,17 +99,12 @@ def _candidate_names(candidates: Mapping[str, Any] | Iterable[Any]) -> dict[str,
     return named
 
 
-def _calibrated(run: dict[str, Any]) -> Path:
+def _calibrated(run: dict[str, Any]) -> dict[str, Any]:
     """The ceilings for this run's calibrate spec, measured by the calibrate job once per process."""
-    global _CEILINGS_DIR
     spec = jobs.spec("calibrate", run)
     if spec not in _CEILINGS:
-        if _CEILINGS_DIR is None:
-            _CEILINGS_DIR = tempfile.TemporaryDirectory(prefix="attnbench-ceilings-")
-        path = Path(_CEILINGS_DIR.name) / f"ceilings-{len(_CEILINGS)}.json"
         with _caller_state_kept(run):
-            files.write_json(path, jobs.run("calibrate", json.loads(spec)))
-        _CEILINGS[spec] = path
+            _CEILINGS[spec] = jobs.run("calibrate", json.loads(spec))
     return _CEILINGS[spec]
 
 
@@ -276,24 +270,23 @@ def compare(
         if threads is not None:
             given["threads"] = threads
         run = run_config.effective(given)
-        with tempfile.TemporaryDirectory(prefix="attnbench-compare-") as scratch:
-            ceilings_path = _ceilings(run, ceilings)
-            benches, compares, rows = {}, {}, []
-            for name in run_config.shape_names(run):
-                try:
-                    bench = _measure(run, name, ceilings_path)
-                except (KeyboardInterrupt, isolation.ContextLost) as exc:
-                    # In this process nothing isolates a crash: keep the shapes already measured.
-                    warnings.warn(
-                        f"compare stopped at shape {name} ({type(exc).__name__}: {exc}); "
-                        f"returning the {len(benches)} shapes measured before it",
-                        stacklevel=2,
-                    )
-                    break
-                benches[name] = bench
-                if reference_name is not None:
-                    compares[name] = _compare(run, name, bench, Path(scratch))
-                rows += _rows(bench, compares.get(name), run_names, reference_name)
+        measured_ceilings = _ceilings(run, ceilings)
+        benches, compares, rows = {}, {}, []
+        for name in run_config.shape_names(run):
+            try:
+                bench = _measure(run, name, measured_ceilings)
+            except (KeyboardInterrupt, isolation.ContextLost) as exc:
+                # In this process nothing isolates a crash: keep the shapes already measured.
+                warnings.warn(
+                    f"compare stopped at shape {name} ({type(exc).__name__}: {exc}); "
+                    f"returning the {len(benches)} shapes measured before it",
+                    stacklevel=2,
+                )
+                break
+            benches[name] = bench
+            if reference_name is not None:
+                compares[name] = jobs.compared(json.loads(jobs.spec("compare", run, name)), bench)
+            rows += _rows(bench, compares.get(name), run_names, reference_name)
     finally:
         for label in registered:
             candidate_registry.unregister(label)
@@ -303,7 +296,8 @@ def compare(
     return frame
 
 
-def _ceilings(run: dict[str, Any], ceilings: bool | str | os.PathLike[str]) -> Path | None:
+def _ceilings(run: dict[str, Any], ceilings: bool | str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The ceilings document that bounds the results: calibrated here, read from a run's file, or none."""
     if ceilings == "auto":
         ceilings = run["device"] == "cuda"
     if ceilings is True:
@@ -313,23 +307,14 @@ def _ceilings(run: dict[str, Any], ceilings: bool | str | os.PathLike[str]) -> P
     path = Path(ceilings)
     if not path.is_file():
         raise FileNotFoundError(f"ceilings: no file {path} (a run's results/env/ceilings.json)")
-    return path
+    return files.read_json(path)
 
 
-def _measure(run: dict[str, Any], name: str, ceilings: Path | None) -> dict[str, Any]:
-    """The benchmark job's spec, measured by bench.run_shape in this process."""
+def _measure(run: dict[str, Any], name: str, ceilings: dict[str, Any] | None) -> dict[str, Any]:
+    """The benchmark job's spec, measured by bench.run_shape in this process, bounded by `ceilings`
+    (not the workflow's file its spec names)."""
     from attnbench.bench import run_shape
 
-    spec = json.loads(jobs.spec("benchmark", run, name))
-    # The spec names the workflow's ceilings file, relative to its working directory; here it is ours.
-    spec["ceilings"] = None if ceilings is None else str(ceilings)
+    spec = json.loads(jobs.spec("benchmark", run, name)) | {"ceilings": None}
     with _caller_state_kept(run):
-        return run_shape(spec)
-
-
-def _compare(run: dict[str, Any], name: str, bench: dict[str, Any], scratch: Path) -> dict[str, Any]:
-    """The compare job itself, on the benchmark document written where its spec can name it."""
-    spec = json.loads(jobs.spec("compare", run, name))
-    spec["bench"] = str(scratch / f"{name}.json")
-    files.write_json(spec["bench"], bench)
-    return jobs.run("compare", spec)
+        return run_shape(spec, ceilings=ceilings)

@@ -465,11 +465,18 @@ def failure_entry(
     return empty_entry(Status.ERROR, describe(exc), traceback=trace)
 
 
-def run_shape(spec: dict[str, Any], running: Callable[[str | None], None] | None = None) -> dict[str, Any]:
+def run_shape(
+    spec: dict[str, Any],
+    running: Callable[[str | None], None] | None = None,
+    ceilings: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Measure every candidate of spec["shape"]; the returned document matches bench.schema.yaml.
-    `running(name)` is told whose checks start, `running(None)` when they are all done."""
+    `running(name)` is told whose checks start, `running(None)` when they are all done. The measured
+    ceilings bound every result (attnbench.audit): `ceilings`, else the file spec["ceilings"] names."""
+    if ceilings is None and spec.get("ceilings"):
+        ceilings = files.read_json(spec["ceilings"])  # first, so a missing file fails early
     try:
-        return _measure_shape(spec, running or (lambda name: None))
+        return _measure_shape(spec, running or (lambda name: None), ceilings)
     except isolation.ContextLost:
         raise
     except Exception as exc:
@@ -479,15 +486,15 @@ def run_shape(spec: dict[str, Any], running: Callable[[str | None], None] | None
         raise
 
 
-def _measure_shape(spec: dict[str, Any], running: Callable[[str | None], None]) -> dict[str, Any]:
+def _measure_shape(
+    spec: dict[str, Any], running: Callable[[str | None], None], ceilings: dict[str, Any] | None
+) -> dict[str, Any]:
     import torch
 
     device = spec["device"]
     device_module.require(device)
     threads = host.use_threads(spec.get("threads"))
     load = host.LoadWatch.start(threads)
-    # The measured ceilings bound every result (attnbench.audit); read first, so a missing file fails early.
-    ceilings = files.read_json(spec["ceilings"]) if spec.get("ceilings") else None
     lock_state = lock.apply(spec.get("lock"))
     shape = Shape.from_config(spec["shape"])
     settings = timing.Settings.from_config(spec.get("timing"))

@@ -212,12 +212,15 @@ def _benchmark(spec: Spec, schemas: Path | None, running: Running | None) -> dic
     return document
 
 
-def _compare(spec: Spec, schemas: Path | None, running: Running | None) -> dict[str, Any]:
-    from attnbench import files
+def compared(spec: Spec, bench: dict[str, Any]) -> dict[str, Any]:
+    """The compare job's document for the benchmark document `bench` (the Python API's too)."""
     from attnbench.stats import compare_shape
 
-    bench = files.read_json(spec["bench"], files.schema_file(schemas, JOBS["benchmark"].schema))
     return compare_shape(bench, spec["reference"], **spec["stats"])
+
+
+def _compare(spec: Spec, schemas: Path | None, running: Running | None) -> dict[str, Any]:
+    return compared(spec, files.read_json(spec["bench"], files.schema_file(schemas, JOBS["benchmark"].schema)))
 
 
 def _autotune(spec: Spec, schemas: Path | None, running: Running | None) -> dict[str, Any]:

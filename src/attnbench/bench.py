@@ -43,6 +43,7 @@ from attnbench import (
 from attnbench import (
     device as device_module,
 )
+from attnbench.benchspec import BenchSpec
 from attnbench.env import device_summary
 from attnbench.results import Status, empty_entry
 from attnbench.workloads import (
@@ -264,7 +265,7 @@ def answers_of(values: InputSet) -> list[Any]:
 
 
 def judge_output(
-    result: Any, inputs: Inputs, index: int, layout: str, spec: dict[str, Any], tolerance: float
+    result: Any, inputs: Inputs, index: int, layout: str, job: BenchSpec, tolerance: float
 ) -> tuple[float, str | None]:
     """The output's error on input set `index`, and why it is wrong (None when it is right). Off on a
     later set but right for the first: the answer did not change with the inputs."""
@@ -273,7 +274,7 @@ def judge_output(
     if problem := guard.plain_output_problem(result):
         return math.nan, problem
     workload = inputs.workload
-    backward, dtype = spec["mode"] == "forward_backward", getattr(torch, spec["dtype"])
+    backward, dtype = job.backward, getattr(torch, job.dtype)
     error, why = check_output(
         result, in_layout(answers_of(inputs.sets[index]), layout, workload), backward, dtype
     )
@@ -281,7 +282,7 @@ def judge_output(
         why = (
             "output contains NaN or Inf"
             if math.isinf(error)
-            else f"relative error {error:.3g} exceeds the {spec['dtype']} tolerance {tolerance:g}"
+            else f"relative error {error:.3g} exceeds the {job.dtype} tolerance {tolerance:g}"
         )
         if index and not math.isinf(error):
             before, _ = check_output(
@@ -305,7 +306,7 @@ def prepare(
     name: str,
     workload: Workload,
     inputs: Inputs,
-    spec: dict[str, Any],
+    job: BenchSpec,
 ) -> tuple[dict[str, Any], Callable[[], Any] | None, tuple[Any, ...]]:
     """Build, check and warm one candidate; its entry, its call when it is fit to time, and its own
     input tensors (which the call reads).
@@ -316,9 +317,9 @@ def prepare(
     like the first call's compilation (compile_ms)."""
     import torch
 
-    backward = spec["mode"] == "forward_backward"
-    tolerance = tolerance_for(spec["dtype"], workload.shape, spec.get("tolerance"))
-    timeout = timing.Settings.from_config(spec.get("timing")).call_timeout_s
+    backward = job.backward
+    tolerance = tolerance_for(job.dtype, workload.shape, job.tolerance)
+    timeout = job.timing.call_timeout_s
     layout: dict[str, str] = {}
     own: tuple[Any, ...] = ()
     started = time.perf_counter()
@@ -362,7 +363,7 @@ def prepare(
                     with timing.deadline(timeout):
                         result = call()
                         sync()
-                checked, why = judge_output(result, inputs, index, declared.layout, spec, tolerance)
+                checked, why = judge_output(result, inputs, index, declared.layout, job, tolerance)
                 error = checked if index == 0 else error
                 if changed := inputs.changed(own, key, index):
                     why = changed_inputs(changed, f"called on the {values.label} input set")
@@ -470,13 +471,15 @@ def run_shape(
     running: Callable[[str | None], None] | None = None,
     ceilings: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Measure every candidate of spec["shape"]; the returned document matches bench.schema.yaml.
-    `running(name)` is told whose checks start, `running(None)` when they are all done. The measured
-    ceilings bound every result (attnbench.audit): `ceilings`, else the file spec["ceilings"] names."""
-    if ceilings is None and spec.get("ceilings"):
-        ceilings = files.read_json(spec["ceilings"])  # first, so a missing file fails early
+    """Measure every candidate of spec["shape"] (a benchmark job's spec, jobs._benchmark_spec); the
+    returned document matches bench.schema.yaml. `running(name)` is told whose checks start,
+    `running(None)` when they are all done. The measured ceilings bound every result
+    (attnbench.audit): `ceilings`, else the file spec["ceilings"] names."""
+    job = BenchSpec.from_json(spec)
+    if ceilings is None and job.ceilings:
+        ceilings = files.read_json(job.ceilings)  # first, so a missing file fails early
     try:
-        return _measure_shape(spec, running or (lambda name: None), ceilings)
+        return _measure_shape(job, running or (lambda name: None), ceilings)
     except isolation.ContextLost:
         raise
     except Exception as exc:
@@ -487,20 +490,18 @@ def run_shape(
 
 
 def _measure_shape(
-    spec: dict[str, Any], running: Callable[[str | None], None], ceilings: dict[str, Any] | None
+    job: BenchSpec, running: Callable[[str | None], None], ceilings: dict[str, Any] | None
 ) -> dict[str, Any]:
     import torch
 
-    device = spec["device"]
+    device = job.device
     device_module.require(device)
-    threads = host.use_threads(spec.get("threads"))
+    threads = host.use_threads(job.threads)
     load = host.LoadWatch.start(threads)
-    lock_state = lock.apply(spec.get("lock"))
-    shape = Shape.from_config(spec["shape"])
-    settings = timing.Settings.from_config(spec.get("timing"))
-    direction = spec["mode"]  # the config's `mode`: forward, or forward and backward
-    dtype = getattr(torch, spec["dtype"])
-    log(f"{shape.name}: {shape.as_dict()} {spec['dtype']} {direction} on {device}, {threads} CPU threads")
+    lock_state = lock.apply(job.lock)
+    shape, settings, direction = job.shape, job.timing, job.direction
+    dtype = getattr(torch, job.dtype)
+    log(f"{shape.name}: {shape.as_dict()} {job.dtype} {direction} on {device}, {threads} CPU threads")
 
     seed = int(lock_state["seed"])
     # Drawn for this run and recorded after it: the second and hard input sets and the audit's
@@ -508,7 +509,7 @@ def _measure_shape(
     run_seed = secrets.randbelow(2**31 - 3)
     available = memory.device_memory(device)  # before this shape's inputs: what the workload may use
     backward = direction == "forward_backward"
-    workload = Workload.of(shape, spec["dtype"], device, mode=direction)
+    workload = Workload.of(shape, job.dtype, device, mode=direction)
     began = time.perf_counter()
     sets, fewer_sets = check_sets(shape, dtype, device, seed, run_seed, backward)
     inputs = Inputs(sets, workload)
@@ -519,10 +520,10 @@ def _measure_shape(
     calls: dict[str, Callable[[], Any]] = {}
     owned: dict[str, tuple[Any, ...]] = {}
     process_changes: list[str] = []
-    for name in spec["candidates"]:
+    for name in job.candidates:
         running(name)
         before = guard.snapshot()
-        entries[name], call, owned[name] = prepare(name, workload, inputs, spec)
+        entries[name], call, owned[name] = prepare(name, workload, inputs, job)
         if changed := put_back(before):
             process_changes += [f"{name}: {line}" for line in changed]
             entries[name] = changed_process(entries[name], changed)
@@ -579,10 +580,10 @@ def _measure_shape(
     work = flops(shape, direction)
     nbytes = min_bytes(shape, dtype.itemsize, direction)
     record_samples(entries, measured, settings, work)
-    limit = audit.bound(ceilings, spec["dtype"], work, nbytes, cold=measured.mode == "cold")
+    limit = audit.bound(ceilings, job.dtype, work, nbytes, cold=measured.mode == "cold")
     began = time.perf_counter()
     changed_while_timed = audit_timed_work(
-        entries, measured, rotation, limit, workload=workload, spec=spec, seed=run_seed + 2, first_seed=seed
+        entries, measured, rotation, limit, workload=workload, job=job, seed=run_seed + 2, first_seed=seed
     )
     again = remeasure_without_cheats(entries, calls, measured, changed_while_timed)
     if again:
@@ -591,7 +592,7 @@ def _measure_shape(
         # the whole audit again, on refill values of their own: a candidate measured again as a
         # suspect was not verified after the first rounds
         audit_timed_work(
-            entries, measured, rotation, limit, workload=workload, spec=spec, seed=run_seed + 3, first_seed=seed
+            entries, measured, rotation, limit, workload=workload, job=job, seed=run_seed + 3, first_seed=seed
         )
         for name in again:
             entries[name]["remeasured"] = sorted(set(calls) - set(again))
@@ -610,11 +611,11 @@ def _measure_shape(
         "shape": shape.as_dict(),
         "device": device,
         "device_info": device_summary(device),
-        "dtype": spec["dtype"],
+        "dtype": job.dtype,
         "mode": direction,
         "timing": measured.record(settings, device),
         "lock": lock_state,
-        "kernel_hashes": spec.get("kernel_hashes", {}),
+        "kernel_hashes": job.kernel_hashes,
         "flops": work,
         "min_bytes": nbytes,
         # per head: the pairs the mask lets through (what flops counts) and all seq x seq_kv of them
@@ -686,7 +687,7 @@ def audit_timed_work(
     limit: dict[str, Any] | None,
     *,
     workload: Workload,
-    spec: dict[str, Any],
+    job: BenchSpec,
     seed: int,
     first_seed: int,
 ) -> list[str]:
@@ -696,9 +697,7 @@ def audit_timed_work(
     names whose inputs changed while they were timed."""
     import torch
 
-    device = spec["device"]
-    backward = spec["mode"] == "forward_backward"
-    timeout = timing.Settings.from_config(spec.get("timing")).call_timeout_s
+    device, backward, timeout = job.device, job.backward, job.timing.call_timeout_s
     timed = [name for name in measured.samples if entries[name]["status"] == Status.OK]
     changed_while_timed = judge_timed(entries, measured, rotation, limit, timed)
     last: dict[str, Any] = {}
@@ -713,7 +712,7 @@ def audit_timed_work(
                 audit_failed(entries, name, exc, device)
     if not last:
         return changed_while_timed
-    dtype = getattr(torch, spec["dtype"])
+    dtype = getattr(torch, job.dtype)
     try:
         fresh = make_inputs(workload.shape, dtype, device, seed, backward)
         for name in last:

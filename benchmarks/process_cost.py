@@ -46,7 +46,7 @@ def loop(config_path: Path, out_dir: Path) -> None:
 
     began = time.time()
     schemas = ROOT / "workflow" / "schemas"
-    run = run_config.effective(yaml.safe_load(config_path.read_text()))
+    run = run_config.resolve(yaml.safe_load(config_path.read_text()))
     seconds = {}
 
     def timed_step(name: str, step):
@@ -106,7 +106,7 @@ def arm_env(work: Path, arm: str) -> dict[str, str]:
         "TORCHINDUCTOR_CACHE_DIR": str(work / arm / "inductor-cache"),
         "TRITON_CACHE_DIR": str(work / arm / "triton-cache"),
     }
-    run = run_config.effective(yaml.safe_load((work / "config.yaml").read_text()))
+    run = run_config.resolve(yaml.safe_load((work / "config.yaml").read_text()))
     lock_env = lock.job_env(run.get("lock"))
     path = os.pathsep.join(filter(None, [str(ROOT / "src"), str(ROOT), os.environ.get("PYTHONPATH")]))
     return {**os.environ, **lock_env, **caches, "PYTHONPATH": path}

@@ -119,7 +119,7 @@ def main() -> None:
     args = parser.parse_args()
     config = yaml.safe_load(Path(args.config).read_text(encoding="utf-8"))
     overrides = {"candidates": args.candidates.split(",")} if args.candidates else {}
-    run = run_config.effective(config, overrides)
+    run = run_config.resolve(config, overrides)
     variables = lock.job_env(run.get("lock"))
     if any(os.environ.get(key) != value for key, value in variables.items()):
         # the lock's start-up variables, as a rule's `env` prefix sets them before Python starts

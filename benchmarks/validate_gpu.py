@@ -427,7 +427,7 @@ def canaries(folder: Path) -> list[dict[str, Any]]:
 def false_alarms(folder: Path) -> dict[str, Any]:
     import yaml
 
-    run = run_config.effective(yaml.safe_load((ROOT / "config" / "config.yaml").read_text()))
+    run = run_config.resolve(yaml.safe_load((ROOT / "config" / "config.yaml").read_text()))
     ceilings = str(ceilings_file(folder))
     results, alarms, shares, fractions, audit_s = 0, [], [], [], []
     for name in run_config.shape_names(run):

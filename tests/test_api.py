@@ -180,7 +180,7 @@ def test_ceilings_are_calibrated_once_per_process(monkeypatch):
     monkeypatch.setattr(api.jobs, "run", calibrate)
     monkeypatch.setattr(api, "_CEILINGS", {})
     shapes = [shape_syntax.parse_shape("b1_h2_s32_d16")]
-    run = api.run_config.effective(
+    run = api.run_config.resolve(
         {"device": "cpu", "candidates": ["math"], "reference": "math", "shapes": shapes}
     )
     first, second = api._ceilings(run, True), api._ceilings(run, True)

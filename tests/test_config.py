@@ -168,7 +168,7 @@ def test_a_billion_shared_values_are_refused_in_milliseconds():
         "given = yaml.safe_load(open('config/config.yaml'))\n"
         "given['report'] = {'title': value}\n"
         "began = time.perf_counter()\n"
-        "for check in (lambda: config.validate(given, 'workflow/schemas/config.schema.yaml'), lambda: config.effective(given)):\n"
+        "for check in (lambda: config.validate(given, 'workflow/schemas/config.schema.yaml'), lambda: config.resolve(given)):\n"
         "    try:\n        check()\n    except config.ConfigError as exc:\n        print(exc)\n"
         "print(time.perf_counter() - began < 1.0)\n"
     )
@@ -224,7 +224,7 @@ def test_many_schema_errors_are_listed_up_to_a_limit():
 
 def test_cpu_fallback_replaces_named_keys(monkeypatch):
     monkeypatch.setattr(device, "cuda_unusable_reason", lambda: "no GPU")
-    run = run_config.effective(default_config())
+    run = run_config.resolve(default_config())
     assert run["device"] == "cpu" and run["requested_device"] == "auto"
     assert run["dtype"] == "float32" and "flex" not in run["candidates"]
     assert all(Shape.from_config(s).seq <= 1024 for s in run["shapes"])
@@ -234,10 +234,10 @@ def test_cpu_fallback_replaces_named_keys(monkeypatch):
 def test_explicit_device_is_kept(monkeypatch):
     config = default_config()
     config["device"] = "cuda"
-    run = run_config.effective(config)
+    run = run_config.resolve(config)
     assert run["device"] == "cuda"
     config["shapes"] = [s for s in config["shapes"] if "sweep" not in s]  # sweeps: their own test
-    assert run_config.effective(config)["shapes"] == [presets.apply(s) for s in config["shapes"]]
+    assert run_config.resolve(config)["shapes"] == [presets.apply(s) for s in config["shapes"]]
 
 
 @pytest.mark.parametrize(
@@ -253,7 +253,7 @@ def test_semantic_checks_name_the_field(mutate, message):
     config["device"] = "cuda"
     mutate(config)
     with pytest.raises(run_config.ConfigError, match=message):
-        run_config.effective(config)
+        run_config.resolve(config)
 
 
 def test_benchmark_spec_carries_everything_that_changes_a_result(tmp_path, monkeypatch):
@@ -261,13 +261,13 @@ def test_benchmark_spec_carries_everything_that_changes_a_result(tmp_path, monke
     monkeypatch.chdir(tmp_path)
     config = default_config()
     config.update(device="cuda", candidates=["flash", "mykernels:attn"], reference="flash")
-    run = run_config.effective(config)
+    run = run_config.resolve(config)
     name = run["shapes"][0]["name"]
     spec = json.loads(jobs.spec("benchmark", run, name))
     assert spec["shape"]["kv_heads"] == spec["shape"]["heads"] and spec["timing"] == config["timing"]
     before = spec["kernel_hashes"]["mykernels:attn"]
     (tmp_path / "mykernels.py").write_text("def attn(q, k, v, *, causal, scale):\n    return k\n")
-    rerun = run_config.effective(config)  # the next snakemake invocation parses again
+    rerun = run_config.resolve(config)  # the next snakemake invocation parses again
     after = json.loads(jobs.spec("benchmark", rerun, name))["kernel_hashes"]["mykernels:attn"]
     assert before != after
 
@@ -292,7 +292,7 @@ def test_a_user_kernel_that_cannot_be_found_fails_at_parse_time(section, candida
     config = default_config()
     (config["cpu"] if section == "cpu" else config)["candidates"].append(candidate)
     with pytest.raises(run_config.ConfigError) as raised:
-        run_config.effective(config)
+        run_config.resolve(config)
     assert str(raised.value).startswith(message)
     if section == "cpu":
         assert str(raised.value).endswith(
@@ -304,9 +304,9 @@ def test_command_line_keys_win_over_the_cpu_section(monkeypatch):
     monkeypatch.setattr(device, "cuda_unusable_reason", lambda: "no GPU")
     config = default_config()
     before = copy.deepcopy(config)
-    cpu = run_config.effective(config)
+    cpu = run_config.resolve(config)
     overrides = {"candidates": ["flash", "math"], "dtype": "float16", "timing": {"mode": "warm"}}
-    run = run_config.effective(config, overrides=overrides)
+    run = run_config.resolve(config, overrides=overrides)
     assert (run["candidates"], run["dtype"]) == (["flash", "math"], "float16")
     assert run["timing"] == {**cpu["timing"], "mode": "warm"}  # merged key by key, as Snakemake does
     assert run["shapes"] == cpu["shapes"] and config == before
@@ -317,7 +317,7 @@ def test_the_cpu_view_with_command_line_keys_is_checked(monkeypatch):
     with pytest.raises(
         run_config.ConfigError, match=r"^reference: 'math' is not one of candidates \['flash'\]"
     ):
-        run_config.effective(default_config(), overrides={"candidates": ["flash"]})
+        run_config.resolve(default_config(), overrides={"candidates": ["flash"]})
 
 
 def planned_specs(workdir, *args) -> list[dict]:
@@ -367,9 +367,9 @@ def test_device_cuda_without_a_usable_gpu_fails_at_parse_time(monkeypatch):
     config = default_config()
     config["device"] = "cuda"
     with pytest.raises(run_config.ConfigError, match="device: 'cuda', but no NVIDIA GPU.*use device: auto"):
-        run_config.effective(config)
+        run_config.resolve(config)
     config["device"] = "auto"
-    assert run_config.effective(config)["device"] == "cpu"
+    assert run_config.resolve(config)["device"] == "cpu"
 
 
 @pytest.mark.parametrize("runs_on", ["cpu", "cuda"])
@@ -388,14 +388,14 @@ def test_every_device_section_is_checked_whatever_device_runs(monkeypatch, runs_
     config = default_config()
     mutate(config)
     with pytest.raises(run_config.ConfigError, match=message):
-        run_config.effective(config)
+        run_config.resolve(config)
 
 
 def test_effective_leaves_snakemakes_config_as_it_was(monkeypatch):
     monkeypatch.setattr(device, "cuda_unusable_reason", lambda: "no GPU")
     config = default_config()
     before = copy.deepcopy(config)
-    run = run_config.effective(config)
+    run = run_config.resolve(config)
     run["shapes"].append({"name": "x"})
     run["timing"]["mode"] = "graph"
     assert config == before
@@ -406,7 +406,7 @@ def _run_with_shapes(shapes):
     config["device"] = "cpu"
     config["cpu"]["shapes"] = shapes
     run_config.validate(config, SCHEMA)
-    return run_config.effective(config)
+    return run_config.resolve(config)
 
 
 def test_a_shape_may_name_a_model_preset_and_state_what_differs():
@@ -484,18 +484,18 @@ def test_older_stats_settings_still_run_and_a_contradicting_one_is_refused(monke
     config = default_config()
     config["stats"] = {"alpha": 0.05, "n_resamples": 2000, "seed": 3, "confidence": 0.95}
     run_config.validate(config, SCHEMA)
-    run = run_config.effective(config)
+    run = run_config.resolve(config)
     assert jobs.stats_settings(run) == {"alpha": 0.05}
     config["stats"] = {"alpha": 0.05, "confidence": 0.9}
     with pytest.raises(run_config.ConfigError, match=r"stats: confidence 0.9 is not 1 - alpha \(0.95\)"):
-        run_config.effective(config)
+        run_config.resolve(config)
     config["stats"] = {"threshold": 0.01, "resolution": 0.02}
     with pytest.raises(run_config.ConfigError, match="stats: resolution 0.02 exceeds threshold 0.01"):
-        run_config.effective(config)
+        run_config.resolve(config)
     config["stats"] = {}
     config["ratchet"] = {"threshold": 0.01}  # its default resolution, 2%, is above that
     with pytest.raises(run_config.ConfigError, match="ratchet: resolution 0.02 exceeds threshold 0.01"):
-        run_config.effective(config)
+        run_config.resolve(config)
 
 
 def test_a_shape_that_cannot_fit_in_memory_is_refused_before_any_job(monkeypatch):
@@ -505,7 +505,7 @@ def test_a_shape_that_cannot_fit_in_memory_is_refused_before_any_job(monkeypatch
     config = default_config()
     config["cpu"]["shapes"][0]["batch"] = 10**12
     with pytest.raises(run_config.ConfigError) as raised:
-        run_config.effective(config)
+        run_config.resolve(config)
     message = str(raised.value)
     assert message.startswith("cpu.shapes: b2_h8_s128_d64: needs at least ")
     has = capacity.host_bytes()
@@ -518,18 +518,18 @@ def test_a_gpu_shape_is_checked_against_the_gpus_memory(monkeypatch):
     monkeypatch.setattr(capacity, "gpu_bytes", lambda: 80 * 2**30)
     config = default_config()
     config["device"] = "cuda"
-    run_config.effective(config)  # every default shape fits an 80 GiB GPU
+    run_config.resolve(config)  # every default shape fits an 80 GiB GPU
     # math's score matrix alone: 16 x 131072^2 bfloat16 values, 512 GiB
     config["shapes"].append({"name": "long", "batch": 1, "heads": 16, "seq": 131072, "dim": 128})
     with pytest.raises(run_config.ConfigError, match=r"^shapes: long: needs at least 5\d\d GiB \(\d[\d,]+ bytes\) of GPU"
                        r" memory .* more than the 80 GiB \(85,899,345,920 bytes\) the largest GPU here has"):
-        run_config.effective(config)
+        run_config.resolve(config)
     # where there is no GPU to ask, the GPU section is held to what any GPU has
     monkeypatch.setattr(device, "cuda_unusable_reason", lambda: "no GPU")
     config["device"] = "auto"
     config["shapes"][-1]["batch"] = 10**12
     with pytest.raises(run_config.ConfigError, match=r"^shapes: long: .* any GPU made has"):
-        run_config.effective(config)
+        run_config.resolve(config)
 
 
 @pytest.mark.parametrize("example", ["decode.yaml", "triton_flash.yaml", None])
@@ -539,7 +539,7 @@ def test_the_default_and_example_shapes_fit_an_80_gib_gpu(monkeypatch, example):
     if example:
         update_config(config, yaml.safe_load((ROOT / "examples" / example).read_text()))
     config["device"] = "cuda"
-    run = run_config.effective(config)
+    run = run_config.resolve(config)
     for shape in run["shapes"]:
         assert capacity.need(shape, run["dtype"], run["mode"], run["reference"]).total < 20 * 2**30
 
@@ -565,7 +565,7 @@ def test_a_standard_library_kernel_is_refused_as_such_at_parse():
     config = default_config()
     config["candidates"].append("os:system")
     with pytest.raises(run_config.ConfigError, match=r"^candidates: 'os:system': refused: os is not a kernel module"):
-        run_config.effective(config)
+        run_config.resolve(config)
 
 
 def test_a_kernel_whose_signature_cannot_take_the_call_is_refused_at_parse(tmp_path, monkeypatch):
@@ -578,4 +578,4 @@ def test_a_kernel_whose_signature_cannot_take_the_call_is_refused_at_parse(tmp_p
         match=r"^candidates: 'mykernels:attn': refused: attn\(q, k, v\) cannot be called as attnbench calls it,"
         r" attn\(q, k, v, causal=..., scale=...\): it has no parameter 'causal'$",
     ):
-        run_config.effective(config)
+        run_config.resolve(config)

@@ -133,7 +133,7 @@ def _run_config(tmp_path, monkeypatch, names, reference="math"):
     given = yaml.safe_load(CONFIG.read_text())
     given.update(device="cpu", candidates=names, reference=reference)
     given.pop("cpu", None)
-    return config.effective(given)
+    return config.resolve(given)
 
 
 def test_a_config_naming_a_kernel_with_a_grid_runs_every_configuration(tmp_path, monkeypatch):

@@ -38,7 +38,7 @@ def test_the_example_config_is_valid_and_every_shape_is_a_decode_workload(at_roo
     monkeypatch.setattr(device, "cuda_unusable_reason", lambda: None)  # parsed as on the H200
     config = example_config()
     run_config.validate(config, SCHEMAS / "config.schema.yaml")
-    run = run_config.effective(config)
+    run = run_config.resolve(config)
     assert (run["device"], run["dtype"], run["mode"]) == ("cuda", "bfloat16", "forward")
     assert run["reference"] == "math"  # runs every contiguous bf16 shape; declines the paged and fp8 ones
     assert run["candidates"] == ["flash", "efficient", "cudnn", "math", "flex", PAGED, FP8]

@@ -107,7 +107,7 @@ def test_the_sanitizer_switch_is_a_job_parameter_only_while_on():
         "shapes": [SHAPE],
     }
     files.validate({**run_config, "sanitize_crashes": True}, SCHEMAS / "config.schema.yaml", source="config")
-    run = config.effective(run_config)
+    run = config.resolve(run_config)
     off = json.loads(jobs.spec("benchmark", run, "s64"))
     on = json.loads(jobs.spec("benchmark", {**run, "sanitize_crashes": True}, "s64"))
     assert "sanitize_crashes" not in off and on == {**off, "sanitize_crashes": True}

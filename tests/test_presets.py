@@ -298,7 +298,7 @@ def test_every_sweep_expands_with_a_preset_into_shapes_the_config_takes(name, cu
     config["device"] = "cpu"
     config["cpu"]["shapes"] = [{"name": "llama", "preset": "llama-3.1-8b", "sweep": name}]
     run_config.validate(config, str(SCHEMAS / "config.schema.yaml"))
-    shapes = run_config.effective(config)["shapes"]
+    shapes = run_config.resolve(config)["shapes"]
     assert len(shapes) == len(_combinations(presets.sweep(name)))
     for shape in shapes:
         resolved = Shape.from_config(shape)

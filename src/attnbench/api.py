@@ -2,7 +2,7 @@
 on a few shapes and returns a pandas DataFrame, one row per (shape, candidate).
 
 Why not a shortcut of its own: the numbers must mean what the workflow's mean. Each shape's spec is
-built by attnbench.jobs from a run config made by attnbench.config.effective, measured by
+built by attnbench.jobs from a run config made by attnbench.config.resolve, measured by
 attnbench.bench.run_shape (checks against float64, interleaved rounds, stopping rule, audit) and
 compared as the workflow's compare job compares (attnbench.jobs.compared, i.e. stats.compare_shape), all on
 documents in memory: nothing is written to disk.
@@ -269,7 +269,7 @@ def compare(
             given["dtype"] = dtype
         if threads is not None:
             given["threads"] = threads
-        run = run_config.effective(given)
+        run = run_config.resolve(given)
         measured_ceilings = _ceilings(run, ceilings)
         benches, compares, rows = {}, {}, []
         for name in run_config.shape_names(run):

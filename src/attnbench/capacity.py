@@ -1,5 +1,5 @@
 """What a shape needs in memory at least, from its sizes and dtype, against what the device has:
-checked when the config is parsed (attnbench.config.effective), so that a shape that cannot fit is
+checked when the config is parsed (attnbench.config.resolve), so that a shape that cannot fit is
 refused before any job, with the numbers. Found by trying it (issue 31): `batch: 10**12` was
 accepted, ran calibrate and the fingerprint, failed with a 66-line error and said "run the same
 command again", which failed the same way.

@@ -17,7 +17,7 @@ import re
 import reprlib
 import shlex
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, NotRequired, TypedDict, cast
 
 import jsonschema
 import yaml
@@ -40,6 +40,34 @@ DEFAULTS: dict[str, Any] = {
     "sanitize_crashes": False,
     "fail_on_failed_candidates": False,
 }
+
+
+class RunConfig(TypedDict):
+    """The config a run uses (`resolve`): the given config with its defaults, the `cpu:` section applied
+    on the CPU and `--config` keys over it, the device resolved, presets and sweeps expanded into
+    named shapes, kernels' grids into their configurations. Every job's spec is built from it
+    (attnbench.jobs), for the Snakefile, `attnbench run` and `attnbench.compare` alike."""
+
+    device: str  # cuda or cpu: resolved
+    requested_device: str  # auto, cuda or cpu: as given
+    dtype: str
+    mode: str
+    candidates: list[str]  # a grid's kernel as its configurations (candidates.expand)
+    reference: str
+    shapes: list[dict[str, Any]]
+    shapes_by_name: dict[str, dict[str, Any]]
+    kernel_hashes: dict[str, str]  # each user kernel's source digest: a change reruns its shapes
+    sanitize_crashes: bool
+    fail_on_failed_candidates: bool
+    timing: NotRequired[dict[str, Any]]
+    lock: NotRequired[dict[str, Any]]
+    tolerance: NotRequired[dict[str, float]]
+    stats: NotRequired[dict[str, Any]]
+    calibrate: NotRequired[dict[str, Any]]
+    ratchet: NotRequired[dict[str, Any]]
+    report: NotRequired[dict[str, Any]]
+    baseline: NotRequired[str]
+    threads: NotRequired[int]
 
 
 class ConfigError(ValueError):
@@ -185,7 +213,7 @@ def _unknown_candidate(where: str, name: Any) -> str:
 
 
 @_short_traceback
-def effective(config: Mapping[str, Any], overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def resolve(config: Mapping[str, Any], overrides: Mapping[str, Any] | None = None) -> RunConfig:
     """The config this run uses, a new dict (Snakemake's `config` is left as it was): on the CPU the
     `cpu:` section replaces the keys it names, and then `overrides` win over it.
 
@@ -247,7 +275,7 @@ def effective(config: Mapping[str, Any], overrides: Mapping[str, Any] | None = N
         base: candidates.user_kernel_source_hash(base) for base in dict.fromkeys(k.family for k in kernels)
     }
     run["kernel_hashes"] = {str(kernel): sources[kernel.family] for kernel in kernels}
-    return run
+    return cast(RunConfig, run)
 
 
 def _fits(view: dict[str, Any], on: str, where: Callable[[str], str]) -> None:

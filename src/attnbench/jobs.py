@@ -21,9 +21,12 @@ import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from attnbench import SCHEMA_VERSION, __version__, files, lock
+
+if TYPE_CHECKING:  # the config module (jsonschema, snakemake) is not a job's to import
+    from attnbench.config import RunConfig
 
 Running = Callable[[str | None], None]
 Spec = dict[str, Any]
@@ -39,7 +42,7 @@ class Job:
     output: str  # relative to the working directory; {name} is the shape
     schema: str  # the output's schema, a name in the schema directory
     gpu: bool  # leases a GPU when its spec's device is cuda
-    build_spec: Callable[[dict[str, Any], str | None], Spec]
+    build_spec: Callable[[RunConfig, str | None], Spec]
     run: Callable[[Spec, Path | None, Running | None], dict[str, Any]]
     # Measures with this job's threads (host.job_threads), not those of the job that started the
     # warm worker.
@@ -87,7 +90,7 @@ def output_schema(command: str, schemas: str | Path | None) -> Path | None:
     return files.schema_file(None if schemas is None else Path(schemas), get(command).schema)
 
 
-def _fingerprint_spec(run: dict[str, Any], name: str | None) -> Spec:
+def _fingerprint_spec(run: RunConfig, name: str | None) -> Spec:
     return {
         "device": run["device"],
         "requested_device": run["requested_device"],
@@ -100,7 +103,7 @@ def _fingerprint_spec(run: dict[str, Any], name: str | None) -> Spec:
 CALIBRATE_REUSE = True
 
 
-def _calibrate_spec(run: dict[str, Any], name: str | None) -> Spec:
+def _calibrate_spec(run: RunConfig, name: str | None) -> Spec:
     settings = dict(run.get("calibrate") or {})
     dtypes = settings.pop("dtypes", None) or [run["dtype"]]
     measure_again = not settings.pop("reuse", CALIBRATE_REUSE)
@@ -117,7 +120,7 @@ def _calibrate_spec(run: dict[str, Any], name: str | None) -> Spec:
     return spec
 
 
-def _benchmark_spec(run: dict[str, Any], name: str | None) -> Spec:
+def _benchmark_spec(run: RunConfig, name: str | None) -> Spec:
     """Everything that determines one shape's result. The calibrate job's output bounds every result;
     it is named from its constant, not from the rule's input (params that read input are not compared
     when Snakemake decides what to rerun)."""
@@ -143,7 +146,7 @@ def _benchmark_spec(run: dict[str, Any], name: str | None) -> Spec:
     return spec
 
 
-def _compare_spec(run: dict[str, Any], name: str | None) -> Spec:
+def _compare_spec(run: RunConfig, name: str | None) -> Spec:
     return {
         "bench": output("benchmark", name),
         "reference": run["reference"],
@@ -154,7 +157,7 @@ def _compare_spec(run: dict[str, Any], name: str | None) -> Spec:
     }
 
 
-def _shape_outputs(run: dict[str, Any]) -> dict[str, list[str]]:
+def _shape_outputs(run: RunConfig) -> dict[str, list[str]]:
     """Every shape's bench and compare file, in the config's order (the report's order)."""
     names = [shape["name"] for shape in run["shapes"]]
     return {
@@ -163,7 +166,7 @@ def _shape_outputs(run: dict[str, Any]) -> dict[str, list[str]]:
     }
 
 
-def _autotune_spec(run: dict[str, Any], name: str | None) -> Spec:
+def _autotune_spec(run: RunConfig, name: str | None) -> Spec:
     return {
         **_shape_outputs(run),
         "stats": stats_settings(run),
@@ -172,7 +175,7 @@ def _autotune_spec(run: dict[str, Any], name: str | None) -> Spec:
     }
 
 
-def _report_spec(run: dict[str, Any], name: str | None) -> Spec:
+def _report_spec(run: RunConfig, name: str | None) -> Spec:
     return {
         **_shape_outputs(run),
         "fingerprint": JOBS["fingerprint"].output,
@@ -331,13 +334,13 @@ REPORT_FILES = {
 STATS_KEYS = ("alpha", "threshold", "resolution")
 
 
-def stats_settings(run: dict[str, Any]) -> Spec:
+def stats_settings(run: RunConfig) -> Spec:
     """The `stats:` section's comparison settings as given; stats.compare's signature holds each
     default once."""
     return {key: value for key, value in (run.get("stats") or {}).items() if key in STATS_KEYS}
 
 
-def ratchet_settings(run: dict[str, Any]) -> Spec:
+def ratchet_settings(run: RunConfig) -> Spec:
     from attnbench import ratchet
 
     return ratchet.settings(run.get("ratchet"))
@@ -349,7 +352,7 @@ def ratchet_settings(run: dict[str, Any]) -> Spec:
 REPORT_TITLE = "attnbench report"
 
 
-def report_title(run: dict[str, Any]) -> str:
+def report_title(run: RunConfig) -> str:
     return (run.get("report") or {}).get("title", REPORT_TITLE)
 
 
@@ -370,7 +373,7 @@ def output(command: str, name: str | None = None) -> str:
     return path.format(name=name) if name is not None else path
 
 
-def spec(command: str, run: dict[str, Any], name: str | None = None) -> str:
+def spec(command: str, run: RunConfig, name: str | None = None) -> str:
     """The job's spec as the rule's params: JSON with sorted keys, so equal specs are equal strings."""
     return json.dumps(get(command).build_spec(run, name), sort_keys=True)
 

@@ -223,7 +223,7 @@ def run(args: Any, snakemake_args: list[str]) -> int:
     sys.path[:0] = [p for p in env["PYTHONPATH"].split(os.pathsep) if p not in sys.path]
     try:
         run_config.validate(config, root / "workflow" / "schemas" / "config.schema.yaml")
-        run_config.effective(config)
+        run_config.resolve(config)
     except run_config.ConfigError as exc:
         raise QuickRunError(f"config: {exc}") from exc
     finally:

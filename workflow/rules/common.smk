@@ -5,7 +5,7 @@ from attnbench import config as run_config
 from attnbench import env as run_env
 from attnbench import jobs
 
-RUN = run_config.effective(config, overrides=workflow.config_settings.config)
+RUN = run_config.resolve(config, overrides=workflow.config_settings.config)
 SHAPES = run_config.shape_names(RUN)
 JOB_ENV = run_config.job_env(RUN)
 # `python -m attnbench`, holding a Ctrl-C until the job can end cleanly: a param that reruns

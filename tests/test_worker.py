@@ -406,14 +406,14 @@ def test_a_jobs_process_record_says_when_it_started_to_the_clock_tick():
 def test_only_a_benchmark_with_a_failed_candidate_retires_the_worker() -> None:
     """The report's document has `candidates` too (tallies, no status): serving it crashed the worker
     (KeyError 'status') before the command was checked."""
-    from attnbench.worker import _retires
+    from attnbench.worker import Failed, Result, _retires
 
-    tallies = {"result": {"candidates": {"flash": {"wins": 1, "ties": 0, "ok": 1, "unsupported": 0, "failed": 0}}}}
+    tallies = Result({"candidates": {"flash": {"wins": 1, "ties": 0, "ok": 1, "unsupported": 0, "failed": 0}}})
     assert not _retires("report", tallies)
-    assert not _retires("compare", {"result": {"comparisons": []}})
-    assert _retires("benchmark", {"result": {"candidates": {"k": {"status": "error"}}}})
-    assert not _retires("benchmark", {"result": {"candidates": {"k": {"status": "ok"}}}})
-    assert _retires("report", {"error": "boom"})
+    assert not _retires("compare", Result({"comparisons": []}))
+    assert _retires("benchmark", Result({"candidates": {"k": {"status": "error"}}}))
+    assert not _retires("benchmark", Result({"candidates": {"k": {"status": "ok"}}}))
+    assert _retires("report", Failed("boom"))
 
 
 SCHEMAS = ROOT / "workflow" / "schemas"
@@ -517,3 +517,29 @@ def test_a_process_that_measures_many_shapes_compiles_each_one(tmp_path, monkeyp
         assert importlib.import_module("recompiled_kernel").compiles.frame_count == shapes
     finally:
         sys.modules.pop("recompiled_kernel", None)
+
+
+def test_every_message_reads_back_as_it_was_sent():
+    """The socket protocol's messages are types (worker.Request ... worker.Lost): each side writes and
+    reads them one way, so a field spelt differently on one side cannot pass unnoticed."""
+    import io
+
+    from attnbench import worker
+
+    sent = [
+        worker.Request("benchmark", {"device": "cpu"}, [1, 2], "workflow/schemas"),
+        worker.Hello(7, None, 3),
+        worker.Stale("has been removed"),
+        worker.Restart("cannot reload changed module(s) m"),
+        worker.Reloaded(["m"]),
+        worker.Log("a line\n"),
+        worker.Running(None),
+        worker.Result({"candidates": {}}),
+        worker.Failed("RuntimeError: boom"),
+        worker.Lost("illegal memory access", "k"),
+    ]
+    stream = io.StringIO()
+    for message in sent:
+        worker._send(stream, message)
+    assert [worker._receive(line) for line in stream.getvalue().splitlines(keepends=True)] == sent
+    assert worker._receive("") is None and worker._receive('{"unknown": {}}\n') is None

@@ -33,12 +33,11 @@ git commit are the job's. A directory removed or moved and another made at the s
 workspace wiped between runs) has the same key but another inode: the worker answers "stale" and
 exits, and the job starts a fresh one.
 
-Protocol: one request per connection on a Unix socket, JSON lines. Job -> worker: {"command", "spec",
-"schemas", "directory": [device, inode]}. Worker -> job: {"hello": pid, ...}; then either at once
-{"stale": where the worker's directory is now} or {"restart": why it cannot reload what changed}, or
-{"reloaded": [modules]}, {"log": line} and {"running": candidate whose checks start, or null once they
-are done}..., then {"result": document}, {"error": text} or {"lost": {"error", "candidate"}} (a
-sticky CUDA error). A job that runs without a worker (ATTNBENCH_WORKER=0, SLURM) measures its shape in
+Protocol: one request per connection on a Unix socket, JSON lines, each a message of the types below
+(`_send`, `_receive`: {"kind": {fields}}). Job -> worker: Request. Worker -> job: Hello; then either
+at once Stale (the worker's directory is not the job's) or Restart (it cannot reload what changed), or
+Reloaded, Log and Running (whose checks start, None once they are done)..., then Result, Failed or
+Lost (a sticky CUDA error). A job that runs without a worker (ATTNBENCH_WORKER=0, SLURM) measures its shape in
 a child that serves this one request on a socket it inherits (`run_child`), so a crash costs the child.
 
 A benchmark request runs under the job's `Watchdog` (limits: isolation.Limits): a kernel that catches
@@ -49,6 +48,7 @@ descendants) when a phase of the request runs past its limit, and raises isolati
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import hashlib
 import json
@@ -62,6 +62,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -79,6 +80,71 @@ CHILD_EXIT_S = 30.0  # a child's exit after its answer (torch's teardown), befor
 # Variables that change what a worker would measure; a job whose values differ gets its own worker.
 KEY_PREFIXES = ("PYTHON", "CUDA", "CUBLAS", "CUDNN", "NVIDIA", "TORCH", "TRITON", "OMP", "MKL", "LD_")
 RETIRING_STATUSES = (Status.ERROR, Status.TIMEOUT)
+
+
+@dataclass(frozen=True)
+class Request:
+    command: str
+    spec: dict[str, Any]
+    directory: list[int]  # the job's working directory: [device, inode] (identity)
+    schemas: str | None = None
+
+
+@dataclass(frozen=True)
+class Hello:
+    pid: int
+    log: str | None  # a warm worker's log file; None for a job's child, whose output is the job's
+    served: int  # jobs served before this one
+
+
+@dataclass(frozen=True)
+class Stale:
+    where: str  # where the worker's own directory is now
+
+
+@dataclass(frozen=True)
+class Restart:
+    why: str  # why it cannot reload what changed: the job starts a fresh worker
+
+
+@dataclass(frozen=True)
+class Reloaded:
+    modules: list[str]
+
+
+@dataclass(frozen=True)
+class Log:
+    text: str
+
+
+@dataclass(frozen=True)
+class Running:
+    candidate: str | None  # whose checks start; None once they are all done
+
+
+@dataclass(frozen=True)
+class Result:
+    document: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Failed:
+    error: str
+
+
+@dataclass(frozen=True)
+class Lost:
+    """A sticky CUDA error: the context is gone, with the candidate whose checks ran, if any."""
+
+    error: str
+    candidate: str | None
+
+
+Message = Request | Hello | Stale | Restart | Reloaded | Log | Running | Result | Failed | Lost
+_KINDS: dict[str, type[Message]] = {
+    kind.__name__.lower(): kind
+    for kind in (Request, Hello, Stale, Restart, Reloaded, Log, Running, Result, Failed, Lost)
+}
 
 
 class WorkerError(RuntimeError):
@@ -124,7 +190,7 @@ def run(
 
     Jobs that share a worker take turns on a lock next to its socket; on a GPU the lease already
     makes them take turns, on the CPU it queues them (which also keeps their timings apart)."""
-    request = {"command": command, "spec": spec, "schemas": schemas, "directory": identity()}
+    request = Request(command, spec, identity(), schemas)
     path = socket_dir / f"worker-{key(os.environ)}.sock"
     path.parent.mkdir(parents=True, exist_ok=True)
     turn = os.open(path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -143,13 +209,11 @@ def run(
         os.close(turn)
 
 
-def _request(
-    path: Path, request: dict[str, Any], log: Callable[[str], None]
-) -> tuple[dict[str, Any], dict[str, Any]]:
+def _request(path: Path, request: Request, log: Callable[[str], None]) -> tuple[dict[str, Any], dict[str, Any]]:
     connection = _connect(path, log)
     worker_log = path.with_suffix(".log")
     written = worker_log.stat().st_size if worker_log.exists() else 0
-    watchdog = Watchdog.of(request["command"], request["spec"], connection)
+    watchdog = Watchdog.of(request.command, request.spec, connection)
     return _exchange(connection, request, log, lambda: _last_words(worker_log, written), watchdog)
 
 
@@ -176,7 +240,7 @@ def run_child(
     """Run the job in a fresh child of this process, with `variables` added to its environment: the
     document. A crash there costs the child (isolation.Crash says how it ended), never the job; so
     does a hang (isolation.Hung: the watchdog killed it)."""
-    request = {"command": command, "spec": spec, "directory": identity()}
+    request = Request(command, spec, identity())
     ours, theirs = socket.socketpair()
     with theirs:
         process = subprocess.Popen(
@@ -199,7 +263,7 @@ def run_child(
 
 def _exchange(
     connection: socket.socket,
-    request: dict[str, Any],
+    request: Request,
     log: Callable[[str], None],
     ended: Callable[[], str],
     watchdog: Watchdog | None = None,
@@ -215,26 +279,26 @@ def _exchange(
 
 def _follow(
     connection: socket.socket,
-    request: dict[str, Any],
+    request: Request,
     log: Callable[[str], None],
     ended: Callable[[], str],
     watchdog: Watchdog | None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     with connection, connection.makefile("rw", encoding="utf-8") as stream:
         try:
-            hello = json.loads(stream.readline() or "{}")
+            hello = _receive(stream.readline())
         except OSError:  # the watchdog shut the connection
-            hello = {}
-        if "hello" not in hello:
+            hello = None
+        if not isinstance(hello, Hello):
             if watchdog is not None and (why := watchdog.stop()):
                 raise isolation.Hung(why, None, "the process that was to measure it", False)
             raise WorkerError("the worker did not answer")
         if watchdog is not None:
-            watchdog.watch(hello["hello"])
+            watchdog.watch(hello.pid)
         worker = {
-            "pid": hello["hello"],
-            "log": hello["log"],
-            "jobs_before": hello["served"],
+            "pid": hello.pid,
+            "log": hello.log,
+            "jobs_before": hello.served,
             "connected_at": time.time(),
         }
         if worker["log"] is None:
@@ -249,30 +313,30 @@ def _follow(
             for line in stream:
                 if not line.endswith("\n"):
                     break  # cut off by the worker's death
-                message = json.loads(line)
-                if "log" in message:
-                    print(message["log"], file=sys.stderr, end="", flush=True)
-                elif "running" in message:
-                    running = message["running"]
-                    checked = running is None
-                    if watchdog is not None:
-                        watchdog.running(running)
-                elif "result" in message:
-                    return message["result"], worker  # whole: a watchdog that fired meanwhile took nothing
-                elif "lost" in message:
-                    what = f"lost the CUDA context ({message['lost']['error']})"
-                    raise isolation.Crash(what, message["lost"]["candidate"], where, checked)
-                elif "reloaded" in message:
-                    worker["reloaded"] = message["reloaded"]
-                elif "stale" in message:
-                    raise StaleWorker(
-                        f"worker pid {worker['pid']} did not start in this job's directory {os.getcwd()}"
-                        f" but in one that {message['stale']}"
-                    )
-                elif "restart" in message:
-                    raise StaleWorker(f"worker pid {worker['pid']} {message['restart']}")
-                else:
-                    raise WorkerError(f"worker pid {worker['pid']}: {message.get('error')}")
+                match _receive(line):
+                    case Log(text):
+                        print(text, file=sys.stderr, end="", flush=True)
+                    case Running(candidate):
+                        running, checked = candidate, candidate is None
+                        if watchdog is not None:
+                            watchdog.running(running)
+                    case Result(document):
+                        return document, worker  # whole: a watchdog that fired meanwhile took nothing
+                    case Lost(error, candidate):
+                        raise isolation.Crash(f"lost the CUDA context ({error})", candidate, where, checked)
+                    case Reloaded(modules):
+                        worker["reloaded"] = modules
+                    case Stale(elsewhere):
+                        raise StaleWorker(
+                            f"worker pid {worker['pid']} did not start in this job's directory {os.getcwd()}"
+                            f" but in one that {elsewhere}"
+                        )
+                    case Restart(why):
+                        raise StaleWorker(f"worker pid {worker['pid']} {why}")
+                    case Failed(error):
+                        raise WorkerError(f"worker pid {worker['pid']}: {error}")
+                    case other:
+                        raise WorkerError(f"worker pid {worker['pid']}: unexpected {other}")
         except OSError:  # reset by the worker's death, or shut by the watchdog
             pass
     if watchdog is not None and (why := watchdog.stop()):
@@ -450,9 +514,19 @@ def _attempt(path: Path) -> socket.socket:
     return connection
 
 
-def _send(stream: TextIO, message: dict[str, Any]) -> None:
-    stream.write(json.dumps(files.jsonable(message)) + "\n")
+def _send(stream: TextIO, message: Message) -> None:
+    fields = {field.name: getattr(message, field.name) for field in dataclasses.fields(message)}
+    stream.write(json.dumps(files.jsonable({type(message).__name__.lower(): fields})) + "\n")
     stream.flush()
+
+
+def _receive(line: str) -> Message | None:
+    """The message on one line; None for an empty line (the other end closed) or one of no known kind."""
+    message = json.loads(line) if line.strip() else None
+    if not isinstance(message, dict) or len(message) != 1:
+        return None
+    ((kind, fields),) = message.items()
+    return _KINDS[kind](**fields) if kind in _KINDS else None
 
 
 def serve(path: Path, idle_s: float) -> None:
@@ -465,7 +539,7 @@ def serve(path: Path, idle_s: float) -> None:
     listener.settimeout(idle_s)
     # Held open, the directory keeps its inode even if it is removed: no other directory can take it.
     home = os.open(".", os.O_RDONLY | os.O_DIRECTORY)
-    hello = {"hello": os.getpid(), "log": str(path.with_suffix(".log")), "served": 0}
+    served = 0
     modules = usercode.UserModules(Path.cwd())
     modules.install()
 
@@ -488,7 +562,10 @@ def serve(path: Path, idle_s: float) -> None:
                 connection, _ = listener.accept()
             except TimeoutError:
                 return
-            if _serve_one(connection, home, hello, stop_listening, modules):
+            hello = Hello(os.getpid(), str(path.with_suffix(".log")), served)
+            retire, answered = _serve_one(connection, home, hello, stop_listening, modules)
+            served += answered
+            if retire:
                 return
     finally:
         stop_listening()
@@ -497,36 +574,37 @@ def serve(path: Path, idle_s: float) -> None:
 def serve_child(fd: int) -> None:
     """A child of one job (`run_child`): its one request, on the socket it inherited as `fd`."""
     home = os.open(".", os.O_RDONLY | os.O_DIRECTORY)
-    _serve_one(socket.socket(fileno=fd), home, {"hello": os.getpid(), "log": None, "served": 0}, lambda: None)
+    _serve_one(socket.socket(fileno=fd), home, Hello(os.getpid(), None, 0), lambda: None)
 
 
 def _serve_one(
     connection: socket.socket,
     home: int,
-    hello: dict[str, Any],
+    hello: Hello,
     stop_listening: Callable[[], None],
     modules: usercode.UserModules | None = None,
-) -> bool:
-    """Answer the request on `connection`; whether the worker retires after it. A warm worker first
-    brings the user's modules up to date (`modules`; a child imports them fresh)."""
+) -> tuple[bool, bool]:
+    """Answer the request on `connection`: whether the worker retires after it, and whether it ran the
+    job. A warm worker first brings the user's modules up to date (`modules`; a child imports them
+    fresh)."""
     with connection, connection.makefile("rw", encoding="utf-8") as stream:
         _send(stream, hello)
-        request = json.loads(stream.readline() or "{}")
-        if "spec" not in request:
-            return False
+        request = _receive(stream.readline())
+        if not isinstance(request, Request):
+            return False, False
         os.fchdir(home)  # a user kernel may have left the worker elsewhere
-        if request["directory"] != identity(home):
-            answer, retire = {"stale": _whereabouts()}, True
-        elif modules is not None and (why := _refresh(modules, stream, request["spec"])) is not None:
-            answer, retire = {"restart": why}, True
+        answer: Message
+        if request.directory != identity(home):
+            answer, retire = Stale(_whereabouts()), True
+        elif modules is not None and (why := _refresh(modules, stream, request.spec)) is not None:
+            answer, retire = Restart(why), True
         else:
             answer = _answer(connection, stream, request)
-            retire = _retires(request["command"], answer)
-            hello["served"] += 1
+            retire = _retires(request.command, answer)
         if retire:
             stop_listening()
         _send(stream, answer)
-    return retire
+    return retire, isinstance(answer, (Result, Failed, Lost))
 
 
 def _refresh(modules: usercode.UserModules, stream: TextIO, spec: dict[str, Any]) -> str | None:
@@ -545,7 +623,7 @@ def _refresh(modules: usercode.UserModules, stream: TextIO, spec: dict[str, Any]
     except Exception as exc:  # whatever went wrong, a fresh worker imports everything anew
         reloaded, why = [], f"could not check the user's modules for changes ({type(exc).__name__}: {exc})"
     if why is None:
-        _send(stream, {"reloaded": reloaded})
+        _send(stream, Reloaded(reloaded))
     return why
 
 
@@ -557,22 +635,22 @@ def _whereabouts() -> str:
         return "has been removed"
 
 
-def _retires(command: str, answer: dict[str, Any]) -> bool:
+def _retires(command: str, answer: Message) -> bool:
     """After an error or a lost CUDA context, a benchmark where a candidate ended in error or timeout
     (its CUDA context may be poisoned), or a document whose `process_changes` says that user code changed
     the process (attnbench.guard): what guard restored may not be all it changed, and a warm worker
     must never carry one job's patched functions, variables or threads into the next."""
-    if "result" not in answer:
+    if not isinstance(answer, Result):
         return True
-    if answer["result"].get("process_changes"):
+    if answer.document.get("process_changes"):
         return True
     if not jobs.get(command).runs_user_code:  # no statuses (the report's `candidates` are tallies)
         return False
-    statuses = {entry["status"] for entry in answer["result"].get("candidates", {}).values()}
+    statuses = {entry["status"] for entry in answer.document.get("candidates", {}).values()}
     return bool(statuses & set(RETIRING_STATUSES))
 
 
-def _answer(connection: socket.socket, stream: TextIO, request: dict[str, Any]) -> dict[str, Any]:
+def _answer(connection: socket.socket, stream: TextIO, request: Request) -> Result | Failed | Lost:
     """Run one job for the job process at the other end: the message that answers it."""
     connection.settimeout(None)
     done = threading.Event()
@@ -590,36 +668,36 @@ def _answer(connection: socket.socket, stream: TextIO, request: dict[str, Any]) 
             os._exit(3)
 
     def running(name: str | None) -> None:
-        _send(stream, {"running": name})
+        _send(stream, Running(name))
 
     threading.Thread(target=exit_if_the_job_dies, daemon=True).start()
     try:
         # Validated here, where jsonschema is imported once for every job: the job writes the
         # document without importing it again (cli.main). The schema's path is resolved before the
         # job runs: a user kernel may change the working directory.
-        schema = jobs.output_schema(request["command"], request.get("schemas"))
+        schema = jobs.output_schema(request.command, request.schemas)
         schema = None if schema is None else schema.resolve()
         with _logs_to(stream):
-            result = jobs.run(request["command"], request["spec"], request.get("schemas"), running)
-        files.validate(files.stamped(result), schema, source=f"the {request['command']} job's document")
-        return {"result": result}
+            result = jobs.run(request.command, request.spec, request.schemas, running)
+        files.validate(files.stamped(result), schema, source=f"the {request.command} job's document")
+        return Result(result)
     except isolation.ContextLost as lost:  # this worker retires: nothing more can run in its context
-        return {"lost": {"error": lost.error, "candidate": lost.candidate}}
+        return Lost(lost.error, lost.candidate)
     except Exception as exc:
-        return {"error": f"{type(exc).__name__}: {exc}"}
+        return Failed(f"{type(exc).__name__}: {exc}")
     finally:
         done.set()
 
 
 class _StreamLog:
-    """sys.stderr for the duration of a request: each write goes to the job as a {"log": ...} message."""
+    """sys.stderr for the duration of a request: each write goes to the job as a Log message."""
 
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
 
     def write(self, text: str) -> int:
         if text:
-            _send(self.stream, {"log": text})
+            _send(self.stream, Log(text))
         return len(text)
 
     def flush(self) -> None:

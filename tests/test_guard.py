@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from helpers import TINY_SHAPE, bench_spec
 
 from attnbench import audit, bench, guard, timing
-from attnbench.worker import _retires
+from attnbench.worker import Result, _retires
 
 SHAPE = TINY_SHAPE
 
@@ -565,8 +565,8 @@ def test_a_snapshot_and_its_comparison_take_a_few_milliseconds(capsys):
 
 def test_a_document_that_says_the_process_changed_retires_the_worker():
     ok = {"candidates": {"k": {"status": "ok"}}}
-    assert not _retires("benchmark", {"result": {**ok, "process_changes": []}})
-    assert not _retires("benchmark", {"result": ok})  # a document written before the key existed
+    assert not _retires("benchmark", Result({**ok, "process_changes": []}))
+    assert not _retires("benchmark", Result(ok))  # a document written before the key existed
     changed = ["replaced torch.nn.functional.scaled_dot_product_attention"]
-    assert _retires("benchmark", {"result": {**ok, "process_changes": changed}})
-    assert _retires("autotune", {"result": {"process_changes": ["set OMP_NUM_THREADS='8' (was '2')"]}})
+    assert _retires("benchmark", Result({**ok, "process_changes": changed}))
+    assert _retires("autotune", Result({"process_changes": ["set OMP_NUM_THREADS='8' (was '2')"]}))

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 import attnbench
-from attnbench import api, candidates, shape_syntax
+from attnbench import api, shape_syntax, usercode
 
 
 def mine(q, k, v, *, causal, scale):
@@ -118,7 +118,7 @@ def test_the_callers_state_is_left_as_it_was(compared):
     assert precision == "high" and threads == 2
     assert frame.attrs["bench"]["b1_h2_s64_d16"]["host"]["threads"] == 1  # the shape's, while measured
     assert torch.equal(rng_after, rng_before)
-    assert not set(candidates._REGISTERED) & {"mine", "wrong", "declines"}
+    assert not set(usercode.REGISTERED) & {"mine", "wrong", "declines"}
 
 
 def test_without_a_reference_nothing_is_compared():
@@ -140,7 +140,7 @@ def test_mistakes_are_named_and_leave_no_registration():
         attnbench.compare({"mine": mine}, shapes=["b1_h2_s32"], device="cpu")
     with pytest.raises(FileNotFoundError, match="ceilings"):
         attnbench.compare({"mine": mine}, shapes=["b1_h2_s32_d16"], device="cpu", ceilings="nowhere.json")
-    assert "mine" not in candidates._REGISTERED
+    assert "mine" not in usercode.REGISTERED
     # found in review: two lambdas are both <lambda>, and one silently replaced the other
     with pytest.raises(ValueError, match="two candidates named '<lambda>'"):
         attnbench.compare(
@@ -166,7 +166,7 @@ def test_an_interrupted_compare_returns_the_shapes_measured_before(monkeypatch):
             [mine], shapes=["b1_h2_s32_d16", "b1_h2_s48_d16"], device="cpu", timing=SHORT
         )
     assert set(frame["shape"]) == {"b1_h2_s32_d16"} and set(frame["status"]) == {"ok"}
-    assert "mine" not in candidates._REGISTERED
+    assert "mine" not in usercode.REGISTERED
 
 
 def test_ceilings_are_calibrated_once_per_process(monkeypatch):

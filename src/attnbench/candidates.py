@@ -27,14 +27,15 @@ from attnbench import masks
 from attnbench.formatting import clip
 from attnbench.usercode import (
     BUILTIN,
+    REGISTERED,
     SDPA_BACKENDS,
     CandidateName,
     UserFunction,
+    is_user_kernel,
     module_source,
     refused_module,
     user_function,
 )
-from attnbench.usercode import REGISTERED as _REGISTERED
 from attnbench.usercode import register as register  # the Python API's (attnbench.api)
 from attnbench.usercode import unregister as unregister
 from attnbench.usercode import user_kernel_source_hash as user_kernel_source_hash  # the config's
@@ -148,12 +149,6 @@ def configured_name(base: str, config: Mapping[str, Any]) -> str:
     return f"{base}[{','.join(parts)}]"
 
 
-def is_user_kernel(name: str) -> bool:
-    """Whether `name` is a user kernel's, even with a malformed configuration (user_kernel_problem
-    says what is wrong with it)."""
-    return CandidateName.parse(name, strict=False).is_user
-
-
 def user_kernel_problem(name: str) -> str | None:
     """Why the user kernel `module:function` cannot be run, or None: checked before any job runs,
     without importing the module (the workflow parses its config in every job on a cluster). The
@@ -165,7 +160,7 @@ def user_kernel_problem(name: str) -> str | None:
     except ValueError as exc:
         return str(exc)
     base, given = parsed.family, parsed.configuration
-    if base in _REGISTERED:
+    if base in REGISTERED:
         return _registered_signature_problem(name, base, given)
     module, function = parsed.module, parsed.function
     if not module or not function.isidentifier():
@@ -297,7 +292,7 @@ def _unbindable(arguments: ast.arguments, positional: list[str], keywords: list[
 def _registered_signature_problem(name: str, base: str, given: Config) -> str | None:
     """signature_problem for a callable registered in this process (attnbench.compare), read with
     inspect; a callable whose signature cannot be read is taken on trust."""
-    fn = _REGISTERED[base]
+    fn = REGISTERED[base]
     declared = declaration(base)
     try:
         signature = inspect.signature(fn)
@@ -320,7 +315,7 @@ def static_declaration(name: str) -> Declaration:
     argument is not a literal."""
     parsed = CandidateName.parse(name)
     base, function = parsed.family, parsed.function
-    if base in _REGISTERED:
+    if base in REGISTERED:
         return declaration(base)
     source = module_source(parsed.module)
     if source is None:

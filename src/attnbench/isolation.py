@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from attnbench.results import Status, empty_entry
-from attnbench.usercode import CandidateName
+from attnbench.usercode import is_user_kernel
 
 # CUDA errors after which the context is unusable (cudaGetErrorString's words), and the library errors
 # that a kernel launched into a lost context reports.
@@ -273,7 +273,7 @@ def _culprit(
         raise error
     log(f"{crash}, not during any candidate's checks: replaying each candidate alone to find the culprit")
     # User kernels first: a kernel under development is the likely culprit, and each replay costs a process.
-    for name in sorted(spec["candidates"], key=lambda name: not CandidateName.parse(name, strict=False).is_user):
+    for name in sorted(spec["candidates"], key=lambda name: not is_user_kernel(name)):
         try:
             replay({**spec, "candidates": [name]}, variables=REPLAY_VARIABLES)
         except Crash as alone:

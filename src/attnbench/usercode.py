@@ -92,6 +92,12 @@ class CandidateName:
 REGISTERED: dict[str, UserFunction] = {}
 
 
+def is_user_kernel(name: str) -> bool:
+    """Whether `name` is a user kernel's, even with a malformed configuration (candidates.
+    user_kernel_problem says what is wrong with it)."""
+    return CandidateName.parse(name, strict=False).is_user
+
+
 def register(name: str, fn: UserFunction) -> None:
     """Make `fn` a candidate named `name` in this process (called as fn(q, k, v, causal=..., scale=...))."""
     if name in BUILTIN:

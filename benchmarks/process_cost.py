@@ -33,49 +33,40 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def loop(config_path: Path, out_dir: Path) -> None:
-    """The loop arm: the pipeline's work (fingerprint, calibrate, every shape, compare, report) in this
-    one process, calling the library functions the jobs call, and writing the same files."""
+    """The loop arm: the pipeline's jobs (fingerprint, calibrate, every shape, compare, autotune,
+    report) in this one process, through the registry the jobs run from (attnbench.jobs), with the
+    same specs, writing the same files under OUT_DIR."""
     import yaml
 
     from attnbench import config as run_config
-    from attnbench import files, jobs, stats
+    from attnbench import files, jobs
     from attnbench.cli import configure_logging
-    from attnbench.report import OUTPUT_KEYS, build_report
 
     configure_logging()
-
     began = time.time()
     schemas = ROOT / "workflow" / "schemas"
     run = run_config.resolve(yaml.safe_load(config_path.read_text()))
-    seconds = {}
-
-    def timed_step(name: str, step):
-        start = time.perf_counter()
-        step()
-        seconds[name] = time.perf_counter() - start
-        print(f"loop: {name} {seconds[name]:.1f} s", file=sys.stderr, flush=True)
-
-    for command, out in (("fingerprint", "fingerprint"), ("calibrate", "ceilings")):
-        spec, target, schema = json.loads(jobs.spec(command, run)), out_dir / f"{out}.json", schemas / f"{out}.schema.yaml"
-        timed_step(command, lambda c=command, s=spec, t=target, v=schema: files.write_json(t, jobs.run(c, s), v))
     names = run_config.shape_names(run)
-    for name in names:
-        spec = json.loads(jobs.spec("benchmark", run, name)) | {"ceilings": str(out_dir / "ceilings.json")}
-        timed_step(name, lambda n=name, s=spec: files.write_json(out_dir / f"bench-{n}.json", jobs.run("benchmark", s), schemas / "bench.schema.yaml"))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    os.chdir(out_dir)  # the specs name their files relative to the working directory, as in a run
+    seconds: dict[str, float] = {}
 
-    def compare_and_report() -> None:
-        for name in names:
-            bench = files.read_json(out_dir / f"bench-{name}.json", schemas / "bench.schema.yaml")
-            document = stats.compare_shape(bench, run["reference"], **run.get("stats", {}))
-            files.write_json(out_dir / f"compare-{name}.json", document, schemas / "compare.schema.yaml")
-        names_of = {"html": "report.html", "md": "report.md", "csv": "summary.csv", "autotune": "autotune.csv"}
-        outputs = {key: str(out_dir / "report" / names_of.get(key, f"{key}.png")) for key in OUTPUT_KEYS}
-        build_report([str(out_dir / f"bench-{n}.json") for n in names],
-                     [str(out_dir / f"compare-{n}.json") for n in names],
-                     str(out_dir / "fingerprint.json"), str(out_dir / "ceilings.json"), outputs,
-                     schema_dir=schemas, alpha=run.get("stats", {}).get("alpha", stats.ALPHA))  # fmt: skip
+    def step(command: str, name: str | None = None) -> float:
+        """One job, as its rule runs it; its seconds."""
+        spec = json.loads(jobs.spec(command, run, name))
+        start = time.perf_counter()
+        document = jobs.run(command, spec, schemas)
+        files.write_json(jobs.output(command, name), document, jobs.output_schema(command, schemas))
+        took = time.perf_counter() - start
+        print(f"loop: {command} {name or ''} {took:.1f} s", file=sys.stderr, flush=True)
+        return took
 
-    timed_step("compare_and_report", compare_and_report)
+    for command in ("fingerprint", "calibrate"):
+        seconds[command] = step(command)
+    for name in names:  # a benchmark job's seconds under its shape's name: summarise pairs them
+        seconds[name] = step("benchmark", name)
+    seconds["compare_and_report"] = sum(step("compare", name) for name in names)
+    seconds["compare_and_report"] += step("autotune") + step("report")
     print(json.dumps({"imports_s": began - _started_at(), "steps_s": seconds, "shapes": names}))
 
 

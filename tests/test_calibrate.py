@@ -12,6 +12,7 @@ import pytest
 from helpers import SCHEMAS
 
 from attnbench import SCHEMA_VERSION, calibrate, env, files, jobs, report
+from attnbench.report.sections.environment import ceilings_section
 
 SMALL = {"matmul_size": 64, "copy_mb": 1, "rounds": 2, "max_time_s": 0.2, "warmup_max_s": 0.05}
 SPEC = {"device": "cpu", "dtypes": ["float32"], "settings": SMALL, "lock": {"seed": 0}}
@@ -178,8 +179,8 @@ def test_the_switch_is_in_the_jobs_spec_only_when_off() -> None:
 
 def test_the_report_says_when_the_ceilings_were_reused() -> None:
     ceilings = {"device": "cpu", "device_name": "AMD EPYC", "matmul": {}, "copy": None, "measured_at": "2026-12-01T10:00:00+00:00"}
-    (said,) = [b.text for b in report._ceilings_section(ceilings, []).blocks if isinstance(b, report.Para)]
+    (said,) = [b.text for b in ceilings_section(ceilings, []).blocks if isinstance(b, report.Para)]
     assert said == "Measured on AMD EPYC at 2026-12-01T10:00:00+00:00."
     reused = ceilings | {"reused": {"from": "x", "measured_at": ceilings["measured_at"]}}
-    (said,) = [b.text for b in report._ceilings_section(reused, []).blocks if isinstance(b, report.Para)]
+    (said,) = [b.text for b in ceilings_section(reused, []).blocks if isinstance(b, report.Para)]
     assert "Reused by this run" in said and "calibrate: {reuse: false}" in said

@@ -9,7 +9,6 @@ import ctypes
 import gc
 import os
 import signal
-import statistics
 import subprocess
 import sys
 import threading
@@ -547,17 +546,12 @@ def test_a_real_gpu_benchmark_of_builtins_flex_compiled_included_changes_nothing
 # --- cost -----------------------------------------------------------------------------------------
 
 
-def test_a_snapshot_and_its_comparison_take_a_few_milliseconds(capsys):
+def test_an_unchanged_process_shows_no_change_snapshot_after_snapshot():
+    """The guard runs around every candidate: snapshots of a process nothing changed must agree every
+    time (what they cost is in docs/exploits.md, measured, not asserted here)."""
     state = guard.snapshot()
-    costs = []
     for _ in range(30):
-        began = time.perf_counter()
         assert guard.changes(state, guard.snapshot()) == []
-        costs.append((time.perf_counter() - began) * 1e3)
-    median = statistics.median(costs)
-    with capsys.disabled():
-        print(f"\nsnapshot + changes: median {median:.2f} ms, max {max(costs):.2f} ms over 30")
-    assert median < 10.0
 
 
 # --- the worker -----------------------------------------------------------------------------------

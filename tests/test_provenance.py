@@ -17,6 +17,7 @@ from helpers import CPU_CONFIG, copy_workflow, planned_jobs, snakemake, write_co
 
 from attnbench import files, jobs, report
 from attnbench.report import Para, Table
+from attnbench.report.sections.environment import provenance_section
 
 needs_git = pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
 COMMIT_A, COMMIT_B = "a" * 40, "b" * 40
@@ -71,7 +72,7 @@ def test_the_report_groups_shapes_by_the_checkout_that_measured_them(tmp_path: P
         (dirty_b, ["s4096_d64"]),
     ]
     assert found["several"] and found["elsewhere"] and found["current"] == dirty_b
-    (section,) = report._provenance_section(found)
+    (section,) = provenance_section(found)
     (para, table) = section.blocks
     assert isinstance(para, Para) and "measured at 2 checkouts" in para.text and dirty_b in para.text
     assert isinstance(table, Table)

@@ -42,6 +42,8 @@ from attnbench.autotune import CSV_COLUMNS as AUTOTUNE_COLUMNS
 from attnbench.files import ResultFileError, write_json
 from attnbench.formatting import num
 from attnbench.report import COLUMNS, Heading, Para, Section, Table, build_report
+from attnbench.report.sections.results import how_given
+from attnbench.report.words import intervals
 from attnbench.stats import TOO_FEW_ROUNDS, adjust, compare
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -685,10 +687,10 @@ def test_a_corrected_confidence_never_prints_as_100_percent() -> None:
     assert quality.level(0.95) == "95%" and quality.level(1 - 0.05 / 9) == "99.4%"
     assert quality.level(1 - 0.05 / 100) == "99.95%" and quality.level(1 - 0.05 / 250) == "99.98%"
     assert (
-        report._intervals([1 - 0.05 / 250] * 3, 250)
+        intervals([1 - 0.05 / 250] * 3, 250)
         == "99.98% intervals, corrected for the run's 250 comparisons"
     )
-    assert report._intervals([0.95], None) == "95% intervals" and report._intervals([], 4) == "no intervals"
+    assert intervals([0.95], None) == "95% intervals" and intervals([], 4) == "no intervals"
 
 
 # ---------------------------------------------------------------------------------- rendering
@@ -1000,7 +1002,6 @@ def test_the_shape_heading_says_how_each_sdpa_backend_got_the_mask_and_what_it_w
     said to have computed anything (on the H200, flash declined the padded decode batch)."""
     import pandas as pd
 
-    from attnbench.report import _how_given
 
     rows = pd.DataFrame(
         {
@@ -1010,7 +1011,7 @@ def test_the_shape_heading_says_how_each_sdpa_backend_got_the_mask_and_what_it_w
             "layout": [None, "padded", "thd", "padded", "padded", "pool"],
         }
     )
-    (para,) = _how_given(rows)
+    (para,) = how_given(rows)
     text = para.text
     assert "SDPA (math) is given this mask as a dense attn_mask" in text and "4.00× the pairs" in text
     assert "SDPA (cudnn) is given the requests as a padded batch" in text and "1.50× the pairs" in text
@@ -1018,4 +1019,4 @@ def test_the_shape_heading_says_how_each_sdpa_backend_got_the_mask_and_what_it_w
     assert "flash: given nested (jagged) tensors" in text
     assert "flex: given the pool of pages, read through PyTorch's PagedAttention" in text
     assert "flex: given the requests as a padded batch" not in text  # that flex declined it
-    assert _how_given(rows.iloc[3:5]) == []
+    assert how_given(rows.iloc[3:5]) == []

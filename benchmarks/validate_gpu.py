@@ -48,6 +48,7 @@ from attnbench import config as run_config
 from attnbench.calibrate import measure_ceilings
 from attnbench.cli import configure_logging
 from attnbench.env import fingerprint
+from attnbench.settings import TimingSettings
 from attnbench.workloads import Shape, Workload, make_inputs
 
 SCHEMA = ROOT / "workflow" / "schemas" / "validation.schema.yaml"
@@ -63,7 +64,7 @@ TARGETS = {
     "false_alarms_max": 0,
 }
 SECTIONS = ("fidelity", "aa", "power", "position", "repro", "canaries", "false_alarms")
-SETTINGS = timing.Settings(target_rel_ci=0.01, max_time_s=10.0)
+SETTINGS = TimingSettings(target_rel_ci=0.01, max_time_s=10.0)
 
 
 def shape(batch: int, heads: int, seq: int, dim: int, causal: bool = False) -> Shape:

@@ -109,3 +109,24 @@ def test_only_the_registry_branches_on_a_job_name() -> None:
 
     outside = [path for name, path in package_modules().items() if name != "jobs"]
     assert [hit for path in outside for hit in job_name_branches(path, set(jobs.JOBS))] == []
+
+
+def test_a_jobs_own_process_starts_and_prints_without_numpy() -> None:
+    """A job's process only hands the job to the warm worker and writes what comes back: the watchdog's
+    limits before, a compare's lines after. Importing numpy (or scipy) there for a default or two was
+    part of every job's start (0.4 s of each on a GPU machine: docs/exploits.md, Cost)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from attnbench import cli, formatting, isolation, terminal\n"
+        "assert isolation.limits({'device': 'cuda', 'candidates': ['flash'], 'timing': {}}) is not None\n"
+        "formatting.speedup_interval(1.1, 1.05, 1.15)\n"
+        "print(sorted(m for m in ('numpy', 'scipy', 'torch', 'pandas') if m in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env={"PYTHONPATH": str(ROOT / "src")}
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -10,7 +10,8 @@ from typing import Any
 import yaml
 from helpers import SCHEMAS
 
-from attnbench import config, jobs, lock, ratchet, stats, timing
+from attnbench import config, jobs, lock, ratchet, stats
+from attnbench.settings import TimingSettings
 from attnbench.workloads import Shape
 
 SHAPE = {"name": "s", "batch": 1, "heads": 1, "seq": 1, "dim": 1}
@@ -34,7 +35,7 @@ def schema_defaults(node: Any, path: str = "") -> dict[str, Any]:
 def code_defaults() -> dict[str, Any]:
     """The code's default for each schema path."""
     compare = inspect.signature(stats.compare_shape).parameters
-    settings = {f.name: f.default for f in dataclasses.fields(timing.Settings)}
+    settings = {f.name: f.default for f in dataclasses.fields(TimingSettings)}
     return {
         "device": config.DEFAULTS["device"],
         "sanitize_crashes": config.DEFAULTS["sanitize_crashes"],

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from attnbench import clocks, timing
+from attnbench.settings import TimingSettings
 
 
 class ScriptedClock(timing.HostClock):
@@ -43,7 +44,7 @@ def run(calls, *, watch=None, failures=None, **settings):
     return timing.measure(
         calls,
         device="cpu",
-        settings=timing.Settings(**{"warmup_max_s": 1.0, "max_time_s": 10.0, **settings}),
+        settings=TimingSettings(**{"warmup_max_s": 1.0, "max_time_s": 10.0, **settings}),
         flush=timing.L2Flusher("cpu", True),
         watch=watch or clocks.ClockWatch(reason="test"),
         on_failure=lambda name, exc: (failures if failures is not None else {}).__setitem__(name, exc),
@@ -150,7 +151,7 @@ def test_rounds_alternate_direction():
 
 def test_cpu_runs_are_warm_wall_clock_and_say_why():
     measured = run({"a": noisy(1.0, 0.001, 9)}, mode="graph", min_rounds=5)
-    record = measured.record(timing.Settings(mode="graph"), "cpu")
+    record = measured.record(TimingSettings(mode="graph"), "cpu")
     assert record["mode"] == "warm" and record["requested_mode"] == "graph"
     assert "CPU" in record["mode_reason"] and record["flush_bytes"] is None
     assert record["clocks"]["source"] is None

@@ -25,7 +25,8 @@ import pandas as pd
 
 from attnbench.files import Json, atomic_write_text, read_json, schema_file
 from attnbench.results import Status
-from attnbench.stats import ALPHA, TOO_FEW_ROUNDS, adjust
+from attnbench.settings import ALPHA
+from attnbench.stats import TOO_FEW_ROUNDS, adjust
 from attnbench.stats import compare as compare_samples
 from attnbench.usercode import CandidateName
 

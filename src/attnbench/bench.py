@@ -46,6 +46,7 @@ from attnbench import (
 from attnbench.benchspec import BenchSpec
 from attnbench.env import device_summary
 from attnbench.results import Status, empty_entry
+from attnbench.settings import TimingSettings
 from attnbench.workloads import (
     Shape,
     Workload,
@@ -832,7 +833,7 @@ def remeasure_without_cheats(
 
 
 def record_samples(
-    entries: dict[str, dict[str, Any]], measured: timing.Measurement, settings: timing.Settings, work: float
+    entries: dict[str, dict[str, Any]], measured: timing.Measurement, settings: TimingSettings, work: float
 ) -> None:
     """Each sampled candidate's samples, median, CI and throughput into its entry."""
     for name, values in measured.samples.items():

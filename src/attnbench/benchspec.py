@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from attnbench import timing
+from attnbench.settings import TimingSettings
 from attnbench.workloads import Shape
 
 
@@ -19,7 +19,7 @@ class BenchSpec:
     dtype: str
     direction: str  # the config's `mode`: forward, or forward_backward
     candidates: tuple[str, ...]
-    timing: timing.Settings
+    timing: TimingSettings
     lock: dict[str, Any] | None = None
     tolerance: float | None = None  # the config's for the run dtype; workloads.tolerance_for completes it
     kernel_hashes: dict[str, str] = field(default_factory=dict)
@@ -35,7 +35,7 @@ class BenchSpec:
             dtype=spec["dtype"],
             direction=spec["mode"],
             candidates=tuple(spec["candidates"]),
-            timing=timing.Settings.from_config(spec.get("timing")),
+            timing=TimingSettings.from_config(spec.get("timing")),
             lock=spec.get("lock"),
             tolerance=spec.get("tolerance"),
             kernel_hashes=dict(spec.get("kernel_hashes") or {}),

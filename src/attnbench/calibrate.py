@@ -17,6 +17,7 @@ import numpy as np
 from attnbench import SCHEMA_VERSION, clocks, env, files, host, lock, timing
 from attnbench import device as device_module
 from attnbench.env import device_summary
+from attnbench.settings import TimingSettings
 
 log = logging.getLogger(__name__).info
 
@@ -117,7 +118,7 @@ def measure_ceilings(
     calls["write"] = lambda: dst.fill_(1.0)
     failures: dict[str, str] = {}
     # Warm (no flush): the operands are far larger than the L2 anyway, and the ceilings are rates.
-    settings = timing.Settings(
+    settings = TimingSettings(
         mode="warm",
         min_rounds=int(config["rounds"]),
         max_time_s=float(config["max_time_s"]),

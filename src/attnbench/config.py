@@ -23,7 +23,7 @@ import jsonschema
 import yaml
 from snakemake.utils import update_config
 
-from attnbench import candidates, capacity, configfile, device, files, lock, presets
+from attnbench import candidates, capacity, configfile, device, files, lock, presets, settings
 from attnbench.usercode import CandidateName
 
 # The run's config, relative to its working directory (Snakemake's standard layout): the workflow's
@@ -352,9 +352,9 @@ def check(run: dict[str, Any], where: Callable[[str], str] = str) -> None:
         problem = _shape_problem(shape)
         if problem:
             raise ConfigError(f"{where('shapes')}: {shape['name']}: {problem}")
-    from attnbench import ratchet, stats
+    from attnbench import ratchet
 
-    defaults = {"stats": (stats.ALPHA, stats.THRESHOLD, stats.RESOLUTION)}
+    defaults = {"stats": (settings.ALPHA, settings.THRESHOLD, settings.RESOLUTION)}
     defaults["ratchet"] = tuple(ratchet.DEFAULTS[key] for key in ("alpha", "threshold", "resolution"))
     for section, (alpha, threshold, resolution) in defaults.items():
         given = run.get(section) or {}

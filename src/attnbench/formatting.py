@@ -11,7 +11,7 @@ import math
 import re
 from typing import Any
 
-from attnbench.stats import RESOLUTION, THRESHOLD
+from attnbench.settings import RESOLUTION, THRESHOLD
 
 DASH = "—"
 

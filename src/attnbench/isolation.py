@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from attnbench.results import Status, empty_entry
+from attnbench.settings import TimingSettings
 from attnbench.usercode import is_user_kernel
 
 # CUDA errors after which the context is unusable (cudaGetErrorString's words), and the library errors
@@ -194,9 +195,7 @@ def seconds(value: float) -> str:
 def limits(spec: dict[str, Any]) -> Limits | None:
     """The watchdog's limits for measuring `spec`, from its timing settings and candidates; None when
     its calls have no timeout (a hand-made spec)."""
-    from attnbench import timing  # here: numpy, and only for a benchmark
-
-    settings = timing.Settings.from_config(spec.get("timing"))
+    settings = TimingSettings.from_config(spec.get("timing"))
     call_s = settings.call_timeout_s
     if not call_s:
         return None

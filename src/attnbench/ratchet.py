@@ -30,11 +30,12 @@ from attnbench import __version__, files, stats
 from attnbench.files import Json
 from attnbench.formatting import DASH, md, num, signed_pct
 from attnbench.results import Status, median_problem
+from attnbench.settings import ALPHA
 
 VERDICTS = ("regression", "improvement", "unchanged", "undecided", "new", "missing", "failed", "incomparable")
 MARKER = "<!-- attnbench-ratchet -->"
 DEFAULTS = {
-    "alpha": stats.ALPHA,
+    "alpha": ALPHA,
     "threshold": 0.02,
     "resolution": 0.02,
     "strict": ["device", "gpu", "driver", "torch", "cuda", "cudnn", "lock"],

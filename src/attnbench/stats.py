@@ -59,6 +59,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from attnbench.results import Status
+from attnbench.settings import ALPHA, RESOLUTION, THRESHOLD
 
 TEST_PAIRED = "t_test_on_block_means_of_log_ratios"
 TEST_UNPAIRED = "welch_t_test_on_block_means_of_log_latencies"
@@ -66,14 +67,6 @@ TEST_UNPAIRED = "welch_t_test_on_block_means_of_log_latencies"
 # never build a multi-GB index array.
 _CHUNK_ELEMENTS = 4_000_000
 BLOCKS = 10
-# Differences this small are below what interleaved timing can attribute to a kernel: two copies of
-# one kernel measured side by side differ systematically by up to ~0.4% on an H100 (placement of
-# their buffers, graph instances; docs/validation). The test asks whether a difference exceeds it.
-RESOLUTION = 0.005
-# The significance level wherever a run does not set stats.alpha: compare, autotune and the ratchet.
-ALPHA = 0.05
-# The smallest difference a verdict of faster or slower reports (stats.threshold).
-THRESHOLD = 0.02
 # Fewest rounds (paired) or samples per side (unpaired) an interval is computed from: two degrees of
 # freedom; the simulation in tests/test_stats_simulation.py shows the coverage from there on.
 MIN_ROUNDS = 3

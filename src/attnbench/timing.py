@@ -33,12 +33,13 @@ import signal
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 
 from attnbench import clocks, guard, stats
+from attnbench.settings import TimingSettings
 
 Call = Callable[[], Any]
 
@@ -54,26 +55,6 @@ CHECK_RESAMPLES = 1000  # bootstrap resamples of the stopping rule's interim scr
 FINAL_RESAMPLES = 10_000
 CHECK_GROWTH = 1.1  # the next interim check after 10% more rounds
 _RANDOM = random.SystemRandom()  # which round is profiled: from the OS, not a seed a kernel could read
-
-
-@dataclass(frozen=True)
-class Settings:
-    """The `timing:` section of the config (workflow/schemas/config.schema.yaml documents each key)."""
-
-    mode: str = "auto"
-    warmup: int = 5
-    warmup_max_s: float = 5.0
-    min_rounds: int = 50
-    max_rounds: int = 5000
-    target_rel_ci: float = 0.01
-    max_time_s: float = 30.0
-    discard_throttled: bool = True
-    call_timeout_s: float = 300.0
-
-    @classmethod
-    def from_config(cls, section: dict[str, Any] | None) -> Settings:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in (section or {}).items() if k in known})
 
 
 class CandidateTimeout(Exception):
@@ -388,7 +369,7 @@ class Measurement:
     persisting_l2: dict[str, Any] | None = None
     profiled_round: int | None = None
 
-    def record(self, settings: Settings, device: str) -> dict[str, Any]:
+    def record(self, settings: TimingSettings, device: str) -> dict[str, Any]:
         """The `timing` block of a bench result."""
         return {
             "method": "cuda_events" if device == "cuda" else "perf_counter_ns",
@@ -437,7 +418,7 @@ def graph_calls(estimate_ms: float) -> int:
 
 
 def _warm_up(
-    rounds: _Rounds, watch: clocks.ClockWatch, settings: Settings
+    rounds: _Rounds, watch: clocks.ClockWatch, settings: TimingSettings
 ) -> tuple[dict[str, Any], dict[str, float]]:
     """Rounds in batches until each candidate's batch median is within 2% of the previous batch's and
     the SM clock within 1% of its previous reading (three settled batches in a row also do, for a
@@ -526,7 +507,7 @@ def _before(*steps: Call | None) -> Call | None:
 
 def _choose_samplers(
     calls: dict[str, Call],
-    settings: Settings,
+    settings: TimingSettings,
     device: str,
     flush: L2Flusher,
     rounds: _Rounds,
@@ -591,7 +572,7 @@ def measure(
     calls: dict[str, Call],
     *,
     device: str,
-    settings: Settings,
+    settings: TimingSettings,
     flush: L2Flusher,
     watch: clocks.ClockWatch,
     on_failure: Callable[[str, BaseException], None],

@@ -68,6 +68,7 @@ from typing import Any, TextIO
 
 from attnbench import files, isolation, jobs, usercode
 from attnbench.results import Status
+from attnbench.settings import TimingSettings
 
 # ATTNBENCH_WORKER=0 runs each job without a worker (as under SLURM, where it always does): a benchmark job
 # measures its shape in a fresh child of its own, the others in their own process.
@@ -617,7 +618,7 @@ def _refresh(modules: usercode.UserModules, stream: TextIO, spec: dict[str, Any]
         # watchdog's, which kills this worker).
         with (
             _logs_to(stream),
-            timing.deadline(timing.Settings.from_config(spec.get("timing")).call_timeout_s),
+            timing.deadline(TimingSettings.from_config(spec.get("timing")).call_timeout_s),
         ):
             reloaded, why = modules.refresh(spec)
     except Exception as exc:  # whatever went wrong, a fresh worker imports everything anew

@@ -1,4 +1,5 @@
 import copy
+import dataclasses
 import json
 import re
 import subprocess
@@ -10,8 +11,9 @@ from helpers import CONFIG, ROOT, SCHEMAS, copy_workflow, snakemake, write_confi
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import update_config, validate
 
-from attnbench import capacity, configfile, device, jobs, presets
+from attnbench import capacity, configfile, device, files, jobs, presets
 from attnbench import config as run_config
+from attnbench.settings import TimingSettings
 from attnbench.workloads import Shape
 
 SCHEMA = str(SCHEMAS / "config.schema.yaml")
@@ -264,12 +266,25 @@ def test_benchmark_spec_carries_everything_that_changes_a_result(tmp_path, monke
     run = run_config.resolve(config)
     name = run["shapes"][0]["name"]
     spec = json.loads(jobs.spec("benchmark", run, name))
-    assert spec["shape"]["kv_heads"] == spec["shape"]["heads"] and spec["timing"] == config["timing"]
+    assert spec["shape"]["kv_heads"] == spec["shape"]["heads"]
+    # complete: every timing setting written out, the config's where it sets one
+    assert spec["timing"] == dataclasses.asdict(TimingSettings()) | config["timing"]
+    files.validate(spec, SCHEMAS / "benchspec.schema.yaml", source="spec")
     before = spec["kernel_hashes"]["mykernels:attn"]
     (tmp_path / "mykernels.py").write_text("def attn(q, k, v, *, causal, scale):\n    return k\n")
     rerun = run_config.resolve(config)  # the next snakemake invocation parses again
     after = json.loads(jobs.spec("benchmark", rerun, name))["kernel_hashes"]["mykernels:attn"]
     assert before != after
+
+
+def test_a_benchmark_spec_missing_a_setting_is_refused_before_anything_runs():
+    """A spec from another attnbench or made by hand: the job names the field instead of measuring with
+    a default the config never chose."""
+    run = run_config.resolve(default_config())
+    spec = json.loads(jobs.spec("benchmark", run, run["shapes"][0]["name"]))
+    del spec["timing"]["call_timeout_s"]
+    with pytest.raises(files.ResultFileError, match=r"spec: field 'timing'.*call_timeout_s"):
+        jobs.run("benchmark", spec, SCHEMAS)
 
 
 @pytest.mark.parametrize(

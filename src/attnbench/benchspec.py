@@ -5,6 +5,7 @@ settings, the direction, the dtype) in several places, and each once re-read and
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +26,7 @@ class BenchSpec:
     kernel_hashes: dict[str, str] = field(default_factory=dict)
     ceilings: str | None = None  # the calibrate job's output, relative to the working directory
     threads: int | None = None
+    sanitize_crashes: bool = False
 
     @classmethod
     def from_json(cls, spec: dict[str, Any]) -> BenchSpec:
@@ -41,7 +43,30 @@ class BenchSpec:
             kernel_hashes=dict(spec.get("kernel_hashes") or {}),
             ceilings=spec.get("ceilings"),
             threads=spec.get("threads"),
+            sanitize_crashes=bool(spec.get("sanitize_crashes")),
         )
+
+    def to_json(self) -> dict[str, Any]:
+        """The spec complete (workflow/schemas/benchspec.schema.yaml): every timing setting written out,
+        so the job's leaves and its watchdog read values, not defaults. `threads` and `sanitize_crashes`
+        only when set: the rule's params, and so what is measured again, change only when they do."""
+        spec: dict[str, Any] = {
+            "shape": self.shape.as_dict(),
+            "device": self.device,
+            "dtype": self.dtype,
+            "mode": self.direction,
+            "candidates": list(self.candidates),
+            "timing": dataclasses.asdict(self.timing),
+            "lock": self.lock,
+            "tolerance": self.tolerance,
+            "kernel_hashes": dict(self.kernel_hashes),
+            "ceilings": self.ceilings,
+        }
+        if self.threads:
+            spec["threads"] = self.threads
+        if self.sanitize_crashes:
+            spec["sanitize_crashes"] = True
+        return spec
 
     @property
     def backward(self) -> bool:

@@ -121,29 +121,29 @@ def _calibrate_spec(run: RunConfig, name: str | None) -> Spec:
 
 
 def _benchmark_spec(run: RunConfig, name: str | None) -> Spec:
-    """Everything that determines one shape's result. The calibrate job's output bounds every result;
-    it is named from its constant, not from the rule's input (params that read input are not compared
-    when Snakemake decides what to rerun)."""
+    """Everything that determines one shape's result, every default applied (benchspec.BenchSpec).
+    The calibrate job's output bounds every result; it is named from its constant, not from the rule's
+    input (params that read input are not compared when Snakemake decides what to rerun)."""
+    from attnbench.benchspec import BenchSpec
+    from attnbench.settings import TimingSettings
     from attnbench.workloads import Shape
 
     shape = run["shapes_by_name"][name]
-    spec = {
-        "shape": Shape.from_config(shape).as_dict(),
-        "device": run["device"],
-        "dtype": run["dtype"],
-        "mode": shape.get("mode", run["mode"]),
-        "candidates": run["candidates"],
-        "timing": run.get("timing", {}),
-        "lock": lock.resolve(run.get("lock")),
-        "tolerance": (run.get("tolerance") or {}).get(run["dtype"]),
-        "kernel_hashes": run["kernel_hashes"],
-        "ceilings": JOBS["calibrate"].output,
-    }
-    if run.get("sanitize_crashes"):  # absent while off: the jobs' parameters stay those of earlier runs
-        spec["sanitize_crashes"] = True
-    if run.get("threads"):  # likewise absent unless set: else the job's OMP_NUM_THREADS (attnbench.host)
-        spec["threads"] = run["threads"]
-    return spec
+    return BenchSpec(
+        shape=Shape.from_config(shape),
+        device=run["device"],
+        dtype=run["dtype"],
+        direction=shape.get("mode", run["mode"]),
+        candidates=tuple(run["candidates"]),
+        timing=TimingSettings.from_config(run.get("timing")),
+        lock=lock.resolve(run.get("lock")),
+        tolerance=(run.get("tolerance") or {}).get(run["dtype"]),
+        kernel_hashes=run["kernel_hashes"],
+        ceilings=JOBS["calibrate"].output,
+        # Unless set, the job's OMP_NUM_THREADS (attnbench.host) and no sanitizer.
+        threads=run.get("threads"),
+        sanitize_crashes=bool(run.get("sanitize_crashes")),
+    ).to_json()
 
 
 def _compare_spec(run: RunConfig, name: str | None) -> Spec:
@@ -208,6 +208,8 @@ def _benchmark(spec: Spec, schemas: Path | None, running: Running | None) -> dic
 
     from attnbench.bench import run_shape
 
+    # A spec of another attnbench, or made by hand, is refused naming its field before anything runs.
+    files.validate(spec, files.schema_file(schemas, "benchspec"), source="the benchmark job's spec")
     torch._dynamo.reset()
     document = run_shape(spec, running)
     if torch.cuda.is_available():

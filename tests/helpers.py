@@ -125,6 +125,15 @@ def bench_spec(default_shape: dict, candidates: list[str], rounds: int = 4, **ov
     }
 
 
+def complete_spec(spec: dict) -> dict:
+    """A hand-made benchmark spec as attnbench.jobs writes one, every default applied: what a benchmark
+    job checks against workflow/schemas/benchspec.schema.yaml before it measures."""
+    from attnbench import lock
+    from attnbench.benchspec import BenchSpec
+
+    return BenchSpec.from_json(spec).to_json() | {"lock": lock.resolve(spec.get("lock"))}
+
+
 def run_snakemake(workdir, *args, gpus=1, env=None) -> subprocess.CompletedProcess:
     """The snakemake CLI in `workdir` with this Python's environment, whatever its exit code."""
     env = {**os.environ, **(env or {})}

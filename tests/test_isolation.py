@@ -43,8 +43,8 @@ echo "========= COMPUTE-SANITIZER"
 
 
 def spec(candidates, **overrides):
-    return {"shape": SHAPE, "device": "cpu", "dtype": "float32", "mode": "forward", "candidates": candidates,
-            "timing": TIMING, "lock": {"seed": 0}, **overrides}  # fmt: skip
+    return helpers.complete_spec({"shape": SHAPE, "device": "cpu", "dtype": "float32", "mode": "forward",
+                                  "candidates": candidates, "timing": TIMING, "lock": {"seed": 0}, **overrides})  # fmt: skip
 
 
 @pytest.fixture

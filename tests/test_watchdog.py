@@ -22,7 +22,7 @@ import time
 import jsonschema
 import pytest
 import yaml
-from helpers import ROOT, SCHEMAS, alive, job_environment, wait_until
+from helpers import ROOT, SCHEMAS, alive, complete_spec, job_environment, wait_until
 
 from attnbench import files, isolation, worker
 
@@ -91,8 +91,8 @@ def attn(q, k, v, *, causal, scale):
 
 
 def spec(candidates, **timing):
-    return {"shape": SHAPE, "device": "cpu", "dtype": "float32", "mode": "forward", "candidates": candidates,
-            "timing": TIMING | timing, "lock": {"seed": 0}}  # fmt: skip
+    return complete_spec({"shape": SHAPE, "device": "cpu", "dtype": "float32", "mode": "forward",
+                          "candidates": candidates, "timing": TIMING | timing, "lock": {"seed": 0}})  # fmt: skip
 
 
 @pytest.fixture

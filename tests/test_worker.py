@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import alive, wait_until
+from helpers import alive, complete_spec, wait_until
 
 from attnbench import usercode, worker
 
@@ -44,8 +44,8 @@ def test_jobs_reuse_one_warm_worker(worker_env):
 def benchmark_spec(candidates, max_time_s):
     shape = {"name": "s64", "batch": 1, "heads": 2, "seq": 64, "dim": 16, "causal": False}
     timing = {"warmup": 1, "warmup_max_s": 0.2, "min_rounds": 10**6, "max_rounds": 10**6, "max_time_s": max_time_s}
-    return {"device": "cpu", "dtype": "float32", "mode": "forward", "candidates": candidates,
-            "shape": shape, "timing": timing, "lock": {"seed": 0}}  # fmt: skip
+    return complete_spec({"device": "cpu", "dtype": "float32", "mode": "forward", "candidates": candidates,
+                          "shape": shape, "timing": timing, "lock": {"seed": 0}})  # fmt: skip
 
 
 @pytest.mark.slow

@@ -498,6 +498,17 @@ def test_sdpa_gets_a_decode_batch_padded_to_its_longest_cache(kernels_importable
     pairs = result["pairs"]
     assert pairs["padded"] == 4 * 2 * 26 and pairs["dense"] == 8 * 78  # vs 624 as one row
     assert pairs["attended"] == sum(2 * n - 1 for n in (26, 17, 24, 11))  # bottom-right causal, 2 queries
+    # the work SDPA wastes is bench's to record, per candidate: the padded batch's for an SDPA
+    # backend, none for a kernel that reads the caches as they are (the report reads it, never derives it)
+    assert result["candidates"]["math"]["dense_mask_work"] == pairs["padded"] / pairs["attended"]
+    assert result["candidates"]["contract_kernels:flex_eager"]["dense_mask_work"] is None
+
+
+def test_sdpa_given_a_dense_mask_records_the_work_it_computes_over_the_work_asked(kernels_importable):
+    got, result = _bench({"batch": 1, "heads": 2, "dim": 16, "seq": 32, "causal": True, "window": [3, 0]}, ["math"])
+    pairs = result["pairs"]
+    assert got["math"] == ("ok", None) and pairs["sdpa_dense_mask"]
+    assert result["candidates"]["math"]["dense_mask_work"] == pytest.approx(pairs["dense"] / pairs["attended"])
 
 
 def test_the_padded_batch_holds_each_request_in_its_row_and_the_mask_sees_exactly_its_pairs():

@@ -602,6 +602,17 @@ def _measure_shape(
     log(f"  audit: {audit_s:.2f} s")
     for line in process_changes:  # a warm worker retires after this job (attnbench.worker)
         log(f"  process changed: {line}")
+    # per head: the pairs the mask lets through (what flops counts) and all seq x seq_kv of them
+    # (what a dense attn_mask or padding computes anyway)
+    pairs = {
+        "attended": shape.attended_pairs(),
+        "dense": shape.batch * shape.seq * shape.seq_kv,
+        "sdpa_dense_mask": candidates.sdpa_needs_dense_mask(shape),
+        # a decode batch padded to its longest cache, as SDPA gets it (workloads.PADDED; flex skips the padding)
+        **({"padded": shape.seq * padded_length(workload)} if takes_padded(shape) else {}),
+    }
+    for name, entry in entries.items():
+        entry["dense_mask_work"] = candidates.sdpa_dense_mask_work(name, pairs, entry.get("layout", "bhsd"))
     conditions = load.record()
     if conditions["busy"]:
         log(f"  busy host: {conditions['why']}")
@@ -619,15 +630,7 @@ def _measure_shape(
         "kernel_hashes": job.kernel_hashes,
         "flops": work,
         "min_bytes": nbytes,
-        # per head: the pairs the mask lets through (what flops counts) and all seq x seq_kv of them
-        # (what a dense attn_mask or padding computes anyway)
-        "pairs": {
-            "attended": shape.attended_pairs(),
-            "dense": shape.batch * shape.seq * shape.seq_kv,
-            "sdpa_dense_mask": candidates.sdpa_needs_dense_mask(shape),
-            # a decode batch padded to its longest cache, as SDPA gets it (workloads.PADDED; flex skips the padding)
-            **({"padded": shape.seq * padded_length(workload)} if takes_padded(shape) else {}),
-        },
+        "pairs": pairs,
         "bound": limit,
         "audit_s": audit_s,
         "process_changes": process_changes,

@@ -45,6 +45,7 @@ from attnbench.workloads import (
     POOL,
     Shape,
     Workload,
+    dense_mask_work,
     padded_length,
     padded_mask,
     padded_mask_mod,
@@ -510,6 +511,12 @@ def sdpa_needs_dense_mask(shape: Shape) -> bool:
     """Whether SDPA gets this shape's mask as a dense attn_mask (a window, a prefix, documents, ALiBi):
     the backends that take one compute every query-key pair and mask most of them away."""
     return shape.window is not None or shape.seq_lens is not None or bool(shape.prefix) or shape.alibi
+
+
+def sdpa_dense_mask_work(name: str, pairs: dict[str, Any] | None, layout: str) -> float | None:
+    """The work an SDPA backend given the mask dense or padded does over the work the mask asks for
+    (workloads.dense_mask_work); None for every other kernel, and for SDPA given nested tensors."""
+    return dense_mask_work(pairs, layout) if name in SDPA_BACKENDS else None
 
 
 def _dense_mask(workload: Workload, device: Any) -> Any:

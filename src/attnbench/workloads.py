@@ -702,6 +702,18 @@ def reference(shape: Shape, q: Any, k: Any, v: Any, dout: Any | None) -> list[An
     return [out, *grads]
 
 
+def dense_mask_work(pairs: dict[str, Any] | None, layout: str) -> float | None:
+    """The pairs an SDPA backend computes over the attended ones: all of them for a dense attn_mask, the
+    padded batch's for a decode batch (None for an unmasked shape and for nested tensors)."""
+    if not pairs or not pairs["attended"]:
+        return None
+    if layout == PADDED:
+        return pairs["padded"] / pairs["attended"] if pairs.get("padded") else None
+    if layout != "bhsd" or not pairs["sdpa_dense_mask"]:
+        return None
+    return pairs["dense"] / pairs["attended"]
+
+
 def tolerance_for(dtype: str, shape: Shape, given: float | None = None) -> float:
     """||out - ref|| / ||ref|| a candidate must meet: the run dtype's (`given` in the config's
     `tolerance:`, else DEFAULT_TOLERANCE), plus with fp8 queries that format's rounding of an fp8 output

@@ -14,10 +14,10 @@ from typing import Any
 import pandas as pd
 
 from attnbench import headline, memory, quality
-from attnbench.candidates import SDPA_BACKENDS
+from attnbench.candidates import sdpa_dense_mask_work
 from attnbench.files import Json, read_json, schema_file, verified
 from attnbench.plots import positive
-from attnbench.workloads import PADDED, describe_mask
+from attnbench.workloads import describe_mask
 
 SHAPE_FIELDS = ("batch", "heads", "kv_heads", "seq", "seq_kv", "dim", "causal")
 COLUMNS = [
@@ -258,10 +258,10 @@ def summary_frame(benches: list[Json], compares: list[Json], ceilings: Json, ana
                     "compile_ms": cand.get("compile_ms"),
                     "attention": describe_mask(shape),
                     "dim_v": shape.get("dim_v", shape["dim"]),
-                    # only for the SDPA backends given the mask dense or padded (not nested tensors)
-                    "dense_mask_work": dense_mask_work(bench.get("pairs"), cand.get("layout", "bhsd"))
-                    if name in SDPA_BACKENDS
-                    else None,
+                    # bench's (files written before it recorded it: the same fact from their pairs)
+                    "dense_mask_work": cand["dense_mask_work"]
+                    if "dense_mask_work" in cand
+                    else sdpa_dense_mask_work(name, bench.get("pairs"), cand.get("layout", "bhsd")),
                     "layout": cand.get("layout"),
                 }
             )
@@ -329,18 +329,6 @@ def family_of(analysis: Json) -> dict[str, str]:
 def families(analysis: Json) -> list[Json]:
     """autotune.json's kernels with configurations (none in files written before them)."""
     return list((analysis.get("configurations") or {}).get("families", []))
-
-
-def dense_mask_work(pairs: Json | None, layout: str) -> float | None:
-    """The pairs an SDPA backend computes over the attended ones: all of them for a dense attn_mask, the
-    padded batch's for a decode batch (None for an unmasked shape and for nested tensors)."""
-    if not pairs or not pairs["attended"]:
-        return None
-    if layout == PADDED:
-        return pairs["padded"] / pairs["attended"] if pairs.get("padded") else None
-    if layout != "bhsd" or not pairs["sdpa_dense_mask"]:
-        return None
-    return pairs["dense"] / pairs["attended"]
 
 
 def first_text(

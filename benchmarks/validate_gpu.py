@@ -45,6 +45,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from attnbench import audit, bench, candidates, clocks, files, jobs, lock, stats, timing
 from attnbench import config as run_config
+from attnbench.benchspec import BenchSpec
 from attnbench.calibrate import measure_ceilings
 from attnbench.cli import configure_logging
 from attnbench.env import fingerprint
@@ -319,17 +320,15 @@ def position(copies: int = 6) -> dict[str, Any]:
 
 def bench_process(shape_: Shape, out: Path) -> dict[str, Any]:
     """One `python -m attnbench benchmark` process, as the workflow's rule runs it."""
-    spec = {
-        "shape": shape_.as_dict(),
-        "device": "cuda",
-        "dtype": DTYPE,
-        "mode": "forward",
-        "candidates": REPRO_CANDIDATES,
-        "timing": {"target_rel_ci": SETTINGS.target_rel_ci, "max_time_s": SETTINGS.max_time_s},
-        "lock": lock.resolve(None),
-        "tolerance": None,
-        "kernel_hashes": {},
-    }
+    spec = BenchSpec(
+        shape=shape_,
+        device="cuda",
+        dtype=DTYPE,
+        direction="forward",
+        candidates=tuple(REPRO_CANDIDATES),
+        timing=TimingSettings(target_rel_ci=SETTINGS.target_rel_ci, max_time_s=SETTINGS.max_time_s),
+        lock=lock.resolve(None),
+    ).to_json()  # complete, as attnbench.jobs writes a spec: the job checks it against its schema
     command = [
         sys.executable,
         "-m",

@@ -278,3 +278,23 @@ def test_a_sanitizer_that_runs_out_of_time_leaves_no_replay_behind(tmp_path, mon
     monkeypatch.setattr(isolation, "SANITIZER_TIMEOUT_S", 1.0)
     assert isolation.sanitize(["replay"]) == ["no report within 1 s"]
     assert wait_until(lambda: pid_file.exists() and not alive(int(pid_file.read_text())))
+
+
+@pytest.mark.slow
+def test_a_shape_all_of_whose_candidates_crash_is_written_with_each_crash(job_env):
+    """In the warm worker too: the shape's record without a candidate comes from a child, whose
+    document no schema refuses for being empty, and the job writes it with the crashes."""
+    document, _ = benchmark(spec(["crashing_kernels:aborts"]), job_env / "out.json")
+    assert statuses(document) == {"crashing_kernels:aborts": "crashed"}
+
+
+@pytest.mark.slow
+def test_without_a_worker_a_spec_missing_a_setting_is_refused_too(job_env):
+    """ATTNBENCH_WORKER=0 (and SLURM): the child checks the spec as the warm worker does."""
+    partial = spec(["math"])
+    del partial["timing"]["call_timeout_s"]
+    argv = [sys.executable, "-m", "attnbench", "benchmark", "--spec", json.dumps(partial), "--out",
+            str(job_env / "out.json"), "--schemas", str(SCHEMAS)]  # fmt: skip
+    job = subprocess.run(argv, env={**os.environ, "ATTNBENCH_WORKER": "0"}, capture_output=True, text=True)
+    assert job.returncode == 1 and "field 'timing'" in job.stderr and "call_timeout_s" in job.stderr
+    assert not (job_env / "out.json").exists()

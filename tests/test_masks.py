@@ -510,6 +510,21 @@ def test_sdpa_given_a_dense_mask_records_the_work_it_computes_over_the_work_aske
     assert got["math"] == ("ok", None) and pairs["sdpa_dense_mask"]
     assert result["candidates"]["math"]["dense_mask_work"] == pytest.approx(pairs["dense"] / pairs["attended"])
 
+    # the report shows what bench recorded; a file written before bench recorded it, what its pairs say
+    from attnbench import autotune
+    from attnbench.report.data import summary_frame
+    from attnbench.stats import compare_shape
+
+    def shown(bench):
+        compared = compare_shape(bench, "math")
+        frame = summary_frame([bench], [compared], {"matmul": {}, "copy": {}}, autotune.analyse([bench], [compared]))
+        return frame.set_index("candidate").loc["math", "dense_mask_work"]
+
+    result["candidates"]["math"]["dense_mask_work"] = 123.0
+    assert shown(result) == 123.0
+    del result["candidates"]["math"]["dense_mask_work"]
+    assert shown(result) == pytest.approx(pairs["dense"] / pairs["attended"])
+
 
 def test_the_padded_batch_holds_each_request_in_its_row_and_the_mask_sees_exactly_its_pairs():
     from attnbench.workloads import Workload, padded, padded_mask, padded_slots

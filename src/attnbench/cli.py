@@ -203,7 +203,7 @@ def _isolated(
     def measure(spec: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
         if in_worker:
             return worker.run(job.command, spec, lease.lease_dir(), log=log, schemas=schemas)
-        return in_child(spec), None
+        return in_child(spec, schemas=schemas), None
 
     limits = isolation.limits(spec)
     if limits is not None:

@@ -237,11 +237,13 @@ def run_child(
     *,
     log: Callable[[str], None],
     variables: Mapping[str, str] | None = None,
+    schemas: str | None = None,
 ) -> dict[str, Any]:
     """Run the job in a fresh child of this process, with `variables` added to its environment: the
     document. A crash there costs the child (isolation.Crash says how it ended), never the job; so
-    does a hang (isolation.Hung: the watchdog killed it)."""
-    request = Request(command, spec, identity())
+    does a hang (isolation.Hung: the watchdog killed it). With `schemas` the child checks the job's
+    spec and document against them, as a warm worker does."""
+    request = Request(command, spec, identity(), schemas)
     ours, theirs = socket.socketpair()
     with theirs:
         process = subprocess.Popen(

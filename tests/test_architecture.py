@@ -114,7 +114,7 @@ def test_only_the_registry_branches_on_a_job_name() -> None:
 def test_a_jobs_own_process_starts_and_prints_without_numpy() -> None:
     """A job's process only hands the job to the warm worker and writes what comes back: the watchdog's
     limits before, a compare's lines after. Importing numpy (or scipy) there for a default or two was
-    part of every job's start (0.4 s of each on a GPU machine: docs/exploits.md, Cost)."""
+    part of every job's start on a GPU machine (docs/exploits.md, Cost)."""
     import subprocess
     import sys
 

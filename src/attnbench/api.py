@@ -16,9 +16,8 @@ What differs from the workflow, on purpose:
   read at start-up (PYTHONHASHSEED, CUBLAS_WORKSPACE_CONFIG) cannot take effect in a running process:
   they are set for the call only so the lock's check passes, and nothing measured depends on them.
 - Ceilings (the roofline bound of the audit's "faster than the hardware allows" check) are
-  calibrated once per process and reused, by default on CUDA only: on a 2-core CPU the calibrate
-  job takes about 9 s (8.9 s measured with its CPU defaults: a 1024 matmul, 256 MB buffers, 5 s of
-  sampling), longer than the short CPU measurement below. Pass `ceilings=True` to calibrate on the CPU too, or
+  calibrated once per process and reused, by default on CUDA only: on a small CPU the calibrate
+  job takes longer than the short CPU measurement below (docs/scale.md). Pass `ceilings=True` to calibrate on the CPU too, or
   the path of a workflow run's results/env/ceilings.json to reuse it.
 - On the CPU the default timing is short (CPU_TIMING: at most 3 s of sampling per shape, CI target
   +-2%), as the workflow's `cpu:` section is; on CUDA the timing section's own defaults apply.

@@ -36,9 +36,9 @@ from attnbench.memory import is_out_of_memory, tensors
 from attnbench.workloads import check_output
 
 # Profiled device time of one call above this multiple of the measured median (plus PROFILE_SLACK_MS)
-# means work ran outside the timed interval. Honest candidates on an H200 stay below 1.2 (the
-# profiled call is warm, like the timed ones; docs/methodology.md), a kernel on an unjoined stream
-# reads hundreds.
+# means work ran outside the timed interval. Honest candidates stay well below it (the profiled
+# call is warm, like the timed ones; docs/methodology.md, docs/scale.md), a kernel on an unjoined
+# stream far above.
 PROFILE_EXCESS = 1.5
 PROFILE_SLACK_MS = 0.005
 # A median faster than the roofline bound by more than this (plus the binding ceiling's own 95% CI)

@@ -38,8 +38,8 @@ locked for a while) stays at most this long."""
 
 def ceilings(spec: dict[str, Any]) -> dict[str, Any]:
     """The calibrate job: the ceilings measured earlier on this device with the same driver, software,
-    attnbench and settings, within REUSE_MAX_AGE (2 s of a sweep on an H200, 8 s on a 2-core CPU, paid
-    again by every new working directory), else measured now and remembered unless other processes
+    attnbench and settings, within REUSE_MAX_AGE (seconds of every sweep, paid again by every new working
+    directory: docs/scale.md), else measured now and remembered unless other processes
     kept the CPU busy meanwhile. `reuse: false` in the spec measures again whatever was remembered."""
     key = reuse_key(spec)
     if spec.get("reuse") is not False and (earlier := _recall(key)) is not None:

@@ -88,7 +88,7 @@ def cuda_unusable_reason() -> str | None:
     """no_cuda_reason, cheap at parse time: torch is imported only when NVML sees a GPU and no earlier
     parse on this host answered for the same driver, GPUs, visible devices and torch build.
 
-    Importing torch with CUDA took ~5 s of every `snakemake` on an H200 (half the edit loop). The
+    Importing torch with CUDA was a large part of every `snakemake` (docs/scale.md). The
     remembered answer only decides the plan; every cuda job asks torch again (require).
     """
     key = cuda_answer_key()

@@ -2,8 +2,8 @@
 processes kept the machine.
 
 Why: on the CPU the threads decide the result (Snakemake sets OMP_NUM_THREADS to the job's threads,
-1 by default), and on a shared machine other processes move a median far outside its CI (1.8x
-between two runs of one shape on a 2-core CI machine) while every sample looks sound. So the thread
+1 by default), and on a shared machine other processes move a median far outside its CI (docs/scale.md,
+Measurements behind the code) while every sample looks sound. So the thread
 count is set from the config and recorded, and the CPU time that other processes used while the
 shape was measured is sampled (psutil) and a busy machine is flagged in the report.
 """

@@ -4,7 +4,7 @@ A baseline is promoted only by an explicit `attnbench baseline save`; nothing he
 (a "best ever" baseline drifts towards lucky runs). Runs are compared with the product's own test
 on raw samples, unpaired (two processes share no rounds), each interval and p-value corrected for
 every comparison of the run (stats.adjust, Bonferroni), the verdict read from the corrected
-interval: a regression's interval lies wholly below the resolution band. Two processes measuring the same kernel differ by up to ~1.7% on an H100
+interval: a regression's interval lies wholly below the resolution band. Two processes measuring the same kernel differ by more than interleaved rounds' resolution
 (docs/methodology.md, repro), so the test's resolution defaults to the 2% threshold: a regression
 is a slowdown shown to exceed 2%, not one that merely might.
 

@@ -9,8 +9,8 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 # Differences this small are below what interleaved timing can attribute to a kernel: two copies of
-# one kernel measured side by side differ systematically by up to ~0.4% on an H100 (placement of
-# their buffers, graph instances; docs/validation). The test asks whether a difference exceeds it.
+# one kernel measured side by side differ systematically (placement of their buffers, graph
+# instances: docs/validation, docs/scale.md). The test asks whether a difference exceeds it.
 RESOLUTION = 0.005
 # The significance level wherever a run does not set stats.alpha: compare, autotune and the ratchet.
 ALPHA = 0.05

@@ -12,8 +12,8 @@ On CUDA a sample is the time between two events around the candidate's unit of w
   Launch gaps and event overhead (about 1-2 us) vanish, so kernels of a few microseconds are
   timed as the profiler sees them; the L2 stays warm between the k calls.
 * ``auto``: ``graph`` when the shape's fastest candidate takes under GRAPH_BELOW_MS (0.15 ms)
-  per call, else ``cold``. An event pair costs about 1.3 us on an H100, which is 1% of 0.13 ms;
-  a 0.11 ms kernel timed per call read 1.9-2.3% above the profiler (docs/validation).
+  per call, else ``cold``: an event pair's own cost is a visible part of a kernel that short, and
+  one timed per call read above the profiler (docs/validation, docs/scale.md).
 
 Each round starts with a spin kernel that holds the stream while the host enqueues the whole
 round (nvbench's "blocking kernel"), so host-side Python overhead never shows up as GPU idle
@@ -86,7 +86,7 @@ class L2Flusher:
     """Evicts the L2 between samples by reading a buffer twice its size, so each call reads its
     inputs from device memory (cold). Reading, not writing: a write flush (triton's zero_, nvbench's
     memset) leaves the L2 full of dirty lines whose write-back lands inside the next sample
-    (measured on an H100: +2.4 us on a 0.11 ms kernel, and a per-process offset of up to 2%).
+    (docs/scale.md, Measurements behind the code).
 
     A sweep does not evict lines a kernel made persisting (a stream's access policy window over its
     inputs; llm.c PR #851, nvbench #458), so the persisting set-aside is held at zero: reset at the
@@ -300,7 +300,7 @@ class _Rounds:
     """Runs interleaved rounds over the active samplers; a candidate that raises is dropped whole.
 
     On CUDA each round is framed by an untimed run of its fastest unit at both ends: the first and
-    last samples of a round otherwise run up to 0.8% slower (measured on an H100), which would
+    last samples of a round otherwise run slower (docs/scale.md), which would
     favour whichever candidates the order puts in the middle.
     """
 

@@ -2,8 +2,8 @@
 report) in turn.
 
 Why: a fresh process per shape pays for the interpreter, `import torch`, a CUDA context, a cold
-torch.compile and the interpreter's teardown: about 15 s of a 23 s job on an H100, which made the
-pipeline 4x slower than one process looping over the shapes (docs/scale.md). The benchmark job stays
+torch.compile and the interpreter's teardown: most of a short job, which made the pipeline several
+times slower than one process looping over the shapes (docs/scale.md, Measurements behind the code). The benchmark job stays
 one Snakemake job per shape, with one output and the same rerun granularity; it only hands its spec
 to a worker that is already warm and writes the result itself.
 

@@ -35,7 +35,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def loop(config_path: Path, out_dir: Path) -> None:
     """The loop arm: the pipeline's jobs (fingerprint, calibrate, every shape, compare, autotune,
     report) in this one process, through the registry the jobs run from (attnbench.jobs), with the
-    same specs, writing the same files under OUT_DIR."""
+    same specs, writing the same files under OUT_DIR. Its `compare_and_report` step counts the compare
+    jobs, autotune and the report (JSON files from before autotune was a job count compare and report)."""
     import yaml
 
     from attnbench import config as run_config

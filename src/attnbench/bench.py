@@ -821,8 +821,7 @@ def remeasure_without_cheats(
     work a neighbour left running (a stream never joined) writes into memory the allocator has since
     given to it. It is measured again too, without the candidates caught (alone if none was), and
     its inputs then decide (judge_timed)."""
-    shared = len(measured.samples) > 1
-    suspects = [name for name in changed_while_timed if shared]
+    suspects = changed_while_timed if len(measured.samples) > 1 else []  # alone, its own doing
     caught = [
         name
         for name in measured.samples

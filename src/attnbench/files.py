@@ -40,7 +40,6 @@ class ResultFileError(ValueError):
 DIGEST = "content_digest"
 Json = dict[str, Any]  # a result document as read_json gives it (one alias for every reader)
 UNVERIFIED = "no content digest (written by an attnbench older than digests): read unverified"
-# How far a stored median may sit from its samples' median: float rounding of another JSON writer.
 SHOWN = 2  # problems a refusal's line names
 log = logging.getLogger("attnbench.files")
 

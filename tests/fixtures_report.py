@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from attnbench import autotune
+from attnbench.documents import ShapeResult
 from attnbench.files import write_json
 from attnbench.jobs import REPORT_TITLE
 from attnbench.report import build_report, read_run
@@ -249,7 +250,7 @@ def write_run(
         bench_paths.append(str(path))
         if not with_compare:
             continue
-        compare = compare_shape(bench, REFERENCE)
+        compare = compare_shape(ShapeResult.from_json(bench), REFERENCE)
         path = root / "compare" / f"{name}.json"
         write_json(path, compare, SCHEMAS / "compare.schema.yaml")
         compare_paths.append(str(path))

@@ -7,6 +7,7 @@ from helpers import GPU_SHAPE, ROOT, SCHEMAS, TINY_SHAPE, bench_spec
 
 from attnbench import SCHEMA_VERSION, audit, autotune, files
 from attnbench.bench import run_shape
+from attnbench.documents import ShapeComparisons, ShapeResult
 from attnbench.report import summary_frame
 from attnbench.stats import compare_shape
 
@@ -106,7 +107,9 @@ def test_the_first_inputs_answers_are_made_again_only_when_a_check_after_samplin
     assert caught["candidates"]["dishonest_kernels:keeps_answer_once_timed"]["status"] == "incorrect"
     # once more for the kept answer's diagnosis, and once for the audit of the candidates measured
     # again without the one caught (bench.remeasure_without_cheats)
-    assert len(made) == 6 and caught["candidates"]["math"]["remeasured"] == ["dishonest_kernels:keeps_answer_once_timed"]
+    assert len(made) == 6 and caught["candidates"]["math"]["remeasured"] == [
+        "dishonest_kernels:keeps_answer_once_timed"
+    ]
 
 
 @pytest.mark.parametrize(
@@ -168,11 +171,13 @@ def test_a_result_above_the_measured_bound_is_untrusted_and_never_ranked(kernels
     assert honest["status"] == "untrusted"
     assert "faster than measured physics" in honest["reason"]
     assert honest["fraction_of_bound"] > 2.01 and honest["samples_ms"]
-    compared = compare_shape(result, "math")
+    bench = ShapeResult.from_json(result)
+    compared = compare_shape(bench, "math")
     assert compared["comparisons"] == []
-    assert autotune.fastest(result) is None
-    analysis = autotune.analyse([result], [compared])
-    frame = summary_frame([result], [compared], {"matmul": ceilings["matmul"], "copy": {}}, analysis)
+    assert autotune.fastest(bench) is None
+    comparisons = ShapeComparisons.from_json(compared)
+    analysis = autotune.analyse([bench], [comparisons])
+    frame = summary_frame([bench], [comparisons], {"matmul": ceilings["matmul"], "copy": {}}, analysis)
     assert not frame["fastest"].any()
 
 
@@ -205,7 +210,13 @@ def ran(device_ms, unjoined=()):
 
 
 def test_judge_names_each_kind_of_unearned_result():
-    limit = {"bound_ms": 1.0, "limited_by": "memory", "ceiling_rel_ci": 0.02, "margin": 0.10}
+    limit = {
+        "bound_ms": 1.0,
+        "limited_by": "memory",
+        "intensity": 2.0,
+        "ceiling_rel_ci": 0.02,
+        "margin": 0.10,
+    }
     assert audit.judge(1.0, ran(0.95), limit) == []
     assert audit.judge(0.9, ran(0.95), limit) == []  # 111% of the bound: inside the margin and CI
     (why,) = audit.judge(0.5, ran(0.45), limit)

@@ -23,8 +23,10 @@ from fixtures_report import (
     run_autotune,
     write_run,
 )
+from helpers import shape_result
 
 from attnbench import autotune
+from attnbench.documents import ShapeComparisons, ShapeResult
 from attnbench.files import ResultFileError, read_json, validate
 from attnbench.stats import TOO_FEW_ROUNDS, adjust, compare
 
@@ -38,7 +40,7 @@ def name(block_m: int, kernel: str = KERNEL) -> str:
 
 def bench(
     shape: str, medians: dict[str, Any], *, rounds: int = 60, noise: float = 0.004, seed: int = 0
-) -> dict[str, Any]:
+) -> ShapeResult:
     """A bench document (the fields autotune reads): paired rounds with a common drift, each candidate
     at its median; a status string instead of a median makes a candidate that did not run ok."""
     rng = np.random.default_rng(seed)
@@ -53,16 +55,18 @@ def bench(
         med = float(np.median(samples))
         candidates[candidate] = {"status": "ok", "reason": None, "samples_ms": samples.tolist(), "median_ms": med,
                                  "ci95_ms": [med * 0.995, med * 1.005]}  # fmt: skip
-    return {"shape": {"name": shape}, "candidates": candidates}
+    return shape_result({"shape": {"name": shape}, "candidates": candidates})
 
 
-def compare_doc(shape: str, settings: dict[str, Any] | None = None) -> dict[str, Any]:
+def compare_doc(shape: str, settings: dict[str, Any] | None = None) -> ShapeComparisons:
     """A compare document with no comparisons: autotune reads its `method` (the test's settings)."""
-    return {"shape": shape, "reference": "math", "method": settings or SETTINGS, "comparisons": []}
+    return ShapeComparisons.from_json(
+        {"shape": shape, "reference": "math", "method": settings or SETTINGS, "comparisons": []}
+    )
 
 
-def analyse(benches: list[dict[str, Any]]) -> dict[str, Any]:
-    return autotune.analyse(benches, [compare_doc(b["shape"]["name"]) for b in benches])
+def analyse(benches: list[ShapeResult]) -> dict[str, Any]:
+    return autotune.analyse(benches, [compare_doc(b.name) for b in benches])
 
 
 def family(document: dict[str, Any], kernel: str = KERNEL) -> dict[str, Any]:
@@ -133,9 +137,9 @@ def test_ties_among_configurations_use_autotunes_rule() -> None:
     assert document["family"] == 12
     pairs = []
     for b, shape in zip(benches, found["shapes"]):
-        best = b["candidates"][shape["fastest"]["candidate"]]["samples_ms"]
+        best = b.candidates[shape["fastest"]["candidate"]].samples_ms
         for row in shape["rivals"]:
-            result = compare(best, b["candidates"][row["candidate"]]["samples_ms"], **SETTINGS)
+            result = compare(best, b.candidates[row["candidate"]].samples_ms, **SETTINGS)
             assert (row["speedup"], row["p_value"], row["rounds"]) == (
                 result["speedup"], result["p_value"], result["rounds"],
             )  # fmt: skip
@@ -147,9 +151,7 @@ def test_ties_among_configurations_use_autotunes_rule() -> None:
             pytest.approx(corrected["p_value"]),
             corrected["verdict"],
         )
-        assert row["confidence"] == pytest.approx(1 - 0.05 / 12) and row["tied"] == (
-            row["verdict"] == "same"
-        )
+        assert row["confidence"] == pytest.approx(1 - 0.05 / 12) and row["tied"] == (row["verdict"] == "same")
 
 
 def _estimate(speedup: float, p_value: float, df: float = 14.0) -> dict[str, float]:

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import shape_result
 
 from attnbench import autotune, headline, ratchet, stats
+from attnbench.documents import ShapeComparisons
 
 RESOLUTION, THRESHOLD = stats.RESOLUTION, stats.THRESHOLD
 CANDIDATES = ("math", "flash", "efficient", "mine")
@@ -55,15 +57,18 @@ def _agrees(verdict: str, speedup: float | None, ci: list[float] | None) -> bool
 @pytest.mark.parametrize("seed", range(40))
 def test_no_printed_verdict_contradicts_its_interval(seed):
     rng = np.random.default_rng(seed)
-    benches = [_bench(f"s{i}", rng, int(rng.choice([1, 2, 3, 4, 5, 8, 12, 25, 60]))) for i in range(3)]
+    benches = [
+        shape_result(_bench(f"s{i}", rng, int(rng.choice([1, 2, 3, 4, 5, 8, 12, 25, 60])))) for i in range(3)
+    ]
     compares = [{**stats.compare_shape(b, "math"), "schema": 3} for b in benches]
+    typed = [ShapeComparisons.from_json(compare) for compare in compares]
     for compare in compares:
         for comp in compare["comparisons"]:
             assert _agrees(comp["verdict"], comp["speedup"], comp["speedup_ci"]), comp
             if comp["p_value"] is not None:
                 assert comp["significant"] is _outside(comp["speedup_ci"]) is (comp["p_value"] < stats.ALPHA)
 
-    analysis = autotune.analyse(benches, compares)
+    analysis = autotune.analyse(benches, typed)
     for entry in analysis["reference"]["comparisons"]:
         comp = next(
             c
@@ -81,7 +86,7 @@ def test_no_printed_verdict_contradicts_its_interval(seed):
             if rival["tied"] and rival["speedup_ci"] is not None:
                 assert _meets_practical_band(rival["speedup_ci"])
 
-    summary = headline.summarize(benches, compares, analysis)
+    summary = headline.summarize(benches, typed, analysis)
     for shape in summary["shapes"]:
         if shape["verdict"] in (None, "reference"):
             continue
@@ -98,14 +103,18 @@ def test_no_printed_verdict_contradicts_its_interval(seed):
 @pytest.mark.parametrize("seed", range(20))
 def test_the_ratchets_verdict_agrees_with_its_corrected_interval(seed):
     rng = np.random.default_rng(1000 + seed)
-    baseline = [_bench(f"s{i}", rng, int(rng.choice([2, 3, 6, 30]))) for i in range(2)]
-    now = [_bench(f"s{i}", rng, int(rng.choice([2, 3, 6, 30]))) for i in range(2)]
+    baseline = [shape_result(_bench(f"s{i}", rng, int(rng.choice([2, 3, 6, 30])))) for i in range(2)]
+    now = [shape_result(_bench(f"s{i}", rng, int(rng.choice([2, 3, 6, 30])))) for i in range(2)]
     stored = {
         "kind": "attnbench-baseline",
         "created": "2026-12-07T00:00:00+00:00",
         "fingerprint": {"device": "cpu", "torch": {"version": "x"}},
         "shapes": {
-            b["shape"]["name"]: {"shape": b["shape"], "config": {}, "candidates": b["candidates"]}
+            b.name: {
+                "shape": dict(b.shape),
+                "config": {"dtype": b.dtype, "mode": b.mode},
+                "candidates": b.to_json()["candidates"],
+            }
             for b in baseline
         },
     }

@@ -23,6 +23,7 @@ from fixtures_report import (
 )
 
 from attnbench import headline
+from attnbench.documents import ShapeResult
 from attnbench.files import write_json
 
 UNSUPPORTED = CANDIDATES["efficient"][2]
@@ -30,6 +31,10 @@ UNSUPPORTED = CANDIDATES["efficient"][2]
 
 def _read(paths: list[str]) -> list[dict[str, Any]]:
     return [json.loads(Path(p).read_text()) for p in paths]
+
+
+def _benches(paths: list[str]) -> list[ShapeResult]:
+    return [ShapeResult.from_json(document) for document in _read(paths)]
 
 
 def _results(run: dict[str, Any]) -> Path:
@@ -98,10 +103,10 @@ def test_failures_and_unavailable_candidates(summary: dict[str, Any]) -> None:
 def test_unsupported_on_some_shapes_or_for_several_reasons_is_not_unavailable(tmp_path: Path) -> None:
     other = {**CANDIDATES, "efficient": ("unsupported", None, "head_dim 128 > 64", False)}
     runs = {"s1024_d64": {**CANDIDATES, "efficient": CANDIDATES["flash"]}, "s4096_d64": other}
-    benches = _read(write_run(tmp_path, shape_candidates=runs, with_compare=False)["bench_paths"])
+    benches = _benches(write_run(tmp_path, shape_candidates=runs, with_compare=False)["bench_paths"])
     assert "efficient" not in headline.summarize(benches, [], None)["unavailable"]
     runs = {"s1024_d64": other}  # two reasons over the shapes
-    benches = _read(write_run(tmp_path, shape_candidates=runs, with_compare=False)["bench_paths"])
+    benches = _benches(write_run(tmp_path, shape_candidates=runs, with_compare=False)["bench_paths"])
     assert "efficient" not in headline.summarize(benches, [], None)["unavailable"]
 
 

@@ -3,8 +3,11 @@ through torch.profiler's memory events; the growth fit across a sweep; the out-o
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
+from helpers import shape_result
 
 from attnbench import candidates, memory
 from attnbench.workloads import Shape, Workload
@@ -13,9 +16,9 @@ MB = 2**20
 SHAPE = Shape.from_config({"name": "s512", "batch": 2, "heads": 8, "seq": 512, "dim": 64})
 
 
-
 def _build(name, shape, device):
     return candidates.build(name, Workload.of(shape, "float32", device))
+
 
 def _inputs(grad: bool = False) -> tuple[torch.Tensor, ...]:
     q, k, v, dout = (torch.randn(2, 8, 512, 64) for _ in range(4))
@@ -78,14 +81,16 @@ def test_forward_backward_reports_saved_activations_and_the_backwards_workspace_
     assert record["projected_mb"] >= record["inputs_mb"] + record["saved_mb"] + backward["workspace_mb"]
 
 
-def _bench(seq: int, batch: int, workspaces: dict[str, float | None], status: str = "ok") -> dict:
-    return {
-        "shape": {"name": f"s{seq}", "batch": batch, "heads": 4, "seq": seq},
-        "candidates": {
-            name: {"status": status, "footprint": None if mb is None else {"workspace_mb": mb}}
-            for name, mb in workspaces.items()
-        },
-    }
+def _bench(seq: int, batch: int, workspaces: dict[str, float | None], status: str = "ok") -> Any:
+    return shape_result(
+        {
+            "shape": {"name": f"s{seq}", "batch": batch, "heads": 4, "seq": seq},
+            "candidates": {
+                name: {"status": status, "footprint": None if mb is None else {"workspace_mb": mb}}
+                for name, mb in workspaces.items()
+            },
+        }
+    )
 
 
 def test_growth_is_the_exponent_of_workspace_per_batch_and_head_against_seq():
@@ -105,13 +110,20 @@ def test_growth_is_the_exponent_of_workspace_per_batch_and_head_against_seq():
 
 
 def test_growth_needs_two_sequence_lengths_and_ok_results():
-    fits = memory.growth([_bench(512, 2, {"a": 1.0}), _bench(512, 4, {"a": 2.0}), _bench(1024, 2, {"a": 8.0}, "error")])
+    fits = memory.growth(
+        [_bench(512, 2, {"a": 1.0}), _bench(512, 4, {"a": 2.0}), _bench(1024, 2, {"a": 8.0}, "error")]
+    )
     assert fits["a"] == {"exponent": None, "points": 2, "reading": "fewer than two sequence lengths"}
 
 
 @pytest.mark.parametrize(
     ("projected", "total", "free", "risk"),
-    [(50.0, 100.0, 90.0, False), (86.0, 100.0, 95.0, True), (60.0, 100.0, 50.0, True), (10.0, None, None, None)],
+    [
+        (50.0, 100.0, 90.0, False),
+        (86.0, 100.0, 95.0, True),
+        (60.0, 100.0, 50.0, True),
+        (10.0, None, None, None),
+    ],
 )
 def test_oom_risk_is_the_projection_against_the_device(projected, total, free, risk):
     assert memory.oom_risk(projected, total, free) is risk

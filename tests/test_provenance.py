@@ -16,6 +16,7 @@ from fixtures_report import SCHEMAS, build, write_run
 from helpers import CPU_CONFIG, copy_workflow, planned_jobs, snakemake, write_config
 
 from attnbench import files, jobs, report
+from attnbench.documents import ShapeResult
 from attnbench.report import Para, Table
 from attnbench.report.sections.environment import provenance_section
 
@@ -89,8 +90,8 @@ def test_the_report_says_nothing_of_provenance_when_every_shape_came_from_the_fi
     fingerprint_at(run, git_of(COMMIT_A))
     build(run)
     assert "Provenance" not in Path(run["out"]["md"]).read_text()
-    assert report.provenance([json.loads(Path(p).read_text()) for p in run["bench_paths"]],
-                             {"git": git_of(COMMIT_A)})["several"] is False  # fmt: skip
+    benches = [ShapeResult.from_json(json.loads(Path(p).read_text())) for p in run["bench_paths"]]
+    assert report.provenance(benches, {"git": git_of(COMMIT_A)})["several"] is False
 
 
 def test_the_report_names_results_read_without_a_digest(tmp_path: Path) -> None:

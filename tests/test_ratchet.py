@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 import yaml
-from helpers import ROOT, SCHEMAS, copy_workflow, snakemake, write_config
+from helpers import ROOT, SCHEMAS, copy_workflow, shape_result, snakemake, write_config
 
 from attnbench import SCHEMA_VERSION, cli, files, ratchet
 
@@ -51,8 +51,12 @@ def baseline_of(*benches: dict, fingerprint: dict = FINGERPRINT, digest: bool = 
         "created": "2026-11-24T00:00:00+00:00",
         "fingerprint": copy.deepcopy(fingerprint),
         "shapes": {
-            b["shape"]["name"]: {"shape": b["shape"], "config": {}, "candidates": copy.deepcopy(b["candidates"])}
-            for b in benches
+            typed.name: {
+                "shape": dict(typed.shape),
+                "config": {"dtype": typed.dtype, "mode": typed.mode},
+                "candidates": copy.deepcopy(b["candidates"]),
+            }
+            for b, typed in zip(benches, map(shape_result, benches))
         },
     }
     if digest:
@@ -61,7 +65,7 @@ def baseline_of(*benches: dict, fingerprint: dict = FINGERPRINT, digest: bool = 
 
 
 def judge(baseline: dict, *benches: dict, fingerprint: dict = FINGERPRINT, **settings) -> dict:
-    docs = [ratchet.compare_shape(b, baseline, settings) for b in benches]
+    docs = [ratchet.compare_shape(shape_result(b), baseline, settings) for b in benches]
     document = ratchet.verdict(docs, baseline, None, fingerprint, settings, "baseline.json")
     files.validate(
         {"schema": SCHEMA_VERSION, **files.jsonable(document)}, SCHEMAS / "verdict.schema.yaml", source="verdict"
@@ -137,7 +141,7 @@ def test_a_shape_whose_sizes_or_timing_mode_changed_under_the_same_name_is_incom
     document = judge(base, now)
     assert {v for (shape, _), v in verdicts(document).items() if shape == "s1"} == {"incomparable"}
     reason = document["entries"][0]["reason"]
-    assert "batch None -> 2" in reason and "timing mode graph -> cold" in reason
+    assert "batch 1 -> 2" in reason and "timing mode graph -> cold" in reason
     code, why = ratchet.gate(document)  # s1 changed, s2 not run: nothing the gate could judge
     assert code == 2 and "2 result(s) incomparable: shape s1 changed" in why and "--allow-missing" in why
     # allowed, nothing is left that was compared: a gate that compared nothing does not pass
@@ -299,7 +303,7 @@ def test_a_baseline_median_that_is_not_its_samples_median_is_refused_naming_it(t
     baseline = edited(baseline_of(*BASE, digest=digest), "s1", "flash", median_ms=0.001)
     path = tmp_path / "baseline.json"
     files.write_json(path, baseline, SCHEMAS / "baseline.schema.yaml")
-    docs = [ratchet.compare_shape(b, baseline, {}) for b in BASE]
+    docs = [ratchet.compare_shape(shape_result(b), baseline, {}) for b in BASE]
     document = ratchet.verdict(docs, baseline, None, FINGERPRINT, {}, str(path))
     code, why = ratchet.gate(document)
     assert code == 2 and "shapes/s1/candidates/flash/median_ms" in why

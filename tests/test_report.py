@@ -39,6 +39,7 @@ from fixtures_report import (
 
 from attnbench import autotune, formatting, headline, quality, report
 from attnbench.autotune import CSV_COLUMNS as AUTOTUNE_COLUMNS
+from attnbench.documents import ShapeComparisons, ShapeResult
 from attnbench.files import ResultFileError, write_json
 from attnbench.formatting import num
 from attnbench.report import COLUMNS, Heading, Para, Section, Table, build_report
@@ -951,8 +952,8 @@ def test_forty_configurations_stay_readable(tmp_path: Path) -> None:
     winners, tallies = tables(found["Headline"])
     # math, flash, the rest of the kernel in one row, and its configurations fastest or tied somewhere
     tally = headline.summarize(
-        [json.loads(Path(p).read_text()) for p in kwargs["bench_paths"]],
-        [json.loads(Path(p).read_text()) for p in kwargs["compare_paths"]],
+        [ShapeResult.from_json(json.loads(Path(p).read_text())) for p in kwargs["bench_paths"]],
+        [ShapeComparisons.from_json(json.loads(Path(p).read_text())) for p in kwargs["compare_paths"]],
         _analysis(kwargs),
     )["candidates"]
     placed = [n for n, t in tally.items() if n.startswith(CONFIG_KERNEL) and (t["wins"] or t["ties"])]
@@ -1001,7 +1002,6 @@ def test_the_shape_heading_says_how_each_sdpa_backend_got_the_mask_and_what_it_w
     padded (a decode batch), nested tensors (no waste, so no factor); a backend that declined is not
     said to have computed anything (on the H200, flash declined the padded decode batch)."""
     import pandas as pd
-
 
     rows = pd.DataFrame(
         {

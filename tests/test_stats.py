@@ -6,10 +6,12 @@ import json
 import math
 import statistics
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import scipy.stats
+from helpers import shape_result
 
 from attnbench import SCHEMA_VERSION, stats
 from attnbench.files import jsonable, validate
@@ -322,34 +324,36 @@ def _candidate(status: str, samples: list[float] | None = None, reason: str | No
     }
 
 
-def _bench(reference_status: str = "ok") -> dict:
+def _bench(reference_status: str = "ok") -> Any:
     rng = np.random.default_rng(11)
     n = 20
     ref_samples = rng.lognormal(0.0, 0.01, n).tolist() if reference_status == "ok" else []
-    return {
-        "schema": SCHEMA_VERSION,
-        "shape": {
-            "name": "b1_h8_s1024_d64",
-            "batch": 1,
-            "heads": 8,
-            "kv_heads": 8,
-            "seq": 1024,
-            "seq_kv": 1024,
-            "dim": 64,
-            "causal": False,
-        },
-        "device": "cpu",
-        "candidates": {
-            "sdpa_math": _candidate(
-                reference_status,
-                ref_samples,
-                None if reference_status == "ok" else "kernel crashed",
-            ),
-            "flash": _candidate("ok", rng.lognormal(-0.3, 0.01, n).tolist()),
-            "xformers": _candidate("unsupported", reason="head dim 64 not built"),
-            "naive": _candidate("incorrect", [1.0, 1.1], reason="rel_error 0.3 > 0.01"),
-        },
-    }
+    return shape_result(
+        {
+            "schema": SCHEMA_VERSION,
+            "shape": {
+                "name": "b1_h8_s1024_d64",
+                "batch": 1,
+                "heads": 8,
+                "kv_heads": 8,
+                "seq": 1024,
+                "seq_kv": 1024,
+                "dim": 64,
+                "causal": False,
+            },
+            "device": "cpu",
+            "candidates": {
+                "sdpa_math": _candidate(
+                    reference_status,
+                    ref_samples,
+                    None if reference_status == "ok" else "kernel crashed",
+                ),
+                "flash": _candidate("ok", rng.lognormal(-0.3, 0.01, n).tolist()),
+                "xformers": _candidate("unsupported", reason="head dim 64 not built"),
+                "naive": _candidate("incorrect", [1.0, 1.1], reason="rel_error 0.3 > 0.01"),
+            },
+        }
+    )
 
 
 def _validate(doc: dict) -> None:

@@ -25,8 +25,10 @@ from fixtures_report import (
     write_run,
     write_verdict_run,
 )
+from helpers import shape_result
 
 from attnbench import __version__, formatting, headline, jobs, quality, report, terminal
+from attnbench.documents import ShapeComparisons, ShapeResult
 from attnbench.stats import MIN_ROUNDS, TOO_FEW_ROUNDS
 
 
@@ -44,7 +46,7 @@ def _results(run: dict[str, Any]) -> Path:
 def test_each_candidate_gets_one_line_with_its_numbers_or_its_reason(run: dict[str, Any]) -> None:
     bench_path, compare_path = run["bench_paths"][0], run["compare_paths"][0]
     bench, compare = (json.loads(Path(p).read_text()) for p in (bench_path, compare_path))
-    lines = terminal.candidate_lines(bench, compare)
+    lines = terminal.candidate_lines(ShapeResult.from_json(bench), ShapeComparisons.from_json(compare))
     assert (
         lines[0] == f"{compare['shape']} (reference {compare['reference']}; 95% intervals, this shape alone):"
     )
@@ -97,12 +99,14 @@ def test_a_stopped_run_says_what_finished_and_how_to_resume(run, capsys) -> None
 def test_a_failed_reference_and_long_reasons_keep_the_lines_readable() -> None:
     """Found in review: with the reference failed, ok candidates showed no speedup and no why; a
     multi-line reason broke the table."""
-    bench = {"candidates": {
+    bench = shape_result({"shape": {"name": "s1"}, "candidates": {
         "math": {"status": "error", "reason": "RuntimeError: boom", "median_ms": None},
         "flash": {"status": "ok", "reason": None, "median_ms": 0.5, "rel_ci": 0.004},
         "mine": {"status": "unsupported", "reason": "line one\nline two " + "x" * 300, "median_ms": None},
-    }}  # fmt: skip
-    compare = {"shape": "s1", "reference": "math", "reason": "reference math is error", "comparisons": []}
+    }})  # fmt: skip
+    compare = ShapeComparisons.from_json(
+        {"shape": "s1", "reference": "math", "reason": "reference math is error", "comparisons": []}
+    )
     lines = terminal.candidate_lines(bench, compare)
     assert lines[:2] == ["s1 (reference math):", "  no speedups: reference math is error"]
     assert all("\n" not in line and len(line) <= terminal.LINE_WIDTH for line in lines)
@@ -140,7 +144,7 @@ def test_the_end_of_a_run_tells_the_measurements_quality_in_one_line(run: dict[s
         "⚠ measurement: 1 of 12 timed results missed their ±1.0% CI target; throttled rounds on 1 of 3 "
         "shapes (3 rounds discarded for thermal or hardware slowdowns); warm-up did not settle on 1 of 3 shapes"
     )
-    (headline_section, *_) = report.document(read_back(run))
+    headline_section, *_ = report.document(read_back(run))
     (said,) = [
         b.text for b in headline_section.blocks if getattr(b, "text", "").startswith("⚠ Measurement: ")
     ]
@@ -177,7 +181,8 @@ def _shape_lines(run: dict[str, Any], shape: str) -> tuple[list[str], dict[str, 
     bench, compare = (
         json.loads((results / kind / f"{shape}.json").read_text()) for kind in ("bench", "compare")
     )
-    return terminal.candidate_lines(bench, compare), bench, compare
+    lines = terminal.candidate_lines(ShapeResult.from_json(bench), ShapeComparisons.from_json(compare))
+    return lines, bench, compare
 
 
 def test_too_few_rounds_say_what_would_decide_and_how_the_shape_was_measured(verdict_run) -> None:

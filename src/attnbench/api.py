@@ -36,7 +36,8 @@ from typing import Any
 from attnbench import candidates as candidate_registry
 from attnbench import config as run_config
 from attnbench import files, isolation, jobs, lock
-from attnbench.results import Status
+from attnbench.documents import ShapeComparisons, ShapeResult
+from attnbench.results import Json, Status
 from attnbench.shape_syntax import shape_entry
 
 # A notebook wants an answer in seconds: like the workflow's `cpu:` section, with less sampling time.
@@ -146,48 +147,36 @@ def _caller_state_kept(run: dict[str, Any]) -> Iterator[None]:
             torch.cuda.set_rng_state_all(cuda_states)
 
 
-def _rows(
-    bench: dict[str, Any], compared: dict[str, Any] | None, labels: dict[str, str], reference: str | None
-) -> list[dict[str, Any]]:
-    comparisons = {c["candidate"]: c for c in (compared or {}).get("comparisons", [])}
-    skipped = {s["candidate"]: s for s in (compared or {}).get("skipped", [])}
-    rows = []
-    for name, entry in bench["candidates"].items():
-        ci = entry.get("ci95_ms") or [None, None]
-        outcome = comparisons.get(name, {})
-        speedup_ci = outcome.get("speedup_ci") or [None, None]
-        reason = entry.get("reason")
-        if entry["status"] == Status.OK and name in skipped:  # ok, but the reference was not
-            reason = skipped[name]["reason"]
-        rows.append(
-            {
-                "shape": bench["shape"]["name"],
-                "candidate": labels.get(name, name),
-                "status": entry["status"],
-                "reason": reason,
-                "median_ms": entry.get("median_ms"),
-                "ci95_lo_ms": ci[0],
-                "ci95_hi_ms": ci[1],
-                "rel_ci": entry.get("rel_ci"),
-                "target_met": entry.get("target_met"),
-                "speedup": outcome.get("speedup"),
-                "speedup_ci_lo": speedup_ci[0],
-                "speedup_ci_hi": speedup_ci[1],
-                "confidence": outcome.get("confidence"),
-                "significant": outcome.get("significant"),
-                "verdict": "reference" if name == reference else outcome.get("verdict"),
-                "p_value": outcome.get("p_value"),
-                "rounds": outcome.get("rounds"),
-                "rounds_to_decide": outcome.get("rounds_to_decide"),
-                "rel_error": entry.get("rel_error"),
-                "tflops": entry.get("tflops"),
-                "reference": None if reference is None else labels.get(reference, reference),
-                "device": bench["device"],
-                "dtype": bench["dtype"],
-                "mode": bench["mode"],
-            }
-        )
-    return rows
+def _frame(
+    benches: dict[str, Json],
+    compares: dict[str, Json],
+    labels: dict[str, str],
+    reference: str | None,
+    ceilings: Json | None,
+) -> Any:
+    """The report's summary table (report.data.summary_frame: the one flattening of the documents) as
+    the API shows it: COLUMNS, the caller's labels, "reference" as the reference's verdict, and an ok
+    candidate that was not compared (its reference was not ok) with the reason it was not."""
+    from attnbench.report.data import summary_frame
+
+    frame = summary_frame(
+        [ShapeResult.from_json(b) for b in benches.values()],
+        [ShapeComparisons.from_json(c) for c in compares.values()],
+        ceilings,
+    )
+    not_compared = {
+        (compare["shape"], skip["candidate"]): skip["reason"]
+        for compare in compares.values()
+        for skip in compare["skipped"]
+        if skip["status"] == Status.OK
+    }
+    rows = zip(frame["shape"], frame["candidate"], frame["reason"])
+    return frame.assign(
+        reason=[not_compared.get((shape, name), reason) for shape, name, reason in rows],
+        verdict=frame["verdict"].where(frame["candidate"] != reference, "reference"),
+        candidate=frame["candidate"].map(lambda name: labels.get(name, name)),
+        reference=frame["reference"].map(lambda name: labels.get(name, name), na_action="ignore"),
+    )[COLUMNS]
 
 
 def compare(
@@ -229,7 +218,6 @@ def compare(
     Runs in this process, without crash isolation; see the module docstring for what else differs
     from the workflow.
     """
-    import pandas as pd
 
     named = _candidate_names(candidates)
     registered: list[str] = []
@@ -270,7 +258,8 @@ def compare(
             given["threads"] = threads
         run = run_config.resolve(given)
         measured_ceilings = _ceilings(run, ceilings)
-        benches, compares, rows = {}, {}, []
+        benches: dict[str, Json] = {}
+        compares: dict[str, Json] = {}
         for name in run_config.shape_names(run):
             try:
                 bench = _measure(run, name, measured_ceilings)
@@ -284,12 +273,12 @@ def compare(
                 break
             benches[name] = bench
             if reference_name is not None:
-                compares[name] = jobs.compared(json.loads(jobs.spec("compare", run, name)), bench)
-            rows += _rows(bench, compares.get(name), run_names, reference_name)
+                compare_spec = json.loads(jobs.spec("compare", run, name))
+                compares[name] = jobs.compared(compare_spec, ShapeResult.from_json(bench))
     finally:
         for label in registered:
             candidate_registry.unregister(label)
-    frame = pd.DataFrame(rows, columns=COLUMNS)
+    frame = _frame(benches, compares, run_names, reference_name, measured_ceilings)
     frame.attrs["bench"] = benches
     frame.attrs["compare"] = compares
     return frame

@@ -32,7 +32,9 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, NamedTuple
 
+from attnbench.documents import Bound
 from attnbench.memory import is_out_of_memory, tensors
+from attnbench.settings import BOUND_MARGIN
 from attnbench.workloads import check_output
 
 # Profiled device time of one call above this multiple of the measured median (plus PROFILE_SLACK_MS)
@@ -41,12 +43,6 @@ from attnbench.workloads import check_output
 # stream far above.
 PROFILE_EXCESS = 1.5
 PROFILE_SLACK_MS = 0.005
-# A median faster than the roofline bound by more than this (plus the binding ceiling's own 95% CI)
-# is impossible. On a GPU the best honest attention kernels reach 84-87% of the measured bound
-# (docs/methodology.md, section 7). A CPU's ceilings are measured in seconds on cores that others
-# share: a disturbed calibration reads low, and the same shape moves far between two runs on a busy
-# machine (docs/scale.md), so there only a result twice as fast as its bound is called impossible.
-BOUND_MARGIN = {"cuda": 0.10, "cpu": 1.0}
 NAME_CHARS = 60
 
 
@@ -345,7 +341,7 @@ def judge(median_ms: float, ran: dict[str, Any], limit: dict[str, Any] | None) -
         )
     if limit is not None:
         fraction = limit["bound_ms"] / median_ms
-        allowed = 1.0 + limit["margin"] + limit["ceiling_rel_ci"]
+        allowed = Bound.from_json(limit).allowed
         if fraction > allowed:
             reasons.append(
                 f"faster than measured physics: {fraction:.0%} of the attainable bound "

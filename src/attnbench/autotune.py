@@ -23,8 +23,9 @@ from typing import Any
 
 import pandas as pd
 
-from attnbench.files import Json, atomic_write_text, read_json, schema_file
-from attnbench.results import Status
+from attnbench.documents import CandidateResult, ShapeComparisons, ShapeResult
+from attnbench.files import atomic_write_text, read_bench, read_comparisons
+from attnbench.results import Json, Status
 from attnbench.settings import ALPHA
 from attnbench.stats import TOO_FEW_ROUNDS, adjust
 from attnbench.stats import compare as compare_samples
@@ -78,22 +79,22 @@ def build(
     `settings` is the config's `stats` section; only its alpha is used here.
     """
     schemas = None if schema_dir is None else Path(schema_dir)
-    benches = [read_json(p, schema_file(schemas, "bench")) for p in bench_paths]
-    compares = [read_json(p, schema_file(schemas, "compare")) for p in compare_paths]
+    benches = [read_bench(p, schemas) for p in bench_paths]
+    compares = [read_comparisons(p, schemas) for p in compare_paths]
     document = analyse(benches, compares, alpha=(settings or {}).get("alpha", ALPHA))
     atomic_write_text(csv_path, csv_frame(document).to_csv(index=False))
     return document
 
 
-def analyse(benches: list[Json], compares: list[Json], *, alpha: float = ALPHA) -> Json:
+def analyse(benches: list[ShapeResult], compares: list[ShapeComparisons], *, alpha: float = ALPHA) -> Json:
     """The document autotune.json holds (without its schema version)."""
-    winners = {bench["shape"]["name"]: fastest(bench) for bench in benches}
+    winners = {bench.name: fastest(bench) for bench in benches}
     in_run = family_size(benches, compares, winners)
     cache: Cache = {}  # stats.compare's results by (shape, fastest, candidate): each pair is tested once
     rivals = rival_comparisons(benches, compares, winners, alpha, in_run, cache=cache)
     shapes = []
     for bench in benches:
-        name, winner = bench["shape"]["name"], winners[bench["shape"]["name"]]
+        name, winner = bench.name, winners[bench.name]
         shapes.append(
             {
                 "shape": name,
@@ -113,52 +114,54 @@ def analyse(benches: list[Json], compares: list[Json], *, alpha: float = ALPHA) 
     }
 
 
-def family_size(benches: list[Json], compares: list[Json], winners: Mapping[str, str | None]) -> int:
+def family_size(
+    benches: list[ShapeResult], compares: list[ShapeComparisons], winners: Mapping[str, str | None]
+) -> int:
     """How many distinct comparisons the run makes: with the reference (the compare files), with each
     shape's fastest, and within each kernel's configurations; a pair counted once however many of
     these make it. Every run-wide interval is corrected for all of them, so one pair shows one
     verdict wherever it appears (the headline's speedup over the reference and its ties)."""
     pairs = {
-        (compare["shape"], frozenset((comp["baseline"], comp["candidate"])))
+        (compare.shape, frozenset((comp.baseline, comp.candidate)))
         for compare in compares
-        for comp in compare["comparisons"]
+        for comp in compare.comparisons
     }
     kernels = [set(names) for names in families(benches).values()]
     for bench in benches:
-        shape = bench["shape"]["name"]
+        shape = bench.name
         leaders = [(winners.get(shape), None)] + [(fastest(bench, names), names) for names in kernels]
         for best, among in leaders:
             pairs |= {
                 (shape, frozenset((best, name)))
-                for name, cand in bench["candidates"].items()
+                for name, cand in bench.candidates.items()
                 if best is not None and name != best and _timed(cand) and (among is None or name in among)
             }
     return max(1, len(pairs))
 
 
-def reference_comparisons(compares: list[Json], alpha: float, in_run: int) -> Json:
+def reference_comparisons(compares: list[ShapeComparisons], alpha: float, in_run: int) -> Json:
     """Every comparison in the compare files corrected for the `in_run` comparisons of the run (stats.adjust, each
     with its shape's threshold and resolution); one entry per comparison with the reference: its
     corrected interval, p-value and verdict."""
-    flat = [(compare, comp) for compare in compares for comp in compare["comparisons"]]
-    methods = [{**comp, **_band(compare.get("method"))} for compare, comp in flat]
+    flat = [(compare, comp) for compare in compares for comp in compare.comparisons]
+    methods = [{**comp.to_json(), **_band(compare.method)} for compare, comp in flat]
     entries = []
     for (compare, comp), adjusted in zip(flat, adjust(methods, alpha=alpha, family=in_run)):
-        if comp["baseline"] == compare["reference"]:
+        if comp.baseline == compare.reference:
             entries.append(
                 {
-                    "shape": compare["shape"],
-                    "candidate": comp["candidate"],
-                    "p_value": comp["p_value"],
+                    "shape": compare.shape,
+                    "candidate": comp.candidate,
+                    "p_value": comp.p_value,
                     **_adjusted(adjusted),
                 }
             )
     return {"n_comparisons": len(flat), "comparisons": entries}
 
 
-def _band(method: Json | None) -> Json:
+def _band(method: Mapping[str, Any]) -> Json:
     """A compare file's threshold and resolution, where it records them (stats.adjust's keys)."""
-    return {k: v for k, v in (method or {}).items() if k in ("threshold", "resolution") and v is not None}
+    return {k: v for k, v in method.items() if k in ("threshold", "resolution") and v is not None}
 
 
 def _adjusted(outcome: Json) -> Json:
@@ -171,21 +174,19 @@ def _adjusted(outcome: Json) -> Json:
     }
 
 
-def fastest(bench: Json, among: set[str] | None = None) -> str | None:
+def fastest(bench: ShapeResult, among: set[str] | None = None) -> str | None:
     """The candidate with the lowest median among those with status ok (the first on a tie); a wrong
     answer computed quickly is not a result, so only correct candidates compete. `among`: only these
     candidates (a family's configurations)."""
     timed = {
-        n: c["median_ms"]
-        for n, c in bench["candidates"].items()
-        if _timed(c) and (among is None or n in among)
+        n: c.median_ms for n, c in bench.candidates.items() if _timed(c) and (among is None or n in among)
     }
     return min(timed, key=timed.__getitem__) if timed else None
 
 
 def rival_comparisons(
-    benches: list[Json],
-    compares: list[Json],
+    benches: list[ShapeResult],
+    compares: list[ShapeComparisons],
     winners: Mapping[str, str | None],
     alpha: float,
     in_run: int,
@@ -204,40 +205,40 @@ def rival_comparisons(
     cache = {} if cache is None else cache
     rows: list[Json] = []
     for bench in benches:
-        shape, best = bench["shape"]["name"], winners[bench["shape"]["name"]]
-        for name, cand in bench["candidates"].items():
+        shape, best = bench.name, winners[bench.name]
+        for name, cand in bench.candidates.items():
             if name == best or not _timed(cand):
                 continue
             rows.append(_compared(bench, best, name, settings.get(shape, {"alpha": alpha}), cache))
     return _ties(rows, alpha, in_run)
 
 
-def shape_settings(compares: list[Json], alpha: float) -> dict[str, Json]:
+def shape_settings(compares: list[ShapeComparisons], alpha: float) -> dict[str, Json]:
     """stats.compare's arguments per shape: what its compare file's `method` records, and `alpha`."""
-    methods = {compare["shape"]: compare.get("method") or {} for compare in compares}
+    methods = {compare.shape: compare.method for compare in compares}
     return {
         shape: {"alpha": alpha, **{k: method[k] for k in COMPARE_SETTINGS if method.get(k) is not None}}
         for shape, method in methods.items()
     }
 
 
-def _compared(bench: Json, best: str, name: str, settings: Json, cache: Cache) -> Json:
+def _compared(bench: ShapeResult, best: str, name: str, settings: Json, cache: Cache) -> Json:
     """`name` against `best` on one shape (stats.compare on the bench samples, once per pair)."""
-    shape = bench["shape"]["name"]
+    shape = bench.name
     key = (shape, best, name)
     if key not in cache:
         try:
             cache[key] = compare_samples(
-                bench["candidates"][best]["samples_ms"], bench["candidates"][name]["samples_ms"], **settings
+                list(bench.candidates[best].samples_ms), list(bench.candidates[name].samples_ms), **settings
             )
         except ValueError as exc:  # name the shape and candidates, not just "baseline"
             raise ValueError(f"autotune, shape {shape}, {best} vs {name}: {exc}") from exc
-    result, cand = cache[key], bench["candidates"][name]
+    result, cand = cache[key], bench.candidates[name]
     return {
         "shape": shape,
         "candidate": name,
-        "median_ms": cand["median_ms"],
-        "ci95_ms": cand["ci95_ms"],
+        "median_ms": cand.median_ms,
+        "ci95_ms": None if cand.ci95_ms is None else list(cand.ci95_ms),
         "speedup": result["speedup"],
         "p_value": result["p_value"],
         "rounds": result["rounds"],
@@ -248,7 +249,8 @@ def _compared(bench: Json, best: str, name: str, settings: Json, cache: Cache) -
 
 def _ties(rows: list[Json], alpha: float, in_run: int) -> list[Json]:
     """`rows` corrected for the `in_run` comparisons of the run (stats.adjust); `tied` when the
-    corrected verdict is "same" (not when it is slower, nor with too few rounds to tell). The estimate and band each row carried for the correction are not part of the document."""
+    corrected verdict is "same" (not when it is slower, nor with too few rounds to tell). The estimate and band each row carried for the correction are not part of the document.
+    """
     for row, adjusted in zip(rows, adjust(rows, alpha=alpha, family=in_run)):
         for key in ("estimate", "threshold", "resolution"):
             row.pop(key, None)
@@ -260,12 +262,12 @@ def _ties(rows: list[Json], alpha: float, in_run: int) -> list[Json]:
 # ---------------------------------------------------------------------------------- configurations
 
 
-def families(benches: list[Json]) -> dict[str, list[str]]:
+def families(benches: list[ShapeResult]) -> dict[str, list[str]]:
     """Kernel -> its configurations in the run, in the order the bench files first list them, for
     every kernel with at least two (a kernel measured in one configuration has nothing to choose)."""
     found: dict[str, dict[str, None]] = {}
     for bench in benches:
-        for name in bench["candidates"]:
+        for name in bench.candidates:
             parsed = CandidateName.parse(name, strict=False)  # brackets that are no configuration: none
             if parsed.configuration:
                 found.setdefault(parsed.family, {})[name] = None
@@ -273,7 +275,12 @@ def families(benches: list[Json]) -> dict[str, list[str]]:
 
 
 def configurations(
-    benches: list[Json], compares: list[Json], alpha: float, in_run: int, *, cache: Cache | None = None
+    benches: list[ShapeResult],
+    compares: list[ShapeComparisons],
+    alpha: float,
+    in_run: int,
+    *,
+    cache: Cache | None = None,
 ) -> Json:
     """Per kernel with configurations: per shape its fastest configuration and the configurations
     tied with it, and the one configuration recommended for every shape (`recommend`).
@@ -293,10 +300,10 @@ def configurations(
         members = set(names)
         entries = []
         for bench in benches:
-            shape, best = bench["shape"]["name"], fastest(bench, members)
+            shape, best = bench.name, fastest(bench, members)
             compared = [
                 _compared(bench, best, name, settings.get(shape, {"alpha": alpha}), cache)
-                for name, cand in bench["candidates"].items()
+                for name, cand in bench.candidates.items()
                 if name in members and name != best and _timed(cand)
             ]
             rows += compared
@@ -308,7 +315,7 @@ def configurations(
                     "not_ok": [
                         {"candidate": name, "status": _status(bench, name)}
                         for name in names
-                        if not _timed(bench["candidates"].get(name))
+                        if not _timed(bench.candidates.get(name))
                     ],
                 }
             )
@@ -339,7 +346,9 @@ def slowdowns(entry: Json) -> dict[str, Json]:
     best = entry["fastest"]
     if best is None:
         return {}
-    found = {best["candidate"]: {"slowdown": 1.0, "slowdown_ci": [1.0, 1.0], "tied": True, "undecided": False}}
+    found = {
+        best["candidate"]: {"slowdown": 1.0, "slowdown_ci": [1.0, 1.0], "tied": True, "undecided": False}
+    }
     for row in entry["rivals"]:
         lo, hi = row["speedup_ci"] or (None, None)
         found[row["candidate"]] = {
@@ -381,9 +390,9 @@ def rank(names: list[str], entries: list[Json]) -> list[Json]:
                     "everywhere": bool(ran) and not missing,
                     "shapes_ok": len(ran),
                     "worst_slowdown": None if worst is None else worst["slowdown"],
-                    "worst_slowdown_ci": [max(ci[0] for ci in cis), max(ci[1] for ci in cis)]
-                    if known
-                    else None,
+                    "worst_slowdown_ci": (
+                        [max(ci[0] for ci in cis), max(ci[1] for ci in cis)] if known else None
+                    ),
                     "worst_shape": worst_shape,
                     "geomean_slowdown": _geomean([s["slowdown"] for _, s in ran]) if ran else None,
                     "tied_shapes": [shape for shape, s in ran if s["tied"]],
@@ -433,16 +442,20 @@ def recommend(names: list[str], entries: list[Json], ranking: list[Json]) -> Jso
     }
 
 
-def _summary(bench: Json, name: str | None) -> Json | None:
+def _summary(bench: ShapeResult, name: str | None) -> Json | None:
     if name is None:
         return None
-    best = bench["candidates"][name]
-    return {"candidate": name, "median_ms": best["median_ms"], "ci95_ms": best["ci95_ms"]}
+    best = bench.candidates[name]
+    return {
+        "candidate": name,
+        "median_ms": best.median_ms,
+        "ci95_ms": None if best.ci95_ms is None else list(best.ci95_ms),
+    }
 
 
-def _status(bench: Json, name: str) -> str:
-    cand = bench["candidates"].get(name)
-    return ABSENT if cand is None else str(cand["status"])
+def _status(bench: ShapeResult, name: str) -> str:
+    cand = bench.candidates.get(name)
+    return ABSENT if cand is None else str(cand.status)
 
 
 def _inverse(value: float | None) -> float | None:
@@ -497,5 +510,5 @@ def ties(shape: Json) -> list[Json]:
     return sorted((r for r in shape["rivals"] if r["tied"]), key=lambda r: r["median_ms"])
 
 
-def _timed(candidate: Json | None) -> bool:
-    return candidate is not None and candidate["status"] == Status.OK and candidate["median_ms"] is not None
+def _timed(candidate: CandidateResult | None) -> bool:
+    return candidate is not None and candidate.status == Status.OK and candidate.median_ms is not None

@@ -44,10 +44,12 @@ from attnbench import (
     device as device_module,
 )
 from attnbench.benchspec import BenchSpec
+from attnbench.documents import BENCH_MINOR
 from attnbench.env import device_summary
 from attnbench.results import Status, empty_entry
 from attnbench.settings import TimingSettings
 from attnbench.workloads import (
+    DEFAULT_LAYOUT,
     Shape,
     Workload,
     check_output,
@@ -612,12 +614,15 @@ def _measure_shape(
         **({"padded": shape.seq * padded_length(workload)} if takes_padded(shape) else {}),
     }
     for name, entry in entries.items():
-        entry["dense_mask_work"] = candidates.sdpa_dense_mask_work(name, pairs, entry.get("layout", "bhsd"))
+        entry["dense_mask_work"] = candidates.sdpa_dense_mask_work(
+            name, pairs, entry.get("layout", DEFAULT_LAYOUT)
+        )
     conditions = load.record()
     if conditions["busy"]:
         log(f"  busy host: {conditions['why']}")
 
     return {
+        "schema_minor": BENCH_MINOR,
         "attnbench_version": __version__,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "shape": shape.as_dict(),
@@ -741,7 +746,7 @@ def audit_timed_work(
         sampler = measured.samplers[name]
         own, key = rotation.owned[name]
         try:
-            layout = entries[name].get("layout", "bhsd")
+            layout = entries[name].get("layout", DEFAULT_LAYOUT)
             with timing.deadline(timeout):  # the candidate's call; the checks after it are not its time
                 if sampler.outputs is not None:
                     # a graph's static outputs: a replay that launches nothing leaves the NaN. Per
@@ -914,7 +919,7 @@ class Rotation:
 
 
 def key_of(entry: dict[str, Any], workload: Workload) -> str:
-    return inputs_key(entry.get("layout", "bhsd"), workload)
+    return inputs_key(entry.get("layout", DEFAULT_LAYOUT), workload)
 
 
 def inputs_key(layout: str, workload: Workload) -> str:

@@ -40,6 +40,7 @@ from attnbench.usercode import register as register  # the Python API's (attnben
 from attnbench.usercode import unregister as unregister
 from attnbench.usercode import user_kernel_source_hash as user_kernel_source_hash  # the config's
 from attnbench.workloads import (
+    DEFAULT_LAYOUT,
     LAYOUTS,
     PADDED,
     POOL,
@@ -75,7 +76,7 @@ class Declaration:
     """How attnbench calls a user kernel (set by the `kernel` decorator; undecorated: the defaults)."""
 
     factory: bool = False
-    layout: str = "bhsd"
+    layout: str = DEFAULT_LAYOUT
     grid: tuple[Config, ...] = field(default=())  # configuration points; () for none
     deterministic: bool = False  # a claim, checked: calls on the same inputs are bitwise equal
 
@@ -83,7 +84,7 @@ class Declaration:
 def kernel(
     *,
     factory: bool = False,
-    layout: str = "bhsd",
+    layout: str = DEFAULT_LAYOUT,
     grid: Mapping[str, Sequence[Any]] | Sequence[Config] | None = None,
     deterministic: bool = False,
 ) -> Callable[[UserFunction], UserFunction]:
@@ -353,7 +354,7 @@ def static_declaration(name: str) -> Declaration:
                     ) from None
             return Declaration(
                 factory=bool(arguments.get("factory", False)),
-                layout=str(arguments.get("layout", "bhsd")),
+                layout=str(arguments.get("layout", DEFAULT_LAYOUT)),
                 grid=tuple(grid_points(arguments.get("grid"))),
                 deterministic=bool(arguments.get("deterministic", False)),
             )

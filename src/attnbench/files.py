@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from attnbench import SCHEMA_VERSION
+from attnbench.documents import DIGEST, ShapeComparisons, ShapeResult
 from attnbench.results import MEDIAN_REL_TOLERANCE, Status, median_problem
 
 _UMASK = os.umask(0)
@@ -33,12 +34,6 @@ class ResultFileError(ValueError):
         self.path = None if path is None else str(path)
 
 
-# Every document write_json writes carries this field: "sha256:" and the hex digest of the canonical
-# JSON (sorted keys, no spaces) of the document without it. read_json recomputes it for the kinds
-# whose schema names the field. Not a signature (anyone can recompute it): it tells a file damaged or
-# edited after attnbench wrote it from the one written.
-DIGEST = "content_digest"
-Json = dict[str, Any]  # a result document as read_json gives it (one alias for every reader)
 UNVERIFIED = "no content digest (written by an attnbench older than digests): read unverified"
 SHOWN = 2  # problems a refusal's line names
 log = logging.getLogger("attnbench.files")
@@ -184,6 +179,16 @@ def read_json(
     return data
 
 
+def read_bench(path: str | os.PathLike[str], schemas: Path | None) -> ShapeResult:
+    """A benchmark file (results/bench) as its readers take it: checked (`read_json`), then typed."""
+    return ShapeResult.from_json(read_json(path, schema_file(schemas, "bench")))
+
+
+def read_comparisons(path: str | os.PathLike[str], schemas: Path | None) -> ShapeComparisons:
+    """A compare file (results/compare) as its readers take it: checked (`read_json`), then typed."""
+    return ShapeComparisons.from_json(read_json(path, schema_file(schemas, "compare")))
+
+
 def verify(data: Any, schema_path: str | os.PathLike[str], *, source: str) -> None:
     """Refuse (ResultFileError, naming the file and field) a document that disagrees with itself: its
     content digest, where its schema names DIGEST, and the invariants of its kind (CHECKS, by the
@@ -223,42 +228,31 @@ def verify(data: Any, schema_path: str | os.PathLike[str], *, source: str) -> No
         )
 
 
-def verified(data: Mapping[str, Any]) -> bool:
-    """Whether the document carries its content digest (read_json checked it where its schema names it)."""
-    return DIGEST in data
-
-
-def _bench_problems(bench: dict[str, Any]) -> Iterator[tuple[str, str]]:
+def _bench_problems(document: dict[str, Any]) -> Iterator[tuple[str, str]]:
     """A benchmark document's numbers against each other, as (field, why): each candidate's median
     is its samples' median and lies in its ci95_ms, and no result with status ok is faster than the
     shape's bound allows (the audit would have made it untrusted; attnbench.audit.judge)."""
-    limit = bench.get("bound")
-    for name, entry in (bench.get("candidates") or {}).items():
+    bench = ShapeResult.from_json(document)
+    for name, result in bench.candidates.items():
         field = f"candidates/{name}"
-        if problem := median_problem(entry):
+        if problem := median_problem(result.document):
             yield f"{field}/{problem[0]}", problem[1]
-        median, ci = entry.get("median_ms"), entry.get("ci95_ms")
-        if median is None or not entry.get("samples_ms"):
+        median = result.median_ms
+        if median is None or not result.samples_ms:
             continue
-        if ci is not None:
-            low, high = ci
+        if result.ci95_ms is not None:
+            low, high = result.ci95_ms
             slack = abs(median) * MEDIAN_REL_TOLERANCE
             if not low - slack <= median <= high + slack:
                 yield f"{field}/ci95_ms", f"[{low:.6g}, {high:.6g}] does not hold its median_ms {median:.6g}"
-        if limit and entry.get("status") == Status.OK:
-            margin = limit.get("margin")
-            if margin is None:  # files written before the bound recorded it
-                from attnbench.audit import BOUND_MARGIN
-
-                margin = BOUND_MARGIN[bench.get("device", "cuda")]
-            allowed = 1.0 + margin + (limit.get("ceiling_rel_ci") or 0.0)
-            fraction = limit["bound_ms"] / median if median > 0 else math.inf
-            if fraction > allowed * (1 + MEDIAN_REL_TOLERANCE):
+        if bench.bound is not None and result.status == Status.OK:
+            fraction = bench.bound.bound_ms / median if median > 0 else math.inf
+            if fraction > bench.bound.allowed * (1 + MEDIAN_REL_TOLERANCE):
                 yield (
                     f"{field}/median_ms",
                     f"{median:.6g} ms, with status ok, is {fraction:.0%} of the shape's bound "
-                    f"({limit['bound_ms']:.4g} ms, {limit.get('limited_by')}-bound; at most {allowed:.0%}): "
-                    "faster than measured physics, which the audit makes untrusted",
+                    f"({bench.bound.bound_ms:.4g} ms, {bench.bound.limited_by}-bound; at most "
+                    f"{bench.bound.allowed:.0%}): faster than measured physics, which the audit makes untrusted",
                 )
 
 

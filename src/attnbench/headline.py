@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from attnbench import quality
-from attnbench.files import Json
+from attnbench.documents import Comparison, ShapeComparisons, ShapeResult
 from attnbench.formatting import DASH, clip, interval, speedup_interval
-from attnbench.results import FAILURES, Status
+from attnbench.results import FAILURES, Json, Status
 from attnbench.stats import TOO_FEW_ROUNDS
 from attnbench.usercode import CandidateName
 
@@ -28,7 +28,7 @@ MAX_TERMINAL_FAILURES = 20
 SIGNIFICANT_MARK = "*"  # significantly faster or slower than the reference (corrected where known)
 
 
-def summarize(benches: list[Json], compares: list[Json], autotune: Json | None) -> Json:
+def summarize(benches: list[ShapeResult], compares: list[ShapeComparisons], autotune: Json | None) -> Json:
     """The headline of a run as a JSON-able dict (see the module docstring).
 
     `autotune` is autotune.json's document; without it the ties are computed here by
@@ -40,14 +40,12 @@ def summarize(benches: list[Json], compares: list[Json], autotune: Json | None) 
         autotune = autotune_step.analyse(benches, compares)
     chosen = {s["shape"]: s for s in (autotune or {}).get("shapes", [])}
     corrected = {
-        (c["shape"], c["candidate"]): c for c in (autotune or {}).get("reference", {}).get("comparisons", [])
+        (c["shape"], c["candidate"]): Comparison.from_json(c)
+        for c in (autotune or {}).get("reference", {}).get("comparisons", [])
     }
-    references = {c["shape"]: c["reference"] for c in compares}
+    references = {c.shape: c.reference for c in compares}
     against_reference = {
-        (compare["shape"], comp["candidate"]): comp
-        for compare in compares
-        for comp in compare["comparisons"]
-        if comp["baseline"] == compare["reference"]
+        (compare.shape, name): comp for compare in compares for name, comp in compare.with_reference().items()
     }
 
     def comparison(shape: str, candidate: str) -> Json:
@@ -60,29 +58,29 @@ def summarize(benches: list[Json], compares: list[Json], autotune: Json | None) 
             return _NO_COMPARISON
         source = corrected.get((shape, candidate)) or comp
         return {
-            "speedup": comp["speedup"],
-            "ci": source["speedup_ci"],
-            "confidence": source["confidence"],
-            "significant": source["verdict"] in ("faster", "slower"),
-            "verdict": source["verdict"],
+            "speedup": comp.speedup,
+            "ci": None if source.speedup_ci is None else list(source.speedup_ci),
+            "confidence": source.confidence,
+            "significant": source.verdict in ("faster", "slower"),
+            "verdict": source.verdict,
         }
 
     shapes, rows = [], []
     for bench in benches:
-        name = bench["shape"]["name"]
+        name = bench.name
         fastest, tied = _fastest_and_ties(bench, chosen.get(name))
         head = _NO_COMPARISON if fastest is None else comparison(name, fastest)
         shapes.append({"shape": name, "fastest": fastest, **head, "tied": tied})
         cells = {}
-        for candidate, result in bench["candidates"].items():
+        for candidate, result in bench.candidates.items():
             cells[candidate] = {
-                "status": result["status"],
-                "reason": result["reason"],
-                "median_ms": result["median_ms"],
-                "rel_error": result["rel_error"],
+                "status": result.status,
+                "reason": result.reason,
+                "median_ms": result.median_ms,
+                "rel_error": result.rel_error,
                 "fastest": candidate == fastest,
                 "tied": candidate in tied,
-                **(comparison(name, candidate) if result["status"] == Status.OK else _NO_COMPARISON),
+                **(comparison(name, candidate) if result.status == Status.OK else _NO_COMPARISON),
             }
         rows.append({"shape": name, "reference": references.get(name), "cells": cells})
 
@@ -93,10 +91,10 @@ def summarize(benches: list[Json], compares: list[Json], autotune: Json | None) 
         "shapes": shapes,
         "candidates": _tally(benches, shapes),
         "failures": [
-            {"shape": bench["shape"]["name"], "candidate": name, "status": c["status"], "reason": c["reason"]}
+            {"shape": bench.name, "candidate": name, "status": c.status, "reason": c.reason}
             for bench in benches
-            for name, c in bench["candidates"].items()
-            if c["status"] in FAILURES
+            for name, c in bench.candidates.items()
+            if c.status in FAILURES
         ],
         "unavailable": unavailable,
         "recommendations": [
@@ -117,7 +115,7 @@ def summarize(benches: list[Json], compares: list[Json], autotune: Json | None) 
 _NO_COMPARISON: Json = {"speedup": None, "ci": None, "confidence": None, "significant": None, "verdict": None}
 
 
-def _fastest_and_ties(bench: Json, chosen: Json | None) -> tuple[str | None, list[str]]:
+def _fastest_and_ties(bench: ShapeResult, chosen: Json | None) -> tuple[str | None, list[str]]:
     """Autotune's pick for the shape, or autotune.fastest when autotune.json does not cover it."""
     from attnbench import autotune as autotune_step
 
@@ -132,12 +130,12 @@ def _one_reference(references: Iterable[str]) -> str | None:
     return names[0] if len(names) == 1 else (", ".join(names) or None)
 
 
-def _candidate_names(benches: list[Json]) -> list[str]:
+def _candidate_names(benches: list[ShapeResult]) -> list[str]:
     """Every candidate of the run, in the order the bench files first list them."""
-    return list(dict.fromkeys(name for bench in benches for name in bench["candidates"]))
+    return list(dict.fromkeys(name for bench in benches for name in bench.candidates))
 
 
-def _tally(benches: list[Json], shapes: list[Json]) -> Json:
+def _tally(benches: list[ShapeResult], shapes: list[Json]) -> Json:
     tally = {
         name: {"wins": 0, "ties": 0, "ok": 0, "unsupported": 0, "failed": 0}
         for name in _candidate_names(benches)
@@ -148,8 +146,8 @@ def _tally(benches: list[Json], shapes: list[Json]) -> Json:
         for name in shape["tied"]:
             tally[name]["ties"] += 1
     for bench in benches:
-        for name, result in bench["candidates"].items():
-            status = result["status"]
+        for name, result in bench.candidates.items():
+            status = result.status
             if status in (Status.OK, Status.UNSUPPORTED):
                 tally[name][status] += 1
             elif status in FAILURES:
@@ -157,14 +155,14 @@ def _tally(benches: list[Json], shapes: list[Json]) -> Json:
     return tally
 
 
-def _unavailable(benches: list[Json]) -> dict[str, str]:
+def _unavailable(benches: list[ShapeResult]) -> dict[str, str]:
     """Candidates unsupported on every shape for one same reason: they cannot run here at all
     (e.g. a CUDA-only backend on the CPU), one line each instead of one row per shape."""
     reasons: dict[str, set[str | None]] = {}
     for bench in benches:
-        for name, result in bench["candidates"].items():
+        for name, result in bench.candidates.items():
             reasons.setdefault(name, set()).add(
-                result["reason"] if result["status"] == Status.UNSUPPORTED else _RAN
+                result.reason if result.status == Status.UNSUPPORTED else _RAN
             )
     return {
         name: str(next(iter(found)))
@@ -196,9 +194,9 @@ def load(results: Path = Path("results")) -> Json:
         summary = _read(stored)
         if {s["shape"] for s in summary["shapes"]} == {p.stem for p in bench_paths}:
             return summary
-    benches = [_read(p) for p in bench_paths]
-    shapes = {b["shape"]["name"] for b in benches}
-    compares = [c for c in (_read(p) for p in compare_paths) if c["shape"] in shapes]
+    benches = [ShapeResult.from_json(_read(p)) for p in bench_paths]
+    shapes = {b.name for b in benches}
+    compares = [c for c in (ShapeComparisons.from_json(_read(p)) for p in compare_paths) if c.shape in shapes]
     autotune = _read(autotune_path) if autotune_path.is_file() else None
     if autotune is not None and (
         {s["shape"] for s in autotune["shapes"]} != shapes
@@ -216,13 +214,13 @@ def _read(path: Path) -> Json:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def _run_order(benches: list[Json], autotune: Json | None) -> list[Json]:
+def _run_order(benches: list[ShapeResult], autotune: Json | None) -> list[ShapeResult]:
     """The shapes in the config's order, which autotune.json keeps; without it, in the order the
     bench files were written."""
     if autotune is not None:
         order = {s["shape"]: i for i, s in enumerate(autotune["shapes"])}
-        return sorted(benches, key=lambda b: order[b["shape"]["name"]])
-    return sorted(benches, key=lambda b: b.get("created") or "")
+        return sorted(benches, key=lambda b: order[b.name])
+    return sorted(benches, key=lambda b: b.created or "")
 
 
 def speedup_text(

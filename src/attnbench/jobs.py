@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from attnbench import SCHEMA_VERSION, __version__, files, lock
+from attnbench.documents import ShapeResult
 
 if TYPE_CHECKING:  # the config module (jsonschema, snakemake) is not a job's to import
     from attnbench.config import RunConfig
@@ -217,15 +218,15 @@ def _benchmark(spec: Spec, schemas: Path | None, running: Running | None) -> dic
     return document
 
 
-def compared(spec: Spec, bench: dict[str, Any]) -> dict[str, Any]:
-    """The compare job's document for the benchmark document `bench` (the Python API's too)."""
+def compared(spec: Spec, bench: ShapeResult) -> dict[str, Any]:
+    """The compare job's document for the benchmark `bench` (the Python API's too)."""
     from attnbench.stats import compare_shape
 
     return compare_shape(bench, spec["reference"], **spec["stats"])
 
 
 def _compare(spec: Spec, schemas: Path | None, running: Running | None) -> dict[str, Any]:
-    return compared(spec, files.read_json(spec["bench"], files.schema_file(schemas, JOBS["benchmark"].schema)))
+    return compared(spec, files.read_bench(spec["bench"], schemas))
 
 
 def _autotune(spec: Spec, schemas: Path | None, running: Running | None) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from attnbench.documents import ShapeResult
 from attnbench.results import Status
 
 MB = 2**20
@@ -100,7 +101,10 @@ def _cuda_phase() -> Iterator[Phase]:
     phase.retained = torch.cuda.memory_allocated() - before
     phase.allocations = torch.cuda.memory_stats().get("allocation.all.allocated", 0) - count
     phase.reserved_growth = torch.cuda.max_memory_reserved() - reserved
-    phase.absolute_peak, phase.absolute_reserved = torch.cuda.max_memory_allocated(), torch.cuda.max_memory_reserved()
+    phase.absolute_peak, phase.absolute_reserved = (
+        torch.cuda.max_memory_allocated(),
+        torch.cuda.max_memory_reserved(),
+    )
 
 
 @contextlib.contextmanager
@@ -204,26 +208,34 @@ def oom_risk(projected_mb: float | None, total_mb: float | None, free_mb: float 
     return projected_mb > (limit if free_mb is None else min(limit, free_mb))
 
 
-def growth(benches: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+def growth(benches: list[ShapeResult]) -> dict[str, dict[str, Any]]:
     """Per candidate, how its forward workspace grows with the sequence length across the run's
     shapes: the slope of log(workspace per (batch, head)) against log(seq), over the shapes where it
     ran ok (about 2: a materialised seq x seq score matrix; about 1 or less: streaming). Per (batch,
     head) because a sweep at fixed tokens per batch shrinks the batch as seq grows."""
     points: dict[str, list[tuple[float, float]]] = {}
     for bench in benches:
-        shape = bench["shape"]
-        for name, entry in bench["candidates"].items():
-            workspace = (entry.get("footprint") or {}).get("workspace_mb")
-            if entry["status"] == Status.OK and workspace is not None and workspace >= FIT_FLOOR_MB:
-                points.setdefault(name, []).append((shape["seq"], workspace / (shape["batch"] * shape["heads"])))
+        shape = bench.shape
+        for name, result in bench.candidates.items():
+            workspace = result.footprint.get("workspace_mb")
+            if result.status == Status.OK and workspace is not None and workspace >= FIT_FLOOR_MB:
+                points.setdefault(name, []).append(
+                    (shape["seq"], workspace / (shape["batch"] * shape["heads"]))
+                )
     fits: dict[str, dict[str, Any]] = {}
     for name, found in points.items():
         seqs = sorted({seq for seq, _ in found})
         if len(seqs) < 2:
-            fits[name] = {"exponent": None, "points": len(found), "reading": "fewer than two sequence lengths"}
+            fits[name] = {
+                "exponent": None,
+                "points": len(found),
+                "reading": "fewer than two sequence lengths",
+            }
             continue
         x, y = (np.log([p[i] for p in found]) for i in (0, 1))
         slope = float(np.polyfit(x, y, 1)[0])
-        reading = "materialises a seq x seq matrix" if slope > QUADRATIC_ABOVE else "streams (no seq x seq matrix)"
+        reading = (
+            "materialises a seq x seq matrix" if slope > QUADRATIC_ABOVE else "streams (no seq x seq matrix)"
+        )
         fits[name] = {"exponent": slope, "points": len(found), "reading": reading}
     return fits

@@ -19,9 +19,8 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
 
-from attnbench.files import Json
 from attnbench.formatting import num
-from attnbench.results import Status
+from attnbench.results import Json, Status
 from attnbench.stats import TOO_FEW_ROUNDS
 
 PLOTS = ("latency", "roofline", "speedup", "memory")
@@ -239,7 +238,9 @@ def _roofline_figure(frame: pd.DataFrame, ceilings: Json) -> Figure:
     ceiling of each dtype and read bandwidth x intensity. Untrusted results are drawn as crosses:
     they are the ones above a roof."""
     data = frame[
-        frame["status"].isin([Status.OK, Status.UNTRUSTED]) & frame["tflops"].notna() & frame["intensity"].notna()
+        frame["status"].isin([Status.OK, Status.UNTRUSTED])
+        & frame["tflops"].notna()
+        & frame["intensity"].notna()
     ]
     if data.empty:
         return _empty("Roofline: no candidate has status ok with a throughput")

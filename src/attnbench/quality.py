@@ -13,8 +13,9 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from attnbench.clocks import DISCARDED, reason_names
-from attnbench.files import Json
+from attnbench.documents import Comparison, ShapeComparisons, ShapeResult
 from attnbench.formatting import pm
+from attnbench.results import Json
 from attnbench.stats import TOO_FEW_ROUNDS
 
 # NVML reasons that make a round unrepresentative (thermal, hardware); the power cap is normal load
@@ -29,10 +30,10 @@ def kept_slowdowns(timing: Mapping[str, Any]) -> dict[str, int]:
     return {k: v for k, v in timing["clocks"]["events"].items() if k in SLOWDOWNS and v}
 
 
-def shape_issues(bench: Mapping[str, Any]) -> list[str]:
+def shape_issues(bench: ShapeResult) -> list[str]:
     """What a reader must know before trusting a shape's numbers; empty when nothing went wrong."""
-    timing = bench["timing"]
-    met = [c["target_met"] for c in bench["candidates"].values() if c["target_met"] is not None]
+    timing = bench.timing
+    met = [c.target_met for c in bench.candidates.values() if c.target_met is not None]
     issues = []
     if not all(met):
         issues.append(
@@ -44,32 +45,27 @@ def shape_issues(bench: Mapping[str, Any]) -> list[str]:
         issues.append(f"{timing['clocks']['discarded_rounds']} rounds discarded for slowdowns")
     if kept_slowdowns(timing):
         issues.append("slowdowns kept in the samples (discard_throttled off)")
-    if (bench.get("host") or {}).get("busy"):
+    if bench.host.get("busy"):
         issues.append("host busy (see host)")
     return issues
 
 
-def too_few_rounds(compares: Iterable[Mapping[str, Any]]) -> list[Json]:
-    """The comparisons of the compare files whose verdict is "too few rounds", with their shape."""
-    return [
-        {"shape": compare["shape"], **comp}
-        for compare in compares
-        for comp in compare.get("comparisons", [])
-        if comp.get("verdict") == TOO_FEW_ROUNDS
-    ]
+def too_few_rounds(compares: Iterable[ShapeComparisons]) -> list[Comparison]:
+    """The comparisons of the compare files whose verdict is "too few rounds"."""
+    return [comp for compare in compares for comp in compare.comparisons if comp.verdict == TOO_FEW_ROUNDS]
 
 
-def summarize(benches: list[Json], compares: list[Json] | None = None) -> Json:
+def summarize(benches: list[ShapeResult], compares: list[ShapeComparisons] | None = None) -> Json:
     """The run's measurement quality as counts (see the module docstring); `warn` when something in
     it should make a reader cautious. `compares`: the compare files, for the comparisons with too
     few rounds (None: not counted)."""
     timed = [
-        (c["target_met"], b["timing"]["target_rel_ci"])
+        (c.target_met, b.timing["target_rel_ci"])
         for b in benches
-        for c in b["candidates"].values()
-        if c.get("target_met") is not None
+        for c in b.candidates.values()
+        if c.target_met is not None
     ]
-    clocks = [b["timing"]["clocks"] for b in benches]
+    clocks = [b.timing["clocks"] for b in benches]
     monitored = [c for c in clocks if c["source"] is not None]
     summary = {
         "shapes": len(benches),
@@ -77,12 +73,12 @@ def summarize(benches: list[Json], compares: list[Json] | None = None) -> Json:
         "missed": sum(not met for met, _ in timed),
         "targets": list(dict.fromkeys(target for _, target in timed)),
         "monitored": len(monitored),
-        "cpu": bool(benches) and all(b["device"] == "cpu" for b in benches),
+        "cpu": bool(benches) and all(b.device == "cpu" for b in benches),
         "throttled": sum(c["throttled_rounds"] > 0 for c in monitored),
         "discarded": sum(c["discarded_rounds"] for c in monitored),
-        "slowdowns_kept": sum(bool(kept_slowdowns(b["timing"])) for b in benches),
-        "unsettled": sum(not b["timing"]["warmup"]["settled"] for b in benches),
-        "busy": sum(bool((b.get("host") or {}).get("busy")) for b in benches),
+        "slowdowns_kept": sum(bool(kept_slowdowns(b.timing)) for b in benches),
+        "unsettled": sum(not b.timing["warmup"]["settled"] for b in benches),
+        "busy": sum(bool(b.host.get("busy")) for b in benches),
         "too_few_rounds": None if compares is None else len(too_few_rounds(compares)),
     }
     summary["warn"] = bool(
@@ -136,30 +132,30 @@ def text(summary: Mapping[str, Any]) -> str:
     return "; ".join(parts)
 
 
-def seconds_per_round(bench: Mapping[str, Any]) -> float | None:
+def seconds_per_round(bench: ShapeResult) -> float | None:
     """Seconds of sampling per kept round of a shape (rounds discarded for throttling included in the
     cost), None where the bench file does not record the sampling time."""
-    timing = bench["timing"]
+    timing = bench.timing
     elapsed, kept = timing.get("elapsed_s"), timing.get("rounds_kept")
     if elapsed is None or not kept:
         return None
     return float(elapsed) / kept
 
 
-def to_decide(comparison: Mapping[str, Any], bench: Mapping[str, Any] | None) -> Json | None:
+def to_decide(comparison: Comparison, bench: ShapeResult | None) -> Json | None:
     """What an undecided comparison would need: `rounds` in all (the compare file's rounds_to_decide),
     `more` rounds than it has, and about how many `seconds` more sampling that is on its shape
     (None where the bench file does not tell). None when the comparison is decided."""
-    rounds = comparison.get("rounds_to_decide")
-    if rounds is None:
+    rounds = comparison.rounds_to_decide
+    if rounds is None or comparison.rounds is None:
         return None
-    more = max(0, rounds - comparison["rounds"])
+    more = max(0, rounds - comparison.rounds)
     per_round = None if bench is None else seconds_per_round(bench)
     return {
         "rounds": rounds,
         "more": more,
         "seconds": None if per_round is None else more * per_round,
-        "interval_only": comparison.get("verdict") == TOO_FEW_ROUNDS,  # fewer rounds than an interval needs
+        "interval_only": comparison.verdict == TOO_FEW_ROUNDS,  # fewer rounds than an interval needs
     }
 
 

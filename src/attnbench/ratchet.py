@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from attnbench import __version__, files, stats
-from attnbench.files import Json
+from attnbench.documents import ShapeResult
 from attnbench.formatting import DASH, md, num, signed_pct
-from attnbench.results import Status, median_problem
+from attnbench.results import Json, Status, median_problem
 from attnbench.settings import ALPHA
 
 VERDICTS = ("regression", "improvement", "unchanged", "undecided", "new", "missing", "failed", "incomparable")
@@ -67,16 +67,22 @@ def save_baseline(results_dir: str | Path, schema_dir: str | Path) -> Json:
         raise files.ResultFileError(f"{results / 'bench'}: no benchmark results to save as a baseline")
     shapes = {}
     for path in benches:
-        bench = files.read_json(path, schemas / "bench.schema.yaml")
-        shapes[bench["shape"]["name"]] = {
-            "shape": bench["shape"],
-            "config": {key: bench.get(key) for key in ("device", "dtype", "mode", "lock", "kernel_hashes")}
-            | {"timing": {k: v for k, v in bench["timing"].items() if k != "clocks"}},
+        bench = files.read_bench(path, schemas)
+        shapes[bench.name] = {
+            "shape": bench.shape,
+            "config": {
+                key: bench.document.get(key) for key in ("device", "dtype", "mode", "lock", "kernel_hashes")
+            }
+            | {"timing": {k: v for k, v in bench.timing.items() if k != "clocks"}},
             "candidates": {
                 name: {
-                    key: entry.get(key) for key in ("status", "reason", "samples_ms", "median_ms", "ci95_ms")
+                    "status": result.status,
+                    "reason": result.reason,
+                    "samples_ms": list(result.samples_ms),
+                    "median_ms": result.median_ms,
+                    "ci95_ms": None if result.ci95_ms is None else list(result.ci95_ms),
                 }
-                for name, entry in bench["candidates"].items()
+                for name, result in bench.candidates.items()
             },
         }
     document = {
@@ -161,27 +167,27 @@ def load_baseline(path: str | Path, schema_dir: str | Path) -> tuple[Json, str |
 # --- per shape ---------------------------------------------------------------------------------
 
 
-def compare_shape(bench: Json, baseline: Json | None, config: Mapping[str, Any]) -> Json:
+def compare_shape(bench: ShapeResult, baseline: Json | None, config: Mapping[str, Any]) -> Json:
     """This shape's candidates against the baseline's; intervals and p-values uncorrected (the run
     corrects them, `verdict`)."""
     opts = settings(config)
-    name = bench["shape"]["name"]
+    name = bench.name
     before = (baseline or {}).get("shapes", {}).get(name)
     changed = None if before is None else shape_changes(before, bench)
     rows = []
-    for candidate, now in bench["candidates"].items():
+    for candidate, now in bench.candidates.items():
         then = (before or {}).get("candidates", {}).get(candidate)
         row: Json = {
             "shape": name,
             "candidate": candidate,
-            "status": now["status"],
+            "status": now.status,
             "baseline_status": None if then is None else then["status"],
-            "median_ms": now.get("median_ms"),
+            "median_ms": now.median_ms,
             "baseline_median_ms": None if then is None else then.get("median_ms"),
         }
-        if now["status"] != Status.OK:
-            unchanged = then is not None and then["status"] == now["status"] == Status.UNSUPPORTED
-            row.update(kind="unchanged" if unchanged else "failed", reason=now.get("reason"))
+        if now.status != Status.OK:
+            unchanged = then is not None and then["status"] == now.status == Status.UNSUPPORTED
+            row.update(kind="unchanged" if unchanged else "failed", reason=now.reason)
         elif then is None or then["status"] != Status.OK:
             why = "not in the baseline" if then is None else f"baseline status {then['status']}"
             row.update(kind="new", reason=why)
@@ -190,7 +196,7 @@ def compare_shape(bench: Json, baseline: Json | None, config: Mapping[str, Any])
         else:
             outcome = stats.compare(
                 then["samples_ms"],
-                now["samples_ms"],
+                list(now.samples_ms),
                 paired=False,
                 alpha=opts["alpha"],
                 threshold=opts["threshold"],
@@ -198,18 +204,17 @@ def compare_shape(bench: Json, baseline: Json | None, config: Mapping[str, Any])
             )
             row.update(kind="compared", reason=None, **outcome)
         rows.append(row)
-    for candidate in sorted(set((before or {}).get("candidates", {})) - set(bench["candidates"])):
+    for candidate in sorted(set((before or {}).get("candidates", {})) - set(bench.candidates)):
         rows.append(_missing(name, candidate, before["candidates"][candidate]["status"], "not in this run"))
     return {"shape": name, "in_baseline": before is not None, "entries": rows}
 
 
-def shape_changes(before: Json, bench: Json) -> str | None:
+def shape_changes(before: Json, bench: ShapeResult) -> str | None:
     """What makes this shape's numbers incomparable with the baseline's under the same name: its
     sizes, dtype, mode, or the timing mode (a graph replay and a cold call measure different things)."""
     then = {**before["shape"], **{k: before["config"].get(k) for k in ("dtype", "mode")}}
     then["timing mode"] = (before["config"].get("timing") or {}).get("mode")
-    now = {**bench["shape"], **{k: bench.get(k) for k in ("dtype", "mode")}}
-    now["timing mode"] = (bench.get("timing") or {}).get("mode")
+    now = {**bench.shape, "dtype": bench.dtype, "mode": bench.mode, "timing mode": bench.timing.get("mode")}
     moved = [f"{key} {then.get(key)} -> {now.get(key)}" for key in now if then.get(key) != now.get(key)]
     return "shape changed since the baseline: " + ", ".join(moved) if moved else None
 

@@ -15,6 +15,7 @@ from typing import Any
 # How far a stored median may sit from its samples' median, relative: float rounding of another JSON
 # writer (a baseline passed through other tools), far below any edit that would change a verdict.
 MEDIAN_REL_TOLERANCE = 1e-6
+Json = dict[str, Any]  # a document, or a part of one, as JSON gives it (one alias for every reader)
 
 
 class Status(StrEnum):
@@ -67,6 +68,8 @@ def median_problem(entry: dict[str, Any]) -> tuple[str, str] | None:
         return "median_ms", f"{median:.6g} with no samples_ms"
     expected = statistics.median(samples)
     if not math.isclose(median, expected, rel_tol=MEDIAN_REL_TOLERANCE):
-        return "median_ms", f"{median:.6g} is not the median of its {len(samples)} samples_ms ({expected:.6g})"
+        return (
+            "median_ms",
+            f"{median:.6g} is not the median of its {len(samples)} samples_ms ({expected:.6g})",
+        )
     return None
-

@@ -58,6 +58,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
+from attnbench.documents import ShapeResult
 from attnbench.results import Status
 from attnbench.settings import ALPHA, RESOLUTION, THRESHOLD
 
@@ -374,9 +375,11 @@ def compare(
         "rounds_to_decide": rounds_to_decide(
             est, rounds, alpha=alpha, threshold=threshold, resolution=resolution
         ),
-        "estimate": None
-        if est is None
-        else {"log_speedup": float(est.log_speedup), "se": float(est.se), "df": float(est.df)},
+        "estimate": (
+            None
+            if est is None
+            else {"log_speedup": float(est.log_speedup), "se": float(est.se), "df": float(est.df)}
+        ),
         "test": TEST_PAIRED if paired else TEST_UNPAIRED,
     }
 
@@ -406,7 +409,7 @@ def adjust(
 
 
 def compare_shape(
-    bench: Mapping[str, Any],
+    bench: ShapeResult,
     reference: str,
     *,
     alpha: float = ALPHA,
@@ -419,24 +422,22 @@ def compare_shape(
     candidate ends up in exactly one of "comparisons" or "skipped", so nothing vanishes silently.
     ``method["test"]`` names the tests actually used (None when nothing was compared).
     """
-    candidates: Mapping[str, Mapping[str, Any]] = bench["candidates"]
-    ref = candidates.get(reference)
-    ref_status = "missing" if ref is None else str(ref["status"])
+    ref = bench.candidates.get(reference)
+    ref_status = "missing" if ref is None else str(ref.status)
     reason: str | None = None
     if ref is None:
         reason = f"reference {reference} is missing from the bench result"
     elif ref_status != Status.OK:
-        reason = f"reference {reference} is {ref_status}: {ref.get('reason')}"
+        reason = f"reference {reference} is {ref_status}: {ref.reason}"
 
     comparisons: list[dict[str, Any]] = []
     skipped: list[dict[str, Any]] = []
     tests: set[str] = set()
-    for name, result in candidates.items():
+    for name, result in bench.candidates.items():
         if name == reference:
             continue
-        status = result["status"]
-        if status != Status.OK:
-            skipped.append({"candidate": name, "status": status, "reason": result.get("reason")})
+        if result.status != Status.OK:
+            skipped.append({"candidate": name, "status": result.status, "reason": result.reason})
         elif ref is None or ref_status != Status.OK:
             skipped.append(
                 {
@@ -448,14 +449,14 @@ def compare_shape(
         else:
             try:
                 outcome = compare(
-                    ref["samples_ms"],
-                    result["samples_ms"],
+                    list(ref.samples_ms),
+                    list(result.samples_ms),
                     alpha=alpha,
                     threshold=threshold,
                     resolution=resolution,
                 )
             except ValueError as exc:  # name the shape and candidate, not just "baseline"
-                raise ValueError(f"shape {bench['shape']['name']}, {reference} vs {name}: {exc}") from exc
+                raise ValueError(f"shape {bench.name}, {reference} vs {name}: {exc}") from exc
             tests.add(outcome.pop("test"))
             comparisons.append({"baseline": reference, "candidate": name, **outcome})
 
@@ -468,7 +469,7 @@ def compare_shape(
         "pairing": "rounds",
     }
     return {
-        "shape": bench["shape"]["name"],
+        "shape": bench.name,
         "reference": reference,
         "method": method,
         "reason": reason,

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from attnbench import faults, files
+from attnbench.documents import ShapeComparisons, ShapeResult
 from attnbench.formatting import clip, speedup_interval
 
 LINE_WIDTH = 160  # a candidate's line: its numbers and the start of its reason (the report has the rest)
@@ -28,7 +29,7 @@ LINE_WIDTH = 160  # a candidate's line: its numbers and the start of its reason 
 HEADLINE_VARIABLE = "ATTNBENCH_RUN_PRINTS_HEADLINE"
 
 
-def candidate_lines(bench: dict[str, Any], compare: dict[str, Any]) -> list[str]:
+def candidate_lines(bench: ShapeResult, compare: ShapeComparisons) -> list[str]:
     """The shape's name, then one line per candidate: status, median and the half-width of its 95% CI,
     and its speedup over the reference with the shape's own interval and verdict (those of this
     comparison alone, at 1 - alpha; the run's end prints them corrected across the run), or why it
@@ -38,44 +39,44 @@ def candidate_lines(bench: dict[str, Any], compare: dict[str, Any]) -> list[str]
     from attnbench import quality  # numpy: imported by the compare job anyway, not at the Snakefile's parse
     from attnbench.stats import TOO_FEW_ROUNDS
 
-    comparisons = compare.get("comparisons", [])
-    by_candidate = {c["candidate"]: c for c in comparisons}
-    levels = sorted({c["confidence"] for c in comparisons if c.get("speedup_ci") is not None})
+    comparisons = compare.comparisons
+    by_candidate = {c.candidate: c for c in comparisons}
+    levels = sorted({c.confidence for c in comparisons if c.speedup_ci is not None})
     said = f"; {'/'.join(quality.level(c) for c in levels)} intervals, this shape alone" if levels else ""
-    lines = [f"{compare['shape']} (reference {compare['reference']}{said}):"]
-    if compare.get("reason"):  # the reference itself has no result: nothing was compared
-        lines.append(clip(f"  no speedups: {compare['reason']}"))
-    width = max(map(len, bench["candidates"]), default=0)
-    for name, entry in bench["candidates"].items():
-        text = f"{entry['status']:<11}"
-        if entry.get("median_ms") is not None:
-            text += f" {entry['median_ms']:.4g} ms ±{entry['rel_ci']:.1%}"
-        if name == compare["reference"]:
+    lines = [f"{compare.shape} (reference {compare.reference}{said}):"]
+    if compare.reason:  # the reference itself has no result: nothing was compared
+        lines.append(clip(f"  no speedups: {compare.reason}"))
+    width = max(map(len, bench.candidates), default=0)
+    for name, entry in bench.candidates.items():
+        text = f"{entry.status:<11}"
+        if entry.median_ms is not None:
+            text += f" {entry.median_ms:.4g} ms ±{entry.rel_ci:.1%}"
+        if name == compare.reference:
             text += "  reference"
         elif (versus := by_candidate.get(name)) is not None:
             need = quality.to_decide_text(quality.to_decide(versus, bench))
-            if versus["verdict"] == TOO_FEW_ROUNDS:
-                rounds = f"{versus['rounds']} round{'' if versus['rounds'] == 1 else 's'}"
+            if versus.verdict == TOO_FEW_ROUNDS:
+                rounds = f"{versus.rounds} round{'' if versus.rounds == 1 else 's'}"
                 text += f"  {TOO_FEW_ROUNDS} ({rounds}" + (f"; {need})" if need else ")")
             else:
-                lo, hi = versus["speedup_ci"] or (None, None)
-                text += f"  {speedup_interval(versus['speedup'], lo, hi)} {versus['verdict']}"
-                if versus["verdict"] == "same" and need:
+                lo, hi = versus.speedup_ci or (None, None)
+                text += f"  {speedup_interval(versus.speedup, lo, hi)} {versus.verdict}"
+                if versus.verdict == "same" and need:
                     text += f" ({need})"
-        if entry.get("reason"):
-            text += f"  {entry['reason']}"
+        if entry.reason:
+            text += f"  {entry.reason}"
         lines.append(clip(f"  {name:<{width}}  {text}", LINE_WIDTH))
-    if any(c["verdict"] == TOO_FEW_ROUNDS for c in comparisons):
+    if any(c.verdict == TOO_FEW_ROUNDS for c in comparisons):
         lines.append(clip(f"  {shape_line(bench)}", LINE_WIDTH))
     return lines
 
 
-def shape_line(bench: dict[str, Any]) -> str:
+def shape_line(bench: ShapeResult) -> str:
     """How a shape was sampled, for a shape whose rounds did not suffice: rounds kept and run, the
     seconds, why sampling stopped, and what the report's Measurement conditions flag for it."""
     from attnbench import quality
 
-    timing = bench["timing"]
+    timing = bench.timing
     text = f"measurement: {timing['rounds_kept']} of {timing['rounds_run']} rounds kept"
     if timing.get("elapsed_s") is not None:
         text += f" in {quality.seconds(timing['elapsed_s'])} s"
@@ -86,7 +87,8 @@ def shape_line(bench: dict[str, Any]) -> str:
 
 def print_shape(bench_path: str | Path, compare: dict[str, Any]) -> None:
     """What a compare job prints where Snakemake shows it, right after its shape was measured."""
-    print("\n".join(candidate_lines(files.read_json(bench_path), compare)), flush=True)
+    bench = files.read_bench(bench_path, None)
+    print("\n".join(candidate_lines(bench, ShapeComparisons.from_json(compare))), flush=True)
 
 
 def finished(results: Path, report: Path, *, fail_on_failed: bool) -> str | None:
@@ -124,14 +126,16 @@ def quality_line(results: Path) -> str | None:
     files."""
     from attnbench import quality
 
-    benches = [_read(p) for p in sorted((Path(results) / "bench").glob("*.json"))]
+    benches = [ShapeResult.from_json(_read(p)) for p in sorted((Path(results) / "bench").glob("*.json"))]
     if not benches:
         return None
-    shapes = {b["shape"]["name"] for b in benches}
+    shapes = {b.name for b in benches}
     compares = [
         c
-        for c in (_read(p) for p in sorted((Path(results) / "compare").glob("*.json")))
-        if c["shape"] in shapes
+        for c in (
+            ShapeComparisons.from_json(_read(p)) for p in sorted((Path(results) / "compare").glob("*.json"))
+        )
+        if c.shape in shapes
     ]
     summary = quality.summarize(benches, compares)
     text = f"measurement: {quality.text(summary)}"

@@ -21,6 +21,7 @@ REFERENCE_CHUNK_BYTES = 512 * 2**20
 # shape with page_size: q thd, k and v as pools of pages (num_pages, page_size, kv_heads, dim) that the
 # workload's page_table maps (vLLM's and FlashInfer's paged KV cache).
 LAYOUTS = ("bhsd", "bshd", "thd", "paged")
+DEFAULT_LAYOUT = LAYOUTS[0]  # a candidate's unless it declares another; every file before schema 3.1
 # An fp8 KV cache (kv_dtype): one power-of-two descale per tensor (so that dequantising is exact in
 # every run dtype), chosen for standard-normal data: |x| up to 14 is representable, beyond it clamped.
 FP8_DESCALE = {"float8_e4m3fn": 2.0**-5, "float8_e5m2": 2.0**-12}
@@ -313,7 +314,7 @@ class Workload(Shape):
 
     dtype: str = "float32"
     device: str = "cpu"
-    layout: str = "bhsd"
+    layout: str = DEFAULT_LAYOUT
     mode: str = "forward"
     alibi_slopes: tuple[float, ...] | None = None
     cu_seqlens_q: tuple[int, ...] = ()
@@ -327,7 +328,7 @@ class Workload(Shape):
 
     @classmethod
     def of(
-        cls, shape: Shape, dtype: str, device: str, *, layout: str = "bhsd", mode: str = "forward"
+        cls, shape: Shape, dtype: str, device: str, *, layout: str = DEFAULT_LAYOUT, mode: str = "forward"
     ) -> Workload:
         if shape.seq_lens is None:  # thd: the batch's rows one after another
             cu_q = [row * shape.seq for row in range(shape.batch + 1)]
@@ -345,9 +346,9 @@ class Workload(Shape):
             cu_seqlens_q=tuple(cu_q),
             cu_seqlens_k=tuple(cu_k),
             page_table=page_table(cu_k, shape.page_size),
-            num_pages=sum(-(-(b - a) // shape.page_size) for a, b in zip(cu_k, cu_k[1:]))
-            if shape.page_size
-            else 0,
+            num_pages=(
+                sum(-(-(b - a) // shape.page_size) for a, b in zip(cu_k, cu_k[1:])) if shape.page_size else 0
+            ),
             kv_descale=FP8_DESCALE[shape.kv_dtype] if shape.kv_dtype else 1.0,
             q_descale=FP8_DESCALE[shape.q_dtype] if shape.q_dtype else 1.0,
         )
@@ -378,9 +379,11 @@ class Workload(Shape):
         """What this workload asks beyond dense attention with top-left causal, in words: a kernel that
         implements none of it can decline any workload where this is not empty."""
         said = [
-            "bottom-right causal alignment"
-            if self.causal and self.causal_alignment == "bottom_right"
-            else "",
+            (
+                "bottom-right causal alignment"
+                if self.causal and self.causal_alignment == "bottom_right"
+                else ""
+            ),
             "a sliding window" if self.window is not None else "",
             "a prefix-LM mask" if self.prefix else "",
             "soft-capping" if self.softcap else "",

@@ -8,7 +8,7 @@ from attnbench import files, ratchet
 sys.stderr = open(snakemake.log[0], "w")
 
 schemas = Path(snakemake.params.schema_dir)
-bench = files.read_json(snakemake.input.bench, schemas / "bench.schema.yaml")
+bench = files.read_bench(snakemake.input.bench, schemas)
 try:
     baseline, error = ratchet.load_baseline(snakemake.input.baseline, schemas)[0], None
 except files.ResultFileError as exc:  # the run's verdict reports an unusable baseline; no shape fails

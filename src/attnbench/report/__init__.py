@@ -16,11 +16,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from attnbench.files import Json
 from attnbench.report.data import COLUMNS, Run, plot_frame, provenance, read_run, summary_frame
 from attnbench.report.model import Heading, Para, Section, Table
 from attnbench.report.render import OUTPUT_KEYS, write
 from attnbench.report.sections import document
+from attnbench.results import Json
 
 __all__ = [
     "COLUMNS",

@@ -14,9 +14,10 @@ from typing import Any
 import pandas as pd
 
 from attnbench import headline, memory, quality
-from attnbench.candidates import sdpa_dense_mask_work
-from attnbench.files import Json, read_json, schema_file, verified
+from attnbench.documents import Comparison, ShapeComparisons, ShapeResult
+from attnbench.files import read_bench, read_comparisons, read_json, schema_file
 from attnbench.plots import positive
+from attnbench.results import Json
 from attnbench.workloads import describe_mask
 
 SHAPE_FIELDS = ("batch", "heads", "kv_heads", "seq", "seq_kv", "dim", "causal")
@@ -81,6 +82,7 @@ COLUMNS = [
     "hedges_g",
     "cliffs_delta",
     "p_value",  # the compare file's, uncorrected
+    "significant",  # the compare file's: its interval lies outside the resolution band, uncorrected
     "p_adjusted",
     "verdict",
     "rounds",
@@ -100,8 +102,8 @@ COLUMNS = [
 class Run:
     """The report's inputs, validated, and the summary table built from them."""
 
-    benches: list[Json]
-    compares: list[Json]
+    benches: list[ShapeResult]
+    compares: list[ShapeComparisons]
     fingerprint: Json
     ceilings: Json
     analysis: Json  # autotune.json
@@ -122,8 +124,8 @@ def read_run(
 ) -> Run:
     """The run's result files, each validated against its schema in `schema_dir` (None: the package's)."""
     schemas = None if schema_dir is None else Path(schema_dir)
-    benches = [read_json(p, schema_file(schemas, "bench")) for p in bench_paths]
-    compares = [read_json(p, schema_file(schemas, "compare")) for p in compare_paths]
+    benches = [read_bench(p, schemas) for p in bench_paths]
+    compares = [read_comparisons(p, schemas) for p in compare_paths]
     ceilings = read_json(ceilings_path, schema_file(schemas, "ceilings"))
     analysis = read_json(autotune_path, schema_file(schemas, "autotune"))
     fingerprint = read_json(fingerprint_path, schema_file(schemas, "fingerprint"))
@@ -140,7 +142,7 @@ def read_run(
     )
 
 
-def provenance(benches: list[Json], fingerprint: Json) -> Json:
+def provenance(benches: list[ShapeResult], fingerprint: Json) -> Json:
     """Which checkout measured which shapes: the bench files grouped by the commit, dirty flag and
     diff digest they record (provenance.git), in run order, each with its label; whether the report
     must say so (`several` checkouts, or one `elsewhere` than the fingerprint's, which the Environment
@@ -148,10 +150,10 @@ def provenance(benches: list[Json], fingerprint: Json) -> Json:
     digests, read with their numbers checked against each other only)."""
     groups: dict[str, Json] = {}
     for bench in benches:
-        git = (bench.get("provenance") or {}).get("git")
+        git = (bench.provenance or {}).get("git")
         label = git_commit(git) if git is not None else "not recorded (written before provenance)"
         groups.setdefault(label, {"label": label, "recorded": git is not None, "shapes": []})
-        groups[label]["shapes"].append(bench["shape"]["name"])
+        groups[label]["shapes"].append(bench.name)
     current = git_commit(fingerprint["git"])
     recorded = [group for group in groups.values() if group["recorded"]]
     return {
@@ -159,7 +161,7 @@ def provenance(benches: list[Json], fingerprint: Json) -> Json:
         "current": current,
         "several": len(recorded) > 1,
         "elsewhere": any(group["label"] != current for group in recorded),
-        "unverified": [bench["shape"]["name"] for bench in benches if not verified(bench)],
+        "unverified": [bench.name for bench in benches if not bench.verified],
     }
 
 
@@ -173,64 +175,68 @@ def git_commit(git: Json) -> str:
     return f"{git['commit']} (dirty{f', diff {diff[:19]}' if diff else ''})"
 
 
-def summary_frame(benches: list[Json], compares: list[Json], ceilings: Json, analysis: Json) -> pd.DataFrame:
+def summary_frame(
+    benches: list[ShapeResult],
+    compares: list[ShapeComparisons],
+    ceilings: Json | None = None,
+    analysis: Json | None = None,
+) -> pd.DataFrame:
     """One row per (shape, candidate): the bench numbers, ceiling fractions and the comparison with
-    the reference (`_comparison`: corrected across the run in `analysis`, autotune.json)."""
-    adjusted = {(c["shape"], c["candidate"]): c for c in analysis["reference"]["comparisons"]}
-    comparisons = {
-        (compare["shape"], comp["candidate"]): comp
-        for compare in compares
-        for comp in compare["comparisons"]
-        if comp["baseline"] == compare["reference"]
+    the reference (`_comparison`: corrected across the run in `analysis`, autotune.json). The one
+    flattening of the documents: the report's summary.csv, and the Python API's frame (without
+    ceilings or a run-wide analysis: no fractions, each comparison its shape's own)."""
+    analysis = analysis or {"reference": {"comparisons": []}, "shapes": []}
+    ceilings = ceilings or {"matmul": {}, "copy": {}}
+    adjusted = {
+        (c["shape"], c["candidate"]): Comparison.from_json(c) for c in analysis["reference"]["comparisons"]
     }
-    references = {c["shape"]: c["reference"] for c in compares}
+    comparisons = {
+        (compare.shape, name): comp for compare in compares for name, comp in compare.with_reference().items()
+    }
+    references = {c.shape: c.reference for c in compares}
     winners = {s["shape"]: (s["fastest"] or {}).get("candidate") for s in analysis["shapes"]}
     copy_gbs = positive(ceilings["copy"].get("gbytes_per_s"))
     rows: list[Json] = []
     for bench in benches:
-        shape = bench["shape"]
-        matmul = positive(ceilings["matmul"].get(bench["dtype"], {}).get("tflops"))
-        for name, cand in bench["candidates"].items():
-            median = cand["median_ms"]
-            lo, hi = cand["ci95_ms"] or (None, None)
-            bandwidth = (
-                bench["min_bytes"] / (median / 1e3) / 1e9 if median is not None and median > 0 else None
-            )
+        shape = bench.shape
+        matmul = positive(ceilings["matmul"].get(bench.dtype, {}).get("tflops"))
+        for name, cand in bench.candidates.items():
+            median = cand.median_ms
+            lo, hi = cand.ci95_ms or (None, None)
+            bandwidth = bench.min_bytes / (median / 1e3) / 1e9 if median is not None and median > 0 else None
             comparison = _comparison(
-                comparisons.get((shape["name"], name)), adjusted.get((shape["name"], name)), bench
+                comparisons.get((bench.name, name)), adjusted.get((bench.name, name)), bench
             )
-            repeat = cand.get("deterministic") or {}
-            ran = cand.get("ran") or {}
-            footprint = cand.get("footprint") or {}
+            repeat, ran, footprint = cand.deterministic, cand.ran, cand.footprint
             rows.append(
                 {
-                    "shape": shape["name"],
+                    "shape": bench.name,
                     **{key: shape[key] for key in SHAPE_FIELDS},
-                    "dtype": bench["dtype"],
-                    "mode": bench["mode"],
-                    "device": bench["device"],
+                    "dtype": bench.dtype,
+                    "mode": bench.mode,
+                    "device": bench.device,
                     # Which GPU: with one job per GPU, the shapes of a run can be spread over several.
-                    "gpu_index": bench.get("device_info", {}).get("index"),
-                    "gpu_uuid": bench.get("device_info", {}).get("uuid"),
-                    "timing_mode": bench["timing"]["mode"],
+                    "gpu_index": bench.device_info.get("index"),
+                    "gpu_uuid": bench.device_info.get("uuid"),
+                    "timing_mode": bench.timing["mode"],
                     "candidate": name,
-                    "status": cand["status"],
-                    "reason": cand["reason"],
+                    "status": cand.status,
+                    "reason": cand.reason,
                     "median_ms": median,
                     "ci95_lo_ms": lo,
                     "ci95_hi_ms": hi,
-                    "rel_ci": cand["rel_ci"],
-                    "target_rel_ci": bench["timing"]["target_rel_ci"],
-                    "target_met": cand["target_met"],
-                    "n_samples": len(cand["samples_ms"]),
-                    "tflops": cand["tflops"],
-                    "fraction_of_matmul_ceiling": _ratio(cand["tflops"], matmul),
+                    "rel_ci": cand.rel_ci,
+                    "target_rel_ci": bench.timing["target_rel_ci"],
+                    "target_met": cand.target_met,
+                    "n_samples": len(cand.samples_ms),
+                    "tflops": cand.tflops,
+                    "fraction_of_matmul_ceiling": _ratio(cand.tflops, matmul),
                     "bandwidth_gbs": bandwidth,
                     "fraction_of_copy_ceiling": _ratio(bandwidth, copy_gbs),
-                    "fraction_of_bound": cand.get("fraction_of_bound"),
-                    "bound_limited_by": (bench.get("bound") or {}).get("limited_by"),
-                    "intensity": bench["flops"] / bench["min_bytes"] if bench["min_bytes"] else None,
-                    "peak_mem_mb": cand["peak_mem_mb"],
+                    "fraction_of_bound": cand.fraction_of_bound,
+                    "bound_limited_by": None if bench.bound is None else bench.bound.limited_by,
+                    "intensity": bench.flops / bench.min_bytes if bench.min_bytes else None,
+                    "peak_mem_mb": cand.peak_mem_mb,
                     "workspace_mb": footprint.get("workspace_mb"),
                     "output_mb": footprint.get("output_mb"),
                     "inputs_mb": footprint.get("inputs_mb"),
@@ -239,36 +245,33 @@ def summary_frame(benches: list[Json], compares: list[Json], ceilings: Json, ana
                     "saved_mb": footprint.get("saved_mb"),
                     "backward_workspace_mb": (footprint.get("backward") or {}).get("workspace_mb"),
                     "projected_mb": footprint.get("projected_mb"),
-                    "device_total_mb": (bench.get("memory") or {}).get("device_total_mb"),
-                    "oom_risk": cand.get("oom_risk"),
-                    "rel_error": cand["rel_error"],
+                    "device_total_mb": bench.device_total_mb,
+                    "oom_risk": cand.oom_risk,
+                    "rel_error": cand.rel_error,
                     "bitwise_repeatable": repeat.get("identical"),
                     # measured again without candidates caught after sampling (bench.remeasure_without_cheats)
-                    "remeasured_without": ";".join(cand.get("remeasured") or []) or None,
+                    "remeasured_without": ";".join(cand.remeasured) or None,
                     "max_abs_diff": repeat.get("max_abs_diff"),
                     "kernels_per_call": ran.get("kernels_per_call"),
                     "streams": ran.get("streams"),
                     "device_share": ran.get("device_share"),
                     "kernels": ";".join(k["name"] for k in ran.get("kernels", [])) or None,
-                    "reference": references.get(shape["name"]),
+                    "reference": references.get(bench.name),
                     **comparison,
-                    "fastest": winners.get(shape["name"]) == name,
+                    "fastest": winners.get(bench.name) == name,
                     # a factory kernel's prepare, then the first call: both outside the samples
-                    "setup_ms": cand.get("setup_ms"),
-                    "compile_ms": cand.get("compile_ms"),
+                    "setup_ms": cand.setup_ms,
+                    "compile_ms": cand.compile_ms,
                     "attention": describe_mask(shape),
                     "dim_v": shape.get("dim_v", shape["dim"]),
-                    # bench's (files written before it recorded it: the same fact from their pairs)
-                    "dense_mask_work": cand["dense_mask_work"]
-                    if "dense_mask_work" in cand
-                    else sdpa_dense_mask_work(name, bench.get("pairs"), cand.get("layout", "bhsd")),
-                    "layout": cand.get("layout"),
+                    "dense_mask_work": cand.dense_mask_work,
+                    "layout": cand.layout,
                 }
             )
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def _comparison(comp: Json | None, corrected: Json | None, bench: Json) -> Json:
+def _comparison(comp: Comparison | None, corrected: Comparison | None, bench: ShapeResult) -> Json:
     """summary.csv's columns of one comparison with the reference: the compare file's speedup, effect
     sizes, p-value and rounds; the interval, its confidence, the adjusted p and the verdict from one
     object, the run-wide correction (autotune.json) where it has the comparison, else the compare
@@ -276,20 +279,21 @@ def _comparison(comp: Json | None, corrected: Json | None, bench: Json) -> Json:
     if comp is None:
         return {key: None for key in COMPARISON_COLUMNS}
     source = corrected or comp
-    lo, hi = source["speedup_ci"] or (None, None)
+    lo, hi = source.speedup_ci or (None, None)
     need = quality.to_decide(comp, bench) or {}
     return {
-        "speedup": comp["speedup"],
+        "speedup": comp.speedup,
         "speedup_ci_lo": lo,
         "speedup_ci_hi": hi,
-        "confidence": source["confidence"],
-        "hedges_g": comp.get("hedges_g"),
-        "cliffs_delta": comp.get("cliffs_delta"),
-        "p_value": comp["p_value"],
-        "p_adjusted": source.get("p_adjusted", comp["p_value"]),
-        "verdict": source["verdict"],
-        "rounds": comp["rounds"],
-        "rounds_to_decide": comp.get("rounds_to_decide"),
+        "confidence": source.confidence,
+        "hedges_g": comp.hedges_g,
+        "cliffs_delta": comp.cliffs_delta,
+        "p_value": comp.p_value,
+        "significant": comp.significant,
+        "p_adjusted": source.p_adjusted,
+        "verdict": source.verdict,
+        "rounds": comp.rounds,
+        "rounds_to_decide": comp.rounds_to_decide,
         "seconds_to_decide": need.get("seconds"),
     }
 
@@ -332,18 +336,16 @@ def families(analysis: Json) -> list[Json]:
 
 
 def first_text(
-    benches: list[Json], candidate: str, key: str, status: str | None = None, reason: Any = None
+    benches: list[ShapeResult], candidate: str, key: str, status: str | None = None, reason: Any = None
 ) -> str:
     """The first text under `key` (reason_detail, traceback) of a candidate's results, optionally of
     one (status, reason) group only; empty when no file has it."""
     for bench in benches:
-        result = bench["candidates"].get(candidate)
-        if result is None or (
-            status is not None and (result["status"], result["reason"]) != (status, reason)
-        ):
+        result = bench.candidates.get(candidate)
+        if result is None or (status is not None and (result.status, result.reason) != (status, reason)):
             continue
-        if result.get(key):
-            return str(result[key])
+        if result.text(key):
+            return result.text(key)
     return ""
 
 

@@ -10,9 +10,9 @@ from typing import Any
 import pandas as pd
 
 from attnbench import formatting, headline, quality
-from attnbench.files import Json
 from attnbench.formatting import DASH
 from attnbench.report.data import corrected
+from attnbench.results import Json
 from attnbench.stats import TOO_FEW_ROUNDS
 
 FLAG = quality.FLAG
@@ -74,9 +74,9 @@ def to_decide(frame: pd.DataFrame) -> dict[tuple[str, str], str]:
             if formatting.missing(row.rounds_to_decide)
             else {
                 "rounds": int(row.rounds_to_decide),
-                "seconds": None
-                if formatting.missing(row.seconds_to_decide)
-                else float(row.seconds_to_decide),
+                "seconds": (
+                    None if formatting.missing(row.seconds_to_decide) else float(row.seconds_to_decide)
+                ),
             }
         )
         for row in few.itertuples(index=False)

@@ -9,7 +9,6 @@ from typing import Any
 import pandas as pd
 
 from attnbench import autotune
-from attnbench.files import Json
 from attnbench.formatting import BOUND_MARKS, DASH, interval, num, speedup_interval
 from attnbench.report.data import families, family_of
 from attnbench.report.model import Block, Heading, Para, Section, Table
@@ -23,6 +22,7 @@ from attnbench.report.words import (
     join_names,
     plural,
 )
+from attnbench.results import Json
 from attnbench.stats import TOO_FEW_ROUNDS
 
 

@@ -8,34 +8,35 @@ from typing import Any
 import pandas as pd
 
 from attnbench import quality
-from attnbench.files import Json
+from attnbench.documents import ShapeResult
 from attnbench.formatting import DASH, num, pct
 from attnbench.report.model import Block, Para, Section, Table
 from attnbench.report.render import prose
 from attnbench.report.words import FLAG, plural
+from attnbench.results import Json
 
 
-def conditions_section(benches: list[Json]) -> Section:
+def conditions_section(benches: list[ShapeResult]) -> Section:
     """How each shape was timed: a median is only as good as the conditions it was taken under.
 
     The GPU clock columns appear only when some shape's clock was read, the host column only when
     the bench files record the host (older files do not), so a CPU run's table fits the page.
     """
-    monitored = any(b["timing"]["clocks"]["source"] is not None for b in benches)
-    with_host = any(b.get("host") for b in benches)
+    monitored = any(b.timing["clocks"]["source"] is not None for b in benches)
+    with_host = any(b.host for b in benches)
     # Two tables, so that each fits a 1400 px window: how each shape was sampled, then what the
     # GPU's clock and the host did meanwhile.
     sampled: list[dict[str, tuple[str, bool]]] = []
     around: list[dict[str, tuple[str, bool]]] = []
     for bench in benches:
-        timing, clocks, warmup = bench["timing"], bench["timing"]["clocks"], bench["timing"]["warmup"]
+        timing, clocks, warmup = bench.timing, bench.timing["clocks"], bench.timing["warmup"]
         issues = quality.shape_issues(bench)
         discarded = "n/a" if clocks["source"] is None else str(clocks["discarded_rounds"])
         if clocks["source"] is not None and not timing.get("discard_throttled", True):
             discarded += " (discarding off)"
         settled = "yes" if warmup["settled"] else "no"
-        missed = any(c["target_met"] is False for c in bench["candidates"].values())
-        shape = (str(bench["shape"]["name"]), False)
+        missed = any(c.target_met is False for c in bench.candidates.values())
+        shape = (bench.name, False)
         warmed = f"{warmup['rounds']} rounds, {warmup['seconds']:.1f} s, settled: {settled}"
         # header -> (cell, flagged)
         sampled.append(
@@ -57,8 +58,7 @@ def conditions_section(benches: list[Json]) -> Section:
                 "discarded rounds": (discarded, clocks["discarded_rounds"] > 0),
             }
         if with_host:
-            host = bench.get("host") or {}
-            cells["host"] = (_host_text(bench.get("host")), bool(host.get("busy")))
+            cells["host"] = (_host_text(bench.host), bool(bench.host.get("busy")))
         around.append(cells)
     tables = [_flagged_table(sampled)]
     if monitored or with_host:
@@ -92,19 +92,19 @@ def _host_text(host: Json | None) -> str:
     return f"{FLAG} busy: {host.get('why') or 'no reason recorded'}; {text}" if host.get("busy") else text
 
 
-def _mode_text(bench: Json) -> str:
-    mode = str(bench["timing"]["mode"])
-    ks = sorted({c["calls_per_sample"] for c in bench["candidates"].values() if c.get("calls_per_sample")})
+def _mode_text(bench: ShapeResult) -> str:
+    mode = str(bench.timing["mode"])
+    ks = sorted({c.calls_per_sample for c in bench.candidates.values() if c.calls_per_sample})
     if mode != "graph" or not ks:
         return mode
     span = str(ks[0]) if len(ks) == 1 else f"{ks[0]}–{ks[-1]}"
     return f"graph ({span} calls per sample)"
 
 
-def _clock_text(bench: Json) -> str:
-    clocks = bench["timing"]["clocks"]
+def _clock_text(bench: ShapeResult) -> str:
+    clocks = bench.timing["clocks"]
     if clocks["source"] is None:
-        return "n/a (cpu)" if bench["device"] == "cpu" else f"n/a ({clocks.get('reason') or 'not read'})"
+        return "n/a (cpu)" if bench.device == "cpu" else f"n/a ({clocks.get('reason') or 'not read'})"
     if clocks["mean_sm_mhz"] is None:
         return "n/a (no reading)"
     text = f"{clocks['mean_sm_mhz']:,.0f} MHz"
@@ -131,9 +131,7 @@ def ran_section(frame: pd.DataFrame) -> Section:
         bitwise = (
             DASH
             if repeatable.empty
-            else "yes"
-            if repeatable.all()
-            else f"no (max diff {num(group['max_abs_diff'].max())})"
+            else "yes" if repeatable.all() else f"no (max diff {num(group['max_abs_diff'].max())})"
         )
         kernels = Counter(k for names in group["kernels"].dropna() for k in str(names).split(";"))
         rows.append(

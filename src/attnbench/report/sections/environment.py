@@ -7,12 +7,13 @@ from collections import Counter
 
 import pandas as pd
 
-from attnbench.files import Json
+from attnbench.documents import ShapeResult
 from attnbench.formatting import DASH, num
 from attnbench.report.data import git_commit
 from attnbench.report.model import Block, Para, Section, Table
 from attnbench.report.render import prose
 from attnbench.report.words import counts, distinct, flatten, settings
+from attnbench.results import Json
 
 
 def _device(frame: pd.DataFrame, fingerprint: Json) -> str:
@@ -23,17 +24,17 @@ def _device(frame: pd.DataFrame, fingerprint: Json) -> str:
     return device
 
 
-def run_summary(frame: pd.DataFrame, benches: list[Json], fingerprint: Json) -> Section:
+def run_summary(frame: pd.DataFrame, benches: list[ShapeResult], fingerprint: Json) -> Section:
     """What was run, on what, and how many results of each status."""
     statuses = Counter(frame["status"])
-    device_names = [b.get("device_info", {}).get("name") for b in benches]
+    device_names = [b.device_info.get("name") for b in benches]
     rows = [
         ["device", _device(frame, fingerprint)],
         ["device name", distinct(n for n in device_names if n)],
         *_gpus_used(benches),
         ["dtype", distinct(frame["dtype"])],
         ["mode", distinct(frame["mode"])],
-        ["timing mode", counts(b["timing"]["mode"] for b in benches)],
+        ["timing mode", counts(b.timing["mode"] for b in benches)],
         ["shapes", str(frame["shape"].nunique())],
         ["candidates", str(frame["candidate"].nunique())],
         ["results by status", ", ".join(f"{s}: {n}" for s, n in sorted(statuses.items())) or DASH],
@@ -41,9 +42,9 @@ def run_summary(frame: pd.DataFrame, benches: list[Json], fingerprint: Json) -> 
     return Section("Run summary", [Table(["", "value"], rows)])
 
 
-def _gpus_used(benches: list[Json]) -> list[list[str]]:
+def _gpus_used(benches: list[ShapeResult]) -> list[list[str]]:
     """A row naming the GPUs when there were GPUs: which index and UUID ran how many shapes."""
-    gpus = [b.get("device_info", {}) for b in benches]
+    gpus = [b.device_info for b in benches]
     named = [f"{g['index']} ({g['uuid']})" for g in gpus if g.get("uuid")]
     return [["GPUs (index as nvidia-smi shows it)", counts(named)]] if named else []
 
@@ -100,7 +101,7 @@ def provenance_section(provenance: Json) -> list[Section]:
     return [Section("Provenance", blocks)] if blocks else []
 
 
-def ceilings_section(ceilings: Json, benches: list[Json]) -> Section:
+def ceilings_section(ceilings: Json, benches: list[ShapeResult]) -> Section:
     """The measured ceilings, where and when, and a warning where another device measured them."""
     measured_on = ceilings.get("device_name") or ceilings["device"]
     rows = [
@@ -131,7 +132,7 @@ def ceilings_section(ceilings: Json, benches: list[Json]) -> Section:
         Para(said),
         Table(["ceiling", "value", "size", "median ms", "method"], rows, numeric={1, 2, 3}),
     ]
-    bench_devices = {b.get("device_info", {}).get("name") for b in benches} - {None}
+    bench_devices = {b.device_info.get("name") for b in benches} - {None}
     if ceilings.get("device_name") and bench_devices and ceilings["device_name"] not in bench_devices:
         elsewhere = prose(
             "ceilings_elsewhere", measured_on=ceilings["device_name"], ran_on=", ".join(sorted(bench_devices))

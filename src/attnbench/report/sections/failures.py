@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pandas as pd
 
-from attnbench.files import Json
+from attnbench.documents import ShapeResult
 from attnbench.report.data import first_text
 from attnbench.report.model import Details, Para, Section, Table
 from attnbench.results import Status
 
 
-def not_ok_section(frame: pd.DataFrame, benches: list[Json]) -> Section:
+def not_ok_section(frame: pd.DataFrame, benches: list[ShapeResult]) -> Section:
     """One row per distinct (candidate, status, reason), the library's whole text and the traceback
     collapsed below. Candidates that cannot run here at all are in the headline, not repeated."""
     bad = frame[frame["status"] != Status.OK]

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pandas as pd
 
-from attnbench.files import Json
 from attnbench.formatting import DASH, num
 from attnbench.report.model import Block, Para, Section, Table
 from attnbench.report.render import prose
+from attnbench.results import Json
 
 
 def memory_section(frame: pd.DataFrame, growth: Json) -> Section:

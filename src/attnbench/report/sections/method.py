@@ -6,21 +6,22 @@ from __future__ import annotations
 from typing import Any
 
 from attnbench import quality
-from attnbench.files import Json
+from attnbench.documents import ShapeComparisons, ShapeResult
 from attnbench.formatting import pm
 from attnbench.report.data import corrected
 from attnbench.report.model import Para, Section
 from attnbench.report.render import prose
 from attnbench.report.words import correction, counts, distinct, settings
+from attnbench.results import Json
 from attnbench.stats import BLOCKS, MIN_ROUNDS, TOO_FEW_ROUNDS
 
 
-def method_section(benches: list[Json], compares: list[Json], analysis: Json) -> Section:
+def method_section(benches: list[ShapeResult], compares: list[ShapeComparisons], analysis: Json) -> Section:
     """How samples were taken, and how a comparison becomes a speedup, an interval, a p-value and a
     verdict (stats.py's module docstring), with the settings the compare files record."""
     recorded: dict[str, list[Any]] = {}
     for compare in compares:
-        for key, value in compare.get("method", {}).items():
+        for key, value in compare.method.items():
             # compare files name only the tests they used, "a + b"; the run used their union
             parts = value.split(" + ") if key == "test" and isinstance(value, str) else [value]
             recorded.setdefault(key, []).extend(v for v in parts if v is not None)
@@ -59,13 +60,13 @@ def method_section(benches: list[Json], compares: list[Json], analysis: Json) ->
     return Section("Method", [Para(_timing_text(benches)), Para(text)])
 
 
-def _timing_text(benches: list[Json]) -> str:
+def _timing_text(benches: list[ShapeResult]) -> str:
     """How samples were taken, with the run's settings: a reader cannot judge a median without it."""
-    timing = [b["timing"] for b in benches]
+    timing = [b.timing for b in benches]
     graph_below = _recorded(timing, "graph_below_ms", lambda v: f"{v:g}")
     limits = [f"{v} s" for v in [_recorded(timing, "max_time_s", lambda v: f"{v:g}")] if v]
     limits += [f"{v} rounds" for v in [_recorded(timing, "max_rounds")] if v]
-    clocks_read = [b for b in benches if b["timing"]["clocks"]["source"] is not None]
+    clocks_read = [b for b in benches if b.timing["clocks"]["source"] is not None]
     return prose(
         "timing",
         timing=timing,
@@ -79,8 +80,8 @@ def _timing_text(benches: list[Json]) -> str:
         targets=distinct(pm(t["target_rel_ci"]) for t in timing),
         limits=limits,
         clocks_read=bool(clocks_read),
-        kept=[str(b["shape"]["name"]) for b in clocks_read if not b["timing"].get("discard_throttled", True)],
-        clock_reasons=distinct(b["timing"]["clocks"].get("reason") or "not recorded" for b in benches),
+        kept=[b.name for b in clocks_read if not b.timing.get("discard_throttled", True)],
+        clock_reasons=distinct(b.timing["clocks"].get("reason") or "not recorded" for b in benches),
     )
 
 

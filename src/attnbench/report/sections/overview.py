@@ -7,7 +7,7 @@ from collections import Counter
 import pandas as pd
 
 from attnbench import headline, quality
-from attnbench.files import Json
+from attnbench.documents import ShapeComparisons, ShapeResult
 from attnbench.formatting import DASH
 from attnbench.report.data import families, first_text
 from attnbench.report.model import Block, Details, Para, Plot, Section, Table
@@ -23,7 +23,7 @@ from attnbench.report.words import (
     speedup,
     to_decide,
 )
-from attnbench.results import Status
+from attnbench.results import Json, Status
 
 # the overview first: the speedup heatmap answers "which is fastest where" at a glance
 PLOT_ORDER = ("speedup", "latency", "roofline", "memory")
@@ -31,10 +31,10 @@ PLOT_ORDER = ("speedup", "latency", "roofline", "memory")
 
 def headline_section(
     frame: pd.DataFrame,
-    benches: list[Json],
+    benches: list[ShapeResult],
     summary: Json,
     family_of: dict[str, str] | None = None,
-    compares: list[Json] | None = None,
+    compares: list[ShapeComparisons] | None = None,
 ) -> Section:
     """The answer first: per shape the fastest correct candidate and its speedup, each candidate's
     wins and ties, then what failed or cannot run here, in a line each. A kernel's many
@@ -59,10 +59,16 @@ def headline_section(
         [
             str(s["shape"]),
             DASH if s["fastest"] is None else str(s["fastest"]),
-            "nothing timed ok"
-            if s["fastest"] is None
-            else speedup(
-                s["speedup"], s["ci"], s["significant"], s["verdict"], decide.get((s["shape"], s["fastest"]))
+            (
+                "nothing timed ok"
+                if s["fastest"] is None
+                else speedup(
+                    s["speedup"],
+                    s["ci"],
+                    s["significant"],
+                    s["verdict"],
+                    decide.get((s["shape"], s["fastest"])),
+                )
             ),
             join_names(s["tied"], family_of) or DASH,
         ]

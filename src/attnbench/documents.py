@@ -1,0 +1,283 @@
+"""The result documents as types: a benchmark of one shape (`ShapeResult`, results/bench) and its
+candidates (`CandidateResult`), and the comparisons of one shape (`ShapeComparisons`,
+results/compare), built from the JSON that attnbench.files.read_json validated against the schema.
+
+Why here: this is the one place that looks at a file's version. A file written before a field existed
+(schema 2, or schema 3 before its minor version `schema_minor`) gets that field's meaning in `_upgrade`
+(the layout all such files used, the bound's margin, the dense-mask work from the pairs), so no reader
+defaults a field. Each additive change to a document adds one to its minor version and one step here;
+a change that readers cannot follow raises SCHEMA_VERSION instead (files.validate refuses those files,
+naming their version).
+
+A document keeps what it was read from (`to_json` gives it back, upgraded): the types name the fields
+the readers use; the rest (the audit's record, a crash's details, the timing record) stays JSON."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from attnbench import SCHEMA_VERSION
+from attnbench.results import Json, Status
+from attnbench.settings import BOUND_MARGIN
+
+# Every document files.write_json writes carries this field: "sha256:" and the hex digest of the canonical
+# JSON (sorted keys, no spaces) of the document without it. files.read_json recomputes it for the kinds
+# whose schema names the field. Not a signature (anyone can recompute it): it tells a file damaged or
+# edited after attnbench wrote it from the one written.
+DIGEST = "content_digest"
+
+# Additive changes to a bench document since schema 3 (bench.schema.yaml's schema_minor): 1 records
+# every candidate's layout and dense_mask_work and the bound's margin.
+BENCH_MINOR = 1
+
+
+def version(document: Mapping[str, Any]) -> tuple[int, int]:
+    """(schema, schema_minor) of a document; files without a minor version are minor 0, and one not
+    yet written (no schema: files.write_json stamps it) is this attnbench's."""
+    return int(document.get("schema", SCHEMA_VERSION)), int(document.get("schema_minor", 0))
+
+
+@dataclass(frozen=True)
+class CandidateResult:
+    """One candidate's result on one shape (bench.schema.yaml's `candidate`)."""
+
+    name: str
+    status: Status
+    reason: str | None
+    samples_ms: tuple[float, ...]
+    median_ms: float | None
+    ci95_ms: tuple[float, float] | None
+    rel_ci: float | None
+    target_met: bool | None
+    tflops: float | None
+    peak_mem_mb: float | None
+    rel_error: float | None
+    calls_per_sample: int | None
+    layout: str | None  # None: it failed before it declared one
+    dense_mask_work: float | None
+    fraction_of_bound: float | None
+    oom_risk: bool | None
+    setup_ms: float | None
+    compile_ms: float | None
+    remeasured: tuple[str, ...]
+    footprint: Mapping[str, Any]  # memory.footprint's record; empty where the candidate did not run
+    deterministic: Mapping[str, Any]  # the repeat check's record; empty where none ran
+    ran: Mapping[str, Any]  # what the profiled call launched (kernels, streams); empty without one
+    document: Json = field(repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, name: str, entry: Mapping[str, Any]) -> CandidateResult:
+        ci = entry["ci95_ms"]
+        return cls(
+            name=name,
+            status=Status(entry["status"]),
+            reason=entry["reason"],
+            samples_ms=tuple(entry["samples_ms"]),
+            median_ms=entry["median_ms"],
+            ci95_ms=None if ci is None else (ci[0], ci[1]),
+            rel_ci=entry["rel_ci"],
+            target_met=entry["target_met"],
+            tflops=entry["tflops"],
+            peak_mem_mb=entry["peak_mem_mb"],
+            rel_error=entry["rel_error"],
+            calls_per_sample=entry.get("calls_per_sample"),
+            layout=entry.get("layout"),
+            dense_mask_work=entry.get("dense_mask_work"),
+            fraction_of_bound=entry.get("fraction_of_bound"),
+            oom_risk=entry.get("oom_risk"),
+            setup_ms=entry.get("setup_ms"),
+            compile_ms=entry.get("compile_ms"),
+            remeasured=tuple(entry.get("remeasured") or ()),
+            footprint=entry.get("footprint") or {},
+            deterministic=entry.get("deterministic") or {},
+            ran=entry.get("ran") or {},
+            document=dict(entry),
+        )
+
+    def to_json(self) -> Json:
+        return dict(self.document)
+
+    def text(self, key: str) -> str:
+        """A text the candidate's entry keeps beside its reason (reason_detail, traceback); empty if none."""
+        return str(self.document.get(key) or "")
+
+
+@dataclass(frozen=True)
+class Bound:
+    """The shape's attainable time from the measured ceilings (attnbench.audit.bound)."""
+
+    bound_ms: float
+    margin: float  # a median is impossible above 1 + margin + ceiling_rel_ci of the bound
+    limited_by: str
+    intensity: float | None
+    ceiling_rel_ci: float
+
+    @classmethod
+    def from_json(cls, record: Mapping[str, Any]) -> Bound:
+        return cls(**{key: record[key] for key in cls.__dataclass_fields__})
+
+    @property
+    def allowed(self) -> float:
+        """The largest fraction of the bound a median may reach and stay possible."""
+        return 1.0 + self.margin + self.ceiling_rel_ci
+
+
+@dataclass(frozen=True)
+class ShapeResult:
+    """A benchmark of one shape (results/bench/{shape}.json, bench.schema.yaml)."""
+
+    schema: tuple[int, int]
+    shape: Mapping[str, Any]  # the shape as configured: name, batch, heads, seq, mask, ...
+    device: str
+    dtype: str
+    mode: str
+    timing: Mapping[str, Any]
+    flops: float
+    min_bytes: int
+    bound: Bound | None
+    device_info: Mapping[str, Any]
+    device_total_mb: float | None
+    pairs: Mapping[str, Any] | None
+    provenance: Mapping[str, Any] | None
+    host: Mapping[str, Any]  # the host's load while measuring (attnbench.host); empty in older files
+    created: str | None
+    verified: bool  # it carries its content digest (written since digests; files.read_json checked it)
+    candidates: dict[str, CandidateResult]
+    document: Json = field(repr=False, compare=False)
+
+    @property
+    def name(self) -> str:
+        return str(self.shape["name"])
+
+    @classmethod
+    def from_json(cls, document: Mapping[str, Any]) -> ShapeResult:
+        data = _upgrade(document)
+        bound = data.get("bound")
+        return cls(
+            schema=version(data),
+            shape=data["shape"],
+            device=data["device"],
+            dtype=data["dtype"],
+            mode=data["mode"],
+            timing=data["timing"],
+            flops=data["flops"],
+            min_bytes=data["min_bytes"],
+            bound=None if bound is None else Bound.from_json(bound),
+            device_info=data.get("device_info") or {},
+            device_total_mb=(data.get("memory") or {}).get("device_total_mb"),
+            pairs=data.get("pairs"),
+            provenance=data.get("provenance"),
+            host=data.get("host") or {},
+            created=data.get("created"),
+            verified=DIGEST in data,
+            candidates={name: CandidateResult.from_json(name, e) for name, e in data["candidates"].items()},
+            document=data,
+        )
+
+    def to_json(self) -> Json:
+        return {**self.document, "candidates": {n: c.to_json() for n, c in self.candidates.items()}}
+
+
+def _upgrade(document: Mapping[str, Any]) -> Json:
+    """A bench document as the current minor version writes it: the fields older files lack, given
+    the meaning they had then (every candidate timed in a schema 2 or 3.0 file was in the default
+    layout; the bound's margin was the audit's for the device; an SDPA backend's dense-mask work
+    follows from the pairs and its layout)."""
+    data = dict(document)
+    if version(data) >= (3, BENCH_MINOR):
+        return data
+    # Here, not at the top: only older files pay for the workloads' import; a job's process reads
+    # documents (attnbench.files) before it hands its job to the warm worker.
+    from attnbench.candidates import sdpa_dense_mask_work
+    from attnbench.workloads import DEFAULT_LAYOUT
+
+    if data.get("bound") is not None and "margin" not in data["bound"]:
+        data["bound"] = {**data["bound"], "margin": BOUND_MARGIN[data["device"]]}
+    entries = {}
+    for name, entry in data["candidates"].items():
+        layout = entry.get("layout", DEFAULT_LAYOUT if entry["status"] == Status.OK else None)
+        work = entry.get(
+            "dense_mask_work", sdpa_dense_mask_work(name, data.get("pairs"), layout or DEFAULT_LAYOUT)
+        )
+        entries[name] = {**entry, "layout": layout, "dense_mask_work": work}
+    data["candidates"] = entries
+    return data
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One candidate against one baseline on one shape (compare.schema.yaml's `comparisons` item),
+    or the same comparison corrected across the run (autotune.json): `p_adjusted` then differs from
+    p_value and the interval and verdict are the corrected ones."""
+
+    candidate: str
+    baseline: str | None  # None in autotune.json's corrections, which are all with the reference
+    speedup: float | None
+    speedup_ci: tuple[float, float] | None
+    confidence: float
+    p_value: float | None
+    p_adjusted: float | None
+    verdict: str
+    significant: bool | None
+    rounds: int | None
+    rounds_to_decide: int | None
+    hedges_g: float | None
+    cliffs_delta: float | None
+    document: Json = field(repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, entry: Mapping[str, Any]) -> Comparison:
+        ci = entry["speedup_ci"]
+        return cls(
+            candidate=entry["candidate"],
+            baseline=entry.get("baseline"),
+            speedup=entry.get("speedup"),
+            speedup_ci=None if ci is None else (ci[0], ci[1]),
+            confidence=entry["confidence"],
+            p_value=entry.get("p_value"),
+            p_adjusted=entry.get("p_adjusted", entry.get("p_value")),
+            verdict=entry["verdict"],
+            significant=entry.get("significant"),
+            rounds=entry.get("rounds"),
+            rounds_to_decide=entry.get("rounds_to_decide"),
+            hedges_g=entry.get("hedges_g"),
+            cliffs_delta=entry.get("cliffs_delta"),
+            document=dict(entry),
+        )
+
+    def to_json(self) -> Json:
+        return dict(self.document)
+
+
+@dataclass(frozen=True)
+class ShapeComparisons:
+    """The comparisons of one shape (results/compare/{shape}.json, compare.schema.yaml)."""
+
+    shape: str
+    reference: str
+    method: Mapping[str, Any]  # the test and its settings (absent where none ran: empty)
+    reason: str | None  # why there are no comparisons (the reference is not ok)
+    comparisons: tuple[Comparison, ...]
+    skipped: Mapping[str, Mapping[str, Any]]  # candidate -> {status, reason}: not ok, not compared
+    document: Json = field(repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, document: Mapping[str, Any]) -> ShapeComparisons:
+        return cls(
+            shape=document["shape"],
+            reference=document["reference"],
+            method=document.get("method") or {},
+            reason=document.get("reason"),
+            comparisons=tuple(Comparison.from_json(c) for c in document["comparisons"]),
+            skipped={s["candidate"]: s for s in document.get("skipped", [])},
+            document=dict(document),
+        )
+
+    def with_reference(self) -> dict[str, Comparison]:
+        """Candidate -> its comparison with the shape's reference."""
+        return {c.candidate: c for c in self.comparisons if c.baseline == self.reference}
+
+    def to_json(self) -> Json:
+        return dict(self.document)

@@ -7,7 +7,7 @@ from helpers import GPU_SHAPE, ROOT, SCHEMAS, TINY_SHAPE, bench_spec
 
 from attnbench import SCHEMA_VERSION, audit, autotune, files
 from attnbench.bench import run_shape
-from attnbench.documents import ShapeComparisons, ShapeResult
+from attnbench.documents import Analysis, ShapeComparisons, ShapeResult
 from attnbench.report import summary_frame
 from attnbench.stats import compare_shape
 
@@ -176,7 +176,7 @@ def test_a_result_above_the_measured_bound_is_untrusted_and_never_ranked(kernels
     assert compared["comparisons"] == []
     assert autotune.fastest(bench) is None
     comparisons = ShapeComparisons.from_json(compared)
-    analysis = autotune.analyse([bench], [comparisons])
+    analysis = Analysis.from_json(autotune.analyse([bench], [comparisons]))
     frame = summary_frame([bench], [comparisons], {"matmul": ceilings["matmul"], "copy": {}}, analysis)
     assert not frame["fastest"].any()
 

@@ -8,7 +8,7 @@ import pytest
 from helpers import shape_result
 
 from attnbench import autotune, headline, ratchet, stats
-from attnbench.documents import ShapeComparisons
+from attnbench.documents import Analysis, ShapeComparisons
 
 RESOLUTION, THRESHOLD = stats.RESOLUTION, stats.THRESHOLD
 CANDIDATES = ("math", "flash", "efficient", "mine")
@@ -86,7 +86,7 @@ def test_no_printed_verdict_contradicts_its_interval(seed):
             if rival["tied"] and rival["speedup_ci"] is not None:
                 assert _meets_practical_band(rival["speedup_ci"])
 
-    summary = headline.summarize(benches, typed, analysis)
+    summary = headline.summarize(benches, typed, Analysis.from_json(analysis))
     for shape in summary["shapes"]:
         if shape["verdict"] in (None, "reference"):
             continue

@@ -512,14 +512,14 @@ def test_sdpa_given_a_dense_mask_records_the_work_it_computes_over_the_work_aske
 
     # the report shows what bench recorded; a file written before bench recorded it, what its pairs say
     from attnbench import autotune
-    from attnbench.documents import ShapeComparisons, ShapeResult
+    from attnbench.documents import Analysis, ShapeComparisons, ShapeResult
     from attnbench.report.data import summary_frame
     from attnbench.stats import compare_shape
 
     def shown(document):
         bench = ShapeResult.from_json(document)
         compared = ShapeComparisons.from_json(compare_shape(bench, "math"))
-        frame = summary_frame([bench], [compared], {"matmul": {}, "copy": {}}, autotune.analyse([bench], [compared]))
+        frame = summary_frame([bench], [compared], {"matmul": {}, "copy": {}}, Analysis.from_json(autotune.analyse([bench], [compared])))
         return frame.set_index("candidate").loc["math", "dense_mask_work"]
 
     result["candidates"]["math"]["dense_mask_work"] = 123.0

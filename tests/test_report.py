@@ -39,7 +39,7 @@ from fixtures_report import (
 
 from attnbench import autotune, formatting, headline, quality, report
 from attnbench.autotune import CSV_COLUMNS as AUTOTUNE_COLUMNS
-from attnbench.documents import ShapeComparisons, ShapeResult
+from attnbench.documents import Analysis, ShapeComparisons, ShapeResult
 from attnbench.files import ResultFileError, write_json
 from attnbench.formatting import num
 from attnbench.report import COLUMNS, Heading, Para, Section, Table, build_report
@@ -859,7 +859,7 @@ def test_configurations_table_and_recommendation(config_run: dict[str, Any]) -> 
     for row, shape in zip(table.rows, found["shapes"]):
         fastest = shape["fastest"]["candidate"]
         assert row[1] == fastest.removeprefix(CONFIG_KERNEL)  # the heading names the kernel
-        tied = autotune.ties(shape)
+        tied = sorted((r for r in shape["rivals"] if r["tied"]), key=lambda r: r["median_ms"])  # fastest first
         assert row[3] == (f"{len(tied)}: " + ", ".join(t["candidate"].removeprefix(CONFIG_KERNEL) for t in tied)
                           if tied else "none")  # fmt: skip
         if fastest == configuration(128, 8):
@@ -908,7 +908,7 @@ def test_the_matrix_and_plots_collapse_a_kernel_to_its_fastest_configuration(
             row[3]
         )
     assert 3 in matrix.text_cols and 3 not in matrix.numeric  # a long configuration may wrap
-    frame = report.plot_frame(pd.read_csv(config_run["out"]["csv"]), _analysis(config_run))
+    frame = report.plot_frame(pd.read_csv(config_run["out"]["csv"]), Analysis.from_json(_analysis(config_run)))
     plotted = frame[frame["candidate"] == f"{CONFIG_KERNEL} (fastest configuration)"]
     assert len(plotted) == len(SHAPES) and set(frame["candidate"]) == {
         "math",
@@ -954,7 +954,7 @@ def test_forty_configurations_stay_readable(tmp_path: Path) -> None:
     tally = headline.summarize(
         [ShapeResult.from_json(json.loads(Path(p).read_text())) for p in kwargs["bench_paths"]],
         [ShapeComparisons.from_json(json.loads(Path(p).read_text())) for p in kwargs["compare_paths"]],
-        _analysis(kwargs),
+        Analysis.from_json(_analysis(kwargs)),
     )["candidates"]
     placed = [n for n, t in tally.items() if n.startswith(CONFIG_KERNEL) and (t["wins"] or t["ties"])]
     assert len(tallies.rows) == 2 + 1 + len(placed) < 2 + 40

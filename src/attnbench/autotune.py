@@ -23,7 +23,7 @@ from typing import Any
 
 import pandas as pd
 
-from attnbench.documents import CandidateResult, ShapeComparisons, ShapeResult
+from attnbench.documents import Analysis, CandidateResult, ShapeChoice, ShapeComparisons, ShapeResult
 from attnbench.files import atomic_write_text, read_bench, read_comparisons
 from attnbench.results import Json, Status
 from attnbench.settings import ALPHA
@@ -479,35 +479,30 @@ def csv_frame(document: Json) -> pd.DataFrame:
     slowdown on this shape [95% CI] (1 where it is the fastest); and one row whose shape is
     "(all shapes)" with the recommendation and its worst slowdown [95% CI] (empty when none).
     """
+    analysis = Analysis.from_json(document)
     rows = []
-    for shape in document["shapes"]:
-        best = shape["fastest"] or {}
-        lo, hi = best.get("ci95_ms") or (None, None)
-        names = ";".join(r["candidate"] for r in ties(shape))
-        rows.append(
-            [shape["shape"], best.get("candidate"), best.get("median_ms"), lo, hi, names, *[None] * 5]
-        )
-    for family in (document.get("configurations") or {}).get("families", []):
-        recommended = family["recommendation"] or {}
+    for shape in analysis.shapes.values():
+        rows.append([shape.shape, *_pick_cells(shape), *[None] * 5])
+    for family in analysis.families:
+        recommended = family.recommendation or {}
         on_shape = {s["shape"]: s for s in recommended.get("per_shape", [])}
-        for shape in family["shapes"]:
-            best = shape["fastest"] or {}
-            lo, hi = best.get("ci95_ms") or (None, None)
-            names = ";".join(r["candidate"] for r in ties(shape))
-            slow = on_shape.get(shape["shape"], {})
+        for shape in family.shapes:
+            slow = on_shape.get(shape.shape, {})
             s_lo, s_hi = slow.get("slowdown_ci") or (None, None)
-            rows.append([shape["shape"], best.get("candidate"), best.get("median_ms"), lo, hi, names,
-                         family["family"], recommended.get("candidate"), slow.get("slowdown"), s_lo, s_hi])  # fmt: skip
+            rows.append([shape.shape, *_pick_cells(shape), family.family, recommended.get("candidate"),
+                         slow.get("slowdown"), s_lo, s_hi])  # fmt: skip
         w_lo, w_hi = recommended.get("worst_slowdown_ci") or (None, None)
-        rows.append([ALL_SHAPES, None, None, None, None, None, family["family"], recommended.get("candidate"),
+        rows.append([ALL_SHAPES, None, None, None, None, None, family.family, recommended.get("candidate"),
                      recommended.get("worst_slowdown"), w_lo, w_hi])  # fmt: skip
     return pd.DataFrame(rows, columns=CSV_COLUMNS)
 
 
-def ties(shape: Json) -> list[Json]:
-    """The rivals of one shape of autotune.json (or of a family's shape) tied with its fastest,
-    fastest first."""
-    return sorted((r for r in shape["rivals"] if r["tied"]), key=lambda r: r["median_ms"])
+def _pick_cells(shape: ShapeChoice) -> list[Any]:
+    """A shape's fastest, its median and CI, and the candidates tied with it (";"-separated)."""
+    best = shape.fastest
+    lo, hi = (None, None) if best is None or best.ci95_ms is None else best.ci95_ms
+    tied = ";".join(r.candidate for r in shape.ties())
+    return [None, None, lo, hi, tied] if best is None else [best.candidate, best.median_ms, lo, hi, tied]
 
 
 def _timed(candidate: CandidateResult | None) -> bool:

@@ -281,3 +281,130 @@ class ShapeComparisons:
 
     def to_json(self) -> Json:
         return dict(self.document)
+
+
+@dataclass(frozen=True)
+class Pick:
+    """A shape's fastest correct candidate in autotune.json (or a kernel's fastest configuration)."""
+
+    candidate: str
+    median_ms: float
+    ci95_ms: tuple[float, float] | None
+
+    @classmethod
+    def from_json(cls, entry: Mapping[str, Any]) -> Pick:
+        ci = entry["ci95_ms"]
+        return cls(entry["candidate"], entry["median_ms"], None if ci is None else (ci[0], ci[1]))
+
+
+@dataclass(frozen=True)
+class Rival:
+    """Another correct candidate of a shape against its fastest, corrected across the run; `tied`
+    when the corrected verdict is "same" (autotune.rival_comparisons)."""
+
+    candidate: str
+    median_ms: float
+    comparison: Comparison  # the speedup over the fastest (at most about 1), its interval, p, verdict
+    tied: bool
+
+    @classmethod
+    def from_json(cls, entry: Mapping[str, Any]) -> Rival:
+        return cls(entry["candidate"], entry["median_ms"], Comparison.from_json(entry), entry["tied"])
+
+
+@dataclass(frozen=True)
+class ShapeChoice:
+    """One shape in autotune.json (or in one kernel's configurations): the fastest and its rivals."""
+
+    shape: str
+    fastest: Pick | None  # None: nothing ran ok
+    rivals: tuple[Rival, ...]
+    not_ok: tuple[
+        Mapping[str, Any], ...
+    ]  # a kernel's configurations that did not run ok: {candidate, status}
+
+    @classmethod
+    def from_json(cls, entry: Mapping[str, Any]) -> ShapeChoice:
+        fastest = entry["fastest"]
+        return cls(
+            shape=entry["shape"],
+            fastest=None if fastest is None else Pick.from_json(fastest),
+            rivals=tuple(Rival.from_json(r) for r in entry["rivals"]),
+            not_ok=tuple(entry.get("not_ok", ())),
+        )
+
+    def ties(self) -> list[Rival]:
+        """The rivals tied with the fastest, fastest first."""
+        return sorted((r for r in self.rivals if r.tied), key=lambda r: r.median_ms)
+
+
+@dataclass(frozen=True)
+class Family:
+    """A kernel with configurations (autotune.json's `configurations.families`): per shape its
+    fastest configuration and those tied with it, the ranking and the one recommended everywhere."""
+
+    family: str
+    configurations: tuple[str, ...]
+    shapes: tuple[ShapeChoice, ...]
+    ranking: tuple[Mapping[str, Any], ...]
+    recommendation: Mapping[str, Any] | None
+    reason: str | None  # why there is no recommendation
+
+    @classmethod
+    def from_json(cls, entry: Mapping[str, Any]) -> Family:
+        return cls(
+            family=entry["family"],
+            configurations=tuple(entry["configurations"]),
+            shapes=tuple(ShapeChoice.from_json(s) for s in entry["shapes"]),
+            ranking=tuple(entry["ranking"]),
+            recommendation=entry["recommendation"],
+            reason=entry["reason"],
+        )
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """The run-wide analysis (results/report/autotune.json, autotune.schema.yaml): every comparison
+    with the reference corrected across the run's `family` comparisons, each shape's fastest and its
+    ties, and the kernels with configurations."""
+
+    alpha: float
+    family: int
+    n_reference: int  # comparisons in the compare files
+    n_autotune: int  # comparisons with each shape's fastest
+    n_configurations: int | None  # comparisons within configurations (None: none in older files)
+    corrected: dict[tuple[str, str], Comparison]  # (shape, candidate) -> with the reference, corrected
+    shapes: dict[str, ShapeChoice]  # in the config's order
+    families: tuple[Family, ...]
+    document: Json = field(repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, document: Mapping[str, Any]) -> Analysis:
+        configurations = document.get("configurations") or {}
+        return cls(
+            alpha=document["alpha"],
+            family=document["family"],
+            n_reference=document["reference"]["n_comparisons"],
+            n_autotune=document["n_autotune_comparisons"],
+            n_configurations=configurations.get("n_comparisons"),
+            corrected={
+                (c["shape"], c["candidate"]): Comparison.from_json(c)
+                for c in document["reference"]["comparisons"]
+            },
+            shapes={s["shape"]: ShapeChoice.from_json(s) for s in document["shapes"]},
+            families=tuple(Family.from_json(f) for f in configurations.get("families", [])),
+            document=dict(document),
+        )
+
+    def to_json(self) -> Json:
+        return dict(self.document)
+
+    def family_of(self) -> dict[str, str]:
+        """Configuration -> its kernel, for the kernels analysed as configurations."""
+        return {name: f.family for f in self.families for name in f.configurations}
+
+    def all_corrected(self) -> list[Comparison]:
+        """Every corrected comparison: with the reference, with each shape's fastest, within configurations."""
+        rivals = [r.comparison for s in self.shapes.values() for r in s.rivals]
+        within = [r.comparison for f in self.families for s in f.shapes for r in s.rivals]
+        return [*self.corrected.values(), *rivals, *within]

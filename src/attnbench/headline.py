@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from attnbench import quality
-from attnbench.documents import Comparison, ShapeComparisons, ShapeResult
+from attnbench.documents import Analysis, ShapeChoice, ShapeComparisons, ShapeResult
 from attnbench.formatting import DASH, clip, interval, speedup_interval
 from attnbench.results import FAILURES, Json, Status
 from attnbench.stats import TOO_FEW_ROUNDS
@@ -28,7 +28,9 @@ MAX_TERMINAL_FAILURES = 20
 SIGNIFICANT_MARK = "*"  # significantly faster or slower than the reference (corrected where known)
 
 
-def summarize(benches: list[ShapeResult], compares: list[ShapeComparisons], autotune: Json | None) -> Json:
+def summarize(
+    benches: list[ShapeResult], compares: list[ShapeComparisons], autotune: Analysis | None
+) -> Json:
     """The headline of a run as a JSON-able dict (see the module docstring).
 
     `autotune` is autotune.json's document; without it the ties are computed here by
@@ -37,12 +39,9 @@ def summarize(benches: list[ShapeResult], compares: list[ShapeComparisons], auto
     from attnbench import autotune as autotune_step  # scipy: not for printing a stored headline
 
     if autotune is None and benches:
-        autotune = autotune_step.analyse(benches, compares)
-    chosen = {s["shape"]: s for s in (autotune or {}).get("shapes", [])}
-    corrected = {
-        (c["shape"], c["candidate"]): Comparison.from_json(c)
-        for c in (autotune or {}).get("reference", {}).get("comparisons", [])
-    }
+        autotune = Analysis.from_json(autotune_step.analyse(benches, compares))
+    chosen = {} if autotune is None else autotune.shapes
+    corrected = {} if autotune is None else autotune.corrected
     references = {c.shape: c.reference for c in compares}
     against_reference = {
         (compare.shape, name): comp for compare in compares for name, comp in compare.with_reference().items()
@@ -87,7 +86,7 @@ def summarize(benches: list[ShapeResult], compares: list[ShapeComparisons], auto
     unavailable = _unavailable(benches)
     return {
         "reference": _one_reference(references.values()),
-        "family": (autotune or {}).get("family"),
+        "family": None if autotune is None else autotune.family,
         "shapes": shapes,
         "candidates": _tally(benches, shapes),
         "failures": [
@@ -99,11 +98,11 @@ def summarize(benches: list[ShapeResult], compares: list[ShapeComparisons], auto
         "unavailable": unavailable,
         "recommendations": [
             {
-                "family": family["family"],
-                "configurations": len(family["configurations"]),
-                **(family.get("recommendation") or {"reason": family.get("reason", "no recommendation")}),
+                "family": family.family,
+                "configurations": len(family.configurations),
+                **(family.recommendation or {"reason": family.reason}),
             }
-            for family in ((autotune or {}).get("configurations") or {}).get("families", [])
+            for family in (() if autotune is None else autotune.families)
         ],
         "matrix": {
             "candidates": [c for c in _candidate_names(benches) if c not in unavailable],
@@ -115,14 +114,13 @@ def summarize(benches: list[ShapeResult], compares: list[ShapeComparisons], auto
 _NO_COMPARISON: Json = {"speedup": None, "ci": None, "confidence": None, "significant": None, "verdict": None}
 
 
-def _fastest_and_ties(bench: ShapeResult, chosen: Json | None) -> tuple[str | None, list[str]]:
+def _fastest_and_ties(bench: ShapeResult, chosen: ShapeChoice | None) -> tuple[str | None, list[str]]:
     """Autotune's pick for the shape, or autotune.fastest when autotune.json does not cover it."""
-    from attnbench import autotune as autotune_step
-
     if chosen is None:
+        from attnbench import autotune as autotune_step
+
         return autotune_step.fastest(bench), []
-    fastest = (chosen["fastest"] or {}).get("candidate")
-    return fastest, [r["candidate"] for r in autotune_step.ties(chosen)]
+    return None if chosen.fastest is None else chosen.fastest.candidate, [r.candidate for r in chosen.ties()]
 
 
 def _one_reference(references: Iterable[str]) -> str | None:
@@ -197,9 +195,9 @@ def load(results: Path = Path("results")) -> Json:
     benches = [ShapeResult.from_json(_read(p)) for p in bench_paths]
     shapes = {b.name for b in benches}
     compares = [c for c in (ShapeComparisons.from_json(_read(p)) for p in compare_paths) if c.shape in shapes]
-    autotune = _read(autotune_path) if autotune_path.is_file() else None
+    autotune = Analysis.from_json(_read(autotune_path)) if autotune_path.is_file() else None
     if autotune is not None and (
-        {s["shape"] for s in autotune["shapes"]} != shapes
+        set(autotune.shapes) != shapes
         or autotune_path.stat().st_mtime < max((p.stat().st_mtime for p in bench_paths), default=0)
     ):
         autotune = None  # another set of shapes, or older than a shape measured since: recompute, never mix
@@ -214,11 +212,11 @@ def _read(path: Path) -> Json:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def _run_order(benches: list[ShapeResult], autotune: Json | None) -> list[ShapeResult]:
+def _run_order(benches: list[ShapeResult], autotune: Analysis | None) -> list[ShapeResult]:
     """The shapes in the config's order, which autotune.json keeps; without it, in the order the
     bench files were written."""
     if autotune is not None:
-        order = {s["shape"]: i for i, s in enumerate(autotune["shapes"])}
+        order = {shape: i for i, shape in enumerate(autotune.shapes)}
         return sorted(benches, key=lambda b: order[b.name])
     return sorted(benches, key=lambda b: b.created or "")
 

@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 
 from attnbench import headline, memory, quality
-from attnbench.documents import Comparison, ShapeComparisons, ShapeResult
+from attnbench.documents import Analysis, Comparison, ShapeChoice, ShapeComparisons, ShapeResult
 from attnbench.files import read_bench, read_comparisons, read_json, schema_file
 from attnbench.plots import positive
 from attnbench.results import Json
@@ -106,7 +106,7 @@ class Run:
     compares: list[ShapeComparisons]
     fingerprint: Json
     ceilings: Json
-    analysis: Json  # autotune.json
+    analysis: Analysis  # autotune.json
     frame: pd.DataFrame
     summary: Json  # headline.summarize: the answer the report leads with
     growth: Json  # memory.growth: per candidate, the exponent of its workspace against seq
@@ -127,7 +127,7 @@ def read_run(
     benches = [read_bench(p, schemas) for p in bench_paths]
     compares = [read_comparisons(p, schemas) for p in compare_paths]
     ceilings = read_json(ceilings_path, schema_file(schemas, "ceilings"))
-    analysis = read_json(autotune_path, schema_file(schemas, "autotune"))
+    analysis = Analysis.from_json(read_json(autotune_path, schema_file(schemas, "autotune")))
     fingerprint = read_json(fingerprint_path, schema_file(schemas, "fingerprint"))
     return Run(
         benches=benches,
@@ -179,22 +179,19 @@ def summary_frame(
     benches: list[ShapeResult],
     compares: list[ShapeComparisons],
     ceilings: Json | None = None,
-    analysis: Json | None = None,
+    analysis: Analysis | None = None,
 ) -> pd.DataFrame:
     """One row per (shape, candidate): the bench numbers, ceiling fractions and the comparison with
     the reference (`_comparison`: corrected across the run in `analysis`, autotune.json). The one
     flattening of the documents: the report's summary.csv, and the Python API's frame (without
     ceilings or a run-wide analysis: no fractions, each comparison its shape's own)."""
-    analysis = analysis or {"reference": {"comparisons": []}, "shapes": []}
     ceilings = ceilings or {"matmul": {}, "copy": {}}
-    adjusted = {
-        (c["shape"], c["candidate"]): Comparison.from_json(c) for c in analysis["reference"]["comparisons"]
-    }
+    adjusted = {} if analysis is None else analysis.corrected
     comparisons = {
         (compare.shape, name): comp for compare in compares for name, comp in compare.with_reference().items()
     }
     references = {c.shape: c.reference for c in compares}
-    winners = {s["shape"]: (s["fastest"] or {}).get("candidate") for s in analysis["shapes"]}
+    winners = {} if analysis is None else {name: _picked(s) for name, s in analysis.shapes.items()}
     copy_gbs = positive(ceilings["copy"].get("gbytes_per_s"))
     rows: list[Json] = []
     for bench in benches:
@@ -301,23 +298,22 @@ def _comparison(comp: Comparison | None, corrected: Comparison | None, bench: Sh
 COMPARISON_COLUMNS = COLUMNS[COLUMNS.index("speedup") : COLUMNS.index("fastest")]
 
 
-def plot_frame(frame: pd.DataFrame, analysis: Json) -> pd.DataFrame:
+def plot_frame(frame: pd.DataFrame, analysis: Analysis) -> pd.DataFrame:
     """The summary table as the plots draw it: a kernel with configurations (autotune.json) is one
     candidate, "kernel (fastest configuration)", on each shape the row of its fastest configuration
     there (of its first configuration where none ran ok), so that 40 configurations do not make 40
     legend entries and heatmap columns. summary.csv keeps every row."""
-    kernels = families(analysis)
-    if not kernels:
+    if not analysis.families:
         return frame
     keep = pd.Series(True, index=frame.index)
     names = frame["candidate"].copy()
-    for family in kernels:
-        members = frame["candidate"].isin(family["configurations"])
-        chosen = {s["shape"]: (s["fastest"] or {}).get("candidate") for s in family["shapes"]}
+    for family in analysis.families:
+        members = frame["candidate"].isin(family.configurations)
+        chosen = {s.shape: _picked(s) for s in family.shapes}
         for shape, rows in frame[members].groupby("shape", sort=False):
             pick = chosen.get(shape) or rows["candidate"].iloc[0]
             keep[rows.index] = rows["candidate"] == pick
-        names[members] = f"{family['family']} (fastest configuration)"
+        names[members] = f"{family.family} (fastest configuration)"
     return frame.assign(candidate=names)[keep].reset_index(drop=True)
 
 
@@ -325,14 +321,8 @@ def _ratio(value: float | None, ceiling: float | None) -> float | None:
     return value / ceiling if value is not None and ceiling is not None else None
 
 
-def family_of(analysis: Json) -> dict[str, str]:
-    """Configuration -> its kernel, for the kernels autotune.json analyses as configurations."""
-    return {name: f["family"] for f in families(analysis) for name in f["configurations"]}
-
-
-def families(analysis: Json) -> list[Json]:
-    """autotune.json's kernels with configurations (none in files written before them)."""
-    return list((analysis.get("configurations") or {}).get("families", []))
+def _picked(choice: ShapeChoice) -> str | None:
+    return None if choice.fastest is None else choice.fastest.candidate
 
 
 def first_text(
@@ -347,10 +337,3 @@ def first_text(
         if result.text(key):
             return result.text(key)
     return ""
-
-
-def corrected(analysis: Json) -> list[Json]:
-    """Every corrected comparison of autotune.json: with the reference, autotune's, the configurations'."""
-    entries = list(analysis["reference"]["comparisons"])
-    entries += [r for s in analysis["shapes"] for r in s["rivals"]]
-    return entries + [r for f in families(analysis) for s in f["shapes"] for r in s["rivals"]]

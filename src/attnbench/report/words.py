@@ -10,9 +10,8 @@ from typing import Any
 import pandas as pd
 
 from attnbench import formatting, headline, quality
+from attnbench.documents import Analysis
 from attnbench.formatting import DASH
-from attnbench.report.data import corrected
-from attnbench.results import Json
 from attnbench.stats import TOO_FEW_ROUNDS
 
 FLAG = quality.FLAG
@@ -118,11 +117,11 @@ def configuration(name: str, family: str) -> str:
     return name[len(family) :] if name.startswith(family) and len(name) > len(family) else name
 
 
-def correction(analysis: Json) -> str:
+def correction(analysis: Analysis) -> str:
     """The run-wide correction in words: `Bonferroni for the run's 24 comparisons: intervals at
     99.8%, p-values times 24`, the level as the entries of autotune.json record it."""
-    family = analysis.get("family") or 1
-    levels = sorted({e["confidence"] for e in corrected(analysis) if e.get("confidence") is not None})
+    family = analysis.family
+    levels = sorted({c.confidence for c in analysis.all_corrected()})
     if not levels:
         return f"Bonferroni for the run's {plural(family, 'comparison')}"
     level = "; ".join(quality.level(c) for c in levels)

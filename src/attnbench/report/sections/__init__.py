@@ -3,7 +3,7 @@ last. Each module turns the facts of report.data into one section's headings, pr
 
 from __future__ import annotations
 
-from attnbench.report.data import Run, family_of
+from attnbench.report.data import Run
 from attnbench.report.model import Section
 from attnbench.report.sections.autotune import autotune_section
 from attnbench.report.sections.conditions import conditions_section, ran_section
@@ -25,10 +25,10 @@ def document(run: Run) -> list[Section]:
     frame, benches, summary = run.frame, run.benches, run.summary
     available = frame[~frame["candidate"].isin(set(summary["unavailable"]))]
     return [
-        headline_section(frame, benches, summary, family_of(run.analysis), run.compares),
+        headline_section(frame, benches, summary, run.analysis.family_of(), run.compares),
         matrix_section(summary, run.analysis),
         plots_section(run.analysis),
-        results_section(available, run.analysis.get("family")),
+        results_section(available, run.analysis.family),
         memory_section(frame, run.growth),
         autotune_section(frame, run.analysis),
         not_ok_section(available, benches),

@@ -8,9 +8,8 @@ from typing import Any
 
 import pandas as pd
 
-from attnbench import autotune
+from attnbench.documents import Analysis, Family, Rival
 from attnbench.formatting import BOUND_MARKS, DASH, interval, num, speedup_interval
-from attnbench.report.data import families, family_of
 from attnbench.report.model import Block, Heading, Para, Section, Table
 from attnbench.report.render import prose
 from attnbench.report.words import (
@@ -26,7 +25,7 @@ from attnbench.results import Json
 from attnbench.stats import TOO_FEW_ROUNDS
 
 
-def autotune_section(frame: pd.DataFrame, analysis: Json) -> Section:
+def autotune_section(frame: pd.DataFrame, analysis: Analysis) -> Section:
     """One table: per shape the candidate to pick and those no measurably worse choice than it; then,
     per kernel with configurations, its table of configurations and the one to use on every shape."""
     headers = [
@@ -36,15 +35,15 @@ def autotune_section(frame: pd.DataFrame, analysis: Json) -> Section:
         "tied: slower by, speedup vs the fastest [interval], p (adjusted)",
         "significantly slower",
     ]
-    kernel_of = family_of(analysis)
-    shapes = {s["shape"]: s for s in analysis["shapes"]}
+    kernel_of = analysis.family_of()
     rows = []
     for shape in dict.fromkeys(frame["shape"]):
-        best, compared = shapes[shape]["fastest"], shapes[shape]["rivals"]
+        choice = analysis.shapes[shape]
+        best, compared = choice.fastest, choice.rivals
         if best is None:
             rows.append([str(shape), DASH, "no candidate has status ok", DASH, DASH])
             continue
-        ties = {t["candidate"]: t for t in autotune.ties(shapes[shape])}
+        ties = {t.candidate: t for t in choice.ties()}
         parts = []
         for family, members in by_kernel(list(ties), kernel_of):
             if family is not None and len(members) > COLLAPSE_ABOVE:
@@ -52,13 +51,13 @@ def autotune_section(frame: pd.DataFrame, analysis: Json) -> Section:
                 continue
             parts += [_tie(ties[name]) for name in members]
         # neither tied nor slower: too few rounds to tell, said in the ties' column without a number
-        parts += [_tie(r) for r in compared if r["verdict"] == TOO_FEW_ROUNDS]
-        slower = [r["candidate"] for r in compared if r["verdict"] == "slower"]
-        fastest = _ci_interval(best["median_ms"], best["ci95_ms"])
+        parts += [_tie(r) for r in compared if r.comparison.verdict == TOO_FEW_ROUNDS]
+        slower = [r.candidate for r in compared if r.comparison.verdict == "slower"]
+        fastest = _ci_interval(best.median_ms, best.ci95_ms)
         rows.append(
             [
                 str(shape),
-                best["candidate"],
+                best.candidate,
                 fastest,
                 "; ".join(parts) or "none",
                 join_names(slower, kernel_of) or "none",
@@ -69,44 +68,44 @@ def autotune_section(frame: pd.DataFrame, analysis: Json) -> Section:
     return Section("Autotune", blocks + _configuration_blocks(analysis))
 
 
-def _tie(rival: Json) -> str:
+def _tie(rival: Rival) -> str:
     """A candidate tied with the fastest: how much slower, its speedup over the fastest with the
     corrected interval, and the adjusted p; too few rounds say so instead of numbers."""
-    if rival["verdict"] == TOO_FEW_ROUNDS:
-        return f"{rival['candidate']}: {TOO_FEW_ROUNDS} ({plural(rival['rounds'], 'round')})"
-    speedup = speedup_interval(rival["speedup"], *(rival["speedup_ci"] or (None, None)))
-    return f"{rival['candidate']}: {_slower(rival['speedup'])}, {speedup}, p {num(rival['p_adjusted'], 2)}"
+    comp = rival.comparison
+    if comp.verdict == TOO_FEW_ROUNDS:
+        return f"{rival.candidate}: {TOO_FEW_ROUNDS} ({plural(comp.rounds, 'round')})"
+    speedup = speedup_interval(comp.speedup, *(comp.speedup_ci or (None, None)))
+    return f"{rival.candidate}: {_slower(comp.speedup)}, {speedup}, p {num(comp.p_adjusted, 2)}"
 
 
-def _configuration_blocks(analysis: Json) -> list[Block]:
+def _configuration_blocks(analysis: Analysis) -> list[Block]:
     """Per kernel with configurations: per shape its fastest configuration and the configurations
     tied with it, the configuration recommended for every shape, and the runners-up."""
-    kernels = families(analysis)
-    if not kernels:
+    if not analysis.families:
         return []
     intro = prose(
         "configurations",
-        comparisons=analysis["configurations"]["n_comparisons"],
+        comparisons=analysis.n_configurations,
         correction=correction(analysis),
         named=NAMED_TIES,
-        alpha=analysis["alpha"],
+        alpha=analysis.alpha,
     )
     blocks: list[Block] = [Heading(3, "Kernel configurations"), Para(intro)]
-    for family in kernels:
+    for family in analysis.families:
         blocks += _family_blocks(family)
     return blocks
 
 
-def _family_blocks(family: Json) -> list[Block]:
+def _family_blocks(family: Family) -> list[Block]:
     """One kernel's table of configurations per shape, its recommendation and the runners-up."""
-    name, configs = family["family"], family["configurations"]
-    rec = family["recommendation"]
+    name, configs = family.family, family.configurations
+    rec = family.recommendation
     on_shape = {s["shape"]: s for s in (rec or {}).get("per_shape", [])}
-    counted = [s for s in family["shapes"] if s["fastest"] is not None]
+    counted = [s for s in family.shapes if s.fastest is not None]
     rows = []
-    for shape in family["shapes"]:
-        best = shape["fastest"]
-        statuses = Counter(x["status"] for x in shape["not_ok"])
+    for shape in family.shapes:
+        best = shape.fastest
+        statuses = Counter(x["status"] for x in shape.not_ok)
         not_ok = (
             f"{sum(statuses.values())}: " + ", ".join(f"{st} ×{n}" for st, n in statuses.most_common())
             if statuses
@@ -115,7 +114,7 @@ def _family_blocks(family: Json) -> list[Block]:
         if best is None:
             rows.append(
                 [
-                    shape["shape"],
+                    shape.shape,
                     DASH,
                     "no configuration has status ok",
                     DASH,
@@ -124,23 +123,23 @@ def _family_blocks(family: Json) -> list[Block]:
                 ]
             )
             continue
-        tied = autotune.ties(shape)
-        named = ", ".join(configuration(t["candidate"], name) for t in tied[:NAMED_TIES])
+        tied = shape.ties()
+        named = ", ".join(configuration(t.candidate, name) for t in tied[:NAMED_TIES])
         more = f" and {len(tied) - NAMED_TIES} more" if len(tied) > NAMED_TIES else ""
         cells = [
-            shape["shape"],
-            configuration(best["candidate"], name),
-            _ci_interval(best["median_ms"], best["ci95_ms"]),
+            shape.shape,
+            configuration(best.candidate, name),
+            _ci_interval(best.median_ms, best.ci95_ms),
             f"{len(tied)}: {named}{more}" if tied else "none",
         ]
         if rec:
-            cells.append(_recommended_on(on_shape[shape["shape"]], rec["candidate"] == best["candidate"]))
+            cells.append(_recommended_on(on_shape[shape.shape], rec["candidate"] == best.candidate))
         rows.append([*cells, not_ok])
     headers = ["shape", "fastest configuration", "median ms [95% CI]", "tied with it"]
     if rec:
         headers.append(f"recommended {configuration(rec['candidate'], name)}: slowdown [interval]")
     headers.append("not ok")
-    shapes = plural(len(family["shapes"]), "shape")
+    shapes = plural(len(family.shapes), "shape")
     blocks: list[Block] = [
         Heading(
             4, f"{name} ({plural(len(configs), 'configuration')}, {len(counted)} of {shapes} with one ok)"
@@ -148,7 +147,7 @@ def _family_blocks(family: Json) -> list[Block]:
         Table(headers, rows, numeric={2}, text_cols={1, 3} | ({4} if rec else set())),
         Para(_recommendation_text(family)),
     ]
-    ranked = [r for r in family["ranking"] if r["everywhere"]]
+    ranked = [r for r in family.ranking if r["everywhere"]]
     if len(ranked) > 1:
         top = ranked[:NAMED_TIES]
         runners_up = [
@@ -180,11 +179,11 @@ def _recommended_on(slow: Json, fastest: bool) -> str:
     return f"{text}, tied" if slow["tied"] else text
 
 
-def _recommendation_text(family: Json) -> str:
+def _recommendation_text(family: Family) -> str:
     """The family's recommendation in one paragraph (partials/recommendation.j2), with the
     configurations that could not be considered, the first NAMED_TIES of them named."""
-    name, rec = family["family"], family["recommendation"]
-    excluded = [r for r in family["ranking"] if not r["everywhere"]]
+    name, rec = family.family, family.recommendation
+    excluded = [r for r in family.ranking if not r["everywhere"]]
     listed = "; ".join(f"{configuration(r['candidate'], name)} ({_where(r)})" for r in excluded[:NAMED_TIES])
     if len(excluded) > NAMED_TIES:
         listed += f"; and {len(excluded) - NAMED_TIES} more"
@@ -196,9 +195,9 @@ def _recommendation_text(family: Json) -> str:
         "recommendation",
         kernel=name,
         rec=rec,
-        reason=family.get("reason"),
+        reason=family.reason,
         listed=listed,
-        not_ok_somewhere=bool(excluded) and any(r["shapes_ok"] for r in family["ranking"]),
+        not_ok_somewhere=bool(excluded) and any(r["shapes_ok"] for r in family.ranking),
         shapes=len(rec["per_shape"]) if rec else 0,
         worst=worst,
         slower=slower,

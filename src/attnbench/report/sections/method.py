@@ -6,9 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from attnbench import quality
-from attnbench.documents import ShapeComparisons, ShapeResult
+from attnbench.documents import Analysis, ShapeComparisons, ShapeResult
 from attnbench.formatting import pm
-from attnbench.report.data import corrected
 from attnbench.report.model import Para, Section
 from attnbench.report.render import prose
 from attnbench.report.words import correction, counts, distinct, settings
@@ -16,7 +15,9 @@ from attnbench.results import Json
 from attnbench.stats import BLOCKS, MIN_ROUNDS, TOO_FEW_ROUNDS
 
 
-def method_section(benches: list[ShapeResult], compares: list[ShapeComparisons], analysis: Json) -> Section:
+def method_section(
+    benches: list[ShapeResult], compares: list[ShapeComparisons], analysis: Analysis
+) -> Section:
     """How samples were taken, and how a comparison becomes a speedup, an interval, a p-value and a
     verdict (stats.py's module docstring), with the settings the compare files record."""
     recorded: dict[str, list[Any]] = {}
@@ -41,20 +42,21 @@ def method_section(benches: list[ShapeResult], compares: list[ShapeComparisons],
         recorded.pop("pairing", None)
         other = {k: distinct(v) for k, v in recorded.items() if v}
         said["other"] = settings(other) if other else ""
-    if corrected(analysis):  # the run-wide correction, with what autotune.json says it counted
+    corrected = bool(analysis.all_corrected())
+    if corrected:  # the run-wide correction, with what autotune.json says it counted
         said |= {
-            "n_reference": analysis["reference"]["n_comparisons"],
-            "n_autotune": analysis["n_autotune_comparisons"],
-            "configurations": (analysis.get("configurations") or {}).get("n_comparisons"),
+            "n_reference": analysis.n_reference,
+            "n_autotune": analysis.n_autotune,
+            "configurations": analysis.n_configurations,
             "correction": correction(analysis),
-            "confidence": quality.level(1 - analysis["alpha"]),
+            "confidence": quality.level(1 - analysis.alpha),
         }
     text = prose(
         "method",
         compared=bool(compares),
         blocked_from=2 * BLOCKS,
         too_few=TOO_FEW_ROUNDS,
-        corrected=bool(corrected(analysis)),
+        corrected=corrected,
         **said,
     )
     return Section("Method", [Para(_timing_text(benches)), Para(text)])

@@ -7,9 +7,9 @@ from collections import Counter
 import pandas as pd
 
 from attnbench import headline, quality
-from attnbench.documents import ShapeComparisons, ShapeResult
+from attnbench.documents import Analysis, ShapeComparisons, ShapeResult
 from attnbench.formatting import DASH
-from attnbench.report.data import families, first_text
+from attnbench.report.data import first_text
 from attnbench.report.model import Block, Details, Para, Plot, Section, Table
 from attnbench.report.render import prose
 from attnbench.report.words import (
@@ -159,13 +159,13 @@ def _tallies(tally: Json, shown: list[str], family_of: dict[str, str]) -> list[l
     return rows
 
 
-def matrix_section(summary: Json, analysis: Json | None = None) -> Section:
+def matrix_section(summary: Json, analysis: Analysis | None = None) -> Section:
     """Shapes x candidates: every ok candidate's speedup over the reference, a status otherwise. A
     kernel with configurations is one column: on each shape its fastest configuration (autotune.json)
     and that one's speedup, so that 40 configurations do not make 40 columns."""
     matrix = summary["matrix"]
-    kernels = {f["family"]: f for f in families(analysis or {})}
-    family_of = {name: f for f, entry in kernels.items() for name in entry["configurations"]}
+    kernels = {f.family: f for f in (() if analysis is None else analysis.families)}
+    family_of = {} if analysis is None else analysis.family_of()
     columns = by_kernel(list(matrix["candidates"]), family_of)
     rows: list[list[str]] = []
     css: dict[tuple[int, int], str] = {}
@@ -176,8 +176,8 @@ def matrix_section(summary: Json, analysis: Json | None = None) -> Section:
                 name = members[0]
                 prefix = ""
             else:
-                chosen = {s["shape"]: s["fastest"] for s in kernels[family]["shapes"]}.get(row["shape"])
-                name = None if chosen is None else chosen["candidate"]
+                chosen = {s.shape: s.fastest for s in kernels[family].shapes}.get(row["shape"])
+                name = None if chosen is None else chosen.candidate
                 prefix = "" if name is None else f"{configuration(name, family)}: "
             cell = None if name is None else row["cells"].get(name)
             if cell is None:
@@ -219,10 +219,10 @@ def _none_ok(cells: Json, members: list[str]) -> str:
     return "none ok: " + ", ".join(f"{status} ×{n}" for status, n in statuses.most_common())
 
 
-def plots_section(analysis: Json) -> Section:
+def plots_section(analysis: Analysis) -> Section:
     """The plots, and a note where a kernel's configurations are drawn as one candidate."""
     plots: list[Block] = [Plot(key) for key in PLOT_ORDER]
-    kernels = [f["family"] for f in families(analysis)]
+    kernels = [f.family for f in analysis.families]
     if not kernels:
         return Section("Plots", plots)
     return Section("Plots", [Para(prose("plots", kernels=kernels)), *plots])

@@ -4,11 +4,12 @@ field existed reads with the meaning that field had then (attnbench.documents, o
 import copy
 
 import pytest
+from fixtures_report import CONFIG_KERNEL, SHAPES, configuration_candidates, run_autotune, write_run
 from helpers import SCHEMAS, TINY_SHAPE, bench_spec
 
 from attnbench import files
 from attnbench.bench import run_shape
-from attnbench.documents import BENCH_MINOR, ShapeComparisons, ShapeResult, version
+from attnbench.documents import BENCH_MINOR, Analysis, ShapeComparisons, ShapeResult, version
 from attnbench.results import Status
 from attnbench.settings import BOUND_MARGIN
 from attnbench.stats import compare_shape
@@ -58,3 +59,23 @@ def test_a_file_with_a_schema_this_attnbench_cannot_read_is_refused_by_its_versi
     path.write_text(files.json.dumps({**written, "schema": 1}))
     with pytest.raises(files.ResultFileError, match="written with result schema 1"):
         files.read_json(path, SCHEMAS / "bench.schema.yaml")
+
+
+def test_the_run_wide_analysis_reads_back_as_written_with_its_ties_fastest_first(tmp_path):
+    run = write_run(tmp_path, shape_candidates=configuration_candidates())
+    document = files.stamped(run_autotune(run))
+    analysis = Analysis.from_json(document)
+    assert analysis.to_json() == document and list(analysis.shapes) == [s[0] for s in SHAPES]
+    assert analysis.n_reference == document["reference"]["n_comparisons"]
+    for shape in document["shapes"]:
+        expected = sorted((r for r in shape["rivals"] if r["tied"]), key=lambda r: r["median_ms"])
+        assert [r.candidate for r in analysis.shapes[shape["shape"]].ties()] == [
+            r["candidate"] for r in expected
+        ]
+    (family,) = analysis.families
+    assert family.family == CONFIG_KERNEL and analysis.family_of() == dict.fromkeys(
+        family.configurations, CONFIG_KERNEL
+    )
+    counted = len(document["reference"]["comparisons"]) + sum(len(s["rivals"]) for s in document["shapes"])
+    counted += sum(len(s.rivals) for s in family.shapes)
+    assert len(analysis.all_corrected()) == counted

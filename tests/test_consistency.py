@@ -112,7 +112,7 @@ def test_the_ratchets_verdict_agrees_with_its_corrected_interval(seed):
         "shapes": {
             b.name: {
                 "shape": dict(b.shape),
-                "config": {"dtype": b.dtype, "mode": b.mode},
+                "config": {"dtype": b.dtype, "mode": b.mode, "timing": {"mode": b.timing["mode"]}},
                 "candidates": b.to_json()["candidates"],
             }
             for b in baseline

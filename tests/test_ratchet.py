@@ -53,7 +53,7 @@ def baseline_of(*benches: dict, fingerprint: dict = FINGERPRINT, digest: bool = 
         "shapes": {
             typed.name: {
                 "shape": dict(typed.shape),
-                "config": {"dtype": typed.dtype, "mode": typed.mode},
+                "config": {"dtype": typed.dtype, "mode": typed.mode, "timing": {"mode": typed.timing["mode"]}},
                 "candidates": copy.deepcopy(b["candidates"]),
             }
             for b, typed in zip(benches, map(shape_result, benches))

@@ -775,9 +775,9 @@ def test_report_leads_with_the_headline_then_the_matrix_and_plots(run: dict[str,
 
 def test_results_table_is_narrow_and_shows_the_relative_error(run: dict[str, Any]) -> None:
     (table,) = [b for b in under(sections(run)["Results per shape"], "s1024_d64 ") if isinstance(b, Table)]
-    assert len(table.headers) <= 10 and "error" in table.headers
+    assert len(table.headers) <= 10 and "error (× the reference's)" in table.headers
     assert "efficient" not in [row[0] for row in table.rows]  # unsupported everywhere: in the headline
-    error = table.headers.index("error")
+    error = table.headers.index("error (× the reference's)")
     assert table.rows[row_of(table, "math")][error] == "0.0010"
     assert table.rows[row_of(table, "cudnn")][error] == "—"
     # the workspace beyond inputs and output, and the allocations: math's is its score matrix

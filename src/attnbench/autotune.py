@@ -25,7 +25,7 @@ import pandas as pd
 
 from attnbench.documents import Analysis, CandidateResult, ShapeChoice, ShapeComparisons, ShapeResult
 from attnbench.files import atomic_write_text, read_bench, read_comparisons
-from attnbench.results import Json, Status
+from attnbench.results import Json
 from attnbench.settings import ALPHA
 from attnbench.stats import TOO_FEW_ROUNDS, adjust
 from attnbench.stats import compare as compare_samples
@@ -506,4 +506,6 @@ def _pick_cells(shape: ShapeChoice) -> list[Any]:
 
 
 def _timed(candidate: CandidateResult | None) -> bool:
-    return candidate is not None and candidate.status == Status.OK and candidate.median_ms is not None
+    """Ranked: ok within the run dtype's tolerance, with a median. An approximate result (ok only by
+    its declared tolerance) is ranked apart (headline.summarize), never mixed with the exact ones."""
+    return candidate is not None and candidate.exact and candidate.median_ms is not None

@@ -50,6 +50,7 @@ from attnbench.results import Status, empty_entry
 from attnbench.settings import TimingSettings
 from attnbench.workloads import (
     DEFAULT_LAYOUT,
+    OutputCheck,
     Shape,
     Workload,
     check_output,
@@ -57,6 +58,7 @@ from attnbench.workloads import (
     hard_inputs,
     in_layout,
     inputs_in_layout,
+    inspect_output,
     make_inputs,
     min_bytes,
     padded_length,
@@ -268,24 +270,31 @@ def answers_of(values: InputSet) -> list[Any]:
 
 
 def judge_output(
-    result: Any, inputs: Inputs, index: int, layout: str, job: BenchSpec, tolerance: float
-) -> tuple[float, str | None]:
-    """The output's error on input set `index`, and why it is wrong (None when it is right). Off on a
-    later set but right for the first: the answer did not change with the inputs."""
+    result: Any, inputs: Inputs, index: int, layout: str, job: BenchSpec, tolerance: float, declared: bool
+) -> tuple[OutputCheck | None, str | None]:
+    """The output against input set `index`'s reference (None where it is no plain output), and why
+    it is wrong (None when it is right), within `tolerance` (the kernel's `declared` one, or the run
+    dtype's), which widens the row and element bounds with it. Off on a later set but right for the
+    first: the answer did not change with the inputs."""
     import torch
 
     if problem := guard.plain_output_problem(result):
-        return math.nan, problem
+        return None, problem
     workload = inputs.workload
     backward, dtype = job.backward, getattr(torch, job.dtype)
-    error, why = check_output(
-        result, in_layout(answers_of(inputs.sets[index]), layout, workload), backward, dtype
+    checked = inspect_output(
+        result,
+        in_layout(answers_of(inputs.sets[index]), layout, workload),
+        backward,
+        dtype,
+        tolerance=tolerance,
     )
+    error, why = checked.norm_error, checked.reason
     if why is None and not error <= tolerance:
         why = (
             "output contains NaN or Inf"
             if math.isinf(error)
-            else f"relative error {error:.3g} exceeds the {job.dtype} tolerance {tolerance:g}"
+            else f"relative error {error:.3g} exceeds the {'declared' if declared else job.dtype} tolerance {tolerance:g}"
         )
         if index and not math.isinf(error):
             before, _ = check_output(
@@ -302,7 +311,7 @@ def judge_output(
                 )
     if why is not None and index:
         why = f"on the {inputs.sets[index].label} input set: {why}"
-    return error, why
+    return checked, why
 
 
 def prepare(
@@ -339,6 +348,11 @@ def prepare(
                     declared = candidates.declaration(name, workload)
             except timing.CandidateTimeout as exc:
                 raise timing.CandidateTimeout(f"importing its module: {exc}") from None
+            # A declared approximation (the config's, else the kernel's): its error may reach this.
+            declared_tolerance = job.tolerances.get(name, declared.tolerance)
+            exact_tolerance = tolerance
+            if declared_tolerance is not None and declared_tolerance > tolerance:
+                tolerance = declared_tolerance
             layout = {"layout": declared.layout}
             candidates.check_layout(name, declared.layout, replace(workload, layout=declared.layout))
             key = inputs_key(declared.layout, workload)
@@ -358,6 +372,7 @@ def prepare(
             first_call_ms = (time.perf_counter() - began) * 1e3
             began = time.perf_counter()
             error = math.nan
+            accuracy: dict[str, Any] = {}  # the first input set's metrics, per output (the report's)
             why = None
             first: list[Any] = []
             for index, values in enumerate(inputs.sets):
@@ -366,8 +381,16 @@ def prepare(
                     with timing.deadline(timeout):
                         result = call()
                         sync()
-                checked, why = judge_output(result, inputs, index, declared.layout, job, tolerance)
-                error = checked if index == 0 else error
+                checked, why = judge_output(
+                    result, inputs, index, declared.layout, job, tolerance, tolerance != exact_tolerance
+                )
+                if index == 0 and checked is not None:
+                    error = checked.norm_error
+                    accuracy = (
+                        {"accuracy": {t.name: t.accuracy() for t in checked.tensors}}
+                        if checked.tensors
+                        else {}
+                    )
                 if changed := inputs.changed(own, key, index):
                     why = changed_inputs(changed, f"called on the {values.label} input set")
                 if why is not None:
@@ -380,7 +403,7 @@ def prepare(
 
             # the first call's time is kept whatever the answer: it is time the job spent (benchmarks/duty.py)
             def spent() -> dict[str, Any]:  # read when an entry is made: verify_ms grows with the checks
-                return {"compile_ms": first_call_ms, **setup, **spent_ms, **layout}
+                return {"compile_ms": first_call_ms, **setup, **spent_ms, **layout, **accuracy}
 
             if why is not None:
                 rel = {"rel_error": error} if not math.isnan(error) else {}
@@ -421,6 +444,12 @@ def prepare(
             if failed["status"] != Status.UNSUPPORTED or candidates.is_user_kernel(name):
                 memory.release(workload.device)
             return failed, None, own
+    # beyond the run dtype's tolerance, within its declared one: ok, but approximate (ranked apart)
+    approximate = (
+        {"approximate": {"declared": tolerance, "dtype_tolerance": exact_tolerance}}
+        if error > exact_tolerance
+        else {}
+    )
     entry = empty_entry(
         Status.OK,
         None,
@@ -431,6 +460,8 @@ def prepare(
         **setup,
         **spent_ms,
         **layout,
+        **accuracy,
+        **approximate,
     )
     entry.update(
         peak_mem_mb=footprint.pop("peak_mem_mb"),

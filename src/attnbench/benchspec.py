@@ -27,6 +27,7 @@ class BenchSpec:
     ceilings: str | None = None  # the calibrate job's output, relative to the working directory
     threads: int | None = None
     sanitize_crashes: bool = False
+    tolerances: dict[str, float] = field(default_factory=dict)  # the config's declared, per candidate
 
     @classmethod
     def from_json(cls, spec: dict[str, Any]) -> BenchSpec:
@@ -44,12 +45,14 @@ class BenchSpec:
             ceilings=spec.get("ceilings"),
             threads=spec.get("threads"),
             sanitize_crashes=bool(spec.get("sanitize_crashes")),
+            tolerances=dict(spec.get("tolerances") or {}),
         )
 
     def to_json(self) -> dict[str, Any]:
         """The spec complete (workflow/schemas/benchspec.schema.yaml): every timing setting written out,
-        so the job's leaves and its watchdog read values, not defaults. `threads` and `sanitize_crashes`
-        only when set: the rule's params, and so what is measured again, change only when they do."""
+        so the job's leaves and its watchdog read values, not defaults. `threads`, `sanitize_crashes` and
+        `tolerances` only when set: the rule's params, and so what is measured again, change only when
+        they do."""
         spec: dict[str, Any] = {
             "shape": self.shape.as_dict(),
             "device": self.device,
@@ -66,6 +69,8 @@ class BenchSpec:
             spec["threads"] = self.threads
         if self.sanitize_crashes:
             spec["sanitize_crashes"] = True
+        if self.tolerances:
+            spec["tolerances"] = dict(self.tolerances)
         return spec
 
     @property

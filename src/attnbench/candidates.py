@@ -17,6 +17,7 @@ import difflib
 import inspect
 import itertools
 import logging
+import math
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -79,6 +80,7 @@ class Declaration:
     layout: str = DEFAULT_LAYOUT
     grid: tuple[Config, ...] = field(default=())  # configuration points; () for none
     deterministic: bool = False  # a claim, checked: calls on the same inputs are bitwise equal
+    tolerance: float | None = None  # a declared approximation: the norm-wise error it may reach
 
 
 def kernel(
@@ -87,6 +89,7 @@ def kernel(
     layout: str = DEFAULT_LAYOUT,
     grid: Mapping[str, Sequence[Any]] | Sequence[Config] | None = None,
     deterministic: bool = False,
+    tolerance: float | None = None,
 ) -> Callable[[UserFunction], UserFunction]:
     """Declare how attnbench calls your kernel (docs/kernels.md).
 
@@ -103,9 +106,18 @@ def kernel(
       workflow reads it without importing your module.
     deterministic: a claim that calls on the same inputs give bitwise the same outputs; attnbench
       checks it on five calls and calls the kernel incorrect when they differ.
+    tolerance: the kernel approximates on purpose (int8 or fp8 arithmetic): its norm-wise relative
+      error against float64 may reach this. Within the run dtype's tolerance it is an exact result;
+      beyond it and within this one it is `ok` but approximate, said wherever it is shown and ranked
+      apart from the exact results; beyond this one it is incorrect. The config's `tolerances` map
+      overrides it per candidate.
     """
     declaration = Declaration(
-        factory=factory, layout=layout, grid=tuple(grid_points(grid)), deterministic=deterministic
+        factory=factory,
+        layout=layout,
+        grid=tuple(grid_points(grid)),
+        deterministic=deterministic,
+        tolerance=declared_tolerance(tolerance),
     )
     if layout not in LAYOUTS:
         raise ValueError(f"layout {layout!r}: use one of {', '.join(LAYOUTS)}")
@@ -115,6 +127,15 @@ def kernel(
         return fn
 
     return declare
+
+
+def declared_tolerance(value: Any) -> float | None:
+    """A declared tolerance, checked: a positive finite number, or None for none."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+        raise ValueError(f"tolerance {value!r}: a declared tolerance is a positive number (e.g. 3e-2)")
+    return float(value)
 
 
 def grid_points(grid: Mapping[str, Sequence[Any]] | Sequence[Config] | None) -> list[Config]:
@@ -357,6 +378,7 @@ def static_declaration(name: str) -> Declaration:
                 layout=str(arguments.get("layout", DEFAULT_LAYOUT)),
                 grid=tuple(grid_points(arguments.get("grid"))),
                 deterministic=bool(arguments.get("deterministic", False)),
+                tolerance=declared_tolerance(arguments.get("tolerance")),
             )
     return Declaration()
 

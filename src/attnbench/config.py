@@ -62,6 +62,7 @@ class RunConfig(TypedDict):
     timing: NotRequired[dict[str, Any]]
     lock: NotRequired[dict[str, Any]]
     tolerance: NotRequired[dict[str, float]]
+    tolerances: NotRequired[dict[str, float]]  # declared approximations, per candidate or kernel
     stats: NotRequired[dict[str, Any]]
     calibrate: NotRequired[dict[str, Any]]
     ratchet: NotRequired[dict[str, Any]]
@@ -348,6 +349,13 @@ def check(run: dict[str, Any], where: Callable[[str], str] = str) -> None:
             raise ConfigError(_unknown_candidate(where("candidates"), name))
         if parsed.is_user and (problem := candidates.user_kernel_problem(name)):
             raise ConfigError(f"{where('candidates')}: {name!r}: {problem}")
+    kernels = {CandidateName.parse(name, strict=False).family for name in run["candidates"]}
+    for name in run.get("tolerances") or {}:
+        if name not in run["candidates"] and name not in kernels:
+            raise ConfigError(
+                f"{where('tolerances')}: {name!r} is not one of candidates {run['candidates']}: a declared "
+                "tolerance names a candidate, or a kernel with configurations"
+            )
     for shape in run["shapes"]:
         problem = _shape_problem(shape)
         if problem:

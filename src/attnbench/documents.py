@@ -29,8 +29,9 @@ from attnbench.settings import BOUND_MARGIN
 DIGEST = "content_digest"
 
 # Additive changes to a bench document since schema 3 (bench.schema.yaml's schema_minor): 1 records
-# every candidate's layout and dense_mask_work and the bound's margin.
-BENCH_MINOR = 1
+# every candidate's layout and dense_mask_work and the bound's margin; 2 each checked candidate's
+# accuracy metrics per output, and an approximate one's declared tolerance.
+BENCH_MINOR = 2
 
 
 def version(document: Mapping[str, Any]) -> tuple[int, int]:
@@ -65,6 +66,10 @@ class CandidateResult:
     footprint: Mapping[str, Any]  # memory.footprint's record; empty where the candidate did not run
     deterministic: Mapping[str, Any]  # the repeat check's record; empty where none ran
     ran: Mapping[str, Any]  # what the profiled call launched (kernels, streams); empty without one
+    # per output (out; dq, dk, dv with the backward): rel_error, max_abs_error, worst_row_error and
+    # worst_row, cosine, outside_fraction on the first input set; empty where it was not checked
+    accuracy: Mapping[str, Mapping[str, Any]]
+    declared_tolerance: float | None  # ok only by its declared tolerance: an approximate result
     document: Json = field(repr=False, compare=False)
 
     @classmethod
@@ -93,11 +98,18 @@ class CandidateResult:
             footprint=entry.get("footprint") or {},
             deterministic=entry.get("deterministic") or {},
             ran=entry.get("ran") or {},
+            accuracy=entry.get("accuracy") or {},
+            declared_tolerance=(entry.get("approximate") or {}).get("declared"),
             document=dict(entry),
         )
 
     def to_json(self) -> Json:
         return dict(self.document)
+
+    @property
+    def exact(self) -> bool:
+        """Ok within the run dtype's tolerance: a result ranked with the others (not approximate)."""
+        return self.status == Status.OK and self.declared_tolerance is None
 
     def text(self, key: str) -> str:
         """A text the candidate's entry keeps beside its reason (reason_detail, traceback); empty if none."""
@@ -182,11 +194,13 @@ class ShapeResult:
 
 def _upgrade(document: Mapping[str, Any]) -> Json:
     """A bench document as the current minor version writes it: the fields older files lack, given
-    the meaning they had then (every candidate timed in a schema 2 or 3.0 file was in the default
-    layout; the bound's margin was the audit's for the device; an SDPA backend's dense-mask work
-    follows from the pairs and its layout)."""
+    the meaning they had then, one step per minor version. Before 1: every candidate timed in a
+    schema 2 or 3.0 file was in the default layout, the bound's margin was the audit's for the
+    device, and an SDPA backend's dense-mask work follows from the pairs and its layout. Before 2:
+    no accuracy metrics beside rel_error (CandidateResult.accuracy is empty) and no approximate
+    results (a kernel beyond the dtype's tolerance was incorrect)."""
     data = dict(document)
-    if version(data) >= (3, BENCH_MINOR):
+    if version(data) >= (3, 1):
         return data
     # Here, not at the top: only older files pay for the workloads' import; a job's process reads
     # documents (attnbench.files) before it hands its job to the warm worker.

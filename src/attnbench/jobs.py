@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from attnbench import SCHEMA_VERSION, __version__, files, lock
 from attnbench.documents import ShapeResult
+from attnbench.usercode import CandidateName
 
 if TYPE_CHECKING:  # the config module (jsonschema, snakemake) is not a job's to import
     from attnbench.config import RunConfig
@@ -144,7 +145,20 @@ def _benchmark_spec(run: RunConfig, name: str | None) -> Spec:
         # Unless set, the job's OMP_NUM_THREADS (attnbench.host) and no sanitizer.
         threads=run.get("threads"),
         sanitize_crashes=bool(run.get("sanitize_crashes")),
+        tolerances=declared_tolerances(run),
     ).to_json()
+
+
+def declared_tolerances(run: RunConfig) -> dict[str, float]:
+    """The config's declared tolerances of the run's candidates: a kernel's for each of its
+    configurations, unless a configuration has its own."""
+    given = run.get("tolerances") or {}
+    found = {}
+    for name in run["candidates"]:
+        value = given.get(name, given.get(CandidateName.parse(name, strict=False).family))
+        if value is not None:
+            found[name] = value
+    return found
 
 
 def _compare_spec(run: RunConfig, name: str | None) -> Spec:

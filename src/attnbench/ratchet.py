@@ -27,17 +27,22 @@ from pathlib import Path
 from typing import Any
 
 from attnbench import __version__, files, stats
-from attnbench.documents import ShapeResult
+from attnbench.documents import CandidateResult, ShapeResult
 from attnbench.formatting import DASH, md, num, signed_pct
 from attnbench.results import Json, Status, median_problem
 from attnbench.settings import ALPHA
 
+# Errors below this fraction of the tolerance they were checked against are too small to gate on.
+ACCURACY_FLOOR = 0.1
 VERDICTS = ("regression", "improvement", "unchanged", "undecided", "new", "missing", "failed", "incomparable")
 MARKER = "<!-- attnbench-ratchet -->"
 DEFAULTS = {
     "alpha": ALPHA,
     "threshold": 0.02,
     "resolution": 0.02,
+    # An error more than this many times the baseline's, and above ACCURACY_FLOOR of its tolerance,
+    # is an accuracy regression (a kernel that got faster by computing less carefully).
+    "accuracy_factor": 2.0,
     "strict": ["device", "gpu", "driver", "torch", "cuda", "cudnn", "lock"],
     # What the gate lets pass although it could not judge it (also `attnbench gate --allow-...`):
     "allow_missing": False,  # results of the baseline not in this run, or measured on a changed shape
@@ -81,6 +86,8 @@ def save_baseline(results_dir: str | Path, schema_dir: str | Path) -> Json:
                     "samples_ms": list(result.samples_ms),
                     "median_ms": result.median_ms,
                     "ci95_ms": None if result.ci95_ms is None else list(result.ci95_ms),
+                    "rel_error": result.rel_error,
+                    "tolerance": result.document.get("tolerance"),
                 }
                 for name, result in bench.candidates.items()
             },
@@ -193,6 +200,8 @@ def compare_shape(bench: ShapeResult, baseline: Json | None, config: Mapping[str
             row.update(kind="new", reason=why)
         elif changed:
             row.update(kind="incomparable", reason=changed)
+        elif worse := accuracy_regression(then, now, opts["accuracy_factor"]):
+            row.update(kind="less accurate", reason=worse)
         else:
             outcome = stats.compare(
                 then["samples_ms"],
@@ -207,6 +216,20 @@ def compare_shape(bench: ShapeResult, baseline: Json | None, config: Mapping[str
     for candidate in sorted(set((before or {}).get("candidates", {})) - set(bench.candidates)):
         rows.append(_missing(name, candidate, before["candidates"][candidate]["status"], "not in this run"))
     return {"shape": name, "in_baseline": before is not None, "entries": rows}
+
+
+def accuracy_regression(then: Json, now: CandidateResult, factor: float) -> str | None:
+    """Why the candidate's error rose beyond the baseline's, or None: more than `factor` times it and
+    above ACCURACY_FLOOR of the tolerance it was checked against (below that, a change in the last
+    bits of a float32 error is no regression). Baselines saved before errors were kept: None."""
+    before, error = then.get("rel_error"), now.rel_error
+    if before is None or error is None:
+        return None
+    floor = ACCURACY_FLOOR * (now.document.get("tolerance") or 0.0)
+    if error > factor * before and error > floor:
+        times = f" ({error / before:.1f}x, limit {factor:g}x)" if before else ""
+        return f"error rose from {before:.3g} to {error:.3g}{times}"
+    return None
 
 
 def shape_changes(before: Json, bench: ShapeResult) -> str | None:
@@ -312,6 +335,8 @@ def _classify(entry: Json, opts: Json, blocking: list[str]) -> str:
     """The entry's verdict. One compared across a strict environment difference is `incomparable`,
     naming the fields (blocked_by), and keeps the verdict its corrected interval gives
     (compared_verdict): `attnbench gate --allow-env-change FIELD` reads that one."""
+    if entry["kind"] == "less accurate":  # an accuracy regression: whatever its time did
+        return "regression"
     if entry["kind"] != "compared":
         return entry["kind"]  # new, missing, failed, unchanged, or incomparable for a changed shape
     found = entry.pop("adjusted_verdict")

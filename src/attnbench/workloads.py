@@ -908,6 +908,20 @@ class TensorCheck:
     elements_over: int  # elements beyond the element bound
     elements_outside_rows: int  # of them, those outside the rows already named
     first_element: str | None  # the first of those, with its error
+    max_abs_error: float  # the largest |got - want|
+    cosine: float  # got against want as vectors: 1 is the same direction
+    outside_fraction: float  # elements_over over all the output's elements
+
+    def accuracy(self) -> dict[str, Any]:
+        """What a result file keeps of this check (bench.schema.yaml's candidate.accuracy)."""
+        return {
+            "rel_error": self.norm_error,
+            "max_abs_error": self.max_abs_error,
+            "worst_row_error": self.worst_row_error,
+            "worst_row": self.worst_row,
+            "cosine": self.cosine,
+            "outside_fraction": self.outside_fraction,
+        }
 
 
 @dataclass(frozen=True)
@@ -1084,11 +1098,14 @@ def _inspect_tensor(
         return None
     diff.sub_(want)
     want_norm = torch.linalg.vector_norm(want).item()
-    norm_error = torch.linalg.vector_norm(diff).item() / (want_norm or 1.0)
+    diff_norm = torch.linalg.vector_norm(diff).item()
+    norm_error = diff_norm / (want_norm or 1.0)
+    max_abs = diff.abs().max().item() if diff.numel() else 0.0
+    cosine = _cosine(diff, want, diff_norm, want_norm)
     errors, frame = _canonical(diff, kv, placement)
     wanted, _ = _canonical(want, kv, placement)
     if not wanted.numel():
-        return TensorCheck(name, norm_error, 0.0, None, 0, None, 0.0, 0, 0, None)
+        return TensorCheck(name, norm_error, 0.0, None, 0, None, 0.0, 0, 0, None, max_abs, cosine, 0.0)
     rows, width = wanted.numel() // wanted.shape[-1], wanted.shape[-1]
     floor = ROW_FLOOR * want_norm / math.sqrt(rows) or 1.0
     scale = torch.linalg.vector_norm(wanted, dim=-1).clamp_min_(floor)  # each row's norm, floored
@@ -1127,7 +1144,22 @@ def _inspect_tensor(
         elements_over=elements_over,
         elements_outside_rows=elements_outside,
         first_element=first,
+        max_abs_error=max_abs,
+        cosine=cosine,
+        outside_fraction=elements_over / wanted.numel(),
     )
+
+
+def _cosine(diff: Any, want: Any, diff_norm: float, want_norm: float) -> float:
+    """The cosine similarity of got = want + diff with want, in float64 from the difference (got is
+    not kept): (diff.want + |want|^2) / (|want| |got|); 1 where both are zero."""
+    import torch
+
+    cross = torch.dot(diff.flatten(), want.flatten()).item() if diff.numel() else 0.0
+    got_norm = math.sqrt(max(diff_norm**2 + 2 * cross + want_norm**2, 0.0))
+    if not got_norm or not want_norm:
+        return 1.0 if got_norm == want_norm else 0.0
+    return (cross + want_norm**2) / (want_norm * got_norm)
 
 
 def _local(frame: _Frame, group: int, row: int) -> tuple[int, int]:

@@ -14,7 +14,14 @@ from typing import Any
 import pandas as pd
 
 from attnbench import headline, memory, quality
-from attnbench.documents import Analysis, Comparison, ShapeChoice, ShapeComparisons, ShapeResult
+from attnbench.documents import (
+    Analysis,
+    CandidateResult,
+    Comparison,
+    ShapeChoice,
+    ShapeComparisons,
+    ShapeResult,
+)
 from attnbench.files import read_bench, read_comparisons, read_json, schema_file
 from attnbench.plots import positive
 from attnbench.results import Json
@@ -64,7 +71,15 @@ COLUMNS = [
     "projected_mb",
     "device_total_mb",
     "oom_risk",
-    "rel_error",
+    "rel_error",  # of the worst output: ||got - want|| / ||want|| against float64
+    # the accuracy metrics (bench's, on the first input set), each at its worst over the outputs
+    "max_abs_error",
+    "worst_row_error",
+    "worst_row",  # where: the output, row, head and batch
+    "cosine",
+    "outside_fraction",  # elements beyond the dtype's atol + rtol bound
+    "error_vs_reference",  # rel_error over the shape's reference's on the same inputs (its yardstick)
+    "declared_tolerance",  # ok only by it: an approximate result, ranked apart (never "fastest")
     "bitwise_repeatable",
     "remeasured_without",  # measured again without these candidates, caught after sampling
     "max_abs_diff",
@@ -245,6 +260,11 @@ def summary_frame(
                     "device_total_mb": bench.device_total_mb,
                     "oom_risk": cand.oom_risk,
                     "rel_error": cand.rel_error,
+                    **_accuracy(cand),
+                    "declared_tolerance": cand.declared_tolerance,
+                    "error_vs_reference": _error_ratio(
+                        cand, bench.candidates.get(references.get(bench.name, ""))
+                    ),
                     "bitwise_repeatable": repeat.get("identical"),
                     # measured again without candidates caught after sampling (bench.remeasure_without_cheats)
                     "remeasured_without": ";".join(cand.remeasured) or None,
@@ -315,6 +335,32 @@ def plot_frame(frame: pd.DataFrame, analysis: Analysis) -> pd.DataFrame:
             keep[rows.index] = rows["candidate"] == pick
         names[members] = f"{family.family} (fastest configuration)"
     return frame.assign(candidate=names)[keep].reset_index(drop=True)
+
+
+def _accuracy(cand: CandidateResult) -> Json:
+    """A candidate's accuracy columns: each metric at its worst over its outputs (the largest errors,
+    the smallest cosine), the worst row named with its output; empty cells where it was not checked."""
+    outputs = cand.accuracy.items()
+    if not outputs:
+        return dict.fromkeys(ACCURACY_COLUMNS)
+    worst_name, worst = max(outputs, key=lambda item: item[1]["worst_row_error"])
+    return {
+        "max_abs_error": max(m["max_abs_error"] for _, m in outputs),
+        "worst_row_error": worst["worst_row_error"],
+        "worst_row": None if worst["worst_row"] is None else f"{worst_name}: {worst['worst_row']}",
+        "cosine": min(m["cosine"] for _, m in outputs),
+        "outside_fraction": max(m["outside_fraction"] for _, m in outputs),
+    }
+
+
+ACCURACY_COLUMNS = COLUMNS[COLUMNS.index("max_abs_error") : COLUMNS.index("error_vs_reference")]
+
+
+def _error_ratio(cand: CandidateResult, reference: CandidateResult | None) -> float | None:
+    """The candidate's norm-wise error over the reference's on the same inputs (1 for the reference)."""
+    if reference is None or cand.rel_error is None or not reference.rel_error:
+        return None
+    return cand.rel_error / reference.rel_error
 
 
 def _ratio(value: float | None, ceiling: float | None) -> float | None:

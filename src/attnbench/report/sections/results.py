@@ -54,12 +54,12 @@ def results_section(frame: pd.DataFrame, family: int | None = None) -> Section:
             body.append(
                 [
                     f"{row.candidate} (fastest)" if row.fastest else str(row.candidate),
-                    str(row.status),
+                    _status(row.status, row.declared_tolerance),
                     interval(row.median_ms, row.ci95_lo_ms, row.ci95_hi_ms),
                     _precision(row.rel_ci, row.target_rel_ci, row.target_met),
                     _throughput(row.tflops, row.bandwidth_gbs),
                     _bound(row.fraction_of_bound, row.bound_limited_by),
-                    num(row.rel_error, 2),
+                    _error(row.rel_error, None if row.candidate == reference else row.error_vs_reference),
                     _workspace(row.workspace_mb, row.allocations),
                     said,
                     p_adjusted,
@@ -72,7 +72,7 @@ def results_section(frame: pd.DataFrame, family: int | None = None) -> Section:
             "± (95% CI)",
             "TFLOP/s (GB/s)",
             "% of bound",
-            "error",
+            "error (× the reference's)",
             "workspace MB (allocs)",
             f"speedup vs {reference or 'reference'} [interval]",
             "p (adjusted)",
@@ -111,6 +111,19 @@ def _precision(rel_ci: Any, target: Any, target_met: Any) -> str:
 def _throughput(tflops: Any, gbytes_per_s: Any) -> str:
     """TFLOP/s and, for the memory-bound (decode), GB/s of the bytes a call must move."""
     return DASH if pd.isna(tflops) else f"{num(tflops)} ({num(gbytes_per_s)})"
+
+
+def _status(status: Any, declared_tolerance: Any) -> str:
+    """The status, and for an approximate result the tolerance it declared: never read as exact."""
+    if formatting.missing(declared_tolerance):
+        return str(status)
+    return f"{status} (approximate, declared {declared_tolerance:g})"
+
+
+def _error(rel_error: Any, versus_reference: Any) -> str:
+    """The norm-wise error, and beside it how many times the reference's on the same inputs it is."""
+    text = num(rel_error, 2)
+    return text if formatting.missing(versus_reference) else f"{text} ({num(versus_reference, 2)}×)"
 
 
 def _bound(fraction: Any, limited_by: Any) -> str:

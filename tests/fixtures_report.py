@@ -87,6 +87,7 @@ OUT_NAMES = {
     "roofline": "report/plots/roofline.png",
     "speedup": "report/plots/speedup.png",
     "memory": "report/plots/memory.png",
+    "accuracy": "report/plots/accuracy.png",
 }
 AUTOTUNE_NAMES = {"json": "report/autotune.json", "csv": "report/autotune.csv"}
 

@@ -11,7 +11,7 @@ from fixtures_report import write_run
 from helpers import CONFIG, ROOT, SCHEMAS, TINY_SHAPE, bench_spec, shape_result
 
 import attnbench
-from attnbench import autotune, config, files, headline, ratchet
+from attnbench import autotune, config, files, headline, plots, ratchet
 from attnbench.bench import run_shape
 from attnbench.documents import ShapeComparisons, ShapeResult
 from attnbench.report.data import summary_frame
@@ -194,3 +194,19 @@ def test_the_ratchet_calls_an_error_that_rose_beyond_its_factor_a_regression():
     assert found["careful"] == ("regression", "error rose from 2e-06 to 1e-05 (5.0x, limit 2x)")
     assert found["noisy_bits"][0] == found["same"][0] == "unchanged"
     assert ratchet.gate(verdict)[0] == 1
+
+
+def test_the_front_of_time_against_error_holds_the_results_no_other_beats_on_both(tmp_path):
+    run = write_run(tmp_path, device="cpu")
+    benches = []
+    for path in run["bench_paths"]:
+        document = files.read_json(path)
+        document["candidates"]["flex"]["rel_error"] = 1e-4  # as slow as math and ten times as accurate
+        benches.append(ShapeResult.from_json(document))
+    frame = summary_frame(benches, [])
+    front = frame[frame["shape"] == benches[0].name].set_index("candidate")["pareto_front"]
+    # flash: fastest; flex: most accurate; math: slower than flash and no more accurate; others not ok
+    assert front.to_dict() == {"math": False, "flash": True, "flex": True, "evil:<script>alert(1)</script>": None,
+                               "efficient": None, "cudnn": None}  # fmt: skip
+    png = plots.figures(frame, {"matmul": {}, "copy": {}}, {})["accuracy"]
+    assert png.startswith(b"\x89PNG") and len(png) > 10_000

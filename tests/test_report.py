@@ -42,6 +42,7 @@ from attnbench.autotune import CSV_COLUMNS as AUTOTUNE_COLUMNS
 from attnbench.documents import Analysis, ShapeComparisons, ShapeResult
 from attnbench.files import ResultFileError, write_json
 from attnbench.formatting import num
+from attnbench.plots import PLOTS
 from attnbench.report import COLUMNS, Heading, Para, Section, Table, build_report
 from attnbench.report.sections.results import how_given
 from attnbench.report.words import intervals
@@ -121,7 +122,7 @@ def test_writes_all_outputs(run: dict[str, Any]) -> None:
 
 def test_html_is_self_contained(run: dict[str, Any]) -> None:
     page = _text(run, "html")
-    assert page.count('src="data:image/png;base64,') == 4
+    assert page.count('src="data:image/png;base64,') == len(PLOTS)
     references = re.findall(r"""(?:src|href)\s*=\s*["']?([^"'\s>]+)""", page, flags=re.IGNORECASE)
     assert all(ref.startswith("data:") for ref in references), references
     assert "http://" not in page and "https://" not in page
@@ -219,7 +220,7 @@ def test_cpu_run_without_comparisons(tmp_path: Path) -> None:
     page = Path(kwargs["out"]["html"]).read_text(encoding="utf-8")
     assert "<title>CPU &lt;run&gt;</title>" in page
     assert "torch was built without CUDA" in page
-    assert page.count('src="data:image/png;base64,') == 4
+    assert page.count('src="data:image/png;base64,') == len(PLOTS)
     frame = pd.read_csv(kwargs["out"]["csv"])
     assert frame["peak_mem_mb"].isna().all() and frame["speedup"].isna().all()
     found = sections(kwargs)
@@ -752,7 +753,7 @@ def test_ci_bounds_print_on_their_true_side_of_one_and_of_the_centre() -> None:
 def test_report_leads_with_the_headline_then_the_matrix_and_plots(run: dict[str, Any]) -> None:
     found = sections(run)
     assert list(found)[:4] == ["Headline", "Speedup per shape and candidate", "Plots", "Results per shape"]
-    assert [b.key for b in found["Plots"].blocks] == ["speedup", "latency", "roofline", "memory"]
+    assert [b.key for b in found["Plots"].blocks] == ["speedup", "latency", "accuracy", "roofline", "memory"]
     winners, tallies = tables(found["Headline"])
     assert [row[:2] for row in winners.rows] == [[s[0], "flash"] for s in SHAPES]
     assert all(re.fullmatch(r"\d\.\d\d× \[\d\.\d+, \d\.\d+\] \*", row[2]) for row in winners.rows)
@@ -984,7 +985,7 @@ def test_a_report_without_the_configurations_section(tmp_path: Path) -> None:
     build_report(**kwargs)
     found = sections(kwargs)
     assert [b.kind for b in found["Autotune"].blocks] == ["para", "table"]
-    assert [b.kind for b in found["Plots"].blocks] == ["plot"] * 4
+    assert [b.kind for b in found["Plots"].blocks] == ["plot"] * len(PLOTS)
 
 
 def test_configurations_report_matches_its_snapshot(config_run: dict[str, Any]) -> None:

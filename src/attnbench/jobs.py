@@ -340,6 +340,7 @@ REPORT_FILES = {
     "roofline": "results/report/plots/roofline.png",
     "speedup": "results/report/plots/speedup.png",
     "memory": "results/report/plots/memory.png",
+    "accuracy": "results/report/plots/accuracy.png",
 }
 
 

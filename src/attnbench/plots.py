@@ -23,13 +23,16 @@ from attnbench.formatting import num
 from attnbench.results import Json, Status
 from attnbench.stats import TOO_FEW_ROUNDS
 
-PLOTS = ("latency", "roofline", "speedup", "memory")
+PLOTS = ("latency", "roofline", "speedup", "memory", "accuracy")
+# The shapes the accuracy figure draws, one panel each; summary.csv has every shape's numbers.
+ACCURACY_PANELS = 12
 # alt text and caption of each figure in the report
 ALT = {
     "latency": "Median latency against sequence length per candidate, 95% CI error bars, log-log",
     "roofline": "Roofline: achieved TFLOP/s against arithmetic intensity, with the measured ceilings",
     "speedup": "Speedup against the reference per shape and candidate; * marks a verdict of faster or slower, corrected across the run",
     "memory": "Workspace per call in MB (beyond inputs and output) per shape and candidate, against the device's memory",
+    "accuracy": "Per shape, median latency against the error relative to float64, the front of results no other beats on both joined",
 }
 MAX_FIG_WIDTH = 12.5  # inches at 110 dpi: about the HTML page's width, so text stays full size
 
@@ -41,6 +44,7 @@ def figures(frame: pd.DataFrame, ceilings: Json, growth: Json) -> dict[str, byte
         "roofline": _png(_roofline_figure(frame, ceilings)),
         "speedup": _png(_speedup_figure(frame)),
         "memory": _png(_memory_figure(frame, growth)),
+        "accuracy": _png(_accuracy_figure(frame)),
     }
 
 
@@ -312,6 +316,56 @@ def _memory_figure(frame: pd.DataFrame, growth: Json) -> Figure:
         if (label := handle.get_label()) in exponents:
             handle.set_label(f"{label} (∝ seq^{exponents[label]:.1f})")
     _legend_below(fig, ax)
+    return fig
+
+
+def _accuracy_figure(frame: pd.DataFrame) -> Figure:
+    """Per shape (the first ACCURACY_PANELS), each ok result's median latency against its error, log
+    both; the results on the shape's front (report.data.pareto_front) joined, approximate ones (ok
+    only by their declared tolerance) drawn hollow."""
+    data = _ok(_ok(frame, "median_ms"), "rel_error")
+    data = data[data["rel_error"] > 0]
+    if data.empty:
+        return _empty("Accuracy: no candidate has status ok with a timing and an error")
+    colours = _colours(frame)
+    shapes = list(dict.fromkeys(data["shape"]))
+    shown = shapes[:ACCURACY_PANELS]
+    ncols = min(3, len(shown))
+    nrows = math.ceil(len(shown) / ncols)
+    fig = Figure(figsize=(min(MAX_FIG_WIDTH, 4.2 * ncols + 2.0), 3.4 * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    handles: dict[str, Any] = {}
+    for ax, shape in zip(axes, shown):
+        rows = data[data["shape"] == shape]
+        for row in rows.itertuples(index=False):
+            approximate = pd.notna(row.declared_tolerance)
+            point = ax.scatter(
+                row.median_ms,
+                row.rel_error,
+                edgecolors=colours[row.candidate],
+                facecolors="none" if approximate else colours[row.candidate],
+                s=40,
+                label=_label(row.candidate),
+            )
+            handles.setdefault(str(row.candidate), point)
+        front = rows[rows["pareto_front"].eq(True)].sort_values("median_ms")
+        ax.step(front["median_ms"], front["rel_error"], where="post", color="grey", linewidth=1, zorder=0)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("median latency (ms)")
+        ax.set_ylabel("error vs float64")
+        ax.set_title(_label(shape), fontsize=10)
+        ax.grid(True, which="major", alpha=0.3)
+    for ax in axes[len(shown) :]:
+        ax.set_axis_off()
+    fig.legend(
+        list(handles.values()),
+        [_label(n) for n in handles],
+        loc="outside lower center",
+        ncols=min(len(handles), 5),
+    )
+    more = f"; first {len(shown)} of {len(shapes)} shapes" if len(shapes) > len(shown) else ""
+    fig.suptitle(f"Latency against error (status ok; hollow: approximate; line: the front{more})")
     return fig
 
 

@@ -32,6 +32,11 @@ rule report:
             caption="../report/memory.rst",
             category="Plots",
         ),
+        accuracy=report(
+            jobs.REPORT_FILES["accuracy"],
+            caption="../report/accuracy.rst",
+            category="Plots",
+        ),
     log:
         "results/logs/report.log",
     localrule: True

@@ -24,7 +24,7 @@ from attnbench.documents import (
 )
 from attnbench.files import read_bench, read_comparisons, read_json, schema_file
 from attnbench.plots import positive
-from attnbench.results import Json
+from attnbench.results import Json, Status
 from attnbench.workloads import describe_mask
 
 SHAPE_FIELDS = ("batch", "heads", "kv_heads", "seq", "seq_kv", "dim", "causal")
@@ -80,6 +80,7 @@ COLUMNS = [
     "outside_fraction",  # elements beyond the dtype's atol + rtol bound
     "error_vs_reference",  # rel_error over the shape's reference's on the same inputs (its yardstick)
     "declared_tolerance",  # ok only by it: an approximate result, ranked apart (never "fastest")
+    "pareto_front",  # on its shape, no other ok result is both faster and more accurate
     "bitwise_repeatable",
     "remeasured_without",  # measured again without these candidates, caught after sampling
     "max_abs_diff",
@@ -285,7 +286,22 @@ def summary_frame(
                     "layout": cand.layout,
                 }
             )
-    return pd.DataFrame(rows, columns=COLUMNS)
+    frame = pd.DataFrame(rows, columns=COLUMNS)
+    return frame.assign(pareto_front=pareto_front(frame))
+
+
+def pareto_front(frame: pd.DataFrame) -> pd.Series:
+    """Per row, whether its result is on its shape's front of time against error: ok, with a median
+    and an error, and no other such result on the shape both at least as fast and more accurate, or
+    faster and as accurate (None where the row has no such result)."""
+    on_front = pd.Series([None] * len(frame), index=frame.index, dtype=object)
+    timed = frame[(frame["status"] == Status.OK) & frame["median_ms"].notna() & frame["rel_error"].notna()]
+    for _, rows in timed.groupby("shape", sort=False):
+        time, error = rows["median_ms"].to_numpy(float), rows["rel_error"].to_numpy(float)
+        for index, t, e in zip(rows.index, time, error):
+            dominated = ((time <= t) & (error < e)) | ((time < t) & (error <= e))
+            on_front[index] = not dominated.any()
+    return on_front
 
 
 def _comparison(comp: Comparison | None, corrected: Comparison | None, bench: ShapeResult) -> Json:

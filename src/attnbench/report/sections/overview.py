@@ -26,7 +26,7 @@ from attnbench.report.words import (
 from attnbench.results import Json, Status
 
 # the overview first: the speedup heatmap answers "which is fastest where" at a glance
-PLOT_ORDER = ("speedup", "latency", "roofline", "memory")
+PLOT_ORDER = ("speedup", "latency", "accuracy", "roofline", "memory")
 
 
 def headline_section(

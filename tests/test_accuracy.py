@@ -15,6 +15,7 @@ from attnbench import autotune, config, files, headline, plots, ratchet
 from attnbench.bench import run_shape
 from attnbench.documents import ShapeComparisons, ShapeResult
 from attnbench.report.data import summary_frame
+from attnbench.report.sections.overview import headline_section
 from attnbench.report.sections.results import results_section
 from attnbench.stats import compare_shape
 from attnbench.workloads import inspect_output
@@ -147,6 +148,9 @@ def test_approximate_results_are_ranked_apart_from_the_exact_ones():
     frame = summary_frame([bench], [])
     status = _status_cells(frame)
     assert status["sage"] == "ok (approximate, declared 0.03)" and status["math"] == "ok"
+    winners = [b for b in headline_section(frame, [bench], summary).blocks if hasattr(b, "rows")][0]
+    assert winners.headers[-1] == "faster with approximations"
+    assert winners.rows[0][1] == "math" and winners.rows[0][-1] == "sage 1 ms (declared 0.03)"
 
 
 def test_a_declared_tolerance_names_a_candidate_of_the_run(tmp_path):

@@ -25,9 +25,9 @@ from attnbench.stats import TOO_FEW_ROUNDS
 from attnbench.usercode import CandidateName
 
 MAX_TERMINAL_FAILURES = 20
-SIGNIFICANT_MARK = "*"
+SIGNIFICANT_MARK = "*"  # significantly faster or slower than the reference (corrected where known)
 # A shape's fastest approximate result, beside its fastest exact one (docs/kernels.md, tolerance)
-APPROXIMATE_LINE = "faster with approximations: {candidate} {median_ms:.4g} ms (declared tolerance {declared:g})"  # significantly faster or slower than the reference (corrected where known)
+APPROXIMATE_LINE = "faster with approximations: {candidate} {median_ms:.4g} ms (declared tolerance {declared:g})"
 
 
 def summarize(

@@ -214,7 +214,7 @@ def _as_bhsd(strides: tuple[int, ...], layout: str) -> tuple[int, ...]:
     return (b, first, second, d) if layout == "bhsd" else (b, second, first, d)
 
 
-def _asked_beyond_dense(workload: Workload) -> list[str]:
+def asked_beyond_dense(workload: Workload) -> list[str]:
     """The workload fields that ask for more than dense (causal) attention, as "name=value": a mask,
     a score modifier, packed sequences, another value head dim, or any field added after this was
     written. Any field this kernel does not read must be at its default; a later attnbench may add
@@ -252,7 +252,7 @@ def _prepare(
         raise Unsupported(f"forward only: this example has no backward pass (mode {workload.mode})")
     if workload.version != 1:
         raise Unsupported(f"written for Workload version 1, got {workload.version}")
-    asked = _asked_beyond_dense(workload)
+    asked = asked_beyond_dense(workload)
     if asked:
         raise Unsupported(f"dense attention with a causal mask only; not {', '.join(asked)}")
     if workload.causal_alignment not in ALIGNMENTS:

@@ -11,7 +11,7 @@ from fixtures_report import write_run
 from helpers import CONFIG, ROOT, SCHEMAS, TINY_SHAPE, bench_spec, shape_result
 
 import attnbench
-from attnbench import autotune, config, files, headline, plots, ratchet
+from attnbench import autotune, candidates, config, files, headline, plots, ratchet
 from attnbench.bench import run_shape
 from attnbench.documents import ShapeComparisons, ShapeResult
 from attnbench.report.data import summary_frame
@@ -214,3 +214,17 @@ def test_the_front_of_time_against_error_holds_the_results_no_other_beats_on_bot
                                "efficient": None, "cudnn": None}  # fmt: skip
     png = plots.figures(frame, {"matmul": {}, "copy": {}}, {})["accuracy"]
     assert png.startswith(b"\x89PNG") and len(png) > 10_000
+
+
+def test_the_sageattention_example_declares_its_tolerance_and_declines_without_cuda(locked_env):
+    """examples/sage_attention.py on the CPU: each candidate reads as declared, without importing the
+    module, and declines in words (no CUDA here, or no sageattention); the device runs it."""
+    names = [f"examples.sage_attention:{n}" for n in ("hnd", "nhd", "hnd_smooth_k")]
+    for name in names:
+        assert candidates.static_declaration(name).tolerance == 3e-2
+    assert candidates.static_declaration(names[1]).layout == "bshd"
+    result = run_shape(bench_spec(TINY_SHAPE, ["math", *names]))
+    for name in names:
+        entry = result["candidates"][name]
+        assert entry["status"] == "unsupported"
+        assert entry["reason"].startswith(("sageattention is not installed", "SageAttention needs a CUDA device"))

@@ -547,7 +547,7 @@ def test_a_gpu_shape_is_checked_against_the_gpus_memory(monkeypatch):
         run_config.resolve(config)
 
 
-@pytest.mark.parametrize("example", ["decode.yaml", "triton_flash.yaml", None])
+@pytest.mark.parametrize("example", ["decode.yaml", "triton_flash.yaml", "sageattention.yaml", None])
 def test_the_default_and_example_shapes_fit_an_80_gib_gpu(monkeypatch, example):
     monkeypatch.setattr(capacity, "gpu_bytes", lambda: 80 * 2**30)
     config = default_config()

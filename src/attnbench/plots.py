@@ -166,18 +166,23 @@ def _latency_figure(frame: pd.DataFrame) -> Figure:
         title = _facet_title(fields, key if isinstance(key, tuple) else (key,))
         ax.set_title(title + ("" if "batch" in fields else _batch_note(group)), fontsize=10)
         ax.grid(True, which="major", alpha=0.3)
-    for ax in axes[len(facets) :]:
+    _legend_below_panels(fig, axes, len(facets), handles, title="candidate")
+    fig.suptitle("Latency vs sequence length (median, 95% CI; status ok only)")
+    return fig
+
+
+def _legend_below_panels(fig: Figure, axes: Any, used: int, handles: dict[str, Any], **legend: Any) -> None:
+    """The panels left over switched off, and one legend for all below them: at the side it collides
+    with the title when there is a single panel."""
+    for ax in axes[used:]:
         ax.set_axis_off()
-    # below the panels: at the side it collides with the title when there is a single panel
     fig.legend(
         list(handles.values()),
         [_label(n) for n in handles],
         loc="outside lower center",
         ncols=min(len(handles), 5),
-        title="candidate",
+        **legend,
     )
-    fig.suptitle("Latency vs sequence length (median, 95% CI; status ok only)")
-    return fig
 
 
 def _grouped_bars(frame: pd.DataFrame, column: str, ylabel: str, title: str) -> tuple[Figure, Any] | None:
@@ -356,14 +361,7 @@ def _accuracy_figure(frame: pd.DataFrame) -> Figure:
         ax.set_ylabel("error vs float64")
         ax.set_title(_label(shape), fontsize=10)
         ax.grid(True, which="major", alpha=0.3)
-    for ax in axes[len(shown) :]:
-        ax.set_axis_off()
-    fig.legend(
-        list(handles.values()),
-        [_label(n) for n in handles],
-        loc="outside lower center",
-        ncols=min(len(handles), 5),
-    )
+    _legend_below_panels(fig, axes, len(shown), handles)
     more = f"; first {len(shown)} of {len(shapes)} shapes" if len(shapes) > len(shown) else ""
     fig.suptitle(f"Latency against error (status ok; hollow: approximate; line: the front{more})")
     return fig

@@ -31,6 +31,8 @@ def _prepare(workload: Workload, q, k, v, layout: str, smooth_k: bool):
         from sageattention import sageattn
     except ImportError as exc:
         raise Unsupported(f"sageattention is not installed ({exc})") from None
+    if workload.version != 1:
+        raise Unsupported(f"written for Workload version 1, got {workload.version}")
     if workload.mode != "forward":
         raise Unsupported(f"forward only: SageAttention has no backward pass (mode {workload.mode})")
     if q.device.type != "cuda":

@@ -11,7 +11,7 @@ from fixtures_report import write_run
 from helpers import CONFIG, ROOT, SCHEMAS, TINY_SHAPE, bench_spec, shape_result
 
 import attnbench
-from attnbench import autotune, candidates, config, files, headline, plots, ratchet
+from attnbench import autotune, candidates, config, files, headline, plots, ratchet, terminal
 from attnbench.bench import run_shape
 from attnbench.documents import ShapeComparisons, ShapeResult
 from attnbench.report.data import summary_frame
@@ -43,6 +43,9 @@ def test_each_metric_is_what_its_name_says():
         rel=1e-12,
     )
     assert set(check.accuracy()) == METRICS
+    for factor in (3e-5, 1e-7, -1.0):  # an output far smaller than the answer: a cosine still in [-1, 1]
+        cosine = inspect_output((want * factor).float(), [want], False, torch.float32).tensors[0].cosine
+        assert -1.0 <= cosine <= 1.0 and cosine == pytest.approx(1.0 if factor > 0 else -1.0, abs=1e-6)
 
 
 @pytest.mark.parametrize("mode", ["forward", "forward_backward"])
@@ -117,6 +120,16 @@ def test_a_one_percent_error_is_incorrect_unless_declared_and_then_ok_but_approx
     assert bench.candidates["math"].exact and "approximate" not in document["candidates"]["math"]
 
 
+def test_a_kernel_approximate_only_on_the_hard_inputs_is_approximate_and_never_ranked(approximate):
+    name = "approximate_kernels:approximate_on_hard_inputs"
+    document = run_shape(bench_spec(TINY_SHAPE, ["math", name]))
+    bench = ShapeResult.from_json(document)
+    result = bench.candidates[name]
+    assert result.status == "ok" and result.rel_error < 1e-5  # exact on the first (random) input set
+    assert result.declared_tolerance == 3e-2 and document["candidates"][name]["approximate"]["input_set"] == "hard"
+    assert autotune.fastest(bench) == "math"
+
+
 def test_the_configs_tolerances_declare_an_approximation_for_a_kernel_that_does_not(approximate):
     name = "approximate_kernels:undeclared"
     spec = bench_spec(TINY_SHAPE, ["math", name], tolerances={name: 2e-2})
@@ -128,11 +141,18 @@ def test_approximate_results_are_ranked_apart_from_the_exact_ones():
     bench = shape_result(
         {
             "candidates": {
-                "math": {"status": "ok", "samples_ms": [2.0, 2.0, 2.0], "median_ms": 2.0, "rel_error": 1e-7},
+                "math": {
+                    "status": "ok",
+                    "samples_ms": [2.0, 2.0, 2.0],
+                    "median_ms": 2.0,
+                    "rel_ci": 0.0,
+                    "rel_error": 1e-7,
+                },
                 "sage": {
                     "status": "ok",
                     "samples_ms": [1.0, 1.0, 1.0],
                     "median_ms": 1.0,
+                    "rel_ci": 0.0,
                     "rel_error": 1e-2,
                     "approximate": {"declared": 3e-2, "dtype_tolerance": 1e-5},
                 },
@@ -148,6 +168,10 @@ def test_approximate_results_are_ranked_apart_from_the_exact_ones():
     frame = summary_frame([bench], [])
     status = _status_cells(frame)
     assert status["sage"] == "ok (approximate, declared 0.03)" and status["math"] == "ok"
+    compare = ShapeComparisons.from_json(files.stamped(compare_shape(bench, "math")))
+    (sage_line,) = [line for line in terminal.candidate_lines(bench, compare) if "sage" in line]
+    assert "approximate (declared tolerance 0.03)" in sage_line
+    assert summary["matrix"]["rows"][0]["cells"]["sage"]["declared_tolerance"] == 3e-2
     winners = [b for b in headline_section(frame, [bench], summary).blocks if hasattr(b, "rows")][0]
     assert winners.headers[-1] == "faster with approximations"
     assert winners.rows[0][1] == "math" and winners.rows[0][-1] == "sage 1 ms (declared 0.03)"
@@ -157,6 +181,8 @@ def test_a_declared_tolerance_names_a_candidate_of_the_run(tmp_path):
     given = {**yaml.safe_load(CONFIG.read_text()), "tolerances": {"sage:attn": 3e-2}}
     with pytest.raises(config.ConfigError, match="tolerances: 'sage:attn' is not one of candidates"):
         config.resolve(given)
+    # one map for both views: a GPU candidate that the cpu: section does not run is accepted
+    config.resolve({**given, "tolerances": {"flex": 5e-2}})
     with pytest.raises(ValueError, match="a declared tolerance is a positive number"):
         attnbench.kernel(tolerance=-1.0)
 
@@ -198,6 +224,13 @@ def test_the_ratchet_calls_an_error_that_rose_beyond_its_factor_a_regression():
     assert found["careful"] == ("regression", "error rose from 2e-06 to 1e-05 (5.0x, limit 2x)")
     assert found["noisy_bits"][0] == found["same"][0] == "unchanged"
     assert ratchet.gate(verdict)[0] == 1
+    assert verdict["settings"]["accuracy_factor"] == 2.0
+    comment = ratchet.comment(verdict)  # a regression without a speedup sorts after the slowdowns
+    assert "| s1 | careful | regression | — |" in comment and "error rose from 2e-06 to 1e-05" in comment
+    moved = {**FINGERPRINT, "torch": {"version": "2.14.0"}}  # a strict field: nothing is compared across it
+    blocked = ratchet.verdict([doc], baseline, None, moved, {}, "baseline.json")
+    entry = next(e for e in blocked["entries"] if e["candidate"] == "careful")
+    assert entry["verdict"] == "incomparable" and entry["compared_verdict"] == "regression"
 
 
 def test_the_front_of_time_against_error_holds_the_results_no_other_beats_on_both(tmp_path):

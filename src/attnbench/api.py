@@ -63,6 +63,7 @@ COLUMNS = [
     "rounds",
     "rounds_to_decide",  # about how many rounds in all would decide an undecided comparison
     "rel_error",
+    "declared_tolerance",  # ok only by the tolerance its kernel declared: an approximate result
     "tflops",
     "reference",
     "device",
@@ -159,15 +160,12 @@ def _frame(
     candidate that was not compared (its reference was not ok) with the reason it was not."""
     from attnbench.report.data import summary_frame
 
-    frame = summary_frame(
-        [ShapeResult.from_json(b) for b in benches.values()],
-        [ShapeComparisons.from_json(c) for c in compares.values()],
-        ceilings,
-    )
+    typed = [ShapeComparisons.from_json(c) for c in compares.values()]
+    frame = summary_frame([ShapeResult.from_json(b) for b in benches.values()], typed, ceilings)
     not_compared = {
-        (compare["shape"], skip["candidate"]): skip["reason"]
-        for compare in compares.values()
-        for skip in compare["skipped"]
+        (compare.shape, name): skip["reason"]
+        for compare in typed
+        for name, skip in compare.skipped.items()
         if skip["status"] == Status.OK
     }
     rows = zip(frame["shape"], frame["candidate"], frame["reason"])

@@ -25,7 +25,7 @@ import pandas as pd
 
 from attnbench.documents import Analysis, CandidateResult, ShapeChoice, ShapeComparisons, ShapeResult
 from attnbench.files import atomic_write_text, read_bench, read_comparisons
-from attnbench.results import Json
+from attnbench.results import Json, Status
 from attnbench.settings import ALPHA
 from attnbench.stats import TOO_FEW_ROUNDS, adjust
 from attnbench.stats import compare as compare_samples
@@ -53,6 +53,8 @@ ALL_SHAPES = "(all shapes)"
 COMPARE_SETTINGS = ("alpha", "threshold", "resolution")
 # a configuration of the family that is not in a shape's bench file at all
 ABSENT = "absent"
+# a configuration ok only by its kernel's declared tolerance: ranked apart, not among the exact ones
+APPROXIMATE = "ok (approximate)"
 WORST_CI_METHOD = (
     "[max over the shapes of the lower bounds, max over the shapes of the upper bounds] of the "
     "per-shape confidence intervals of the slowdown (the configuration against the shape's fastest "
@@ -175,8 +177,9 @@ def _adjusted(outcome: Json) -> Json:
 
 
 def fastest(bench: ShapeResult, among: set[str] | None = None) -> str | None:
-    """The candidate with the lowest median among those with status ok (the first on a tie); a wrong
-    answer computed quickly is not a result, so only correct candidates compete. `among`: only these
+    """The candidate with the lowest median among those with status ok within the run dtype's
+    tolerance (the first on a tie); a wrong answer computed quickly is not a result, and an
+    approximate one is ranked apart, so only exact correct candidates compete. `among`: only these
     candidates (a family's configurations)."""
     timed = {
         n: c.median_ms for n, c in bench.candidates.items() if _timed(c) and (among is None or n in among)
@@ -413,12 +416,16 @@ def recommend(names: list[str], entries: list[Json], ranking: list[Json]) -> Jso
     """
     counted = [e["shape"] for e in entries if e["fastest"] is not None]
     if not counted:
-        return {"recommendation": None, "reason": "no configuration ran ok on any shape"}
+        return {
+            "recommendation": None,
+            "reason": "no configuration ran ok within the dtype's tolerance on any shape",
+        }
     eligible = [r for r in ranking if r["everywhere"]]
     if not eligible:
         return {
             "recommendation": None,
-            "reason": "no configuration ran ok on every shape where a configuration of this kernel ran ok",
+            "reason": "no configuration ran ok within the dtype's tolerance on every shape where one of this "
+            "kernel did",
         }
     best = eligible[0]
     per_shape = {e["shape"]: slowdowns(e)[best["candidate"]] for e in entries if e["fastest"] is not None}
@@ -454,8 +461,11 @@ def _summary(bench: ShapeResult, name: str | None) -> Json | None:
 
 
 def _status(bench: ShapeResult, name: str) -> str:
+    """Why a configuration is not ranked on a shape: its status, APPROXIMATE, or ABSENT."""
     cand = bench.candidates.get(name)
-    return ABSENT if cand is None else str(cand.status)
+    if cand is None:
+        return ABSENT
+    return APPROXIMATE if cand.status == Status.OK and not cand.exact else str(cand.status)
 
 
 def _inverse(value: float | None) -> float | None:

@@ -270,31 +270,34 @@ def answers_of(values: InputSet) -> list[Any]:
 
 
 def judge_output(
-    result: Any, inputs: Inputs, index: int, layout: str, job: BenchSpec, tolerance: float, declared: bool
-) -> tuple[OutputCheck | None, str | None]:
-    """The output against input set `index`'s reference (None where it is no plain output), and why
-    it is wrong (None when it is right), within `tolerance` (the kernel's `declared` one, or the run
-    dtype's), which widens the row and element bounds with it. Off on a later set but right for the
-    first: the answer did not change with the inputs."""
+    result: Any,
+    inputs: Inputs,
+    index: int,
+    layout: str,
+    job: BenchSpec,
+    tolerance: float,
+    exact: float | None = None,
+) -> tuple[OutputCheck | None, str | None, bool]:
+    """The output against input set `index`'s reference (None where it is no plain output), why it
+    is wrong (None when it is right) within `tolerance`, which widens the row and element bounds with
+    it, and whether a right one needed more than `exact`, the run dtype's tolerance, where `tolerance`
+    is a kernel's declared one (norm-wise, or a row or element beyond the dtype's bounds): an
+    approximate result. Off on a later set but right for the first: the answer did not change with
+    the inputs."""
     import torch
 
     if problem := guard.plain_output_problem(result):
         return None, problem
     workload = inputs.workload
     backward, dtype = job.backward, getattr(torch, job.dtype)
-    checked = inspect_output(
-        result,
-        in_layout(answers_of(inputs.sets[index]), layout, workload),
-        backward,
-        dtype,
-        tolerance=tolerance,
-    )
+    expected = in_layout(answers_of(inputs.sets[index]), layout, workload)
+    checked = inspect_output(result, expected, backward, dtype, tolerance=tolerance)
     error, why = checked.norm_error, checked.reason
     if why is None and not error <= tolerance:
         why = (
             "output contains NaN or Inf"
             if math.isinf(error)
-            else f"relative error {error:.3g} exceeds the {'declared' if declared else job.dtype} tolerance {tolerance:g}"
+            else f"relative error {error:.3g} exceeds the {job.dtype if exact is None else 'declared'} tolerance {tolerance:g}"
         )
         if index and not math.isinf(error):
             before, _ = check_output(
@@ -311,7 +314,11 @@ def judge_output(
                 )
     if why is not None and index:
         why = f"on the {inputs.sets[index].label} input set: {why}"
-    return checked, why
+    beyond_exact = False
+    if why is None and exact is not None:
+        strict = inspect_output(result, expected, backward, dtype, tolerance=exact)
+        beyond_exact = strict.reason is not None or not strict.norm_error <= exact
+    return checked, why, beyond_exact
 
 
 def prepare(
@@ -373,6 +380,7 @@ def prepare(
             began = time.perf_counter()
             error = math.nan
             accuracy: dict[str, Any] = {}  # the first input set's metrics, per output (the report's)
+            approximate_on: str | None = None  # the first input set it needed its declared tolerance on
             why = None
             first: list[Any] = []
             for index, values in enumerate(inputs.sets):
@@ -381,9 +389,12 @@ def prepare(
                     with timing.deadline(timeout):
                         result = call()
                         sync()
-                checked, why = judge_output(
-                    result, inputs, index, declared.layout, job, tolerance, tolerance != exact_tolerance
+                exact = exact_tolerance if tolerance != exact_tolerance else None
+                checked, why, beyond_exact = judge_output(
+                    result, inputs, index, declared.layout, job, tolerance, exact
                 )
+                if beyond_exact and approximate_on is None:
+                    approximate_on = values.label
                 if index == 0 and checked is not None:
                     error = checked.norm_error
                     accuracy = (
@@ -444,10 +455,17 @@ def prepare(
             if failed["status"] != Status.UNSUPPORTED or candidates.is_user_kernel(name):
                 memory.release(workload.device)
             return failed, None, own
-    # beyond the run dtype's tolerance, within its declared one: ok, but approximate (ranked apart)
+    # beyond the run dtype's tolerance or bounds on some input set, within its declared one: ok, but
+    # approximate (ranked apart)
     approximate = (
-        {"approximate": {"declared": tolerance, "dtype_tolerance": exact_tolerance}}
-        if error > exact_tolerance
+        {
+            "approximate": {
+                "declared": tolerance,
+                "dtype_tolerance": exact_tolerance,
+                "input_set": approximate_on,
+            }
+        }
+        if approximate_on is not None
         else {}
     )
     entry = empty_entry(

@@ -246,6 +246,7 @@ def resolve(config: Mapping[str, Any], overrides: Mapping[str, Any] | None = Non
     check(gpu_view)
     if cpu_section:
         check(cpu_view, cpu_where)
+    _check_tolerances(config.get("tolerances") or {}, [gpu_view, cpu_view])
     requested = config["device"]
     if requested == "cuda" and (reason := device.cuda_unusable_reason()):
         raise ConfigError(f"device: 'cuda', but {reason}; use device: auto (falls back to the CPU) or cpu")
@@ -349,13 +350,6 @@ def check(run: dict[str, Any], where: Callable[[str], str] = str) -> None:
             raise ConfigError(_unknown_candidate(where("candidates"), name))
         if parsed.is_user and (problem := candidates.user_kernel_problem(name)):
             raise ConfigError(f"{where('candidates')}: {name!r}: {problem}")
-    kernels = {CandidateName.parse(name, strict=False).family for name in run["candidates"]}
-    for name in run.get("tolerances") or {}:
-        if name not in run["candidates"] and name not in kernels:
-            raise ConfigError(
-                f"{where('tolerances')}: {name!r} is not one of candidates {run['candidates']}: a declared "
-                "tolerance names a candidate, or a kernel with configurations"
-            )
     for shape in run["shapes"]:
         problem = _shape_problem(shape)
         if problem:
@@ -372,6 +366,19 @@ def check(run: dict[str, Any], where: Callable[[str], str] = str) -> None:
         )
         if problem:
             raise ConfigError(f"{where(section)}: {problem}")
+
+
+def _check_tolerances(tolerances: dict[str, float], views: list[dict[str, Any]]) -> None:
+    """Each declared tolerance names a candidate, or a kernel with configurations, of the GPU's or the
+    CPU's candidates (the map is one for both: jobs apply it to the candidates each view runs)."""
+    named = {name for view in views for name in view["candidates"]}
+    named |= {CandidateName.parse(name, strict=False).family for name in named}
+    for name in tolerances:
+        if name not in named:
+            raise ConfigError(
+                f"tolerances: {name!r} is not one of candidates {sorted(named)}: a declared tolerance names "
+                "a candidate, or a kernel with configurations"
+            )
 
 
 def _stats_problem(alpha: float, threshold: float, resolution: float, confidence: float | None) -> str | None:

@@ -27,7 +27,9 @@ from attnbench.usercode import CandidateName
 MAX_TERMINAL_FAILURES = 20
 SIGNIFICANT_MARK = "*"  # significantly faster or slower than the reference (corrected where known)
 # A shape's fastest approximate result, beside its fastest exact one (docs/kernels.md, tolerance)
-APPROXIMATE_LINE = "faster with approximations: {candidate} {median_ms:.4g} ms (declared tolerance {declared:g})"
+APPROXIMATE_LINE = (
+    "faster with approximations: {candidate} {median_ms:.4g} ms (declared tolerance {declared:g})"
+)
 
 
 def summarize(
@@ -80,6 +82,7 @@ def summarize(
                 "reason": result.reason,
                 "median_ms": result.median_ms,
                 "rel_error": result.rel_error,
+                "declared_tolerance": result.declared_tolerance,  # an approximate result: said so
                 "fastest": candidate == fastest,
                 "tied": candidate in tied,
                 **(comparison(name, candidate) if result.status == Status.OK else _NO_COMPARISON),
@@ -128,7 +131,7 @@ def _fastest_and_ties(bench: ShapeResult, chosen: ShapeChoice | None) -> tuple[s
 
 def _fastest_approximate(bench: ShapeResult, fastest: str | None) -> Json | None:
     """The fastest approximate result (ok only by its declared tolerance) of a shape, where it beats
-    the fastest exact one: the headline names it apart ("fastest with approximations")."""
+    the fastest exact one: the headline names it apart ("faster with approximations")."""
     approximate = [
         c
         for c in bench.candidates.values()
@@ -283,7 +286,7 @@ def terminal(summary: Json, report: Path | None = None) -> str:
     width = max((len(s["shape"]) for s in summary["shapes"]), default=0)
     for shape in summary["shapes"]:
         if shape["fastest"] is None:
-            lines.append(f"  {shape['shape']:<{width}}  {DASH} nothing timed ok")
+            lines.append(f"  {shape['shape']:<{width}}  {DASH} nothing timed ok within the dtype's tolerance")
         else:
             ties = f"  (tied: {', '.join(shape['tied'])})" if shape["tied"] else ""
             speed = speedup_text(shape["speedup"], shape["ci"], shape["significant"], shape["verdict"])

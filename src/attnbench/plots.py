@@ -1,7 +1,8 @@
-"""The report's four figures, as PNG bytes: latency, roofline, speedup and peak memory.
+"""The report's figures (PLOTS), as PNG bytes: latency, roofline, speedup, peak memory, and latency
+against error.
 
 Drawn from the summary table (report.summary_frame) and the measured ceilings; each figure says so
-when it has nothing to draw, so a report always has all four.
+when it has nothing to draw, so a report always has every figure.
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ def _ok(frame: pd.DataFrame, column: str) -> pd.DataFrame:
 
 
 def _colours(frame: pd.DataFrame) -> dict[str, Any]:
-    """One colour per candidate across all four plots."""
+    """One colour per candidate across all the plots."""
     names = list(dict.fromkeys(frame["candidate"]))
     cmap = colormaps["tab10" if len(names) <= 10 else "tab20"]
     return {name: cmap(i % cmap.N) for i, name in enumerate(names)}

@@ -336,11 +336,10 @@ def _classify(entry: Json, opts: Json, blocking: list[str]) -> str:
     naming the fields (blocked_by), and keeps the verdict its corrected interval gives
     (compared_verdict): `attnbench gate --allow-env-change FIELD` reads that one."""
     if entry["kind"] == "less accurate":  # an accuracy regression: whatever its time did
-        return "regression"
-    if entry["kind"] != "compared":
+        read = "regression"
+    elif entry["kind"] != "compared":
         return entry["kind"]  # new, missing, failed, unchanged, or incomparable for a changed shape
-    found = entry.pop("adjusted_verdict")
-    if found == stats.TOO_FEW_ROUNDS:
+    elif (found := entry.pop("adjusted_verdict")) == stats.TOO_FEW_ROUNDS:
         entry["reason"] = f"{stats.TOO_FEW_ROUNDS} to compare (fewer than {stats.MIN_ROUNDS} on a side)"
         read = "undecided"
     else:
@@ -377,7 +376,15 @@ def _document(
         },
         "settings": {
             k: opts[k]
-            for k in ("alpha", "threshold", "resolution", "strict", "allow_missing", "allow_env_change")
+            for k in (
+                "alpha",
+                "threshold",
+                "resolution",
+                "accuracy_factor",
+                "strict",
+                "allow_missing",
+                "allow_env_change",
+            )
         },
         "test": stats.TEST_UNPAIRED,
         "environment_differences": differences,
@@ -540,7 +547,9 @@ def comment(document: Json) -> str:
     lines.append("| " + " | ".join(str(counts[v]) for v in VERDICTS) + " |")
     regressions = [e for e in document["entries"] if e["verdict"] == "regression"]
     if regressions:
-        lines += ["", "### Regressions", "", *_table(sorted(regressions, key=lambda e: e["speedup"]))]
+        # slowest first; an accuracy regression (no speedup) after the slowdowns
+        slowest = sorted(regressions, key=lambda e: (e.get("speedup") is None, e.get("speedup") or 0.0))
+        lines += ["", "### Regressions", "", *_table(slowest)]
     if document["environment_differences"]:
         lines += [
             "",

@@ -51,6 +51,8 @@ def candidate_lines(bench: ShapeResult, compare: ShapeComparisons) -> list[str]:
         text = f"{entry.status:<11}"
         if entry.median_ms is not None:
             text += f" {entry.median_ms:.4g} ms ±{entry.rel_ci:.1%}"
+        if entry.declared_tolerance is not None:  # ranked apart: never read as an exact result
+            text += f"  approximate (declared tolerance {entry.declared_tolerance:g})"
         if name == compare.reference:
             text += "  reference"
         elif (versus := by_candidate.get(name)) is not None:

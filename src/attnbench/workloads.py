@@ -1098,10 +1098,9 @@ def _inspect_tensor(
         return None
     diff.sub_(want)
     want_norm = torch.linalg.vector_norm(want).item()
-    diff_norm = torch.linalg.vector_norm(diff).item()
-    norm_error = diff_norm / (want_norm or 1.0)
+    norm_error = torch.linalg.vector_norm(diff).item() / (want_norm or 1.0)
     max_abs = diff.abs().max().item() if diff.numel() else 0.0
-    cosine = _cosine(diff, want, diff_norm, want_norm)
+    cosine = _cosine(diff, want, want_norm)
     errors, frame = _canonical(diff, kv, placement)
     wanted, _ = _canonical(want, kv, placement)
     if not wanted.numel():
@@ -1150,16 +1149,19 @@ def _inspect_tensor(
     )
 
 
-def _cosine(diff: Any, want: Any, diff_norm: float, want_norm: float) -> float:
-    """The cosine similarity of got = want + diff with want, in float64 from the difference (got is
-    not kept): (diff.want + |want|^2) / (|want| |got|); 1 where both are zero."""
+def _cosine(diff: Any, want: Any, want_norm: float) -> float:
+    """The cosine similarity of got = want + diff with want, in float64 (got is not kept; its norm is
+    taken from want + diff itself, not from the norms, which cancel when got is small); 1 where both
+    are zero, 0 where one is."""
     import torch
 
-    cross = torch.dot(diff.flatten(), want.flatten()).item() if diff.numel() else 0.0
-    got_norm = math.sqrt(max(diff_norm**2 + 2 * cross + want_norm**2, 0.0))
+    if not diff.numel():
+        return 1.0
+    got_norm = torch.linalg.vector_norm(diff + want).item()
     if not got_norm or not want_norm:
         return 1.0 if got_norm == want_norm else 0.0
-    return (cross + want_norm**2) / (want_norm * got_norm)
+    cross = torch.dot(diff.flatten(), want.flatten()).item()
+    return max(-1.0, min(1.0, (cross + want_norm**2) / (want_norm * got_norm)))
 
 
 def _local(frame: _Frame, group: int, row: int) -> tuple[int, int]:

@@ -1,4 +1,4 @@
-"""The run's report: a summary CSV, four plots, and the same findings as Markdown and one HTML page.
+"""The run's report: a summary CSV, the plots, and the same findings as Markdown and one HTML page.
 
 Nothing is measured or tested here: every number comes from the result files, and the run-wide
 statistics (the Bonferroni correction of every comparison of the run, autotune) from autotune.json,

@@ -374,7 +374,7 @@ ACCURACY_COLUMNS = COLUMNS[COLUMNS.index("max_abs_error") : COLUMNS.index("error
 
 def _error_ratio(cand: CandidateResult, reference: CandidateResult | None) -> float | None:
     """The candidate's norm-wise error over the reference's on the same inputs (1 for the reference)."""
-    if reference is None or cand.rel_error is None or not reference.rel_error:
+    if reference is None or reference.status != Status.OK or cand.rel_error is None or not reference.rel_error:
         return None
     return cand.rel_error / reference.rel_error
 

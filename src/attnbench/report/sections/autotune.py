@@ -41,7 +41,7 @@ def autotune_section(frame: pd.DataFrame, analysis: Analysis) -> Section:
         choice = analysis.shapes[shape]
         best, compared = choice.fastest, choice.rivals
         if best is None:
-            rows.append([str(shape), DASH, "no candidate has status ok", DASH, DASH])
+            rows.append([str(shape), DASH, "no candidate ok within the dtype's tolerance", DASH, DASH])
             continue
         ties = {t.candidate: t for t in choice.ties()}
         parts = []
@@ -116,7 +116,7 @@ def _family_blocks(family: Family) -> list[Block]:
                 [
                     shape.shape,
                     DASH,
-                    "no configuration has status ok",
+                    "no configuration ok within the dtype's tolerance",
                     DASH,
                     *([DASH] if rec else []),
                     not_ok,

@@ -60,7 +60,7 @@ def headline_section(
             str(s["shape"]),
             DASH if s["fastest"] is None else str(s["fastest"]),
             (
-                "nothing timed ok"
+                "nothing timed ok within the dtype's tolerance"
                 if s["fastest"] is None
                 else speedup(
                     s["speedup"],
@@ -193,10 +193,12 @@ def matrix_section(summary: Json, analysis: Analysis | None = None) -> Section:
             elif cell["verdict"] == "reference":
                 line.append(f"{prefix}reference")
             else:
-                line.append(
-                    prefix
-                    + headline.speedup_text(cell["speedup"], cell["ci"], cell["significant"], cell["verdict"])
+                said = headline.speedup_text(
+                    cell["speedup"], cell["ci"], cell["significant"], cell["verdict"]
                 )
+                if cell.get("declared_tolerance") is not None:  # headline files written before it lack it
+                    said += f" (approximate, declared {cell['declared_tolerance']:g})"
+                line.append(prefix + said)
             if cell is not None and cell["fastest"]:
                 css[(r, c)] = "fastest"
         rows.append(line)

@@ -261,3 +261,12 @@ def test_the_sageattention_example_declares_its_tolerance_and_declines_without_c
         entry = result["candidates"][name]
         assert entry["status"] == "unsupported"
         assert entry["reason"].startswith(("sageattention is not installed", "SageAttention needs a CUDA device"))
+
+
+def test_no_error_ratio_against_a_reference_that_is_not_ok(tmp_path):
+    run = write_run(tmp_path, device="cpu")
+    benches = [ShapeResult.from_json(files.read_json(path)) for path in run["bench_paths"]]
+    evil = next(name for name in benches[0].candidates if name.startswith("evil"))  # incorrect
+    compares = [ShapeComparisons.from_json(files.stamped(compare_shape(b, evil))) for b in benches]
+    frame = summary_frame(benches, compares).set_index(["shape", "candidate"])
+    assert frame["error_vs_reference"].isna().all()  # a ratio to a wrong answer means nothing

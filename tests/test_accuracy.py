@@ -126,7 +126,10 @@ def test_a_kernel_approximate_only_on_the_hard_inputs_is_approximate_and_never_r
     bench = ShapeResult.from_json(document)
     result = bench.candidates[name]
     assert result.status == "ok" and result.rel_error < 1e-5  # exact on the first (random) input set
-    assert result.declared_tolerance == 3e-2 and document["candidates"][name]["approximate"]["input_set"] == "hard"
+    assert (
+        result.declared_tolerance == 3e-2
+        and document["candidates"][name]["approximate"]["input_set"] == "hard"
+    )
     assert autotune.fastest(bench) == "math"
 
 
@@ -260,7 +263,9 @@ def test_the_sageattention_example_declares_its_tolerance_and_declines_without_c
     for name in names:
         entry = result["candidates"][name]
         assert entry["status"] == "unsupported"
-        assert entry["reason"].startswith(("sageattention is not installed", "SageAttention needs a CUDA device"))
+        assert entry["reason"].startswith(
+            ("sageattention is not installed", "SageAttention needs a CUDA device")
+        )
 
 
 def test_no_error_ratio_against_a_reference_that_is_not_ok(tmp_path):
@@ -270,3 +275,23 @@ def test_no_error_ratio_against_a_reference_that_is_not_ok(tmp_path):
     compares = [ShapeComparisons.from_json(files.stamped(compare_shape(b, evil))) for b in benches]
     frame = summary_frame(benches, compares).set_index(["shape", "candidate"])
     assert frame["error_vs_reference"].isna().all()  # a ratio to a wrong answer means nothing
+
+
+def test_a_kernels_approximate_configurations_are_said_approximate_not_failed():
+    approximate = {"approximate": {"declared": 3e-2, "dtype_tolerance": 1e-5, "input_set": "first"}}
+    entries = {
+        name: {
+            "status": "ok",
+            "samples_ms": [1.0, 1.1, 1.2],
+            "median_ms": 1.1,
+            "rel_error": 1e-2,
+            **approximate,
+        }
+        for name in ("k:f[B=64]", "k:f[B=128]")
+    }
+    bench = shape_result(
+        {"candidates": {"math": {"status": "ok", "samples_ms": [2.0] * 3, "median_ms": 2.0}, **entries}}
+    )
+    (family,) = autotune.analyse([bench], [])["configurations"]["families"]
+    assert [x["status"] for x in family["shapes"][0]["not_ok"]] == [autotune.APPROXIMATE] * 2
+    assert family["reason"] == "no configuration ran ok within the dtype's tolerance on any shape"

@@ -287,7 +287,7 @@ def judge_output(
     import torch
 
     if problem := guard.plain_output_problem(result):
-        return None, problem
+        return None, problem, False
     workload = inputs.workload
     backward, dtype = job.backward, getattr(torch, job.dtype)
     expected = in_layout(answers_of(inputs.sets[index]), layout, workload)

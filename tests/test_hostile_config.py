@@ -15,7 +15,7 @@ import pytest
 import yaml
 from helpers import CONFIG, ROOT, copy_workflow, write_config
 
-from attnbench import configfile
+from attnbench import cli, configfile
 from attnbench.config import CONFIG_FILE
 
 
@@ -179,6 +179,12 @@ FILE_CASES = {
         [],
         ["config.yaml is 2 MiB, more than the 1 MiB a config file may be"],
     ),
+    # Found by trying it: Snakemake's "Config file is not valid JSON or YAML", with no line or column.
+    "invalid YAML": (
+        lambda: "candidates: [flash\nshapes: 3\n",
+        [],
+        ["config/config.yaml:2:7: expected ',' or ']', but got ':'", "  shapes: 3\n        ^"],
+    ),
     "value beyond its bound": (
         lambda: _default_text() + "report: {title: " + "x" * 20_000 + "}\n",
         [],
@@ -238,6 +244,21 @@ def test_a_config_file_beyond_a_bound_is_refused_without_being_loaded(tmp_path, 
         configfile.check_file(tmp_path / "config.yaml")
     assert str(raised.value).startswith(str(tmp_path / message)), str(raised.value)
     assert time.monotonic() - began < 5
+
+
+def test_a_config_file_that_is_not_yaml_is_refused_at_its_line_and_column(tmp_path, monkeypatch, capsys):
+    """Both entry points: the workflow (config.check_files before Snakemake loads the file) and
+    `attnbench run FILE` used to name no line ("<unicode string>" at best)."""
+    bad = tmp_path / "mine.yaml"
+    bad.write_text("shapes: [b1_h2_s32_d16]\ntiming: {max_time_s: 1\nreference: math\n")
+    with pytest.raises(configfile.Invalid) as raised:
+        configfile.check_file(bad)
+    first, line, caret = str(raised.value).splitlines()
+    assert first.startswith(f"{bad}:3:10: ") and line == "  reference: math" and caret == "  " + " " * 9 + "^"
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["run", "mine.yaml"]) == 2
+    err = capsys.readouterr().err
+    assert "mine.yaml:3:10: " in err and "<unicode string>" not in err and "Traceback" not in err
 
 
 def test_the_repositorys_config_files_are_within_the_bounds():

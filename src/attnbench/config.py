@@ -101,11 +101,11 @@ _RANK = {"additionalProperties": 0, "required": 2}
 @_short_traceback
 def check_files(paths: Iterable[str | os.PathLike[str]]) -> None:
     """Refuse a config file beyond attnbench.configfile's bounds (its size, a value's length, its values
-    counted through its aliases): the Snakefile calls it on config.yaml and each --configfile before its
-    `configfile:` directive has Snakemake load them."""
+    counted through its aliases), or that is not YAML (at its line and column): the Snakefile calls it
+    on config.yaml and each --configfile before its `configfile:` directive has Snakemake load them."""
     try:
         configfile.check_files(paths)
-    except configfile.Unbounded as exc:
+    except (configfile.Unbounded, configfile.Invalid) as exc:
         raise ConfigError(str(exc)) from None
 
 

@@ -38,6 +38,10 @@ class Unbounded(ValueError):
     """A config file or value is beyond a bound; the message names the file, the line and the bound."""
 
 
+class Invalid(ValueError):
+    """A config file that is not YAML: the message is `file:line:column: problem`, then the line."""
+
+
 def check_files(paths: Iterable[str | os.PathLike[str]]) -> None:
     """check_file for each of `paths` that exists (Snakemake says which are missing)."""
     for path in paths:
@@ -74,14 +78,28 @@ def check_file(path: str | os.PathLike[str]) -> None:
     root = None
     # libyaml's composer first (milliseconds for a whole file); PyYAML's own, which Snakemake's loader
     # uses, where libyaml refuses the text (more than 1,000 levels of flow nesting)
+    failed: Exception | None = None
     for loader in dict.fromkeys((getattr(yaml, "CSafeLoader", yaml.SafeLoader), yaml.SafeLoader)):
         try:
             root = yaml.compose(text, Loader=loader)
             break
-        except (yaml.YAMLError, RecursionError):
-            continue
+        except (yaml.YAMLError, RecursionError) as exc:
+            failed = exc
     if root is not None:
         _Nodes(name).size(root, 0)
+    elif isinstance(failed, yaml.MarkedYAMLError) and failed.problem_mark is not None:
+        raise Invalid(_where(name, text, failed)) from None
+
+
+def _where(name: str, text: str, error: yaml.MarkedYAMLError) -> str:
+    """`config.yaml:12:5: expected ',' or ']', but got ':'`, the line, and a caret under the column:
+    what an editor jumps to (YAML's own message names "<unicode string>" and no file)."""
+    mark = error.problem_mark
+    lines = text.splitlines() or [""]
+    line = lines[min(mark.line, len(lines) - 1)]
+    problem = error.problem or str(error)
+    context = f" ({error.context})" if error.context else ""
+    return f"{name}:{mark.line + 1}:{mark.column + 1}: {problem}{context}\n  {line}\n  {' ' * mark.column}^"
 
 
 class _Nodes:

@@ -124,6 +124,8 @@ def given_config(args: Any) -> dict[str, Any]:
         try:
             configfile.check_file(args.file)  # bounded before any YAML is built (issue 31)
             loaded = yaml.safe_load(Path(args.file).read_text(encoding="utf-8")) or {}
+        except configfile.Invalid as exc:  # file:line:column, and the line
+            raise QuickRunError(str(exc)) from None
         except (OSError, yaml.YAMLError, configfile.Unbounded) as exc:
             raise QuickRunError(f"cannot read {args.file}: {exc}") from exc
         if not isinstance(loaded, dict):

@@ -241,7 +241,7 @@ def _compared(bench: ShapeResult, best: str, name: str, settings: Json, cache: C
         "shape": shape,
         "candidate": name,
         "median_ms": cand.median_ms,
-        "ci95_ms": None if cand.ci95_ms is None else list(cand.ci95_ms),
+        "ci95_ms": cand.document["ci95_ms"],
         "speedup": result["speedup"],
         "p_value": result["p_value"],
         "rounds": result["rounds"],
@@ -456,7 +456,7 @@ def _summary(bench: ShapeResult, name: str | None) -> Json | None:
     return {
         "candidate": name,
         "median_ms": best.median_ms,
-        "ci95_ms": None if best.ci95_ms is None else list(best.ci95_ms),
+        "ci95_ms": best.document["ci95_ms"],
     }
 
 

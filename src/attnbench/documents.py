@@ -34,6 +34,11 @@ DIGEST = "content_digest"
 BENCH_MINOR = 2
 
 
+def _interval(pair: list[float] | None) -> tuple[float, float] | None:
+    """An interval as the files hold it ([lo, hi] or null) as a pair."""
+    return None if pair is None else (pair[0], pair[1])
+
+
 def version(document: Mapping[str, Any]) -> tuple[int, int]:
     """(schema, schema_minor) of a document; files without a minor version are minor 0, and one not
     yet written (no schema: files.write_json stamps it) is this attnbench's."""
@@ -74,14 +79,13 @@ class CandidateResult:
 
     @classmethod
     def from_json(cls, name: str, entry: Mapping[str, Any]) -> CandidateResult:
-        ci = entry["ci95_ms"]
         return cls(
             name=name,
             status=Status(entry["status"]),
             reason=entry["reason"],
             samples_ms=tuple(entry["samples_ms"]),
             median_ms=entry["median_ms"],
-            ci95_ms=None if ci is None else (ci[0], ci[1]),
+            ci95_ms=_interval(entry["ci95_ms"]),
             rel_ci=entry["rel_ci"],
             target_met=entry["target_met"],
             tflops=entry["tflops"],
@@ -151,7 +155,6 @@ class ShapeResult:
     bound: Bound | None
     device_info: Mapping[str, Any]
     device_total_mb: float | None
-    pairs: Mapping[str, Any] | None
     provenance: Mapping[str, Any] | None
     host: Mapping[str, Any]  # the host's load while measuring (attnbench.host); empty in older files
     created: str | None
@@ -179,7 +182,6 @@ class ShapeResult:
             bound=None if bound is None else Bound.from_json(bound),
             device_info=data.get("device_info") or {},
             device_total_mb=(data.get("memory") or {}).get("device_total_mb"),
-            pairs=data.get("pairs"),
             provenance=data.get("provenance"),
             host=data.get("host") or {},
             created=data.get("created"),
@@ -243,12 +245,11 @@ class Comparison:
 
     @classmethod
     def from_json(cls, entry: Mapping[str, Any]) -> Comparison:
-        ci = entry["speedup_ci"]
         return cls(
             candidate=entry["candidate"],
             baseline=entry.get("baseline"),
             speedup=entry.get("speedup"),
-            speedup_ci=None if ci is None else (ci[0], ci[1]),
+            speedup_ci=_interval(entry["speedup_ci"]),
             confidence=entry["confidence"],
             p_value=entry.get("p_value"),
             p_adjusted=entry.get("p_adjusted", entry.get("p_value")),
@@ -307,8 +308,7 @@ class Pick:
 
     @classmethod
     def from_json(cls, entry: Mapping[str, Any]) -> Pick:
-        ci = entry["ci95_ms"]
-        return cls(entry["candidate"], entry["median_ms"], None if ci is None else (ci[0], ci[1]))
+        return cls(entry["candidate"], entry["median_ms"], _interval(entry["ci95_ms"]))
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,8 @@ from attnbench.formatting import DASH, md, num, signed_pct
 from attnbench.results import Json, Status, median_problem
 from attnbench.settings import ALPHA
 
+# What a baseline keeps of each candidate's result: what a comparison with it reads.
+BASELINE_FIELDS = ("status", "reason", "samples_ms", "median_ms", "ci95_ms", "rel_error", "tolerance")
 # Errors below this fraction of the tolerance they were checked against are too small to gate on.
 ACCURACY_FLOOR = 0.1
 VERDICTS = ("regression", "improvement", "unchanged", "undecided", "new", "missing", "failed", "incomparable")
@@ -80,15 +82,7 @@ def save_baseline(results_dir: str | Path, schema_dir: str | Path) -> Json:
             }
             | {"timing": {k: v for k, v in bench.timing.items() if k != "clocks"}},
             "candidates": {
-                name: {
-                    "status": result.status,
-                    "reason": result.reason,
-                    "samples_ms": list(result.samples_ms),
-                    "median_ms": result.median_ms,
-                    "ci95_ms": None if result.ci95_ms is None else list(result.ci95_ms),
-                    "rel_error": result.rel_error,
-                    "tolerance": result.document.get("tolerance"),
-                }
+                name: {key: result.document.get(key) for key in BASELINE_FIELDS}
                 for name, result in bench.candidates.items()
             },
         }

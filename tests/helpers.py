@@ -203,6 +203,12 @@ def snakemake(workdir, *args, gpus=1, env=None):
     return proc.stdout + proc.stderr
 
 
+def measured(out: str, shape: str) -> bool:
+    """Whether a run's terminal shows `shape` measured and compared: the live view's line for it
+    (attnbench.live: `[2/3, 0:04, ~0:02 left] s64 (reference math ...`)."""
+    return f"] {shape} (reference " in out
+
+
 def planned_jobs(workdir, env=None):
     """Job counts per rule from a dry run ({} when there is nothing to do)."""
     out = snakemake(workdir, "--dry-run", env=env)

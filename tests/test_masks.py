@@ -303,6 +303,8 @@ def test_a_paged_decode_kernel_is_measured_and_the_built_ins_say_why_not(kernels
     assert contiguous["math"] == ("ok", None) and contiguous["contract_kernels:flex_eager"] == ("ok", None)
     assert contiguous["examples.decode_kernels:paged_decode"][0] == "unsupported"
     assert contiguous["user_kernels:correct"][0] == "unsupported"  # a plain function is not told the requests
+    # the reason names every feature and still ends with its fix, whole (it was cut before "docs/kernels.md")
+    assert contiguous["user_kernels:correct"][1].endswith("to receive the workload (docs/kernels.md)")
 
 
 @pytest.mark.parametrize("kv_dtype", ["float8_e4m3fn", "float8_e5m2"])

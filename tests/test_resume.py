@@ -16,7 +16,7 @@ from pathlib import Path
 
 import helpers
 import pytest
-from helpers import SCHEMAS, copy_workflow, snakemake, write_config
+from helpers import SCHEMAS, copy_workflow, measured, snakemake, write_config
 
 from attnbench import files
 
@@ -187,8 +187,7 @@ def test_kill_9_inside_a_benchmark_then_unlock_and_rerun_completes(tmp_path):
         assert (
             path.stat().st_mtime_ns == mtime_ns and path.read_bytes() == content
         ), f"{path.name} was finished before the kill but was rewritten by the resumed run:\n{out[-6000:]}"
-        assert f"Benchmark {path.stem}:" not in out, f"{path.name} was rerun:\n{out[-6000:]}"  # the job's message
-    assert f"Benchmark {interrupted}:" in out, out[-6000:]
+    assert measured(out, interrupted), out[-6000:]
 
     leftovers = [str(p.relative_to(results)) for p in results.rglob("*.tmp")]
     assert not leftovers, f"temporary files left behind: {leftovers}"

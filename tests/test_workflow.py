@@ -16,6 +16,7 @@ from helpers import (
     CPU_CONFIG,
     check_finished_run,
     copy_workflow,
+    measured,
     planned_jobs,
     run_snakemake,
     snakemake,
@@ -111,19 +112,25 @@ def test_what_snakemake_report_imports_is_a_dependency():
 
 
 def test_the_terminal_shows_each_candidate_and_ends_with_the_answer(finished_run):
-    """What a newcomer sees: per shape one line per candidate, then the headline and the report's
-    path; no job's shell command or JSON spec."""
+    """What a newcomer sees (attnbench.live): per shape the progress and one line per candidate, then
+    the headline, the measurement's quality and the report's path; no job's shell command or JSON spec,
+    none of Snakemake's per-job bookkeeping, a CUDA-only backend's reason once."""
     out = (finished_run / "first-run.out").read_text()
-    assert "Benchmark s64: check every candidate" in out
     assert "--spec" not in out and "python -m attnbench" not in out
-    assert "s96_causal (reference math; 95% intervals, this shape alone):" in out
+    for bookkeeping in ("Select jobs to execute", "Execute 1 jobs", "Finished jobid", "steps (", "Job stats"):
+        assert bookkeeping not in out, bookkeeping
+    progress = [re.match(r"\[(\d)/2, \d+:\d\d(, ~\d+:\d\d left)?\] (\S+) ", line) for line in out.splitlines()]
+    assert sorted(m[3] for m in progress if m) == ["s64", "s96_causal"]
+    assert [m[1] for m in progress if m] == ["1", "2"]
+    assert re.search(r"\] s96_causal \(reference math [\d.]+ ms ±[\d.]+%; 95% intervals, this shape alone\):", out)
     lines = out.splitlines()
     naive = next(line for line in lines if line.split()[:2] == ["examples.kernels:naive_attention", "ok"])
     assert " ms ±" in naive and "× [" in naive  # median with its CI, speedup with its CI
-    assert any("efficient" in line and "needs CUDA" in line for line in lines)
-    assert "Job 0: Done" in out and "report: results/report/report.html" in out
+    assert sum(line.split()[:2] == ["efficient", "unsupported"] for line in lines) == 1  # said once
+    assert "report: results/report/report.html" in out
     summary = headline.load(finished_run / "results")
     assert headline.terminal(summary) in out
+    assert len(lines) <= 60, out
 
 
 def _with_a_failed_candidate(finished_run, tmp_path):
@@ -143,7 +150,7 @@ def _with_a_failed_candidate(finished_run, tmp_path):
 def test_a_failed_candidate_is_listed_and_fails_the_run_only_when_asked(finished_run, tmp_path):
     workdir = _with_a_failed_candidate(finished_run, tmp_path)
     out = snakemake(workdir, "--forcerun", "report")
-    assert "Benchmark" not in out  # the edited result stands
+    assert not measured(out, "s96_causal")  # the edited result stands
     assert "  flash  error on s96_causal\n    RuntimeError: boom\n" in out
     failing = run_snakemake(workdir, "--forcerun", "report", "--config", "fail_on_failed_candidates=True")
     assert failing.returncode == 1, failing.stdout + failing.stderr

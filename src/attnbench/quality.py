@@ -92,15 +92,26 @@ def summarize(benches: list[ShapeResult], compares: list[ShapeComparisons] | Non
     return summary
 
 
-def text(summary: Mapping[str, Any]) -> str:
+def text(summary: Mapping[str, Any], *, knobs: bool = False) -> str:
     """`summarize`'s counts in words, clauses joined by "; ", starting in lower case:
-    `1 of 12 timed results missed their ±1.0% CI target; no throttled rounds`."""
+    `1 of 12 timed results missed their ±1.0% CI target; no throttled rounds`. `knobs`: each problem
+    followed by the setting (or action) that fixes it, as the end of a run in the terminal says it."""
     shapes = summary["shapes"]
+    section = "cpu.timing" if summary["cpu"] else "timing"  # the cpu: section replaces timing on the CPU
+
+    def fix(clause: str, knob: str) -> str:
+        return f"{clause} ({knob})" if knobs else clause
+
     target = ", ".join(pm(t) for t in summary["targets"]) or "—"
     if not summary["timed"]:
         parts = ["no candidate produced timings"]
     elif summary["missed"]:
-        parts = [f"{summary['missed']} of {summary['timed']} timed results missed their {target} CI target"]
+        parts = [
+            fix(
+                f"{summary['missed']} of {summary['timed']} timed results missed their {target} CI target",
+                f"raise {section}.max_time_s, or loosen {section}.target_rel_ci",
+            )
+        ]
     else:
         parts = [f"all {summary['timed']} timed results met their {target} CI target"]
     if not summary["monitored"]:
@@ -119,16 +130,34 @@ def text(summary: Mapping[str, Any]) -> str:
             else []
         )
         parts.append(
-            f"throttled rounds on {summary['throttled']} of {shapes} shapes"
-            f" ({'; '.join(detail) if detail else 'power cap only, rounds kept'})"
+            fix(
+                f"throttled rounds on {summary['throttled']} of {shapes} shapes"
+                f" ({'; '.join(detail) if detail else 'power cap only, rounds kept'})",
+                "cool the GPU or lock its clocks (nvidia-smi -lgc); keep timing.discard_throttled on",
+            )
         )
     if summary["unsettled"]:
-        parts.append(f"warm-up did not settle on {summary['unsettled']} of {shapes} shapes")
+        parts.append(
+            fix(
+                f"warm-up did not settle on {summary['unsettled']} of {shapes} shapes",
+                f"raise {section}.warmup_max_s",
+            )
+        )
     if summary["busy"]:
-        parts.append(f"the host was busy with other work during {summary['busy']} of {shapes} shapes")
+        parts.append(
+            fix(
+                f"the host was busy with other work during {summary['busy']} of {shapes} shapes",
+                "stop the other work, then rerun with --forcerun benchmark",
+            )
+        )
     if summary.get("too_few_rounds"):
         n = summary["too_few_rounds"]
-        parts.append(f"{n} comparison{'' if n == 1 else 's'} with too few rounds for an interval")
+        parts.append(
+            fix(
+                f"{n} comparison{'' if n == 1 else 's'} with too few rounds for an interval",
+                f"raise {section}.min_rounds or {section}.max_time_s",
+            )
+        )
     return "; ".join(parts)
 
 

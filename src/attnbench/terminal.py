@@ -19,38 +19,57 @@ from pathlib import Path
 from typing import Any
 
 from attnbench import faults, files
-from attnbench.documents import ShapeComparisons, ShapeResult
+from attnbench.documents import CandidateResult, ShapeComparisons, ShapeResult
 from attnbench.formatting import clip, speedup_interval
+from attnbench.live import LIVE_VARIABLE
 
-LINE_WIDTH = 160  # a candidate's line: its numbers and the start of its reason (the report has the rest)
+LINE_WIDTH = 160  # a shape's measurement line (shape_line); candidate lines keep their reason whole
 
 # Set by `attnbench run` for the workflow it starts: it prints the headline itself, with the report's
 # absolute path, so the workflow's end only decides the exit.
 HEADLINE_VARIABLE = "ATTNBENCH_RUN_PRINTS_HEADLINE"
 
 
-def candidate_lines(bench: ShapeResult, compare: ShapeComparisons) -> list[str]:
-    """The shape's name, then one line per candidate: status, median and the half-width of its 95% CI,
-    and its speedup over the reference with the shape's own interval and verdict (those of this
-    comparison alone, at 1 - alpha; the run's end prints them corrected across the run), or why it
-    has no numbers. An undecided comparison says about how many rounds would decide it, and how many
-    seconds of sampling that is; a shape with a comparison of too few rounds ends with a line on how
-    it was measured (quality.shape_issues)."""
+def candidate_lines(
+    bench: ShapeResult, compare: ShapeComparisons, *, said: dict[str, str] | None = None
+) -> list[str]:
+    """The shape's name with the reference's median, then one line per other candidate: status,
+    median and the half-width of its 95% CI, and its speedup over the reference with the shape's own
+    interval and verdict (those of this comparison alone, at 1 - alpha; the run's end prints them
+    corrected across the run), or why it has no numbers, in full (never cut before its fix). An
+    undecided comparison says about how many rounds would decide it, and how many seconds of sampling
+    that is; a shape with a comparison of too few rounds ends with a line on how it was measured
+    (quality.shape_issues). `said`: a candidate's reason for being unsupported here, already shown
+    (the live view's memory across shapes): the same reason is not repeated; it gains those shown."""
     from attnbench import quality  # numpy: imported by the compare job anyway, not at the Snakefile's parse
     from attnbench.stats import TOO_FEW_ROUNDS
 
     comparisons = compare.comparisons
     by_candidate = {c.candidate: c for c in comparisons}
     levels = sorted({c.confidence for c in comparisons if c.speedup_ci is not None})
-    said = f"; {'/'.join(quality.level(c) for c in levels)} intervals, this shape alone" if levels else ""
-    lines = [f"{compare.shape} (reference {compare.reference}{said}):"]
+    said_levels = (
+        f"; {'/'.join(quality.level(c) for c in levels)} intervals, this shape alone" if levels else ""
+    )
+    reference = bench.candidates.get(compare.reference)
+    measured = f" {_median(reference)}" if reference is not None and reference.median_ms is not None else ""
+    lines = [f"{compare.shape} (reference {compare.reference}{measured}{said_levels}):"]
     if compare.reason:  # the reference itself has no result: nothing was compared
-        lines.append(clip(f"  no speedups: {compare.reason}"))
-    width = max(map(len, bench.candidates), default=0)
-    for name, entry in bench.candidates.items():
+        lines.append(f"  no speedups: {' '.join(compare.reason.splitlines())}")
+    shown = {
+        name: entry for name, entry in bench.candidates.items() if name != compare.reference or not measured
+    }
+    if said is not None:
+        shown = {
+            name: entry
+            for name, entry in shown.items()
+            if entry.status != "unsupported" or said.get(name) != entry.reason
+        }
+        said.update({name: entry.reason for name, entry in shown.items() if entry.status == "unsupported"})
+    width = max(map(len, shown), default=0)
+    for name, entry in shown.items():
         text = f"{entry.status:<11}"
         if entry.median_ms is not None:
-            text += f" {entry.median_ms:.4g} ms ±{entry.rel_ci:.1%}"
+            text += f" {_median(entry)}"
         if entry.declared_tolerance is not None:  # ranked apart: never read as an exact result
             text += f"  approximate (declared tolerance {entry.declared_tolerance:g})"
         if name == compare.reference:
@@ -67,10 +86,14 @@ def candidate_lines(bench: ShapeResult, compare: ShapeComparisons) -> list[str]:
                     text += f" ({need})"
         if entry.reason:
             text += f"  {entry.reason}"
-        lines.append(clip(f"  {name:<{width}}  {text}", LINE_WIDTH))
+        lines.append(" ".join(f"  {name:<{width}}  {text}".splitlines()))
     if any(c.verdict == TOO_FEW_ROUNDS for c in comparisons):
         lines.append(clip(f"  {shape_line(bench)}", LINE_WIDTH))
     return lines
+
+
+def _median(entry: CandidateResult) -> str:
+    return f"{entry.median_ms:.4g} ms ±{entry.rel_ci:.1%}"
 
 
 def shape_line(bench: ShapeResult) -> str:
@@ -88,7 +111,10 @@ def shape_line(bench: ShapeResult) -> str:
 
 
 def print_shape(bench_path: str | Path, compare: dict[str, Any]) -> None:
-    """What a compare job prints where Snakemake shows it, right after its shape was measured."""
+    """What a compare job prints where Snakemake shows it, right after its shape was measured; nothing
+    under the live view (attnbench.live), which prints the shape's lines itself with the progress."""
+    if os.environ.get(LIVE_VARIABLE):
+        return
     bench = files.read_bench(bench_path, None)
     print("\n".join(candidate_lines(bench, ShapeComparisons.from_json(compare))), flush=True)
 
@@ -124,8 +150,8 @@ def answer(summary: dict[str, Any], results: Path, report: Path | None) -> str:
 def quality_line(results: Path) -> str | None:
     """The run's measurement quality in one line, as the report's first screen says it (quality.text
     on the bench and compare files under `results`): CI targets missed, throttled or discarded
-    rounds, warm-ups not settled, a busy host, comparisons with too few rounds. None without bench
-    files."""
+    rounds, warm-ups not settled, a busy host, comparisons with too few rounds, each with the setting
+    that fixes it. None without bench files."""
     from attnbench import quality
 
     benches = [ShapeResult.from_json(_read(p)) for p in sorted((Path(results) / "bench").glob("*.json"))]
@@ -140,7 +166,7 @@ def quality_line(results: Path) -> str | None:
         if c.shape in shapes
     ]
     summary = quality.summarize(benches, compares)
-    text = f"measurement: {quality.text(summary)}"
+    text = f"measurement: {quality.text(summary, knobs=True)}"
     return f"{quality.FLAG} {text}" if summary["warn"] else text
 
 

@@ -117,11 +117,11 @@ def test_warnings_errors_and_nothing_to_do_still_show(tmp_path: Path) -> None:
     view = live.LiveView(written.append)
     view.handle(record("Nothing to be done (all requested files are present and up to date)."))
     view.handle(record("a warning", logging.WARNING))
-    view.handle(record("Exiting because a job execution failed.", logging.ERROR))
+    view.handle(record("MissingInputException: Missing input files for rule report", logging.ERROR))
     assert written == [
         "Nothing to be done (all requested files are present and up to date).",
         "a warning",
-        "Exiting because a job execution failed.",
+        "MissingInputException: Missing input files for rule report",
     ]
 
 
@@ -191,3 +191,101 @@ def test_verbose_p_and_dry_runs_get_snakemakes_own_output(asked, monkeypatch) ->
 
 def test_clock() -> None:
     assert [live.clock(s) for s in (0, 42.4, 725, 3729)] == ["0:00", "0:42", "12:05", "1:02:09"]
+
+
+def test_an_interrupt_says_each_running_job_once_and_none_of_snakemakes_exceptions(tmp_path: Path) -> None:
+    """Found by interrupting runs: Snakemake printed each job's exception with its ~900-character
+    command, and a job it cancelled (no error of its own) went unmentioned."""
+    log = tmp_path / "report.log"
+    log.write_text("attnbench report: running in worker pid 9 after 3 jobs\n")
+    written: list[str] = []
+    view = live.LiveView(written.append)
+    view.handle(job_info(1, "benchmark", "s64"))
+    view.handle(record(event="job_finished", job_id=1))
+    report = job_info(2, "report", None)
+    report.log = [str(log)]
+    view.handle(report)
+    view.handle(
+        record(
+            "RuleException:\nCalledProcessError in file rules/benchmark.smk, line 20:\nCommand 'python -m attnbench"
+            " benchmark --spec ...' returned non-zero exit status 130.",
+            logging.ERROR,
+            event="error",
+            exception="RuleException",
+        )
+    )
+    view.handle(record("Terminating processes on user request, this might take some time."))
+    view.handle(
+        record(
+            "Error in rule report",
+            logging.ERROR,
+            event="job_error",
+            jobid=2,
+            rule_name="report",
+            log=[str(log)],
+        )
+    )
+    view.handle(
+        record(
+            "WorkflowError:\nAt least one job did not complete successfully.", logging.ERROR, event="error"
+        )
+    )
+    assert written == [
+        live.STOPPING["Terminating processes on user request"],
+        f"✗ report interrupted, wrote nothing; log: {log}",
+    ]
+
+
+@pytest.mark.parametrize(
+    "exception, last_line, interrupted",
+    [
+        (
+            "returned non-zero exit status 130.",
+            "attnbench benchmark: interrupted (Ctrl-C); this job wrote nothing",
+            True,
+        ),
+        ("died with <Signals.SIGTERM: 15>.", "[attnbench 23:29:53] s64: float32 forward on cpu", True),
+        ("returned non-zero exit status 1.", "attnbench benchmark: error: boom", False),
+    ],
+)
+def test_a_job_ended_by_a_signal_is_interrupted_not_failed(
+    tmp_path: Path, exception, last_line, interrupted
+) -> None:
+    log = tmp_path / "s64.log"
+    log.write_text(f"attnbench benchmark: running in worker\n{last_line}\n")
+    written: list[str] = []
+    view = live.LiveView(written.append)
+    view.handle(
+        record(
+            f"RuleException:\nCalledProcessError in file x, line 1:\nCommand '...' {exception}",
+            logging.ERROR,
+            event="error",
+        )
+    )
+    view.handle(
+        record(
+            "",
+            logging.ERROR,
+            event="job_error",
+            rule_name="benchmark",
+            wildcards={"name": "s64"},
+            log=[str(log)],
+        )
+    )
+    (said,) = written
+    if interrupted:
+        assert said == f"✗ benchmark s64 interrupted, wrote nothing; log: {log}"
+    else:
+        assert said.splitlines() == [
+            f"✗ benchmark s64 failed; log: {log}",
+            "    attnbench benchmark: running in worker",
+            f"    {last_line}",
+        ]
+
+
+def test_a_sigterm_says_the_running_jobs_finish() -> None:
+    written: list[str] = []
+    view = live.LiveView(written.append)
+    view.handle(record("Will exit after finishing currently running jobs (scheduler)."))
+    view.handle(record("Will exit after finishing currently running jobs (scheduler)."))
+    assert written == [live.STOPPING["Will exit after finishing currently running jobs"]]

@@ -96,7 +96,10 @@ def test_a_stopped_run_says_what_finished_and_how_to_resume(run, capsys) -> None
     terminal.stopped(results, [*names, "never_measured"])
     out = capsys.readouterr().out
     assert f"stopped with {len(names)} of {len(names) + 1} shapes measured" in out
-    assert "Run the same command again" in out
+    assert "run the same command to continue" in out
+    terminal.stopped(results, names)  # every shape measured: the report is what is left
+    out = capsys.readouterr().out
+    assert f"stopped after all {len(names)} shapes were measured" in out and "run the same command to finish" in out
 
 
 def test_a_failed_reference_and_long_reasons_keep_the_lines_readable() -> None:
@@ -132,6 +135,25 @@ def test_a_ctrl_c_while_a_job_starts_ends_it_with_one_line() -> None:
     assert "interrupted (Ctrl-C) while starting" in ran.stderr
     assert "Traceback" not in ran.stderr and "Fatal Python error" not in ran.stderr
     assert __version__ not in ran.stdout  # ended before it did anything
+
+
+@pytest.mark.parametrize("window_s, said", [(30, "first\nsecond was the same interrupt\n"), (0, "first\nsecond\n")])
+def test_a_sigint_repeated_at_once_is_one_interrupt(window_s: float, said: str) -> None:
+    """`timeout -s INT` signals Snakemake twice; the second KeyboardInterrupt landed in Snakemake's
+    shutdown and printed its tracebacks. The workflow's process takes SIGINTs that close as one."""
+    probe = (
+        "import os, signal, time\n"
+        "from attnbench import jobs\n"
+        f"jobs.coalesce_interrupts(window_s={window_s})\n"
+        "for name in ('first', 'second'):\n"
+        "    try:\n"
+        "        os.kill(os.getpid(), signal.SIGINT); time.sleep(0.5)\n"
+        "        print(name, 'was the same interrupt')\n"
+        "    except KeyboardInterrupt:\n"
+        "        print(name)\n"
+    )
+    ran = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert ran.stdout == said, ran.stdout + ran.stderr
 
 
 # ------------------------------------------------------------------ measurement quality, verdicts

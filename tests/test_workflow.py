@@ -175,7 +175,7 @@ def test_ctrl_c_ends_with_one_line_and_the_same_command_resumes(tmp_path):
     os.killpg(run.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole foreground group
     out, _ = run.communicate(timeout=120)
     assert run.returncode != 0
-    assert "attnbench: stopped with" in out and "Run the same command again" in out
+    assert "attnbench: stopped with" in out and "run the same command to continue" in out
     assert "Traceback" not in out and "KeyboardInterrupt" not in out
     snakemake(workdir, "--unlock")
     snakemake(workdir)

@@ -72,6 +72,10 @@ class Launcher:
         return self.command
 
 
+# Repeated SIGINTs closer than this are one interrupt (coalesce_interrupts)
+INTERRUPT_WINDOW_S = 2.0
+
+
 @functools.cache
 def launcher() -> Launcher:
     """`python -m attnbench`, with Ctrl-C held (blocked, so pending, not lost) until `cli.main` lets it
@@ -85,6 +89,28 @@ def launcher() -> Launcher:
     except OSError:
         held = False
     return Launcher(("env --block-signal=INT " if held else "") + "python -m attnbench")
+
+
+def coalesce_interrupts(window_s: float = INTERRUPT_WINDOW_S) -> None:
+    """In the process that runs the workflow (Snakemake's), one SIGINT raises KeyboardInterrupt and
+    those that follow within `window_s` of it are the same interrupt. `timeout -s INT` signals
+    Snakemake, then its whole process group, Snakemake again: the second KeyboardInterrupt landed inside
+    Snakemake's own shutdown and printed its tracebacks ("Cannot close a running event loop"). A
+    Ctrl-C pressed again later still interrupts. Only the main thread may set a handler."""
+    import signal
+    import threading
+    import time
+
+    last = [float("-inf")]
+
+    def interrupt(signum: int, frame: Any) -> None:
+        now, before = time.monotonic(), last[0]
+        last[0] = now
+        if now - before >= window_s:
+            raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, interrupt)
 
 
 def output_schema(command: str, schemas: str | Path | None) -> Path | None:

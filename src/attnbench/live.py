@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -32,6 +33,25 @@ LIVE_VARIABLE = "ATTNBENCH_LIVE_VIEW"
 FAILED_LOG_LINES = 12  # of a failed job's log: its end says why
 # Snakemake's info lines that still matter with the bookkeeping gone
 KEPT_INFO = ("Nothing to be done",)
+# Snakemake's lines when a signal stops the run, and what the live view says instead: on SIGINT (a
+# terminal's Ctrl-C, `timeout -s INT`) it cancels the running jobs; on SIGTERM (a CI's cancel) it lets
+# them finish and starts no other.
+STOPPING = {
+    "Terminating processes on user request": "attnbench: interrupted; stopping the running jobs",
+    "Will exit after finishing currently running jobs": (
+        "attnbench: asked to stop (SIGTERM); the running jobs finish, no other starts"
+    ),
+}
+# Snakemake's errors that a line of the live view already says: a job's exception (its shell command,
+# once per failed job) and the run's "At least one job did not complete successfully" (the workflow's
+# onerror says what finished and how to continue)
+REPEATED_ERRORS = (
+    "CalledProcessError in file",
+    "At least one job did not complete successfully",
+    "Exiting because a job execution failed",
+)
+# How a job's end reads when a signal ended it (its exit status, or its log's last line)
+INTERRUPTED = re.compile(r"exit status (130|143|-2|-15)\b|Signals\.SIG(INT|TERM)|interrupted \(")
 
 
 def clock(seconds: float) -> str:
@@ -58,6 +78,9 @@ class LiveView:
         self.done = 0
         self.started: float | None = None  # the first shape's job
         self.said: dict[str, str] = {}  # candidate -> the reason it is unsupported here, once said
+        self.running: set[int] = set()  # jobs started, neither finished nor failed
+        self.stopping = False  # a signal stops the run: a job that ends now was interrupted
+        self.last_exit = ""  # the last job exception's text: how its process ended
 
     def handle(self, record: logging.LogRecord) -> None:
         event = str(getattr(record, "event", "") or "")
@@ -69,23 +92,46 @@ class LiveView:
                     f"attnbench: {self.total} shape{'' if self.total == 1 else 's'} to measure and compare"
                 )
         elif event == "job_info":
-            self.jobs[int(record.jobid)] = dict(
+            jobid = int(record.jobid)
+            self.jobs[jobid] = dict(
                 rule=record.rule_name,
                 name=(record.wildcards or {}).get("name"),
                 input=list(record.input or []),
                 output=list(record.output or []),
                 log=list(record.log or []),
             )
+            if record.rule_name != "all":
+                self.running.add(jobid)
             if record.rule_name in ("benchmark", "compare") and self.started is None:
                 self.started = self.now()
-            self._status(self.jobs[int(record.jobid)])
+            self._status(self.jobs[jobid])
         elif event == "job_finished":
+            self.running.discard(int(record.job_id))
             job = self.jobs.get(int(record.job_id))
             if job and job["rule"] == "compare":
                 self.done += 1
                 self._shape(job)
         elif event == "job_error":
-            self.write(self._failure(record))
+            jobid = int(getattr(record, "jobid", -1))
+            if jobid in self.running or jobid not in self.jobs:
+                self.running.discard(jobid)
+                self.write(self._failure(record))
+        elif record.levelno >= logging.ERROR and any(text in record.getMessage() for text in REPEATED_ERRORS):
+            self.last_exit = record.getMessage()
+        elif (
+            said := next((v for k, v in STOPPING.items() if record.getMessage().startswith(k)), None)
+        ) is not None:
+            if not self.stopping:
+                self.write(said)
+            self.stopping = True
+            if said == STOPPING["Terminating processes on user request"]:  # cancelled without a job error
+                for jobid in sorted(self.running):
+                    self.write(
+                        self._line(
+                            self.jobs[jobid]["rule"], self.jobs[jobid]["name"], self.jobs[jobid]["log"], True
+                        )
+                    )
+                self.running.clear()
         elif record.levelno >= logging.WARNING and event not in ("progress", "job_started"):
             self.write(record.getMessage())
         elif not event and record.getMessage().startswith(KEPT_INFO):
@@ -122,21 +168,26 @@ class LiveView:
         self.write("\n".join(lines))
 
     def _failure(self, record: logging.LogRecord) -> str:
-        """A failed job in one line, then its log's last lines: never its shell command."""
+        """A failed job in one line, then its log's last lines; an interrupted one in one line. Never
+        its shell command."""
         name = (getattr(record, "wildcards", None) or {}).get("name")
         logs = list(getattr(record, "log", None) or [])
-        lines = [
-            f"✗ {record.rule_name}{f' {name}' if name else ''} failed" + (f"; log: {logs[0]}" if logs else "")
-        ]
+        tail: list[str] = []
         for path in logs:
             try:
-                tail = (
-                    Path(path).read_text(encoding="utf-8", errors="replace").splitlines()[-FAILED_LOG_LINES:]
-                )
+                text = Path(path).read_text(encoding="utf-8", errors="replace")
             except OSError:
                 continue
-            lines += [f"    {line}" for line in tail if line.strip()]
-        return "\n".join(lines)
+            tail += [line for line in text.splitlines()[-FAILED_LOG_LINES:] if line.strip()]
+        interrupted = self.stopping or bool(INTERRUPTED.search(self.last_exit + "\n" + "\n".join(tail[-1:])))
+        self.last_exit = ""
+        line = self._line(record.rule_name, name, logs, interrupted)
+        return line if interrupted else "\n".join([line, *(f"    {text}" for text in tail)])
+
+    @staticmethod
+    def _line(rule: str, name: str | None, logs: list[str], interrupted: bool) -> str:
+        what = "interrupted, wrote nothing" if interrupted else "failed"
+        return f"✗ {rule}{f' {name}' if name else ''} {what}" + (f"; log: {logs[0]}" if logs else "")
 
 
 def stream_writers(stream: TextIO, tty: bool) -> tuple[Callable[[str], None], Callable[[str], None] | None]:

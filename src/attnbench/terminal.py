@@ -188,9 +188,10 @@ def stopped(results: Path, shapes: list[str], log: str | list[str] | None = None
     for output in faults.remove_unrecorded(results.parent):
         print(f"attnbench: removed {output}: made by a job whose metadata record failed", flush=True)
     done = [name for name in shapes if (results / "bench" / f"{name}.json").exists()]
-    print(
-        f"attnbench: stopped with {len(done)} of {len(shapes)} shapes measured; their results are kept"
-        f" under {results.resolve() / 'bench'}. Run the same command again to measure the rest (after a"
-        " hard kill, unlock first: snakemake --unlock, or attnbench run with the same arguments and -- --unlock).",
-        flush=True,
+    kept = f"kept in {results.resolve() / 'bench'}"
+    said = (
+        f"stopped with {len(done)} of {len(shapes)} shapes measured ({kept}); run the same command to continue"
+        if len(done) < len(shapes)
+        else f"stopped after all {len(shapes)} shapes were measured ({kept}); run the same command to finish"
     )
+    print(f"attnbench: {said} (after a hard kill, unlock first: snakemake --unlock)", flush=True)

@@ -11,6 +11,9 @@ JOB_ENV = run_config.job_env(RUN)
 # `python -m attnbench`, holding a Ctrl-C until the job can end cleanly: a param that reruns
 # nothing (attnbench.jobs.Launcher)
 ATTNBENCH = jobs.launcher()
+# One Ctrl-C, or `timeout -s INT` (which signals Snakemake twice), is one interrupt: no traceback
+# from a second one inside Snakemake's shutdown
+jobs.coalesce_interrupts()
 # Relative to the working directory: no job's params or command line depends on where the checkout
 # is, so a finished run copied to another path plans no job.
 SCHEMAS = Path(os.path.relpath(Path(workflow.basedir) / "schemas"))

@@ -112,17 +112,20 @@ def test_a_failed_job_is_one_line_and_its_logs_end_never_its_command(tmp_path: P
     assert len(lines) == 1 + live.FAILED_LOG_LINES and "--spec" not in said
 
 
-def test_warnings_errors_and_nothing_to_do_still_show(tmp_path: Path) -> None:
+def test_snakemakes_other_lines_still_show_its_bookkeeping_does_not() -> None:
     written: list[str] = []
     view = live.LiveView(written.append)
-    view.handle(record("Nothing to be done (all requested files are present and up to date)."))
+    kept = [
+        "Nothing to be done (all requested files are present and up to date).",
+        "Congratulations, your workflow is in a good condition!",  # snakemake --lint
+        "Unlocking working directory.",  # snakemake --unlock
+    ]
+    for line in [*kept, *(f"{prefix} ..." for prefix in live.BOOKKEEPING)]:
+        view.handle(record(line))
+    view.handle(record("debugging", logging.DEBUG))
     view.handle(record("a warning", logging.WARNING))
     view.handle(record("MissingInputException: Missing input files for rule report", logging.ERROR))
-    assert written == [
-        "Nothing to be done (all requested files are present and up to date).",
-        "a warning",
-        "MissingInputException: Missing input files for rule report",
-    ]
+    assert written == [*kept, "a warning", "MissingInputException: Missing input files for rule report"]
 
 
 def test_a_shape_whose_results_cannot_be_read_says_so_instead_of_stopping_the_view(tmp_path: Path) -> None:

@@ -31,8 +31,25 @@ from typing import Any, TextIO
 # its shape's lines to the live view (attnbench.jobs), which prints them with the progress.
 LIVE_VARIABLE = "ATTNBENCH_LIVE_VIEW"
 FAILED_LOG_LINES = 12  # of a failed job's log: its end says why
-# Snakemake's info lines that still matter with the bookkeeping gone
-KEPT_INFO = ("Nothing to be done",)
+# Snakemake's own info lines that are bookkeeping (the others, e.g. "Nothing to be done", lint's verdict
+# or --unlock's, still show)
+BOOKKEEPING = (
+    "Select jobs to execute",
+    "Execute ",
+    "Building DAG of jobs",
+    "Using shell:",
+    "Provided cores:",
+    "Rules claiming more threads",
+    "Provided resources:",
+    "Conda environments: ignored",
+    "Singularity containers: ignored",
+    "Assuming unrestricted shared filesystem usage",
+    "Shutting down, this might take some time",
+    "Complete log(s):",
+    "Waiting for ",
+    "Removing temporary output",
+    "Touching output file",
+)
 # Snakemake's lines when a signal stops the run, and what the live view says instead: on SIGINT (a
 # terminal's Ctrl-C, `timeout -s INT`) it cancels the running jobs; on SIGTERM (a CI's cancel) it lets
 # them finish and starts no other.
@@ -132,10 +149,9 @@ class LiveView:
                         )
                     )
                 self.running.clear()
-        elif record.levelno >= logging.WARNING and event not in ("progress", "job_started"):
-            self.write(record.getMessage())
-        elif not event and record.getMessage().startswith(KEPT_INFO):
-            self.write(record.getMessage())
+        elif record.levelno >= logging.WARNING or not (event or record.getMessage().startswith(BOOKKEEPING)):
+            if record.levelno >= logging.INFO and record.getMessage().strip():
+                self.write(record.getMessage())
 
     def progress(self) -> str:
         """`[3/11, 0:42, ~1:30 left]`: shapes compared of the run's, time since the first shape's job,

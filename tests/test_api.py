@@ -1,6 +1,7 @@
 """attnbench.compare, the Python API: the workflow's spec, measurement and compare job, in this process."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 import attnbench
-from attnbench import api, shape_syntax, usercode
+from attnbench import api, host, shape_syntax, usercode
 
 
 def mine(q, k, v, *, causal, scale):
@@ -121,9 +122,14 @@ def test_the_callers_state_is_left_as_it_was(compared):
     assert not set(usercode.REGISTERED) & {"mine", "wrong", "declines"}
 
 
-def test_without_a_reference_nothing_is_compared():
+def test_without_a_reference_nothing_is_compared(monkeypatch, capfd):
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
     frame = attnbench.compare([mine], shapes=[{"batch": 1, "heads": 2, "seq": 32, "dim": 16}], reference=None,
                               device="cpu", timing=SHORT)  # fmt: skip
+    # Found by a new user: with OMP_NUM_THREADS (or every core) it measured with other threads than
+    # the workflow's jobs, and libkineto wrote "USDT ... profiler_start/stop" lines to the notebook
+    assert frame.attrs["bench"]["b1_h2_s32_d16"]["host"]["threads"] == host.WORKFLOW_THREADS
+    assert "USDT" not in capfd.readouterr().err
     assert list(frame["candidate"]) == ["mine"] and list(frame["shape"]) == ["b1_h2_s32_d16"]
     assert frame.loc[0, "status"] == "ok" and frame.loc[0, "reference"] is None
     assert frame["speedup"].isna().all() and frame.attrs["compare"] == {}
@@ -187,6 +193,13 @@ def test_ceilings_are_calibrated_once_per_process(monkeypatch):
     assert first is second and first["device"] == "cpu"
     assert calls == ["calibrate"]
     assert api._ceilings(run, "auto") is None  # the CPU: no calibration unless asked
+
+
+def test_the_profilers_chatter_is_held_back_and_the_rest_of_stderr_shown(capfd):
+    with host.held_stderr():
+        os.write(2, b"USDT:2026-12-07 23:46:57 13093:13093 SyncActivityProfilerHandler.cpp:52] profiler_start\n")
+        os.write(2, b"a kernel's own warning\n")
+    assert capfd.readouterr().err == "a kernel's own warning\n"
 
 
 def test_import_attnbench_stays_cheap():

@@ -158,7 +158,7 @@ def test_a_compare_job_leaves_its_lines_to_the_live_view(run, monkeypatch, capsy
     compare = files.read_json(run["compare_paths"][0], None)
     terminal.print_shape(run["bench_paths"][0], compare)
     assert "(reference math " in capsys.readouterr().out
-    monkeypatch.setenv(live.LIVE_VARIABLE, "1")
+    monkeypatch.setenv(terminal.LIVE_VARIABLE, "1")
     terminal.print_shape(run["bench_paths"][0], compare)
     assert capsys.readouterr().out == ""
 
@@ -178,18 +178,18 @@ class Settings:
 def test_verbose_p_and_dry_runs_get_snakemakes_own_output(asked, monkeypatch) -> None:
     from snakemake_interface_logger_plugins.registry import LoggerPluginRegistry
 
-    monkeypatch.delenv(live.LIVE_VARIABLE, raising=False)
+    monkeypatch.delenv(terminal.LIVE_VARIABLE, raising=False)
     plugin = LoggerPluginRegistry().get_plugin("attnbench")  # found by its package's name
     settings = Settings()
     quiet = plugin.log_handler(settings, None)
     assert quiet.fallback is None and quiet.writes_to_stream and quiet.has_filter
     import os
 
-    assert os.environ[live.LIVE_VARIABLE] == "1"  # the jobs it starts leave their lines to it
-    monkeypatch.delenv(live.LIVE_VARIABLE)
+    assert os.environ[terminal.LIVE_VARIABLE] == "1"  # the jobs it starts leave their lines to it
+    monkeypatch.delenv(terminal.LIVE_VARIABLE)
     setattr(settings, asked, True)
     loud = plugin.log_handler(settings, None)
-    assert loud.fallback is not None and live.LIVE_VARIABLE not in os.environ
+    assert loud.fallback is not None and terminal.LIVE_VARIABLE not in os.environ
 
 
 def test_clock() -> None:

@@ -11,7 +11,7 @@ What differs from the workflow, on purpose:
 - Measurement runs in the caller's process: no crash isolation (a kernel that segfaults takes the
   notebook's kernel with it), no GPU lease, no warm worker. Use `attnbench run` for untrusted kernels.
 - The environment lock (TF32, matmul precision, deterministic algorithms, seeds) and the shape's CPU
-  threads are applied while a shape is measured; the caller's settings, thread count and random
+  threads (by default the workflow's: host.WORKFLOW_THREADS) are applied while a shape is measured; the caller's settings, thread count and random
   states are restored afterwards. Variables
   read at start-up (PYTHONHASHSEED, CUBLAS_WORKSPACE_CONFIG) cannot take effect in a running process:
   they are set for the call only so the lock's check passes, and nothing measured depends on them.
@@ -35,7 +35,7 @@ from typing import Any
 
 from attnbench import candidates as candidate_registry
 from attnbench import config as run_config
-from attnbench import files, isolation, jobs, lock
+from attnbench import files, host, isolation, jobs, lock
 from attnbench.documents import ShapeComparisons, ShapeResult
 from attnbench.results import Json, Status
 from attnbench.shape_syntax import shape_entry
@@ -210,7 +210,8 @@ def compare(
         It is measured even when it is not among `candidates`.
     dtype: default bfloat16 on CUDA, float32 on the CPU. device: auto (CUDA when usable), cuda, cpu.
     mode: forward or forward_backward. timing, stats, lock_settings, tolerance, threads: as in the
-        config (threads: torch's CPU threads while measuring; default OMP_NUM_THREADS, else every core).
+        config (threads: torch's CPU threads while measuring; default host.WORKFLOW_THREADS, the
+        workflow's, so that its numbers and a pipeline run's compare).
     ceilings: "auto" (calibrate once per process on CUDA; none on the CPU), True, False, or a path.
 
     Runs in this process, without crash isolation; see the module docstring for what else differs
@@ -252,8 +253,8 @@ def compare(
         }
         if dtype is not None:
             given["dtype"] = dtype
-        if threads is not None:
-            given["threads"] = threads
+        # the workflow's threads unless told: OMP_NUM_THREADS or every core measured other numbers
+        given["threads"] = host.WORKFLOW_THREADS if threads is None else threads
         run = run_config.resolve(given)
         measured_ceilings = _ceilings(run, ceilings)
         benches: dict[str, Json] = {}

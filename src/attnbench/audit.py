@@ -33,6 +33,7 @@ from contextlib import contextmanager
 from typing import Any, NamedTuple
 
 from attnbench.documents import Bound
+from attnbench.host import held_stderr
 from attnbench.memory import is_out_of_memory, tensors
 from attnbench.settings import BOUND_MARGIN
 from attnbench.workloads import check_output
@@ -145,6 +146,7 @@ class RoundProfile:
         self.order: list[str] = []
         self.prof: Any = None
         self._side: Any = None
+        self._held: Any = None
 
     def __enter__(self) -> RoundProfile:
         import torch
@@ -156,6 +158,8 @@ class RoundProfile:
             torch.cuda.synchronize()
             self._side = torch.cuda.Stream(priority=-1)  # a pool kernels rarely draw from
         self.prof = torch_profile(activities=[ProfilerActivity.CUDA if cuda else ProfilerActivity.CPU])
+        self._held = held_stderr()
+        self._held.__enter__()
         self.prof.__enter__()
         if cuda:
             self._mark_side()  # the first launch: its stream is the side stream
@@ -166,7 +170,10 @@ class RoundProfile:
 
         if self.device == "cuda":
             torch.cuda.synchronize()
-        self.prof.__exit__(*exc)
+        try:
+            self.prof.__exit__(*exc)
+        finally:
+            self._held.__exit__(*exc)
 
     def _mark_side(self) -> None:
         import torch

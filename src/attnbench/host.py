@@ -11,7 +11,12 @@ shape was measured is sampled (psutil) and a busy machine is flagged in the repo
 from __future__ import annotations
 
 import os
+import re
+import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +37,11 @@ def usable_cpus() -> list[int]:
 
 def available_cpus() -> int:
     return len(usable_cpus())
+
+
+# The CPU threads Snakemake gives a benchmark job (its OMP_NUM_THREADS): the rule asks for none, so one,
+# whatever --cores says. attnbench.compare measures with the same unless told otherwise.
+WORKFLOW_THREADS = 1
 
 
 def job_threads(requested: int | None) -> int:
@@ -131,3 +141,31 @@ class LoadWatch:
             "busy": busy,
             "why": why,
         }
+
+
+# What libkineto writes to the process's stderr at each profiler session's start and stop: 12 lines a
+# shape in a notebook (attnbench.compare), each job's log in the workflow
+PROFILER_CHATTER = re.compile(r"^USDT:.*\] profiler_(start|stop)\s*$")
+
+
+@contextmanager
+def held_stderr() -> Iterator[None]:
+    """The process's stderr (file descriptor 2, where libkineto writes) held in a temporary file while
+    a profiler session runs, then written out without PROFILER_CHATTER: whatever else was written
+    (a kernel's own warnings) still shows, after the round."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            lines = held.read().decode(errors="replace").splitlines(keepends=True)
+            kept = "".join(line for line in lines if not PROFILER_CHATTER.match(line))
+            if kept:
+                sys.stderr.write(kept)
+                sys.stderr.flush()

@@ -27,9 +27,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
-# Set in Snakemake's process by the live view, inherited by every job: the compare job then leaves
-# its shape's lines to the live view (attnbench.jobs), which prints them with the progress.
-LIVE_VARIABLE = "ATTNBENCH_LIVE_VIEW"
 FAILED_LOG_LINES = 12  # of a failed job's log: its end says why
 # Snakemake's own info lines that are bookkeeping (the others, e.g. "Nothing to be done", lint's verdict
 # or --unlock's, still show)
@@ -254,6 +251,8 @@ def make_handler(base: type, settings_base: type) -> tuple[type, type]:
                 self.fallback.setFormatter(DefaultFormatter(s.quiet, s.show_failed_logs))
                 return
             self.fallback = None
+            from attnbench.terminal import LIVE_VARIABLE
+
             os.environ[LIVE_VARIABLE] = "1"
             self.view = LiveView(*stream_writers(stream, stream.isatty()))
 

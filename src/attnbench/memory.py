@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from attnbench.documents import ShapeResult
+from attnbench.host import held_stderr
 from attnbench.results import Status
 
 MB = 2**20
@@ -112,7 +113,7 @@ def _cpu_phase() -> Iterator[Phase]:
     from torch.profiler import ProfilerActivity, profile
 
     phase = Phase()
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with held_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         yield phase
     events = sorted(
         (e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"

@@ -21,13 +21,15 @@ from typing import Any
 from attnbench import faults, files
 from attnbench.documents import CandidateResult, ShapeComparisons, ShapeResult
 from attnbench.formatting import clip, speedup_interval
-from attnbench.live import LIVE_VARIABLE
 
 LINE_WIDTH = 160  # a shape's measurement line (shape_line); candidate lines keep their reason whole
 
 # Set by `attnbench run` for the workflow it starts: it prints the headline itself, with the report's
 # absolute path, so the workflow's end only decides the exit.
 HEADLINE_VARIABLE = "ATTNBENCH_RUN_PRINTS_HEADLINE"
+# Set in Snakemake's process by the live view (attnbench.live), inherited by every job: the compare job
+# then leaves its shape's lines to the live view, which prints them with the progress.
+LIVE_VARIABLE = "ATTNBENCH_LIVE_VIEW"
 
 
 def candidate_lines(

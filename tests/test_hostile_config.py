@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import CONFIG, ROOT, copy_workflow, write_config
+from helpers import CONFIG, CPU_CONFIG, ROOT, copy_workflow, write_config
 
 from attnbench import cli, configfile
 from attnbench.config import CONFIG_FILE
@@ -259,6 +259,33 @@ def test_a_config_file_that_is_not_yaml_is_refused_at_its_line_and_column(tmp_pa
     assert cli.main(["run", "mine.yaml"]) == 2
     err = capsys.readouterr().err
     assert "mine.yaml:3:10: " in err and "<unicode string>" not in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_snakemakes_config_errors_name_the_line_and_carry_no_internal_frame(tmp_path):
+    """Through the snakemake CLI: a --configfile that is not YAML (Snakemake loads it before the
+    Snakefile's own check and said only "Config file is not valid JSON or YAML"), and a config error,
+    which carried the Snakefile's line and two stack frames of attnbench's, also in a dry run."""
+    copy_workflow(tmp_path)
+    write_config(tmp_path, CPU_CONFIG)
+    (tmp_path / "bad.yaml").write_text("device: cpu\ncandidates: [flash\n  reference: math\n")
+    (tmp_path / "unknown.yaml").write_text("device: cpu\nbogus_key: 1\n")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    for dry in ([], ["-n"]):
+        bad, unknown = (
+            subprocess.run(
+                [sys.executable, "-m", "snakemake", "--cores", "1", *dry, "--configfile", name],
+                cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+            )  # fmt: skip
+            for name in ("bad.yaml", "unknown.yaml")
+        )
+        said = bad.stdout + bad.stderr
+        assert bad.returncode != 0 and "attnbench: bad.yaml:3:12: expected ',' or ']'" in said, said
+        assert "    reference: math\n             ^" in said, said
+        said = unknown.stdout + unknown.stderr
+        assert unknown.returncode != 0, said
+        assert "attnbench: the config cannot run: top level: unknown key 'bogus_key'" in said, said
+        assert said.count("bogus_key") == 1 and 'File "' not in said and "Snakefile" not in said, said
 
 
 def test_the_repositorys_config_files_are_within_the_bounds():

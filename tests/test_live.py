@@ -292,3 +292,18 @@ def test_a_sigterm_says_the_running_jobs_finish() -> None:
     view.handle(record("Will exit after finishing currently running jobs (scheduler)."))
     view.handle(record("Will exit after finishing currently running jobs (scheduler)."))
     assert written == [live.STOPPING["Will exit after finishing currently running jobs"]]
+
+
+def test_the_configfiles_given_to_snakemake_are_found_on_its_command_line() -> None:
+    argv = [
+        "snakemake",
+        "--cores",
+        "1",
+        "--configfile",
+        "a.yaml",
+        "b.yaml",
+        "-n",
+        "--configfiles=c.yaml",
+        "all",
+    ]
+    assert live.given_configfiles(argv) == ["a.yaml", "b.yaml", "c.yaml"]

@@ -64,6 +64,9 @@ REPEATED_ERRORS = (
     "At least one job did not complete successfully",
     "Exiting because a job execution failed",
 )
+# What Snakemake puts around a ConfigError: the Snakefile's line, and the stack frames it appends
+SNAKEFILE_LINE = re.compile(r"^ConfigError in file .*?, line \d+:\n")
+FRAME = re.compile(r"^\s+File \".*\", line \d+, in .*\n?", re.M)
 # How a job's end reads when a signal ended it (its exit status, or its log's last line)
 INTERRUPTED = re.compile(r"exit status (130|143|-2|-15)\b|Signals\.SIG(INT|TERM)|interrupted \(")
 
@@ -203,6 +206,42 @@ class LiveView:
         return f"✗ {rule}{f' {name}' if name else ''} {what}" + (f"; log: {logs[0]}" if logs else "")
 
 
+def clarify(record: logging.LogRecord, argv: list[str]) -> None:
+    """Snakemake's errors about the config, as attnbench says them (in the live view and in Snakemake's
+    own output): a ConfigError without the Snakefile's line and the stack frames Snakemake appends
+    (attnbench's own, never the problem), and a --configfile that is not YAML at its line and column
+    (Snakemake loads it before the Snakefile's own check, and says only "not valid JSON or YAML")."""
+    message = record.getMessage()
+    if getattr(record, "exception", None) == "ConfigError" or message.startswith("ConfigError in file"):
+        text = FRAME.sub("", SNAKEFILE_LINE.sub("", message)).strip()
+        record.msg, record.args = f"attnbench: the config cannot run: {text}", None
+    elif "Config file is not valid JSON or YAML" in message:
+        from attnbench import config, configfile
+
+        for path in [config.CONFIG_FILE, *given_configfiles(argv)]:
+            try:
+                configfile.check_file(path)
+            except (OSError, configfile.Invalid, configfile.Unbounded) as exc:
+                record.msg, record.args = f"attnbench: {exc}", None
+                return
+
+
+def given_configfiles(argv: list[str]) -> list[str]:
+    """The files after --configfile (or --configfiles) on Snakemake's command line."""
+    files: list[str] = []
+    taking = False
+    for arg in argv[1:]:
+        if arg.startswith("--configfile"):
+            taking = True
+            if "=" in arg:
+                files.append(arg.split("=", 1)[1])
+        elif arg.startswith("-"):
+            taking = False
+        elif taking:
+            files.append(arg)
+    return files
+
+
 def stream_writers(stream: TextIO, tty: bool) -> tuple[Callable[[str], None], Callable[[str], None] | None]:
     """`write` and `status` for a stream: on a terminal the status line is redrawn in place and
     cleared before each permanent line; elsewhere (a CI log, a pipe) there is no status line."""
@@ -258,6 +297,8 @@ def make_handler(base: type, settings_base: type) -> tuple[type, type]:
 
         def emit(self, record: logging.LogRecord) -> None:
             try:
+                if record.levelno >= logging.ERROR:
+                    clarify(record, sys.argv)
                 if self.fallback is not None:
                     self.fallback.handle(record)
                 else:

@@ -232,8 +232,8 @@ def given_configfiles(argv: list[str]) -> list[str]:
     taking = False
     for arg in argv[1:]:
         if arg.startswith("--configfile"):
-            taking = True
-            if "=" in arg:
+            taking = "=" not in arg  # --configfiles=a.yaml names one file
+            if not taking:
                 files.append(arg.split("=", 1)[1])
         elif arg.startswith("-"):
             taking = False

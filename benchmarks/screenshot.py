@@ -29,14 +29,17 @@ from pathlib import Path
 WIDTH = 1400
 FIRST_SCREEN = 900
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "chrome-headless-shell")
-# Run after load: the page's size and the tables that overflow their scroll box, into the DOM.
+# Run after load: the page's size, the tables that overflow their scroll box and where the plots end,
+# into the DOM.
 PROBE = """<script>window.addEventListener("load", () => {
   const wide = [...document.querySelectorAll("div.scroll")]
     .filter(d => d.scrollWidth > d.clientWidth + 1)
     .map(d => (d.previousElementSibling || {}).textContent || "(table)");
   const out = document.createElement("pre"); out.id = "layout-probe";
+  const plots = [...document.querySelectorAll("figure.plot")].map(f => f.getBoundingClientRect().bottom + window.scrollY);
   out.textContent = JSON.stringify({height: document.documentElement.scrollHeight,
-                                    width: document.documentElement.scrollWidth, wide: wide});
+                                    width: document.documentElement.scrollWidth, wide: wide,
+                                    plots_end: plots.length ? Math.round(Math.max(...plots)) : null});
   document.body.appendChild(out);
 });</script>"""
 
@@ -91,6 +94,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as profile:
         size = layout(exe, profile, report)
         print(f"page at {WIDTH} px: {size['width']} px wide, {size['height']} px high")
+        if size.get("plots_end"):  # the answer, the matrix and the plots: the report's first part
+            screens = size["plots_end"] / FIRST_SCREEN
+            print(f"the answer, matrix and plots end at {size['plots_end']} px: {screens:.1f} screens of {FIRST_SCREEN} px")
         for heading in size["wide"]:
             print(f"too wide at {WIDTH} px: the table after {heading.strip()!r}")
         shoot(exe, profile, report, args.out, size["height"], args.palette)

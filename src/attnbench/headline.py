@@ -22,7 +22,7 @@ from attnbench.documents import Analysis, ShapeChoice, ShapeComparisons, ShapeRe
 from attnbench.formatting import DASH, clip, interval, speedup_interval
 from attnbench.results import FAILURES, Json, Status
 from attnbench.stats import TOO_FEW_ROUNDS
-from attnbench.usercode import CandidateName
+from attnbench.usercode import BUILTIN, CandidateName
 
 MAX_TERMINAL_FAILURES = 20
 SIGNIFICANT_MARK = "*"  # significantly faster or slower than the reference (corrected where known)
@@ -74,7 +74,17 @@ def summarize(
         fastest, tied = _fastest_and_ties(bench, chosen.get(name))
         head = _NO_COMPARISON if fastest is None else comparison(name, fastest)
         approximate = _fastest_approximate(bench, fastest)
-        shapes.append({"shape": name, "fastest": fastest, **head, "tied": tied, "approximate": approximate})
+        shapes.append(
+            {
+                "shape": name,
+                "fastest": fastest,
+                **head,
+                "versus": _versus_builtin(chosen.get(name), fastest),
+                "fraction_of_bound": None if fastest is None else bench.candidates[fastest].fraction_of_bound,
+                "tied": tied,
+                "approximate": approximate,
+            }
+        )
         cells = {}
         for candidate, result in bench.candidates.items():
             cells[candidate] = {
@@ -127,6 +137,34 @@ def _fastest_and_ties(bench: ShapeResult, chosen: ShapeChoice | None) -> tuple[s
 
         return autotune_step.fastest(bench), []
     return None if chosen.fastest is None else chosen.fastest.candidate, [r.candidate for r in chosen.ties()]
+
+
+def _versus_builtin(choice: ShapeChoice | None, fastest: str | None) -> Json | None:
+    """The fastest against the best other built-in (the fastest built-in rival that ran ok): "how much
+    faster than what PyTorch already has", where the reference is often the naive `math` ("26x"). From
+    autotune's comparison of that rival with the fastest, corrected across the run, turned around. None
+    without a built-in rival (or before autotune ran on the shape)."""
+    if choice is None or fastest is None:
+        return None
+    builtins = [
+        r
+        for r in choice.rivals
+        if r.candidate != fastest and CandidateName.parse(r.candidate).family in BUILTIN
+    ]
+    if not builtins:
+        return None
+    best = min(builtins, key=lambda r: r.median_ms)
+    rival = best.comparison
+    lo, hi = rival.speedup_ci or (None, None)
+    turned = {"faster": "slower", "slower": "faster"}
+    return {
+        "baseline": best.candidate,
+        "speedup": None if not rival.speedup else 1.0 / rival.speedup,
+        "ci": None if not (lo and hi) else [1.0 / hi, 1.0 / lo],
+        "confidence": rival.confidence,
+        "significant": rival.verdict in turned,
+        "verdict": turned.get(rival.verdict, rival.verdict),
+    }
 
 
 def _fastest_approximate(bench: ShapeResult, fastest: str | None) -> Json | None:
@@ -256,6 +294,21 @@ def speedup_text(
     return f"{text} {SIGNIFICANT_MARK}" if significant else text
 
 
+def versus_text(shape: Json, summary: Json) -> str:
+    """`1.31× [1.25, 1.38] * vs cudnn, 62% of bound`: the fastest against the best other built-in,
+    or against the reference where no other built-in ran ok; then how close it is to the bound."""
+    versus = shape.get("versus")
+    if versus is not None:
+        text = speedup_text(versus["speedup"], versus["ci"], versus["significant"], versus["verdict"])
+        text += f" vs {versus['baseline']}"
+    else:
+        text = speedup_text(shape["speedup"], shape["ci"], shape["significant"], shape["verdict"])
+        text += f" vs {summary['reference'] or 'the reference'} (the reference)"
+    if shape.get("fraction_of_bound") is not None:
+        text += f", {shape['fraction_of_bound']:.0%} of bound"
+    return text
+
+
 def confidence_text(summary: Json) -> str:
     """How sure the headline's intervals are: `99.8% intervals, corrected for the run's 24 comparisons`."""
     levels = {s["confidence"] for s in summary["shapes"] if s.get("ci") is not None}
@@ -280,17 +333,18 @@ def terminal(summary: Json, report: Path | None = None) -> str:
     """A short plain-text headline for the end of a run (at most about 100 columns)."""
     if not summary["shapes"]:
         return "no shape measured yet" + (f"\nreport: {report}" if report is not None else "")
-    reference = summary["reference"] or "the reference"
-    lines = [f"fastest correct candidate per shape (speedup vs {reference} [interval]; "
-             f"{SIGNIFICANT_MARK} significant;", f"  {confidence_text(summary)}):"]  # fmt: skip
+    lines = [f"fastest correct candidate per shape (speedup vs the best other built-in [interval]; "
+             f"{SIGNIFICANT_MARK} significant;", f"  {confidence_text(summary)}; % of the attainable bound):"]  # fmt: skip
     width = max((len(s["shape"]) for s in summary["shapes"]), default=0)
+    fastest_width = max((len(s["fastest"] or "") for s in summary["shapes"]), default=0)
     for shape in summary["shapes"]:
         if shape["fastest"] is None:
             lines.append(f"  {shape['shape']:<{width}}  {DASH} nothing timed ok within the dtype's tolerance")
         else:
             ties = f"  (tied: {', '.join(shape['tied'])})" if shape["tied"] else ""
-            speed = speedup_text(shape["speedup"], shape["ci"], shape["significant"], shape["verdict"])
-            lines.append(f"  {shape['shape']:<{width}}  {shape['fastest']}  {speed}{ties}")
+            lines.append(
+                f"  {shape['shape']:<{width}}  {shape['fastest']:<{fastest_width}}  {versus_text(shape, summary)}{ties}"
+            )
         if approximate := shape.get("approximate"):  # ranked apart, never mixed with the exact results
             lines.append(clip(f"  {'':<{width}}  {APPROXIMATE_LINE.format(**approximate)}"))
     shown: dict[str, Json] = {}

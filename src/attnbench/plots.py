@@ -2,15 +2,18 @@
 against error.
 
 Drawn from the summary table (report.summary_frame) and the measured ceilings; each figure says so
-when it has nothing to draw, so a report always has every figure.
+when it has nothing to draw, so a report always has every figure, and names the candidates it leaves
+out for having nothing to draw (drawn_candidates).
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+import re
+import textwrap
 from io import BytesIO
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -94,19 +97,87 @@ def _plain_log_ticks(axis: Any) -> None:
     axis.set_minor_locator(NullLocator())
 
 
-def _facet_fields(frame: pd.DataFrame) -> list[str]:
-    """(dim, attention pattern) always; any other setting that varies would mix lines too.
+# What the shapes of one line share: they differ only in sequence length (and batch, _batch_families).
+LINE_FIELDS = ("dim", "attention", "heads", "kv_heads", "dtype", "mode")
+OTHER_SHAPES = "other shapes"
+PANEL_TITLE_CHARS = 45  # a 10 pt title over a panel about 4 inches wide
 
-    Batch is a facet only when it varies at a fixed sequence length: sweeps usually keep
-    batch x seq constant, and faceting by batch would leave one point per panel.
-    """
-    fields = ["dim", "attention"]
-    fields += [f for f in ("dtype", "mode", "heads", "kv_heads") if frame[f].nunique() > 1]
-    if (frame["seq_kv"] != frame["seq"]).any():
-        fields.append("seq_kv")
-    if (frame.groupby([*fields, "seq"])["batch"].nunique() > 1).any():
-        fields.append("batch")
-    return fields
+
+class Drawn(NamedTuple):
+    names: list[str]  # the candidates a figure draws, in the frame's order
+    note: str  # which were left out and why; empty when none was
+
+
+def drawn_candidates(
+    frame: pd.DataFrame,
+    columns: str | tuple[str, ...],
+    what: str,
+    statuses: tuple[Status, ...] = (Status.OK,),
+) -> Drawn:
+    """The candidates with a number to draw (`what`) on some shape: a backend that ran nowhere here
+    (a CUDA one on the CPU) would fill a legend or half a heatmap with nothing but its status. The
+    note gives those left out their statuses, or says they had no `what`."""
+    usable = frame[frame["status"].isin(statuses)]
+    has_value = usable[list((columns,) if isinstance(columns, str) else columns)].notna().all(axis=1)
+    drawn = set(usable.loc[has_value, "candidate"])
+    why: dict[str, list[str]] = {}
+    for name, rows in frame[~frame["candidate"].isin(drawn)].groupby("candidate", sort=False):
+        reason = f"no {what}" if rows["status"].isin(statuses).any() else " or ".join(rows["status"].unique())
+        why.setdefault(reason, []).append(str(name))
+    reasons = [f"{', '.join(names)} ({reason})" for reason, names in why.items()]
+    kept = [n for n in dict.fromkeys(frame["candidate"]) if n in drawn]
+    return Drawn(kept, "not shown: " + "; ".join(reasons) if reasons else "")
+
+
+def _titled(title: str, note: str, width_inches: float, fontsize: float = 12.0) -> str:
+    """The title, and the note of the candidates left out on lines of its own, wrapped to the width:
+    a longer line is cut at the figure's edge."""
+    chars = int(width_inches * 72 / (0.6 * fontsize))
+    return "\n".join(line for text in (title, _label(note)) if text for line in _wrapped(text, chars))
+
+
+def _wrapped(text: str, chars: int) -> list[str]:
+    """Lines of at most `chars`, broken after a semicolon where one is near."""
+    lines: list[str] = []
+    for part in re.split(r"(?<=;) ", text):
+        if lines and len(lines[-1]) + 1 + len(part) <= chars:
+            lines[-1] += " " + part
+        else:
+            lines += textwrap.wrap(part, chars)
+    return lines
+
+
+def latency_families(frame: pd.DataFrame) -> dict[str, list[str]]:
+    """The latency figure's panels, title -> shapes: one per family of shapes that differ only in
+    sequence length (seq == seq_kv), drawn as a line per candidate, then OTHER_SHAPES, those no line
+    holds (decode, packed documents, a family of one) drawn as points, rather than a panel of one point
+    each."""
+    shapes = frame.drop_duplicates("shape").set_index("shape")
+    swept = shapes[shapes["seq"] == shapes["seq_kv"]]
+    lines = [
+        (key, batch, list(members.sort_values("seq").index))
+        for key, group in swept.groupby(list(LINE_FIELDS), sort=True, dropna=False)
+        for batch, members in _batch_families(group)
+        if len(members) > 1
+    ]
+    varying = {f for i, f in enumerate(LINE_FIELDS) if len({key[i] for key, _, _ in lines}) > 1}
+    panels = {_line_title(key, varying) + batch: names for key, batch, names in lines}
+    on_lines = {name for names in panels.values() for name in names}
+    others = [name for name in shapes.index if name not in on_lines]
+    return panels | ({OTHER_SHAPES: others} if others else {})
+
+
+def _batch_families(group: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """Sweeps keep batch or batch x seq fixed: one family where each sequence length comes once, else
+    one per budget or per batch, whichever puts more shapes on lines; a line has one point per seq."""
+    if group["seq"].is_unique:
+        return [(_batch_note(group), group)]
+    splits = [
+        [(f", batch x seq = {tokens}", g) for tokens, g in group.groupby(group["batch"] * group["seq"])],
+        [(f", batch={batch}", g) for batch, g in group.groupby("batch")],
+    ]
+    best = max(splits, key=lambda split: sum(len(g) for _, g in split if g["seq"].is_unique and len(g) > 1))
+    return [(note, g) for note, g in best if g["seq"].is_unique]
 
 
 def _batch_note(group: pd.DataFrame) -> str:
@@ -116,60 +187,99 @@ def _batch_note(group: pd.DataFrame) -> str:
     return f", batch x seq = {tokens[0]}" if len(tokens) == 1 else ", batch varies"
 
 
-def _facet_title(fields: list[str], values: tuple[Any, ...]) -> str:
+def _line_title(key: tuple[Any, ...], varying: set[str]) -> str:
+    """dim and attention pattern always, any other field of LINE_FIELDS where the lines differ in it."""
     parts = []
-    for name, value in zip(fields, values):
-        if name in ("dtype", "mode", "attention"):
-            parts.append(str(value))
-        else:
-            parts.append(f"{name}={value}")
+    for name, value in zip(LINE_FIELDS, key):
+        if name in ("dim", "attention") or name in varying:
+            parts.append(str(value) if name in ("attention", "dtype", "mode") else f"{name}={value}")
     return ", ".join(parts)
 
 
 def _latency_figure(frame: pd.DataFrame) -> Figure:
+    """A panel per family of latency_families, lines over seq, then the other shapes as points."""
     data = _ok(frame, "median_ms")
     if data.empty:
         return _empty("Latency: no candidate has status ok with a timing")
+    drawn = drawn_candidates(frame, "median_ms", "timing")
     colours = _colours(frame)
-    fields = _facet_fields(frame)
-    facets = list(data.groupby(fields, sort=True))
-    ncols = 2 if len(facets) == 4 else min(3, len(facets))
-    nrows = math.ceil(len(facets) / ncols)
-    fig = Figure(figsize=(min(MAX_FIG_WIDTH, 4.2 * ncols + 2.0), 3.6 * nrows), layout="constrained")
-    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     markers = dict(zip(colours, itertools.cycle("osD^vP*X")))  # equal lines stay distinguishable
+    panels = latency_families(data)
+    others = panels.pop(OTHER_SHAPES, [])
+    ncols = max(1, 2 if len(panels) == 4 else min(3, len(panels)))
+    heights = [3.6] * math.ceil(len(panels) / ncols) + ([4.2] if others else [])
+    width = min(MAX_FIG_WIDTH, max(4.2 * ncols + 2.0, 0.7 * len(others) + 3.0))
+    fig = Figure(figsize=(width, sum(heights) + 1.0), layout="constrained")
+    grid = fig.add_gridspec(len(heights), ncols, height_ratios=heights)
     handles: dict[str, Any] = {}
-    for ax, (key, group) in zip(axes, facets):
-        for name, rows in group.groupby("candidate", sort=False):
+    for index, (title, shapes) in enumerate(panels.items()):
+        ax = fig.add_subplot(grid[index // ncols, index % ncols])
+        for name, rows in data[data["shape"].isin(shapes)].groupby("candidate", sort=False):
             rows = rows.sort_values("seq")
-            median = rows["median_ms"].to_numpy(float)
-            lower = median - rows["ci95_lo_ms"].to_numpy(float, na_value=np.nan)
-            upper = rows["ci95_hi_ms"].to_numpy(float, na_value=np.nan) - median
-            yerr = np.nan_to_num(np.vstack([lower, upper]).clip(min=0), nan=0.0)
-            line = ax.errorbar(
-                rows["seq"],
-                median,
-                yerr=yerr,
-                marker=markers[name],
-                capsize=3,
-                color=colours[name],
-                label=_label(name),
-            )
-            handles.setdefault(str(name), line)
-        seqs = sorted(group["seq"].unique())
+            handles.setdefault(str(name), _latency_bars(ax, rows["seq"], rows, colours[name], markers[name]))
+        seqs = sorted(data.loc[data["shape"].isin(shapes), "seq"].unique())
         ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        _plain_log_ticks(ax.yaxis)
         ax.set_xticks(seqs, [str(s) for s in seqs], rotation=45 if len(seqs) > 6 else 0)
         ax.xaxis.set_minor_locator(NullLocator())
         ax.set_xlabel("sequence length (queries)")
+        ax.set_title(_label(textwrap.fill(title, PANEL_TITLE_CHARS)), fontsize=10)
+    if others:
+        _other_shapes_panel(fig.add_subplot(grid[-1, :]), data, others, colours, markers, handles)
+    for ax in fig.axes:
+        ax.set_yscale("log")
+        _plain_log_ticks(ax.yaxis)
         ax.set_ylabel("median latency (ms)")
-        title = _facet_title(fields, key if isinstance(key, tuple) else (key,))
-        ax.set_title(title + ("" if "batch" in fields else _batch_note(group)), fontsize=10)
         ax.grid(True, which="major", alpha=0.3)
-    _legend_below_panels(fig, axes, len(facets), handles, title="candidate")
-    fig.suptitle("Latency vs sequence length (median, 95% CI; status ok only)")
+    _legend_below_panels(
+        fig, fig.axes, len(fig.axes), {n: handles[n] for n in drawn.names}, title="candidate"
+    )
+    fig.suptitle(_titled("Latency vs sequence length (median, 95% CI; status ok only)", drawn.note, width))
     return fig
+
+
+def _latency_bars(ax: Any, x: Any, rows: pd.DataFrame, colour: Any, marker: str, **style: Any) -> Any:
+    """Median latency at `x` with its 95% CI as error bars."""
+    median = rows["median_ms"].to_numpy(float)
+    lower = median - rows["ci95_lo_ms"].to_numpy(float, na_value=np.nan)
+    upper = rows["ci95_hi_ms"].to_numpy(float, na_value=np.nan) - median
+    yerr = np.nan_to_num(np.vstack([lower, upper]).clip(min=0), nan=0.0)
+    return ax.errorbar(x, median, yerr=yerr, marker=marker, capsize=3, color=colour, **style)
+
+
+def _other_shapes_panel(
+    ax: Any,
+    data: pd.DataFrame,
+    shapes: list[str],
+    colours: dict[str, Any],
+    markers: dict[str, str],
+    handles: dict[str, Any],
+) -> None:
+    """The shapes without a line, one column each, the candidates side by side within it."""
+    position = {shape: i for i, shape in enumerate(shapes)}
+    rows_drawn = data[data["shape"].isin(shapes)]
+    names = list(dict.fromkeys(rows_drawn["candidate"]))
+    step = min(0.15, 0.7 / len(names))
+    for i, (name, rows) in enumerate(rows_drawn.groupby("candidate", sort=False)):
+        x = rows["shape"].map(position) + (i - (len(names) - 1) / 2) * step
+        point = _latency_bars(ax, x, rows, colours[name], markers[name], linestyle="none")
+        handles.setdefault(str(name), point)
+    crowded = len(shapes) > 12
+    ax.set_xticks(
+        range(len(shapes)),
+        [_label(s) for s in shapes],
+        rotation=90 if crowded else 30,
+        ha="center" if crowded else "right",
+        rotation_mode="default" if crowded else "anchor",
+    )
+    ax.set_xlim(-0.5, len(shapes) - 0.5)
+    ax.set_xlabel("shape")
+    ax.set_title(OTHER_SHAPES, fontsize=10)
+
+
+def _legend_columns(labels: list[str], width_inches: float, fontsize: float = 10.0) -> int:
+    """As many columns (at most 5) as the widest names fit side by side: no name is cut."""
+    widths = sorted((len(label) * 0.6 * fontsize / 72 + 0.8 for label in labels), reverse=True)
+    return max(1, sum(1 for total in itertools.accumulate(widths[:5]) if total <= width_inches))
 
 
 def _legend_below_panels(fig: Figure, axes: Any, used: int, handles: dict[str, Any], **legend: Any) -> None:
@@ -177,23 +287,26 @@ def _legend_below_panels(fig: Figure, axes: Any, used: int, handles: dict[str, A
     with the title when there is a single panel."""
     for ax in axes[used:]:
         ax.set_axis_off()
+    labels = [_label(n) for n in handles]
     fig.legend(
         list(handles.values()),
-        [_label(n) for n in handles],
+        labels,
         loc="outside lower center",
-        ncols=min(len(handles), 5),
+        ncols=_legend_columns(labels, fig.get_figwidth()),
         **legend,
     )
 
 
-def _grouped_bars(frame: pd.DataFrame, column: str, ylabel: str, title: str) -> tuple[Figure, Any] | None:
+def _grouped_bars(
+    frame: pd.DataFrame, column: str, ylabel: str, title: str, what: str
+) -> tuple[Figure, Any] | None:
     """Bars per shape (x) and candidate (colour); None when the column has no value to draw."""
     data = _ok(frame, column)
     if data.empty:
         return None
     colours = _colours(frame)
     shapes = list(dict.fromkeys(frame["shape"]))
-    names = list(dict.fromkeys(data["candidate"]))
+    names, note = drawn_candidates(frame, column, what)
     table = data.pivot_table(index="shape", columns="candidate", values=column, aggfunc="first")
     table = table.reindex(index=shapes, columns=names)
     width = 0.8 / len(names)
@@ -227,7 +340,7 @@ def _grouped_bars(frame: pd.DataFrame, column: str, ylabel: str, title: str) -> 
     )
     ax.set_xlabel("shape")
     ax.set_ylabel(ylabel)
-    ax.set_title(title)
+    ax.set_title(_titled(title, note, fig_width))
     ax.grid(True, axis="y", alpha=0.3)
     values = table.to_numpy(float)
     finite = values[np.isfinite(values) & (values > 0)]
@@ -255,6 +368,7 @@ def _roofline_figure(frame: pd.DataFrame, ceilings: Json) -> Figure:
     if data.empty:
         return _empty("Roofline: no candidate has status ok with a throughput")
     data = data.astype({"tflops": float, "intensity": float})
+    note = drawn_candidates(frame, ("tflops", "intensity"), "throughput", (Status.OK, Status.UNTRUSTED)).note
     colours = _colours(frame)
     fig = Figure(figsize=(9.0, 5.6), layout="constrained")
     ax = fig.add_subplot()
@@ -293,7 +407,7 @@ def _roofline_figure(frame: pd.DataFrame, ceilings: Json) -> Figure:
     ax.set_yscale("log")
     ax.set_xlabel("arithmetic intensity (FLOP per byte of min_bytes)")
     ax.set_ylabel("achieved TFLOP/s")
-    ax.set_title("Roofline" + (f" ({'; '.join(notes)})" if notes else ""))
+    ax.set_title(_titled("Roofline" + (f" ({'; '.join(notes)})" if notes else ""), note, fig.get_figwidth()))
     ax.grid(True, which="both", alpha=0.3)
     _legend_below(fig, ax)
     return fig
@@ -307,6 +421,7 @@ def _memory_figure(frame: pd.DataFrame, growth: Json) -> Figure:
         "workspace_mb",
         "workspace per call (MB, log scale)",
         "Workspace per call, beyond the inputs and the output",
+        "workspace",
     )
     if drawn is None:
         return _empty("Workspace: none recorded (results written before it was measured)")
@@ -333,6 +448,10 @@ def _accuracy_figure(frame: pd.DataFrame) -> Figure:
     data = data[data["rel_error"] > 0]
     if data.empty:
         return _empty("Accuracy: no candidate has status ok with a timing and an error")
+    errors = pd.to_numeric(frame["rel_error"], errors="coerce")
+    drawn = drawn_candidates(
+        frame.assign(rel_error=errors.where(errors > 0)), ("median_ms", "rel_error"), "error above zero"
+    )
     colours = _colours(frame)
     shapes = list(dict.fromkeys(data["shape"]))
     shown = shapes[:ACCURACY_PANELS]
@@ -364,7 +483,8 @@ def _accuracy_figure(frame: pd.DataFrame) -> Figure:
         ax.grid(True, which="major", alpha=0.3)
     _legend_below_panels(fig, axes, len(shown), handles)
     more = f"; first {len(shown)} of {len(shapes)} shapes" if len(shapes) > len(shown) else ""
-    fig.suptitle(f"Latency against error (status ok; hollow: approximate; line: the front{more})")
+    title = f"Latency against error (status ok; hollow: approximate; line: the front{more})"
+    fig.suptitle(_titled(title, drawn.note, fig.get_figwidth()))
     return fig
 
 
@@ -373,7 +493,7 @@ def _speedup_figure(frame: pd.DataFrame) -> Figure:
         return _empty("Speedup: no comparisons against a reference in this run")
     shapes = list(dict.fromkeys(frame["shape"]))
     always_reference = set(frame["reference"].dropna()) if frame["reference"].nunique() == 1 else set()
-    names = [n for n in dict.fromkeys(frame["candidate"]) if n not in always_reference]
+    names, note = drawn_candidates(frame[~frame["candidate"].isin(always_reference)], "speedup", "speedup")
     cells = frame.set_index(["shape", "candidate"])
     speedup = np.full((len(shapes), len(names)), np.nan)
     text = [["" for _ in names] for _ in shapes]
@@ -418,7 +538,8 @@ def _speedup_figure(frame: pd.DataFrame) -> Figure:
     ax.set_xlabel("candidate")
     ax.set_ylabel("shape")
     references = ", ".join(sorted(str(r) for r in frame["reference"].dropna().unique()))
-    ax.set_title(_label(f"Speedup vs reference ({references}); >1 is faster; * faster or slower (corrected)"))
+    title = _label(f"Speedup vs reference ({references}); >1 is faster; * faster or slower (corrected)")
+    ax.set_title(_titled(title, note, width))
     bar = fig.colorbar(image, ax=ax, label="speedup (log scale)")
     ticks = np.arange(math.ceil(-bound), math.floor(bound) + 1)
     ticks = ticks if len(ticks) >= 3 else np.linspace(-bound, bound, 5)

@@ -68,7 +68,9 @@ Block = Heading | Para | Table | Plot | Details
 
 @dataclass
 class Section:
-    """One `##` section of the report: its title and what it shows, in order."""
+    """One `##` section of the report: its title and what it shows, in order. `collapsed`: detail
+    behind the answer (HTML: closed under its title, so the answer, matrix and plots come first)."""
 
     title: str
     blocks: list[Block]
+    collapsed: bool = False

@@ -24,14 +24,17 @@ def document(run: Run) -> list[Section]:
     """The report once, as sections; the Markdown and HTML templates only differ in syntax."""
     frame, benches, summary = run.frame, run.benches, run.summary
     available = frame[~frame["candidate"].isin(set(summary["unavailable"]))]
-    return [
+    answer = [
         headline_section(frame, benches, summary, run.analysis.family_of(), run.compares),
         matrix_section(summary, run.analysis),
         plots_section(run.analysis),
+    ]
+    failures = not_ok_section(available, benches)
+    detail = [
         results_section(available, run.analysis.family),
         memory_section(frame, run.growth),
         autotune_section(frame, run.analysis),
-        not_ok_section(available, benches),
+        failures,
         conditions_section(benches),
         ran_section(frame),
         run_summary(frame, benches, run.fingerprint),
@@ -40,3 +43,6 @@ def document(run: Run) -> list[Section]:
         ceilings_section(run.ceilings, benches),
         method_section(benches, run.compares, run.analysis),
     ]
+    for section in detail:  # behind the answer, collapsed; what failed stays open
+        section.collapsed = section is not failures
+    return answer + detail

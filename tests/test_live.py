@@ -37,6 +37,14 @@ def job_info(jobid: int, rule: str, name: str | None, run: dict[str, Any] | None
     )
 
 
+def benchmark_error(log: Path, **fields: Any) -> logging.LogRecord:
+    """Snakemake's record of shape s64's failed benchmark job."""
+    return record(
+        "Error in rule benchmark", logging.ERROR, event="job_error", rule_name="benchmark",
+        wildcards={"name": "s64"}, log=[str(log)], **fields,
+    )  # fmt: skip
+
+
 class Clock:
     def __init__(self) -> None:
         self.t = 100.0
@@ -95,15 +103,7 @@ def test_a_failed_job_is_one_line_and_its_logs_end_never_its_command(tmp_path: P
     written: list[str] = []
     view = live.LiveView(written.append)
     view.handle(
-        record(
-            "Error in rule benchmark, jobid: 4",
-            logging.ERROR,
-            event="job_error",
-            rule_name="benchmark",
-            wildcards={"name": "s64"},
-            log=[str(log)],
-            shellcmd="env --block-signal=INT python -m attnbench benchmark --spec '{...}'",
-        )
+        benchmark_error(log, shellcmd="env --block-signal=INT python -m attnbench benchmark --spec '{...}'")
     )
     (said,) = written
     lines = said.splitlines()
@@ -265,16 +265,7 @@ def test_a_job_ended_by_a_signal_is_interrupted_not_failed(
             event="error",
         )
     )
-    view.handle(
-        record(
-            "",
-            logging.ERROR,
-            event="job_error",
-            rule_name="benchmark",
-            wildcards={"name": "s64"},
-            log=[str(log)],
-        )
-    )
+    view.handle(benchmark_error(log))
     (said,) = written
     if interrupted:
         assert said == f"✗ benchmark s64 interrupted, wrote nothing; log: {log}"

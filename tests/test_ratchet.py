@@ -437,7 +437,9 @@ def test_the_ratchet_loop_through_the_workflow(tmp_path):
     # math 9.8 ms in the baseline, 19.0 ms later, the same code): here only that every pair is
     # compared and that the gate follows the verdict. The A/A false-positive rate is measured on the
     # GPU (docs/validation).
-    assert verdict["counts"]["unchanged"] + verdict["counts"]["improvement"] + verdict["counts"]["regression"] == 4
+    # "undecided" is compared too: a loaded host widens an interval past a verdict (CI, 2026-12-08)
+    compared = ("unchanged", "improvement", "regression", "undecided")
+    assert sum(verdict["counts"][kind] for kind in compared) == 4, verdict["counts"]
     assert subprocess.run(gate, cwd=tmp_path).returncode == (1 if verdict["counts"]["regression"] else 0)
 
     (tmp_path / "kernels_under_test.py").write_text(KERNEL.format(repeat=3))

@@ -311,7 +311,8 @@ def versus_text(shape: Json, summary: Json) -> str:
 
 def confidence_text(summary: Json) -> str:
     """How sure the headline's intervals are: `99.8% intervals, corrected for the run's 24 comparisons`."""
-    levels = {s["confidence"] for s in summary["shapes"] if s.get("ci") is not None}
+    shown = [s.get("versus") or s for s in summary["shapes"]]  # what each shape's line prints
+    levels = {s["confidence"] for s in shown if s.get("ci") is not None}
     if not levels:
         return "no intervals"
     level = (

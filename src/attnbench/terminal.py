@@ -21,6 +21,7 @@ from typing import Any
 from attnbench import faults, files
 from attnbench.documents import CandidateResult, ShapeComparisons, ShapeResult
 from attnbench.formatting import clip, speedup_interval
+from attnbench.results import Status
 
 LINE_WIDTH = 160  # a shape's measurement line (shape_line); candidate lines keep their reason whole
 
@@ -64,9 +65,11 @@ def candidate_lines(
         shown = {
             name: entry
             for name, entry in shown.items()
-            if entry.status != "unsupported" or said.get(name) != entry.reason
+            if entry.status != Status.UNSUPPORTED or said.get(name) != entry.reason
         }
-        said.update({name: entry.reason for name, entry in shown.items() if entry.status == "unsupported"})
+        said.update(
+            {name: entry.reason for name, entry in shown.items() if entry.status == Status.UNSUPPORTED}
+        )
     width = max(map(len, shown), default=0)
     for name, entry in shown.items():
         text = f"{entry.status:<11}"

@@ -294,17 +294,21 @@ def speedup_text(
     return f"{text} {SIGNIFICANT_MARK}" if significant else text
 
 
-def versus_text(shape: Json, summary: Json) -> str:
+def versus_text(shape: Json, reference: str | None, *, bound: bool = True, need: str | None = None) -> str:
     """`1.31× [1.25, 1.38] * vs cudnn, 62% of bound`: the fastest against the best other built-in,
-    or against the reference where no other built-in ran ok; then how close it is to the bound."""
+    or against the reference where no other built-in ran ok; then how close it is to the bound
+    (`bound`; the report gives it a column). `need`: what would decide a comparison of too few rounds
+    against the reference (the report's)."""
     versus = shape.get("versus")
     if versus is not None:
         text = speedup_text(versus["speedup"], versus["ci"], versus["significant"], versus["verdict"])
         text += f" vs {versus['baseline']}"
     else:
         text = speedup_text(shape["speedup"], shape["ci"], shape["significant"], shape["verdict"])
-        text += f" vs {summary['reference'] or 'the reference'} (the reference)"
-    if shape.get("fraction_of_bound") is not None:
+        if shape["verdict"] == TOO_FEW_ROUNDS and need:
+            text += f" ({need})"
+        text += f" vs {reference or 'the reference'} (the reference)"
+    if bound and shape.get("fraction_of_bound") is not None:
         text += f", {shape['fraction_of_bound']:.0%} of bound"
     return text
 
@@ -344,7 +348,7 @@ def terminal(summary: Json, report: Path | None = None) -> str:
         else:
             ties = f"  (tied: {', '.join(shape['tied'])})" if shape["tied"] else ""
             lines.append(
-                f"  {shape['shape']:<{width}}  {shape['fastest']:<{fastest_width}}  {versus_text(shape, summary)}{ties}"
+                f"  {shape['shape']:<{width}}  {shape['fastest']:<{fastest_width}}  {versus_text(shape, summary['reference'])}{ties}"
             )
         if approximate := shape.get("approximate"):  # ranked apart, never mixed with the exact results
             lines.append(clip(f"  {'':<{width}}  {APPROXIMATE_LINE.format(**approximate)}"))

@@ -20,7 +20,6 @@ from attnbench.report.words import (
     intervals,
     join_names,
     plural,
-    speedup,
     to_decide,
 )
 from attnbench.results import Json, Status
@@ -62,7 +61,9 @@ def headline_section(
             (
                 "nothing timed ok within the dtype's tolerance"
                 if s["fastest"] is None
-                else _versus(s, reference, decide)
+                else headline.versus_text(
+                    s, reference, bound=False, need=decide.get((s["shape"], s["fastest"]))
+                )
             ),
             DASH if s.get("fraction_of_bound") is None else f"{s['fraction_of_bound']:.0%}",
             join_names(s["tied"], family_of) or DASH,
@@ -112,17 +113,6 @@ def headline_section(
         listed = "; ".join(f"{c} {s} on {plural(n, 'shape')}" for (c, s), n in kinds.items())
         blocks.append(Para(prose("failed", failed=len(failures), listed=listed), css="warning"))
     return Section("Headline", blocks)
-
-
-def _versus(shape: Json, reference: str, decide: dict[tuple[str, str], str]) -> str:
-    """The fastest against the best other built-in (headline.versus_text's numbers), or against the
-    reference where no other built-in ran ok; the reference's speedup stays in the per-shape detail."""
-    versus = shape.get("versus")
-    if versus is None:
-        against = speedup(shape["speedup"], shape["ci"], shape["significant"], shape["verdict"],
-                          decide.get((shape["shape"], shape["fastest"])))  # fmt: skip
-        return f"{against} vs {reference} (the reference)"
-    return f"{speedup(versus['speedup'], versus['ci'], versus['significant'], versus['verdict'])} vs {versus['baseline']}"
 
 
 def _approximate(found: Json) -> str:
